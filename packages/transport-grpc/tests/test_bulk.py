@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from tensorwire import errors
 from tensorwire.transport import Service, TransportOptions
+from tensorwire.transport.base import RESPONSE_BYTES_METADATA_KEY
 from tensorwire_grpc import bulk
 from tensorwire_grpc import options as opts
 
@@ -30,6 +31,24 @@ ON = {"bulk_tcp": True}
 service = Service("t.Bulk")
 service.unary("Echo")(lambda frames, context: frames)
 service.unary("Zeros")(lambda frames, context: [np.zeros(int(bytes(frames[0])), np.uint8)])
+
+
+@service.unary("Context")
+def _context(frames, context):  # type: ignore[no-untyped-def]
+    remaining = context.time_remaining()
+    described = f"{context.peer}|{context.metadata.get('x-test', '')}|{remaining}"
+    return [described.encode(), frames[-1]]
+
+
+@service.unary("Fail")
+def _fail(frames, context):  # type: ignore[no-untyped-def]
+    raise errors.FailedPreconditionError(f"refused {len(frames[0])} bytes")
+
+
+@service.unary("Sleep")
+def _sleep(frames, context):  # type: ignore[no-untyped-def]
+    time.sleep(float(bytes(frames[0])))
+    return [frames[1]]
 
 
 @service.stream("Repeat")
@@ -94,6 +113,91 @@ def test_large_messages_both_ways_are_byte_exact_and_skip_grpc(transport, served
     # 96+ MiB moved; gRPC carried only descriptors.
     assert proxy.bytes < MiB, proxy.bytes
     assert len(listener.pending) == 0
+    channel.close()
+
+
+def test_a_large_call_goes_whole_over_the_side_channel(transport, served) -> None:  # type: ignore[no-untyped-def]
+    listener, proxy = served
+    channel = transport.connect(f"127.0.0.1:{proxy.port}", TransportOptions(extra=ON))
+    channel.call("t.Bulk", "Echo", [_payload(MiB)], timeout=30)  # learns the side port
+    before = proxy.bytes
+    big = _payload(3 * MiB, seed=5)
+    for _ in range(3):
+        (got,) = channel.call("t.Bulk", "Echo", [big], timeout=30)
+        assert bytes(got) == big.tobytes()
+    # Not a single gRPC byte: no descriptor call, no push acknowledgement over gRPC.
+    assert proxy.bytes == before
+    assert len(listener.bulk.arrivals._items) == 0 and len(listener.pending) == 0
+    channel.close()
+
+
+def test_an_announced_large_response_takes_the_side_channel(transport, served) -> None:  # type: ignore[no-untyped-def]
+    listener, proxy = served
+    channel = transport.connect(f"127.0.0.1:{proxy.port}", TransportOptions(extra=ON))
+    hint = {RESPONSE_BYTES_METADATA_KEY: str(4 * MiB)}
+    channel.call("t.Bulk", "Zeros", [b"16"], timeout=30, metadata=hint)  # Hello, then CALL
+    before = proxy.bytes
+    (zeros,) = channel.call("t.Bulk", "Zeros", [str(4 * MiB).encode()], timeout=30, metadata=hint)
+    assert zeros.nbytes == 4 * MiB and not np.any(np.frombuffer(zeros, np.uint8))
+    assert proxy.bytes == before
+    # Without the hint the same call is a gRPC call whose response is fetched over TCP.
+    (zeros,) = channel.call("t.Bulk", "Zeros", [str(4 * MiB).encode()], timeout=30)
+    assert zeros.nbytes == 4 * MiB
+    assert 0 < proxy.bytes - before < MiB
+    # A hint that is not a number is ignored, not an error.
+    bad = {RESPONSE_BYTES_METADATA_KEY: "lots"}
+    (zeros,) = channel.call("t.Bulk", "Zeros", [b"8"], timeout=30, metadata=bad)
+    assert zeros.nbytes == 8
+    channel.close()
+
+
+def test_side_channel_calls_keep_errors_context_and_deadlines(transport, served) -> None:  # type: ignore[no-untyped-def]
+    listener, proxy = served
+    channel = transport.connect(listener.address, TransportOptions(extra=ON))
+    big = _payload(MiB)
+    channel.call("t.Bulk", "Echo", [big], timeout=30)
+    peer = channel._shared.known_bulk_peer(None)
+    assert peer is not None and peer.calls
+    # The handler's class and message come back as they do over gRPC.
+    with pytest.raises(errors.FailedPreconditionError, match=f"refused {big.nbytes} bytes"):
+        channel.call("t.Bulk", "Fail", [big], timeout=30)
+    # The handler sees the caller's metadata, a peer address and the deadline.
+    described, echoed = channel.call(
+        "t.Bulk", "Context", [big], timeout=20, metadata={"x-test": "yes"}
+    )
+    where, label, remaining = bytes(described).decode().split("|")
+    assert where.startswith("ipv4:127.0.0.1:") and label == "yes"
+    assert 15 < float(remaining) <= 20
+    assert bytes(echoed) == big.tobytes()
+    # A call that outlives its deadline fails in time with DeadlineExceededError ...
+    start = time.monotonic()
+    with pytest.raises(errors.DeadlineExceededError):
+        channel.call("t.Bulk", "Sleep", [b"3", big], timeout=0.5)
+    assert time.monotonic() - start < 2.5
+    # ... and the channel still works afterwards (the broken connection was not pooled).
+    (got,) = channel.call("t.Bulk", "Sleep", [b"0", big], timeout=30)
+    assert bytes(got) == big.tobytes()
+    # An unknown method and a streaming one are refused over the side channel as over gRPC.
+    with pytest.raises(errors.UnimplementedError):
+        bulk.call(peer, "/t.Bulk/Nope", [memoryview(big)], (), time.monotonic() + 10, None)
+    with pytest.raises(errors.InvalidArgumentError, match="streaming"):
+        bulk.call(peer, "/t.Bulk/Repeat", [memoryview(big)], (), time.monotonic() + 10, None)
+    channel.close()
+
+
+def test_stop_lets_side_channel_calls_in_flight_finish_within_grace(transport) -> None:  # type: ignore[no-untyped-def]
+    listener = transport.serve("127.0.0.1:0", [service], TransportOptions(extra=ON))
+    listener.start()
+    channel = transport.connect(listener.address, TransportOptions(extra=ON))
+    big = _payload(MiB)
+    channel.call("t.Bulk", "Echo", [big], timeout=30)
+    future = channel.call_async("t.Bulk", "Sleep", [b"1", big], timeout=30)
+    time.sleep(0.3)
+    listener.stop(grace=5)
+    (got,) = future.result(10)
+    assert bytes(got) == big.tobytes()
+    with pytest.raises(errors.UnavailableError):
+        channel.call("t.Bulk", "Echo", [big], timeout=10)
     channel.close()
 
 
@@ -229,7 +333,7 @@ def test_pushed_requests_expire(transport, served) -> None:  # type: ignore[no-u
     peer.close()
 
 
-def test_server_message_limit_applies_to_pushes(transport) -> None:  # type: ignore[no-untyped-def]
+def test_server_message_limit_applies_to_pushes_and_calls(transport) -> None:  # type: ignore[no-untyped-def]
     options = TransportOptions(max_message_bytes=2 * MiB, extra=ON)
     listener = transport.serve("127.0.0.1:0", [service], options)
     listener.start()
@@ -237,6 +341,14 @@ def test_server_message_limit_applies_to_pushes(transport) -> None:  # type: ign
         peer = bulk.BulkPeer("127.0.0.1", listener.bulk.port, None)
         with pytest.raises(errors.ResourceExhaustedError, match="max_message_bytes"):
             bulk.push(peer, [memoryview(_payload(8 * MiB))], time.monotonic() + 10, "test")
+        with pytest.raises(errors.ResourceExhaustedError, match="max_message_bytes"):
+            bulk.call(
+                peer, "/t.Bulk/Echo", [memoryview(_payload(8 * MiB))], (),
+                time.monotonic() + 10, None,
+            )
+        # The refused bytes were drained: the same connection serves the next call.
+        (got,) = bulk.call(peer, "/t.Bulk/Echo", [memoryview(b"ok")], (), None, None)
+        assert bytes(got) == b"ok"
         peer.close()
         channel = transport.connect(listener.address, TransportOptions(extra=ON))
         with pytest.raises(errors.ResourceExhaustedError):
@@ -323,22 +435,28 @@ def _kill_when(process: subprocess.Popen[str], marker: str) -> None:
     os.kill(process.pid, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("direction", ["request", "response"])
+@pytest.mark.parametrize("direction", ["request", "announced response", "fetched response"])
 def test_peer_killed_mid_transfer_is_unavailable_in_time(  # type: ignore[no-untyped-def]
     transport, peer_process, direction
 ) -> None:
     process, address = peer_process
     channel = transport.connect(address, TransportOptions(extra=ON))
     size = 512 * MiB
-    if direction == "request":
-        frames, method, marker = [np.zeros(size, np.uint8)], "Echo", "bulk push of"
-    else:
+    metadata = None
+    if direction == "request":  # a whole call over the side channel, killed while receiving
+        frames, method, marker = [np.zeros(size, np.uint8)], "Echo", "bulk call receiving"
+    elif direction == "announced response":  # a whole call, killed while sending
+        frames, method, marker = [str(size).encode()], "Zeros", "bulk call /t.Bulk/Zeros sending"
+        metadata = {RESPONSE_BYTES_METADATA_KEY: str(size)}
+    else:  # a gRPC call whose response is fetched over the side channel
         frames, method, marker = [str(size).encode()], "Zeros", "bulk fetch sending"
     outcome: list[BaseException | object] = []
 
     def call() -> None:
         try:
-            outcome.append(channel.call("t.Bulk", method, frames, timeout=30))
+            outcome.append(
+                channel.call("t.Bulk", method, frames, timeout=30, metadata=metadata)
+            )
         except BaseException as exc:  # noqa: BLE001 - checked below
             outcome.append(exc)
 

@@ -11,6 +11,11 @@ Single guest (rxe on a dummy NIC)::
 
     python3 packages/transport-rdma/harness/run_vm.py -- -m rdma packages/transport-rdma/tests
 
+The whole transport suite on ``grpc+verbs`` (every test that uses the chosen protocol, as
+``tox -e py311-grpc`` runs it on ``grpc``; about a quarter of an hour under TCG)::
+
+    python3 packages/transport-rdma/harness/run_vm.py --suite
+
 Two guests joined by a QEMU socket netdev over host loopback, rxe on that wire, a server
 test in one kernel and a client test in the other::
 
@@ -59,6 +64,20 @@ TEST_REQUIREMENTS = (
 )
 DEBIAN_PYTHON = "/usr/bin/python3"
 HOST_PACKAGES = "qemu-system-x86 debootstrap e2fsprogs python3-venv"
+#: The guest runs about 5-10x slower than the host under TCG: test deadlines that bound a
+#: process start or a recovery there stretch by this much (tensorwire_testing.waiting).
+GUEST_TIMEOUT_SCALE = "4"
+#: The transport suite: every test whose outcome depends on --tensorwire-protocol.
+SUITE_ARGS = (
+    "-q",
+    "-rfE",
+    "--tensorwire-protocol=grpc+verbs",
+    "--tensorwire-transport-tests",
+    "packages/core/tests",
+    "packages/dataservice/tests",
+    "packages/testing/tests",
+    "packages/transport-rdma/tests",
+)
 
 
 def log(message: str) -> None:
@@ -315,9 +334,19 @@ def main(argv: list[str] | None = None) -> int:
         help="boot two guests joined by a socket netdev and run the two-host test",
     )
     p.add_argument(
+        "--suite",
+        action="store_true",
+        help="run the whole transport suite on grpc+verbs (not only the rdma-marked tests)",
+    )
+    p.add_argument(
         "--prepare", action="store_true", help="only build/refresh the image and the virtualenv"
     )
-    p.add_argument("--timeout", type=float, default=900, help="seconds per VM (default 900)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds per VM (default 900; 2400 with --suite)",
+    )
     p.add_argument("--memory", type=int, default=2048, help="MiB per guest")
     p.add_argument("--cpus", type=int, default=2, help="vCPUs per guest")
     p.add_argument(
@@ -334,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         argv, tests = argv[:cut], argv[cut + 1 :]
     ns = p.parse_args(argv)
     ns.tests = tests + ns.pytest_args
+    if ns.timeout is None:
+        ns.timeout = 2400.0 if ns.suite else 900.0
 
     for tool in ("qemu-system-x86_64", "timeout"):
         if shutil.which(tool) is None:
@@ -347,11 +378,13 @@ def main(argv: list[str] | None = None) -> int:
     if ns.prepare:
         return 0
 
-    env = {"TENSORWIRE_RDMA_REQUIRE": "1"}
+    env = {"TENSORWIRE_RDMA_REQUIRE": "1", "TENSORWIRE_TEST_TIMEOUT_SCALE": GUEST_TIMEOUT_SCALE}
     if ns.two_guest:
         return run_two(ns, image, cache, venv, env, t0)
     if ns.command:
         job = ns.command
+    elif ns.suite:
+        job = pytest_job(venv, [*SUITE_ARGS, *ns.tests])
     else:
         job = pytest_job(venv, ns.tests or ["-m", "rdma", "packages/transport-rdma/tests"])
     guest = Guest(

@@ -19,6 +19,8 @@ from typing import Any
 
 from tensorwire import errors
 
+from .waiting import scaled
+
 __all__ = ["ChildProcess"]
 
 _MAX_KEPT_LINES = 10_000
@@ -67,6 +69,7 @@ class ChildProcess:
         """Launch the child and wait until it serves; returns self."""
         if self.process is not None and self.process.poll() is None:
             raise errors.FailedPreconditionError(f"{self.name} is already running")
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             self._lines = []
@@ -131,6 +134,7 @@ class ChildProcess:
             return 0
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
+            timeout = scaled(timeout)
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

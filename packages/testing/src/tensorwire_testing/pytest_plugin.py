@@ -2,7 +2,11 @@
 
 Option ``--tensorwire-protocol=NAME`` (or env ``TENSORWIRE_TEST_PROTOCOL``) chooses the
 transport the fixtures use, so one test suite runs on every installed transport
-(``tox -e py311-grpc`` / ``py311-inproc``). Fixtures:
+(``tox -e py311-grpc`` / ``py311-inproc``). ``--tensorwire-transport-tests`` keeps only the
+tests whose outcome depends on that choice (those using the ``tensorwire_protocol`` fixture,
+directly or through another fixture, and ``rdma``-marked tests) and deselects the rest; the
+RDMA harness uses it to run the suite on ``grpc+verbs`` in its slow guest without re-running
+codec and pipeline tests that never touch a transport. Fixtures:
 
 - ``tensorwire_protocol``: the chosen protocol name (override it in a conftest to pin one).
 - ``tensorwire_config``: the ``ConfigProto`` given to servers (None; override for TLS/token).
@@ -50,6 +54,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"transport for tensorwire fixtures (default: ${PROTOCOL_ENV}, else grpc if "
         "installed, else inproc)",
     )
+    group.addoption(
+        "--tensorwire-transport-tests",
+        action="store_true",
+        default=False,
+        help="run only the tests that use the chosen protocol (and rdma-marked tests)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--tensorwire-transport-tests"):
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        uses_protocol = "tensorwire_protocol" in getattr(item, "fixturenames", ())
+        (kept if uses_protocol or item.get_closest_marker("rdma") else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def pytest_report_header(config: pytest.Config) -> str:

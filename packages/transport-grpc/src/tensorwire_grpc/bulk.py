@@ -1,10 +1,15 @@
-"""The bulk side channel: large message bodies over plain TCP beside the gRPC call.
+"""The bulk side channel: large calls over plain TCP beside the gRPC channel.
 
-gRPC Python moves about 1 GB/s on loopback while a plain socket moves three times that, so
-a message of at least ``bulk_tcp_threshold_bytes`` does not travel through gRPC at all: its
-frames go over a TCP connection between the same two processes and the gRPC call carries
-only a descriptor (a random 16-byte ticket and the frame lengths). gRPC stays the control
-plane: deadlines, errors, tokens and the call itself are gRPC's.
+gRPC Python moves about 1 GB/s on loopback while a plain socket moves three times that, and
+one gRPC round trip (about 300 us) costs as much as moving a whole MiB over TCP. So a unary
+call whose request or expected response has at least ``bulk_tcp_threshold_bytes`` does not
+travel through gRPC at all: the whole call (method, metadata, deadline, request, then status
+and response) goes over a pooled TCP connection between the same two processes (CALL).
+Large messages of calls that stay on gRPC (streams, older peers) still skip gRPC's body
+path: their frames are pushed or fetched over TCP and the gRPC call carries only a
+descriptor (a random 16-byte ticket and the frame lengths). gRPC stays the control plane:
+it finds the side port, carries every small call and stream, and is the fallback whenever
+the side channel cannot be used; handlers run through the same ``invoke`` either way.
 
 The listener opens one extra listening socket on its host (port 0) and tells channels its
 port through ``/tensorwire.grpc.Bulk/Hello`` (a unary gRPC call, token-checked like every
@@ -21,6 +26,14 @@ is closed before any request is read. Then, one at a time, requests on the conne
            -> u8 status (0 = ok, else an error code), u32 message length, message
     FETCH  u8 op=2, 16-byte ticket
            -> u8 status; ok: u32 n, n x u64 lengths, payload; else u32 length, message
+    CALL   u8 op=3, u16 name length, u32 metadata length, u32 timeout ms (0 = none),
+           name ("/service/method"), metadata (utf-8 "key\0value\0..."), u32 n,
+           n x u64 lengths, payload
+           -> u8 status; ok: u32 n, n x u64 lengths, payload; else u32 length, message
+
+CALL runs the unary method on the connection's thread, through the listener's
+``serve_call`` (token, arity and error mapping as for gRPC calls); its status codes are
+those of ``tensorwire.errors``, so the caller raises the handler's class and message.
 
 PUSH is a large request: the server receives it into aligned, pooled memory (the receive
 buffers of ``framing``) and keeps it by ticket (:class:`Arrivals`) until the gRPC call that
@@ -53,7 +66,9 @@ from tensorwire import errors
 
 from . import framing
 
-__all__ = ["Arrivals", "BulkServer", "BulkPeer", "BulkUnavailable", "push", "fetch"]
+__all__ = [
+    "Arrivals", "BulkServer", "BulkPeer", "BulkUnavailable", "push", "fetch", "call"
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +77,9 @@ NONCE_BYTES = 16
 MAC_BYTES = 32
 OP_PUSH = 1
 OP_FETCH = 2
+OP_CALL = 3
+#: Feature bits a server announces in its Hello answer (after the port).
+FEATURE_CALL = 1
 #: How long an unclaimed pushed request is kept when the caller set no deadline.
 ARRIVAL_TTL_SECONDS = 60.0
 #: Unclaimed pushed requests kept at most (bytes); a push beyond it is refused.
@@ -91,6 +109,10 @@ MAX_RETRY_SECONDS = 300.0
 _PUSH_HEAD = struct.Struct("<16sII")
 _U32 = struct.Struct("<I")
 _STATUS = struct.Struct("<BI")
+_CALL_HEAD = struct.Struct("<HII")
+#: Longest method name and metadata block a CALL may announce.
+MAX_CALL_NAME_BYTES = 1024
+MAX_CALL_METADATA_BYTES = 64 * 1024
 
 
 class BulkUnavailable(Exception):
@@ -211,13 +233,34 @@ class Arrivals:
 
 #: ``take(ticket) -> (views, total)`` of a parked response; raises an ``OpError``.
 TakeResponse = Callable[[bytes], "tuple[list[memoryview], int]"]
+#: ``serve_call(name, frames, metadata, deadline, peer) -> (views, total)``: runs a unary
+#: method; raises an ``OpError``.
+ServeCall = Callable[
+    [str, list[memoryview], dict[str, str], "float | None", str], "tuple[list[memoryview], int]"
+]
+
+
+def _encode_metadata(metadata: Sequence[tuple[str, str]]) -> bytes:
+    return "".join(f"{k}\0{v}\0" for k, v in metadata).encode()
+
+
+def _decode_metadata(data: bytes) -> dict[str, str]:
+    parts = data.decode().split("\0")
+    if len(parts) % 2 != 1 or parts[-1]:
+        raise errors.DataLossError("malformed metadata in a bulk call")
+    return dict(zip(parts[0:-1:2], parts[1:-1:2], strict=True))
 
 
 class BulkServer:
     """The listening socket of the side channel and a thread per connection."""
 
     def __init__(
-        self, host: str, token: str | None, max_bytes: int | None, take_response: TakeResponse
+        self,
+        host: str,
+        token: str | None,
+        max_bytes: int | None,
+        take_response: TakeResponse,
+        serve_call: ServeCall | None = None,
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.create_server((host, 0), family=family, backlog=64)
@@ -226,9 +269,14 @@ class BulkServer:
         self._token = token
         self._max_bytes = max_bytes
         self._take_response = take_response
+        self._serve_call = serve_call
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._closed = False
+        #: Set while the listener stops: CALLs are refused (as gRPC refuses new calls).
+        self._draining = False
+        self._calls_in_flight = 0
+        self._calls_done = threading.Condition(self._lock)
         self._thread = threading.Thread(
             target=self._accept, name=f"tensorwire-bulk-{self.port}", daemon=True
         )
@@ -265,6 +313,9 @@ class BulkServer:
                         return
                 elif op[0] == OP_FETCH:
                     self._fetch(conn, peer)
+                elif op[0] == OP_CALL and self._serve_call is not None:
+                    if not self._call(conn, peer):
+                        return
                 else:
                     log.warning("bulk connection from %s sent unknown op %d", peer, op[0])
                     return
@@ -326,6 +377,81 @@ class BulkServer:
         conn.sendall(_status(0))
         return True
 
+    def _receive_request(
+        self, conn: socket.socket, deadline: float
+    ) -> tuple[list[memoryview] | None, errors.OpError | None]:
+        """The frames that follow on ``conn``; on a refusal (too large) they are drained and
+        the error is returned instead, so the connection stays in step."""
+        lengths = _lengths(conn, time.monotonic() + CONNECT_SECONDS)
+        total = sum(lengths)
+        if self._max_bytes is not None and total > self._max_bytes:
+            _drain(conn, total, deadline)
+            return None, errors.ResourceExhaustedError(
+                f"message of {total} bytes exceeds the limit of {self._max_bytes} bytes "
+                "(TransportOptions.max_message_bytes)"
+            )
+        log.debug("bulk call receiving %d bytes", total)
+        frames = framing.allocate(lengths)
+        for frame in frames:
+            _recv_exact(conn, frame, deadline)
+        return frames, None
+
+    def _call(self, conn: socket.socket, peer: object) -> bool:
+        """Serve one CALL; False when the connection must close."""
+        assert self._serve_call is not None
+        head_deadline = time.monotonic() + CONNECT_SECONDS
+        name_size, md_size, timeout_ms = _CALL_HEAD.unpack(
+            _recv_bytes(conn, _CALL_HEAD.size, head_deadline)
+        )
+        if name_size > MAX_CALL_NAME_BYTES or md_size > MAX_CALL_METADATA_BYTES:
+            log.warning("bulk call from %s announces a %d-byte name", peer, name_size)
+            return False
+        name = _recv_bytes(conn, name_size, head_deadline).decode(errors="replace")
+        metadata = _decode_metadata(_recv_bytes(conn, md_size, head_deadline))
+        deadline = None
+        if timeout_ms:
+            deadline = time.monotonic() + timeout_ms / 1000
+        receive_deadline = time.monotonic() + MAX_TTL_SECONDS
+        if deadline is not None:
+            receive_deadline = min(receive_deadline, deadline + 1.0)
+        frames, refused = self._receive_request(conn, receive_deadline)
+        with self._lock:
+            if self._draining and refused is None:
+                refused = errors.UnavailableError(f"{name}: the server is stopping")
+            if refused is None:
+                self._calls_in_flight += 1
+        if refused is not None:
+            conn.settimeout(CONNECT_SECONDS)
+            conn.sendall(_status(int(refused.code), refused.message))
+            return True
+        assert frames is not None
+        try:  # counted in flight until the response is sent, so that drain() waits for it
+            try:
+                views, _ = self._serve_call(name, frames, metadata, deadline, _peer_name(peer))
+            except errors.OpError as exc:
+                conn.settimeout(CONNECT_SECONDS)
+                conn.sendall(_status(int(exc.code), exc.message))
+                return True
+            del frames
+            log.debug("bulk call %s sending %d bytes to %s", name, sum(map(len, views)), peer)
+            send_deadline = time.monotonic() + ARRIVAL_TTL_SECONDS
+            conn.settimeout(CONNECT_SECONDS)
+            conn.sendall(b"\x00" + _encode_lengths(views))
+            _send(conn, views, send_deadline)
+            return True
+        finally:
+            with self._lock:
+                self._calls_in_flight -= 1
+                self._calls_done.notify_all()
+
+    def drain(self, grace: float) -> None:
+        """Refuse new CALLs and wait up to ``grace`` seconds for those running to finish."""
+        end = time.monotonic() + grace
+        with self._lock:
+            self._draining = True
+            while self._calls_in_flight and time.monotonic() < end:
+                self._calls_done.wait(max(0.0, end - time.monotonic()))
+
     def _fetch(self, conn: socket.socket, peer: object) -> None:
         ticket = _recv_bytes(conn, framing.TICKET_BYTES, time.monotonic() + CONNECT_SECONDS)
         try:
@@ -372,6 +498,8 @@ class BulkPeer:
         self._slots = threading.BoundedSemaphore(MAX_CLIENT_CONNECTIONS)
         #: Set when connecting failed: use gRPC until then, then ask the server again.
         self.failed_until = 0.0
+        #: Whether the server serves whole calls (CALL), from its Hello answer.
+        self.calls = False
 
     def _connect(self, deadline: float | None) -> socket.socket:
         timeout = TCP_CONNECT_SECONDS
@@ -449,6 +577,14 @@ def _alive(sock: socket.socket) -> bool:
     except (OSError, ValueError):
         return False
     return not readable
+
+
+def _peer_name(peer: object) -> str:
+    """A socket address as gRPC names peers (``ipv4:host:port``), for ``CallContext.peer``."""
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host, port = peer[0], peer[1]
+        return f"ipv6:[{host}]:{port}" if ":" in str(host) else f"ipv4:{host}:{port}"
+    return str(peer)
 
 
 def _wire_error(exc: BaseException, what: str, address: str) -> errors.OpError:
@@ -540,5 +676,72 @@ def fetch(
         raise
     except (OSError, struct.error) as exc:
         raise _wire_error(exc, what, f"{peer.host}:{peer.port}") from None
+    finally:
+        peer.release(sock, ok)
+
+
+def call(
+    peer: BulkPeer,
+    name: str,
+    views: list[memoryview],
+    metadata: Sequence[tuple[str, str]],
+    deadline: float | None,
+    max_bytes: int | None,
+) -> list[memoryview]:
+    """Make the whole unary call ``name`` over the side channel; its response frames.
+
+    ``BulkUnavailable`` when no connection could be had (nothing was sent: use gRPC).
+    """
+    sock = peer.acquire(deadline)
+    timeout_ms = 0
+    if deadline is not None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            peer.release(sock, True)
+            raise errors.DeadlineExceededError(f"{name}: deadline exceeded before sending")
+        timeout_ms = max(1, min(2**32 - 1, int(remaining * 1000)))
+    encoded_name = name.encode()
+    encoded_metadata = _encode_metadata(metadata)
+    head = (
+        bytes([OP_CALL])
+        + _CALL_HEAD.pack(len(encoded_name), len(encoded_metadata), timeout_ms)
+        + encoded_name
+        + encoded_metadata
+        + _encode_lengths(views)
+    )
+    ok = False
+    try:
+        try:
+            _send(sock, [memoryview(head), *views], deadline)
+        except OSError:
+            # The server may have refused the call (and closed): its reason, if it sent one.
+            try:
+                sock.settimeout(0.5)
+                _read_status(sock, None)
+            except (OSError, ValueError, struct.error):
+                pass
+            raise
+        status = _recv_bytes(sock, 1, deadline)
+        if status[0]:
+            (size,) = _U32.unpack(_recv_bytes(sock, 4, deadline))
+            message = _recv_bytes(sock, size, deadline).decode(errors="replace")
+            ok = True
+            raise errors.from_code(status[0], message)
+        lengths = _lengths(sock, deadline)
+        total = sum(lengths)
+        if max_bytes is not None and total > max_bytes:
+            raise errors.ResourceExhaustedError(
+                f"{name}: response of {total} bytes exceeds the limit of {max_bytes} bytes "
+                "(TransportOptions.max_message_bytes)"
+            )
+        frames = framing.allocate(lengths)
+        for frame in frames:
+            _recv_exact(sock, frame, deadline)
+        ok = True
+        return frames
+    except errors.OpError:
+        raise
+    except (OSError, struct.error) as exc:
+        raise _wire_error(exc, name, f"{peer.host}:{peer.port}") from None
     finally:
         peer.release(sock, ok)

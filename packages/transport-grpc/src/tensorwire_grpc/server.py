@@ -206,6 +206,18 @@ class _MethodHandlers:
             )
         return frames
 
+    def bulk_call(
+        self,
+        frames: list[memoryview],
+        metadata: dict[str, str],
+        deadline: float | None,
+        peer: str,
+    ) -> tuple[list[memoryview], int]:
+        """A whole unary call that came over the side channel (``bulk`` CALL)."""
+        self._arity(False)
+        context = CallContext(peer, metadata, deadline)
+        return self._views(invoke(self.method, frames, context, self.listener.options))
+
     def unary(self, request: bytes, gctx: grpc.ServicerContext) -> bytes | None:
         listener = self.listener
         try:
@@ -313,10 +325,13 @@ class GrpcListener(Listener):
             options=opts.server_arguments(options),
             compression=opts.compression(options),
         )
+        self._methods: dict[str, _MethodHandlers] = {}
         for service in services:
             handlers: dict[str, grpc.RpcMethodHandler] = {}
             for method in service.methods.values():
-                handlers.update(_MethodHandlers(self, service.name, method).grpc_handlers())
+                method_handlers = _MethodHandlers(self, service.name, method)
+                self._methods[method_handlers.name] = method_handlers
+                handlers.update(method_handlers.grpc_handlers())
             _register(self._server, service.name, handlers)
         _register(
             self._server,
@@ -353,7 +368,11 @@ class GrpcListener(Listener):
         if use_bulk:
             try:
                 self.bulk = bulk.BulkServer(
-                    host or "0.0.0.0", options.token, options.max_message_bytes, self._take
+                    host or "0.0.0.0",
+                    options.token,
+                    options.max_message_bytes,
+                    self._take,
+                    self._serve_bulk_call,
                 )
             except OSError as exc:  # the gRPC path still works; say why it is slower
                 log.warning("no bulk side channel on %s: %s", host, exc)
@@ -374,13 +393,29 @@ class GrpcListener(Listener):
     def _take(self, ticket: bytes) -> tuple[list[memoryview], int]:
         return self.pending.take(ticket)
 
+    def _serve_bulk_call(
+        self,
+        name: str,
+        frames: list[memoryview],
+        metadata: dict[str, str],
+        deadline: float | None,
+        peer: str,
+    ) -> tuple[list[memoryview], int]:
+        handlers = self._methods.get(name)
+        if handlers is None:
+            raise errors.UnimplementedError(f"method {name} is not served at {self.address}")
+        return handlers.bulk_call(frames, metadata, deadline, peer)
+
     def _hello(self, request: bytes, gctx: grpc.ServicerContext) -> bytes | None:
-        """The bulk side port (0 = none), to a caller that proves the token."""
+        """The bulk side port (0 = none) and its feature bits, to a caller that proves the
+        token."""
         try:
             _authenticate(_context(gctx), self.options)
         except errors.OpError as exc:
             status.abort(gctx, exc)
-        return struct.pack("<I", self.bulk.port if self.bulk is not None else 0)
+        if self.bulk is None:
+            return struct.pack("<II", 0, 0)
+        return struct.pack("<II", self.bulk.port, bulk.FEATURE_CALL)
 
     def _fetch(self, request: bytes, gctx: grpc.ServicerContext) -> Iterator[bytes]:
         try:
@@ -412,6 +447,9 @@ class GrpcListener(Listener):
             if self._stopped.is_set():
                 return
             done = self._server.stop(grace if grace else None)
+            if self.bulk is not None:
+                # Side-channel calls get the same grace as gRPC's calls in flight.
+                self.bulk.drain(grace or 0)
             # stop() returns at once; calls in flight get ``grace`` seconds, then are
             # cancelled. Waiting a little longer than that covers the cancellation.
             if not done.wait((grace or 0) + 5.0):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import math
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -18,6 +19,7 @@ import numpy as np
 from .. import errors
 from ..cluster import ClusterSpec, DeviceSpec
 from ..transport import Channel, get_transport
+from ..transport.base import RESPONSE_BYTES_METADATA_KEY
 from . import messages
 from .functions import spec_of
 from .options import connect_timeout, operation_timeout, transport_options
@@ -28,6 +30,8 @@ __all__ = ["Session", "Variable", "device", "DeviceAttributes", "VARIABLE_REF_KE
 # Seconds to wait for the first answer from the server a session connects to, when the
 # config sets no operation timeout: a dead address must fail, not hang.
 _CONNECT_TIMEOUT = 30.0
+#: Responses expected to be at least this large are announced to the transport.
+_ANNOUNCE_RESPONSE_BYTES = 64 * 1024
 
 _device_stack = threading.local()
 
@@ -182,18 +186,42 @@ class Session:
     def _deadline(self, timeout: float | None) -> float | None:
         return self._timeout if timeout is None else timeout
 
-    def _call(self, job: str, task: int, method: str, request: Any, timeout: float | None) -> Any:
+    def _call(
+        self,
+        job: str,
+        task: int,
+        method: str,
+        request: Any,
+        timeout: float | None,
+        response_bytes: int = 0,
+    ) -> Any:
         address = self._cluster_spec.task_address(job, task)
         return self._call_address(
-            address, method, request, self._deadline(timeout), where=_name(job, task)
+            address,
+            method,
+            request,
+            self._deadline(timeout),
+            where=_name(job, task),
+            response_bytes=response_bytes,
         )
 
     def _call_address(
-        self, address: str, method: str, request: Any, timeout: float | None, where: str
+        self,
+        address: str,
+        method: str,
+        request: Any,
+        timeout: float | None,
+        where: str,
+        response_bytes: int = 0,
     ) -> Any:
+        # A response we know will be large (a variable's value) is announced, so that the
+        # transport can give it its large-message path from the start.
+        metadata = None
+        if response_bytes >= _ANNOUNCE_RESPONSE_BYTES:
+            metadata = {RESPONSE_BYTES_METADATA_KEY: str(response_bytes)}
         try:
             reply = self._channel(address).call(
-                SERVICE_NAME, method, messages.pack(request), timeout=timeout
+                SERVICE_NAME, method, messages.pack(request), timeout=timeout, metadata=metadata
             )
             return messages.unpack(reply)
         except errors.OpError as exc:
@@ -325,7 +353,14 @@ class Variable:
 
     def read(self, timeout: float | None = None) -> np.ndarray:
         """The current value (a consistent snapshot)."""
-        return self._session._call(self._job, self._task, "VarRead", {"name": self._name}, timeout)
+        return self._session._call(
+            self._job,
+            self._task,
+            "VarRead",
+            {"name": self._name},
+            timeout,
+            response_bytes=self._dtype.itemsize * math.prod(self._shape),
+        )
 
     def read_value(self) -> np.ndarray:
         return self.read()
@@ -342,7 +377,14 @@ class Variable:
         }
         if indices is not None:
             request["indices"] = np.asarray(indices)
-        result = self._session._call(self._job, self._task, "VarUpdate", request, None)
+        result = self._session._call(
+            self._job,
+            self._task,
+            "VarUpdate",
+            request,
+            None,
+            response_bytes=self._dtype.itemsize * math.prod(self._shape) if read_value else 0,
+        )
         return result if read_value else self
 
     def assign(self, value: Any, read_value: bool = False) -> Any:

@@ -43,6 +43,8 @@ __all__ = [
     "invoke",
     "iterate",
     "TOKEN_METADATA_KEY",
+    "RESPONSE_BYTES_METADATA_KEY",
+    "expected_response_bytes",
     "split_address",
 ]
 
@@ -53,6 +55,23 @@ Frames = Sequence[Buffer]
 
 #: Metadata key that carries the cluster token on every call.
 TOKEN_METADATA_KEY = "tensorwire-token"
+#: Metadata key of an advisory hint: the caller expects a response of about this many bytes
+#: (a decimal string). A transport may use it to pick the path a large response takes
+#: before the response exists; it must not trust it for anything else (nor handlers).
+RESPONSE_BYTES_METADATA_KEY = "tensorwire-response-bytes"
+
+
+def expected_response_bytes(metadata: Mapping[str, str] | None) -> int:
+    """The response-size hint in ``metadata`` (0 when absent or not a number)."""
+    if not metadata:
+        return 0
+    raw = metadata.get(RESPONSE_BYTES_METADATA_KEY)
+    if raw is None:
+        return 0
+    try:
+        return max(0, int(raw))
+    except (TypeError, ValueError):
+        return 0
 
 
 @dataclasses.dataclass
