@@ -1,6 +1,6 @@
 """Moving tensors between tasks, beside the limits measured in the same run (issue 3).
 
-    python benchmarks/transfer.py [--protocol grpc] [--sizes-mib 1 16 256]
+    python benchmarks/transfer.py [--protocol grpc] [--sizes-mib 1 4 16 64 256]
 
 A ps task runs in its own process (``tensorwire server``); this process holds the session.
 Reported for each size: reading a variable from the ps (ps -> client), assigning it
@@ -122,7 +122,7 @@ def measure_startup(protocol: str) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", default="grpc")
-    parser.add_argument("--sizes-mib", type=int, nargs="+", default=[1, 16, 256])
+    parser.add_argument("--sizes-mib", type=int, nargs="+", default=[1, 4, 16, 64, 256])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5,
                         help="interleaved rounds per size (x3 below 64 MiB)")
@@ -133,13 +133,21 @@ def main() -> int:
           "(ratio to raw grpcio streaming / to raw TCP)")
     print(f"{'size':>8} {'read':>22} {'assign':>22} {'run(identity)':>22} "
           f"{'raw grpc':>9} {'raw TCP':>8}")
-    for row in measure_sizes(args.protocol, args.sizes_mib, args.rounds):
+    rows = measure_sizes(args.protocol, args.sizes_mib, args.rounds)
+    for row in rows:
         cells = [
             f"{row[k]:6.2f} ({row[k] / row['raw_grpc']:.2f}/{row[k] / row['raw_tcp']:.2f})"
             for k in ("read", "assign", "run(identity)")
         ]
         print(f"{row['MiB']:>5}MiB {cells[0]:>22} {cells[1]:>22} {cells[2]:>22} "
               f"{row['raw_grpc']:9.2f} {row['raw_tcp']:8.2f}")
+    kinds = ("read", "assign", "run(identity)")
+    worst_tcp = min(row[k] / row["raw_tcp"] for row in rows for k in kinds)
+    print(f"  lowest ratio to raw TCP over all sizes: {worst_tcp:.2f} (goal >= 0.5)")
+    big = [row for row in rows if row["MiB"] >= 256]
+    if big:
+        worst_grpc = min(row[k] / row["raw_grpc"] for row in big for k in kinds)
+        print(f"  lowest ratio to raw grpcio at 256 MiB: {worst_grpc:.2f} (goal >= 0.9)")
     p50, p99, raw50, raw99 = measure_tiny(args.protocol, args.calls)
     print("\nTiny run (16-byte array, returned), microseconds")
     print(f"  tensorwire run   p50 {p50 * 1e6:7.1f}  p99 {p99 * 1e6:7.1f}")

@@ -69,8 +69,9 @@ HOST_PACKAGES = "qemu-system-x86 debootstrap e2fsprogs python3-venv"
 GUEST_TIMEOUT_SCALE = "4"
 #: The transport suite: every test whose outcome depends on --tensorwire-protocol.
 SUITE_ARGS = (
-    "-q",
+    "-v",  # a line per test: a slow or stuck test shows on the console as it happens
     "-rfE",
+    "--durations=15",
     "--tensorwire-protocol=grpc+verbs",
     "--tensorwire-transport-tests",
     "packages/core/tests",
