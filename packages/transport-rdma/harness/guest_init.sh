@@ -24,15 +24,40 @@ mkdir -p /tmp /run
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 ip link set lo up
+# debootstrap leaves no /etc/hosts: without it "localhost" resolves through gRPC's own
+# resolver but not through getaddrinfo (Python sockets), unlike on any real machine.
+grep -qs '^127.0.0.1[[:space:]].*localhost' /etc/hosts ||
+    printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >> /etc/hosts
 
 for share in $TW_SHARES; do
     tag=${share%%:*}
     path=${share#*:}
     mkdir -p "$path"
-    mount -t 9p -o trans=virtio,version=9p2000.L,msize=1048576,ro "$tag" "$path" || {
-        log "could not mount share $tag at $path"
-        finish 97
-    }
+    if [ "$tag" = twsrc ]; then
+        # The tree is tested as it was when the guest booted: a copy in tmpfs at the same
+        # path (a few MB), so edits on the host during a long run cannot mix two versions
+        # into one result. The guest cache (image, virtualenv: GBs) stays shared, read-only.
+        mkdir -p /tw-live
+        mount -t 9p -o trans=virtio,version=9p2000.L,msize=1048576,ro "$tag" /tw-live || {
+            log "could not mount share $tag"
+            finish 97
+        }
+        mount -t tmpfs -o size=512m tmpfs "$path"
+        (cd /tw-live && tar -c --exclude=./.cache --exclude=./.git --exclude=./.nox \
+            --exclude=./.mypy_cache --exclude=./.hypothesis --exclude=./.pytest_cache \
+            --exclude=./.ruff_cache --exclude='*.egg-info' --exclude=__pycache__ .) |
+            tar -x -C "$path" || { log "could not copy the source tree"; finish 97; }
+        if [ -d /tw-live/.cache ]; then
+            mkdir -p "$path/.cache"
+            mount --bind /tw-live/.cache "$path/.cache"
+        fi
+        log "source tree copied to tmpfs ($(du -sh --exclude=.cache "$path" | cut -f1))"
+    else
+        mount -t 9p -o trans=virtio,version=9p2000.L,msize=1048576,ro "$tag" "$path" || {
+            log "could not mount share $tag at $path"
+            finish 97
+        }
+    fi
 done
 
 t0=$(cut -d' ' -f1 /proc/uptime)

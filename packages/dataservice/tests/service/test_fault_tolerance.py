@@ -17,6 +17,7 @@ from tensorwire import errors
 from tensorwire_dataservice.service import client
 from tensorwire_dataservice.service.protocol import DISPATCHER_SERVICE, call
 from tensorwire_testing.data_service import DataServiceProcess
+from tensorwire_testing.waiting import scaled
 
 # The pipelines below run in worker processes that cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -32,7 +33,9 @@ def _slow(x):
 
 @pytest.fixture
 def procs(cross_process_protocol, monkeypatch):
-    monkeypatch.setattr(client, "CLIENT_TIMEOUT", 20.0)
+    # Deadlines stretch on slow machines (TENSORWIRE_TEST_TIMEOUT_SCALE, set in the RDMA
+    # harness's emulated guest): a restarted dispatcher takes longer than 20 s to come up there.
+    monkeypatch.setattr(client, "CLIENT_TIMEOUT", scaled(20.0))
     made: list[DataServiceProcess] = []
 
     def start(kind, *args, port=0):
@@ -47,7 +50,7 @@ def procs(cross_process_protocol, monkeypatch):
 
 def _dispatcher(procs, tmp_path, *extra):
     return procs("dispatcher", "--work_dir", str(tmp_path), "--fault_tolerant",
-                 "--worker_timeout_ms", "1500", *extra)
+                 "--worker_timeout_ms", str(int(scaled(1500))), *extra)
 
 
 def _worker(procs, dispatcher, port=0):
@@ -162,14 +165,14 @@ def test_dead_worker_dropped_reader_finishes(procs, tmp_path, cross_process_prot
     w2.kill()
     start = time.monotonic()
     got.extend(int(x) for x in it)
-    assert time.monotonic() - start < 30
+    assert time.monotonic() - start < scaled(30)
     assert max(Counter(got).values()) == 1
     assert len(_workers_known(cross_process_protocol, d)) == 1
 
 
 def test_reader_never_hangs_when_everything_dies(procs, tmp_path, cross_process_protocol,
                                                  monkeypatch):
-    monkeypatch.setattr(client, "CLIENT_TIMEOUT", 3.0)
+    monkeypatch.setattr(client, "CLIENT_TIMEOUT", scaled(3.0))
     d = _dispatcher(procs, tmp_path)
     w = _worker(procs, d)
     ds = Dataset.range(10**9).map(_slow).apply(
@@ -182,7 +185,7 @@ def test_reader_never_hangs_when_everything_dies(procs, tmp_path, cross_process_
     with pytest.raises(errors.UnavailableError):
         for _ in range(10**7):
             next(it)
-    assert time.monotonic() - start < 20
+    assert time.monotonic() - start < scaled(20)
 
 
 def test_cli_processes_exit_cleanly_on_sigterm(procs, tmp_path):
@@ -223,7 +226,7 @@ def test_cli_host_option_binds_beyond_loopback_and_warns(procs, cross_process_pr
     d = procs("dispatcher", "--host", "0.0.0.0")
     dataset_id = service.register_dataset(_target(cross_process_protocol, d), Dataset.range(3))
     assert dataset_id
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + scaled(5)
     while "beyond loopback" not in d.output and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "beyond loopback" in d.output
