@@ -22,6 +22,7 @@ from tensorwire.transport import Service, TransportOptions
 from tensorwire.transport.base import RESPONSE_BYTES_METADATA_KEY
 from tensorwire_grpc import bulk
 from tensorwire_grpc import options as opts
+from tensorwire_grpc.wire import Wire
 
 from .test_transport import CountingProxy
 
@@ -267,7 +268,7 @@ def test_tls_listener_opens_no_side_port(transport, certs) -> None:  # type: ign
 # -- the token ----------------------------------------------------------------------------------
 def _handshake(port: int, mac: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        hello = bulk._recv_bytes(sock, 4 + bulk.NONCE_BYTES, time.monotonic() + 5)
+        hello = Wire(sock).read(4 + bulk.NONCE_BYTES, time.monotonic() + 5)
         assert hello[:4] == bulk.MAGIC
         sock.sendall(bulk.MAGIC + mac)
         verdict = sock.recv(1)

@@ -39,8 +39,9 @@ PUSH is a large request: the server receives it into aligned, pooled memory (the
 buffers of ``framing``) and keeps it by ticket (:class:`Arrivals`) until the gRPC call that
 names the ticket takes it, or the caller's deadline passes. FETCH takes a large response the
 server parked in ``server.PendingResponses`` (the same tickets the gRPC ``Fetch`` uses).
-Senders hand the frames' memoryviews to ``socket.sendall`` (no joins, no copies); receivers
-``recv_into`` the final memory. Lengths are announced first and checked, every socket
+Senders hand a header and the frames' memoryviews to one gathered ``sendmsg`` (no joins,
+no copies); receivers read the small fields from a read-ahead buffer and ``recv_into`` the
+final memory (``wire``). Lengths are announced first and checked, every socket
 operation has a timeout from the call's deadline, and a peer dying mid-transfer surfaces as
 ``UnavailableError`` (``DeadlineExceededError`` when the deadline passes first).
 
@@ -55,16 +56,17 @@ import hashlib
 import hmac
 import logging
 import secrets
-import select
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from tensorwire import errors
 
 from . import framing
+from .wire import Wire
 
 __all__ = [
     "Arrivals", "BulkServer", "BulkPeer", "BulkUnavailable", "push", "fetch", "call"
@@ -125,50 +127,18 @@ def _mac(token: str | None, nonce: bytes) -> bytes:
     return hmac.new(token.encode(), nonce, hashlib.sha256).digest()
 
 
-def _recv_exact(sock: socket.socket, view: memoryview, deadline: float | None) -> None:
-    got = 0
-    size = len(view)
-    while got < size:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("deadline passed")
-            sock.settimeout(remaining)
-        n = sock.recv_into(view[got:])
-        if n == 0:
-            raise ConnectionError(f"the peer closed the connection {size - got} bytes early")
-        got += n
-
-
-def _recv_bytes(sock: socket.socket, size: int, deadline: float | None) -> bytes:
-    buffer = bytearray(size)
-    _recv_exact(sock, memoryview(buffer), deadline)
-    return bytes(buffer)
-
-
-def _send(sock: socket.socket, views: Sequence[memoryview], deadline: float | None) -> None:
-    for view in views:
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("deadline passed")
-            sock.settimeout(remaining)
-        sock.sendall(view)
-
-
-def _lengths(sock: socket.socket, deadline: float | None) -> tuple[int, ...]:
-    (n,) = _U32.unpack(_recv_bytes(sock, 4, deadline))
+def _lengths(wire: Wire, deadline: float | None) -> tuple[int, ...]:
+    (n,) = _U32.unpack(wire.read(4, deadline))
     if n > 1 << 20:
         raise errors.DataLossError(f"bulk transfer announces {n} frames")
-    return struct.unpack(f"<{n}Q", _recv_bytes(sock, 8 * n, deadline)) if n else ()
+    return struct.unpack(f"<{n}Q", wire.read(8 * n, deadline)) if n else ()
 
 
-def _drain(sock: socket.socket, size: int, deadline: float) -> None:
-    scratch = memoryview(bytearray(min(size, 1 << 20) or 1))
-    while size > 0:
-        chunk = scratch[: min(size, len(scratch))]
-        _recv_exact(sock, chunk, deadline)
-        size -= len(chunk)
+def _receive_frames(wire: Wire, lengths: Sequence[int], deadline: float | None) -> list[memoryview]:
+    frames = framing.allocate(lengths)
+    for frame in frames:
+        wire.read_into(frame, deadline)
+    return frames
 
 
 def _encode_lengths(views: Sequence[memoryview]) -> bytes:
@@ -298,26 +268,27 @@ class BulkServer:
             ).start()
 
     def _serve(self, conn: socket.socket, peer: object) -> None:
+        wire = Wire(conn)
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if not self._handshake(conn):
+            if not self._handshake(wire):
                 log.warning("bulk connection from %s did not prove the cluster token", peer)
                 return
             while True:
-                conn.settimeout(IDLE_SECONDS)
-                op = conn.recv(1)
-                if not op:
-                    return
-                if op[0] == OP_PUSH:
-                    if not self._push(conn, peer):
+                try:
+                    op = wire.read(1, time.monotonic() + IDLE_SECONDS)[0]
+                except ConnectionError:
+                    return  # the client closed its connection between requests
+                if op == OP_PUSH:
+                    if not self._push(wire, peer):
                         return
-                elif op[0] == OP_FETCH:
-                    self._fetch(conn, peer)
-                elif op[0] == OP_CALL and self._serve_call is not None:
-                    if not self._call(conn, peer):
+                elif op == OP_FETCH:
+                    self._fetch(wire, peer)
+                elif op == OP_CALL and self._serve_call is not None:
+                    if not self._call(wire, peer):
                         return
                 else:
-                    log.warning("bulk connection from %s sent unknown op %d", peer, op[0])
+                    log.warning("bulk connection from %s sent unknown op %d", peer, op)
                     return
         except (OSError, errors.OpError) as exc:
             log.debug("bulk connection from %s ended: %s", peer, exc)
@@ -328,116 +299,108 @@ class BulkServer:
                 self._connections.discard(conn)
             conn.close()
 
-    def _handshake(self, conn: socket.socket) -> bool:
+    def _handshake(self, wire: Wire) -> bool:
         deadline = time.monotonic() + CONNECT_SECONDS
         nonce = secrets.token_bytes(NONCE_BYTES)
-        conn.settimeout(CONNECT_SECONDS)
-        conn.sendall(MAGIC + nonce)
-        answer = _recv_bytes(conn, len(MAGIC) + MAC_BYTES, deadline)
+        wire.send([MAGIC + nonce], deadline)
+        answer = wire.read(len(MAGIC) + MAC_BYTES, deadline)
         ok = answer[:4] == MAGIC and (
             self._token is None or hmac.compare_digest(answer[4:], _mac(self._token, nonce))
         )
-        conn.sendall(b"\x00" if ok else b"\x01")
+        wire.send([b"\x00" if ok else b"\x01"], deadline)
         return ok
 
-    def _push(self, conn: socket.socket, peer: object) -> bool:
+    def _refuse_oversized(self, total: int) -> errors.OpError | None:
+        if self._max_bytes is not None and total > self._max_bytes:
+            return errors.ResourceExhaustedError(
+                f"message of {total} bytes exceeds the limit of {self._max_bytes} bytes "
+                "(TransportOptions.max_message_bytes)"
+            )
+        return None
+
+    def _push(self, wire: Wire, peer: object) -> bool:
         """Receive one pushed request; False when the connection must close."""
         deadline = time.monotonic() + CONNECT_SECONDS
-        ticket, ttl_ms, n = _PUSH_HEAD.unpack(_recv_bytes(conn, _PUSH_HEAD.size, deadline))
+        ticket, ttl_ms, n = _PUSH_HEAD.unpack(wire.read(_PUSH_HEAD.size, deadline))
         if n > 1 << 20:
             raise errors.DataLossError(f"bulk push announces {n} frames")
-        lengths = struct.unpack(f"<{n}Q", _recv_bytes(conn, 8 * n, deadline)) if n else ()
+        lengths = struct.unpack(f"<{n}Q", wire.read(8 * n, deadline)) if n else ()
         total = sum(lengths)
         ttl = min(ttl_ms / 1000, MAX_TTL_SECONDS) if ttl_ms else ARRIVAL_TTL_SECONDS
         try:
-            if self._max_bytes is not None and total > self._max_bytes:
-                raise errors.ResourceExhaustedError(
-                    f"message of {total} bytes exceeds the limit of {self._max_bytes} bytes "
-                    "(TransportOptions.max_message_bytes)"
-                )
+            refused = self._refuse_oversized(total)
+            if refused is not None:
+                raise refused
             self.arrivals.reserve(total)
         except errors.OpError as exc:
             # The payload is on its way: read and drop it (within the caller's deadline) so
             # the caller, still sending, gets this answer instead of a reset connection.
-            _drain(conn, total, time.monotonic() + ttl)
-            conn.settimeout(CONNECT_SECONDS)
-            conn.sendall(_status(int(exc.code), exc.message))
+            wire.skip(total, time.monotonic() + ttl)
+            wire.send([_status(int(exc.code), exc.message)], time.monotonic() + CONNECT_SECONDS)
             return True
         log.debug("bulk push of %d bytes from %s", total, peer)
         try:
-            frames = framing.allocate(lengths)
-            receive_deadline = time.monotonic() + ttl
-            for frame in frames:
-                _recv_exact(conn, frame, receive_deadline)
+            frames = _receive_frames(wire, lengths, time.monotonic() + ttl)
         except BaseException:
             self.arrivals.release(total)
             raise
         self.arrivals.put(ticket, frames, total, ttl)
-        conn.settimeout(CONNECT_SECONDS)
-        conn.sendall(_status(0))
+        wire.send([_status(0)], time.monotonic() + CONNECT_SECONDS)
         return True
 
-    def _receive_request(
-        self, conn: socket.socket, deadline: float
-    ) -> tuple[list[memoryview] | None, errors.OpError | None]:
-        """The frames that follow on ``conn``; on a refusal (too large) they are drained and
-        the error is returned instead, so the connection stays in step."""
-        lengths = _lengths(conn, time.monotonic() + CONNECT_SECONDS)
-        total = sum(lengths)
-        if self._max_bytes is not None and total > self._max_bytes:
-            _drain(conn, total, deadline)
-            return None, errors.ResourceExhaustedError(
-                f"message of {total} bytes exceeds the limit of {self._max_bytes} bytes "
-                "(TransportOptions.max_message_bytes)"
-            )
-        log.debug("bulk call receiving %d bytes", total)
-        frames = framing.allocate(lengths)
-        for frame in frames:
-            _recv_exact(conn, frame, deadline)
-        return frames, None
-
-    def _call(self, conn: socket.socket, peer: object) -> bool:
+    def _call(self, wire: Wire, peer: object) -> bool:
         """Serve one CALL; False when the connection must close."""
         assert self._serve_call is not None
         head_deadline = time.monotonic() + CONNECT_SECONDS
         name_size, md_size, timeout_ms = _CALL_HEAD.unpack(
-            _recv_bytes(conn, _CALL_HEAD.size, head_deadline)
+            wire.read(_CALL_HEAD.size, head_deadline)
         )
         if name_size > MAX_CALL_NAME_BYTES or md_size > MAX_CALL_METADATA_BYTES:
-            log.warning("bulk call from %s announces a %d-byte name", peer, name_size)
+            log.warning(
+                "bulk call from %s announces a %d-byte name and %d bytes of metadata",
+                peer, name_size, md_size,
+            )
             return False
-        name = _recv_bytes(conn, name_size, head_deadline).decode(errors="replace")
-        metadata = _decode_metadata(_recv_bytes(conn, md_size, head_deadline))
+        name = wire.read(name_size, head_deadline).decode(errors="replace")
+        metadata = _decode_metadata(wire.read(md_size, head_deadline))
         deadline = None
         if timeout_ms:
             deadline = time.monotonic() + timeout_ms / 1000
         receive_deadline = time.monotonic() + MAX_TTL_SECONDS
         if deadline is not None:
             receive_deadline = min(receive_deadline, deadline + 1.0)
-        frames, refused = self._receive_request(conn, receive_deadline)
+        lengths = _lengths(wire, head_deadline)
+        total = sum(lengths)
+        refused = self._refuse_oversized(total)
+        if refused is not None:
+            wire.skip(total, receive_deadline)  # stay in step for the next request
+            frames = None
+        else:
+            log.debug("bulk call receiving %d bytes", total)
+            frames = _receive_frames(wire, lengths, receive_deadline)
         with self._lock:
             if self._draining and refused is None:
                 refused = errors.UnavailableError(f"{name}: the server is stopping")
             if refused is None:
                 self._calls_in_flight += 1
         if refused is not None:
-            conn.settimeout(CONNECT_SECONDS)
-            conn.sendall(_status(int(refused.code), refused.message))
+            wire.send([_status(int(refused.code), refused.message)], head_deadline)
             return True
         assert frames is not None
         try:  # counted in flight until the response is sent, so that drain() waits for it
             try:
                 views, _ = self._serve_call(name, frames, metadata, deadline, _peer_name(peer))
             except errors.OpError as exc:
-                conn.settimeout(CONNECT_SECONDS)
-                conn.sendall(_status(int(exc.code), exc.message))
+                wire.send(
+                    [_status(int(exc.code), exc.message)], time.monotonic() + CONNECT_SECONDS
+                )
                 return True
             del frames
             log.debug("bulk call %s sending %d bytes to %s", name, sum(map(len, views)), peer)
-            send_deadline = time.monotonic() + ARRIVAL_TTL_SECONDS
-            conn.settimeout(CONNECT_SECONDS)
-            conn.sendall(b"\x00" + _encode_lengths(views))
-            _send(conn, views, send_deadline)
+            wire.send(
+                [b"\x00" + _encode_lengths(views), *views],
+                time.monotonic() + ARRIVAL_TTL_SECONDS,
+            )
             return True
         finally:
             with self._lock:
@@ -452,17 +415,17 @@ class BulkServer:
             while self._calls_in_flight and time.monotonic() < end:
                 self._calls_done.wait(max(0.0, end - time.monotonic()))
 
-    def _fetch(self, conn: socket.socket, peer: object) -> None:
-        ticket = _recv_bytes(conn, framing.TICKET_BYTES, time.monotonic() + CONNECT_SECONDS)
+    def _fetch(self, wire: Wire, peer: object) -> None:
+        ticket = wire.read(framing.TICKET_BYTES, time.monotonic() + CONNECT_SECONDS)
         try:
             views, total = self._take_response(ticket)
         except errors.OpError as exc:
-            conn.sendall(_status(int(exc.code), exc.message))
+            wire.send([_status(int(exc.code), exc.message)], time.monotonic() + CONNECT_SECONDS)
             return
         log.debug("bulk fetch sending %d bytes to %s", total, peer)
-        conn.settimeout(ARRIVAL_TTL_SECONDS)
-        conn.sendall(b"\x00" + _encode_lengths(views))
-        _send(conn, views, time.monotonic() + ARRIVAL_TTL_SECONDS)
+        wire.send(
+            [b"\x00" + _encode_lengths(views), *views], time.monotonic() + ARRIVAL_TTL_SECONDS
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -493,7 +456,7 @@ class BulkPeer:
         self.port = port
         self._token = token
         self._lock = threading.Lock()
-        self._idle: list[tuple[socket.socket, float]] = []
+        self._idle: list[tuple[Wire, float]] = []
         self._closed = False
         self._slots = threading.BoundedSemaphore(MAX_CLIENT_CONNECTIONS)
         #: Set when connecting failed: use gRPC until then, then ask the server again.
@@ -501,29 +464,34 @@ class BulkPeer:
         #: Whether the server serves whole calls (CALL), from its Hello answer.
         self.calls = False
 
-    def _connect(self, deadline: float | None) -> socket.socket:
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _connect(self, deadline: float | None) -> Wire:
         timeout = TCP_CONNECT_SECONDS
         if deadline is not None:
             timeout = min(timeout, max(0.001, (deadline - time.monotonic()) / 4))
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        wire = Wire(sock)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             end = time.monotonic() + CONNECT_SECONDS
             if deadline is not None:
                 end = min(end, deadline)
-            hello = _recv_bytes(sock, len(MAGIC) + NONCE_BYTES, end)
+            hello = wire.read(len(MAGIC) + NONCE_BYTES, end)
             if hello[:4] != MAGIC:
                 raise ConnectionError("not a tensorwire bulk port")
-            sock.sendall(MAGIC + _mac(self._token, hello[4:]))
-            if _recv_bytes(sock, 1, end) != b"\x00":
+            wire.send([MAGIC + _mac(self._token, hello[4:])], end)
+            if wire.read(1, end) != b"\x00":
                 raise ConnectionError("the server refused the cluster token")
         except BaseException:
             sock.close()
             raise
-        return sock
+        return wire
 
-    def acquire(self, deadline: float | None) -> socket.socket:
-        """A connected, authenticated socket; ``BulkUnavailable`` when there is none."""
+    def acquire(self, deadline: float | None) -> Wire:
+        """A connected, authenticated connection; ``BulkUnavailable`` when there is none."""
         if time.monotonic() < self.failed_until:
             raise BulkUnavailable("recent connect failure")
         if not self._slots.acquire(blocking=False):
@@ -531,52 +499,42 @@ class BulkPeer:
         try:
             while True:
                 with self._lock:
-                    sock, since = self._idle.pop() if self._idle else (None, 0.0)
-                if sock is None:
+                    wire, since = self._idle.pop() if self._idle else (None, 0.0)
+                if wire is None:
                     break
-                if time.monotonic() - since < CLIENT_IDLE_SECONDS and _alive(sock):
-                    return sock
-                sock.close()
+                if time.monotonic() - since < CLIENT_IDLE_SECONDS and wire.clean():
+                    return wire
+                wire.close()
             try:
-                sock = self._connect(deadline)
+                wire = self._connect(deadline)
             except (OSError, ConnectionError) as exc:
                 backoff = min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2**min(self.failures, 10))
                 self.failures += 1
                 self.failed_until = time.monotonic() + backoff
-                log.info("bulk port %s:%d unusable, using gRPC: %s", self.host, self.port, exc)
+                log.info("bulk port %s unusable, using gRPC: %s", self.address, exc)
                 raise BulkUnavailable(str(exc)) from None
             self.failures = 0
-            return sock
+            return wire
         except BaseException:
             self._slots.release()
             raise
 
-    def release(self, sock: socket.socket, reusable: bool) -> None:
+    def release(self, wire: Wire, reusable: bool) -> None:
         if reusable:
             with self._lock:
                 if not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS:
-                    self._idle.append((sock, time.monotonic()))
-                    sock = None  # type: ignore[assignment]
-        if sock is not None:
-            sock.close()
+                    self._idle.append((wire, time.monotonic()))
+                    wire = None  # type: ignore[assignment]
+        if wire is not None:
+            wire.close()
         self._slots.release()
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for sock, _ in idle:
-            sock.close()
-
-
-def _alive(sock: socket.socket) -> bool:
-    """False when a pooled connection is unusable: the server closed it (idle timeout,
-    restart), or it holds unexpected bytes (out of step). Either makes it readable."""
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-    except (OSError, ValueError):
-        return False
-    return not readable
+        for wire, _ in idle:
+            wire.close()
 
 
 def _peer_name(peer: object) -> str:
@@ -595,20 +553,84 @@ def _wire_error(exc: BaseException, what: str, address: str) -> errors.OpError:
     return errors.UnavailableError(f"{what}: the bulk connection to {address} failed: {exc}")
 
 
-def _read_status(sock: socket.socket, deadline: float | None) -> None:
-    code, size = _STATUS.unpack(_recv_bytes(sock, _STATUS.size, deadline))
+class _Answered(Exception):
+    """The server answered with an error: the connection is still in step."""
+
+    def __init__(self, error: errors.OpError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _read_status(wire: Wire, deadline: float | None) -> None:
+    """The answer to a PUSH: nothing on success, else the server's error raised."""
+    code, size = _STATUS.unpack(wire.read(_STATUS.size, deadline))
+    message = wire.read(size, deadline).decode(errors="replace") if size else ""
     if code:
-        message = _recv_bytes(sock, size, deadline).decode(errors="replace")
-        raise errors.from_code(code, message)
-    if size:
-        _recv_bytes(sock, size, deadline)
+        raise _Answered(errors.from_code(code, message))
+
+
+def _read_response(
+    wire: Wire, deadline: float | None, max_bytes: int | None, what: str
+) -> list[memoryview]:
+    """The answer to a FETCH or CALL: the response frames, or the server's error raised."""
+    status = wire.read(1, deadline)[0]
+    if status:
+        (size,) = _U32.unpack(wire.read(4, deadline))
+        message = wire.read(size, deadline).decode(errors="replace")
+        raise _Answered(errors.from_code(status, message))
+    lengths = _lengths(wire, deadline)
+    total = sum(lengths)
+    if max_bytes is not None and total > max_bytes:
+        # Raised before reading the frames: the connection is out of step and is closed.
+        raise errors.ResourceExhaustedError(
+            f"{what}: response of {total} bytes exceeds the limit of {max_bytes} bytes "
+            "(TransportOptions.max_message_bytes)"
+        )
+    return _receive_frames(wire, lengths, deadline)
+
+
+def _send_request(wire: Wire, parts: list[bytes | memoryview], deadline: float | None) -> None:
+    try:
+        wire.send(parts, deadline)
+    except OSError:
+        # The server may have refused the request (and closed): its reason, if it sent one.
+        try:
+            _read_status(wire, time.monotonic() + 0.5)
+        except (OSError, ValueError, struct.error):
+            pass
+        raise
+
+
+T = TypeVar("T")
+
+
+def _exchange(peer: BulkPeer, request: Callable[[Wire], T], deadline: float | None, what: str) -> T:
+    """``request(wire)`` on a pooled connection, wire failures mapped to ``OpError`` s.
+
+    The connection goes back to the pool when the exchange completed, also when the server
+    answered with an error; after any other failure it is closed.
+    """
+    wire = peer.acquire(deadline)
+    ok = False
+    try:
+        result = request(wire)
+        ok = True
+        return result
+    except _Answered as answered:
+        ok = wire.buffered == 0
+        raise answered.error from None
+    except errors.OpError:
+        raise
+    except (OSError, struct.error) as exc:
+        raise _wire_error(exc, what, peer.address) from None
+    finally:
+        peer.release(wire, ok)
 
 
 def push(
     peer: BulkPeer, views: list[memoryview], deadline: float | None, what: str
 ) -> bytes:
     """Send a large request; its ticket once the server holds it all."""
-    sock = peer.acquire(deadline)
     ticket = secrets.token_bytes(framing.TICKET_BYTES)
     ttl_ms = 0
     if deadline is not None:
@@ -618,27 +640,13 @@ def push(
         + _PUSH_HEAD.pack(ticket, ttl_ms, len(views))
         + struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views))
     )
-    ok = False
-    try:
-        try:
-            _send(sock, [memoryview(head), *views], deadline)
-        except OSError:
-            # The server may have refused the push (and closed): its reason, if it sent one.
-            try:
-                sock.settimeout(0.5)
-                _read_status(sock, None)
-            except (OSError, ValueError, struct.error):
-                pass
-            raise
-        _read_status(sock, deadline)
-        ok = True
+
+    def request(wire: Wire) -> bytes:
+        _send_request(wire, [head, *views], deadline)
+        _read_status(wire, deadline)
         return ticket
-    except errors.OpError:
-        raise
-    except (OSError, struct.error) as exc:
-        raise _wire_error(exc, what, f"{peer.host}:{peer.port}") from None
-    finally:
-        peer.release(sock, ok)
+
+    return _exchange(peer, request, deadline, what)
 
 
 def fetch(
@@ -649,35 +657,12 @@ def fetch(
     what: str,
 ) -> list[memoryview]:
     """Receive a response the server parked under ``ticket``."""
-    sock = peer.acquire(deadline)
-    ok = False
-    try:
-        sock.settimeout(CONNECT_SECONDS)
-        sock.sendall(bytes([OP_FETCH]) + ticket)
-        status = _recv_bytes(sock, 1, deadline)
-        if status[0]:
-            (size,) = _U32.unpack(_recv_bytes(sock, 4, deadline))
-            message = _recv_bytes(sock, size, deadline).decode(errors="replace")
-            ok = True
-            raise errors.from_code(status[0], message)
-        lengths = _lengths(sock, deadline)
-        total = sum(lengths)
-        if max_bytes is not None and total > max_bytes:
-            raise errors.ResourceExhaustedError(
-                f"message of {total} bytes exceeds the limit of {max_bytes} bytes "
-                "(TransportOptions.max_message_bytes)"
-            )
-        frames = framing.allocate(lengths)
-        for frame in frames:
-            _recv_exact(sock, frame, deadline)
-        ok = True
-        return frames
-    except errors.OpError:
-        raise
-    except (OSError, struct.error) as exc:
-        raise _wire_error(exc, what, f"{peer.host}:{peer.port}") from None
-    finally:
-        peer.release(sock, ok)
+
+    def request(wire: Wire) -> list[memoryview]:
+        wire.send([bytes([OP_FETCH]) + ticket], deadline)
+        return _read_response(wire, deadline, max_bytes, what)
+
+    return _exchange(peer, request, deadline, what)
 
 
 def call(
@@ -692,12 +677,10 @@ def call(
 
     ``BulkUnavailable`` when no connection could be had (nothing was sent: use gRPC).
     """
-    sock = peer.acquire(deadline)
     timeout_ms = 0
     if deadline is not None:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            peer.release(sock, True)
             raise errors.DeadlineExceededError(f"{name}: deadline exceeded before sending")
         timeout_ms = max(1, min(2**32 - 1, int(remaining * 1000)))
     encoded_name = name.encode()
@@ -709,39 +692,9 @@ def call(
         + encoded_metadata
         + _encode_lengths(views)
     )
-    ok = False
-    try:
-        try:
-            _send(sock, [memoryview(head), *views], deadline)
-        except OSError:
-            # The server may have refused the call (and closed): its reason, if it sent one.
-            try:
-                sock.settimeout(0.5)
-                _read_status(sock, None)
-            except (OSError, ValueError, struct.error):
-                pass
-            raise
-        status = _recv_bytes(sock, 1, deadline)
-        if status[0]:
-            (size,) = _U32.unpack(_recv_bytes(sock, 4, deadline))
-            message = _recv_bytes(sock, size, deadline).decode(errors="replace")
-            ok = True
-            raise errors.from_code(status[0], message)
-        lengths = _lengths(sock, deadline)
-        total = sum(lengths)
-        if max_bytes is not None and total > max_bytes:
-            raise errors.ResourceExhaustedError(
-                f"{name}: response of {total} bytes exceeds the limit of {max_bytes} bytes "
-                "(TransportOptions.max_message_bytes)"
-            )
-        frames = framing.allocate(lengths)
-        for frame in frames:
-            _recv_exact(sock, frame, deadline)
-        ok = True
-        return frames
-    except errors.OpError:
-        raise
-    except (OSError, struct.error) as exc:
-        raise _wire_error(exc, name, f"{peer.host}:{peer.port}") from None
-    finally:
-        peer.release(sock, ok)
+
+    def request(wire: Wire) -> list[memoryview]:
+        _send_request(wire, [head, *views], deadline)
+        return _read_response(wire, deadline, max_bytes, name)
+
+    return _exchange(peer, request, deadline, name)

@@ -1,0 +1,144 @@
+"""Wire: the side channel's buffered reads and gathered writes, over real socket pairs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from tensorwire_grpc import wire as wire_module
+from tensorwire_grpc.wire import Wire
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Wire, Wire]]:
+    a, b = socket.socketpair()
+    yield Wire(a), Wire(b)
+    a.close()
+    b.close()
+
+
+class CountingSocket:
+    """A socket that counts the system calls made on it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.recvs = 0
+        self.sends = 0
+
+    def recv_into(self, view: memoryview) -> int:
+        self.recvs += 1
+        return self._sock.recv_into(view)
+
+    def sendmsg(self, buffers: list[memoryview]) -> int:
+        self.sends += 1
+        return self._sock.sendmsg(buffers)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
+
+
+def test_small_fields_come_from_one_recv_and_frames_land_in_place() -> None:
+    a, b = socket.socketpair()
+    try:
+        sender = Wire(a)
+        counting = CountingSocket(b)
+        receiver = Wire(counting)  # type: ignore[arg-type]
+        payload = np.frombuffer(os.urandom(1 << 20), np.uint8)
+        fields = [b"\x03", b"\x00\x01\x02\x03", b"name", b"\xff" * 8]
+        done = threading.Thread(target=sender.send, args=([*fields, payload], None))
+        done.start()
+        assert [receiver.read(len(f), None) for f in fields] == fields
+        assert counting.recvs == 1  # four fields, one system call
+        target = memoryview(bytearray(payload.nbytes))
+        receiver.read_into(target, None)
+        done.join(10)
+        assert bytes(target) == payload.tobytes()
+        assert receiver.buffered == 0
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_header_and_its_frames_go_in_one_sendmsg() -> None:
+    a, b = socket.socketpair()
+    try:
+        counting = CountingSocket(a)
+        sender = Wire(counting)  # type: ignore[arg-type]
+        parts = [b"head", b"", memoryview(b"x" * 100), np.arange(10, dtype=np.float64)]
+        sender.send(parts, time.monotonic() + 5)
+        assert counting.sends == 1
+        expected = b"head" + b"x" * 100 + np.arange(10, dtype=np.float64).tobytes()
+        assert Wire(b).read(len(expected), time.monotonic() + 5) == expected
+    finally:
+        a.close()
+        b.close()
+
+
+def test_partial_sends_resume_at_the_right_byte(pair: tuple[Wire, Wire]) -> None:
+    sender, receiver = pair
+    # More than a socket buffer, in typed (non-byte) views: sendmsg returns short counts.
+    parts = [np.arange(n, dtype=np.uint32) * 7 for n in (3, 1 << 20, 5, 1 << 19)]
+    expected = b"".join(p.tobytes() for p in parts)
+    got = bytearray(len(expected))
+    reader = threading.Thread(target=receiver.read_into, args=(memoryview(got), None))
+    reader.start()
+    sender.send(parts, time.monotonic() + 30)
+    reader.join(30)
+    assert bytes(got) == expected
+
+
+def test_fields_larger_than_the_read_ahead_and_skips(pair: tuple[Wire, Wire]) -> None:
+    sender, receiver = pair
+    big = os.urandom(wire_module.READ_AHEAD_BYTES * 3 + 5)
+    threading.Thread(target=sender.send, args=([b"ab", big, b"z" * 70_000, b"end"], None)).start()
+    deadline = time.monotonic() + 10
+    assert receiver.read(2, deadline) == b"ab"
+    assert receiver.read(len(big), deadline) == big
+    receiver.skip(70_000, deadline)
+    assert receiver.read(3, deadline) == b"end"
+
+
+def test_a_field_straddling_the_buffer_end_is_read_whole(pair: tuple[Wire, Wire]) -> None:
+    sender, receiver = pair
+    first = b"a" * (wire_module.READ_AHEAD_BYTES - 3)
+    sender.send([first, b"0123456789"], time.monotonic() + 5)
+    time.sleep(0.05)  # everything arrives, so the first recv fills the buffer to its end
+    deadline = time.monotonic() + 5
+    assert receiver.read(len(first), deadline) == first
+    assert receiver.read(10, deadline) == b"0123456789"
+
+
+def test_deadlines_and_a_closed_peer(pair: tuple[Wire, Wire]) -> None:
+    sender, receiver = pair
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        receiver.read(1, time.monotonic() + 0.2)
+    assert time.monotonic() - start < 2
+    with pytest.raises(TimeoutError):
+        receiver.read(1, time.monotonic() - 1)  # already passed: no wait at all
+    sender.send([b"abc"], None)
+    sender.sock.shutdown(socket.SHUT_WR)
+    with pytest.raises(ConnectionError, match="closed"):
+        receiver.read(5, time.monotonic() + 5)
+    with pytest.raises(ConnectionError):
+        receiver.read_into(memoryview(bytearray(4)), time.monotonic() + 5)
+
+
+def test_clean_says_whether_an_idle_connection_can_be_reused(pair: tuple[Wire, Wire]) -> None:
+    sender, receiver = pair
+    assert receiver.clean()
+    sender.send([b"unexpected"], None)
+    time.sleep(0.05)
+    assert not receiver.clean()  # bytes nobody asked for: out of step
+    receiver.read(4, None)
+    assert not receiver.clean()  # read ahead and not consumed
+    receiver.read(6, None)
+    assert receiver.clean()
+    sender.close()
+    time.sleep(0.05)
+    assert not receiver.clean()  # the peer closed it
