@@ -129,13 +129,43 @@ class PendingResponses:
             self._items.clear()
 
 
+class _GrpcCallContext(CallContext):
+    """A ``CallContext`` that asks gRPC for the peer, the metadata and the deadline only
+    when a handler (or the token check) first looks: each is a call into gRPC's C core,
+    together a few microseconds that most small calls never need."""
+
+    def __init__(self, gctx: grpc.ServicerContext) -> None:  # no super(): fields are lazy
+        self._gctx = gctx
+        self._peer: str | None = None
+        self._metadata: dict[str, str] | None = None
+        self._deadline_known = False
+        self._deadline: float | None = None
+
+    @property  # type: ignore[override]
+    def peer(self) -> str:
+        if self._peer is None:
+            self._peer = self._gctx.peer()
+        return self._peer
+
+    @property  # type: ignore[override]
+    def metadata(self) -> dict[str, str]:
+        if self._metadata is None:
+            pairs = self._gctx.invocation_metadata()
+            self._metadata = dict(pairs) if pairs else {}
+        return self._metadata
+
+    @property  # type: ignore[override]
+    def deadline(self) -> float | None:
+        if not self._deadline_known:
+            remaining = self._gctx.time_remaining()
+            if remaining is not None and remaining < _NO_DEADLINE_SECONDS:
+                self._deadline = time.monotonic() + remaining
+            self._deadline_known = True
+        return self._deadline
+
+
 def _context(gctx: grpc.ServicerContext) -> CallContext:
-    remaining = gctx.time_remaining()
-    deadline = None
-    if remaining is not None and remaining < _NO_DEADLINE_SECONDS:
-        deadline = time.monotonic() + remaining
-    metadata = gctx.invocation_metadata()
-    return CallContext(gctx.peer(), dict(metadata) if metadata else {}, deadline)
+    return _GrpcCallContext(gctx)
 
 
 def _authenticate(context: CallContext, options: TransportOptions) -> None:

@@ -30,6 +30,8 @@ __all__ = ["Session", "Variable", "device", "DeviceAttributes", "VARIABLE_REF_KE
 # Seconds to wait for the first answer from the server a session connects to, when the
 # config sets no operation timeout: a dead address must fail, not hang.
 _CONNECT_TIMEOUT = 30.0
+#: Device strings whose placement a session remembers (the cluster never changes under it).
+_MAX_CACHED_PLACEMENTS = 1024
 #: Responses expected to be at least this large are announced to the transport.
 _ANNOUNCE_RESPONSE_BYTES = 64 * 1024
 
@@ -107,6 +109,7 @@ class Session:
         self._cluster_spec = ClusterSpec(status["cluster"])
         self._job = str(status["job"])
         self._task = int(status["task"])
+        self._placements: dict[str | None, tuple[str, int]] = {}
 
     # -- basics ----------------------------------------------------------------------------
     @property
@@ -149,6 +152,18 @@ class Session:
 
     # -- placement -------------------------------------------------------------------------
     def _resolve(self, dev: str | DeviceSpec | None) -> tuple[str, int]:
+        """``(job, task)`` of a device, validated against the cluster."""
+        if (dev is None or isinstance(dev, str)) and _default_device() is None:
+            # The same few device strings come with every call: parse and check each once.
+            found = self._placements.get(dev)
+            if found is None:
+                found = self._resolve_spec(dev)
+                if len(self._placements) < _MAX_CACHED_PLACEMENTS:
+                    self._placements[dev] = found
+            return found
+        return self._resolve_spec(dev)
+
+    def _resolve_spec(self, dev: str | DeviceSpec | None) -> tuple[str, int]:
         spec = dev if isinstance(dev, DeviceSpec) or dev is None else DeviceSpec.from_string(dev)
         outer = _default_device()
         if outer is not None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
@@ -86,11 +85,22 @@ def current_task() -> TaskInfo:
     return info
 
 
-@contextlib.contextmanager
-def running_on(info: TaskInfo) -> Iterator[TaskInfo]:
-    previous = getattr(_local, "task", None)
-    _local.task = info
-    try:
-        yield info
-    finally:
-        _local.task = previous
+class running_on:  # noqa: N801 - used like the function it replaced
+    """``with running_on(info):`` makes ``info`` this thread's current task for the block.
+
+    A class rather than ``contextlib.contextmanager``: it is entered on every ``run``, and a
+    generator-based manager costs several times more.
+    """
+
+    __slots__ = ("_info", "_previous")
+
+    def __init__(self, info: TaskInfo) -> None:
+        self._info = info
+
+    def __enter__(self) -> TaskInfo:
+        self._previous = getattr(_local, "task", None)
+        _local.task = self._info
+        return self._info
+
+    def __exit__(self, *exc: object) -> None:
+        _local.task = self._previous
