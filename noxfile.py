@@ -101,13 +101,28 @@ def rdma(session: nox.Session) -> None:
     """The grpc+verbs tests on real verbs: Soft-RoCE inside QEMU guests (one guest, then two
     guests joined by a virtual wire). Installs the host packages with apt-get when missing."""
     harness = "packages/transport-rdma/harness/run_vm.py"
-    if not shutil.which("qemu-system-x86_64") or not shutil.which("debootstrap"):
-        if os.geteuid() != 0:
-            session.error(f"the RDMA harness needs {' '.join(RDMA_HOST_PACKAGES)}; "
-                          "install them (as root) or run as root")
-        session.run("apt-get", "update", "-qq", external=True)
-        session.run("apt-get", "install", "-y", "-qq", *RDMA_HOST_PACKAGES, external=True,
-                    env={"DEBIAN_FRONTEND": "noninteractive"})
+    _ensure_rdma_host_packages(session)
     session.run(sys.executable, harness, *session.posargs)
     if not session.posargs:
         session.run(sys.executable, harness, "--two-guest")
+
+
+@nox.session(python=False)
+def rdma_suite(session: nox.Session) -> None:
+    """The whole transport suite on grpc+verbs inside a Soft-RoCE guest: every test that
+    uses the chosen protocol (runtime, data service, testing helpers, conformance) plus the
+    RDMA tests. About 20 minutes under emulation, so CI runs `rdma` instead."""
+    _ensure_rdma_host_packages(session)
+    session.run(sys.executable, "packages/transport-rdma/harness/run_vm.py", "--suite",
+                *session.posargs)
+
+
+def _ensure_rdma_host_packages(session: nox.Session) -> None:
+    if shutil.which("qemu-system-x86_64") and shutil.which("debootstrap"):
+        return
+    if os.geteuid() != 0:
+        session.error(f"the RDMA harness needs {' '.join(RDMA_HOST_PACKAGES)}; "
+                      "install them (as root) or run as root")
+    session.run("apt-get", "update", "-qq", external=True)
+    session.run("apt-get", "install", "-y", "-qq", *RDMA_HOST_PACKAGES, external=True,
+                env={"DEBIAN_FRONTEND": "noninteractive"})
