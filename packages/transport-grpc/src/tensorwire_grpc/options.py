@@ -33,14 +33,17 @@ Transport-specific settings read from ``TransportOptions.extra``:
   travel as one gRPC message; larger ones are chunked.
 - ``grpc_chunk_bytes`` (default :data:`DEFAULT_CHUNK_BYTES`): size of each chunk.
 - ``grpc_max_workers`` (default 64): server threads, i.e. calls and streams served at once.
-- ``bulk_tcp`` (bool, default :data:`DEFAULT_BULK_TCP`): move large message bodies over the
-  plain TCP side channel of ``bulk`` (gRPC carries a descriptor). Never used with TLS
+- ``bulk_tcp`` (bool, default :data:`DEFAULT_BULK_TCP`): make large unary calls whole over
+  the plain TCP side channel of ``bulk``, and move the large messages of other calls there
+  (gRPC carries a descriptor). Never used with TLS
   (a TLS listener opens no side port and a TLS channel never uses one) nor with
   compression (the side channel sends the bytes as they are). The environment
   variable ``TENSORWIRE_GRPC_BULK_TCP`` (``1``/``0``) sets the default for options that do
   not say.
-- ``bulk_tcp_threshold_bytes`` (default :data:`DEFAULT_BULK_THRESHOLD_BYTES`): messages with
-  at least this many payload bytes take the side channel. Environment variable
+- ``bulk_tcp_threshold_bytes`` (default :data:`DEFAULT_BULK_THRESHOLD_BYTES`): a unary call
+  whose request has at least this many payload bytes, or whose caller announces a response
+  that large (``RESPONSE_BYTES_METADATA_KEY``), goes over the side channel; so does any
+  message of at least this size in other calls. Environment variable
   ``TENSORWIRE_GRPC_BULK_TCP_THRESHOLD_BYTES`` sets the default likewise.
 
 The environment variable ``TENSORWIRE_GRPC_BUFFER_POOL_BYTES`` bounds the memory kept for
