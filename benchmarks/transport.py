@@ -12,7 +12,8 @@ drift on a noisy machine hits all alike:
 - raw TCP: N bytes peer -> client into a preallocated buffer;
 - raw grpcio: server streaming of N bytes in 4 MiB ``bytes`` chunks, copied into a
   preallocated buffer, and unary echo of 16 bytes;
-- tensorwire grpc: a unary call returning an N-byte array held by the server (down) and one
+- tensorwire grpc: a unary call returning an N-byte array held by the server, its size
+  announced as a session announces a variable read (down), and one
   sending an N-byte array to it (up), and a 16-byte echo.
 
 Throughput is the best of several runs; latency percentiles are over all calls. Ratios are
@@ -32,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _limits  # noqa: E402
+from tensorwire.transport.base import RESPONSE_BYTES_METADATA_KEY  # noqa: E402
 
 MiB = 1 << 20
 
@@ -111,6 +113,8 @@ def _throughputs(  # type: ignore[no-untyped-def]
     """Best GB/s of each way of moving ``size`` bytes, runs interleaved."""
     upload = np.ones(size, dtype=np.uint8)
     request = str(size).encode()
+    # Announce the response's size, as a session does for a variable read.
+    hint = {RESPONSE_BYTES_METADATA_KEY: str(size)}
 
     def tcp_down() -> None:
         tcp.receive(size)
@@ -119,7 +123,7 @@ def _throughputs(  # type: ignore[no-untyped-def]
         raw.stream(size)
 
     def ours_down() -> None:
-        (frame,) = ours.call("bench.Ours", "Get", [request])
+        (frame,) = ours.call("bench.Ours", "Get", [request], metadata=hint)
         assert frame.nbytes == size
 
     def ours_up() -> None:
