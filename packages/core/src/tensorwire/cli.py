@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from .runtime import cli as runtime_cli
     except ImportError:  # pragma: no cover - the runtime is part of the core
-        runtime_cli = None
-    if runtime_cli is not None:
+        pass
+    else:
         runtime_cli.register(sub)
     for ep in importlib.metadata.entry_points(group=CLI_ENTRY_POINT_GROUP):
         try:

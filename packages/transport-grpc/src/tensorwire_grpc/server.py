@@ -141,21 +141,21 @@ class _GrpcCallContext(CallContext):
         self._deadline_known = False
         self._deadline: float | None = None
 
-    @property  # type: ignore[override]
-    def peer(self) -> str:
+    @property
+    def peer(self) -> str:  # type: ignore[override]
         if self._peer is None:
             self._peer = self._gctx.peer()
         return self._peer
 
-    @property  # type: ignore[override]
-    def metadata(self) -> dict[str, str]:
+    @property
+    def metadata(self) -> dict[str, str]:  # type: ignore[override]
         if self._metadata is None:
             pairs = self._gctx.invocation_metadata()
             self._metadata = dict(pairs) if pairs else {}
         return self._metadata
 
-    @property  # type: ignore[override]
-    def deadline(self) -> float | None:
+    @property
+    def deadline(self) -> float | None:  # type: ignore[override]
         if not self._deadline_known:
             remaining = self._gctx.time_remaining()
             if remaining is not None and remaining < _NO_DEADLINE_SECONDS:

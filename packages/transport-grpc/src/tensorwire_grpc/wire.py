@@ -91,9 +91,9 @@ class Wire:
     def read(self, size: int, deadline: float | None) -> bytes:
         """Exactly ``size`` bytes."""
         if size > len(self._buffer):
-            out = bytearray(size)
-            self.read_into(memoryview(out), deadline)
-            return bytes(out)
+            large = bytearray(size)
+            self.read_into(memoryview(large), deadline)
+            return bytes(large)
         while self._end - self._start < size:
             if self._start + size > len(self._buffer):
                 # Not enough room after the unread bytes: move them to the front first.

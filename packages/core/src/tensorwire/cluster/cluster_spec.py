@@ -72,7 +72,9 @@ class ClusterSpec:
             self._cluster_spec = _spec_from_cluster_def(self._cluster_def)
         elif _is_cluster_def(getattr(cluster, "as_cluster_def", lambda: None)()):
             # Another implementation's ClusterSpec, e.g. TensorFlow's tf.train.ClusterSpec.
-            self._cluster_def = convert(cluster.as_cluster_def(), ClusterDef)
+            self._cluster_def = convert(
+                cluster.as_cluster_def(), ClusterDef  # type: ignore[attr-defined]
+            )
             self._cluster_spec = _spec_from_cluster_def(self._cluster_def)
         else:
             raise TypeError(

@@ -193,7 +193,7 @@ def _header(obj: Any, packed: bool) -> tuple[bytearray, list[np.ndarray[Any, Any
 
 def _flat_bytes(a: np.ndarray[Any, Any]) -> memoryview:
     # A byte view of the array's own memory (no copy), whatever the dtype.
-    return memoryview(a.reshape(-1).view(np.uint8))
+    return a.reshape(-1).view(np.uint8).data
 
 
 def encode(obj: Any) -> list[Any]:

@@ -274,10 +274,10 @@ def resolve_namedtuple(module: str, qualname: str, fields: tuple[str, ...]) -> t
     same name and fields, made once per (module, qualname, fields).
     """
     key = (module, qualname, fields)
-    cls = _nt_classes.get(key)
-    if cls is not None:
-        return cls
-    cls = None
+    known = _nt_classes.get(key)
+    if known is not None:
+        return known
+    cls: type | None = None
     mod = sys.modules.get(module)
     if mod is not None and "<" not in qualname:
         obj: Any = mod
@@ -297,11 +297,12 @@ def resolve_namedtuple(module: str, qualname: str, fields: tuple[str, ...]) -> t
     if cls is None:
         name = qualname.rpartition(".")[2]
         try:
-            cls = collections.namedtuple(name, fields, module=module)  # type: ignore[misc]
+            made: type = collections.namedtuple(name, fields, module=module)  # type: ignore[misc]
         except (ValueError, TypeError) as exc:
             raise DataLossError(
                 f"namedtuple {module}:{qualname} with fields {fields!r} is not valid: {exc}"
             ) from None
+        cls = made
     if len(_nt_classes) < 4096:  # bounded: names come from the wire
         _nt_classes[key] = cls
     return cls

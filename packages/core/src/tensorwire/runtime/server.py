@@ -168,7 +168,7 @@ class Server:
         new = ClusterSpec(cluster)
         if new.task_address(self._server_def.job_name, self._server_def.task_index) != own:
             raise errors.InvalidArgumentError(
-                f"the new cluster gives {self.task_name} a different address than {own}"
+                f"the new cluster gives {self.task_name} a different address than {own!s}"
             )
         self._server_def.cluster.CopyFrom(new.as_cluster_def())
 

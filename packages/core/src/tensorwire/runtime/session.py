@@ -187,6 +187,11 @@ class Session:
             )
         return job, task
 
+    def _task_address(self, job: str, task: int) -> str:
+        address = self._cluster_spec.task_address(job, task)
+        # A ClusterSpec accepts bytes addresses, as TensorFlow's does.
+        return address.decode() if isinstance(address, bytes) else address
+
     def _channel(self, address: str) -> Channel:
         with self._channels_lock:
             if self._closed:
@@ -210,7 +215,7 @@ class Session:
         timeout: float | None,
         response_bytes: int = 0,
     ) -> Any:
-        address = self._cluster_spec.task_address(job, task)
+        address = self._task_address(job, task)
         return self._call_address(
             address,
             method,
@@ -301,7 +306,7 @@ class Session:
     ) -> concurrent.futures.Future[Any]:
         """Like :meth:`run`, returning a ``concurrent.futures.Future`` of the result."""
         job, task = self._resolve(device)
-        address = self._cluster_spec.task_address(job, task)
+        address = self._task_address(job, task)
         frames = messages.pack(self._run_request(fn, args, kwargs))
         inner = self._channel(address).call_async(
             SERVICE_NAME, "Run", frames, timeout=self._deadline(timeout)

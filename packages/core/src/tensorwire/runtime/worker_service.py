@@ -173,6 +173,7 @@ class WorkerState:
                     )
                 value = _as_array(initial, f"initial_value of {name!r}")  # owned: no copy
                 var = self.variables[name] = _Variable(value)
+        assert var is not None  # found, or created above
         if not created and initial is not None:
             wanted = _as_array(initial, f"initial_value of {name!r}")
             if wanted.shape != var.value.shape or wanted.dtype != var.value.dtype:

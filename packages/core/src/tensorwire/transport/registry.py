@@ -9,6 +9,7 @@ other protocols keep working; any other exception from a plugin is a bug and pro
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.metadata
 import logging
 import os
@@ -142,7 +143,7 @@ class TransportRegistry:
                     from .._version import __version__
 
                     self._load_plugin(
-                        name, lambda m=module: importlib.import_module(m), "tensorwire",
+                        name, functools.partial(importlib.import_module, module), "tensorwire",
                         __version__,
                     )
 
@@ -196,7 +197,7 @@ class TransportRegistry:
             self._instances[protocol] = transport
             return transport
 
-    def _unknown(self, protocol: str) -> errors.NotFoundError:
+    def _unknown(self, protocol: str) -> errors.OpError:
         installed = ", ".join(repr(p) for p in sorted(self.factories)) or "none"
         message = f"No transport for protocol {protocol!r}; installed protocols: {installed}."
         known = KNOWN_PROTOCOLS.get(protocol)
