@@ -104,6 +104,30 @@ def test_reconnects_to_a_task_restarted_on_its_port(transport) -> None:  # type:
         second.stop(0)
 
 
+def test_a_new_caller_does_not_inherit_a_channel_in_reconnect_backoff(transport) -> None:  # type: ignore[no-untyped-def]
+    first = transport.serve("127.0.0.1:0", [echo], TransportOptions())
+    first.start()
+    address = first.address
+    old = transport.connect(address, TransportOptions())
+    assert old.call("t.Echo", "Echo", [b"1"], timeout=10)
+    first.stop(0)
+    # The old channel finds the server gone; gRPC now backs off (>= 1 s) before trying again.
+    with pytest.raises(errors.UnavailableError):
+        old.call("t.Echo", "Echo", [b"2"], timeout=5)
+    second = transport.serve(address, [echo], TransportOptions())  # a new server, same port
+    second.start()
+    try:
+        # A caller that connects now reaches it at once: it gets its own gRPC channel.
+        new = transport.connect(address, TransportOptions())
+        assert bytes(new.call("t.Echo", "Echo", [b"3"], timeout=5)[0]) == b"3"
+        assert transport.open_channels() == 1  # the fresh one replaced the unreachable one
+        new.close()
+        old.close()
+        assert transport.open_channels() == 0
+    finally:
+        second.stop(0)
+
+
 # -- compression -----------------------------------------------------------------------------
 class CountingProxy:
     """Forwards one loopback port to another and counts the bytes in both directions."""

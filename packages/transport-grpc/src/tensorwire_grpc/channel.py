@@ -84,6 +84,12 @@ class SharedChannel:
         else:
             self.grpc_channel = grpc.secure_channel(address, credentials, arguments, compression)
         self.references = 0
+        #: Set when a call found the server unreachable, cleared by the next call that gets
+        #: through. gRPC then backs off before reconnecting (up to
+        #: ``grpc.max_reconnect_backoff_ms``) and fails calls at once meanwhile, so a new
+        #: caller gets a fresh channel instead (a task restarted on the same port, or a new
+        #: server on a reused port, is reached at once).
+        self.unreachable = False
         self._lock = threading.Lock()
         self._callables: dict[tuple[str, str], Any] = {}
 
@@ -313,6 +319,8 @@ class GrpcChannel(Channel):
         return self._receive_one(responses, name, timeout)
 
     def _error(self, exc: grpc.RpcError, name: str, timeout: float | None) -> errors.OpError:
+        if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.UNAVAILABLE:
+            self._shared.unreachable = True
         return status.to_op_error(exc, name, self.address, timeout)
 
     def _receive_one(
@@ -349,6 +357,8 @@ class GrpcChannel(Channel):
         deadline: float | None,
         metadata: tuple[tuple[str, str], ...] | None,
     ) -> list[memoryview]:
+        if self._shared.unreachable:
+            self._shared.unreachable = False
         if not response or response[0] != framing.PENDING:
             if len(response) > 1 and response[1] & framing.FLAG_BULK_OK and self._bulk_on:
                 # The server says its side channel would have carried this response: learn

@@ -24,6 +24,9 @@ gRPC channel arguments set on both sides (:func:`channel_arguments`, :func:`serv
                                             the shortest connect attempt, so not lower.
 ``grpc.so_reuseport``                       (server) 0, so binding a port another server holds
                                             fails instead of silently sharing it.
+``grpc.use_local_subchannel_pool``          (client) 1: connections belong to their channel,
+                                            so a fresh channel to a server that came back does
+                                            not inherit an old connection's backoff.
 ``grpc.ssl_target_name_override``           ``tls_server_name`` when given.
 =========================================== ===================================================
 
@@ -188,6 +191,10 @@ def channel_arguments(options: TransportOptions) -> list[tuple[str, Any]]:
         # server's SETTINGS frame arrived.
         ("grpc.min_reconnect_backoff_ms", 1_000),
         ("grpc.max_reconnect_backoff_ms", 2_000),
+        # Connections belong to their channel, not to gRPC's process-wide subchannel pool:
+        # the transport shares channels itself, and a fresh channel (see
+        # GrpcTransport.connect) must not inherit a pooled connection's reconnect backoff.
+        ("grpc.use_local_subchannel_pool", 1),
     ]
     if options.tls_server_name:
         arguments.append(("grpc.ssl_target_name_override", options.tls_server_name))

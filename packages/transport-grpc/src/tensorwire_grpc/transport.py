@@ -23,7 +23,9 @@ class GrpcTransport(Transport):
 
     Channels to the same address with options that build the same gRPC channel share one
     connection: :meth:`connect` hands out a light :class:`GrpcChannel` per caller and the
-    gRPC channel closes when the last of them is closed (or at :meth:`close`).
+    gRPC channel closes when the last of them is closed (or at :meth:`close`). A shared
+    channel whose last call found the server unreachable is not handed to new callers:
+    they get a fresh one that connects at once, instead of gRPC's reconnect backoff.
     """
 
     protocols = (PROTOCOL,)
@@ -42,7 +44,8 @@ class GrpcTransport(Transport):
         key = (address, opts.cache_key(options))
         with self._lock:
             shared = self._channels.get(key)
-            if shared is None:
+            if shared is None or shared.unreachable:
+                # (An unreachable one lives on for its current users until they close it.)
                 shared = SharedChannel(address, options)
                 self._channels[key] = shared
             shared.references += 1
