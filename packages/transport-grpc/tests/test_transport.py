@@ -80,17 +80,23 @@ def test_equal_options_share_one_grpc_channel(transport, listener) -> None:  # t
     assert transport.open_channels() == 0
 
 
-def test_reconnects_to_a_task_restarted_on_its_port(transport) -> None:  # type: ignore[no-untyped-def]
+def _server_restarted_on_its_port(transport):  # type: ignore[no-untyped-def]
+    """A channel that found its server gone (so gRPC backs off, >= 1 s, before trying
+    again), and a new server started on the same port: ``(channel, new server)``."""
     first = transport.serve("127.0.0.1:0", [echo], TransportOptions())
     first.start()
-    address = first.address
-    channel = transport.connect(address, TransportOptions())
+    channel = transport.connect(first.address, TransportOptions())
     assert channel.call("t.Echo", "Echo", [b"1"], timeout=10)
     first.stop(0)
     with pytest.raises(errors.UnavailableError):
         channel.call("t.Echo", "Echo", [b"2"], timeout=5)
-    second = transport.serve(address, [echo], TransportOptions())
+    second = transport.serve(first.address, [echo], TransportOptions())
     second.start()
+    return channel, second
+
+
+def test_reconnects_to_a_task_restarted_on_its_port(transport) -> None:  # type: ignore[no-untyped-def]
+    channel, second = _server_restarted_on_its_port(transport)
     try:
         deadline = time.monotonic() + 10
         while True:  # the channel reconnects by itself (backoff settings: see options)
@@ -105,20 +111,10 @@ def test_reconnects_to_a_task_restarted_on_its_port(transport) -> None:  # type:
 
 
 def test_a_new_caller_does_not_inherit_a_channel_in_reconnect_backoff(transport) -> None:  # type: ignore[no-untyped-def]
-    first = transport.serve("127.0.0.1:0", [echo], TransportOptions())
-    first.start()
-    address = first.address
-    old = transport.connect(address, TransportOptions())
-    assert old.call("t.Echo", "Echo", [b"1"], timeout=10)
-    first.stop(0)
-    # The old channel finds the server gone; gRPC now backs off (>= 1 s) before trying again.
-    with pytest.raises(errors.UnavailableError):
-        old.call("t.Echo", "Echo", [b"2"], timeout=5)
-    second = transport.serve(address, [echo], TransportOptions())  # a new server, same port
-    second.start()
+    old, second = _server_restarted_on_its_port(transport)
     try:
         # A caller that connects now reaches it at once: it gets its own gRPC channel.
-        new = transport.connect(address, TransportOptions())
+        new = transport.connect(second.address, TransportOptions())
         assert bytes(new.call("t.Echo", "Echo", [b"3"], timeout=5)[0]) == b"3"
         assert transport.open_channels() == 1  # the fresh one replaced the unreachable one
         new.close()
