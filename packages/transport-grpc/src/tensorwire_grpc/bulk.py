@@ -389,14 +389,16 @@ class BulkServer:
         assert frames is not None
         try:  # counted in flight until the response is sent, so that drain() waits for it
             try:
-                views, _ = self._serve_call(name, frames, metadata, deadline, _peer_name(peer))
+                views, total = self._serve_call(
+                    name, frames, metadata, deadline, _peer_name(peer)
+                )
             except errors.OpError as exc:
                 wire.send(
                     [_status(int(exc.code), exc.message)], time.monotonic() + CONNECT_SECONDS
                 )
                 return True
             del frames
-            log.debug("bulk call %s sending %d bytes to %s", name, sum(map(len, views)), peer)
+            log.debug("bulk call %s sending %d bytes to %s", name, total, peer)
             wire.send(
                 [b"\x00" + _encode_lengths(views), *views],
                 time.monotonic() + ARRIVAL_TTL_SECONDS,

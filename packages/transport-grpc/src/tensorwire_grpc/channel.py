@@ -4,10 +4,12 @@ A small request goes as one unary gRPC call (the cheapest thing gRPC Python does
 large one as a chunk stream. Calls never wait for a peer to come up (``wait_for_ready`` is
 off), so a peer that is down fails the call with ``UnavailableError`` at once.
 
-With the bulk side channel on (``bulk``), a message of at least ``bulk_tcp_threshold_bytes``
-goes over pooled plain TCP connections instead: a large request is pushed first and the
-gRPC call carries its ticket; once the server's side port is known every request says so
-(FLAG_BULK_OK) and large responses come back as tickets fetched over TCP. The port is asked
+With the bulk side channel on (``bulk``), a unary call whose request, or announced response
+(``RESPONSE_BYTES_METADATA_KEY``), has at least ``bulk_tcp_threshold_bytes`` goes whole over
+pooled plain TCP connections (CALL). Other large messages take TCP beside a gRPC call: a large
+request is pushed first and the gRPC call carries its ticket; once the server's side port is
+known every request says so (FLAG_BULK_OK) and large responses come back as tickets fetched
+over TCP. The port is asked
 for once per gRPC channel and token (``Bulk/Hello``), when something large first shows up;
 a server without it, or a port that cannot be reached, leaves the call on gRPC.
 """
@@ -128,9 +130,10 @@ class SharedChannel:
         deadline: float | None,
     ) -> bulk.BulkPeer | None:
         """The server's side channel, asking it once; None when there is none (yet)."""
+        known = self.known_bulk_peer(token)
+        if known is not None:
+            return known
         peer = self._bulk.get(token)
-        if isinstance(peer, bulk.BulkPeer) and not peer.failed_until:
-            return peer
         if isinstance(peer, float) and time.monotonic() < peer:
             return None
         with self._bulk_lock:

@@ -541,9 +541,35 @@ class RdmaChannel(Channel):
         for view in registered:
             self._verbs.regcache.forget(view)
         if qp.broken:
-            with self._lock:
-                if self._qp is qp:
-                    self._forget_locked()
+            self._forget_if_current(qp)
+
+    def _forget_if_current(self, qp: verbs.QueuePair) -> None:
+        with self._lock:
+            if self._qp is qp:
+                self._forget_locked()
+
+    def _envelope(
+        self, conn: int, frames: Frames, metadata: Mapping[str, str] | None
+    ) -> tuple[list[memoryview], list[memoryview], dict[str, str]]:
+        """The frames that go over gRPC, the registered ones the server reads by RDMA, and
+        the call metadata carrying their descriptors; counted in the stats."""
+        small, envelope, registered, nbytes = self._prepare(conn, frames)
+        md = dict(metadata or {})
+        md[METADATA_KEY] = json.dumps(envelope)
+        # The descriptors travel as gRPC metadata: they count as bytes over gRPC too.
+        self._transport.stats.add(
+            grpc=nbytes + len(md[METADATA_KEY]), rdma=sum(v.nbytes for v in registered)
+        )
+        return small, registered, md
+
+    def _settle(self, qp: verbs.QueuePair, registered: list[memoryview], ok: bool) -> None:
+        """After a call: registrations go back to the cache, or are dropped on failure."""
+        if ok:
+            assert self._verbs is not None
+            for view in registered:
+                self._verbs.regcache.release(view)
+        else:
+            self._after_failure(qp, registered)
 
     def call(
         self,
@@ -562,13 +588,7 @@ class RdmaChannel(Channel):
             if link is None:
                 return self._plain_call(service, method, frames, timeout, metadata)
             conn, qp = link
-            small, envelope, registered, nbytes = self._prepare(conn, frames)
-            md = dict(metadata or {})
-            md[METADATA_KEY] = json.dumps(envelope)
-            # The descriptors travel as gRPC metadata: they count as bytes over gRPC too.
-            self._transport.stats.add(
-                grpc=nbytes + len(md[METADATA_KEY]), rdma=sum(v.nbytes for v in registered)
-            )
+            small, registered, md = self._envelope(conn, frames, metadata)
             ok = False
             try:
                 reply = self._inner.call(service, method, small, timeout=timeout, metadata=md)
@@ -579,15 +599,9 @@ class RdmaChannel(Channel):
                 if _STALE not in str(exc) or attempt == 2:
                     raise
                 # The server lost our connection before running the handler: redo both.
-                with self._lock:
-                    if self._qp is qp:
-                        self._forget_locked()
+                self._forget_if_current(qp)
             finally:
-                if ok:
-                    for view in registered:
-                        self._verbs.regcache.release(view)  # type: ignore[union-attr]
-                else:
-                    self._after_failure(qp, registered)
+                self._settle(qp, registered, ok)
         raise AssertionError("unreachable")
 
     def _plain_call(
@@ -628,12 +642,7 @@ class RdmaChannel(Channel):
             return
         for attempt in (1, 2):
             conn, qp = link
-            small, envelope, registered, nbytes = self._prepare(conn, frames)
-            md = dict(metadata or {})
-            md[METADATA_KEY] = json.dumps(envelope)
-            self._transport.stats.add(
-                grpc=nbytes + len(md[METADATA_KEY]), rdma=sum(v.nbytes for v in registered)
-            )
+            small, registered, md = self._envelope(conn, frames, metadata)
             ok = False
             started = False
             try:
@@ -648,15 +657,9 @@ class RdmaChannel(Channel):
                 if started or _STALE not in str(exc) or attempt == 2:
                     raise
                 # The server lost our connection before running the handler: redo both.
-                with self._lock:
-                    if self._qp is qp:
-                        self._forget_locked()
+                self._forget_if_current(qp)
             finally:
-                if ok:
-                    for view in registered:
-                        self._verbs.regcache.release(view)  # type: ignore[union-attr]
-                else:
-                    self._after_failure(qp, registered)
+                self._settle(qp, registered, ok)
             link = self._connection(timeout)
             if link is None:  # the new server has no RDMA
                 yield from self._inner.stream(
