@@ -31,6 +31,13 @@ is closed before any request is read. Then, one at a time, requests on the conne
            n x u64 lengths, payload
            -> u8 status; ok: u32 n, n x u64 lengths, payload; else u32 length, message
 
+A payload is its frames in order, each frame of :data:`ALIGNED_FRAME_BYTES` or more preceded
+by the zero bytes that make it start a multiple of :data:`FRAME_ALIGNMENT` bytes after the
+first byte of its message (both sides compute them from the lengths). The kernel copies a
+message into its socket memory starting afresh at a page boundary, and copies between
+buffers at unlucky relative offsets run at half speed: a 1 MiB response after a 73-byte
+header took 450 us instead of 180 us on loopback here, for exactly the same bytes.
+
 CALL runs the unary method on the connection's thread, through the listener's
 ``serve_call`` (token, arity and error mapping as for gRPC calls); its status codes are
 those of ``tensorwire.errors``, so the caller raises the handler's class and message.
@@ -74,12 +81,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"TWB1"
+#: Changes with the wire format: a peer speaking another version fails the handshake and
+#: its calls use gRPC. TWB2 added the frame alignment.
+MAGIC = b"TWB2"
 NONCE_BYTES = 16
 MAC_BYTES = 32
 OP_PUSH = 1
 OP_FETCH = 2
 OP_CALL = 3
+#: Frames this large start at a multiple of FRAME_ALIGNMENT bytes into their message.
+ALIGNED_FRAME_BYTES = 64 * 1024
+FRAME_ALIGNMENT = 4096
+_ZEROS = memoryview(bytes(FRAME_ALIGNMENT))
 #: Feature bits a server announces in its Hello answer (after the port).
 FEATURE_CALL = 1
 #: How long an unclaimed pushed request is kept when the caller set no deadline.
@@ -134,15 +147,54 @@ def _lengths(wire: Wire, deadline: float | None) -> tuple[int, ...]:
     return struct.unpack(f"<{n}Q", wire.read(8 * n, deadline)) if n else ()
 
 
-def _receive_frames(wire: Wire, lengths: Sequence[int], deadline: float | None) -> list[memoryview]:
+def _padding(offset: int, length: int) -> int:
+    """Zero bytes before a frame of ``length`` that would start ``offset`` bytes into its
+    message (see the module docstring)."""
+    return (-offset) % FRAME_ALIGNMENT if length >= ALIGNED_FRAME_BYTES else 0
+
+
+def _payload_bytes(offset: int, lengths: Sequence[int]) -> int:
+    """Bytes of a payload, padding included, that starts ``offset`` bytes into its message."""
+    end = offset
+    for length in lengths:
+        end += _padding(end, length) + length
+    return end - offset
+
+
+def _message(head: bytes, views: Sequence[memoryview]) -> list[bytes | memoryview]:
+    """``head`` then the frames, each large one after its padding: parts for ``Wire.send``."""
+    parts: list[bytes | memoryview] = [head]
+    offset = len(head)
+    for view in views:
+        pad = _padding(offset, view.nbytes)
+        if pad:
+            parts.append(_ZEROS[:pad])
+        parts.append(view)
+        offset += pad + view.nbytes
+    return parts
+
+
+def _receive_frames(
+    wire: Wire, lengths: Sequence[int], offset: int, deadline: float | None
+) -> list[memoryview]:
+    """The payload's frames, whose first starts ``offset`` bytes into the message."""
     frames = framing.allocate(lengths)
     for frame in frames:
+        pad = _padding(offset, len(frame))
+        if pad:
+            wire.skip(pad, deadline)
         wire.read_into(frame, deadline)
+        offset += pad + len(frame)
     return frames
 
 
 def _encode_lengths(views: Sequence[memoryview]) -> bytes:
     return _U32.pack(len(views)) + struct.pack(f"<{len(views)}Q", *(v.nbytes for v in views))
+
+
+def _answer(views: Sequence[memoryview]) -> list[bytes | memoryview]:
+    """The parts of an ok answer to a FETCH or CALL."""
+    return _message(b"\x00" + _encode_lengths(views), views)
 
 
 def _status(code: int, message: str = "") -> bytes:
@@ -326,6 +378,7 @@ class BulkServer:
             raise errors.DataLossError(f"bulk push announces {n} frames")
         lengths = struct.unpack(f"<{n}Q", wire.read(8 * n, deadline)) if n else ()
         total = sum(lengths)
+        offset = 1 + _PUSH_HEAD.size + 8 * n
         ttl = min(ttl_ms / 1000, MAX_TTL_SECONDS) if ttl_ms else ARRIVAL_TTL_SECONDS
         try:
             refused = self._refuse_oversized(total)
@@ -335,12 +388,12 @@ class BulkServer:
         except errors.OpError as exc:
             # The payload is on its way: read and drop it (within the caller's deadline) so
             # the caller, still sending, gets this answer instead of a reset connection.
-            wire.skip(total, time.monotonic() + ttl)
+            wire.skip(_payload_bytes(offset, lengths), time.monotonic() + ttl)
             wire.send([_status(int(exc.code), exc.message)], time.monotonic() + CONNECT_SECONDS)
             return True
         log.debug("bulk push of %d bytes from %s", total, peer)
         try:
-            frames = _receive_frames(wire, lengths, time.monotonic() + ttl)
+            frames = _receive_frames(wire, lengths, offset, time.monotonic() + ttl)
         except BaseException:
             self.arrivals.release(total)
             raise
@@ -371,13 +424,15 @@ class BulkServer:
             receive_deadline = min(receive_deadline, deadline + 1.0)
         lengths = _lengths(wire, head_deadline)
         total = sum(lengths)
+        offset = 1 + _CALL_HEAD.size + name_size + md_size + 4 + 8 * len(lengths)
         refused = self._refuse_oversized(total)
         if refused is not None:
-            wire.skip(total, receive_deadline)  # stay in step for the next request
+            # Stay in step for the next request.
+            wire.skip(_payload_bytes(offset, lengths), receive_deadline)
             frames = None
         else:
             log.debug("bulk call receiving %d bytes", total)
-            frames = _receive_frames(wire, lengths, receive_deadline)
+            frames = _receive_frames(wire, lengths, offset, receive_deadline)
         with self._lock:
             if self._draining and refused is None:
                 refused = errors.UnavailableError(f"{name}: the server is stopping")
@@ -399,10 +454,7 @@ class BulkServer:
                 return True
             del frames
             log.debug("bulk call %s sending %d bytes to %s", name, total, peer)
-            wire.send(
-                [b"\x00" + _encode_lengths(views), *views],
-                time.monotonic() + ARRIVAL_TTL_SECONDS,
-            )
+            wire.send(_answer(views), time.monotonic() + ARRIVAL_TTL_SECONDS)
             return True
         finally:
             with self._lock:
@@ -425,9 +477,7 @@ class BulkServer:
             wire.send([_status(int(exc.code), exc.message)], time.monotonic() + CONNECT_SECONDS)
             return
         log.debug("bulk fetch sending %d bytes to %s", total, peer)
-        wire.send(
-            [b"\x00" + _encode_lengths(views), *views], time.monotonic() + ARRIVAL_TTL_SECONDS
-        )
+        wire.send(_answer(views), time.monotonic() + ARRIVAL_TTL_SECONDS)
 
     def close(self) -> None:
         with self._lock:
@@ -588,7 +638,7 @@ def _read_response(
             f"{what}: response of {total} bytes exceeds the limit of {max_bytes} bytes "
             "(TransportOptions.max_message_bytes)"
         )
-    return _receive_frames(wire, lengths, deadline)
+    return _receive_frames(wire, lengths, 1 + 4 + 8 * len(lengths), deadline)
 
 
 def _send_request(wire: Wire, parts: list[bytes | memoryview], deadline: float | None) -> None:
@@ -644,7 +694,7 @@ def push(
     )
 
     def request(wire: Wire) -> bytes:
-        _send_request(wire, [head, *views], deadline)
+        _send_request(wire, _message(head, views), deadline)
         _read_status(wire, deadline)
         return ticket
 
@@ -696,7 +746,7 @@ def call(
     )
 
     def request(wire: Wire) -> list[memoryview]:
-        _send_request(wire, [head, *views], deadline)
+        _send_request(wire, _message(head, views), deadline)
         return _read_response(wire, deadline, max_bytes, name)
 
     return _exchange(peer, request, deadline, name)

@@ -123,8 +123,13 @@ class Wire:
             got += n
 
     def skip(self, size: int, deadline: float | None) -> None:
-        """Read and drop ``size`` bytes (a refused message, to stay in step)."""
-        scratch = memoryview(bytearray(min(size, 1 << 20) or 1))
+        """Read and drop ``size`` bytes (padding, or a refused message, to stay in step)."""
+        have = min(self._end - self._start, size)
+        self._start += have
+        size -= have
+        if size <= 0:
+            return
+        scratch = memoryview(bytearray(min(size, 1 << 20)))
         while size > 0:
             chunk = scratch[: min(size, len(scratch))]
             self.read_into(chunk, deadline)
