@@ -140,8 +140,10 @@ def _mac(token: str | None, nonce: bytes) -> bytes:
     return hmac.new(token.encode(), nonce, hashlib.sha256).digest()
 
 
-def _lengths(wire: Wire, deadline: float | None) -> tuple[int, ...]:
-    (n,) = _U32.unpack(wire.read(4, deadline))
+def _lengths(wire: Wire, deadline: float | None, n: int | None = None) -> tuple[int, ...]:
+    """The frame lengths that follow the frame count ``n`` (read first when not given)."""
+    if n is None:
+        (n,) = _U32.unpack(wire.read(4, deadline))
     if n > 1 << 20:
         raise errors.DataLossError(f"bulk transfer announces {n} frames")
     return struct.unpack(f"<{n}Q", wire.read(8 * n, deadline)) if n else ()
@@ -178,7 +180,12 @@ def _receive_frames(
     wire: Wire, lengths: Sequence[int], offset: int, deadline: float | None
 ) -> list[memoryview]:
     """The payload's frames, whose first starts ``offset`` bytes into the message."""
-    frames = framing.allocate(lengths)
+    if sum(lengths) <= framing.SMALL_MESSAGE_BYTES:
+        # A small request (a variable's name, say): a bytearray per frame, as for small
+        # gRPC messages, is several times cheaper than pooled aligned memory.
+        frames = [memoryview(bytearray(length)) for length in lengths]
+    else:
+        frames = framing.allocate(lengths)
     for frame in frames:
         pad = _padding(offset, len(frame))
         if pad:
@@ -326,6 +333,7 @@ class BulkServer:
             if not self._handshake(wire):
                 log.warning("bulk connection from %s did not prove the cluster token", peer)
                 return
+            caller = _peer_name(peer)
             while True:
                 try:
                     op = wire.read(1, time.monotonic() + IDLE_SECONDS)[0]
@@ -337,7 +345,7 @@ class BulkServer:
                 elif op == OP_FETCH:
                     self._fetch(wire, peer)
                 elif op == OP_CALL and self._serve_call is not None:
-                    if not self._call(wire, peer):
+                    if not self._call(wire, peer, caller):
                         return
                 else:
                     log.warning("bulk connection from %s sent unknown op %d", peer, op)
@@ -401,8 +409,9 @@ class BulkServer:
         wire.send([_status(0)], time.monotonic() + CONNECT_SECONDS)
         return True
 
-    def _call(self, wire: Wire, peer: object) -> bool:
-        """Serve one CALL; False when the connection must close."""
+    def _call(self, wire: Wire, peer: object, caller: str) -> bool:
+        """Serve one CALL from ``peer`` (``caller`` as the handler sees it); False when the
+        connection must close."""
         assert self._serve_call is not None
         head_deadline = time.monotonic() + CONNECT_SECONDS
         name_size, md_size, timeout_ms = _CALL_HEAD.unpack(
@@ -414,17 +423,20 @@ class BulkServer:
                 peer, name_size, md_size,
             )
             return False
-        name = wire.read(name_size, head_deadline).decode(errors="replace")
-        metadata = _decode_metadata(wire.read(md_size, head_deadline))
+        # The name, the metadata and the frame count: one read from the read-ahead buffer.
+        fields = wire.read(name_size + md_size + 4, head_deadline)
+        name = fields[:name_size].decode(errors="replace")
+        metadata = _decode_metadata(fields[name_size:-4]) if md_size else {}
+        (n,) = _U32.unpack_from(fields, name_size + md_size)
         deadline = None
         if timeout_ms:
             deadline = time.monotonic() + timeout_ms / 1000
         receive_deadline = time.monotonic() + MAX_TTL_SECONDS
         if deadline is not None:
             receive_deadline = min(receive_deadline, deadline + 1.0)
-        lengths = _lengths(wire, head_deadline)
+        lengths = _lengths(wire, head_deadline, n)
         total = sum(lengths)
-        offset = 1 + _CALL_HEAD.size + name_size + md_size + 4 + 8 * len(lengths)
+        offset = 1 + _CALL_HEAD.size + len(fields) + 8 * n
         refused = self._refuse_oversized(total)
         if refused is not None:
             # Stay in step for the next request.
@@ -445,7 +457,7 @@ class BulkServer:
         try:  # counted in flight until the response is sent, so that drain() waits for it
             try:
                 views, total = self._serve_call(
-                    name, frames, metadata, deadline, _peer_name(peer)
+                    name, frames, metadata, deadline, caller
                 )
             except errors.OpError as exc:
                 wire.send(
@@ -459,7 +471,8 @@ class BulkServer:
         finally:
             with self._lock:
                 self._calls_in_flight -= 1
-                self._calls_done.notify_all()
+                if self._draining:  # set under this lock before drain() waits
+                    self._calls_done.notify_all()
 
     def drain(self, grace: float) -> None:
         """Refuse new CALLs and wait up to ``grace`` seconds for those running to finish."""
