@@ -385,6 +385,25 @@ class GrpcChannel(Channel):
         self._check_open(name)
         deadline = None if timeout is None else time.monotonic() + timeout
         views, total = framing.as_byte_views(frames)
+        if (
+            not metadata
+            and total < self._bulk_threshold
+            and total + 8 * len(views) <= self._inline_bytes
+        ):
+            # Most calls: small, without metadata of the caller's. The general path below
+            # decides the same after a dozen more steps, as costly as the rest of the
+            # call's Python on a loaded machine.
+            md = self._token or None
+            inline = framing.encode_inline(views, self._bulk_flags())
+            try:
+                reply = self._shared.unary_unary(name)(inline, timeout=timeout, metadata=md)
+            except grpc.RpcError as exc:
+                raise self._error(exc, name, timeout) from None
+            if reply and reply[0] == framing.INLINE and not reply[1]:
+                if self._shared.unreachable:
+                    self._shared.unreachable = False
+                return framing.decode_inline(reply, self._max_bytes)
+            return self._response(reply, name, timeout, deadline, md)
         md = self._metadata(metadata)
         if self._wants_bulk_call(total, metadata):
             # One TCP round trip instead of a gRPC one plus a TCP one for the body.

@@ -114,6 +114,10 @@ def as_byte_views(frames: Sequence[Any]) -> tuple[list[memoryview], int]:
     views = []
     total = 0
     for i, frame in enumerate(frames):
+        if type(frame) is bytes:  # the codec's headers: flat and contiguous already
+            views.append(memoryview(frame))
+            total += len(frame)
+            continue
         try:
             view = memoryview(frame)
             if not view.c_contiguous:

@@ -142,6 +142,13 @@ class FunctionTable:
 
     def resolve(self, spec: Any) -> Callable[..., Any]:
         try:
+            # A spec that arrives as a tuple of str (or str and bytes) is its own cache key.
+            fn = self._cache.get(spec)
+        except TypeError:  # unhashable: a list, a writable buffer
+            fn = None
+        if fn is not None:
+            return fn
+        try:
             kind, payload = spec
             key = (str(kind), bytes(payload) if kind == "val" else str(payload))
         except (TypeError, ValueError):

@@ -41,9 +41,9 @@ def unpack(frames: Sequence[Any], *, allow_pickle: bool = True) -> Any:
     """The value ``frames`` carry. ``allow_pickle=False`` refuses the pickle form."""
     if not frames:
         raise errors.DataLossError("empty message: no frames")
-    kind = bytes(frames[0])
-    if kind == _CODEC:
-        return codec.decode(list(frames[1:]))
+    kind = frames[0]
+    if kind == _CODEC:  # bytes and memoryviews compare by content
+        return codec.decode(frames[1:] if type(frames) is list else list(frames[1:]))
     if kind == _PICKLE:
         if not allow_pickle:
             raise errors.PermissionDeniedError(
@@ -56,4 +56,4 @@ def unpack(frames: Sequence[Any], *, allow_pickle: bool = True) -> Any:
             return pickle.loads(frames[1], buffers=list(frames[2:]))
         except Exception as exc:  # noqa: BLE001
             raise errors.DataLossError(f"could not unpickle the message: {exc}") from None
-    raise errors.DataLossError(f"unknown message kind byte {kind!r}")
+    raise errors.DataLossError(f"unknown message kind byte {bytes(kind)!r}")

@@ -97,6 +97,8 @@ class Session:
         self._options = transport_options(config)
         self._transport = get_transport(self._protocol)
         self._channels: dict[str, Channel] = {}
+        #: ``(job, task) -> channel``: every call looks its task up here first.
+        self._routes: dict[tuple[str, int], Channel] = {}
         self._channels_lock = threading.Lock()
         self._closed = False
         status = self._call_address(
@@ -138,6 +140,7 @@ class Session:
         with self._channels_lock:
             self._closed = True
             channels, self._channels = list(self._channels.values()), {}
+            self._routes = {}
         for channel in channels:
             channel.close()
 
@@ -215,23 +218,26 @@ class Session:
         timeout: float | None,
         response_bytes: int = 0,
     ) -> Any:
-        address = self._task_address(job, task)
-        return self._call_address(
-            address,
-            method,
-            request,
-            self._deadline(timeout),
-            where=_name(job, task),
-            response_bytes=response_bytes,
+        channel = self._routes.get((job, task))
+        if channel is None or self._closed:
+            channel = self._channel(self._task_address(job, task))
+            self._routes[job, task] = channel
+        return self._call_channel(
+            channel, method, request, self._deadline(timeout), (job, task), response_bytes
         )
 
     def _call_address(
+        self, address: str, method: str, request: Any, timeout: float | None, where: str
+    ) -> Any:
+        return self._call_channel(self._channel(address), method, request, timeout, where)
+
+    def _call_channel(
         self,
-        address: str,
+        channel: Channel,
         method: str,
         request: Any,
         timeout: float | None,
-        where: str,
+        where: str | tuple[str, int],
         response_bytes: int = 0,
     ) -> Any:
         # A response we know will be large (a variable's value) is announced, so that the
@@ -240,13 +246,13 @@ class Session:
         if response_bytes >= _ANNOUNCE_RESPONSE_BYTES:
             metadata = {RESPONSE_BYTES_METADATA_KEY: str(response_bytes)}
         try:
-            reply = self._channel(address).call(
+            reply = channel.call(
                 SERVICE_NAME, method, messages.pack(request), timeout=timeout, metadata=metadata
             )
             return messages.unpack(reply)
         except errors.OpError as exc:
             if exc.task is None:
-                exc.task = where
+                exc.task = where if isinstance(where, str) else _name(*where)
             raise
 
     # -- variables -------------------------------------------------------------------------
@@ -274,11 +280,13 @@ class Session:
     def _run_request(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> dict[str, Any]:
-        return {
-            "fn": spec_of(fn),
-            "args": tuple(_ref_or_value(a) for a in args),
-            "kwargs": {k: _ref_or_value(v) for k, v in kwargs.items()},
-        }
+        for value in args:
+            if isinstance(value, Variable):
+                args = tuple(map(_ref_or_value, args))
+                break
+        if kwargs:
+            kwargs = {k: _ref_or_value(v) for k, v in kwargs.items()}
+        return {"fn": spec_of(fn), "args": args, "kwargs": kwargs}
 
     def run(
         self,

@@ -214,8 +214,12 @@ class WorkerState:
         if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
             raise errors.InvalidArgumentError("Run: args must be a sequence and kwargs a dict")
         with running_on(self._server.task_info):
-            args = [self._resolve_reference(a) for a in args]
-            kwargs = {k: self._resolve_reference(v) for k, v in kwargs.items()}
+            for value in args:
+                if isinstance(value, dict):  # maybe a Variable's reference (_resolve_reference)
+                    args = [self._resolve_reference(a) for a in args]
+                    break
+            if kwargs:
+                kwargs = {k: self._resolve_reference(v) for k, v in kwargs.items()}
             try:
                 return fn(*args, **kwargs)
             except errors.OpError:
@@ -288,11 +292,11 @@ def _scatter_add(name: str, current: np.ndarray, indices: Any, updates: Any) -> 
 
 def make_worker_service(state: WorkerState) -> Service:
     service = Service(SERVICE_NAME)
-    allow = lambda: state.allow_pickle  # noqa: E731 - read at call time
 
     def unary(name: str, handler: Callable[[Any, CallContext], Any]) -> None:
         def method(frames: list[memoryview], context: CallContext) -> list[Any]:
-            request = messages.unpack(frames, allow_pickle=allow())
+            # allow_pickle is read at call time: the server's config may change it.
+            request = messages.unpack(frames, allow_pickle=state.allow_pickle)
             return messages.pack(handler(request, context))
 
         service.add(name, method)
