@@ -180,12 +180,7 @@ def _receive_frames(
     wire: Wire, lengths: Sequence[int], offset: int, deadline: float | None
 ) -> list[memoryview]:
     """The payload's frames, whose first starts ``offset`` bytes into the message."""
-    if sum(lengths) <= framing.SMALL_MESSAGE_BYTES:
-        # A small request (a variable's name, say): a bytearray per frame, as for small
-        # gRPC messages, is several times cheaper than pooled aligned memory.
-        frames = [memoryview(bytearray(length)) for length in lengths]
-    else:
-        frames = framing.allocate(lengths)
+    frames = framing.allocate(lengths)
     for frame in frames:
         pad = _padding(offset, len(frame))
         if pad:
@@ -382,9 +377,7 @@ class BulkServer:
         """Receive one pushed request; False when the connection must close."""
         deadline = time.monotonic() + CONNECT_SECONDS
         ticket, ttl_ms, n = _PUSH_HEAD.unpack(wire.read(_PUSH_HEAD.size, deadline))
-        if n > 1 << 20:
-            raise errors.DataLossError(f"bulk push announces {n} frames")
-        lengths = struct.unpack(f"<{n}Q", wire.read(8 * n, deadline)) if n else ()
+        lengths = _lengths(wire, deadline, n)
         total = sum(lengths)
         offset = 1 + _PUSH_HEAD.size + 8 * n
         ttl = min(ttl_ms / 1000, MAX_TTL_SECONDS) if ttl_ms else ARRIVAL_TTL_SECONDS

@@ -399,10 +399,6 @@ class GrpcChannel(Channel):
                 reply = self._shared.unary_unary(name)(inline, timeout=timeout, metadata=md)
             except grpc.RpcError as exc:
                 raise self._error(exc, name, timeout) from None
-            if reply and reply[0] == framing.INLINE and not reply[1]:
-                if self._shared.unreachable:
-                    self._shared.unreachable = False
-                return framing.decode_inline(reply, self._max_bytes)
             return self._response(reply, name, timeout, deadline, md)
         md = self._metadata(metadata)
         if self._wants_bulk_call(total, metadata):

@@ -255,7 +255,12 @@ def _allocate(lengths: Sequence[int]) -> list[memoryview]:
     return frames  # type: ignore[return-value]
 
 
-allocate = _allocate
+def allocate(lengths: Sequence[int]) -> list[memoryview]:
+    """Writable frames to receive a message with these frame lengths into, laid out as
+    :func:`decode_inline` lays out frames it copies (see the module docstring)."""
+    if sum(lengths) <= SMALL_MESSAGE_BYTES:
+        return [memoryview(bytearray(length)) for length in lengths]
+    return _allocate(lengths)
 
 
 def _check_limit(total: int, max_bytes: int | None) -> None:

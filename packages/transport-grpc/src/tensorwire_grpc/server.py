@@ -250,19 +250,13 @@ class _MethodHandlers:
 
     def unary(self, request: bytes, gctx: grpc.ServicerContext) -> bytes | None:
         listener = self.listener
-        options = listener.options
         try:
             context = _context(gctx)
-            if options.token is not None:
-                _authenticate(context, options)
-            if self.method.streaming:
-                self._arity(False)
-            if request and request[0] == framing.INLINE:  # the common case, inlined
-                frames = framing.decode_inline(request, options.max_message_bytes)
-            else:
-                frames = self._request(request)
-            views, total = self._views(invoke(self.method, frames, context, options))
-            if listener.bulk is not None and total >= listener.bulk_threshold:
+            _authenticate(context, listener.options)
+            self._arity(False)
+            frames = self._request(request)
+            views, total = self._views(invoke(self.method, frames, context, listener.options))
+            if listener.bulk_ok(total):
                 if not request[1] & framing.FLAG_BULK_OK:
                     if total + 8 * len(views) <= listener.inline_bytes:
                         # Inline, with a hint that the side channel would have taken it.

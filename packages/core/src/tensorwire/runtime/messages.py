@@ -43,7 +43,7 @@ def unpack(frames: Sequence[Any], *, allow_pickle: bool = True) -> Any:
         raise errors.DataLossError("empty message: no frames")
     kind = frames[0]
     if kind == _CODEC:  # bytes and memoryviews compare by content
-        return codec.decode(frames[1:] if type(frames) is list else list(frames[1:]))
+        return codec.decode(list(frames[1:]))
     if kind == _PICKLE:
         if not allow_pickle:
             raise errors.PermissionDeniedError(

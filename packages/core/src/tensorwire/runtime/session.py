@@ -97,8 +97,8 @@ class Session:
         self._options = transport_options(config)
         self._transport = get_transport(self._protocol)
         self._channels: dict[str, Channel] = {}
-        #: ``(job, task) -> channel``: every call looks its task up here first.
-        self._routes: dict[tuple[str, int], Channel] = {}
+        #: ``(job, task) -> (channel, task name)``: every call looks its task up here.
+        self._routes: dict[tuple[str, int], tuple[Channel, str]] = {}
         self._channels_lock = threading.Lock()
         self._closed = False
         status = self._call_address(
@@ -195,6 +195,14 @@ class Session:
         # A ClusterSpec accepts bytes addresses, as TensorFlow's does.
         return address.decode() if isinstance(address, bytes) else address
 
+    def _route(self, job: str, task: int) -> tuple[Channel, str]:
+        """The channel to a task and the task's name (for errors), found once per task."""
+        route = self._routes.get((job, task))
+        if route is None or self._closed:
+            route = (self._channel(self._task_address(job, task)), _name(job, task))
+            self._routes[job, task] = route
+        return route
+
     def _channel(self, address: str) -> Channel:
         with self._channels_lock:
             if self._closed:
@@ -218,12 +226,9 @@ class Session:
         timeout: float | None,
         response_bytes: int = 0,
     ) -> Any:
-        channel = self._routes.get((job, task))
-        if channel is None or self._closed:
-            channel = self._channel(self._task_address(job, task))
-            self._routes[job, task] = channel
+        channel, where = self._route(job, task)
         return self._call_channel(
-            channel, method, request, self._deadline(timeout), (job, task), response_bytes
+            channel, method, request, self._deadline(timeout), where, response_bytes
         )
 
     def _call_address(
@@ -237,7 +242,7 @@ class Session:
         method: str,
         request: Any,
         timeout: float | None,
-        where: str | tuple[str, int],
+        where: str,
         response_bytes: int = 0,
     ) -> Any:
         # A response we know will be large (a variable's value) is announced, so that the
@@ -252,7 +257,7 @@ class Session:
             return messages.unpack(reply)
         except errors.OpError as exc:
             if exc.task is None:
-                exc.task = where if isinstance(where, str) else _name(*where)
+                exc.task = where
             raise
 
     # -- variables -------------------------------------------------------------------------
@@ -280,13 +285,11 @@ class Session:
     def _run_request(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> dict[str, Any]:
-        for value in args:
-            if isinstance(value, Variable):
-                args = tuple(map(_ref_or_value, args))
-                break
-        if kwargs:
-            kwargs = {k: _ref_or_value(v) for k, v in kwargs.items()}
-        return {"fn": spec_of(fn), "args": args, "kwargs": kwargs}
+        return {
+            "fn": spec_of(fn),
+            "args": tuple(map(_ref_or_value, args)),
+            "kwargs": {k: _ref_or_value(v) for k, v in kwargs.items()},
+        }
 
     def run(
         self,
@@ -313,14 +316,10 @@ class Session:
         **kwargs: Any,
     ) -> concurrent.futures.Future[Any]:
         """Like :meth:`run`, returning a ``concurrent.futures.Future`` of the result."""
-        job, task = self._resolve(device)
-        address = self._task_address(job, task)
+        channel, where = self._route(*self._resolve(device))
         frames = messages.pack(self._run_request(fn, args, kwargs))
-        inner = self._channel(address).call_async(
-            SERVICE_NAME, "Run", frames, timeout=self._deadline(timeout)
-        )
+        inner = channel.call_async(SERVICE_NAME, "Run", frames, timeout=self._deadline(timeout))
         outer: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        where = _name(job, task)
 
         def finish(done: concurrent.futures.Future[Any]) -> None:
             try:

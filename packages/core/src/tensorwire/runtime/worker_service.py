@@ -214,12 +214,8 @@ class WorkerState:
         if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
             raise errors.InvalidArgumentError("Run: args must be a sequence and kwargs a dict")
         with running_on(self._server.task_info):
-            for value in args:
-                if isinstance(value, dict):  # maybe a Variable's reference (_resolve_reference)
-                    args = [self._resolve_reference(a) for a in args]
-                    break
-            if kwargs:
-                kwargs = {k: self._resolve_reference(v) for k, v in kwargs.items()}
+            args = [self._resolve_reference(a) for a in args]
+            kwargs = {k: self._resolve_reference(v) for k, v in kwargs.items()}
             try:
                 return fn(*args, **kwargs)
             except errors.OpError:
