@@ -67,3 +67,23 @@ def test_consumer_index_out_of_range(service_factory):
     dispatcher, _ = service_factory(1)
     with pytest.raises(ValueError, match="consumer_index"):
         _consumer(dispatcher, 2, 2, Dataset.range(10).repeat())
+
+
+
+def _explode(x):
+    return Dataset.from_tensor_slices([x, x + 1000])
+
+
+def test_unknown_cardinality_is_accepted_and_each_round_comes_from_one_worker(service_factory):
+    """As TensorFlow: only a known, finite cardinality is refused. A flat_map after a
+    shuffle and repeat has unknown cardinality; each round's values come from one worker."""
+    dispatcher, _ = service_factory(2)
+    dataset = Dataset.range(50).shuffle(10, seed=1).repeat().flat_map(_explode)
+    assert dataset.cardinality() == tw.data.UNKNOWN_CARDINALITY
+    num_consumers, rounds = 2, 8
+    out = _read_rounds(dispatcher, num_consumers, rounds, dataset)
+    for r in range(rounds):
+        row = [out[c][r] for c in range(num_consumers)]
+        # flat_map emits x then x + 1000 from one worker's stream: a round of two
+        # consecutive elements of one worker is such a pair (both halves of one element).
+        assert row[1] == row[0] + 1000, (r, row)

@@ -285,14 +285,6 @@ def test_shared_job_from_threads(service_factory):
     assert sorted(sum(results, [])) == list(range(300))
 
 
-def test_same_job_name_for_a_different_dataset_fails(service_factory):
-    dispatcher, _ = service_factory(1)
-    it = iter(distribute(Dataset.range(10), dispatcher, job_name="job"))
-    next(it)
-    with pytest.raises(errors.InvalidArgumentError, match="already an existing job"):
-        list(distribute(Dataset.range(20), dispatcher, job_name="job"))
-
-
 def test_new_job_per_iteration_with_job_name(service_factory):
     dispatcher, _ = service_factory(1)
     ds = distribute(Dataset.range(5), dispatcher, job_name="epochs")

@@ -55,6 +55,13 @@ CLIENT_TIMEOUT = float(os.environ.get("TENSORWIRE_DATA_CLIENT_TIMEOUT", "60"))
 #: How often a reader asks the dispatcher for task changes.
 TASK_REFRESH_INTERVAL = 0.5
 _PREFETCH_MESSAGES = 16
+#: Elements a consumer of a shared job (``job_name`` without ``num_consumers``) holds or has
+#: requested ahead of what it has consumed, when ``max_outstanding_requests`` is not set.
+#: Consumers of one job take elements first come, first served; reading ahead without a
+#: bound would let one consumer take the whole job while the others starve.
+SHARED_READAHEAD = 16
+#: How long a worker holds a shared-job request open waiting for an element.
+_TAKE_WAIT_S = 1.0
 _TARGET_WORKERS = ("AUTO", "ANY", "LOCAL")
 
 
@@ -392,12 +399,19 @@ class _Reader(Iterator[Any]):
         self.closed = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        maxsize = ds._max_outstanding or _PREFETCH_MESSAGES
+        # A shared job's consumers read on demand: at most ``_credit_total`` elements held
+        # or requested ahead of consumption (see SHARED_READAHEAD).
+        self._shared = ds._job_name is not None and ds._num_consumers is None
+        self._credit_total = ds._max_outstanding or SHARED_READAHEAD
+        self._credits = self._credit_total
+        self._credit_cond = threading.Condition()
+        maxsize = 0 if self._shared else ds._max_outstanding or _PREFETCH_MESSAGES
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=maxsize)
         self._sem = (
             threading.Semaphore(ds._max_outstanding) if ds._max_outstanding else None
         )
         self._tasks: dict[int, _TaskState] = {}
+        self._ended: set[int] = set()  # tasks whose end of sequence this reader received
         self._current: list[Any] = []
         self._pos = 0
         self._error: BaseException | None = None
@@ -417,6 +431,12 @@ class _Reader(Iterator[Any]):
         )
         self.job_id = int(job["job_id"])
         self.client_id = int(job["client_id"])
+        if job.get("job_finished") and ds._job_name:
+            log.warning(
+                "job %r of dataset %s has already finished, so this reader gets no elements "
+                "(as in TensorFlow). To read the dataset again, start a new epoch: a new "
+                "iterator of the same dataset object, or another job_name (one per epoch).",
+                ds._job_name, ds._dataset_id)
         self._finalizer = weakref.finalize(
             self, _release, ds._dispatcher_protocol, ds._address, self.client_id, self._stop
         )
@@ -438,8 +458,13 @@ class _Reader(Iterator[Any]):
         )
 
     def _heartbeat_once(self) -> None:
+        with self._lock:
+            ended = sorted(self._ended)
+        # The tasks this reader saw end are reported, so the dispatcher knows the job has
+        # finished before this reader ends (a reader joining it later is told so).
         reply = call(self.ds._dispatcher_protocol, self.ds._address, DISPATCHER_SERVICE,
-                     "ClientHeartbeat", {"client_id": self.client_id}, timeout=10.0)
+                     "ClientHeartbeat", {"client_id": self.client_id, "finished": ended},
+                     timeout=10.0)
         self._last_dispatcher_ok = time.monotonic()
         self._update_tasks(reply)
 
@@ -447,18 +472,31 @@ class _Reader(Iterator[Any]):
         listed = {int(t["task_id"]): str(t["worker_address"]) for t in reply["tasks"]}
         with self._lock:
             for task_id, address in listed.items():
-                if task_id not in self._tasks:
-                    state = _TaskState(task_id, address)
-                    self._tasks[task_id] = state
-                    if self.ds._num_consumers is None:
-                        state.thread = threading.Thread(
-                            target=self._read_task, args=(state,),
-                            name=f"tw-data-read-{task_id}", daemon=True,
-                        )
-                        state.thread.start()
+                state = self._tasks.get(task_id)
+                if state is None:
+                    state = self._tasks[task_id] = _TaskState(task_id, address)
+                elif state.removed and not state.done:
+                    # Its worker missed heartbeats and was dropped, then came back still
+                    # running the task: read on from where the task is.
+                    state.removed = False
+                if self.ds._num_consumers is None and state.thread is None and not state.done:
+                    read = self._read_task_shared if self._shared else self._read_task
+                    state.thread = threading.Thread(
+                        target=read, args=(state,), name=f"tw-data-read-{task_id}", daemon=True
+                    )
+                    state.thread.start()
             for task_id, state in self._tasks.items():
                 if task_id not in listed:
                     state.removed = True
+
+    def _reader_exits(self, state: _TaskState) -> bool:
+        """A reader thread whose task was removed (or whose reader stopped) ends, unless the
+        task was listed again meanwhile; ``_update_tasks`` starts a new thread for it then."""
+        with self._lock:
+            if self._stop.is_set() or state.removed:
+                state.thread = None
+                return True
+            return False
 
     def heartbeat(self) -> bool:
         """One client heartbeat; False when the dispatcher could not be reached."""
@@ -490,44 +528,106 @@ class _Reader(Iterator[Any]):
         return False
 
     def _read_task(self, state: _TaskState) -> None:
+        """Stream a task's elements into the prefetch queue (a job read by one consumer)."""
         channel = channel_to(self.ds._protocol, state.address)
         request = pack({"task_id": state.task_id,
                         "max_elements": self.ds._max_outstanding or 4096})
-        delay = 0.02
-        unreachable_since: float | None = None
-        while not self._stop.is_set() and not state.removed:
+        retry = _Retry(self, state)
+        while not self._reader_exits(state):
             try:
                 stream = channel.stream(WORKER_SERVICE, "GetElements", request)
                 for frames in _bounded(stream, self._sem):
                     elements, eos = decode_elements(frames)
-                    unreachable_since = None
+                    retry.succeeded()
                     if elements and not self._put(("elements", elements)):
                         return
                     if eos:
-                        state.done = True
-                        self._put(("task_done", state.task_id))
+                        self._task_done(state)
                         return
                     if self._stop.is_set() or state.removed:
-                        return
+                        break
             except (*RETRYABLE, errors.CancelledError) as exc:
-                now = time.monotonic()
-                unreachable_since = unreachable_since or now
-                if now - unreachable_since > CLIENT_TIMEOUT:
-                    self._fail(errors.UnavailableError(
-                        f"tf.data service worker {state.address} unreachable for "
-                        f"{CLIENT_TIMEOUT:.0f}s: {exc}"))
+                if not retry.wait(exc):
                     return
-                log.debug("reading task %d from %s failed (%s); retrying",
-                          state.task_id, state.address, exc)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 0.5)
             except errors.FailedPreconditionError:
-                state.removed = True  # the task was deleted (job collected or worker reset)
-                self._put(("task_done", state.task_id))
+                self._task_deleted(state)
                 return
             except errors.OpError as exc:
                 self._fail(exc)
                 return
+
+    def _read_task_shared(self, state: _TaskState) -> None:
+        """Take a task's elements on demand (a shared job): one request at a time, for at
+        most the elements this consumer may still hold ahead, so that every consumer of
+        the job keeps receiving elements as it asks for them."""
+        channel = channel_to(self.ds._protocol, state.address)
+        retry = _Retry(self, state)
+        while not self._reader_exits(state):
+            with self._lock:
+                live = sum(1 for t in self._tasks.values() if not t.removed and not t.done)
+            wanted = self._take_credits(max(1, live))
+            if not wanted:
+                continue
+            request = pack({"task_id": state.task_id, "max_elements": wanted,
+                            "wait_s": _TAKE_WAIT_S})
+            try:
+                frames = channel.call(WORKER_SERVICE, "TakeElements", request,
+                                      timeout=_TAKE_WAIT_S + 30.0)
+                elements, eos = decode_elements(frames)
+            except (*RETRYABLE, errors.CancelledError) as exc:
+                self._return_credits(wanted)
+                if not retry.wait(exc):
+                    return
+                continue
+            except errors.FailedPreconditionError:
+                self._return_credits(wanted)
+                self._task_deleted(state)
+                return
+            except errors.OpError as exc:
+                self._return_credits(wanted)
+                self._fail(exc)
+                return
+            retry.succeeded()
+            self._return_credits(wanted - len(elements))
+            if elements and not self._put(("elements", elements)):
+                return
+            if eos:
+                self._task_done(state)
+                return
+
+    def _take_credits(self, tasks: int) -> int:
+        """Claim up to a fair share of the read-ahead allowance; 0 when stopping."""
+        with self._credit_cond:
+            while self._credits <= 0:
+                if self._stop.is_set():
+                    return 0
+                self._credit_cond.wait(0.1)
+            share = max(1, self._credit_total // tasks)
+            taken = min(self._credits, share)
+            self._credits -= taken
+            return taken
+
+    def _return_credits(self, count: int) -> None:
+        if count > 0:
+            with self._credit_cond:
+                self._credits += count
+                self._credit_cond.notify_all()
+
+    def _task_done(self, state: _TaskState) -> None:
+        state.done = True
+        with self._lock:
+            state.thread = None
+            self._ended.add(state.task_id)
+        self._put(("task_done", state.task_id))
+
+    def _task_deleted(self, state: _TaskState) -> None:
+        # The worker no longer has the task (job collected, worker reset): nothing more will
+        # come from it.
+        state.removed = True
+        state.done = True
+        with self._lock:
+            state.thread = None
+        self._put(("task_done", state.task_id))
 
     def _read_rounds(self) -> None:
         ds = self.ds
@@ -589,6 +689,8 @@ class _Reader(Iterator[Any]):
             if self._pos < len(self._current):
                 element = self._current[self._pos]
                 self._pos += 1
+                if self._shared:
+                    self._return_credits(1)
                 return element
             if self.closed:
                 raise StopIteration
@@ -638,6 +740,36 @@ class _Reader(Iterator[Any]):
             self.close()
         except Exception:  # noqa: BLE001 - finalizer
             pass
+
+
+class _Retry:
+    """Back-off for one task's reader while its worker is unreachable, bounded by
+    CLIENT_TIMEOUT, after which the reader fails with UnavailableError."""
+
+    def __init__(self, reader: _Reader, state: _TaskState) -> None:
+        self.reader = reader
+        self.state = state
+        self.delay = 0.02
+        self.since: float | None = None
+
+    def succeeded(self) -> None:
+        self.since = None
+        self.delay = 0.02
+
+    def wait(self, exc: BaseException) -> bool:
+        """Sleep before the next attempt; False (after failing the reader) when out of time."""
+        now = time.monotonic()
+        self.since = self.since or now
+        if now - self.since > CLIENT_TIMEOUT:
+            self.reader._fail(errors.UnavailableError(
+                f"tf.data service worker {self.state.address} unreachable for "
+                f"{CLIENT_TIMEOUT:.0f}s: {exc}"))
+            return False
+        log.debug("reading task %d from %s failed (%s); retrying",
+                  self.state.task_id, self.state.address, exc)
+        self.reader._stop.wait(self.delay)
+        self.delay = min(self.delay * 2, 0.5)
+        return True
 
 
 def _bounded(stream: Iterator[Any], sem: threading.Semaphore | None) -> Iterator[Any]:

@@ -100,7 +100,8 @@ class _Dispatcher:
         self.job_idle_since: dict[int, float] = {}
         self.gc_clients: set[int] = set()
         self.former_clients: dict[int, int] = {}  # released client -> its job, for messages
-        self.split_providers: dict[int, Any] = {}
+        self.split_providers: dict[int, Any] = {}  # job id -> provider (distributed_epoch)
+        self.handouts: dict[int, list[bytes]] = {}  # task id -> its last hand-out's splits
         self._heartbeating = ""  # worker whose heartbeat is being handled (under the lock)
         self.worker_timeout = _ms(config.worker_timeout_ms, DEFAULT_WORKER_TIMEOUT_MS) / 1000
         self.gc_interval = (
@@ -264,23 +265,34 @@ class _Dispatcher:
             return {"dataset_def": ds.dataset_def}
 
     def get_splits(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Splits for a distributed_epoch task, idempotently.
+
+        The worker says how many splits its task has received (``position``) and which
+        incarnation of the worker asks (``worker``). Asking again from the position of the
+        last hand-out, by the same incarnation, returns that hand-out again: its reply was
+        lost (a dispatcher restart, a timeout), and handing out new splits instead would
+        lose the old ones. A restarted worker (a new incarnation) gets new splits.
+        """
         job_id = int(req["job_id"])
+        task_id = int(req["task_id"])
         want = max(1, min(int(req.get("max", 1)), _MAX_SPLITS_PER_REQUEST))
+        worker = str(req.get("worker") or "")
         with self.lock:
             job = self._job(job_id)
+            task = self.state.tasks.get(task_id)
+            if task is None or task.job_id != job_id:
+                raise errors.NotFoundError(f"Task {task_id} of job {job_id} not found")
+            position = int(req.get("position", task.splits_given))
+            if (
+                worker
+                and task.last_count
+                and worker == task.last_worker
+                and position == task.splits_given - task.last_count
+            ):
+                return {"splits": self._last_handout(job, task), "end": False}
             if job.splits_exhausted:
                 return {"splits": [], "end": True}
-            provider = self.split_providers.get(job_id)
-            if provider is None:
-                dataset = pipeline.deserialize(self.state.datasets[job.dataset_id].dataset_def)
-                provider = pipeline.make_split_provider(dataset)
-                # Recovery: the provider is deterministic, so skipping the splits already
-                # handed out puts it where the journal says it was.
-                for _ in range(job.num_splits):
-                    _, end = pipeline.split_provider_next(provider)
-                    if end:
-                        break
-                self.split_providers[job_id] = provider
+            provider = self._split_provider(job)
             splits: list[bytes] = []
             end = False
             while len(splits) < want:
@@ -289,9 +301,58 @@ class _Dispatcher:
                     break
                 splits.append(pipeline.encode_split(split))
             self._commit(
-                {"op": "produce_splits", "job_id": job_id, "count": len(splits), "exhausted": end}
+                {
+                    "op": "give_splits",
+                    "job_id": job_id,
+                    "task_id": task_id,
+                    "position": position,
+                    "count": len(splits),
+                    "exhausted": end,
+                    "worker": worker,
+                }
             )
+            self.handouts[task_id] = splits
             return {"splits": splits, "end": end and not splits}
+
+    def _split_provider(self, job: Job) -> Any:
+        """The job's split provider, positioned after the splits already handed out.
+
+        Built on first use, also after a restart: the provider is deterministic, so
+        skipping the splits the journal says were given out puts it where it was; the
+        splits of each task's last hand-out are kept on the way, for repeated requests.
+        """
+        provider = self.split_providers.get(job.job_id)
+        if provider is not None:
+            return provider
+        dataset = pipeline.deserialize(self.state.datasets[job.dataset_id].dataset_def)
+        provider = pipeline.make_split_provider(dataset)
+        last = {
+            task.task_id: range(task.last_first, task.last_first + task.last_count)
+            for task in (self.state.tasks[t] for t in job.task_ids)
+            if task.last_count
+        }
+        kept: dict[int, list[bytes]] = {task_id: [] for task_id in last}
+        for number in range(job.num_splits):
+            split, end = pipeline.split_provider_next(provider)
+            if end:
+                break
+            for task_id, numbers in last.items():
+                if number in numbers:
+                    kept[task_id].append(pipeline.encode_split(split))
+        self.handouts.update(kept)
+        self.split_providers[job.job_id] = provider
+        return provider
+
+    def _last_handout(self, job: Job, task: Task) -> list[bytes]:
+        if task.task_id not in self.handouts:
+            self._split_provider(job)
+        splits = self.handouts.get(task.task_id)
+        if splits is None or len(splits) != task.last_count:
+            raise errors.DataLossError(
+                f"the splits last handed to task {task.task_id} of job {job.job_id} cannot be "
+                "rebuilt: the dataset's split provider is not deterministic"
+            )
+        return splits
 
     # -- client-facing -------------------------------------------------------------------------
     def get_or_register_dataset(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -344,22 +405,20 @@ class _Dispatcher:
                     f"Cannot create a job with sharding policy {policy.name}: static sharding "
                     "needs a fixed list of workers in DispatcherConfig.worker_addresses"
                 )
-            if num_consumers >= 0 and not pipeline.is_infinite(
-                int(ds.metadata.get("cardinality", -2))
-            ):
+            cardinality = int(ds.metadata.get("cardinality", pipeline.unknown_cardinality()))
+            if num_consumers >= 0 and cardinality >= 0:
                 raise errors.FailedPreconditionError(
-                    "Coordinated reads (num_consumers) require an infinite dataset, so that no "
-                    "consumer runs out of data early; the dataset registered as "
-                    f"{dataset_id} has cardinality {ds.metadata.get('cardinality')}. "
+                    "Coordinated reads (num_consumers) require an infinite dataset (or one of "
+                    "unknown cardinality), so that no consumer runs out of data early; the "
+                    "dataset registered as "
+                    f"{dataset_id} has a known, finite cardinality ({cardinality}). "
                     "Add `.repeat()` to the end of the dataset."
                 )
             if job_name:
-                job_id = self.state.job_keys.get((job_name, iteration))
+                job_id = self.state.job_keys.get((dataset_id, job_name, iteration))
                 if job_id is not None:
                     job = self._job(job_id)
-                    if (job.dataset_id, job.policy, job.num_consumers) != (
-                        dataset_id, int(policy), num_consumers
-                    ):
+                    if (job.policy, job.num_consumers) != (int(policy), num_consumers):
                         raise errors.InvalidArgumentError(
                             f"Tried to create job with name {job_name} for dataset "
                             f"{dataset_id} (processing mode {policy.name}), but there is "
@@ -454,7 +513,13 @@ class _Dispatcher:
                     f"Unknown iteration client id {client_id}: it was released or timed out"
                 )
             self.client_seen[client_id] = time.monotonic()
-            return self._client_view(self._job(job_id))
+            job = self._job(job_id)
+            for task_id in req.get("finished", ()):
+                # A reader received this task's end of sequence from its worker.
+                task = self.state.tasks.get(int(task_id))
+                if task is not None and task.job_id == job_id and not task.finished:
+                    self._commit({"op": "finish_task", "task_id": task.task_id})
+            return self._client_view(job)
 
     def get_workers(self, req: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
@@ -490,6 +555,8 @@ class _Dispatcher:
         self.gc_clients.update(c for c, j in self.state.clients.items() if j == job.job_id)
         self._commit({"op": "gc_job", "job_id": job.job_id})
         self.split_providers.pop(job.job_id, None)
+        for task_id in job.task_ids:
+            self.handouts.pop(task_id, None)
         by_worker: dict[str, list[int]] = {}
         for task_id in job.task_ids:
             task = self.state.tasks[task_id]

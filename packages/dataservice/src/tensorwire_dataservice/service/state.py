@@ -33,6 +33,15 @@ class Task:
     worker_address: str
     finished: bool = False
     removed: bool = False
+    # distributed_epoch hand-outs: how many splits this task has been given in all, and the
+    # last hand-out (the job's split numbers ``last_first .. last_first + last_count - 1``,
+    # given to the worker incarnation ``last_worker``). A worker asks for splits from its
+    # position; asking again from the last hand-out's position (its reply was lost) gets the
+    # same splits back, so a dispatcher restart at any moment loses and repeats nothing.
+    splits_given: int = 0
+    last_first: int = 0
+    last_count: int = 0
+    last_worker: str = ""
 
 
 @dataclasses.dataclass
@@ -65,7 +74,9 @@ class DispatcherState:
         self.next_dataset_id = FIRST_DATASET_ID
         self.workers: dict[str, dict[str, Any]] = {}
         self.jobs: dict[int, Job] = {}
-        self.job_keys: dict[tuple[str, int], int] = {}
+        # A named job is identified by its dataset, its name and the reader's iteration:
+        # two datasets read under one job_name are two jobs, as in TensorFlow.
+        self.job_keys: dict[tuple[str, str, int], int] = {}
         self.tasks: dict[int, Task] = {}
         self.clients: dict[int, int] = {}  # client id -> job id
         self.next_job_id = id_base
@@ -133,7 +144,7 @@ class DispatcherState:
         )
         self.jobs[job.job_id] = job
         if job.job_name:
-            self.job_keys[(job.job_name, job.iteration)] = job.job_id
+            self.job_keys[(job.dataset_id, job.job_name, job.iteration)] = job.job_id
         self.next_job_id = max(self.next_job_id, job.job_id + 1)
 
     def _apply_create_task(self, r: dict[str, Any]) -> None:
@@ -148,10 +159,28 @@ class DispatcherState:
             task.finished = True
 
     def _apply_produce_splits(self, r: dict[str, Any]) -> None:
+        # Journals written before hand-outs were per task: the job's count only.
         job = self.jobs[r["job_id"]]
         job.num_splits += r["count"]
         if r.get("exhausted"):
             job.splits_exhausted = True
+
+    def _apply_give_splits(self, r: dict[str, Any]) -> None:
+        job = self.jobs[r["job_id"]]
+        task = self.tasks[r["task_id"]]
+        count = int(r["count"])
+        task.last_first = job.num_splits
+        task.last_count = count
+        task.last_worker = r["worker"]
+        task.splits_given = int(r["position"]) + count
+        job.num_splits += count
+        if r.get("exhausted"):
+            job.splits_exhausted = True
+
+    def _apply_revive_task(self, r: dict[str, Any]) -> None:
+        # A worker dropped for missed heartbeats came back still running the task: it
+        # carries on where it was instead of starting the job again.
+        self.tasks[r["task_id"]].removed = False
 
     def _apply_acquire_client(self, r: dict[str, Any]) -> None:
         self.clients[r["client_id"]] = r["job_id"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import secrets
 import threading
 import time
 import weakref
@@ -71,6 +72,7 @@ class _RemoteSplitProvider:  # implements dataset.sharding.SplitProvider
         self._task_id = task_id
         self._stopped = stopped
         self._pending: collections.deque[bytes] = collections.deque()
+        self._position = 0  # splits received so far; the dispatcher's idempotency key
         self._end = False
         self._batch = 1
         self._lock = threading.Lock()
@@ -81,12 +83,16 @@ class _RemoteSplitProvider:  # implements dataset.sharding.SplitProvider
 
     def _get_next_locked(self) -> Any:
         if not self._pending and not self._end:
+            # Retried as is: a request whose reply was lost gets the same splits again.
             reply = self._worker.dispatcher_call(
                 "GetSplits",
-                {"job_id": self._job_id, "task_id": self._task_id, "max": self._batch},
+                {"job_id": self._job_id, "task_id": self._task_id, "max": self._batch,
+                 "position": self._position, "worker": self._worker.incarnation},
                 should_stop=self._stopped.is_set,
             )
-            self._pending.extend(as_bytes(s) for s in reply["splits"])
+            splits = [as_bytes(s) for s in reply["splits"]]
+            self._position += len(splits)
+            self._pending.extend(splits)
             self._end = bool(reply["end"])
             # Ask for more per call as the job goes on: few round trips for big jobs, and
             # small jobs still spread over several workers.
@@ -270,6 +276,8 @@ class _Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.address = ""
+        # Tells this process's requests from those of an earlier worker on the same address.
+        self.incarnation = secrets.token_hex(8)
         self.lock = threading.Lock()
         self.tasks: dict[int, _Task] = {}
         self.finished: set[int] = set()
@@ -317,6 +325,7 @@ class _Worker:
         with self.lock:
             if task_id not in self.finished:
                 self.finished.add(task_id)
+                self.heartbeat_now.set()  # tell the dispatcher now, not at the next beat
 
     def heartbeat(self) -> None:
         with self.lock:
@@ -394,6 +403,28 @@ class _Worker:
                 yield eos_message()
                 return
 
+    def take_elements(self, frames: list[memoryview], context: CallContext) -> Any:
+        """Up to ``max_elements`` elements of a task, waiting at most ``wait_s`` for the
+        first: how consumers of a shared job read, on demand (an empty reply means "none
+        yet, ask again")."""
+        req = unpack(frames)
+        task = self.get_task(int(req["task_id"]))
+        if task is None:
+            return eos_message()
+        max_elements = max(1, min(int(req.get("max_elements", 1)), _MAX_ELEMENTS_PER_MESSAGE))
+        wait = max(0.0, min(float(req.get("wait_s", 1.0)), 10.0))
+        remaining = context.time_remaining()
+        if remaining is not None:
+            wait = min(wait, max(0.0, remaining - 0.5))
+        if self.stopped.is_set():
+            raise errors.UnavailableError(f"worker {self.address} is stopping")
+        out, eos = task.take(max_elements, timeout=wait)
+        if not out and eos:
+            if task.error is not None:
+                raise task.error
+            return eos_message()
+        return encode_elements(out, Compressor(task.compressor_enabled))
+
     def get_round_element(self, frames: list[memoryview], context: CallContext) -> Any:
         req = unpack(frames)
         task = self.get_task(int(req["task_id"]))
@@ -425,6 +456,7 @@ class _Worker:
     def service(self) -> Service:
         svc = Service(WORKER_SERVICE)
         svc.add("GetElements", self.get_elements, streaming=True)
+        svc.add("TakeElements", self.take_elements)
         svc.add("GetRoundElement", self.get_round_element)
         svc.add("Nudge", self.nudge)
         return svc
