@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -88,3 +89,33 @@ def test_named_job_waits_for_the_gc_timeout(service_factory):
     it.close()
     time.sleep(0.3)
     assert dispatcher._num_jobs() == 1  # another consumer may still join "kept"
+
+
+@pytest.mark.parametrize("mode", ["parallel_epochs", "distributed_epoch"])
+def test_worker_dropped_for_missed_heartbeats_resumes_its_tasks(service_factory, monkeypatch,
+                                                                mode):
+    """A worker that misses heartbeats (busy, cut off) is dropped; when it comes back still
+    running its task, the task carries on: its readers see no element twice and none lost
+    (a new task would start the epoch again: [0, 0, 1, 2, ...])."""
+    dispatcher, (worker,) = service_factory(
+        1, worker_timeout_ms=300, worker_config={"heartbeat_interval_ms": 50})
+    n = 2000
+    it = iter(distribute(Dataset.range(n), dispatcher, mode, max_outstanding_requests=1))
+    got = [int(next(it)) for _ in range(100)]
+    core = worker._core
+    gate = threading.Event()
+    beat = core.heartbeat
+
+    def held() -> None:
+        gate.wait(60)
+        beat()
+
+    monkeypatch.setattr(core, "heartbeat", held)
+    try:
+        assert _wait(lambda: dispatcher._num_workers() == 0, 60), "the worker was not dropped"
+    finally:
+        monkeypatch.setattr(core, "heartbeat", beat)
+        gate.set()
+    got.extend(int(x) for x in it)
+    assert got == list(range(n))
+    assert dispatcher._num_workers() == 1

@@ -241,6 +241,16 @@ class _Dispatcher:
                 self.worker_index.resolve(address)
             self._commit({"op": "register_worker", "address": address})
             log.info("worker %s registered", address)
+            # A worker dropped for missed heartbeats (busy, or cut off for a while) may come
+            # back still running its tasks: they carry on, so its readers neither lose nor
+            # repeat elements (a new task would start the epoch again).
+            for task_id in sorted(current):
+                task = self.state.tasks.get(task_id)
+                if (task is not None and task.removed and not task.finished
+                        and task.worker_address == address
+                        and not self.state.jobs[task.job_id].garbage_collected):
+                    self._commit({"op": "revive_task", "task_id": task_id})
+                    log.info("worker %s resumed task %d", address, task_id)
             for job in self.state.active_jobs():
                 if job.coordinated:
                     continue  # rounds are fixed to the workers present at job start
