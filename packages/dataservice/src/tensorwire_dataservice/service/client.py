@@ -544,8 +544,10 @@ class _Reader(Iterator[Any]):
                     if eos:
                         self._task_done(state)
                         return
-                    if self._stop.is_set() or state.removed:
-                        break
+                    # A removed task's stream is read on until it ends or fails: messages
+                    # the worker already sent would be lost if it were dropped here.
+                    if self._stop.is_set():
+                        return
             except (*RETRYABLE, errors.CancelledError) as exc:
                 if not retry.wait(exc):
                     return

@@ -64,7 +64,8 @@ class ShardingPolicy(enum.IntEnum):
 
     OFF: every worker produces the whole dataset ("parallel_epochs").
     DYNAMIC: the dispatcher hands out splits of the source at run time
-      ("distributed_epoch"); at-most-once visitation.
+      ("distributed_epoch"); exactly once through dispatcher restarts, at most once when
+      a worker is lost.
     FILE, DATA, FILE_OR_DATA, HINT: static sharding over the fixed ``worker_addresses`` of
       the dispatcher, as ``AutoShardPolicy``; a restarted worker redoes its shard.
     """
@@ -174,7 +175,13 @@ def call(
     request: dict[str, Any],
     timeout: float | None = 10.0,
 ) -> dict[str, Any]:
-    reply = channel_to(protocol, address).call(service, method, pack(request), timeout=timeout)
+    try:
+        reply = channel_to(protocol, address).call(service, method, pack(request),
+                                                   timeout=timeout)
+    except errors.CancelledError as exc:
+        # Nothing here cancels its own calls: a cancelled call is a server that stopped
+        # while answering it (a dispatcher restart), which is worth retrying.
+        raise errors.UnavailableError(f"{exc} (the server stopped during the call)") from exc
     return unpack(reply)
 
 
