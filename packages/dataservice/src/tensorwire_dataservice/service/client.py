@@ -59,7 +59,7 @@ _PREFETCH_MESSAGES = 16
 #: requested ahead of what it has consumed, when ``max_outstanding_requests`` is not set.
 #: Consumers of one job take elements first come, first served; reading ahead without a
 #: bound would let one consumer take the whole job while the others starve.
-SHARED_READAHEAD = 16
+SHARED_READAHEAD = 64
 #: How long a worker holds a shared-job request open waiting for an element.
 _TAKE_WAIT_S = 1.0
 _TARGET_WORKERS = ("AUTO", "ANY", "LOCAL")
@@ -598,13 +598,17 @@ class _Reader(Iterator[Any]):
                 return
 
     def _take_credits(self, tasks: int) -> int:
-        """Claim up to a fair share of the read-ahead allowance; 0 when stopping."""
+        """Claim this task's share of the read-ahead allowance; 0 when stopping.
+
+        Waits until at least half the share is free, so requests carry many elements
+        rather than one each time the consumer takes one.
+        """
+        share = max(1, self._credit_total // tasks)
         with self._credit_cond:
-            while self._credits <= 0:
+            while self._credits < max(1, share // 2):
                 if self._stop.is_set():
                     return 0
                 self._credit_cond.wait(0.1)
-            share = max(1, self._credit_total // tasks)
             taken = min(self._credits, share)
             self._credits -= taken
             return taken
