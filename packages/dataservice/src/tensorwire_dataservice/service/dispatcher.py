@@ -30,7 +30,7 @@ from .config import (
     bind_host,
     dispatcher_config_from,
 )
-from .journal import Journal, read_journal
+from .journal import Journal, recover
 from .protocol import (
     DISPATCHER_SERVICE,
     STATIC_POLICIES,
@@ -114,13 +114,33 @@ class _Dispatcher:
             else max(self.gc_timeout_ms / 1000, 1.0)
         )
         if config.work_dir and config.fault_tolerant_mode:
-            records, valid = read_journal(config.work_dir)
-            for record in records:
-                self.state.apply(record)
-            if records:
-                log.info("dispatcher recovered %d journal records from %s", len(records),
-                         config.work_dir)
-            self.journal = Journal(config.work_dir, valid)
+            recovery = recover(config.work_dir)
+            if recovery.snapshot is not None:
+                self.state = DispatcherState.from_snapshot(recovery.snapshot)
+            skipped = 0
+            for entry in recovery.entries:
+                try:
+                    if entry.record is None:
+                        raise errors.DataLossError(entry.error)
+                    self.state.apply(entry.record)
+                except Exception as exc:  # noqa: BLE001 - one bad record must not brick restarts
+                    skipped += 1
+                    log.error(
+                        "journal %s: the record at byte %d cannot be applied and is skipped: "
+                        "%s: %s", entry.path, entry.offset, type(exc).__name__, exc,
+                    )
+            log.info(
+                "dispatcher recovered generation %d from %s: a snapshot and %d journal "
+                "records (%d skipped)", recovery.generation, config.work_dir,
+                len(recovery.entries), skipped,
+            )
+            self.journal = Journal(config.work_dir, recovery)
+            self._maybe_compact()  # also turns a version-1 journal into generation 1
+            if self.journal.legacy:
+                raise errors.FailedPreconditionError(
+                    f"cannot convert the version-1 journal in {config.work_dir} (see the log); "
+                    "it is left as it was"
+                )
             # Recovered workers and clients get a fresh lease: they are given a full timeout
             # to show up again before they are dropped.
             for address in self.state.workers:
@@ -149,10 +169,41 @@ class _Dispatcher:
 
     # -- journaled changes ----------------------------------------------------------------
     def _commit(self, record: dict[str, Any]) -> None:
-        """Journal (when fault tolerant) and apply one change. Caller holds the lock."""
+        """Journal (when fault tolerant) and apply one change. Caller holds the lock.
+
+        A compaction that is due runs first, between two records: a caller's earlier
+        changes are in the snapshot and this one goes to the new journal."""
         if self.journal is not None:
+            self._maybe_compact()
             self.journal.write(record)
         self.state.apply(record)
+
+    def _maybe_compact(self) -> None:
+        """Compact if due. A failure is logged and compaction postponed: the journal keeps
+        working without it (or is closed, if the failure left its generation unknown)."""
+        assert self.journal is not None
+        if not self.journal.compaction_due():
+            return
+        try:
+            self._compact()
+        except Exception:  # noqa: BLE001 - the dispatcher must keep serving
+            log.exception("dispatcher journal compaction in %s failed; retried later",
+                          self.config.work_dir)
+            self.journal.postpone_compaction()
+
+    def _compact(self) -> None:
+        """Forget garbage-collected jobs and snapshot the state into a new journal generation.
+
+        Forgetting is not journaled: it is part of the snapshot, and a crash (or a failure)
+        before the snapshot is in place recovers the collected jobs as they were, collected,
+        which answers every request the same way."""
+        assert self.journal is not None
+        self.state.apply({"op": "forget_collected_jobs"})
+        for client_id, job_id in list(self.former_clients.items()):
+            if job_id not in self.state.jobs:  # heartbeats of its clients keep the GC message
+                del self.former_clients[client_id]
+                self.gc_clients.add(client_id)
+        self.journal.compact(self.state.snapshot())
 
     # -- helpers -------------------------------------------------------------------------------
     def _task_def(self, task: Task) -> dict[str, Any]:
@@ -205,9 +256,9 @@ class _Dispatcher:
 
     def _job(self, job_id: int) -> Job:
         job = self.state.jobs.get(job_id)
-        if job is None:
+        if job is None and not self.state.job_forgotten(job_id):
             raise errors.NotFoundError(f"Job id {job_id} not found")
-        if job.garbage_collected:
+        if job is None or job.garbage_collected:
             raise errors.NotFoundError(
                 f"Job id {job_id} has been garbage collected after being unused for "
                 f"{self.gc_timeout_ms} ms. Consider configuring the dispatcher with a larger "
@@ -368,7 +419,11 @@ class _Dispatcher:
     def get_or_register_dataset(self, req: dict[str, Any]) -> dict[str, Any]:
         dataset_def = as_bytes(req["dataset_def"])
         fp = pipeline.fingerprint(dataset_def)
-        requested = req.get("dataset_id") or ""
+        requested = req.get("dataset_id")
+        if requested is None or requested == "":
+            requested = ""
+        else:
+            _check_dataset_id(requested)
         with self.lock:
             if requested:
                 existing = self.state.datasets.get(requested)
@@ -580,6 +635,16 @@ class _Dispatcher:
         for name, fn in self.methods.items():
             svc.add(name, _unary(fn))
         return svc
+
+
+def _check_dataset_id(dataset_id: Any) -> None:
+    """Refuse, before anything is journaled, an explicit dataset id that is not a string of
+    printable ASCII characters (what a worker, a file name or a log line can carry)."""
+    if not (isinstance(dataset_id, str) and dataset_id.isascii() and dataset_id.isprintable()):
+        raise errors.InvalidArgumentError(
+            "`dataset_id` must be a non-empty string of printable ASCII characters, got "
+            f"{dataset_id!r}"
+        )
 
 
 def _unary(fn: Any) -> Any:

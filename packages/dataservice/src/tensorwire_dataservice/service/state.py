@@ -4,11 +4,26 @@ Every change is a record (a dict with an ``"op"``). The dispatcher builds the re
 it to the journal (fault-tolerant mode), then applies it here; recovery replays the journal
 through the same :meth:`DispatcherState.apply`, so the live path and the recovery path cannot
 disagree. Nothing here does I/O or reads the clock except where a record says so.
+
+A handler looks everything up before it changes anything, so a record that cannot be applied
+raises and leaves the state as it was; recovery logs such a record and skips it.
+
+:meth:`DispatcherState.snapshot` and :meth:`DispatcherState.from_snapshot` turn the state into
+plain values and back, for journal compaction. Dataclass instances are stored as rows in
+``dataclasses.fields`` order with the field names once per table, so a field added later with
+a default reads older snapshots; sets are stored as lists and restored from the type hints.
+Compaction first applies ``{"op": "forget_collected_jobs"}``: garbage-collected jobs and their
+tasks are dropped, keeping only their ids as ranges (so a client holding one still hears that
+it was garbage collected, and ``next_job_id`` never goes back) and a named job's
+``(dataset_id, job_name, iteration)`` key (so the name does not silently start a new job).
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
+import typing
 from typing import Any
 
 from tensorwire import errors
@@ -16,6 +31,7 @@ from tensorwire import errors
 __all__ = ["DispatcherState", "Dataset", "Job", "Task"]
 
 FIRST_DATASET_ID = 1000
+SNAPSHOT_FORMAT = 1
 
 
 @dataclasses.dataclass
@@ -82,6 +98,8 @@ class DispatcherState:
         self.next_job_id = id_base
         self.next_task_id = id_base
         self.next_client_id = id_base
+        # Sorted, disjoint [start, stop) ranges of ids of jobs forgotten after collection.
+        self.forgotten_jobs: list[tuple[int, int]] = []
 
     # -- queries -----------------------------------------------------------------------------
     def job_finished(self, job: Job) -> bool:
@@ -103,6 +121,11 @@ class DispatcherState:
             and not self.jobs[t.job_id].garbage_collected
         ]
 
+    def job_forgotten(self, job_id: int) -> bool:
+        """Whether ``job_id`` named a job that was garbage collected and then forgotten."""
+        i = bisect.bisect_right(self.forgotten_jobs, (job_id, float("inf"))) - 1
+        return i >= 0 and self.forgotten_jobs[i][0] <= job_id < self.forgotten_jobs[i][1]
+
     def active_jobs(self) -> list[Job]:
         return [
             j for j in self.jobs.values() if not j.garbage_collected and not self.job_finished(j)
@@ -118,10 +141,12 @@ class DispatcherState:
 
     def _apply_register_dataset(self, r: dict[str, Any]) -> None:
         ds = Dataset(r["dataset_id"], r["fingerprint"], r["dataset_def"], r["metadata"])
+        next_id = self.next_dataset_id
+        if ds.dataset_id.isdigit():
+            next_id = max(next_id, int(ds.dataset_id) + 1)
         self.datasets[ds.dataset_id] = ds
         self.by_fingerprint.setdefault(ds.fingerprint, ds.dataset_id)
-        if ds.dataset_id.isdigit():
-            self.next_dataset_id = max(self.next_dataset_id, int(ds.dataset_id) + 1)
+        self.next_dataset_id = next_id
 
     def _apply_register_worker(self, r: dict[str, Any]) -> None:
         self.workers[r["address"]] = {"address": r["address"]}
@@ -142,16 +167,19 @@ class DispatcherState:
             r["num_consumers"],
             r["target_workers"],
         )
+        next_id = max(self.next_job_id, job.job_id + 1)
         self.jobs[job.job_id] = job
         if job.job_name:
             self.job_keys[(job.dataset_id, job.job_name, job.iteration)] = job.job_id
-        self.next_job_id = max(self.next_job_id, job.job_id + 1)
+        self.next_job_id = next_id
 
     def _apply_create_task(self, r: dict[str, Any]) -> None:
         task = Task(r["task_id"], r["job_id"], r["worker_address"])
+        job = self.jobs[task.job_id]
+        next_id = max(self.next_task_id, task.task_id + 1)
         self.tasks[task.task_id] = task
-        self.jobs[task.job_id].task_ids.append(task.task_id)
-        self.next_task_id = max(self.next_task_id, task.task_id + 1)
+        job.task_ids.append(task.task_id)
+        self.next_task_id = next_id
 
     def _apply_finish_task(self, r: dict[str, Any]) -> None:
         task = self.tasks.get(r["task_id"])
@@ -169,10 +197,12 @@ class DispatcherState:
         job = self.jobs[r["job_id"]]
         task = self.tasks[r["task_id"]]
         count = int(r["count"])
+        given = int(r["position"]) + count
+        worker = r["worker"]
         task.last_first = job.num_splits
         task.last_count = count
-        task.last_worker = r["worker"]
-        task.splits_given = int(r["position"]) + count
+        task.last_worker = worker
+        task.splits_given = given
         job.num_splits += count
         if r.get("exhausted"):
             job.splits_exhausted = True
@@ -183,9 +213,11 @@ class DispatcherState:
         self.tasks[r["task_id"]].removed = False
 
     def _apply_acquire_client(self, r: dict[str, Any]) -> None:
+        job = self.jobs[r["job_id"]]
+        next_id = max(self.next_client_id, r["client_id"] + 1)
         self.clients[r["client_id"]] = r["job_id"]
-        self.jobs[r["job_id"]].clients.add(r["client_id"])
-        self.next_client_id = max(self.next_client_id, r["client_id"] + 1)
+        job.clients.add(r["client_id"])
+        self.next_client_id = next_id
 
     def _apply_release_client(self, r: dict[str, Any]) -> None:
         job_id = self.clients.pop(r["client_id"], None)
@@ -198,3 +230,142 @@ class DispatcherState:
         for client_id in list(job.clients):
             self.clients.pop(client_id, None)
         job.clients.clear()
+
+    def _apply_forget_collected_jobs(self, r: dict[str, Any]) -> None:
+        gone = [job for job in self.jobs.values() if job.garbage_collected]
+        ranges = sorted([*self.forgotten_jobs, *((j.job_id, j.job_id + 1) for j in gone)])
+        merged: list[tuple[int, int]] = []
+        for start, stop in ranges:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(stop, merged[-1][1]))
+            else:
+                merged.append((start, stop))
+        self.forgotten_jobs = merged
+        for job in gone:
+            for task_id in job.task_ids:
+                self.tasks.pop(task_id, None)
+            del self.jobs[job.job_id]
+
+    # -- snapshots ----------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as plain values (lists, dicts, scalars) for the journal."""
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "next_ids": {
+                "dataset": self.next_dataset_id,
+                "job": self.next_job_id,
+                "task": self.next_task_id,
+                "client": self.next_client_id,
+            },
+            "fields": {name: _field_names(cls) for name, cls in _TABLES.items()},
+            "datasets": [_row(d) for d in self.datasets.values()],
+            "jobs": [_row(j) for j in self.jobs.values()],
+            "tasks": [_row(t) for t in self.tasks.values()],
+            "by_fingerprint": [[fp, ds] for fp, ds in self.by_fingerprint.items()],
+            "workers": [dict(w) for w in self.workers.values()],
+            "job_keys": [[*key, job_id] for key, job_id in self.job_keys.items()],
+            "clients": [[client_id, job_id] for client_id, job_id in self.clients.items()],
+            "forgotten_jobs": [[start, stop] for start, stop in self.forgotten_jobs],
+        }
+
+    @classmethod
+    def from_snapshot(cls, snap: dict[str, Any]) -> DispatcherState:
+        """The state :meth:`snapshot` described. ``DataLossError`` if it cannot be read."""
+        if snap.get("format") != SNAPSHOT_FORMAT:
+            raise errors.DataLossError(
+                f"dispatcher snapshot format {snap.get('format')!r} is not {SNAPSHOT_FORMAT}"
+            )
+        state = cls()
+        ids = snap["next_ids"]
+        state.next_dataset_id = ids["dataset"]
+        state.next_job_id = ids["job"]
+        state.next_task_id = ids["task"]
+        state.next_client_id = ids["client"]
+        tables = {
+            name: [_from_row(table_cls, snap["fields"][name], row) for row in snap[name]]
+            for name, table_cls in _TABLES.items()
+        }
+        state.datasets = {d.dataset_id: d for d in tables["datasets"]}
+        state.jobs = {j.job_id: j for j in tables["jobs"]}
+        state.tasks = {t.task_id: t for t in tables["tasks"]}
+        state.by_fingerprint = {fp: ds for fp, ds in snap["by_fingerprint"]}
+        state.workers = {w["address"]: dict(w) for w in snap["workers"]}
+        state.job_keys = {tuple(entry[:-1]): entry[-1] for entry in snap["job_keys"]}
+        state.clients = {client_id: job_id for client_id, job_id in snap["clients"]}
+        state.forgotten_jobs = [(start, stop) for start, stop in snap["forgotten_jobs"]]
+        return state
+
+
+_TABLES: dict[str, type] = {"datasets": Dataset, "jobs": Job, "tasks": Task}
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _row(obj: Any) -> list[Any]:
+    return [_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)]
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with sets turned into (sorted) lists, recursively."""
+    if isinstance(value, (set, frozenset)):
+        items = [_plain(v) for v in value]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _restore(value: Any, hint: Any) -> Any:
+    """Undo :func:`_plain` for a value whose declared type is ``hint``."""
+    origin = typing.get_origin(hint) or hint
+    if origin in (set, frozenset):
+        return origin(value)
+    if origin is list and isinstance(value, tuple):
+        return list(value)
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    if isinstance(origin, type) and dataclasses.is_dataclass(origin) and isinstance(value, dict):
+        return _from_row(origin, list(value), list(value.values()))
+    return value
+
+
+def _from_row(cls: type, names: list[str], row: list[Any]) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [name for name in names if name not in known]
+    if unknown or len(names) != len(row):
+        raise errors.DataLossError(
+            f"dispatcher snapshot: {cls.__name__} fields {unknown or names} do not match this "
+            f"version's {list(known)}"
+        )
+    hints = _hints(cls)
+    kwargs = {name: _restore(value, hints[name]) for name, value in zip(names, row, strict=True)}
+    missing = [
+        f.name for f in known.values()
+        if f.name not in kwargs
+        and f.init
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise errors.DataLossError(
+            f"dispatcher snapshot: {cls.__name__} lacks required fields {missing}"
+        )
+    obj = cls(**{name: v for name, v in kwargs.items() if known[name].init})
+    for name, value in kwargs.items():
+        if not known[name].init:
+            setattr(obj, name, value)
+    return obj
