@@ -81,7 +81,7 @@ def test_from_dataset_id_several_datasets_and_consumers(service_factory, mode):
     everything = [it for its in readers.values() for it in its]
     got, after_end = _alternate(everything, jobs=[k for k in range(2) for _ in range(3)])
     per_worker = 2 if mode == "parallel_epochs" else 1
-    for k, dataset_id in enumerate(ids):
+    for k in range(len(ids)):
         mine = slice(3 * k, 3 * k + 3)
         expected = list(range(k * 1000, k * 1000 + n)) * per_worker
         _check_shared(got[mine], after_end[mine], expected, 3)
