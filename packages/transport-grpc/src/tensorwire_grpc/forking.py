@@ -6,17 +6,19 @@ the threads behind them. What we measured with grpcio 1.85 (Linux, default setti
 core's fork handlers are built in and on, gRPC Python's own fork support is off unless
 ``GRPC_ENABLE_FORK_SUPPORT`` is set):
 
-- A child that uses a channel its parent created crashes (SIGSEGV, or an abort in
-  ``ev_epoll1_linux.cc`` / absl's mutex) or hangs, often only when it exits.
+- A child that keeps using a channel its parent created is outside what gRPC supports:
+  we saw such children crash (SIGSEGV, or an abort in ``ev_epoll1_linux.cc`` / absl's
+  mutex), sometimes only when exiting, and hang now and then even when the server ran
+  in another process.
 - A child that creates fresh channels works, *provided no thread of the parent was inside
   gRPC at the moment of the fork*: gRPC's pre-fork handler then resets the core and the
   child starts it afresh. When a thread was inside gRPC, the handler gives up (gRPC logs
   "Other threads are currently calling into gRPC, skipping fork() handlers") and the
   child's core is unusable: fresh channels crash or hang as well.
 - A process that runs a gRPC server always has a thread inside gRPC (the server's
-  completion-queue poller), so no child forked from it can use gRPC.
-  ``GRPC_ENABLE_FORK_SUPPORT=1`` with ``GRPC_POLL_STRATEGY=poll`` changed none of this
-  (gRPC documents fork support as client-only).
+  completion-queue poller), so no child forked from it can use gRPC. Setting
+  ``GRPC_ENABLE_FORK_SUPPORT=1``, with or without ``GRPC_POLL_STRATEGY=poll``, changed
+  none of this (gRPC documents its fork support as client-side only).
 
 So, in a forked child (``os.register_at_fork``):
 
@@ -28,6 +30,10 @@ So, in a forked child (``os.register_at_fork``):
   with :class:`~tensorwire.errors.FailedPreconditionError` saying what to do (start the
   children with "spawn" or "forkserver", or run the servers in their own processes),
   instead of the crash or hang that would follow.
+
+Client calls in flight at the moment of a fork put the child at the same risk; that is
+for callers to avoid. The data service does (``tensorwire_dataservice.service.protocol``
+holds its calls back while the process forks, at most a couple of seconds).
 """
 
 from __future__ import annotations
