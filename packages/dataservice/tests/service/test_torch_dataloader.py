@@ -90,7 +90,10 @@ def _distributed(service, **kwargs):
 
 
 # Spawned workers each import torch (seconds of CPU): spawn runs with 2 workers only.
-@pytest.mark.parametrize("context,num_workers", [("fork", 2), ("fork", 4), ("spawn", 2)])
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 4 workers on 2 cores
+@pytest.mark.parametrize("context,num_workers", [
+    ("fork", 2), ("fork", 4), pytest.param("spawn", 2, marks=pytest.mark.slow),
+])
 def test_workers_read_each_element_once_per_epoch(remote_service, context, num_workers):
     loader = _loader(tw.data.service.to_torch(_distributed(remote_service)), num_workers,
                      context)
@@ -98,7 +101,7 @@ def test_workers_read_each_element_once_per_epoch(remote_service, context, num_w
     assert _epoch(loader) == EACH_ONCE  # a second epoch: a new job, read whole again
 
 
-@pytest.mark.parametrize("context", ["fork", "spawn"])
+@pytest.mark.parametrize("context", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
 def test_persistent_workers_read_each_element_once_per_epoch(remote_service, context):
     loader = _loader(tw.data.service.to_torch(_distributed(remote_service)), 2, context,
                      persistent_workers=True)
@@ -106,6 +109,7 @@ def test_persistent_workers_read_each_element_once_per_epoch(remote_service, con
         assert _epoch(loader) == EACH_ONCE
 
 
+@pytest.mark.slow
 def test_workers_of_a_process_serving_grpc_can_be_spawned(service_factory,
                                                           cross_process_protocol):
     dispatcher, _ = service_factory(2)
