@@ -9,6 +9,7 @@ interpreter joins those threads, so servers still alive then are stopped first.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from typing import Any
@@ -44,6 +45,17 @@ def stop_at_exit(obj: Any) -> None:
 
                 atexit.register(_stop_all)
             _registered = True
+
+
+def _forget_all_after_fork() -> None:
+    # The servers of a forked child's parent are the parent's: the child must not stop
+    # them when it exits (stopping a gRPC server sends GOAWAY on the shared sockets).
+    global _lock
+    _lock = threading.Lock()
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_forget_all_after_fork)
 
 
 def forget(obj: Any) -> None:

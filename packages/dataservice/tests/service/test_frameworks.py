@@ -35,7 +35,7 @@ def test_torch_iterable_dataset_shares_received_buffers(service_factory):
     example = _load("dataservice_torch")
     dispatcher, _ = service_factory(2)
     pipeline = example.make_pipeline(256, 32)
-    batches = list(example.ServiceDataset(dispatcher.target, pipeline))
+    batches = list(example.make_dataset(dispatcher.target, 256, 32))
     assert sum(len(b["y"]) for b in batches) == 256  # distributed_epoch: each example once
     b = batches[0]
     assert b["x"].dtype == torch.float32 and b["x"].shape == (32, 8)

@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from . import forking
+
 __all__ = ["BufferPool", "POOL_BYTES_ENV", "default_pool"]
 
 POOL_BYTES_ENV = "TENSORWIRE_GRPC_BUFFER_POOL_BYTES"
@@ -37,9 +39,14 @@ class BufferPool:
     def __init__(self, max_bytes: int = DEFAULT_POOL_BYTES) -> None:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        forking.after_fork_in_child(self)
         # [array, last time handed out]; the list holds the pool's only reference.
         self._entries: list[list[object]] = []
         self._held = 0
+
+    def _reset_after_fork(self) -> None:
+        # A parent thread may have held the lock at the fork; the buffers are ours now.
+        self._lock = threading.Lock()
 
     def take(self, nbytes: int) -> np.ndarray:
         if nbytes < MIN_POOLED_BYTES or self.max_bytes <= 0:

@@ -594,6 +594,18 @@ class BulkPeer:
         for wire, _ in idle:
             wire.close()
 
+    def close_inherited(self) -> None:
+        """In a forked child: close this process's copies of the idle connections.
+
+        Lock-free (a parent thread may have held the lock at the fork) and without
+        ``shutdown``, so the parent's connections stay up.
+        """
+        self._lock = threading.Lock()
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for wire, _ in idle:
+            wire.close()
+
 
 def _peer_name(peer: object) -> str:
     """A socket address as gRPC names peers (``ipv4:host:port``), for ``CallContext.peer``."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
+import os
 import struct
 import threading
 import time
@@ -34,7 +35,7 @@ from tensorwire.transport.base import (
     expected_response_bytes,
 )
 
-from . import bulk, framing, status
+from . import bulk, forking, framing, status
 from . import options as opts
 from .server import (
     BULK_SERVICE,
@@ -70,6 +71,17 @@ def _background() -> concurrent.futures.ThreadPoolExecutor:
         return _pool
 
 
+def _forget_pool_after_fork() -> None:
+    """In a forked child: the parent's pool has no threads here; start a new one."""
+    global _pool, _pool_lock
+    if _pool is not None:
+        forking.keep_inherited(_pool)
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 class SharedChannel:
     """One gRPC channel and its cached multi-callables, shared by equal tensorwire channels."""
 
@@ -94,11 +106,18 @@ class SharedChannel:
         self.unreachable = False
         self._lock = threading.Lock()
         self._callables: dict[tuple[str, str], Any] = {}
+        #: Set in a forked child: this is the parent's channel, never to be used here.
+        self.abandoned = False
 
     def _callable(self, kind: str, path: str) -> Any:
         key = (kind, path)
         found = self._callables.get(key)
         if found is None:
+            if self.abandoned:
+                raise errors.FailedPreconditionError(
+                    f"the channel to {self.address} was opened before this process was "
+                    "forked and cannot be used in the child; connect again"
+                )
             with self._lock:
                 factory = getattr(self.grpc_channel, kind)
                 # _registered_method=True: the path is registered once with the C core
@@ -176,13 +195,31 @@ class SharedChannel:
             self._bulk[token] = found
             return found if isinstance(found, bulk.BulkPeer) else None
 
+    def abandon(self) -> None:
+        """In a forked child: give up this channel, the parent's, without touching gRPC.
+
+        The gRPC channel is kept alive and never closed here (closing or finalizing it
+        would call into the core copied from the parent); the child's copies of idle
+        side-channel sockets are closed, which the parent does not notice.
+        """
+        self.abandoned = True
+        self._callables = {}
+        self._lock = threading.Lock()
+        self._bulk_lock = threading.Lock()
+        peers, self._bulk = list(self._bulk.values()), {}
+        for peer in peers:
+            if isinstance(peer, bulk.BulkPeer):
+                peer.close_inherited()
+        forking.keep_inherited(self.grpc_channel)
+
     def close(self) -> None:
         with self._bulk_lock:
             peers = [p for p in self._bulk.values() if isinstance(p, bulk.BulkPeer)]
             self._bulk.clear()
         for peer in peers:
             peer.close()
-        self.grpc_channel.close()
+        if not self.abandoned:
+            self.grpc_channel.close()
 
 
 class GrpcChannel(Channel):

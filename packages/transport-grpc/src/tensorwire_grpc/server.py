@@ -50,7 +50,7 @@ from tensorwire.transport.base import (
     split_address,
 )
 
-from . import bulk, framing, status
+from . import bulk, forking, framing, status
 from . import options as opts
 from .executor import DaemonThreadPool
 
@@ -471,6 +471,7 @@ class GrpcListener(Listener):
             if not self._started:
                 self._server.start()
                 self._started = True
+                forking.serving(self, self.address)
 
     def stop(self, grace: float | None = None) -> None:
         with self._lock:
@@ -495,6 +496,7 @@ class GrpcListener(Listener):
             self._pool.shutdown(wait=False)
             self._stopped.set()
             forget(self)
+            forking.stopped_serving(self)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 from tensorwire.transport.base import Service, Transport, TransportOptions, split_address
 
+from . import forking
 from . import options as opts
 from .channel import GrpcChannel, SharedChannel
 from .server import GrpcListener
@@ -26,6 +27,9 @@ class GrpcTransport(Transport):
     gRPC channel closes when the last of them is closed (or at :meth:`close`). A shared
     channel whose last call found the server unreachable is not handed to new callers:
     they get a fresh one that connects at once, instead of gRPC's reconnect backoff.
+
+    In a process forked from this one the transport starts over: it forgets the parent's
+    channels and opens its own (see :mod:`.forking`).
     """
 
     protocols = (PROTOCOL,)
@@ -33,14 +37,24 @@ class GrpcTransport(Transport):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._channels: dict[tuple[Any, ...], SharedChannel] = {}
+        forking.after_fork_in_child(self)
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: leave the parent's channels alone and make new ones."""
+        self._lock = threading.Lock()
+        inherited, self._channels = list(self._channels.values()), {}
+        for shared in inherited:
+            shared.abandon()
 
     def serve(
         self, address: str, services: Sequence[Service], options: TransportOptions
     ) -> GrpcListener:
+        forking.check_usable(f"serving gRPC on {address}")
         return GrpcListener(address, services, options)
 
     def connect(self, address: str, options: TransportOptions) -> GrpcChannel:
         split_address(address)  # a clear InvalidArgumentError for a bad address
+        forking.check_usable(f"connecting to {address}")
         key = (address, opts.cache_key(options))
         with self._lock:
             shared = self._channels.get(key)

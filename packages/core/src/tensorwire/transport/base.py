@@ -23,6 +23,7 @@ import concurrent.futures
 import dataclasses
 import hmac
 import logging
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -279,6 +280,20 @@ def _background() -> concurrent.futures.ThreadPoolExecutor:
             max_workers=32, thread_name_prefix="tensorwire-call"
         )
     return _POOL
+
+
+def _forget_pool_after_fork() -> None:
+    # A forked child has none of the pool's threads (an executor that believes it has
+    # idle ones never runs the work): start a new pool on first use. The old one is
+    # kept referenced so that its shutdown never runs here.
+    global _POOL
+    if _POOL is not None:
+        _INHERITED_POOLS.append(_POOL)
+    _POOL = None
+
+
+_INHERITED_POOLS: list[concurrent.futures.ThreadPoolExecutor] = []
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def split_address(address: str) -> tuple[str, int]:

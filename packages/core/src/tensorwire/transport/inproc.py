@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import os
 import queue
 import threading
 import time
@@ -36,6 +37,19 @@ _table_lock = threading.Lock()
 _listeners: dict[str, InprocListener] = {}
 # Virtual ports for port 0; high enough to read as ports, never bound on the OS.
 _next_port = itertools.count(40000)
+#: In a forked child: the parent's listeners, which cannot be reached from here.
+_parent_listeners: dict[str, InprocListener] = {}
+
+
+def _forget_listeners_after_fork() -> None:
+    # The listeners' threads stayed in the parent: a call to one would never be served.
+    global _table_lock
+    _table_lock = threading.Lock()
+    _parent_listeners.update(_listeners)
+    _listeners.clear()
+
+
+os.register_at_fork(after_in_child=_forget_listeners_after_fork)
 
 
 _LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "0.0.0.0", "::", "::1"}
@@ -149,6 +163,11 @@ class InprocChannel(Channel):
         with _table_lock:
             listener = _listeners.get(self._key)
         if listener is None:
+            if self._key in _parent_listeners:
+                raise errors.FailedPreconditionError(
+                    f"the inproc server at {self.address} lives in the process this one was "
+                    "forked from; inproc cannot cross processes (use grpc)"
+                )
             raise errors.UnavailableError(f"no inproc server at {self.address}")
         return listener
 

@@ -4,7 +4,16 @@
 >>> worker = WorkerServer(WorkerConfig(dispatcher.target.split("://")[1]))   # doctest: +SKIP
 >>> ds = tw.data.Dataset.range(10).apply(
 ...     distribute("parallel_epochs", dispatcher.target))                    # doctest: +SKIP
+
+``to_torch(ds)`` / ``TorchDataset(ds)`` make it a PyTorch ``IterableDataset`` whose
+DataLoader workers share one job per epoch (:mod:`.torch_dataset`); they import torch, on
+first use only.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .client import DataServiceDataset, distribute, from_dataset_id, register_dataset
 from .config import DispatcherConfig, WorkerConfig
@@ -25,3 +34,28 @@ __all__ = [
     "COMPRESSION_NONE",
     "DataServiceDataset",
 ]
+
+#: Public names that need torch, imported when first asked for (left out of ``__all__`` so
+#: that ``import *`` does not import torch).
+_TORCH_NAMES = ("TorchDataset", "to_torch")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_NAMES:
+        try:
+            module = importlib.import_module(".torch_dataset", __name__)
+        except ImportError as exc:
+            if exc.name != "torch" and not (exc.name or "").startswith("torch."):
+                raise
+            raise ImportError(
+                f"tw.data.service.{name} needs PyTorch: pip install "
+                "'tensorwire-dataservice[torch]'"
+            ) from exc
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_TORCH_NAMES))

@@ -27,7 +27,7 @@ from tensorwire import errors
 
 # The public Dataset class, so .map/.batch/... work after distribute.
 from ..dataset import Dataset as _DatasetClass
-from . import pipeline
+from . import pipeline, torch_workers
 from .elements import decode_elements
 from .protocol import (
     COMPRESSION_AUTO,
@@ -350,6 +350,8 @@ class DataServiceDataset(_DatasetClass):  # type: ignore[misc,valid-type]
         return self._dataset_id
 
     def _iterator(self, ctx: Any) -> Iterator[Any]:
+        if self._job_name is None:  # PyTorch DataLoader workers would each read it all
+            torch_workers.warn_if_every_worker_reads_everything(self)
         reader = _Reader(self, next(self._iterations))
         watcher = None
         closed = getattr(ctx, "closed", None)

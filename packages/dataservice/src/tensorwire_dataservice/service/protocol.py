@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import random
 import threading
 import time
@@ -151,9 +152,76 @@ def as_bytes(value: Any) -> bytes:
 
 
 # -- channels ------------------------------------------------------------------------------
+#
+# Channels are cached per process. A process forked from this one (a PyTorch DataLoader
+# worker under the default "fork" start method) must never use its parent's channels:
+# after a fork the cache starts empty and the child connects anew. The parent's channels
+# are kept referenced in the child and never closed there (see tensorwire_grpc.forking
+# for what gRPC allows after fork). A fork also waits, at most FORK_WAIT_SECONDS, for the
+# calls made through :func:`call` to finish and holds new ones back meanwhile: gRPC can
+# only be used in a child forked while no thread of the parent was inside it.
+
+#: Longest a fork() waits for this process's data-service calls in flight.
+FORK_WAIT_SECONDS = 2.0
 
 _channels: dict[tuple[str, str], Channel] = {}
 _channels_lock = threading.Lock()
+_inherited_channels: list[dict[tuple[str, str], Channel]] = []
+
+
+class _ForkGate:
+    """Counts calls in flight; holds new ones back while this process forks."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._forking = False
+
+    def enter(self) -> None:
+        with self._cond:
+            while self._forking:
+                self._cond.wait()
+            self._active += 1
+
+    def exit(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._active == 0:
+                self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        with self._cond:
+            self._forking = True
+            if not self._cond.wait_for(lambda: self._active == 0, FORK_WAIT_SECONDS):
+                log.info("forking with %d data service call(s) in flight", self._active)
+
+    def after_fork_in_parent(self) -> None:
+        with self._cond:
+            self._forking = False
+            self._cond.notify_all()
+
+    def after_fork_in_child(self) -> None:
+        # The calls in flight belong to threads that do not exist here.
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._forking = False
+
+
+_gate = _ForkGate()
+
+
+def _after_fork_in_child() -> None:
+    global _channels, _channels_lock
+    _gate.after_fork_in_child()
+    _inherited_channels.append(_channels)
+    _channels, _channels_lock = {}, threading.Lock()
+
+
+os.register_at_fork(
+    before=_gate.before_fork,
+    after_in_parent=_gate.after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
 def channel_to(protocol: str, address: str) -> Channel:
@@ -175,6 +243,7 @@ def call(
     request: dict[str, Any],
     timeout: float | None = 10.0,
 ) -> dict[str, Any]:
+    _gate.enter()
     try:
         reply = channel_to(protocol, address).call(service, method, pack(request),
                                                    timeout=timeout)
@@ -182,6 +251,8 @@ def call(
         # Nothing here cancels its own calls: a cancelled call is a server that stopped
         # while answering it (a dispatcher restart), which is worth retrying.
         raise errors.UnavailableError(f"{exc} (the server stopped during the call)") from exc
+    finally:
+        _gate.exit()
     return unpack(reply)
 
 

@@ -1,0 +1,149 @@
+"""PyTorch's DataLoader over the tf.data service: :class:`TorchDataset` and :func:`to_torch`.
+
+>>> dataset = pipeline.apply(tw.data.service.distribute("distributed_epoch", service))
+>>> loader = torch.utils.data.DataLoader(
+...     tw.data.service.to_torch(dataset), batch_size=None, num_workers=2)  # doctest: +SKIP
+
+Each epoch reads every element once, however many DataLoader workers there are: the
+workers of one epoch join one shared job of the service. They agree on its name without
+talking to each other. PyTorch gives each worker ``get_worker_info().seed = base_seed +
+worker id``, where the DataLoader draws ``base_seed`` afresh for every epoch, so ``seed -
+id`` is common to the workers of one epoch and differs between epochs. With
+``persistent_workers=True`` the workers (and their seeds) live on, so the number of
+epochs a worker has iterated is part of the name too. A random token fixed when the
+adapter is made keeps the jobs of different adapters (and different runs) apart. With
+``num_workers=0`` the adapter reads the dataset itself, exactly as iterating it would
+(its own ``job_name``, if any, shared with other trainers as in TensorFlow).
+
+How a shared job divides the work: each element of the service's epoch goes to exactly
+one reader. "distributed_epoch" is one pass over the dataset across all service workers;
+"parallel_epochs" is one pass per service worker.
+
+Elements arrive as nested structures of ``torch.Tensor`` made by ``torch.from_numpy``:
+a tensor shares the buffer the element was received into, with no copy beyond the wire.
+Large received arrays are read-only views of the message (or, in process, of the
+sender's array); their tensors must be treated as read-only as well (``.clone()`` one to
+write to it). PyTorch warns about such arrays; the adapter silences exactly that warning
+around its own conversions. Arrays PyTorch has no dtype for (strings, objects) are
+passed through as NumPy.
+
+Start methods: "fork" (PyTorch's default on Linux), "spawn" and "forkserver" all work,
+as long as the process that creates the DataLoader does not itself run a gRPC server
+(a dispatcher or worker of the service): gRPC cannot be used in a child forked from
+such a process; those workers fail with ``FailedPreconditionError`` saying so. Use
+``multiprocessing_context="spawn"`` there.
+
+Limits: coordinated reads (``num_consumers``) cannot be split among DataLoader workers.
+A DataLoader whose ``generator`` is re-seeded to the same value before every epoch draws
+the same ``base_seed`` each epoch; with non-persistent workers its epochs would then
+share one job, so the second would find it finished (empty). Do not re-seed the
+DataLoader's generator between epochs.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from ..dataset import structure
+from .client import DataServiceDataset
+from .torch_workers import dataloader_worker
+
+__all__ = ["TorchDataset", "to_torch"]
+
+_READ_ONLY_WARNING = "The given NumPy array is not writable"
+
+
+class TorchDataset(IterableDataset):  # type: ignore[misc,type-arg]
+    """A ``torch.utils.data.IterableDataset`` of a tf.data service dataset.
+
+    ``dataset`` is what ``tw.data.service.distribute`` (applied last) or
+    ``tw.data.service.from_dataset_id`` returns. Iterated in DataLoader workers, the
+    workers of one epoch share one job, so every element is read once per epoch; see the
+    module documentation for how. Elements are nested ``torch.Tensor`` structures.
+    Pass ``batch_size=None`` to the DataLoader when the pipeline batches already.
+    """
+
+    def __init__(self, dataset: DataServiceDataset) -> None:
+        if not isinstance(dataset, DataServiceDataset):
+            raise TypeError(
+                "TorchDataset reads a dataset of the tf.data service: pass the dataset that "
+                "`dataset.apply(tw.data.service.distribute(...))` or "
+                "`tw.data.service.from_dataset_id(...)` returns (apply distribute last), "
+                f"not a {type(dataset).__name__}"
+            )
+        super().__init__()
+        self.dataset = dataset
+        #: Fixed here, in the process that makes the DataLoader; copied to its workers.
+        self._token = uuid.uuid4().hex[:16]
+        #: Iterations of this copy: a persistent worker's epochs.
+        self._iterations = 0
+
+    def job_name(self, worker: Any) -> str:
+        """The shared job the DataLoader worker described by ``worker`` reads this epoch."""
+        prefix = self.dataset._job_name or "torch"
+        return f"{prefix}-{self._token}-{worker.seed - worker.id}-{self._iterations}"
+
+    def __iter__(self) -> Iterator[Any]:
+        worker = dataloader_worker()
+        dataset = self.dataset
+        if worker is not None:
+            if dataset._num_consumers is not None:
+                raise ValueError(
+                    "coordinated reads (num_consumers) cannot be split among DataLoader "
+                    "workers: read this dataset with num_workers=0"
+                )
+            dataset = _with_job_name(dataset, self.job_name(worker))
+        self._iterations += 1
+        return _tensors(dataset)
+
+    def __repr__(self) -> str:
+        return f"TorchDataset({self.dataset!r})"
+
+
+def to_torch(dataset: DataServiceDataset) -> TorchDataset:
+    """``dataset`` (from the tf.data service) as a PyTorch ``IterableDataset``.
+
+    The DataLoader workers of one epoch share one job of the service, so each element is
+    read once per epoch; elements are nested ``torch.Tensor`` structures sharing the
+    received buffers. See :class:`TorchDataset`.
+    """
+    return TorchDataset(dataset)
+
+
+def _with_job_name(dataset: DataServiceDataset, job_name: str) -> DataServiceDataset:
+    clone = copy.copy(dataset)
+    # Through the class's own pickling contract, which starts a fresh iteration count.
+    clone.__setstate__({**dataset.__getstate__(), "_job_name": job_name})
+    return clone
+
+
+def _tensors(dataset: DataServiceDataset) -> Iterator[Any]:
+    iterator = dataset.as_numpy_iterator()
+    try:
+        for element in iterator:
+            yield structure.map_structure(_to_tensor, element)
+    finally:
+        iterator.close()
+
+
+def _to_tensor(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = np.asarray(value)
+    if not isinstance(value, np.ndarray) or value.dtype.kind not in "biufc":
+        return value
+    try:
+        if value.flags.writeable:
+            return torch.from_numpy(value)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_READ_ONLY_WARNING, category=UserWarning)
+            return torch.from_numpy(value)
+    except TypeError:  # a dtype torch does not have (e.g. uint32 in older torch)
+        return value
