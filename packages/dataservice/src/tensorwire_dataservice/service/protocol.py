@@ -258,26 +258,85 @@ def call(
 
 T = TypeVar("T")
 
+#: Seconds between two "still waiting" warnings of one :func:`call_with_retries` (the first
+#: failure is reported at once).
+RETRY_WARNING_INTERVAL = 5.0
+_BACKOFF_FIRST = 0.02
+_BACKOFF_MAX = 1.0
+# Without a stop Event, a should_stop predicate is polled this often while backing off.
+_POLL_INTERVAL = 0.1
+
 
 def call_with_retries(
     fn: Callable[[], T],
     *,
     deadline: float,
     what: str,
+    waiting_for: str | None = None,
+    stop: threading.Event | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> T:
-    """Run ``fn`` until it succeeds, a non-retryable error, or ``deadline`` (monotonic).
+    """Run ``fn`` until it succeeds, raises a non-retryable error, or ``deadline`` (monotonic).
 
-    Backs off exponentially with jitter from 20 ms to 1 s between attempts.
+    Between attempts it backs off exponentially with jitter from 20 ms to 1 s. A retryable
+    failure is logged as a warning once, at the first failure, and then every
+    :data:`RETRY_WARNING_INTERVAL` seconds, naming ``waiting_for`` (whom the caller waits
+    for, e.g. "the dispatcher at localhost:5050") or else ``what``, and how long it will keep
+    trying. Setting ``stop`` ends the wait at once, sleeps included; ``should_stop`` (a
+    predicate, for callers without an Event) is checked at least every 0.1 s. After the
+    deadline it raises ``UnavailableError``; once stopped, ``CancelledError``.
     """
-    delay = 0.02
+    delay = _BACKOFF_FIRST
+    started = time.monotonic()
+    next_warning = started
+
+    def stopped() -> bool:
+        return (stop is not None and stop.is_set()) or (
+            should_stop is not None and should_stop()
+        )
+
     while True:
         try:
             return fn()
         except RETRYABLE as exc:
             now = time.monotonic()
-            if now >= deadline or (should_stop is not None and should_stop()):
-                raise errors.UnavailableError(f"{what} failed after retrying: {exc}") from exc
-            log.debug("%s failed (%s); retrying", what, exc)
-            time.sleep(min(delay * (0.5 + random.random()), max(0.0, deadline - now)))
-            delay = min(delay * 2, 1.0)
+            if stopped():
+                raise errors.CancelledError(
+                    f"{what}: stopped while retrying (last error: {exc})"
+                ) from exc
+            if now >= deadline:
+                raise errors.UnavailableError(
+                    f"{what} failed after retrying for {now - started:.1f}s: {exc}"
+                ) from exc
+            if now >= next_warning:
+                next_warning = now + RETRY_WARNING_INTERVAL
+                subject = f"waiting for {waiting_for}: {what}" if waiting_for else what
+                log.warning("%s failed (%s); retrying for up to %.0fs more", subject, exc,
+                            deadline - now)
+            else:
+                log.debug("%s failed (%s); retrying", what, exc)
+            pause = min(delay * (0.5 + random.random()), max(0.0, deadline - now))
+            if _sleep(pause, stop, should_stop):
+                raise errors.CancelledError(
+                    f"{what}: stopped while retrying (last error: {exc})"
+                ) from exc
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+
+def _sleep(
+    seconds: float, stop: threading.Event | None, should_stop: Callable[[], bool] | None
+) -> bool:
+    """Sleep ``seconds`` unless stopped first; True when stopped."""
+    end = time.monotonic() + seconds
+    while True:
+        if should_stop is not None and should_stop():
+            return True
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            return stop is not None and stop.is_set()
+        step = remaining if should_stop is None else min(remaining, _POLL_INTERVAL)
+        if stop is not None:
+            if stop.wait(step):
+                return True
+        else:
+            time.sleep(step)

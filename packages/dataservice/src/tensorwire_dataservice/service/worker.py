@@ -506,6 +506,8 @@ class WorkerServer:
         config = worker_config_from(config)
         self._config = config
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._listening = False
         self._started = False
         self._stopped = False
         self._core = _Worker(config)
@@ -524,26 +526,40 @@ class WorkerServer:
             self.start()
 
     def start(self) -> None:
-        """Serve and register with the dispatcher; idempotent."""
-        with self._lock:
-            if self._stopped:
-                raise RuntimeError("Server cannot be started after it has been stopped")
-            if self._started:
-                return
-            self._listener.start()
+        """Serve and register with the dispatcher; idempotent.
+
+        Until the dispatcher answers it retries with back-off for at most
+        ``dispatcher_timeout_ms``, logging a warning at the first failure and every few
+        seconds after; :meth:`stop` from another thread ends the wait (``CancelledError``).
+        """
+        with self._start_lock:  # one start at a time; stop() does not wait for it
+            with self._lock:
+                if self._stopped:
+                    raise RuntimeError("Server cannot be started after it has been stopped")
+                if self._started:
+                    return
+                if not self._listening:
+                    self._listener.start()
+                    self._listening = True
             core = self._core
             call_with_retries(
                 core.heartbeat,
                 deadline=time.monotonic() + core.dispatcher_timeout,
-                what=f"registering worker {core.address} with the dispatcher at "
-                f"{self._config.dispatcher_address}",
+                what=f"registering worker {core.address}",
+                waiting_for=f"the tf.data service dispatcher at {self._config.dispatcher_address}",
+                stop=core.stopped,
             )
-            self._started = True
-            self._thread = threading.Thread(
-                target=_heartbeat_loop, args=(weakref.ref(core),),
-                name=f"tw-data-worker-heartbeat-{self._port}", daemon=True,
-            )
-            self._thread.start()
+            with self._lock:
+                if self._stopped:
+                    raise errors.CancelledError(
+                        f"worker {core.address} was stopped while registering"
+                    )
+                self._started = True
+                self._thread = threading.Thread(
+                    target=_heartbeat_loop, args=(weakref.ref(core),),
+                    name=f"tw-data-worker-heartbeat-{self._port}", daemon=True,
+                )
+                self._thread.start()
         log.info("worker %s registered with %s", self._core.address,
                  self._config.dispatcher_address)
 
