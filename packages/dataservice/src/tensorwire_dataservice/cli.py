@@ -3,18 +3,36 @@
 Each command starts its server, prints one ready line to stdout
 (``tensorwire dispatcher serving at grpc://localhost:5050``), and runs until SIGTERM or
 SIGINT, on which it stops the server and exits 0.
+
+Start-up says what it is doing and can be interrupted the same way: a worker whose dispatcher
+does not answer logs whom it waits for (at once, then every few seconds) while it retries
+with back-off, and a dispatcher logs that it is replaying its journal; SIGTERM or SIGINT
+during either ends the process at once with exit code 0. A port already in use is one line
+on stderr and exit code 2, before the transport tries to bind.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
 import os
 import signal
+import socket
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["register"]
+
+log = logging.getLogger(__name__)
+
+#: How often the main thread looks for a signal or the end of start-up (see _Signals).
+_POLL_INTERVAL = 0.1
+#: How long a start-up step is given to finish once it has been cancelled.
+_CANCEL_GRACE = 5.0
 
 
 def _dedicated_process() -> None:
@@ -22,23 +40,105 @@ def _dedicated_process() -> None:
     # switch interval keeps a busy producer from delaying the thread that sends elements
     # (first-element latency) by the default 5 ms per switch.
     sys.setswitchinterval(0.0005)
+    # A service's log is its progress report: show the data service's INFO lines (start-up
+    # steps, registrations, job collection) unless -v already asked for more.
+    package = logging.getLogger("tensorwire_dataservice")
+    if package.getEffectiveLevel() > logging.INFO:
+        package.setLevel(logging.INFO)
 
 
-def _stop_on_signal() -> threading.Event:
-    """Install SIGTERM/SIGINT handlers (before the ready line, so no signal is missed)."""
-    done = threading.Event()
+class _Signals:
+    """SIGTERM and SIGINT, recorded for the main thread to act on.
 
-    def handler(signum: int, frame: Any) -> None:
-        done.set()
+    The handler only stores the signal number. It must not take a lock: setting a
+    ``threading.Event`` from a handler deadlocks when the signal lands while the main thread
+    holds that Event's own lock (inside ``Event.wait``). So the main thread polls every
+    0.1 s, in ``time.sleep``, where a handler is always safe.
+    """
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return done
+    def __init__(self) -> None:
+        self.received: int | None = None
+        signal.signal(signal.SIGTERM, self._record)
+        signal.signal(signal.SIGINT, self._record)
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received is not None else "none"
+
+    def wait(self, until: Callable[[], bool] | None = None) -> bool:
+        """Block until a signal arrives (True) or ``until()`` holds (False)."""
+        while self.received is None:
+            if until is not None and until():
+                return False
+            time.sleep(_POLL_INTERVAL)
+        return True
 
 
-def _wait(done: threading.Event) -> None:
-    while not done.wait(0.5):
-        pass
+def _start_up(
+    signals: _Signals, step: Callable[[], Any], cancel: Callable[[], None] | None = None
+) -> Any:
+    """``step()`` (a server's start-up) in a helper thread, while the main thread watches
+    for signals; returns what ``step`` returned, or None when a signal came first.
+
+    After a signal, ``cancel()`` (if given) ends the step and it gets a few seconds to do
+    so; a step that cannot be cancelled (a dispatcher replaying its journal) is left behind
+    in its daemon thread, which ends with the process. A server the step produced anyway is
+    stopped. Errors of ``step`` propagate.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = step()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="tensorwire-start-up", daemon=True)
+    thread.start()
+    if not signals.wait(until=lambda: not thread.is_alive()):
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+    if cancel is not None:
+        cancel()
+        thread.join(_CANCEL_GRACE)
+    late = outcome.get("value")
+    if late is not None:
+        late.stop()
+    return None
+
+
+def _refuse_port_in_use(kind: str, protocol: str, port: int) -> None:
+    """Fail with one clear line when ``port`` is taken, before the transport tries to bind
+    (gRPC would log its own error lines first)."""
+    if not port or protocol == "inproc":  # 0 picks a free port; inproc opens no socket
+        return
+    from tensorwire import errors
+
+    from .service.config import configured_bind_host
+
+    host = configured_bind_host()
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+    except (OSError, OverflowError):
+        return  # a bad host or port: the transport's error says what is wrong
+    for family, socktype, proto, _, sockaddr in addresses:
+        with socket.socket(family, socktype, proto) as probe:
+            # As the servers do: a predecessor's connections in TIME_WAIT are no obstacle.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise errors.UnavailableError(
+                        f"cannot listen on {host}:{port}: the port is already in use "
+                        f"(another {kind}, or another program, is serving there)"
+                    ) from None
+                return
 
 
 def _bind(args: argparse.Namespace) -> None:
@@ -63,11 +163,18 @@ def _cmd_dispatcher(args: argparse.Namespace) -> int:
         worker_timeout_ms=args.worker_timeout_ms,
     )
     _dedicated_process()
-    done = _stop_on_signal()
-    server = DispatchServer(config)
+    signals = _Signals()  # before the ready line, so no signal is missed
+    _refuse_port_in_use("dispatcher", config.protocol, config.port)
+    if config.fault_tolerant_mode:
+        log.info("dispatcher: recovering its state from the journal in %s", config.work_dir)
+    server = _start_up(signals, lambda: DispatchServer(config))
+    if server is None:
+        log.info("dispatcher: %s during start-up; exiting", signals.name)
+        return 0
     print(f"tensorwire dispatcher serving at {server.target}", flush=True)
     try:
-        _wait(done)
+        signals.wait()
+        log.info("dispatcher: %s; stopping", signals.name)
     finally:
         server.stop()
     return 0
@@ -86,15 +193,28 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         dispatcher_timeout_ms=args.dispatcher_timeout_ms,
     )
     _dedicated_process()
-    done = _stop_on_signal()
-    server = WorkerServer(config)
+    signals = _Signals()  # before the ready line, so no signal is missed
+    _refuse_port_in_use("worker", config.protocol, config.port)
+    server = WorkerServer(config, start=False)
+    log.info("worker %s: registering with the dispatcher at %s", server._worker_address,
+             config.dispatcher_address)
+
+    def register() -> Any:
+        server.start()
+        return server
+
+    if _start_up(signals, register, cancel=server.stop) is None:
+        log.info("worker: %s while waiting for the dispatcher at %s; exiting", signals.name,
+                 config.dispatcher_address)
+        return 0
     print(
         f"tensorwire worker serving at {server._worker_address} "
         f"(dispatcher {args.dispatcher_address})",
         flush=True,
     )
     try:
-        _wait(done)
+        signals.wait()
+        log.info("worker: %s; stopping", signals.name)
     finally:
         server.stop()
     return 0

@@ -1,9 +1,12 @@
-"""A ``python -m tensorwire <command>`` child process for fault tests.
+"""A ``python -m tensorwire <command>`` child process for fault and CLI tests.
 
 The child prints one ready line once it serves; :meth:`ChildProcess.start` waits for it
 with a deadline (retrying while a killed predecessor's port is still held), and the child
-can then be killed with SIGKILL, stopped with SIGTERM, or restarted. Subclasses say which
-command to run and which line means "ready".
+can then be killed with SIGKILL, stopped with SIGTERM or SIGINT, or restarted. A child that
+is not expected to serve (one waiting for a peer, one that should fail) is started with
+:meth:`ChildProcess.launch`, which does not wait; :meth:`ChildProcess.wait_for_line` and
+:meth:`ChildProcess.wait` then wait, with deadlines, for what it prints and for its exit.
+Subclasses say which command to run and which line means "ready".
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from tensorwire import errors
@@ -24,6 +27,47 @@ from .waiting import scaled
 __all__ = ["ChildProcess"]
 
 _MAX_KEPT_LINES = 10_000
+_TAIL_LINES = 30
+
+
+class _Output:
+    """The lines one launch of a child prints, read by a daemon thread as they come."""
+
+    def __init__(self, stream: Iterable[str]) -> None:
+        self.lines: list[str] = []
+        self.closed = False  # the child closed its output: it has exited
+        self._changed = threading.Condition()
+        threading.Thread(target=self._read, args=(stream,), name="tensorwire-child-output",
+                         daemon=True).start()
+
+    def _read(self, stream: Iterable[str]) -> None:
+        for line in stream:
+            with self._changed:
+                if len(self.lines) < _MAX_KEPT_LINES:
+                    self.lines.append(line)
+                    self._changed.notify_all()
+        with self._changed:
+            self.closed = True
+            self._changed.notify_all()
+
+    def text(self, last: int | None = None) -> str:
+        with self._changed:
+            return "".join(self.lines if last is None else self.lines[-last:])
+
+    def first(self, matches: Callable[[str], bool], deadline: float) -> str | None:
+        """The first line (stripped) for which ``matches`` holds; None when the output ends
+        or ``deadline`` (monotonic) passes first."""
+        seen = 0
+        with self._changed:
+            while True:
+                for line in self.lines[seen:]:
+                    if matches(line):
+                        return line.strip()
+                seen = len(self.lines)
+                remaining = deadline - time.monotonic()
+                if self.closed or remaining <= 0:
+                    return None
+                self._changed.wait(remaining)
 
 
 class ChildProcess:
@@ -32,7 +76,7 @@ class ChildProcess:
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.env = dict(os.environ if env is None else env)
         self.process: subprocess.Popen[str] | None = None
-        self._lines: list[str] = []
+        self._output: _Output | None = None
 
     # -- what subclasses provide --------------------------------------------------------------
     @property
@@ -63,7 +107,27 @@ class ChildProcess:
 
     @property
     def output(self) -> str:
-        return "".join(self._lines)
+        """Everything the current launch printed so far (stdout and stderr)."""
+        return "" if self._output is None else self._output.text()
+
+    def _tail(self) -> str:
+        return "" if self._output is None else self._output.text(last=_TAIL_LINES)
+
+    def launch(self) -> Any:
+        """Start the child and return at once (self), without waiting for a ready line.
+
+        Its output is collected as it comes: :attr:`output`, :meth:`wait_for_line`.
+        """
+        if self.process is not None and self.process.poll() is None:
+            raise errors.FailedPreconditionError(f"{self.name} is already running")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tensorwire", *self.command()],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
+            start_new_session=True,
+        )
+        assert self.process.stdout is not None
+        self._output = _Output(self.process.stdout)
+        return self
 
     def start(self, timeout: float = 30.0) -> Any:
         """Launch the child and wait until it serves; returns self."""
@@ -72,18 +136,14 @@ class ChildProcess:
         timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
-            self._lines = []
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tensorwire", *self.command()],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
-                start_new_session=True,
-            )
-            line = self._wait_ready(deadline)
+            self.launch()
+            assert self._output is not None
+            line = self._output.first(self.is_ready_line, deadline)
             if line is not None:
                 self.on_ready(line)
-                threading.Thread(target=self._drain, daemon=True).start()
                 return self
-            output = "".join(self._lines[-30:])
+            self.kill()  # it exited, or it did not serve in time
+            output = self._tail()
             if not self.retry_after_exit(output):
                 raise errors.FailedPreconditionError(
                     f"{self.name} exited before serving; output:\n{output}"
@@ -94,33 +154,47 @@ class ChildProcess:
                 )
             time.sleep(0.2)
 
-    def _wait_ready(self, deadline: float) -> str | None:
-        process = self.process
-        assert process is not None and process.stdout is not None
-        found: list[str | None] = [None]
+    def wait_for_line(self, matches: str | Callable[[str], bool], timeout: float = 30.0) -> str:
+        """The first line the child printed (stripped) that contains ``matches`` (a string)
+        or for which ``matches(line)`` holds, waiting up to ``timeout`` seconds (scaled).
 
-        def read() -> None:
-            assert process.stdout is not None
-            for line in process.stdout:
-                self._lines.append(line)
-                if self.is_ready_line(line):
-                    found[0] = line.strip()
-                    return
+        Raises ``FailedPreconditionError`` when the child exits without printing it and
+        ``DeadlineExceededError`` when it is not printed in time, quoting the output.
+        """
+        if self._output is None:
+            raise errors.FailedPreconditionError(f"{self.name} was never started")
+        if isinstance(matches, str):
+            wanted = repr(matches)
+            text = matches
+            predicate: Callable[[str], bool] = lambda line: text in line
+        else:
+            wanted = f"a line matching {getattr(matches, '__name__', matches)!r}"
+            predicate = matches
+        timeout = scaled(timeout)
+        line = self._output.first(predicate, time.monotonic() + timeout)
+        if line is not None:
+            return line
+        if self._output.closed:
+            raise errors.FailedPreconditionError(
+                f"{self.name} exited without printing {wanted}; output:\n{self._tail()}"
+            )
+        raise errors.DeadlineExceededError(
+            f"{self.name} did not print {wanted} within {timeout}s; output:\n{self._tail()}"
+        )
 
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(max(0.0, deadline - time.monotonic()))
-        if found[0] is None:
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait up to ``timeout`` seconds (scaled) for the child to exit by itself; returns
+        its exit code. A child still running then is killed: ``DeadlineExceededError``."""
+        if self.process is None:
+            raise errors.FailedPreconditionError(f"{self.name} was never started")
+        timeout = scaled(timeout)
+        try:
+            return int(self.process.wait(timeout=timeout))
+        except subprocess.TimeoutExpired:
             self.kill()
-        return found[0]
-
-    def _drain(self) -> None:
-        process = self.process
-        if process is None or process.stdout is None:
-            return
-        for line in process.stdout:
-            if len(self._lines) < _MAX_KEPT_LINES:
-                self._lines.append(line)
+            raise errors.DeadlineExceededError(
+                f"{self.name} did not exit within {timeout}s; output:\n{self._tail()}"
+            ) from None
 
     def kill(self) -> None:
         """``kill -9`` the child (no clean shutdown) and reap it."""
@@ -128,19 +202,22 @@ class ChildProcess:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
-    def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM and wait for a clean exit; returns the exit code."""
+    def terminate(self, timeout: float = 15.0, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum`` (SIGTERM; SIGINT is what Ctrl-C sends) and wait for a clean exit;
+        returns the exit code. A child still running after ``timeout`` seconds (scaled) is
+        killed: ``DeadlineExceededError``."""
         if self.process is None:
             return 0
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signum)
             timeout = scaled(timeout)
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
                 raise errors.DeadlineExceededError(
-                    f"{self.name} did not exit within {timeout}s of SIGTERM"
+                    f"{self.name} did not exit within {timeout}s of "
+                    f"{signal.Signals(signum).name}; output:\n{self._tail()}"
                 ) from None
         return int(self.process.returncode)
 

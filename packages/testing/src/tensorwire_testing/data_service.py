@@ -1,12 +1,14 @@
 """Local tf.data services for tests: in-process (``create_local_data_service``) or as real
-processes (``DataServiceProcess``, for kill -9 / restart fault tests), plus the plain fixture
-functions the pytest plugin exposes.
+processes (``DataServiceProcess``, for kill -9 / restart fault tests and CLI tests), plus the
+plain fixture functions the pytest plugin exposes.
 
 ``create_local_data_service(num_workers)`` starts a dispatcher and ``num_workers`` workers in
 this process, each bound to a free loopback port, and returns a :class:`LocalDataService`
 (context manager; ``stop()`` ends everything). ``DataServiceProcess`` runs
 ``tensorwire dispatcher`` / ``tensorwire worker`` in a child process, waits (with a deadline)
-for its ready line, and can be killed with SIGKILL and restarted on the same port.
+for its ready line, and can be killed with SIGKILL and restarted on the same port; its
+``launch()`` starts one without waiting (a worker whose dispatcher is not there, a dispatcher
+that should fail), to be followed by ``wait_for_line`` / ``wait`` / ``terminate``.
 """
 
 from __future__ import annotations
@@ -173,13 +175,15 @@ def local_data_service(local_data_service_factory: Callable[..., Any]) -> Any:
 
 def data_service_process_factory() -> Iterator[Callable[..., DataServiceProcess]]:
     """Fixture: ``factory(kind, args=(), port=0)`` -> a started DataServiceProcess, killed
-    at the end of the test."""
+    at the end of the test. ``ready=False`` only launches it (no wait for its ready line)."""
     made: list[DataServiceProcess] = []
 
     def factory(kind: str, args: Sequence[str] = (), port: int = 0,
-                timeout: float = 30.0) -> DataServiceProcess:
+                timeout: float = 30.0, ready: bool = True) -> DataServiceProcess:
         process = DataServiceProcess(kind, args, port)
         made.append(process)
+        if not ready:
+            return process.launch()
         return process.start(timeout=timeout)
 
     try:

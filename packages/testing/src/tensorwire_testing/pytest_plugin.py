@@ -19,7 +19,8 @@ codec and pipeline tests that never touch a transport. Fixtures:
 - ``local_data_service_factory`` / ``local_data_service``: a tf.data service (dispatcher
   and workers) in this process on the chosen protocol, stopped after the test.
 - ``data_service_process_factory``: ``factory("dispatcher" | "worker", args, port)`` -> a
-  dispatcher or worker process that can be killed with SIGKILL and restarted.
+  dispatcher or worker process that can be killed with SIGKILL and restarted
+  (``ready=False``: launched without waiting for it to serve).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_CLIENT_TIMEOUT_MS",
     "BIND_HOST_ENV",
     "bind_host",
+    "configured_bind_host",
 ]
 
 #: Like TensorFlow, the data service speaks gRPC unless told otherwise.
@@ -48,13 +49,18 @@ BIND_HOST_ENV = "TENSORWIRE_DATA_BIND_HOST"
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
+def configured_bind_host() -> str:
+    """The interface servers bind, unbracketed: ``TENSORWIRE_DATA_BIND_HOST`` or loopback."""
+    return os.environ.get(BIND_HOST_ENV, "").strip() or "127.0.0.1"
+
+
 def bind_host(kind: str, log: Any) -> str:
     """The host a server binds: loopback unless ``TENSORWIRE_DATA_BIND_HOST`` says otherwise.
 
     A server reachable beyond loopback runs code it is sent (dataset definitions), so it
     says so loudly (DESIGN.md, trust model).
     """
-    host = os.environ.get(BIND_HOST_ENV, "").strip() or "127.0.0.1"
+    host = configured_bind_host()
     if host not in _LOOPBACK:
         log.warning(
             "tf.data service %s listening on %s, beyond loopback, with no token or TLS: "
