@@ -88,33 +88,6 @@ def test_large_elements_above_4mb(service_factory):
     np.testing.assert_array_equal(np.stack(got), big)
 
 
-@pytest.mark.parametrize("compression", ["AUTO", None])
-def test_compression_roundtrip(service_factory, compression):
-    dispatcher, _ = service_factory(1)
-    compressible = np.zeros((4, 100_000), np.float32)
-    noise = np.random.default_rng(1).random((4, 100_000)).astype(np.float32)
-    for data in (compressible, noise):
-        ds = Dataset.from_tensor_slices(data).apply(
-            service.distribute("parallel_epochs", dispatcher.target, compression=compression))
-        np.testing.assert_array_equal(np.stack(list(ds.as_numpy_iterator())), data)
-
-
-def test_compressor_skips_incompressible_data():
-    from tensorwire_dataservice.service.elements import Compressor, decode_elements, encode_elements
-
-    zeros = [np.zeros(10_000, np.float32)]
-    noise = [np.random.default_rng(2).integers(0, 256, 40_000, dtype=np.uint8)]
-    compressor = Compressor(True)
-    small = encode_elements(zeros, compressor)
-    assert sum(len(memoryview(f).cast("B")) for f in small) < 5_000
-    assert decode_elements(small)[0][0].tolist() == zeros[0].tolist()
-    raw = encode_elements(noise, compressor)
-    assert sum(len(memoryview(f).cast("B")) for f in raw) >= 40_000
-    # after an incompressible message the next ones are not even tried
-    assert compressor._skip > 0
-    np.testing.assert_array_equal(decode_elements(raw)[0][0], noise[0])
-
-
 def test_user_function_error_reaches_the_reader(service_factory):
     dispatcher, _ = service_factory(1)
 

@@ -18,7 +18,7 @@ from typing import Any
 from .client import DataServiceDataset, distribute, from_dataset_id, register_dataset
 from .config import DispatcherConfig, WorkerConfig
 from .dispatcher import DispatchServer
-from .protocol import COMPRESSION_AUTO, COMPRESSION_NONE, ShardingPolicy
+from .protocol import COMPRESSION_AUTO, COMPRESSION_NONE, COMPRESSION_SNAPPY, ShardingPolicy
 from .worker import WorkerServer
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "ShardingPolicy",
     "COMPRESSION_AUTO",
     "COMPRESSION_NONE",
+    "COMPRESSION_SNAPPY",
     "DataServiceDataset",
 ]
 

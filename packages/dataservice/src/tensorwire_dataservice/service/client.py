@@ -32,6 +32,7 @@ from .elements import decode_elements
 from .protocol import (
     COMPRESSION_AUTO,
     COMPRESSION_NONE,
+    COMPRESSION_SNAPPY,
     DISPATCHER_SERVICE,
     RETRYABLE,
     WORKER_SERVICE,
@@ -69,7 +70,7 @@ _TARGET_WORKERS = ("AUTO", "ANY", "LOCAL")
 
 
 def _validate_compression(compression: Any) -> None:
-    valid = [COMPRESSION_AUTO, COMPRESSION_NONE]
+    valid = [COMPRESSION_AUTO, COMPRESSION_NONE, COMPRESSION_SNAPPY]
     if compression not in valid:
         raise ValueError(
             f"Invalid `compression` argument: {compression}. Must be one of {valid}."

@@ -3,10 +3,20 @@
 A message carries the elements a worker had ready (several per message, so small elements
 are not one RPC each). When every element is a NumPy value of one dtype and shape and small,
 they are stacked into one array and the client iterates its rows, which saves a header per
-element. Compression (``compression="AUTO"``) is zstandard over the encoded message, used
-only when it pays: a message that does not shrink by at least 10% switches compression off
-for the next few messages of that task, so incompressible data (random floats, JPEG bytes)
-costs one probe now and then, not a compression per element.
+element.
+
+Compression follows the dataset's registered ``compression``:
+
+- ``"AUTO"``: zstandard over the encoded message, used only when it pays: a message that
+  does not shrink by at least 20% switches compression off for the next few messages of that
+  task, so incompressible data (random floats, JPEG bytes) costs one probe now and then, not
+  a compression per element.
+- ``"SNAPPY"``: every element message is snappy-compressed (raw snappy, via cramjam), as
+  TensorFlow's ``COMPRESSION_SNAPPY`` forces.
+- ``None``: never.
+
+A compressed message is ``{"zstd": bytes}`` or ``{"snappy": bytes}`` holding the encoded
+uncompressed message; the end-of-sequence message is never compressed.
 """
 
 from __future__ import annotations
@@ -15,11 +25,12 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+import cramjam
 import numpy as np
 import zstandard
-from tensorwire import codec
+from tensorwire import codec, errors
 
-from .protocol import as_bytes
+from .protocol import COMPRESSION_AUTO, COMPRESSION_NONE, COMPRESSION_SNAPPY, as_bytes
 
 __all__ = ["encode_elements", "decode_elements", "eos_message", "Compressor", "element_nbytes"]
 
@@ -73,20 +84,28 @@ def _packable(elements: list[Any]) -> bool:
 
 
 class Compressor:
-    """Per-task decision whether compressing is worth it.
+    """Per-task compression of element messages, for one ``compression`` mode.
 
-    A message is compressed only when a 64 KiB probe of its largest buffer shrinks by at
-    least 20%: random floats (about 10% with zstd) and already-compressed bytes are sent as
-    they are, without paying for a full compression. After a failed probe the next few
-    messages are not even probed.
+    ``"SNAPPY"`` compresses every message. ``"AUTO"`` compresses a message only when a
+    64 KiB probe of its largest buffer shrinks by at least 20%: random floats (about 10%
+    with zstd) and already-compressed bytes are sent as they are, without paying for a full
+    compression; after a failed probe the next few messages are not even probed. ``None``
+    (or ``""``, how a registration without compression is stored) never compresses.
     """
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+    def __init__(self, mode: str | None) -> None:
+        if mode == "":
+            mode = COMPRESSION_NONE
+        if mode not in (COMPRESSION_AUTO, COMPRESSION_NONE, COMPRESSION_SNAPPY):
+            raise errors.InvalidArgumentError(f"unknown element compression {mode!r}")
+        self.mode = mode
         self._skip = 0
 
     def maybe_compress(self, payload: dict[str, Any], frames: list[Any]) -> dict[str, Any] | None:
-        if not self.enabled:
+        """The compressed message replacing ``frames`` (the encoded ``payload``), or None."""
+        if self.mode == COMPRESSION_SNAPPY:
+            return {"snappy": bytes(cramjam.snappy.compress_raw(codec.dumps(payload)))}
+        if self.mode != COMPRESSION_AUTO:
             return None
         if self._skip:
             self._skip -= 1
@@ -107,7 +126,7 @@ class Compressor:
         if len(packed) > _MAX_RATIO * len(raw):
             self._skip = _SKIP_AFTER_INCOMPRESSIBLE
             return None
-        return {"z": packed}
+        return {"zstd": packed}
 
 
 def encode_elements(elements: list[Any], compressor: Compressor | None = None) -> list[Any]:
@@ -135,8 +154,10 @@ def eos_message() -> list[Any]:
 def decode_elements(frames: Iterable[Any]) -> tuple[list[Any], bool]:
     """``(elements, end_of_sequence)`` from one message."""
     message = codec.decode(list(frames))
-    if "z" in message:
-        message = codec.loads(_zd().decompress(as_bytes(message["z"])))
+    if "zstd" in message:
+        message = codec.loads(_zd().decompress(as_bytes(message["zstd"])))
+    elif "snappy" in message:
+        message = codec.loads(cramjam.snappy.decompress_raw(as_bytes(message["snappy"])))
     if message.get("eos"):
         return [], True
     packed = message.get("packed")

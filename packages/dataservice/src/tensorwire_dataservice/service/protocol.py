@@ -1,9 +1,10 @@
 """The wire between client, dispatcher and worker: names, message helpers, retries.
 
 Every request and reply is a dict encoded with ``tensorwire.codec``; element messages
-additionally carry the elements (nested NumPy structures), optionally zstd-compressed. The
-dispatcher and the workers are two plain :class:`tensorwire.transport.Service` tables, so the
-data service runs over any installed protocol (``grpc`` by default, ``inproc`` in-process).
+additionally carry the elements (nested NumPy structures), optionally compressed (zstd for
+``"AUTO"``, snappy for ``"SNAPPY"``; see :mod:`.elements`). The dispatcher and the workers
+are two plain :class:`tensorwire.transport.Service` tables, so the data service runs over any
+installed protocol (``grpc`` by default, ``inproc`` in-process).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "DISTRIBUTED_EPOCH",
     "COMPRESSION_AUTO",
     "COMPRESSION_NONE",
+    "COMPRESSION_SNAPPY",
     "parse_service",
     "sharding_policy_from",
     "pack",
@@ -51,6 +53,7 @@ PARALLEL_EPOCHS = "parallel_epochs"
 DISTRIBUTED_EPOCH = "distributed_epoch"
 COMPRESSION_AUTO = "AUTO"
 COMPRESSION_NONE = None
+COMPRESSION_SNAPPY = "SNAPPY"
 
 #: Failures that mean "the peer is (temporarily) not there": worth retrying.
 RETRYABLE: tuple[type[errors.OpError], ...] = (

@@ -127,7 +127,7 @@ class _Task:
         self.exhausted = False
         self.error: errors.OpError | None = None
         self.stopped = threading.Event()
-        self.compressor_enabled = definition.get("compression") == "AUTO"
+        self.compression = definition.get("compression") or None
         # Coordinated reads.
         self.round_cond = threading.Condition()
         self.rounds: dict[int, list[Any]] = {}
@@ -386,7 +386,7 @@ class _Worker:
             return
         max_elements = max(1, min(int(req.get("max_elements", _MAX_ELEMENTS_PER_MESSAGE)),
                                   _MAX_ELEMENTS_PER_MESSAGE))
-        compressor = Compressor(task.compressor_enabled)
+        compressor = Compressor(task.compression)
         # Small messages first so the first element leaves at once, then larger ones (up to
         # max_elements) so small elements do not pay a message each.
         batch = 1
@@ -423,7 +423,7 @@ class _Worker:
             if task.error is not None:
                 raise task.error
             return eos_message()
-        return encode_elements(out, Compressor(task.compressor_enabled))
+        return encode_elements(out, Compressor(task.compression))
 
     def get_round_element(self, frames: list[memoryview], context: CallContext) -> Any:
         req = unpack(frames)
@@ -437,7 +437,7 @@ class _Worker:
         )
         if eos:
             return eos_message()
-        return encode_elements([element], Compressor(task.compressor_enabled))
+        return encode_elements([element], Compressor(task.compression))
 
     def nudge(self, frames: list[memoryview], context: CallContext) -> Any:
         """The dispatcher pushes tasks it just assigned here, or deleted."""
