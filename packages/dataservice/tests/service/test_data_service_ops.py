@@ -293,12 +293,26 @@ def test_max_outstanding_requests_bounds_elements_per_request(service_factory, m
         return elements, eos
 
     monkeypatch.setattr(client, "decode_elements", recording)
-    dispatcher, _ = service_factory(1)
+    dispatcher, (worker,) = service_factory(1)
     ds = distribute(Dataset.range(2000), dispatcher, max_outstanding_requests=2)
     assert values(ds) == list(range(2000))
     assert max(sizes) <= 2
     sizes.clear()
-    assert values(distribute(Dataset.range(2000), dispatcher)) == list(range(2000))
+    it = iter(distribute(Dataset.range(2000), dispatcher))
+    got = [int(next(it))]
+
+    def producer_ahead() -> bool:
+        # Once the worker holds several elements ready, its next message carries them all
+        # (with no bound): wait for that rather than hope the producer runs ahead in time.
+        with worker._core.lock:
+            tasks = list(worker._core.tasks.values())
+        return any(len(t.buffer) > 4 or t.exhausted for t in tasks)
+
+    deadline = time.monotonic() + 60
+    while not producer_ahead() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    got.extend(int(x) for x in it)
+    assert got == list(range(2000))
     assert max(sizes) > 2  # without the bound, messages carry many elements
 
 
