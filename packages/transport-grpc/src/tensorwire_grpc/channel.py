@@ -37,22 +37,13 @@ from tensorwire.transport.threads import background
 
 from . import bulk, forking, framing, status
 from . import options as opts
-from .server import (
-    BULK_SERVICE,
-    CHUNKED_SUFFIX,
-    FETCH_METHOD,
-    HELLO_METHOD,
-    PENDING_SERVICE,
-    STREAM_SUFFIX,
-)
+from .server import CHUNKED_SUFFIX, FETCH_PATH, HELLO_PATH, STREAM_SUFFIX
 
 if TYPE_CHECKING:
     from .transport import GrpcTransport
 
 __all__ = ["GrpcChannel", "SharedChannel"]
 
-_FETCH_PATH = f"/{PENDING_SERVICE}/{FETCH_METHOD}"
-_HELLO_PATH = f"/{BULK_SERVICE}/{HELLO_METHOD}"
 #: After a failed Hello (other than "not served"), ask again after this long.
 _HELLO_RETRY_SECONDS = 5.0
 
@@ -150,7 +141,7 @@ class SharedChannel:
                 timeout = min(timeout, max(0.001, (deadline - time.monotonic()) / 4))
             found: bulk.BulkPeer | float
             try:
-                answer = self.unary_unary(_HELLO_PATH)(b"", timeout=timeout, metadata=metadata)
+                answer = self.unary_unary(HELLO_PATH)(b"", timeout=timeout, metadata=metadata)
                 port, features = struct.unpack("<II", answer)
             except grpc.RpcError as exc:
                 code = exc.code() if isinstance(exc, grpc.Call) else None
@@ -325,7 +316,7 @@ class GrpcChannel(Channel):
             except bulk.BulkUnavailable:
                 pass  # nothing was asked: the ticket is still good for gRPC
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        fetch = self._shared.unary_stream(_FETCH_PATH)
+        fetch = self._shared.unary_stream(FETCH_PATH)
         try:
             responses = fetch(ticket, timeout=remaining, metadata=md)
         except grpc.RpcError as exc:

@@ -70,8 +70,10 @@ __all__ = [
     "PendingResponses",
     "PENDING_SERVICE",
     "FETCH_METHOD",
+    "FETCH_PATH",
     "BULK_SERVICE",
     "HELLO_METHOD",
+    "HELLO_PATH",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,8 +82,8 @@ PENDING_SERVICE = "tensorwire.grpc.Pending"
 FETCH_METHOD = "Fetch"
 BULK_SERVICE = "tensorwire.grpc.Bulk"
 HELLO_METHOD = "Hello"
-_FETCH_PATH = f"/{PENDING_SERVICE}/{FETCH_METHOD}"
-_HELLO_PATH = f"/{BULK_SERVICE}/{HELLO_METHOD}"
+FETCH_PATH = f"/{PENDING_SERVICE}/{FETCH_METHOD}"
+HELLO_PATH = f"/{BULK_SERVICE}/{HELLO_METHOD}"
 STREAM_SUFFIX = ":stream"
 CHUNKED_SUFFIX = ":chunked"
 #: How long a parked large response waits for its caller to fetch it.
@@ -475,7 +477,7 @@ class GrpcListener(Listener):
         """The bulk side port (0 = none) and its feature bits, to a caller that proves the
         token."""
         try:
-            self.admit(_HELLO_PATH)
+            self.admit(HELLO_PATH)
             _authenticate(_context(gctx), self.options)
         except errors.OpError as exc:
             status.abort(gctx, exc)
@@ -485,7 +487,7 @@ class GrpcListener(Listener):
 
     def _fetch(self, request: bytes, gctx: grpc.ServicerContext) -> Iterator[bytes]:
         try:
-            self.admit(_FETCH_PATH)
+            self.admit(FETCH_PATH)
             context = _context(gctx)
             # The fetch "handler" yields gRPC messages (bytes), not tensorwire messages.
             chunks = iterate(self._fetch_method, [memoryview(request)], context, self.options)
