@@ -6,6 +6,7 @@ teardown frees every server thread at once and nothing outlives the test for lon
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
@@ -63,12 +64,20 @@ class ConformanceState:
         self.waiting = 0
         self.waiting_changed = threading.Condition()
 
-    def wait_for_waiting(self, count: int, timeout: float) -> int:
-        """Block until ``count`` handlers wait for ``release`` at once, or ``timeout``
-        seconds pass; returns how many wait then."""
+    def wait_for_waiting(self, count: int, stall_timeout: float) -> int:
+        """Block until ``count`` handlers wait for ``release`` at once, or until no further
+        handler has started waiting for ``stall_timeout`` seconds (a slow machine makes
+        progress, a deadlock does not); returns how many wait then."""
         with self.waiting_changed:
-            self.waiting_changed.wait_for(lambda: self.waiting >= count, timeout)
+            while self.waiting < count:
+                if not self.waiting_changed.wait_for(
+                    functools.partial(self._more_waiting_than, self.waiting), stall_timeout
+                ):
+                    break
             return self.waiting
+
+    def _more_waiting_than(self, before: int) -> bool:
+        return self.waiting > before
 
     def wait_for_release(self) -> bool:
         """What a ``Wait`` handler does: counted in ``waiting`` until ``release`` is set
