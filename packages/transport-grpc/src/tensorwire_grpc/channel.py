@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
-import os
 import struct
 import threading
 import time
@@ -34,53 +33,19 @@ from tensorwire.transport.base import (
     TransportOptions,
     expected_response_bytes,
 )
+from tensorwire.transport.threads import background
 
 from . import bulk, forking, framing, status
 from . import options as opts
-from .server import (
-    BULK_SERVICE,
-    CHUNKED_SUFFIX,
-    FETCH_METHOD,
-    HELLO_METHOD,
-    PENDING_SERVICE,
-    STREAM_SUFFIX,
-)
+from .server import CHUNKED_SUFFIX, FETCH_PATH, HELLO_PATH, STREAM_SUFFIX
 
 if TYPE_CHECKING:
     from .transport import GrpcTransport
 
 __all__ = ["GrpcChannel", "SharedChannel"]
 
-_FETCH_PATH = f"/{PENDING_SERVICE}/{FETCH_METHOD}"
-_HELLO_PATH = f"/{BULK_SERVICE}/{HELLO_METHOD}"
 #: After a failed Hello (other than "not served"), ask again after this long.
 _HELLO_RETRY_SECONDS = 5.0
-
-_pool_lock = threading.Lock()
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-def _background() -> concurrent.futures.ThreadPoolExecutor:
-    """Threads for the parts of ``call_async`` that block (large messages)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=16, thread_name_prefix="tensorwire-grpc-call"
-            )
-        return _pool
-
-
-def _forget_pool_after_fork() -> None:
-    """In a forked child: the parent's pool has no threads here; start a new one."""
-    global _pool, _pool_lock
-    if _pool is not None:
-        forking.keep_inherited(_pool)
-    _pool, _pool_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
-
 
 class SharedChannel:
     """One gRPC channel and its cached multi-callables, shared by equal tensorwire channels."""
@@ -176,7 +141,7 @@ class SharedChannel:
                 timeout = min(timeout, max(0.001, (deadline - time.monotonic()) / 4))
             found: bulk.BulkPeer | float
             try:
-                answer = self.unary_unary(_HELLO_PATH)(b"", timeout=timeout, metadata=metadata)
+                answer = self.unary_unary(HELLO_PATH)(b"", timeout=timeout, metadata=metadata)
                 port, features = struct.unpack("<II", answer)
             except grpc.RpcError as exc:
                 code = exc.code() if isinstance(exc, grpc.Call) else None
@@ -351,7 +316,7 @@ class GrpcChannel(Channel):
             except bulk.BulkUnavailable:
                 pass  # nothing was asked: the ticket is still good for gRPC
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        fetch = self._shared.unary_stream(_FETCH_PATH)
+        fetch = self._shared.unary_stream(FETCH_PATH)
         try:
             responses = fetch(ticket, timeout=remaining, metadata=md)
         except grpc.RpcError as exc:
@@ -477,7 +442,8 @@ class GrpcChannel(Channel):
         self._check_open(name)
         views, total = framing.as_byte_views(frames)
         if not self._inline(views, total) or self._wants_bulk_call(total, metadata):
-            return _background().submit(
+            # Blocking work (chunks, the side channel) on a thread of the shared pool.
+            return background().submit_now(
                 self.call, service, method, views, timeout=timeout, metadata=metadata
             )
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -500,7 +466,7 @@ class GrpcChannel(Channel):
                 response = call_future.result()
                 if response and response[0] == framing.PENDING:
                     # Fetching blocks; never do that on gRPC's callback thread.
-                    _background().submit(finish_fetch, response)
+                    background().submit_now(finish_fetch, response)
                     return
                 result.set_result(framing.decode_inline(response, self._max_bytes))
             except grpc.RpcError as exc:

@@ -35,7 +35,13 @@ Transport-specific settings read from ``TransportOptions.extra``:
 - ``grpc_inline_bytes`` (default :data:`DEFAULT_INLINE_BYTES`): messages up to this size
   travel as one gRPC message; larger ones are chunked.
 - ``grpc_chunk_bytes`` (default :data:`DEFAULT_CHUNK_BYTES`): size of each chunk.
-- ``grpc_max_workers`` (default 64): server threads, i.e. calls and streams served at once.
+- ``grpc_max_workers`` (default :data:`DEFAULT_MAX_WORKERS`, 4096): calls and streams a
+  server serves at once. Threads are started as calls arrive and end after
+  ``threads.IDLE_SECONDS`` idle, so the limit costs nothing until it is used; a call past it
+  is refused at once with ``ResourceExhaustedError`` naming this option, never queued
+  behind calls that may wait (a stream, a ``recv``). The environment variable
+  ``TENSORWIRE_GRPC_MAX_WORKERS`` sets the default for options that do not say (servers
+  built from a ``ConfigProto``, data-service workers).
 - ``bulk_tcp`` (bool, default :data:`DEFAULT_BULK_TCP`): make large unary calls whole over
   the plain TCP side channel of ``bulk``, and move the large messages of other calls there
   (gRPC carries a descriptor). Never used with TLS
@@ -60,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 from tensorwire import errors
 from tensorwire.transport.base import TransportOptions
+from tensorwire.transport.threads import DEFAULT_MAX_THREADS
 
 if TYPE_CHECKING:
     import grpc
@@ -72,7 +79,8 @@ if TYPE_CHECKING:
 DEFAULT_INLINE_BYTES = 4 * 1024 * 1024 + 64 * 1024
 #: Chunk size of larger messages; 1 MiB chunks measured at or above 4 MiB ones.
 DEFAULT_CHUNK_BYTES = 1024 * 1024
-DEFAULT_MAX_WORKERS = 64
+DEFAULT_MAX_WORKERS = DEFAULT_MAX_THREADS
+MAX_WORKERS_ENV = "TENSORWIRE_GRPC_MAX_WORKERS"
 #: Room for a chunked manifest (8 bytes per frame) on top of max_message_bytes.
 _MANIFEST_ROOM = 1 << 20
 
@@ -111,7 +119,22 @@ def chunk_bytes(options: TransportOptions) -> int:
 
 
 def max_workers(options: TransportOptions) -> int:
-    return _positive_int(options, "grpc_max_workers", DEFAULT_MAX_WORKERS)
+    """Calls and streams a server serves at once (``grpc_max_workers``)."""
+    default = _env_int(MAX_WORKERS_ENV, DEFAULT_MAX_WORKERS)
+    return _positive_int(options, "grpc_max_workers", default)
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise errors.InvalidArgumentError(f"{name} must be a positive integer, got {text!r}")
+    return value
 
 
 def bulk_tcp(options: TransportOptions) -> bool:

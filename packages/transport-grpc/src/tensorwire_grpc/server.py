@@ -24,6 +24,17 @@ arrive as BULK descriptors (their frames pushed over TCP just before), and a cal
 sets FLAG_BULK_OK gets every response of at least ``bulk_tcp_threshold_bytes`` parked as
 PENDING, to fetch over TCP; in a stream the next message is produced only once the
 previous parked one was fetched, so a slow reader holds at most one message here.
+
+Every call and stream runs on a thread of its own from a
+:class:`~tensorwire.transport.threads.DaemonThreadPool` (started on demand, retired when
+idle), so calls that wait (a stream, a ``recv``) never keep others from starting. At most
+``grpc_max_workers`` run at once (``options``); the next one is refused at once with
+``ResourceExhaustedError`` saying so and naming the option. The pool has
+:data:`REFUSAL_THREADS` more threads than that to run those refusals on, and gRPC's own
+``maximum_concurrent_rpcs`` is set to the pool's size, so that even a flood of refusals
+never leaves a call queued for a thread: gRPC refuses it first ("Concurrent RPC limit
+exceeded!", which ``status`` explains the same way). gRPC counts a call until its handler
+has returned, a stream until its last message was sent: the same span the pool counts.
 """
 
 from __future__ import annotations
@@ -49,18 +60,20 @@ from tensorwire.transport.base import (
     iterate,
     split_address,
 )
+from tensorwire.transport.threads import DaemonThreadPool
 
 from . import bulk, forking, framing, status
 from . import options as opts
-from .executor import DaemonThreadPool
 
 __all__ = [
     "GrpcListener",
     "PendingResponses",
     "PENDING_SERVICE",
     "FETCH_METHOD",
+    "FETCH_PATH",
     "BULK_SERVICE",
     "HELLO_METHOD",
+    "HELLO_PATH",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,10 +82,14 @@ PENDING_SERVICE = "tensorwire.grpc.Pending"
 FETCH_METHOD = "Fetch"
 BULK_SERVICE = "tensorwire.grpc.Bulk"
 HELLO_METHOD = "Hello"
+FETCH_PATH = f"/{PENDING_SERVICE}/{FETCH_METHOD}"
+HELLO_PATH = f"/{BULK_SERVICE}/{HELLO_METHOD}"
 STREAM_SUFFIX = ":stream"
 CHUNKED_SUFFIX = ":chunked"
 #: How long a parked large response waits for its caller to fetch it.
 PENDING_TTL_SECONDS = 60.0
+#: Threads beyond ``grpc_max_workers`` on which calls past that limit are refused.
+REFUSAL_THREADS = 64
 # gRPC reports "no deadline" as a remaining time of centuries.
 _NO_DEADLINE_SECONDS = 1e9
 
@@ -251,6 +268,7 @@ class _MethodHandlers:
     def unary(self, request: bytes, gctx: grpc.ServicerContext) -> bytes | None:
         listener = self.listener
         try:
+            listener.admit(self.name)
             context = _context(gctx)
             _authenticate(context, listener.options)
             self._arity(False)
@@ -272,6 +290,7 @@ class _MethodHandlers:
     def stream(self, request: bytes, gctx: grpc.ServicerContext) -> Iterator[bytes]:
         listener = self.listener
         try:
+            listener.admit(self.name)
             context = _context(gctx)
             _authenticate(context, listener.options)
             self._arity(True)
@@ -285,6 +304,7 @@ class _MethodHandlers:
     def chunked(self, requests: Iterable[bytes], gctx: grpc.ServicerContext) -> Iterator[bytes]:
         listener = self.listener
         try:
+            listener.admit(self.name)
             context = _context(gctx)
             _authenticate(context, listener.options)
             reassembler = framing.Reassembler(listener.options.max_message_bytes)
@@ -349,11 +369,15 @@ class GrpcListener(Listener):
         credentials = opts.server_credentials(options)
         self.bulk_threshold = opts.bulk_threshold(options)
         use_bulk = opts.bulk_tcp(options) and credentials is None
-        self._pool = DaemonThreadPool(opts.max_workers(options), f"tensorwire-grpc-{port}")
+        self.max_calls = opts.max_workers(options)
+        self._pool = DaemonThreadPool(
+            self.max_calls + REFUSAL_THREADS, f"tensorwire-grpc-{port}"
+        )
         self._server = grpc.server(
             self._pool,
             options=opts.server_arguments(options),
             compression=opts.compression(options),
+            maximum_concurrent_rpcs=self._pool.max_threads,
         )
         self._methods: dict[str, _MethodHandlers] = {}
         for service in services:
@@ -417,6 +441,19 @@ class GrpcListener(Listener):
         state = "stopped" if self._stopped.is_set() else "started" if self._started else "bound"
         return f"GrpcListener({self.address!r}, {state})"
 
+    def admit(self, name: str) -> None:
+        """Refuse the call ``name`` when ``max_calls`` others are being served.
+
+        Runs first in every handler, on the call's thread: the pool's count includes it.
+        """
+        if self._pool.busy > self.max_calls:
+            raise errors.ResourceExhaustedError(
+                f"{name} refused: the server at {self.address} is already serving "
+                f"{self.max_calls} calls and streams, its limit. Raise it with "
+                f"TransportOptions.extra['grpc_max_workers'] or the environment variable "
+                f"{opts.MAX_WORKERS_ENV} on the server, or make fewer calls wait at once."
+            )
+
     def bulk_ok(self, total: int) -> bool:
         return self.bulk is not None and total >= self.bulk_threshold
 
@@ -440,6 +477,7 @@ class GrpcListener(Listener):
         """The bulk side port (0 = none) and its feature bits, to a caller that proves the
         token."""
         try:
+            self.admit(HELLO_PATH)
             _authenticate(_context(gctx), self.options)
         except errors.OpError as exc:
             status.abort(gctx, exc)
@@ -449,6 +487,7 @@ class GrpcListener(Listener):
 
     def _fetch(self, request: bytes, gctx: grpc.ServicerContext) -> Iterator[bytes]:
         try:
+            self.admit(FETCH_PATH)
             context = _context(gctx)
             # The fetch "handler" yields gRPC messages (bytes), not tensorwire messages.
             chunks = iterate(self._fetch_method, [memoryview(request)], context, self.options)

@@ -19,6 +19,8 @@ _ORIGIN = ((ORIGIN_KEY, "handler"),)
 MAX_DETAILS_CHARS = 4096
 
 _BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
+#: What gRPC's server says when ``maximum_concurrent_rpcs`` refuses a call.
+GRPC_LIMIT_DETAILS = "Concurrent RPC limit exceeded!"
 
 
 def abort(context: grpc.ServicerContext, exc: errors.OpError) -> None:
@@ -53,6 +55,14 @@ def to_op_error(
         message = f"{call}: the server at {address} is unavailable: {details}"
     elif code == grpc.StatusCode.UNIMPLEMENTED:
         message = f"method {call} is not served at {address} ({details})"
+    elif code == grpc.StatusCode.RESOURCE_EXHAUSTED and details == GRPC_LIMIT_DETAILS:
+        # The listener's backstop (see ``server``): the server's limit, reached in a flood.
+        message = (
+            f"{call} refused: the server at {address} is serving as many calls and streams "
+            f"as it allows at once ({details}). Raise its limit with "
+            "TransportOptions.extra['grpc_max_workers'] or the environment variable "
+            "TENSORWIRE_GRPC_MAX_WORKERS on the server, or make fewer calls wait at once."
+        )
     elif code == grpc.StatusCode.CANCELLED:
         message = f"{call} to {address} was cancelled: {details}"
     else:

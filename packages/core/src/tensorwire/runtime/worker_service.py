@@ -87,42 +87,75 @@ def _conform(var_name: str, current: np.ndarray, value: Any, op: str) -> np.ndar
 
 
 class _Rendezvous:
-    """Tensors sent to this task by key; ``recv`` waits for the key's next value."""
+    """Tensors sent to this task by key; ``recv`` waits for the key's next value.
+
+    Waiters wait on a condition of their key (all sharing one lock), so a ``send`` wakes
+    only the ``recv`` calls of its key, not every one pending on the task.
+    """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._items: dict[str, collections.deque[Any]] = {}
+        # key -> (condition, number of recv calls waiting on it)
+        self._waiters: dict[str, tuple[threading.Condition, int]] = {}
         self._closed = False
 
     def send(self, key: str, value: Any) -> None:
-        with self._cond:
+        with self._lock:
             self._items.setdefault(key, collections.deque()).append(value)
-            self._cond.notify_all()
+            waiters = self._waiters.get(key)
+            if waiters is not None:
+                waiters[0].notify_all()
 
     def recv(self, key: str, timeout: float | None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while True:
-                queue = self._items.get(key)
-                if queue:
-                    value = queue.popleft()
-                    if not queue:
-                        del self._items[key]
-                    return value
-                if self._closed:
-                    raise errors.CancelledError(f"recv of {key!r}: the task is shutting down")
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise errors.DeadlineExceededError(
-                        f"recv of {key!r}: nothing was sent within {timeout:.3g}s"
-                    )
-                # Wake up periodically to notice shutdown even without a deadline.
-                self._cond.wait(1.0 if remaining is None else min(remaining, 1.0))
+        with self._lock:
+            value = self._take(key)
+            if value is not _NOTHING:
+                return value
+            cond, count = self._waiters.get(key) or (threading.Condition(self._lock), 0)
+            self._waiters[key] = (cond, count + 1)
+            try:
+                while True:
+                    if self._closed:
+                        raise errors.CancelledError(
+                            f"recv of {key!r}: the task is shutting down"
+                        )
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise errors.DeadlineExceededError(
+                            f"recv of {key!r}: nothing was sent within {timeout:.3g}s"
+                        )
+                    # Wake up periodically to notice shutdown even without a deadline.
+                    cond.wait(1.0 if remaining is None else min(remaining, 1.0))
+                    value = self._take(key)
+                    if value is not _NOTHING:
+                        return value
+            finally:
+                cond, count = self._waiters[key]
+                if count == 1:
+                    del self._waiters[key]
+                else:
+                    self._waiters[key] = (cond, count - 1)
+
+    def _take(self, key: str) -> Any:
+        """The key's next value, or ``_NOTHING``. Caller holds the lock."""
+        queue = self._items.get(key)
+        if not queue:
+            return _NOTHING
+        value = queue.popleft()
+        if not queue:
+            del self._items[key]
+        return value
 
     def close(self) -> None:
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify_all()
+            for cond, _ in self._waiters.values():
+                cond.notify_all()
+
+
+_NOTHING = object()
 
 
 class WorkerState:

@@ -23,13 +23,13 @@ import concurrent.futures
 import dataclasses
 import hmac
 import logging
-import os
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Union
 
 from .. import errors
+from .threads import background
 
 __all__ = [
     "Buffer",
@@ -216,8 +216,10 @@ class Channel(abc.ABC):
         timeout: float | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> concurrent.futures.Future[list[memoryview]]:
-        """Unary call in the background. The default runs :meth:`call` on a shared pool."""
-        return _background().submit(
+        """Unary call in the background. The default runs :meth:`call` on a thread of the
+        shared :func:`~tensorwire.transport.threads.background` pool; raises
+        ``ResourceExhaustedError`` at once when that pool is at its limit."""
+        return background().submit_now(
             self.call, service, method, frames, timeout=timeout, metadata=metadata
         )
 
@@ -268,32 +270,6 @@ class Transport(abc.ABC):
     def connect(self, address: str, options: TransportOptions) -> Channel:
         """A channel to ``address``. Connecting is lazy: an unreachable peer fails the
         first call with ``UnavailableError``, within that call's deadline."""
-
-
-_POOL: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-def _background() -> concurrent.futures.ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = concurrent.futures.ThreadPoolExecutor(
-            max_workers=32, thread_name_prefix="tensorwire-call"
-        )
-    return _POOL
-
-
-def _forget_pool_after_fork() -> None:
-    # A forked child has none of the pool's threads (an executor that believes it has
-    # idle ones never runs the work): start a new pool on first use. The old one is
-    # kept referenced so that its shutdown never runs here.
-    global _POOL
-    if _POOL is not None:
-        _INHERITED_POOLS.append(_POOL)
-    _POOL = None
-
-
-_INHERITED_POOLS: list[concurrent.futures.ThreadPoolExecutor] = []
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def split_address(address: str) -> tuple[str, int]:

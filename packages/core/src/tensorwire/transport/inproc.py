@@ -4,6 +4,12 @@ Listeners live in a process-wide table keyed by "host:port"; a channel looks its
 up at each call. Frames are copied once on the way in, as a wire would, so a server never
 holds a view into memory the caller may change afterwards. Handlers run on the listener's
 own threads so that deadlines, stop(grace) and errors behave as they do over a network.
+
+Those threads are a :class:`~tensorwire.transport.threads.DaemonThreadPool` per listener:
+a thread per call or stream in flight, started on demand and retired when idle, up to
+``TransportOptions.extra["inproc_max_workers"]`` (default
+:data:`~tensorwire.transport.threads.DEFAULT_MAX_THREADS`). A call past that is refused at
+once with ``ResourceExhaustedError``, never queued behind calls that may be waiting.
 """
 
 from __future__ import annotations
@@ -30,8 +36,11 @@ from .base import (
     iterate,
     split_address,
 )
+from .threads import DEFAULT_MAX_THREADS, DaemonThreadPool
 
 PROTOCOL = "inproc"
+#: ``TransportOptions.extra`` key: calls and streams one listener serves at once.
+MAX_WORKERS_OPTION = "inproc_max_workers"
 
 _table_lock = threading.Lock()
 _listeners: dict[str, InprocListener] = {}
@@ -81,6 +90,16 @@ def _copy_output(frames: Frames, name: str, max_bytes: int | None) -> list[memor
         raise errors.InternalError(f"{name} returned an invalid message: {exc}") from None
 
 
+def _max_workers(options: TransportOptions) -> int:
+    value = options.extra.get(MAX_WORKERS_OPTION, DEFAULT_MAX_THREADS)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise errors.InvalidArgumentError(
+            f"TransportOptions.extra[{MAX_WORKERS_OPTION!r}] must be a positive int, got "
+            f"{value!r}"
+        )
+    return value
+
+
 def _deadline(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
 
@@ -95,8 +114,11 @@ class InprocListener(Listener):
         self._stopped = threading.Event()
         # Set once the grace period of stop() is over: streams still running end then.
         self.cancelled = threading.Event()
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=16, thread_name_prefix=f"inproc-{self.port}"
+        self._pool = DaemonThreadPool(
+            _max_workers(options),
+            f"inproc server {address}",
+            limit_hint=f"Raise the limit with TransportOptions.extra[{MAX_WORKERS_OPTION!r}] "
+            "on the server, or make fewer calls wait at once.",
         )
         self._inflight: set[concurrent.futures.Future[object]] = set()
         self._inflight_lock = threading.Lock()
@@ -134,8 +156,10 @@ class InprocListener(Listener):
         return svc.methods[method]
 
     def submit(self, fn, *args):  # type: ignore[no-untyped-def]
+        """Run ``fn`` on a thread of this listener; ``ResourceExhaustedError`` at once when
+        every thread it may start is busy."""
         try:
-            fut = self._pool.submit(fn, *args)
+            fut = self._pool.submit_now(fn, *args)
         except RuntimeError:
             raise errors.UnavailableError(
                 f"inproc server {self.address} is shutting down"

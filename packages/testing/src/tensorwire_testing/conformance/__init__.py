@@ -14,7 +14,8 @@ A transport author subclasses the base classes and provides a ``transport`` fixt
 Optional fixtures to override in the subclass: ``address`` (where listeners bind, default
 ``"127.0.0.1:0"``), ``server_options`` and ``channel_options`` (the ``TransportOptions`` of
 each side, e.g. with TLS files). Pick single groups instead of the whole suite by
-subclassing :class:`BaseEchoTests`, :class:`BaseLargeMessageTests`, ... one at a time, and
+subclassing :class:`BaseEchoTests`, :class:`BaseLargeMessageTests`, ... one at a time
+(:class:`BaseLoadTests` has hundreds of calls wait on one server at once), and
 skip a check your transport cannot pass by overriding it with a ``pytest.mark.skip`` that
 says why.
 
@@ -37,6 +38,7 @@ pytest.register_assert_rewrite(
     "tensorwire_testing.conformance.concurrency",
     "tensorwire_testing.conformance.auth",
     "tensorwire_testing.conformance.listener",
+    "tensorwire_testing.conformance.load",
 )
 
 from .auth import BaseAuthTests  # noqa: E402
@@ -46,6 +48,7 @@ from .echo import BaseEchoTests  # noqa: E402
 from .failures import ERROR_CLASSES, BaseErrorTests  # noqa: E402
 from .large import BaseLargeMessageTests  # noqa: E402
 from .listener import BaseListenerTests  # noqa: E402
+from .load import BaseLoadTests  # noqa: E402
 from .service import SERVICE, ConformanceState, make_service, payload  # noqa: E402
 from .streaming import BaseStreamTests  # noqa: E402
 
@@ -59,6 +62,7 @@ __all__ = [
     "BaseConcurrencyTests",
     "BaseAuthTests",
     "BaseListenerTests",
+    "BaseLoadTests",
     "ERROR_CLASSES",
     "SERVICE",
     "ConformanceState",
@@ -76,5 +80,6 @@ class BaseTransportTests(
     BaseConcurrencyTests,
     BaseAuthTests,
     BaseListenerTests,
+    BaseLoadTests,
 ):
     """Every conformance check. Subclass it and provide a ``transport`` fixture."""

@@ -6,6 +6,7 @@ teardown frees every server thread at once and nothing outlives the test for lon
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
@@ -21,8 +22,11 @@ from tensorwire.transport import CallContext, Service
 __all__ = ["SERVICE", "ConformanceState", "make_service", "payload", "digest", "sizes_of"]
 
 SERVICE = "tensorwire.conformance.Test"
-#: The longest any handler of this service blocks.
+#: The longest any handler of this service blocks, but those of the load checks.
 MAX_BLOCK_SECONDS = 30.0
+#: The longest a ``Wait`` / ``WaitStream`` handler waits to be released: hundreds of them
+#: may take a while to start on a loaded machine, and the test releases them anyway.
+MAX_WAIT_SECONDS = 120.0
 
 _BLOCK = np.random.default_rng(20260101).integers(0, 256, 65_537, dtype=np.uint8)
 
@@ -56,6 +60,37 @@ class ConformanceState:
         self.started = threading.Event()
         self.stream_closed = threading.Event()
         self.received_types: list[type] = []
+        #: Handlers of ``Wait`` / ``WaitStream`` waiting for ``release`` now.
+        self.waiting = 0
+        self.waiting_changed = threading.Condition()
+
+    def wait_for_waiting(self, count: int, stall_timeout: float) -> int:
+        """Block until ``count`` handlers wait for ``release`` at once, or until no further
+        handler has started waiting for ``stall_timeout`` seconds (a slow machine makes
+        progress, a deadlock does not); returns how many wait then."""
+        with self.waiting_changed:
+            while self.waiting < count:
+                if not self.waiting_changed.wait_for(
+                    functools.partial(self._more_waiting_than, self.waiting), stall_timeout
+                ):
+                    break
+            return self.waiting
+
+    def _more_waiting_than(self, before: int) -> bool:
+        return self.waiting > before
+
+    def wait_for_release(self) -> bool:
+        """What a ``Wait`` handler does: counted in ``waiting`` until ``release`` is set
+        (True) or :data:`MAX_WAIT_SECONDS` pass (False)."""
+        with self.waiting_changed:
+            self.waiting += 1
+            self.waiting_changed.notify_all()
+        try:
+            return self.release.wait(MAX_WAIT_SECONDS)
+        finally:
+            with self.waiting_changed:
+                self.waiting -= 1
+                self.waiting_changed.notify_all()
 
 
 def _int(frame: memoryview) -> int:
@@ -113,6 +148,13 @@ def make_service(state: ConformanceState) -> Service:
         released = state.release.wait(seconds)
         return [b"released" if released else b"slept"]
 
+    @svc.unary("Wait")
+    def wait(frames: list[memoryview], context: CallContext) -> list[memoryview]:
+        """Wait until the test releases it (see ``ConformanceState.wait_for_release``),
+        then echo the request."""
+        state.wait_for_release()
+        return frames
+
     @svc.stream("Count")
     def count(frames: list[memoryview], context: CallContext) -> Iterator[list[object]]:
         """Frame 0 messages ``[index, *the other request frames]``."""
@@ -148,6 +190,13 @@ def make_service(state: ConformanceState) -> Service:
             yield [str(i).encode()]
         cls = getattr(errors, bytes(frames[1]).decode())
         raise cls(bytes(frames[2]).decode("utf-8"))
+
+    @svc.stream("WaitStream")
+    def wait_stream(frames: list[memoryview], context: CallContext) -> Iterator[list[object]]:
+        """The request at once, then, once the test releases it, ``[b"end", *request]``."""
+        yield list(frames)
+        state.wait_for_release()
+        yield [b"end", *frames]
 
     @svc.stream("SlowStream")
     def slow_stream(frames: list[memoryview], context: CallContext) -> Iterator[list[bytes]]:
