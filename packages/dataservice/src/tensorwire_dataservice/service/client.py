@@ -56,6 +56,10 @@ CLIENT_TIMEOUT = float(os.environ.get("TENSORWIRE_DATA_CLIENT_TIMEOUT", "60"))
 #: How often a reader asks the dispatcher for task changes.
 TASK_REFRESH_INTERVAL = 0.5
 _PREFETCH_MESSAGES = 16
+#: Elements per streamed message at most: with _PREFETCH_MESSAGES, what one reader may hold
+#: ahead of its consumer (4096 elements), so many open readers do not make their workers
+#: produce, encode and send far more than is read.
+_STREAM_MESSAGE_ELEMENTS = 256
 #: Elements a consumer of a shared job (``job_name`` without ``num_consumers``) holds or has
 #: requested ahead of what it has consumed, when ``max_outstanding_requests`` is not set.
 #: Consumers of one job take elements first come, first served; reading ahead without a
@@ -534,7 +538,7 @@ class _Reader(Iterator[Any]):
         """Stream a task's elements into the prefetch queue (a job read by one consumer)."""
         channel = channel_to(self.ds._protocol, state.address)
         request = pack({"task_id": state.task_id,
-                        "max_elements": self.ds._max_outstanding or 4096})
+                        "max_elements": self.ds._max_outstanding or _STREAM_MESSAGE_ELEMENTS})
         retry = _Retry(self, state)
         while not self._reader_exits(state):
             try:

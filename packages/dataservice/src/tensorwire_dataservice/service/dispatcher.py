@@ -9,6 +9,7 @@ before the RPC that caused it returns (see :mod:`.journal` and :mod:`.state`).
 from __future__ import annotations
 
 import logging
+import queue
 import secrets
 import threading
 import time
@@ -100,6 +101,7 @@ class _Dispatcher:
         self.job_idle_since: dict[int, float] = {}
         self.gc_clients: set[int] = set()
         self.former_clients: dict[int, int] = {}  # released client -> its job, for messages
+        self.outbox: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
         self.split_providers: dict[int, Any] = {}  # job id -> provider (distributed_epoch)
         self.handouts: dict[int, list[bytes]] = {}  # task id -> its last hand-out's splits
         self._heartbeating = ""  # worker whose heartbeat is being handled (under the lock)
@@ -246,13 +248,13 @@ class _Dispatcher:
         self._send(address, {"tasks": [self._task_def(task)]})
 
     def _send(self, address: str, message: dict[str, Any]) -> None:
-        """Tell a worker about new or deleted tasks without waiting (best effort)."""
-        try:
-            channel_to(self.config.protocol, address).call_async(
-                WORKER_SERVICE, "Nudge", pack(message), timeout=2.0
-            )
-        except errors.OpError as exc:
-            log.debug("nudging worker %s failed: %s", address, exc)
+        """Tell a worker about new or deleted tasks without waiting (best effort).
+
+        Called under the lock, so it only queues: the nudger thread sends. Network calls
+        made while holding the lock would hold up every other request (worker heartbeats
+        among them) for as long as a busy worker takes to take the call.
+        """
+        self.outbox.put((address, message))
 
     def _job(self, job_id: int) -> Job:
         job = self.state.jobs.get(job_id)
@@ -294,14 +296,13 @@ class _Dispatcher:
             log.info("worker %s registered", address)
             # A worker dropped for missed heartbeats (busy, or cut off for a while) may come
             # back still running its tasks: they carry on, so its readers neither lose nor
-            # repeat elements (a new task would start the epoch again).
-            for task_id in sorted(current):
-                task = self.state.tasks.get(task_id)
-                if (task is not None and task.removed and not task.finished
-                        and task.worker_address == address
-                        and not self.state.jobs[task.job_id].garbage_collected):
-                    self._commit({"op": "revive_task", "task_id": task_id})
-                    log.info("worker %s resumed task %d", address, task_id)
+            # repeat elements (a new task would start the epoch again). All of them, also
+            # those it does not report yet: a task whose nudge is still on its way would
+            # otherwise run beside a new task for the same job. A worker that restarted
+            # gets them back in this reply and starts them over, as it would new ones.
+            for task in self.state.removed_tasks_of(address):
+                self._commit({"op": "revive_task", "task_id": task.task_id})
+                log.info("worker %s resumed task %d", address, task.task_id)
             for job in self.state.active_jobs():
                 if job.coordinated:
                     continue  # rounds are fixed to the workers present at job start
@@ -706,6 +707,10 @@ class DispatchServer:
                 daemon=True,
             )
             self._gc_thread.start()
+            threading.Thread(
+                target=_nudge_loop, args=(self._config.protocol, self._core.outbox),
+                name=f"tw-dispatcher-nudge-{self._port}", daemon=True,
+            ).start()
         log.info("dispatcher serving at %s", self.target)
 
     def join(self) -> None:
@@ -720,6 +725,7 @@ class DispatchServer:
                 return
             self._stopped = True
         self._stop_event.set()
+        self._core.outbox.put(None)
         try:
             self._listener.stop(0)
         finally:
@@ -753,6 +759,21 @@ class DispatchServer:
             return sum(
                 1 for j in self._core.state.jobs.values() if include_gc or not j.garbage_collected
             )
+
+
+def _nudge_loop(protocol: str, outbox: queue.SimpleQueue[Any]) -> None:
+    """Send the nudges the dispatcher queued, until a None arrives."""
+    while True:
+        item = outbox.get()
+        if item is None:
+            return
+        address, message = item
+        try:
+            channel_to(protocol, address).call_async(
+                WORKER_SERVICE, "Nudge", pack(message), timeout=2.0
+            )
+        except errors.OpError as exc:
+            log.debug("nudging worker %s failed: %s", address, exc)
 
 
 def _gc_loop(core_ref: weakref.ref[_Dispatcher], stop: threading.Event) -> None:

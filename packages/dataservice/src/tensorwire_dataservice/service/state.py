@@ -126,6 +126,19 @@ class DispatcherState:
         i = bisect.bisect_right(self.forgotten_jobs, (job_id, float("inf"))) - 1
         return i >= 0 and self.forgotten_jobs[i][0] <= job_id < self.forgotten_jobs[i][1]
 
+    def removed_tasks_of(self, address: str) -> list[Task]:
+        """Unfinished tasks of live jobs taken from the worker at ``address`` when it was
+        dropped for missed heartbeats."""
+        return [
+            t
+            for t in self.tasks.values()
+            if t.worker_address == address
+            and t.removed
+            and not t.finished
+            and t.job_id in self.jobs
+            and not self.jobs[t.job_id].garbage_collected
+        ]
+
     def active_jobs(self) -> list[Job]:
         return [
             j for j in self.jobs.values() if not j.garbage_collected and not self.job_finished(j)
