@@ -300,9 +300,9 @@ class _Dispatcher:
             # those it does not report yet: a task whose nudge is still on its way would
             # otherwise run beside a new task for the same job. A worker that restarted
             # gets them back in this reply and starts them over, as it would new ones.
-            for task in self.state.removed_tasks_of(address):
-                self._commit({"op": "revive_task", "task_id": task.task_id})
-                log.info("worker %s resumed task %d", address, task.task_id)
+            for dropped in self.state.removed_tasks_of(address):
+                self._commit({"op": "revive_task", "task_id": dropped.task_id})
+                log.info("worker %s resumed task %d", address, dropped.task_id)
             for job in self.state.active_jobs():
                 if job.coordinated:
                     continue  # rounds are fixed to the workers present at job start
