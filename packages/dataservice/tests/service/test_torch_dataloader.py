@@ -213,30 +213,40 @@ def _wait_child(pid, timeout):
     raise AssertionError(f"the forked child {pid} did not finish in {timeout:.0f}s (hung)")
 
 
-def test_a_forked_child_connects_anew_and_reads(remote_service):
-    service_name, address = service_protocol.parse_service(remote_service)
-    dataset = _distributed(remote_service)
-    assert _epoch(dataset.as_numpy_iterator()) == EACH_ONCE  # the parent has talked to all
-    parent_channel = service_protocol.channel_to(service_name, address)
+def _in_forked_child(report) -> str:
+    """Run ``report()`` (-> str) in a forked child and return what it said; the child
+    never returns into pytest, and a hung child fails the test."""
     read, write = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: report, never return into pytest
+    if pid == 0:
         code = 1
         try:
             os.close(read)
-            fresh = service_protocol.channel_to(service_name, address) is not parent_channel
-            counts = _epoch(dataset.as_numpy_iterator())
-            os.write(write, f"{fresh} {counts == EACH_ONCE}".encode())
+            os.write(write, report().encode()[:1000])
             code = 0
         finally:
             os._exit(code)
     os.close(write)
     try:
         assert _wait_child(pid, scaled(60)) == 0
-        report = os.read(read, 100).decode()
+        return os.read(read, 1000).decode()
     finally:
         os.close(read)
-    assert report == "True True"  # a new channel, and the whole dataset through it
+
+
+def test_a_forked_child_connects_anew_and_reads(remote_service):
+    service_name, address = service_protocol.parse_service(remote_service)
+    dataset = _distributed(remote_service)
+    assert _epoch(dataset.as_numpy_iterator()) == EACH_ONCE  # the parent has talked to all
+    parent_channel = service_protocol.channel_to(service_name, address)
+
+    def report() -> str:
+        fresh = service_protocol.channel_to(service_name, address) is not parent_channel
+        counts = _epoch(dataset.as_numpy_iterator())
+        return f"{fresh} {counts == EACH_ONCE}"
+
+    # A new channel in the child, and the whole dataset through it.
+    assert _in_forked_child(report) == "True True"
     assert service_protocol.channel_to(service_name, address) is parent_channel
     assert _epoch(dataset.as_numpy_iterator()) == EACH_ONCE  # the parent's still work
 
@@ -246,27 +256,16 @@ def test_inproc_servers_are_unreachable_from_a_forked_child_not_hung(protocol):
         pytest.skip("about the inproc transport; runs with --tensorwire-protocol=inproc")
     dispatcher = tw.data.service.DispatchServer(tw.data.service.DispatcherConfig(protocol="inproc"))
     try:
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
+        def report() -> str:
+            name, address = service_protocol.parse_service(dispatcher.target)
             try:
-                os.close(read)
-                name, address = service_protocol.parse_service(dispatcher.target)
-                try:
-                    service_protocol.call(name, address, service_protocol.DISPATCHER_SERVICE,
-                                          "GetWorkers", {})
-                except errors.FailedPreconditionError as exc:
-                    os.write(write, str(exc).encode()[:500])
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        try:
-            assert _wait_child(pid, scaled(60)) == 0
-            message = os.read(read, 1000).decode()
-        finally:
-            os.close(read)
+                service_protocol.call(name, address, service_protocol.DISPATCHER_SERVICE,
+                                      "GetWorkers", {})
+            except errors.FailedPreconditionError as exc:
+                return str(exc)
+            return ""
+
+        message = _in_forked_child(report)
         assert "forked" in message and "cannot cross processes" in message
     finally:
         dispatcher.stop()
