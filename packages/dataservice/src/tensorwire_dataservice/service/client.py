@@ -732,6 +732,10 @@ class _Reader(Iterator[Any]):
                         f"no tf.data service worker served job {self.job_id} for "
                         f"{CLIENT_TIMEOUT:.0f}s")
                 if self.ds._num_consumers is None and self._finished():
+                    # A task's last elements are queued before it is marked done: they may
+                    # have arrived after the queue was found empty above. Read them first.
+                    if not self._queue.empty():
+                        continue
                     self.close()
                     raise StopIteration
                 continue
