@@ -42,7 +42,9 @@ PROTOCOL = "inproc"
 #: ``TransportOptions.extra`` key: calls and streams one listener serves at once.
 MAX_WORKERS_OPTION = "inproc_max_workers"
 
-_table_lock = threading.Lock()
+# Re-entrant: a server's __del__ may stop its listener from inside serve(), when the garbage
+# collector runs while serve() holds the lock (that hung a test run with a plain Lock).
+_table_lock = threading.RLock()
 _listeners: dict[str, InprocListener] = {}
 # Virtual ports for port 0; high enough to read as ports, never bound on the OS.
 _next_port = itertools.count(40000)
@@ -53,7 +55,7 @@ _parent_listeners: dict[str, InprocListener] = {}
 def _forget_listeners_after_fork() -> None:
     # The listeners' threads stayed in the parent: a call to one would never be served.
     global _table_lock
-    _table_lock = threading.Lock()
+    _table_lock = threading.RLock()
     _parent_listeners.update(_listeners)
     _listeners.clear()
 
