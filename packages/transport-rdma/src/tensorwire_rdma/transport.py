@@ -434,13 +434,17 @@ class RdmaChannel(Channel):
     def _connect_call(self, request: bytes, timeout: float | None) -> list[memoryview]:
         """The Connect handshake, retried while the first gRPC connection is still being
         made (a slow or busy peer can miss gRPC's first connect attempt). It has no effect
-        on the server until it succeeds, so retrying it is safe; at most 10 s of retries."""
+        on the server until it succeeds, so retrying it is safe; at most 10 s of retries.
+        A refused connection is not retried: nothing listens there, the peer is down, and
+        the caller hears so at once rather than when its deadline is nearly spent."""
         give_up = time.monotonic() + min(10.0, timeout if timeout is not None else 10.0)
         while True:
             left = None if timeout is None else max(0.1, give_up - time.monotonic())
             try:
                 return self._inner.call(CONTROL_SERVICE, "Connect", [request], timeout=left)
             except errors.UnavailableError as exc:
+                if "Connection refused" in str(exc):
+                    raise
                 if timeout is not None and time.monotonic() >= give_up and timeout <= 10.0:
                     # The caller's own deadline ran out while gRPC was still connecting.
                     raise errors.DeadlineExceededError(
