@@ -15,6 +15,11 @@ pytestmark = pytest.mark.rdma
 
 
 class TestGrpcVerbsConformance(BaseTransportTests):
+    # These run in a guest under CPU emulation, where 500 waiting calls took 2.5 of the
+    # stage's 6 minutes. 200 still far exceeds any fixed handler pool (the deadlock the load
+    # checks catch was at 64); the host suites check 500 on grpc and inproc.
+    waiting_calls = 200
+
     @pytest.fixture
     def transport(self):
         return get_transport("grpc+verbs")
