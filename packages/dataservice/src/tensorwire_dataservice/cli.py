@@ -148,10 +148,35 @@ def _bind(args: argparse.Namespace) -> None:
         os.environ[BIND_HOST_ENV] = args.host
 
 
+def _security(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields the security flags set."""
+    from tensorwire.runtime.cli import security_message
+
+    message = security_message(args)
+    return {
+        "cluster_token": message.cluster_token or None,
+        "tls": message.tls if message.HasField("tls") else None,
+        "insecure": args.insecure,
+        "registered_pipelines_only": args.registered_pipelines_only,
+    }
+
+
+def _import_pipelines(args: argparse.Namespace) -> None:
+    """Import the modules that register pipelines (``--import``), before serving."""
+    import importlib
+
+    for name in args.imports or ():
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - the user's module: say which one failed
+            raise ValueError(f"--import {name}: {type(exc).__name__}: {exc}") from exc
+
+
 def _cmd_dispatcher(args: argparse.Namespace) -> int:
     from .service import DispatcherConfig, DispatchServer
 
     _bind(args)
+    _import_pipelines(args)
     config = DispatcherConfig(
         port=args.port,
         protocol=args.protocol,
@@ -161,6 +186,7 @@ def _cmd_dispatcher(args: argparse.Namespace) -> int:
         job_gc_check_interval_ms=args.job_gc_check_interval_ms,
         job_gc_timeout_ms=args.job_gc_timeout_ms,
         worker_timeout_ms=args.worker_timeout_ms,
+        **_security(args),
     )
     _dedicated_process()
     signals = _Signals()  # before the ready line, so no signal is missed
@@ -184,6 +210,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from .service import WorkerConfig, WorkerServer
 
     _bind(args)
+    _import_pipelines(args)
     config = WorkerConfig(
         dispatcher_address=args.dispatcher_address,
         worker_address=args.worker_address,
@@ -191,6 +218,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         heartbeat_interval_ms=args.heartbeat_interval_ms,
         dispatcher_timeout_ms=args.dispatcher_timeout_ms,
+        **_security(args),
     )
     _dedicated_process()
     signals = _Signals()  # before the ready line, so no signal is missed
@@ -222,6 +250,17 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the ``dispatcher`` and ``worker`` subcommands to the ``tensorwire`` command."""
+    from tensorwire.runtime.cli import add_security_arguments
+
+    def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+        add_security_arguments(parser)
+        parser.add_argument("--import", dest="imports", action="append", metavar="MODULE",
+                            help="import MODULE first (one that calls register_pipeline); "
+                                 "repeatable")
+        parser.add_argument("--registered_pipelines_only", "--registered-pipelines-only",
+                            dest="registered_pipelines_only", action="store_true",
+                            help="run only registered pipelines: refuse datasets sent as code")
+
     d = subparsers.add_parser("dispatcher", help="run a tf.data service dispatcher")
     d.add_argument("--port", type=int, default=0, help="port to bind (0: any free port)")
     d.add_argument("--protocol", default=None, help="transport protocol (default grpc)")
@@ -235,6 +274,7 @@ def register(subparsers: Any) -> None:
     d.add_argument("--job_gc_check_interval_ms", type=int, default=None)
     d.add_argument("--job_gc_timeout_ms", type=int, default=None)
     d.add_argument("--worker_timeout_ms", type=int, default=None)
+    add_pipeline_arguments(d)
     d.set_defaults(func=_cmd_dispatcher)
 
     w = subparsers.add_parser("worker", help="run a tf.data service worker")
@@ -248,6 +288,7 @@ def register(subparsers: Any) -> None:
                    help="address clients use to reach this worker (default localhost:%%port%%)")
     w.add_argument("--heartbeat_interval_ms", type=int, default=None)
     w.add_argument("--dispatcher_timeout_ms", type=int, default=None)
+    add_pipeline_arguments(w)
     w.set_defaults(func=_cmd_worker)
 
 

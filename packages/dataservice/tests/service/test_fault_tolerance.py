@@ -233,7 +233,7 @@ def test_static_sharding_worker_restart_redoes_its_shard(procs, tmp_path,
 
 
 def test_cli_host_option_binds_beyond_loopback_and_warns(procs, cross_process_protocol):
-    d = procs("dispatcher", "--host", "0.0.0.0")
+    d = procs("dispatcher", "--host", "0.0.0.0", "--insecure")
     dataset_id = service.register_dataset(_target(cross_process_protocol, d), Dataset.range(3))
     assert dataset_id
     deadline = time.monotonic() + scaled(5)

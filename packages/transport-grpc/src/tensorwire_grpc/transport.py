@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 from tensorwire.transport.base import Service, Transport, TransportOptions, split_address
+from tensorwire.transport.security import check_connect
 
 from . import forking
 from . import options as opts
@@ -54,6 +55,7 @@ class GrpcTransport(Transport):
 
     def connect(self, address: str, options: TransportOptions) -> GrpcChannel:
         split_address(address)  # a clear InvalidArgumentError for a bad address
+        check_connect(address, options)  # never the token in plaintext beyond loopback
         forking.check_usable(f"connecting to {address}")
         key = (address, opts.cache_key(options))
         with self._lock:

@@ -59,20 +59,49 @@ def _server_args(args: argparse.Namespace) -> tuple[Any, str | None, int | None,
     return resolved.cluster_spec, job, task, protocol
 
 
+def add_security_arguments(parser: argparse.ArgumentParser) -> None:
+    """The token, TLS and insecure flags every server command takes (one spelling each,
+    with TensorFlow-style underscores and dashed aliases)."""
+    parser.add_argument("--token", help="cluster token every call must carry "
+                        "(default: TENSORWIRE_CLUSTER_TOKEN)")
+    for name, what in (
+        ("certificate_chain_file", "PEM certificate chain this server presents"),
+        ("private_key_file", "PEM private key of that certificate"),
+        ("root_certificates_file", "PEM CA that verifies peers (and clients, with "
+                                   "--require_client_auth)"),
+    ):
+        parser.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest=name, help=what)
+    parser.add_argument("--require_client_auth", "--require-client-auth",
+                        dest="require_client_auth", action="store_true",
+                        help="mutual TLS: callers must present a certificate of the root CA")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow listening beyond loopback without authentication "
+                             "(logged as a warning)")
+
+
+def security_message(args: argparse.Namespace) -> Any:
+    """The security flags as a ``TensorwireOptions`` message."""
+    from ..protos import TensorwireOptions
+
+    message = TensorwireOptions()
+    if args.token:
+        message.cluster_token = args.token
+    for name in ("certificate_chain_file", "private_key_file", "root_certificates_file"):
+        value = getattr(args, name)
+        if value:
+            setattr(message.tls, name, value)
+    if args.require_client_auth:
+        message.tls.require_client_auth = True
+    return message
+
+
 def _config(args: argparse.Namespace) -> Any:
     from ..protos import ConfigProto
 
     config = ConfigProto()
-    if args.token:
-        config.tensorwire.cluster_token = args.token
+    config.tensorwire.CopyFrom(security_message(args))
     if args.registered_functions_only:
         config.tensorwire.registered_functions_only = True
-    for name in ("certificate_chain_file", "private_key_file", "root_certificates_file"):
-        value = getattr(args, name)
-        if value:
-            setattr(config.tensorwire.tls, name, value)
-    if args.require_client_auth:
-        config.tensorwire.tls.require_client_auth = True
     if args.operation_timeout_ms:
         config.operation_timeout_in_ms = args.operation_timeout_ms
     return config
@@ -83,7 +112,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
 
     cluster, job, task, protocol = _server_args(args)
     server = Server(cluster, job_name=job, task_index=task, protocol=protocol,
-                    config=_config(args), start=True)
+                    config=_config(args), start=True, insecure=args.insecure)
     stop_requested = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -108,13 +137,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--job_name")
     parser.add_argument("--task_index", type=int)
     parser.add_argument("--protocol", help="transport protocol (default grpc)")
-    parser.add_argument("--token", help="cluster token every call must carry")
+    add_security_arguments(parser)
     parser.add_argument("--registered_functions_only", action="store_true",
                         help="refuse functions sent by value")
-    parser.add_argument("--certificate_chain_file")
-    parser.add_argument("--private_key_file")
-    parser.add_argument("--root_certificates_file")
-    parser.add_argument("--require_client_auth", action="store_true")
     parser.add_argument("--operation_timeout_ms", type=int, default=0)
     parser.add_argument("--grace", type=float, default=5.0,
                         help="seconds calls in flight get to finish at shutdown")

@@ -12,10 +12,13 @@ import os
 from typing import Any
 
 from ..transport import TransportOptions
+from ..transport.security import insecure_from_env
 
 __all__ = [
     "CLUSTER_TOKEN_ENV",
+    "TLS_ENV",
     "transport_options",
+    "security_options",
     "allow_code_from_wire",
     "operation_timeout",
     "connect_timeout",
@@ -24,6 +27,16 @@ __all__ = [
 
 #: The cluster token when the config sets none.
 CLUSTER_TOKEN_ENV = "TENSORWIRE_CLUSTER_TOKEN"
+#: TLS settings when the config sets none, by ``TLSOptions`` field: what lets processes that
+#: are configured by no code (data-service readers, launched tasks) use the cluster's TLS.
+TLS_ENV = {
+    "certificate_chain_file": "TENSORWIRE_TLS_CERT",
+    "private_key_file": "TENSORWIRE_TLS_KEY",
+    "root_certificates_file": "TENSORWIRE_TLS_ROOT_CA",
+    "server_name_override": "TENSORWIRE_TLS_SERVER_NAME",
+    "require_client_auth": "TENSORWIRE_TLS_REQUIRE_CLIENT_AUTH",
+}
+_TRUE = ("1", "true", "yes", "on")
 
 
 def _ours(config: Any) -> Any:
@@ -38,18 +51,40 @@ def _ours(config: Any) -> Any:
     return None
 
 
-def transport_options(config: Any) -> TransportOptions:
+def _tls_setting(tls: Any, field: str) -> Any:
+    """A ``TLSOptions`` field from the config, else from its environment variable."""
+    value = getattr(tls, field) if tls is not None else None
+    if value:
+        return value
+    text = os.environ.get(TLS_ENV[field], "").strip()
+    if field == "require_client_auth":
+        return text.lower() in _TRUE
+    return text or None
+
+
+def security_options(ours: Any, insecure: bool = False) -> TransportOptions:
+    """Token, TLS and the insecure opt-out from a ``TensorwireOptions`` message (or None),
+    each falling back to its environment variable; the one place both ``tw.Server`` and
+    the data service turn security settings into :class:`TransportOptions`."""
+    token = (ours.cluster_token if ours is not None else "") or os.environ.get(
+        CLUSTER_TOKEN_ENV
+    )
+    tls = ours.tls if ours is not None and ours.HasField("tls") else None
+    options = TransportOptions(token=token or None)
+    options.tls_cert = _tls_setting(tls, "certificate_chain_file")
+    options.tls_key = _tls_setting(tls, "private_key_file")
+    options.tls_root_ca = _tls_setting(tls, "root_certificates_file")
+    if _tls_setting(tls, "require_client_auth"):
+        options.tls_client_ca = options.tls_root_ca
+    options.tls_server_name = _tls_setting(tls, "server_name_override")
+    options.insecure = bool(insecure) or insecure_from_env()
+    return options
+
+
+def transport_options(config: Any, insecure: bool = False) -> TransportOptions:
     ours = _ours(config)
-    options = TransportOptions(token=os.environ.get(CLUSTER_TOKEN_ENV) or None)
+    options = security_options(ours, insecure)
     if ours is not None:
-        options.token = ours.cluster_token or options.token
-        tls = ours.tls
-        options.tls_cert = tls.certificate_chain_file or None
-        options.tls_key = tls.private_key_file or None
-        options.tls_root_ca = tls.root_certificates_file or None
-        if tls.require_client_auth:
-            options.tls_client_ca = tls.root_certificates_file or None
-        options.tls_server_name = tls.server_name_override or None
         if ours.max_message_bytes:
             options.max_message_bytes = int(ours.max_message_bytes)
         if ours.keepalive_time_ms:

@@ -11,6 +11,7 @@ from ..cluster import ClusterSpec, make_server_def, validate_server_def
 from ..lifecycle import forget, stop_at_exit
 from ..protos import ConfigProto, ServerDef
 from ..transport import Listener, get_transport
+from ..transport.security import check_listen, is_loopback
 from .options import allow_code_from_wire, bind_host, transport_options
 from .task import TaskInfo
 from .worker_service import WorkerState, make_worker_service
@@ -19,7 +20,6 @@ __all__ = ["Server"]
 
 log = logging.getLogger(__name__)
 
-_LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
 
 def _join(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -44,6 +44,8 @@ class Server:
         protocol: str | None = None,
         config: ConfigProto | None = None,
         start: bool = True,
+        *,
+        insecure: bool = False,
     ) -> None:
         self._server_def: ServerDef = make_server_def(
             server_or_cluster_def, job_name, task_index, protocol, config
@@ -53,16 +55,16 @@ class Server:
         self._stopped = False
         host, port = validate_server_def(self._server_def)
         job, index = self._server_def.job_name, int(self._server_def.task_index)
-        self._options = transport_options(self._server_def.default_session_config)
+        self._options = transport_options(self._server_def.default_session_config, insecure)
         bind = bind_host(self._server_def.default_session_config)
         if bind is None:
             # TensorFlow binds every interface; a loopback address binds loopback only.
             # "localhost" binds 127.0.0.1 alone: binding the name would take whichever of
             # ::1 / 127.0.0.1 is free and hide a port that is already in use.
-            bind = "0.0.0.0" if host not in _LOOPBACK_HOSTS else (
+            bind = "0.0.0.0" if not is_loopback(host) else (
                 "127.0.0.1" if host in ("localhost", "ip6-localhost") else host
             )
-        self._warn_if_exposed(bind)
+        check_listen(f"tensorwire server {self.task_name}", bind, self._options)
         self._transport = get_transport(self._server_def.protocol)
         self._state = WorkerState(
             self, allow_code_from_wire(self._server_def.default_session_config)
@@ -176,15 +178,3 @@ class Server:
         from .session import Session
 
         return Session(self.target, config=self._server_def.default_session_config)
-
-    def _warn_if_exposed(self, host: str) -> None:
-        if host in _LOOPBACK_HOSTS:
-            return
-        if self._options.token is None and not self._options.tls_enabled:
-            log.warning(
-                "tensorwire server %s listens beyond loopback (%s) with neither a cluster "
-                "token nor TLS: anyone who can reach the port can run code on this host. "
-                "Set a token (TENSORWIRE_CLUSTER_TOKEN or the config) and/or TLS.",
-                f"/job:{self._server_def.job_name}/task:{self._server_def.task_index}",
-                host,
-            )

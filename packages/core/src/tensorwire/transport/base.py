@@ -164,6 +164,9 @@ class TransportOptions:
     keepalive_ms: int = 30_000
     #: "none" or "gzip": wire compression where the transport supports it.
     compression: str = "none"
+    #: Explicit opt-out of the secure-by-default rules of :mod:`tensorwire.transport.security`
+    #: (listen beyond loopback without authentication, send a token in plaintext).
+    insecure: bool = False
     #: Anything transport specific (e.g. {"rdma_device": "rxe0"}).
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 

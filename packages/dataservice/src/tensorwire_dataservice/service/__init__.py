@@ -16,8 +16,9 @@ import importlib
 from typing import Any
 
 from .client import DataServiceDataset, distribute, from_dataset_id, register_dataset
-from .config import DispatcherConfig, WorkerConfig
+from .config import DispatcherConfig, WorkerConfig, configure_client
 from .dispatcher import DispatchServer
+from .pipeline import register_pipeline, registered_pipeline
 from .protocol import COMPRESSION_AUTO, COMPRESSION_NONE, COMPRESSION_SNAPPY, ShardingPolicy
 from .worker import WorkerServer
 
@@ -34,6 +35,9 @@ __all__ = [
     "COMPRESSION_NONE",
     "COMPRESSION_SNAPPY",
     "DataServiceDataset",
+    "configure_client",
+    "register_pipeline",
+    "registered_pipeline",
 ]
 
 #: Public names that need torch, imported when first asked for (left out of ``__all__`` so

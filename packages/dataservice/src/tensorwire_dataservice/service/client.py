@@ -152,16 +152,23 @@ def register_dataset(
     # Spec and cardinality first: computing them may cache values on the dataset object,
     # and the definition (hence the fingerprint that deduplicates registrations) must not
     # depend on whether that happened before.
-    try:
-        spec = cloudpickle.dumps(dataset.element_spec, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception:  # noqa: BLE001 - a spec is a convenience for from_dataset_id
-        spec = b""
-    metadata = {
+    metadata: dict[str, Any] = {
         "compression": compression or "",
-        "element_spec": spec,
+        "element_spec": b"",
         "cardinality": pipeline.cardinality(dataset),
     }
     dataset_def = pipeline.serialize(dataset)
+    if pipeline.is_reference(dataset_def):
+        # No code at all: from_dataset_id readers rebuild the spec from their own registry.
+        name, params = pipeline.reference_of(dataset_def)
+        metadata["pipeline"] = {"name": name, "params": params}
+    else:
+        try:
+            metadata["element_spec"] = cloudpickle.dumps(
+                dataset.element_spec, protocol=pickle.HIGHEST_PROTOCOL
+            )
+        except Exception:  # noqa: BLE001 - a spec is a convenience for from_dataset_id
+            pass
     reply = _dispatcher_call(
         protocol,
         address,
@@ -169,6 +176,19 @@ def register_dataset(
         {"dataset_def": dataset_def, "metadata": metadata, "dataset_id": dataset_id or ""},
     )
     return str(reply["dataset_id"])
+
+
+def _registered_spec(reference: Any) -> Any:
+    """The element spec of a registered pipeline, built from this process's registry; None
+    when it is not a registered pipeline or it is not registered here."""
+    if not isinstance(reference, dict):
+        return None
+    try:
+        return pipeline.registered_pipeline(
+            str(reference["name"]), **dict(reference["params"])
+        ).element_spec
+    except errors.NotFoundError:
+        return None
 
 
 def distribute(
@@ -272,7 +292,10 @@ def _from_dataset_id(
         reply = _dispatcher_call(protocol, address, "GetDataServiceMetadata",
                                  {"dataset_id": dataset_id})
         metadata = reply["metadata"]
+        if element_spec is None:
+            element_spec = _registered_spec(metadata.get("pipeline"))
         if element_spec is None and metadata.get("element_spec"):
+            # The spec of a dataset registered as code, pickled by its registrant.
             element_spec = pickle.loads(as_bytes(metadata["element_spec"]))
         if cardinality is None:
             cardinality = int(metadata.get("cardinality", -2))

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import collections
 import os
+import threading
+from collections.abc import Mapping
 from typing import Any
+
+from tensorwire.protos import TensorwireOptions
+from tensorwire.runtime.options import security_options
+from tensorwire.transport import TransportOptions
+from tensorwire.transport.security import check_listen
 
 __all__ = [
     "DEFAULT_PROTOCOL",
@@ -29,6 +36,9 @@ __all__ = [
     "BIND_HOST_ENV",
     "bind_host",
     "configured_bind_host",
+    "transport_options_of",
+    "configure_client",
+    "client_transport_options",
 ]
 
 #: Like TensorFlow, the data service speaks gRPC unless told otherwise.
@@ -46,7 +56,6 @@ DEFAULT_CLIENT_TIMEOUT_MS = 5 * 60 * 1000
 #: Environment variable naming the interface servers bind (default loopback only). The
 #: ``tensorwire dispatcher|worker --host`` option sets it; see :func:`bind_host`.
 BIND_HOST_ENV = "TENSORWIRE_DATA_BIND_HOST"
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 def configured_bind_host() -> str:
@@ -54,21 +63,82 @@ def configured_bind_host() -> str:
     return os.environ.get(BIND_HOST_ENV, "").strip() or "127.0.0.1"
 
 
-def bind_host(kind: str, log: Any) -> str:
+def bind_host(kind: str, options: TransportOptions) -> str:
     """The host a server binds: loopback unless ``TENSORWIRE_DATA_BIND_HOST`` says otherwise.
 
     A server reachable beyond loopback runs code it is sent (dataset definitions), so it
-    says so loudly (DESIGN.md, trust model).
+    refuses to bind there without authentication (:func:`tensorwire.transport.security.
+    check_listen`), unless its config says ``insecure=True``.
     """
     host = configured_bind_host()
-    if host not in _LOOPBACK:
-        log.warning(
-            "tf.data service %s listening on %s, beyond loopback, with no token or TLS: "
-            "anyone who can reach it can make it run code",
-            kind,
-            host,
-        )
+    check_listen(f"tf.data service {kind}", host, options)
     return f"[{host}]" if ":" in host else host
+
+
+def _security_message(cluster_token: str | None, tls: Any) -> TensorwireOptions:
+    """``cluster_token`` and ``tls`` (a ``TLSOptions`` proto or a mapping of its field names)
+    as the ``TensorwireOptions`` message ``tw.Server`` reads its own from."""
+    message = TensorwireOptions()
+    if cluster_token:
+        message.cluster_token = str(cluster_token)
+    if tls is None:
+        return message
+    if isinstance(tls, Mapping):
+        unknown = set(tls) - set(message.tls.DESCRIPTOR.fields_by_name)
+        if unknown:
+            raise ValueError(
+                f"unknown TLS option(s) {sorted(unknown)}; the fields are "
+                f"{sorted(message.tls.DESCRIPTOR.fields_by_name)}"
+            )
+        for name, value in tls.items():
+            if value is not None:
+                setattr(message.tls, name, value)
+    elif getattr(getattr(tls, "DESCRIPTOR", None), "name", None) == "TLSOptions":
+        message.tls.CopyFrom(tls)
+    else:
+        raise TypeError(
+            "tls must be a tensorwire.protos.TLSOptions or a dict of its fields, "
+            f"got {type(tls).__name__}"
+        )
+    return message
+
+
+def transport_options_of(config: Any) -> TransportOptions:
+    """The token, TLS and insecure settings of a dispatcher or worker config, each falling
+    back to its environment variable exactly as for ``tw.Server``."""
+    return security_options(
+        _security_message(config.cluster_token, config.tls), bool(config.insecure)
+    )
+
+
+_client_lock = threading.Lock()
+_client_security: tuple[str | None, Any, bool] | None = None
+
+
+def configure_client(
+    cluster_token: str | None = None, tls: Any = None, insecure: bool = False
+) -> None:
+    """The token and TLS settings this process's data-service clients use (``distribute``,
+    ``from_dataset_id``, ``register_dataset`` ...). Without a call, the environment variables
+    (``TENSORWIRE_CLUSTER_TOKEN``, ``TENSORWIRE_TLS_*``) decide, which is also how processes
+    started by spawn (DataLoader workers) get them. ``configure_client()`` with no
+    arguments returns to the environment."""
+    global _client_security
+    _security_message(cluster_token, tls)  # validate now, where the mistake is
+    chosen = (cluster_token, tls, bool(insecure))
+    with _client_lock:
+        # All defaults: back to the environment.
+        _client_security = None if chosen == (None, None, False) else chosen
+
+
+def client_transport_options() -> TransportOptions:
+    """The options of data-service client channels (see :func:`configure_client`)."""
+    with _client_lock:
+        chosen = _client_security
+    if chosen is None:
+        return security_options(None)
+    token, tls, insecure = chosen
+    return security_options(_security_message(token, tls), insecure)
 
 
 def _time_or_placeholder(value: int | None) -> int:
@@ -93,6 +163,10 @@ class DispatcherConfig(
             "job_gc_timeout_ms",
             "worker_timeout_ms",
             "worker_max_concurrent_snapshots",
+            "cluster_token",
+            "tls",
+            "insecure",
+            "registered_pipelines_only",
         ],
     )
 ):
@@ -112,6 +186,20 @@ class DispatcherConfig(
         (None: 10 minutes).
       worker_max_concurrent_snapshots: accepted for compatibility; snapshots are not
         implemented.
+      cluster_token: (tensorwire) the token every call to and from it must carry;
+        default ``TENSORWIRE_CLUSTER_TOKEN``.
+      tls: (tensorwire) a ``tensorwire.protos.TLSOptions`` or a dict of its fields
+        (``certificate_chain_file``, ``private_key_file``, ``root_certificates_file``,
+        ``require_client_auth``, ``server_name_override``); default the ``TENSORWIRE_TLS_*``
+        variables. As for ``tw.Server``: the certificate serves TLS and is presented to
+        the servers it calls, the root CA verifies them (and, with
+        ``require_client_auth``, its callers).
+      insecure: (tensorwire) allow listening beyond loopback without authentication;
+        logged as a warning. Never needed on loopback.
+      registered_pipelines_only: (tensorwire) run only pipelines registered by name
+        (``register_pipeline`` / ``registered_pipeline``); a dataset sent as code is
+        refused with PermissionDeniedError, so nothing this server runs came from the
+        network.
     """
 
     def __new__(
@@ -125,6 +213,10 @@ class DispatcherConfig(
         job_gc_timeout_ms: int | None = None,
         worker_timeout_ms: int | None = None,
         worker_max_concurrent_snapshots: int = 0,
+        cluster_token: str | None = None,
+        tls: Any = None,
+        insecure: bool = False,
+        registered_pipelines_only: bool = False,
     ) -> DispatcherConfig:
         if protocol is None:
             protocol = DEFAULT_PROTOCOL
@@ -139,6 +231,10 @@ class DispatcherConfig(
             _time_or_placeholder(job_gc_timeout_ms),
             worker_timeout_ms,
             worker_max_concurrent_snapshots,
+            cluster_token,
+            tls,
+            insecure,
+            registered_pipelines_only,
         )
 
 
@@ -154,6 +250,10 @@ class WorkerConfig(
             "dispatcher_timeout_ms",
             "data_transfer_protocol",
             "data_transfer_address",
+            "cluster_token",
+            "tls",
+            "insecure",
+            "registered_pipelines_only",
         ],
     )
 ):
@@ -170,6 +270,20 @@ class WorkerConfig(
       data_transfer_protocol: protocol used to move elements to clients (None: ``protocol``).
       data_transfer_address: accepted for compatibility, default
         ``"localhost:%dts_port%"``.
+      cluster_token: (tensorwire) the token every call to and from it must carry;
+        default ``TENSORWIRE_CLUSTER_TOKEN``.
+      tls: (tensorwire) a ``tensorwire.protos.TLSOptions`` or a dict of its fields
+        (``certificate_chain_file``, ``private_key_file``, ``root_certificates_file``,
+        ``require_client_auth``, ``server_name_override``); default the ``TENSORWIRE_TLS_*``
+        variables. As for ``tw.Server``: the certificate serves TLS and is presented to
+        the servers it calls, the root CA verifies them (and, with
+        ``require_client_auth``, its callers).
+      insecure: (tensorwire) allow listening beyond loopback without authentication;
+        logged as a warning. Never needed on loopback.
+      registered_pipelines_only: (tensorwire) run only pipelines registered by name
+        (``register_pipeline`` / ``registered_pipeline``); a dataset sent as code is
+        refused with PermissionDeniedError, so nothing this server runs came from the
+        network.
     """
 
     def __new__(
@@ -182,6 +296,10 @@ class WorkerConfig(
         dispatcher_timeout_ms: int | None = None,
         data_transfer_protocol: str | None = None,
         data_transfer_address: str | None = None,
+        cluster_token: str | None = None,
+        tls: Any = None,
+        insecure: bool = False,
+        registered_pipelines_only: bool = False,
     ) -> WorkerConfig:
         if worker_address is None:
             worker_address = "localhost:%port%"
@@ -199,6 +317,10 @@ class WorkerConfig(
             _time_or_placeholder(dispatcher_timeout_ms),
             data_transfer_protocol,
             data_transfer_address,
+            cluster_token,
+            tls,
+            insecure,
+            registered_pipelines_only,
         )
 
 
@@ -226,6 +348,10 @@ def dispatcher_config_from(config: Any) -> DispatcherConfig:
                 int(config.job_gc_timeout_ms),
                 int(getattr(config, "worker_timeout_ms", 0)) or None,
                 int(getattr(config, "worker_max_concurrent_snapshots", 0)),
+                None,
+                None,
+                False,
+                False,
             ]
         )
     raise TypeError(
@@ -249,6 +375,10 @@ def worker_config_from(config: Any) -> WorkerConfig:
                 int(config.dispatcher_timeout_ms),
                 config.data_transfer_protocol or None,
                 config.data_transfer_address or "localhost:%dts_port%",
+                None,
+                None,
+                False,
+                False,
             ]
         )
     raise TypeError(

@@ -30,6 +30,7 @@ from .config import (
     DispatcherConfig,
     bind_host,
     dispatcher_config_from,
+    transport_options_of,
 )
 from .journal import Journal, recover
 from .protocol import (
@@ -40,6 +41,7 @@ from .protocol import (
     as_bytes,
     channel_to,
     pack,
+    refusing_malformed,
     unpack,
 )
 from .state import DispatcherState, Job, Task
@@ -386,7 +388,10 @@ class _Dispatcher:
         provider = self.split_providers.get(job.job_id)
         if provider is not None:
             return provider
-        dataset = pipeline.deserialize(self.state.datasets[job.dataset_id].dataset_def)
+        dataset = pipeline.deserialize(
+            self.state.datasets[job.dataset_id].dataset_def,
+            code_allowed=not self.config.registered_pipelines_only,
+        )
         provider = pipeline.make_split_provider(dataset)
         last = {
             task.task_id: range(task.last_first, task.last_first + task.last_count)
@@ -419,6 +424,8 @@ class _Dispatcher:
     # -- client-facing -------------------------------------------------------------------------
     def get_or_register_dataset(self, req: dict[str, Any]) -> dict[str, Any]:
         dataset_def = as_bytes(req["dataset_def"])
+        # Before anything is journaled: refused here, it is refused for good.
+        pipeline.check_definition(dataset_def, not self.config.registered_pipelines_only)
         fp = pipeline.fingerprint(dataset_def)
         requested = req.get("dataset_id")
         if requested is None or requested == "":
@@ -634,7 +641,7 @@ class _Dispatcher:
     def service(self) -> Service:
         svc = Service(DISPATCHER_SERVICE)
         for name, fn in self.methods.items():
-            svc.add(name, _unary(fn))
+            svc.add(name, refusing_malformed(name, _unary(fn)))
         return svc
 
 
@@ -679,11 +686,12 @@ class DispatchServer:
         self._started = False
         self._stopped = False
         self._stop_event = threading.Event()
+        self._options = transport_options_of(config)
+        host = bind_host("dispatcher", self._options)
         self._core = _Dispatcher(config)
         transport = get_transport(config.protocol)
         self._listener = transport.serve(
-            f"{bind_host('dispatcher', log)}:{int(config.port)}", [self._core.service()],
-            TransportOptions(),
+            f"{host}:{int(config.port)}", [self._core.service()], self._options
         )
         self._port = int(self._listener.port)
         self._gc_thread: threading.Thread | None = None
@@ -708,7 +716,8 @@ class DispatchServer:
             )
             self._gc_thread.start()
             threading.Thread(
-                target=_nudge_loop, args=(self._config.protocol, self._core.outbox),
+                target=_nudge_loop,
+                args=(self._config.protocol, self._options, self._core.outbox),
                 name=f"tw-dispatcher-nudge-{self._port}", daemon=True,
             ).start()
         log.info("dispatcher serving at %s", self.target)
@@ -761,7 +770,9 @@ class DispatchServer:
             )
 
 
-def _nudge_loop(protocol: str, outbox: queue.SimpleQueue[Any]) -> None:
+def _nudge_loop(
+    protocol: str, options: TransportOptions, outbox: queue.SimpleQueue[Any]
+) -> None:
     """Send the nudges the dispatcher queued, until a None arrives."""
     while True:
         item = outbox.get()
@@ -769,7 +780,7 @@ def _nudge_loop(protocol: str, outbox: queue.SimpleQueue[Any]) -> None:
             return
         address, message = item
         try:
-            channel_to(protocol, address).call_async(
+            channel_to(protocol, address, options).call_async(
                 WORKER_SERVICE, "Nudge", pack(message), timeout=2.0
             )
         except errors.OpError as exc:

@@ -1,21 +1,43 @@
 """What the data service needs from the Dataset pipeline, in one place.
 
-The service treats a dataset as an opaque, cloudpickle-serializable object; this module is
-the only one that knows how to serialize it, iterate it (whole, from splits, or statically
-sharded) and make a split provider for it.
+The service treats a dataset as an opaque definition; this module is the only one that knows
+how to serialize it, iterate it (whole, from splits, or statically sharded) and make a split
+provider for it.
+
+A definition is one of two kinds:
+
+* code: a cloudpickle of the pipeline, functions included. Whoever unpickles it runs what
+  the registrant wrote, which is the design (pipelines travel by value, as TensorFlow's
+  graphs do) and why every server of the data service authenticates its callers.
+* a reference to a registered pipeline: ``REFERENCE_MAGIC`` and a codec message
+  ``{"name", "params"}``, made by :func:`registered_pipeline`. It carries data only; each
+  process that rebuilds it runs its own registered factory. With
+  ``registered_pipelines_only`` a dispatcher or worker accepts nothing else, so nothing it
+  runs came from the network.
+
+Splits (what the dispatcher hands workers in ``distributed_epoch``) are index ranges or file
+names, encoded with the codec: never code.
 """
 
 from __future__ import annotations
 
 import hashlib
 import pickle
-from collections.abc import Iterator
+import threading
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cloudpickle
-from tensorwire import errors
+from tensorwire import codec, errors
 
 __all__ = [
+    "REFERENCE_MAGIC",
+    "register_pipeline",
+    "registered_pipeline",
+    "is_reference",
+    "reference_of",
+    "check_definition",
     "serialize",
     "deserialize",
     "fingerprint",
@@ -53,7 +75,111 @@ def split_provider_base() -> type:
     return SplitProvider
 
 
+#: How a definition that names a registered pipeline begins (a pickle never does: its
+#: first byte is the PROTO opcode 0x80).
+REFERENCE_MAGIC = b"TWPIPE1\n"
+
+_registry: dict[str, Callable[..., Any]] = {}
+_registry_lock = threading.Lock()
+#: Dataset objects made by registered_pipeline -> (name, params). By identity: a clone or a
+#: transformed dataset is code again, as it must be.
+_references: weakref.WeakKeyDictionary[Any, tuple[str, dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def register_pipeline(name: str, factory: Callable[..., Any]) -> None:
+    """Make ``factory(**params) -> Dataset`` available by ``name`` in this process.
+
+    Register the same names in the dispatcher's, the workers' and the readers' processes
+    (for example in a module all of them import); then
+    ``registered_pipeline(name, **params)`` crosses the network as data only.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a pipeline name must be a non-empty string, got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"the factory of pipeline {name!r} must be callable")
+    with _registry_lock:
+        known = _registry.get(name)
+        if known is not None and known is not factory:
+            raise ValueError(f"a different pipeline is already registered as {name!r}")
+        _registry[name] = factory
+
+
+def _factory(name: str) -> Callable[..., Any]:
+    with _registry_lock:
+        factory = _registry.get(name)
+    if factory is None:
+        raise errors.NotFoundError(
+            f"no pipeline is registered as {name!r} in this process: call "
+            f"tw.data.service.register_pipeline({name!r}, factory) here too (dispatcher, "
+            "workers and readers each need it)"
+        )
+    return factory
+
+
+def _build(name: str, params: dict[str, Any]) -> Any:
+    try:
+        return _factory(name)(**params)
+    except errors.OpError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the factory is the user's code
+        raise errors.InvalidArgumentError(
+            f"registered pipeline {name!r} failed to build with {params!r}: {exc}"
+        ) from exc
+
+
+def registered_pipeline(name: str, /, **params: Any) -> Any:
+    """The dataset ``factory(**params)`` of the pipeline registered as ``name``, marked so
+    that the data service sends only its name and ``params`` (numbers, strings, lists,
+    dicts, arrays), never code. Transforming it makes code again."""
+    try:
+        codec.dumps(params)
+    except Exception as exc:  # noqa: BLE001 - say which argument cannot travel as data
+        raise ValueError(
+            f"the parameters of pipeline {name!r} must be plain data (numbers, strings, "
+            f"lists, dicts, arrays): {exc}"
+        ) from exc
+    dataset = _build(name, dict(params))
+    _references[dataset] = (name, dict(params))
+    return dataset
+
+
+def is_reference(dataset_def: bytes) -> bool:
+    return bytes(dataset_def[: len(REFERENCE_MAGIC)]) == REFERENCE_MAGIC
+
+
+def reference_of(dataset_def: bytes) -> tuple[str, dict[str, Any]]:
+    """(name, params) of a reference definition; InvalidArgumentError when malformed."""
+    try:
+        message = codec.loads(bytes(dataset_def[len(REFERENCE_MAGIC):]))
+        name, params = message["name"], message["params"]
+        if not isinstance(name, str) or not isinstance(params, dict):
+            raise TypeError("name must be a string and params a dict")
+    except Exception as exc:  # noqa: BLE001 - bytes from the network
+        raise errors.InvalidArgumentError(
+            f"malformed registered-pipeline reference: {exc}"
+        ) from None
+    return name, params
+
+
+def check_definition(dataset_def: bytes, code_allowed: bool) -> None:
+    """Refuse a definition made of code where only registered pipelines may run."""
+    if not code_allowed and not is_reference(dataset_def):
+        raise errors.PermissionDeniedError(
+            "this data service runs registered pipelines only (registered_pipelines_only): "
+            "the dataset was sent as code; send tw.data.service.registered_pipeline(name, "
+            "**params) instead, with the pipeline registered in every process"
+        )
+    if is_reference(dataset_def):
+        reference_of(dataset_def)  # malformed: refused where it arrives
+
+
 def serialize(dataset: Any) -> bytes:
+    reference = _references.get(dataset)
+    if reference is not None:
+        name, params = reference
+        return REFERENCE_MAGIC + codec.dumps({"name": name, "params": params})
     try:
         return cloudpickle.dumps(dataset, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # noqa: BLE001 - anything unpicklable in a user pipeline
@@ -62,7 +188,12 @@ def serialize(dataset: Any) -> bytes:
         ) from exc
 
 
-def deserialize(data: bytes) -> Any:
+def deserialize(data: bytes, code_allowed: bool = True) -> Any:
+    """Rebuild a definition: a reference by its registered factory, code by unpickling it
+    (only when ``code_allowed``)."""
+    check_definition(data, code_allowed)
+    if is_reference(data):
+        return _build(*reference_of(data))
     try:
         return pickle.loads(data)
     except Exception as exc:  # noqa: BLE001
@@ -131,8 +262,11 @@ def split_provider_next(provider: Any) -> tuple[Any, bool]:
 
 
 def encode_split(split: Any) -> bytes:
-    return cloudpickle.dumps(split, protocol=pickle.HIGHEST_PROTOCOL)
+    return codec.dumps(split)
 
 
 def decode_split(data: bytes) -> Any:
-    return pickle.loads(data)
+    try:
+        return codec.loads(bytes(data))
+    except Exception as exc:  # noqa: BLE001 - bytes from the network
+        raise errors.InvalidArgumentError(f"malformed split from the dispatcher: {exc}") from None

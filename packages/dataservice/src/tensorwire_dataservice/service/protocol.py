@@ -23,7 +23,7 @@ from tensorwire import codec, errors
 from tensorwire.transport import get_transport
 from tensorwire.transport.base import Channel, TransportOptions
 
-from .config import DEFAULT_PROTOCOL
+from .config import DEFAULT_PROTOCOL, client_transport_options
 
 __all__ = [
     "DISPATCHER_SERVICE",
@@ -38,6 +38,7 @@ __all__ = [
     "sharding_policy_from",
     "pack",
     "unpack",
+    "refusing_malformed",
     "channel_to",
     "call",
     "call_with_retries",
@@ -145,6 +146,39 @@ def unpack(frames: list[Any]) -> dict[str, Any]:
     return message
 
 
+#: What a handler raises when a request lacks a field or has one of the wrong type.
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def _malformed(method: str, exc: BaseException) -> errors.InvalidArgumentError:
+    what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+    return errors.InvalidArgumentError(f"{method}: malformed request ({what})")
+
+
+def refusing_malformed(method: str, handler: Callable[..., Any], *,
+                       streaming: bool = False) -> Callable[..., Any]:
+    """``handler`` with a request that lacks a field, or has one of the wrong type, refused
+    as InvalidArgumentError naming the method and the field (not UNKNOWN: the caller's
+    mistake, said where it is known). Requests come from the network; handlers index them
+    directly, so this is where their shape is checked."""
+    if streaming:
+        def stream(frames: Any, context: Any) -> Any:
+            try:
+                yield from handler(frames, context)
+            except _MALFORMED as exc:
+                raise _malformed(method, exc) from exc
+
+        return stream
+
+    def unary(frames: Any, context: Any) -> Any:
+        try:
+            return handler(frames, context)
+        except _MALFORMED as exc:
+            raise _malformed(method, exc) from exc
+
+    return unary
+
+
 def as_bytes(value: Any) -> bytes:
     """bytes from whatever buffer the codec hands back for a bytes field."""
     if isinstance(value, bytes):
@@ -167,9 +201,9 @@ def as_bytes(value: Any) -> bytes:
 #: Longest a fork() waits for this process's data-service calls in flight.
 FORK_WAIT_SECONDS = 2.0
 
-_channels: dict[tuple[str, str], Channel] = {}
+_channels: dict[tuple[Any, ...], Channel] = {}
 _channels_lock = threading.Lock()
-_inherited_channels: list[dict[tuple[str, str], Channel]] = []
+_inherited_channels: list[dict[tuple[Any, ...], Channel]] = []
 
 
 class _ForkGate:
@@ -227,13 +261,22 @@ os.register_at_fork(
 )
 
 
-def channel_to(protocol: str, address: str) -> Channel:
-    """A shared channel per (protocol, address): channels are thread safe and reusable."""
-    key = (protocol, address)
+def _credentials(options: TransportOptions) -> tuple[Any, ...]:
+    return (options.token, options.tls_cert, options.tls_key, options.tls_root_ca,
+            options.tls_client_ca, options.tls_server_name, options.insecure)
+
+
+def channel_to(protocol: str, address: str, options: TransportOptions | None = None) -> Channel:
+    """A shared channel per (protocol, address, credentials): channels are thread safe and
+    reusable. ``options`` None means this process's client settings
+    (:func:`~.config.configure_client`, else the environment)."""
+    if options is None:
+        options = client_transport_options()
+    key = (protocol, address, _credentials(options))
     with _channels_lock:
         ch = _channels.get(key)
         if ch is None:
-            ch = get_transport(protocol).connect(address, TransportOptions())
+            ch = get_transport(protocol).connect(address, options)
             _channels[key] = ch
         return ch
 
@@ -245,11 +288,13 @@ def call(
     method: str,
     request: dict[str, Any],
     timeout: float | None = 10.0,
+    options: TransportOptions | None = None,
 ) -> dict[str, Any]:
     _gate.enter()
     try:
-        reply = channel_to(protocol, address).call(service, method, pack(request),
-                                                   timeout=timeout)
+        reply = channel_to(protocol, address, options).call(
+            service, method, pack(request), timeout=timeout
+        )
     except errors.CancelledError as exc:
         # Nothing here cancels its own calls: a cancelled call is a server that stopped
         # while answering it (a dispatcher restart), which is worth retrying.

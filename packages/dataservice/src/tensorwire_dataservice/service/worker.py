@@ -21,7 +21,7 @@ from typing import Any
 from tensorwire import errors
 from tensorwire.lifecycle import stop_at_exit
 from tensorwire.transport import get_transport
-from tensorwire.transport.base import CallContext, Service, TransportOptions
+from tensorwire.transport.base import CallContext, Service
 
 from . import pipeline
 from .config import (
@@ -29,6 +29,7 @@ from .config import (
     DEFAULT_HEARTBEAT_INTERVAL_MS,
     WorkerConfig,
     bind_host,
+    transport_options_of,
     worker_config_from,
 )
 from .elements import Compressor, element_nbytes, encode_elements, eos_message
@@ -41,6 +42,7 @@ from .protocol import (
     call,
     call_with_retries,
     pack,
+    refusing_malformed,
     unpack,
 )
 
@@ -144,7 +146,9 @@ class _Task:
         dataset_def = self.worker.dataset_def(
             str(d["dataset_id"]), str(d.get("fingerprint", "")), self.stopped
         )
-        dataset = pipeline.deserialize(dataset_def)
+        dataset = pipeline.deserialize(
+            dataset_def, code_allowed=not self.worker.config.registered_pipelines_only
+        )
         policy = ShardingPolicy(int(d["policy"]))
         if policy == ShardingPolicy.DYNAMIC:
             provider = _RemoteSplitProvider(self.worker, self.job_id, self.task_id, self.stopped)
@@ -287,6 +291,8 @@ class _Worker:
         self.heartbeat_now = threading.Event()
         self.task_arrived = threading.Condition(self.lock)
         self.stopped = threading.Event()
+        #: Token/TLS for its listener and for its calls to the dispatcher.
+        self.options = transport_options_of(config)
         self.heartbeat_interval = (
             config.heartbeat_interval_ms or DEFAULT_HEARTBEAT_INTERVAL_MS
         ) / 1000
@@ -297,7 +303,8 @@ class _Worker:
     def dispatcher_call(self, method: str, request: dict[str, Any], should_stop: Any = None) -> Any:
         def once() -> dict[str, Any]:
             return call(self.config.protocol, self.config.dispatcher_address,
-                        DISPATCHER_SERVICE, method, request, timeout=10.0)
+                        DISPATCHER_SERVICE, method, request, timeout=10.0,
+                        options=self.options)
 
         return call_with_retries(
             once,
@@ -334,7 +341,7 @@ class _Worker:
         reply = call(self.config.protocol, self.config.dispatcher_address, DISPATCHER_SERVICE,
                      "WorkerHeartbeat",
                      {"worker_address": self.address, "tasks": current, "finished": finished},
-                     timeout=10.0)
+                     timeout=10.0, options=self.options)
         with self.task_arrived:
             self.reported_finished.update(finished)
             self._add_tasks(reply["tasks"])
@@ -455,10 +462,12 @@ class _Worker:
 
     def service(self) -> Service:
         svc = Service(WORKER_SERVICE)
-        svc.add("GetElements", self.get_elements, streaming=True)
-        svc.add("TakeElements", self.take_elements)
-        svc.add("GetRoundElement", self.get_round_element)
-        svc.add("Nudge", self.nudge)
+        svc.add("GetElements", refusing_malformed("GetElements", self.get_elements,
+                                                  streaming=True), streaming=True)
+        for name, handler in (("TakeElements", self.take_elements),
+                              ("GetRoundElement", self.get_round_element),
+                              ("Nudge", self.nudge)):
+            svc.add(name, refusing_malformed(name, handler))
         return svc
 
     def stop(self) -> None:
@@ -511,12 +520,11 @@ class WorkerServer:
         self._started = False
         self._stopped = False
         self._core = _Worker(config)
+        host = bind_host("worker", self._core.options)
         # One listener for the dispatcher and the clients: data_transfer_protocol is accepted
         # for compatibility but elements travel over ``protocol`` too.
-        protocol = config.protocol
-        self._listener = get_transport(protocol).serve(
-            f"{bind_host('worker', log)}:{int(config.port)}", [self._core.service()],
-            TransportOptions(),
+        self._listener = get_transport(config.protocol).serve(
+            f"{host}:{int(config.port)}", [self._core.service()], self._core.options
         )
         self._port = int(self._listener.port)
         self._core.address = config.worker_address.replace("%port%", str(self._port))
