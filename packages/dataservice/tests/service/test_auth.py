@@ -117,6 +117,29 @@ def test_a_token_protects_every_method_of_the_dispatcher_and_the_worker(protocol
         dispatcher.stop()
 
 
+def test_a_token_protects_every_method_of_the_task_server(protocol):
+    from tensorwire.runtime.worker_service import make_worker_service
+
+    with _task_server_with(TOKEN, protocol=protocol) as server:
+        svc = make_worker_service(server.state)
+        channel = get_transport(protocol).connect(f"localhost:{server.port}",
+                                                  TransportOptions())
+        wrong = get_transport(protocol).connect(f"localhost:{server.port}",
+                                                TransportOptions(token="wrong"))
+        try:
+            for name, method in svc.methods.items():
+                for ch, expected in ((channel, errors.UnauthenticatedError),
+                                     (wrong, errors.PermissionDeniedError)):
+                    with pytest.raises(expected):
+                        if method.streaming:
+                            list(ch.stream(svc.name, name, [b"x"], timeout=10))
+                        else:
+                            ch.call(svc.name, name, [b"x"], timeout=10)
+        finally:
+            channel.close()
+            wrong.close()
+
+
 def test_the_token_comes_from_the_environment_too(protocol: str, monkeypatch):
     monkeypatch.setenv("TENSORWIRE_CLUSTER_TOKEN", TOKEN)
     dispatcher, worker = _servers(protocol)
