@@ -79,3 +79,51 @@ def test_500_pending_recvs_on_one_task_all_complete(local_server, monkeypatch) -
     assert sorted(results) == list(range(PENDING))
     for i, value in results.items():
         np.testing.assert_array_equal(value, np.full(3, i))
+
+
+def test_500_concurrent_sessions_against_one_task_all_complete(local_server) -> None:
+    """500 sessions, each its own ``tw.Session`` in its own thread, at once: each runs a
+    function on the task, then waits in a ``recv`` until the tensor it asked for is sent.
+    Every one completes, and the task keeps answering a 501st session meanwhile."""
+    started = threading.Barrier(PENDING + 1, timeout=DEADLINE * 5)
+    waiting = [0]
+    count_lock = threading.Lock()
+    results: dict[int, tuple[object, object]] = {}
+    failures: list[BaseException] = []
+
+    def session_of(i: int) -> None:
+        try:
+            with tw.Session(local_server.target) as session:
+                started.wait()  # all 500 sessions exist before any calls
+                ran = session.run(np.add, np.full(2, i), 1, timeout=DEADLINE * 5)
+                with count_lock:
+                    waiting[0] += 1
+                got = session.recv(f"for-session-{i}", timeout=DEADLINE * 5)
+                results[i] = (ran, got)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            failures.append(exc)
+            started.abort()  # the others stop waiting for this one at once
+
+    threads = [threading.Thread(target=session_of, args=(i,), daemon=True)
+               for i in range(PENDING)]
+    for thread in threads:
+        thread.start()
+    try:
+        started.wait()
+    except threading.BrokenBarrierError:
+        pass  # a session failed: reported below
+    _wait_while_progressing(lambda: waiting[0], lambda: waiting[0] == PENDING or failures)
+    assert not failures, failures[:3]
+    assert waiting[0] == PENDING, f"only {waiting[0]} of {PENDING} sessions got their run"
+    with tw.Session(local_server.target) as other:
+        for i in range(PENDING):
+            other.send(f"for-session-{i}", np.full(3, i))
+    end = time.monotonic() + DEADLINE * 3
+    for thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+    assert not [t for t in threads if t.is_alive()], "sessions still waiting"
+    assert not failures, failures[:3]
+    assert sorted(results) == list(range(PENDING))
+    for i, (ran, got) in results.items():
+        np.testing.assert_array_equal(ran, np.full(2, i + 1))
+        np.testing.assert_array_equal(got, np.full(3, i))
