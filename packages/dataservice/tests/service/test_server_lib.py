@@ -130,13 +130,16 @@ def test_config_time_placeholders():
 
 
 def test_config_fields_match_tensorflow():
+    """TensorFlow's fields, in its order (positional arguments port as they are); then
+    tensorwire's own, all with defaults."""
+    ours = ("cluster_token", "tls", "insecure", "registered_pipelines_only")
     assert service.DispatcherConfig._fields == (
         "port", "protocol", "work_dir", "fault_tolerant_mode", "worker_addresses",
         "job_gc_check_interval_ms", "job_gc_timeout_ms", "worker_timeout_ms",
-        "worker_max_concurrent_snapshots")
+        "worker_max_concurrent_snapshots", *ours)
     assert service.WorkerConfig._fields == (
         "dispatcher_address", "worker_address", "port", "protocol", "heartbeat_interval_ms",
-        "dispatcher_timeout_ms", "data_transfer_protocol", "data_transfer_address")
+        "dispatcher_timeout_ms", "data_transfer_protocol", "data_transfer_address", *ours)
 
 
 def test_bad_config_type():
