@@ -50,6 +50,10 @@ __all__ = ["DispatchServer"]
 
 log = logging.getLogger(__name__)
 
+#: Extra time the workers and clients of a restarted dispatcher get to reach it, beyond their
+#: timeout: the longest reconnect back-off of a channel (2 s on grpc), with a margin.
+RECONNECT_GRACE_S = 3.0
+
 _MAX_SPLITS_PER_REQUEST = 64
 
 
@@ -294,17 +298,16 @@ class _Dispatcher:
         if address not in self.state.workers:
             if self.config.worker_addresses:
                 self.worker_index.resolve(address)
-            self._commit({"op": "register_worker", "address": address})
-            log.info("worker %s registered", address)
             # A worker dropped for missed heartbeats (busy, or cut off for a while) may come
-            # back still running its tasks: they carry on, so its readers neither lose nor
-            # repeat elements (a new task would start the epoch again). All of them, also
-            # those it does not report yet: a task whose nudge is still on its way would
-            # otherwise run beside a new task for the same job. A worker that restarted
-            # gets them back in this reply and starts them over, as it would new ones.
-            for dropped in self.state.removed_tasks_of(address):
-                self._commit({"op": "revive_task", "task_id": dropped.task_id})
-                log.info("worker %s resumed task %d", address, dropped.task_id)
+            # back still running its tasks: registering gives them all back (see
+            # DispatcherState), also those it does not report yet: a task whose nudge is
+            # still on its way would otherwise run beside a new task for the same job. A
+            # worker that restarted gets them in this reply and starts them over, as it
+            # would new ones.
+            resumed = [t.task_id for t in self.state.removed_tasks_of(address)]
+            self._commit({"op": "register_worker", "address": address})
+            log.info("worker %s registered%s", address,
+                     f"; it resumes tasks {resumed}" if resumed else "")
             for job in self.state.active_jobs():
                 if job.coordinated:
                     continue  # rounds are fixed to the workers present at job start
@@ -312,6 +315,13 @@ class _Dispatcher:
                        and not self.state.tasks[t].removed for t in job.task_ids):
                     continue
                 self._create_task(job, address)
+        else:
+            # A journal from before registering revived tasks in the same record may hold
+            # a registered worker whose tasks are still marked taken: the worker runs them,
+            # so they are its again (never "delete": it would start them over later).
+            for task in self.state.removed_tasks_of(address):
+                if task.task_id in current:
+                    self._commit({"op": "revive_task", "task_id": task.task_id})
         self.worker_seen[address] = time.monotonic()
         for task_id in finished:
             task = self.state.tasks.get(task_id)
@@ -599,6 +609,20 @@ class _Dispatcher:
             return {"workers": sorted(self.state.workers)}
 
     # -- timers --------------------------------------------------------------------------------
+    def renew_leases(self) -> None:
+        """Give the workers and clients known at start-up (recovered from the journal) a full
+        timeout from the moment the dispatcher serves, plus what a channel's reconnect
+        back-off may add: recovery can take a while, and a worker whose connection backed
+        off while the dispatcher was down reaches it up to that much later (the grpc
+        transport backs off at most 2 s). Dropping it first would only make it register
+        again."""
+        with self.lock:
+            lease = time.monotonic() + RECONNECT_GRACE_S
+            for address in self.state.workers:
+                self.worker_seen[address] = lease
+            for client_id in self.state.clients:
+                self.client_seen[client_id] = lease
+
     def tick(self, now: float, run_job_gc: bool) -> None:
         with self.lock:
             for address, seen in list(self.worker_seen.items()):
@@ -708,6 +732,7 @@ class DispatchServer:
                 return
             self._listener.start()
             self._started = True
+            self._core.renew_leases()
             self._gc_thread = threading.Thread(
                 target=_gc_loop,
                 args=(weakref.ref(self._core), self._stop_event),

@@ -163,6 +163,16 @@ class DispatcherState:
 
     def _apply_register_worker(self, r: dict[str, Any]) -> None:
         self.workers[r["address"]] = {"address": r["address"]}
+        # A worker dropped for missed heartbeats that registers again gets its unfinished
+        # tasks back (it may still be running them: they carry on, and a new task would
+        # start the epoch again). In this record, not records of their own: a restart
+        # between two records left a registered worker whose tasks were still taken away,
+        # and the worker was told to delete them and later started them over.
+        live_jobs = {t.job_id for t in self.tasks_for_worker(r["address"])}
+        for task in self.removed_tasks_of(r["address"]):
+            if task.job_id not in live_jobs:  # (never two tasks of one job on a worker)
+                task.removed = False
+                live_jobs.add(task.job_id)
 
     def _apply_remove_worker(self, r: dict[str, Any]) -> None:
         self.workers.pop(r["address"], None)
