@@ -270,20 +270,9 @@ class WorkerConfig(
       data_transfer_protocol: protocol used to move elements to clients (None: ``protocol``).
       data_transfer_address: accepted for compatibility, default
         ``"localhost:%dts_port%"``.
-      cluster_token: (tensorwire) the token every call to and from it must carry;
-        default ``TENSORWIRE_CLUSTER_TOKEN``.
-      tls: (tensorwire) a ``tensorwire.protos.TLSOptions`` or a dict of its fields
-        (``certificate_chain_file``, ``private_key_file``, ``root_certificates_file``,
-        ``require_client_auth``, ``server_name_override``); default the ``TENSORWIRE_TLS_*``
-        variables. As for ``tw.Server``: the certificate serves TLS and is presented to
-        the servers it calls, the root CA verifies them (and, with
-        ``require_client_auth``, its callers).
-      insecure: (tensorwire) allow listening beyond loopback without authentication;
-        logged as a warning. Never needed on loopback.
-      registered_pipelines_only: (tensorwire) run only pipelines registered by name
-        (``register_pipeline`` / ``registered_pipeline``); a dataset sent as code is
-        refused with PermissionDeniedError, so nothing this server runs came from the
-        network.
+      cluster_token, tls, insecure, registered_pipelines_only: (tensorwire) as in
+        :class:`DispatcherConfig`; the worker uses the same token and certificate when it
+        calls the dispatcher.
     """
 
     def __new__(
