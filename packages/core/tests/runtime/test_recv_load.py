@@ -30,6 +30,13 @@ def _wait_while_progressing(count, done) -> None:  # type: ignore[no-untyped-def
             last, since = count(), time.monotonic()
 
 
+def _join_all(threads: list[threading.Thread], what: str) -> None:
+    end = time.monotonic() + DEADLINE * 3
+    for thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+    assert not [t for t in threads if t.is_alive()], what
+
+
 def test_500_pending_recvs_on_one_task_all_complete(local_server, monkeypatch) -> None:
     rendezvous = local_server.state.rendezvous
     results: dict[int, object] = {}
@@ -71,10 +78,7 @@ def test_500_pending_recvs_on_one_task_all_complete(local_server, monkeypatch) -
             for i in range(PENDING):
                 other.send(f"tensor-{i}", np.full(3, i))
 
-        end = time.monotonic() + DEADLINE * 3
-        for thread in threads:
-            thread.join(max(0.0, end - time.monotonic()))
-        assert not [t for t in threads if t.is_alive()], "recv calls still waiting"
+        _join_all(threads, "recv calls still waiting")
     assert not failures, failures[:3]
     assert sorted(results) == list(range(PENDING))
     for i, value in results.items():
@@ -118,10 +122,7 @@ def test_500_concurrent_sessions_against_one_task_all_complete(local_server) -> 
     with tw.Session(local_server.target) as other:
         for i in range(PENDING):
             other.send(f"for-session-{i}", np.full(3, i))
-    end = time.monotonic() + DEADLINE * 3
-    for thread in threads:
-        thread.join(max(0.0, end - time.monotonic()))
-    assert not [t for t in threads if t.is_alive()], "sessions still waiting"
+    _join_all(threads, "sessions still waiting")
     assert not failures, failures[:3]
     assert sorted(results) == list(range(PENDING))
     for i, (ran, got) in results.items():
