@@ -225,7 +225,8 @@ def test_a_request_of_too_many_frames_is_refused_from_its_manifest(serve, raw_ch
         f"<BBHI{len(many)}Q", framing.CHUNKED, 0, 0, len(many), *many
     )
     with pytest.raises(grpc.RpcError) as chunked:
-        list(channel.stream_stream(f"/{SERVICE}/Count:chunked")(iter([chunked_manifest]), timeout=30))
+        chunks = channel.stream_stream(f"/{SERVICE}/Count:chunked")
+        list(chunks(iter([chunked_manifest]), timeout=30))
     for caught in (inline.value, chunked.value):
         assert caught.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, caught
         assert f"limit of {framing.MAX_FRAMES} frames" in caught.details()

@@ -232,7 +232,9 @@ class Arrivals:
             self._expire(time.monotonic())
             if self._held + nbytes > self._max_bytes:
                 raise errors.ResourceExhaustedError(
-                    f"{self._held} bytes of pushed requests are waiting; no room for {nbytes}"
+                    f"pushed request of {nbytes} bytes refused: {self._held} bytes of pushed "
+                    f"requests are waiting already and at most {self._max_bytes} may wait "
+                    "(bulk.MAX_ARRIVAL_BYTES)"
                 )
             self._held += nbytes
 
