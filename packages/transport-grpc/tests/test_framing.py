@@ -171,3 +171,23 @@ def test_large_frames_get_buffers_of_their_own() -> None:
     for array in arrays:
         if array.size:
             assert array.ctypes.data % framing.ALIGNMENT == 0
+
+
+def test_too_many_frames_are_refused_from_the_header_alone() -> None:
+    """Only the 8-byte header: the refusal comes before the lengths are read."""
+    header = struct.pack("<BBHI", framing.INLINE, 0, 0, framing.MAX_FRAMES + 1)
+    with pytest.raises(errors.ResourceExhaustedError, match=f"limit of {framing.MAX_FRAMES}"):
+        framing.read_manifest(header)
+    with pytest.raises(errors.ResourceExhaustedError, match="frames"):
+        framing.Reassembler().feed(struct.pack("<BBHI", framing.CHUNKED, 0, 0, 1 << 20))
+
+
+def test_each_frame_counts_its_overhead_against_the_limit() -> None:
+    per_frame = framing.FRAME_OVERHEAD_BYTES
+    assert framing.check_size([10, 20], 30 + 2 * per_frame) == 30
+    with pytest.raises(errors.ResourceExhaustedError, match="each frame counts"):
+        framing.check_size([10, 20], 30 + 2 * per_frame - 1)
+    empty = framing.encode_inline([memoryview(b"")] * 100)
+    with pytest.raises(errors.ResourceExhaustedError, match="100 frames"):
+        framing.decode_inline(empty, max_bytes=99 * per_frame)
+    assert len(framing.decode_inline(empty, max_bytes=100 * per_frame)) == 100

@@ -38,6 +38,19 @@ message into its socket memory starting afresh at a page boundary, and copies be
 buffers at unlucky relative offsets run at half speed: a 1 MiB response after a 73-byte
 header took 450 us instead of 180 us on loopback here, for exactly the same bytes.
 
+Refusals: a request the server will not take (more than ``framing.MAX_FRAMES`` frames, more
+bytes than ``max_message_bytes`` with ``framing.FRAME_OVERHEAD_BYTES`` counted per frame, no
+room for a push, an oversized name or metadata block, an unknown op, memory that cannot be
+allocated) is answered at once, from its header, with a status and a message saying which
+limit it exceeded; then the server closes the connection without reading the payload (the
+caller, still sending, reads the status after its send fails; see ``_send_request``). So a
+request announcing 2**40 bytes costs the server one header, not a wait for bytes that
+never come. Errors of the handler a CALL ran keep the connection, which is in step.
+
+The accept loop survives failures (EMFILE in a burst of connections, a thread that cannot
+start): it logs, backs off up to :data:`ACCEPT_RETRY_MAX_SECONDS` and accepts again; the
+connections waiting in the backlog are served once it can.
+
 CALL runs the unary method on the connection's thread, through the listener's
 ``serve_call`` (token, arity and error mapping as for gRPC calls); its status codes are
 those of ``tensorwire.errors``, so the caller raises the handler's class and message.
@@ -106,6 +119,10 @@ IDLE_SECONDS = 300.0
 #: Clients reuse a connection idle at most this long, well inside the server's limit, so
 #: a request never races the server closing it.
 CLIENT_IDLE_SECONDS = 60.0
+#: After a failed accept(), wait this long before the next, doubling per failure up to the
+#: max: the failure (EMFILE, ENOMEM) usually lasts until other connections end.
+ACCEPT_RETRY_SECONDS = 0.01
+ACCEPT_RETRY_MAX_SECONDS = 1.0
 #: Longest a pushed request may take to arrive or wait, whatever deadline the caller set.
 MAX_TTL_SECONDS = 600.0
 #: Client connections per peer in use at once; more calls fall back to gRPC chunks.
@@ -141,11 +158,11 @@ def _mac(token: str | None, nonce: bytes) -> bytes:
 
 
 def _lengths(wire: Wire, deadline: float | None, n: int | None = None) -> tuple[int, ...]:
-    """The frame lengths that follow the frame count ``n`` (read first when not given)."""
+    """The frame lengths that follow the frame count ``n`` (read first when not given);
+    ``ResourceExhaustedError`` before reading them when there are too many."""
     if n is None:
         (n,) = _U32.unpack(wire.read(4, deadline))
-    if n > 1 << 20:
-        raise errors.DataLossError(f"bulk transfer announces {n} frames")
+    framing.check_frames(n)
     return struct.unpack(f"<{n}Q", wire.read(8 * n, deadline)) if n else ()
 
 
@@ -153,14 +170,6 @@ def _padding(offset: int, length: int) -> int:
     """Zero bytes before a frame of ``length`` that would start ``offset`` bytes into its
     message (see the module docstring)."""
     return (-offset) % FRAME_ALIGNMENT if length >= ALIGNED_FRAME_BYTES else 0
-
-
-def _payload_bytes(offset: int, lengths: Sequence[int]) -> int:
-    """Bytes of a payload, padding included, that starts ``offset`` bytes into its message."""
-    end = offset
-    for length in lengths:
-        end += _padding(end, length) + length
-    return end - offset
 
 
 def _message(head: bytes, views: Sequence[memoryview]) -> list[bytes | memoryview]:
@@ -223,7 +232,9 @@ class Arrivals:
             self._expire(time.monotonic())
             if self._held + nbytes > self._max_bytes:
                 raise errors.ResourceExhaustedError(
-                    f"{self._held} bytes of pushed requests are waiting; no room for {nbytes}"
+                    f"pushed request of {nbytes} bytes refused: {self._held} bytes of pushed "
+                    f"requests are waiting already and at most {self._max_bytes} may wait "
+                    "(bulk.MAX_ARRIVAL_BYTES)"
                 )
             self._held += nbytes
 
@@ -269,7 +280,10 @@ def _encode_metadata(metadata: Sequence[tuple[str, str]]) -> bytes:
 
 
 def _decode_metadata(data: bytes) -> dict[str, str]:
-    parts = data.decode().split("\0")
+    try:
+        parts = data.decode().split("\0")
+    except UnicodeDecodeError as exc:
+        raise errors.DataLossError(f"metadata of a bulk call is not UTF-8: {exc}") from None
     if len(parts) % 2 != 1 or parts[-1]:
         raise errors.DataLossError("malformed metadata in a bulk call")
     return dict(zip(parts[0:-1:2], parts[1:-1:2], strict=True))
@@ -297,6 +311,8 @@ class BulkServer:
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         self._closed = False
+        #: Set by close(): ends the accept loop's back-off wait at once.
+        self._closing = threading.Event()
         #: Set while the listener stops: CALLs are refused (as gRPC refuses new calls).
         self._draining = False
         self._calls_in_flight = 0
@@ -307,19 +323,55 @@ class BulkServer:
         self._thread.start()
 
     def _accept(self) -> None:
+        failures = 0
         while True:
             try:
                 conn, peer = self._sock.accept()
-            except OSError:
-                return  # closed
+            except OSError as exc:
+                if self._closing.is_set():
+                    return
+                failures += 1
+                if not self._back_off(failures, f"cannot accept a connection: {exc}"):
+                    return
+                continue
             with self._lock:
                 if self._closed or len(self._connections) >= MAX_SERVER_CONNECTIONS:
                     conn.close()
                     continue
                 self._connections.add(conn)
-            threading.Thread(
-                target=self._serve, args=(conn, peer), name="tensorwire-bulk-conn", daemon=True
-            ).start()
+            try:
+                threading.Thread(
+                    target=self._serve, args=(conn, peer), name="tensorwire-bulk-conn",
+                    daemon=True,
+                ).start()
+            except RuntimeError as exc:  # "can't start new thread"
+                with self._lock:
+                    self._connections.discard(conn)
+                conn.close()
+                failures += 1
+                if not self._back_off(failures, f"cannot start a connection thread: {exc}"):
+                    return
+                continue
+            if failures:
+                log.warning(
+                    "bulk side channel on port %d accepts connections again after %d "
+                    "failures", self.port, failures,
+                )
+                failures = 0
+
+    def _back_off(self, failures: int, reason: str) -> bool:
+        """Wait before accepting again after ``failures`` failures in a row; False when
+        the server closed meanwhile. Logs the first failure of a run as a warning."""
+        delay = min(ACCEPT_RETRY_MAX_SECONDS, ACCEPT_RETRY_SECONDS * 2 ** min(failures, 20))
+        if failures == 1:
+            log.warning(
+                "bulk side channel on port %d %s; retrying every %.0f ms at most, new "
+                "side-channel connections wait in the backlog meanwhile",
+                self.port, reason, ACCEPT_RETRY_MAX_SECONDS * 1000,
+            )
+        else:
+            log.debug("bulk side channel on port %d %s (failure %d)", self.port, reason, failures)
+        return not self._closing.wait(delay)
 
     def _serve(self, conn: socket.socket, peer: object) -> None:
         wire = Wire(conn)
@@ -334,18 +386,26 @@ class BulkServer:
                     op = wire.read(1, time.monotonic() + IDLE_SECONDS)[0]
                 except ConnectionError:
                     return  # the client closed its connection between requests
-                if op == OP_PUSH:
-                    if not self._push(wire, peer):
-                        return
-                elif op == OP_FETCH:
-                    self._fetch(wire, peer)
-                elif op == OP_CALL and self._serve_call is not None:
-                    if not self._call(wire, peer, caller):
-                        return
-                else:
-                    log.warning("bulk connection from %s sent unknown op %d", peer, op)
+                try:
+                    if op == OP_PUSH:
+                        self._push(wire, peer)
+                    elif op == OP_FETCH:
+                        self._fetch(wire, peer)
+                    elif op == OP_CALL and self._serve_call is not None:
+                        self._call(wire, peer, caller)
+                    else:
+                        raise errors.InvalidArgumentError(
+                            f"unknown bulk side-channel operation {op}"
+                        )
+                except errors.OpError as exc:
+                    # Refused from its header (see the module docstring): say why, at once,
+                    # and close rather than read a payload that may never end.
+                    log.debug("bulk request from %s refused: %s", peer, exc.message)
+                    wire.send(
+                        [_status(int(exc.code), exc.message)], time.monotonic() + CONNECT_SECONDS
+                    )
                     return
-        except (OSError, errors.OpError) as exc:
+        except OSError as exc:
             log.debug("bulk connection from %s ended: %s", peer, exc)
         except Exception:  # noqa: BLE001 - a bad peer must not kill the thread noisily
             log.warning("bulk connection from %s failed", peer, exc_info=True)
@@ -365,33 +425,15 @@ class BulkServer:
         wire.send([b"\x00" if ok else b"\x01"], deadline)
         return ok
 
-    def _refuse_oversized(self, total: int) -> errors.OpError | None:
-        if self._max_bytes is not None and total > self._max_bytes:
-            return errors.ResourceExhaustedError(
-                f"message of {total} bytes exceeds the limit of {self._max_bytes} bytes "
-                "(TransportOptions.max_message_bytes)"
-            )
-        return None
-
-    def _push(self, wire: Wire, peer: object) -> bool:
-        """Receive one pushed request; False when the connection must close."""
+    def _push(self, wire: Wire, peer: object) -> None:
+        """Receive one pushed request. An ``OpError`` refuses it before its payload."""
         deadline = time.monotonic() + CONNECT_SECONDS
         ticket, ttl_ms, n = _PUSH_HEAD.unpack(wire.read(_PUSH_HEAD.size, deadline))
         lengths = _lengths(wire, deadline, n)
-        total = sum(lengths)
+        total = framing.check_size(lengths, self._max_bytes, "pushed request")
         offset = 1 + _PUSH_HEAD.size + 8 * n
         ttl = min(ttl_ms / 1000, MAX_TTL_SECONDS) if ttl_ms else ARRIVAL_TTL_SECONDS
-        try:
-            refused = self._refuse_oversized(total)
-            if refused is not None:
-                raise refused
-            self.arrivals.reserve(total)
-        except errors.OpError as exc:
-            # The payload is on its way: read and drop it (within the caller's deadline) so
-            # the caller, still sending, gets this answer instead of a reset connection.
-            wire.skip(_payload_bytes(offset, lengths), time.monotonic() + ttl)
-            wire.send([_status(int(exc.code), exc.message)], time.monotonic() + CONNECT_SECONDS)
-            return True
+        self.arrivals.reserve(total)
         log.debug("bulk push of %d bytes from %s", total, peer)
         try:
             frames = _receive_frames(wire, lengths, offset, time.monotonic() + ttl)
@@ -400,22 +442,21 @@ class BulkServer:
             raise
         self.arrivals.put(ticket, frames, total, ttl)
         wire.send([_status(0)], time.monotonic() + CONNECT_SECONDS)
-        return True
 
-    def _call(self, wire: Wire, peer: object, caller: str) -> bool:
-        """Serve one CALL from ``peer`` (``caller`` as the handler sees it); False when the
-        connection must close."""
+    def _call(self, wire: Wire, peer: object, caller: str) -> None:
+        """Serve one CALL from ``peer`` (``caller`` as the handler sees it). An ``OpError``
+        refuses it before its payload; the handler's own errors are answered here."""
         assert self._serve_call is not None
         head_deadline = time.monotonic() + CONNECT_SECONDS
         name_size, md_size, timeout_ms = _CALL_HEAD.unpack(
             wire.read(_CALL_HEAD.size, head_deadline)
         )
         if name_size > MAX_CALL_NAME_BYTES or md_size > MAX_CALL_METADATA_BYTES:
-            log.warning(
-                "bulk call from %s announces a %d-byte name and %d bytes of metadata",
-                peer, name_size, md_size,
+            raise errors.InvalidArgumentError(
+                f"bulk call announces a {name_size}-byte method name and {md_size} bytes of "
+                f"metadata; the limits are {MAX_CALL_NAME_BYTES} and "
+                f"{MAX_CALL_METADATA_BYTES} bytes"
             )
-            return False
         # The name, the metadata and the frame count: one read from the read-ahead buffer.
         fields = wire.read(name_size + md_size + 4, head_deadline)
         name = fields[:name_size].decode(errors="replace")
@@ -428,25 +469,19 @@ class BulkServer:
         if deadline is not None:
             receive_deadline = min(receive_deadline, deadline + 1.0)
         lengths = _lengths(wire, head_deadline, n)
-        total = sum(lengths)
+        total = framing.check_size(lengths, self._max_bytes, f"{name}: request")
         offset = 1 + _CALL_HEAD.size + len(fields) + 8 * n
-        refused = self._refuse_oversized(total)
-        if refused is not None:
-            # Stay in step for the next request.
-            wire.skip(_payload_bytes(offset, lengths), receive_deadline)
-            frames = None
-        else:
-            log.debug("bulk call receiving %d bytes", total)
-            frames = _receive_frames(wire, lengths, offset, receive_deadline)
+        log.debug("bulk call receiving %d bytes", total)
+        frames = _receive_frames(wire, lengths, offset, receive_deadline)
         with self._lock:
-            if self._draining and refused is None:
-                refused = errors.UnavailableError(f"{name}: the server is stopping")
-            if refused is None:
+            draining = self._draining
+            if not draining:
                 self._calls_in_flight += 1
-        if refused is not None:
+        if draining:
+            # The request was read: the connection is in step and stays open.
+            refused = errors.UnavailableError(f"{name}: the server is stopping")
             wire.send([_status(int(refused.code), refused.message)], head_deadline)
-            return True
-        assert frames is not None
+            return
         try:  # counted in flight until the response is sent, so that drain() waits for it
             try:
                 views, total = self._serve_call(
@@ -456,11 +491,10 @@ class BulkServer:
                 wire.send(
                     [_status(int(exc.code), exc.message)], time.monotonic() + CONNECT_SECONDS
                 )
-                return True
+                return
             del frames
             log.debug("bulk call %s sending %d bytes to %s", name, total, peer)
             wire.send(_answer(views), time.monotonic() + ARRIVAL_TTL_SECONDS)
-            return True
         finally:
             with self._lock:
                 self._calls_in_flight -= 1
@@ -489,6 +523,7 @@ class BulkServer:
         with self._lock:
             self._closed = True
             connections = list(self._connections)
+        self._closing.set()
         try:
             # shutdown wakes the thread blocked in accept(); close alone may not.
             self._sock.shutdown(socket.SHUT_RDWR)
@@ -648,14 +683,9 @@ def _read_response(
         (size,) = _U32.unpack(wire.read(4, deadline))
         message = wire.read(size, deadline).decode(errors="replace")
         raise _Answered(errors.from_code(status, message))
+    # Raised before reading the frames: the connection is out of step and is closed.
     lengths = _lengths(wire, deadline)
-    total = sum(lengths)
-    if max_bytes is not None and total > max_bytes:
-        # Raised before reading the frames: the connection is out of step and is closed.
-        raise errors.ResourceExhaustedError(
-            f"{what}: response of {total} bytes exceeds the limit of {max_bytes} bytes "
-            "(TransportOptions.max_message_bytes)"
-        )
+    framing.check_size(lengths, max_bytes, f"{what}: response")
     return _receive_frames(wire, lengths, 1 + 4 + 8 * len(lengths), deadline)
 
 

@@ -31,6 +31,14 @@ The thresholds are in ``options`` with their measurements.
 A PENDING manifest answers a unary call whose response is too large to send inline: the
 caller fetches it as a CHUNKED stream with the ticket (see ``server.PendingResponses``).
 
+Limits, checked from the manifest before anything else of the message is read or allocated
+(:func:`check_frames`, :func:`check_size`): a message has at most :data:`MAX_FRAMES`
+frames, and each frame counts :data:`FRAME_OVERHEAD_BYTES` on top of its bytes against
+``TransportOptions.max_message_bytes``. A receiver makes Python objects per frame (a
+memoryview, usually a bytearray, its length), about 400 bytes measured; without these
+limits an 8 MiB request announcing 2**20 empty frames made a server allocate about 410 MiB.
+The side channel (``bulk``) applies the same two checks to its frame lists.
+
 Received frames are writable ``memoryview`` s. In a message larger than
 :data:`SMALL_MESSAGE_BYTES` every frame starts at a 64-byte aligned address, so the codec's
 aligned payloads stay aligned in memory: frames of :data:`OWN_BUFFER_BYTES` or more get a
@@ -69,6 +77,10 @@ __all__ = [
     "read_manifest",
     "decode_inline",
     "Reassembler",
+    "MAX_FRAMES",
+    "FRAME_OVERHEAD_BYTES",
+    "check_frames",
+    "check_size",
 ]
 
 INLINE = 1
@@ -85,6 +97,11 @@ PAGE = 4096
 SMALL_MESSAGE_BYTES = 64 * 1024
 #: Frames this large are received into a buffer of their own.
 OWN_BUFFER_BYTES = 1024 * 1024
+#: Frames one message may have at most (the codec makes one per array, plus a header).
+MAX_FRAMES = 1 << 16
+#: What each frame counts against ``max_message_bytes`` on top of its own bytes: the
+#: receiver's Python objects for it (measured about 400 bytes), rounded up.
+FRAME_OVERHEAD_BYTES = 512
 
 _HEADER = struct.Struct("<BBHI")
 _HEADER_SIZE = _HEADER.size  # 8
@@ -102,14 +119,44 @@ def _lengths_struct(n: int) -> struct.Struct:
     return s
 
 
+def check_frames(n: int) -> None:
+    """Raise ``ResourceExhaustedError`` when a message announces more than
+    :data:`MAX_FRAMES` frames (before its lengths are even read)."""
+    if n > MAX_FRAMES:
+        raise errors.ResourceExhaustedError(
+            f"a message of {n} frames exceeds the limit of {MAX_FRAMES} frames per message"
+        )
+
+
+def check_size(lengths: Sequence[int], max_bytes: int | None, what: str = "message") -> int:
+    """The payload size of a message with these frame lengths, after checking it against
+    ``max_bytes`` with :data:`FRAME_OVERHEAD_BYTES` counted per frame.
+
+    Raises ``ResourceExhaustedError`` saying which limit was exceeded.
+    """
+    total = sum(lengths)
+    if max_bytes is not None and total + FRAME_OVERHEAD_BYTES * len(lengths) > max_bytes:
+        raise errors.ResourceExhaustedError(
+            f"{what} of {total} bytes in {len(lengths)} frames exceeds the limit of "
+            f"{max_bytes} bytes (TransportOptions.max_message_bytes; each frame counts "
+            f"{FRAME_OVERHEAD_BYTES} bytes on top of its own)"
+        )
+    return total
+
+
 def as_byte_views(frames: Sequence[Any]) -> tuple[list[memoryview], int]:
     """Flat unsigned-byte views of ``frames`` and their total size.
 
-    Raises ``InvalidArgumentError`` for something that is not a C-contiguous buffer.
+    Raises ``InvalidArgumentError`` for something that is not a C-contiguous buffer, or
+    for more than :data:`MAX_FRAMES` frames (the receiver would refuse them).
     """
     if isinstance(frames, (bytes, bytearray, memoryview, str)):
         raise errors.InvalidArgumentError(
             f"a message is a list of frames, not a single {type(frames).__name__}"
+        )
+    if len(frames) > MAX_FRAMES:
+        raise errors.InvalidArgumentError(
+            f"a message has at most {MAX_FRAMES} frames; this one has {len(frames)}"
         )
     views = []
     total = 0
@@ -200,6 +247,7 @@ def read_manifest(message: bytes) -> tuple[int, int, tuple[int, ...], int]:
     kind, flags, _, n = _HEADER.unpack_from(message, 0)
     if kind not in _KINDS:
         raise errors.DataLossError(f"unknown tensorwire message kind {kind}")
+    check_frames(n)
     end = _HEADER_SIZE + 8 * n
     if end > size:
         raise errors.DataLossError(
@@ -263,21 +311,12 @@ def allocate(lengths: Sequence[int]) -> list[memoryview]:
     return _allocate(lengths)
 
 
-def _check_limit(total: int, max_bytes: int | None) -> None:
-    if max_bytes is not None and total > max_bytes:
-        raise errors.ResourceExhaustedError(
-            f"message of {total} bytes exceeds the limit of {max_bytes} bytes "
-            "(TransportOptions.max_message_bytes)"
-        )
-
-
 def decode_inline(message: bytes, max_bytes: int | None = None) -> list[memoryview]:
     """Frames of an INLINE message (copied into an aligned, writable buffer)."""
     kind, _, lengths, start = read_manifest(message)
     if kind != INLINE:
         raise errors.DataLossError(f"expected an inline tensorwire message, got kind {kind}")
-    total = sum(lengths)
-    _check_limit(total, max_bytes)
+    total = check_size(lengths, max_bytes)
     if start + total != len(message):
         raise errors.DataLossError(
             f"tensorwire message announces {total} payload bytes but carries "
@@ -338,8 +377,7 @@ class Reassembler:
         if end != len(message):
             raise errors.DataLossError("a chunked tensorwire manifest carries trailing bytes")
         self.flags = flags
-        total = sum(lengths)
-        _check_limit(total, self._max_bytes)
+        total = check_size(lengths, self._max_bytes)
         frames = _allocate(lengths)
         if total == 0:
             return frames

@@ -3,11 +3,16 @@
 gRPC channel arguments set on both sides (:func:`channel_arguments`, :func:`server_arguments`):
 
 =========================================== ===================================================
-``grpc.max_send_message_length`` /          -1 (unlimited) unless ``max_message_bytes`` is
-``grpc.max_receive_message_length``         set; then that plus room for a manifest. No single
-                                            gRPC message is ever larger than the inline or
-                                            chunk size, and whole messages are checked against
-                                            ``max_message_bytes`` from their manifest.
+``grpc.max_send_message_length`` /          (channel) -1 (unlimited) unless
+``grpc.max_receive_message_length``         ``max_message_bytes`` is set; then that plus room
+                                            for a manifest. No single gRPC message is ever
+                                            larger than the inline or chunk size, and whole
+                                            messages are checked against ``max_message_bytes``
+                                            from their manifest.
+``grpc.max_receive_message_length``         (server) :func:`server_receive_bytes`, finite
+                                            always (about 5 MiB by default): gRPC refuses a
+                                            larger message from its length prefix, before
+                                            holding it, whoever sent it.
 ``grpc.http2.lookahead_bytes``              16 MiB: the initial stream window (see
                                             :data:`LOOKAHEAD_BYTES`).
 ``grpc.keepalive_time_ms``                  ``keepalive_ms``: ping idle connections so a dead
@@ -81,7 +86,8 @@ DEFAULT_INLINE_BYTES = 4 * 1024 * 1024 + 64 * 1024
 DEFAULT_CHUNK_BYTES = 1024 * 1024
 DEFAULT_MAX_WORKERS = DEFAULT_MAX_THREADS
 MAX_WORKERS_ENV = "TENSORWIRE_GRPC_MAX_WORKERS"
-#: Room for a chunked manifest (8 bytes per frame) on top of max_message_bytes.
+#: Room for a manifest (8 bytes per frame, at most ``framing.MAX_FRAMES`` of them, plus a
+#: header and a ticket: 512 KiB and 24 bytes) on top of a message or chunk.
 _MANIFEST_ROOM = 1 << 20
 
 #: HTTP/2 stream receive window to start from. gRPC starts at 64 KiB and grows it by
@@ -185,6 +191,24 @@ def compression(options: TransportOptions) -> grpc.Compression | None:
     )
 
 
+def server_receive_bytes(options: TransportOptions) -> int:
+    """The largest single gRPC message a server accepts (``grpc.max_receive_message_length``).
+
+    The largest message a peer sends whole is an inline message or a chunk (larger tensorwire
+    messages are chunked or go over the side channel), so: the larger of this server's
+    ``grpc_inline_bytes`` and ``grpc_chunk_bytes``, never below their defaults (a peer with
+    default options is always served), plus room for a manifest; and no more than
+    ``max_message_bytes`` plus that room when it is set. Finite even without
+    ``max_message_bytes``: gRPC Python reads a unary request whole before any handler can
+    check the token, and refuses a message above this limit from its length prefix.
+    """
+    largest = max(inline_bytes(options), chunk_bytes(options))
+    limit = max(largest, DEFAULT_INLINE_BYTES, DEFAULT_CHUNK_BYTES) + _MANIFEST_ROOM
+    if options.max_message_bytes is not None:
+        limit = min(limit, options.max_message_bytes + _MANIFEST_ROOM)
+    return min(limit, 2**31 - 1)
+
+
 def _common_arguments(options: TransportOptions) -> list[tuple[str, Any]]:
     if options.max_message_bytes is None:
         limit = -1
@@ -226,7 +250,12 @@ def channel_arguments(options: TransportOptions) -> list[tuple[str, Any]]:
 
 def server_arguments(options: TransportOptions) -> list[tuple[str, Any]]:
     """gRPC arguments of a server (see the table in this module's docstring)."""
-    arguments = _common_arguments(options) + [("grpc.so_reuseport", 0)]
+    receive = ("grpc.max_receive_message_length", server_receive_bytes(options))
+    arguments = [
+        receive if name == receive[0] else (name, value)
+        for name, value in _common_arguments(options)
+    ]
+    arguments.append(("grpc.so_reuseport", 0))
     if options.keepalive_ms > 0:
         arguments.append(
             (

@@ -12,6 +12,18 @@ Each path checks that the method has the arity the caller asked for. Handlers ru
 :func:`tensorwire.transport.invoke` / :func:`~tensorwire.transport.iterate` (token check and
 error mapping); an ``OpError`` ends the call with its code and message.
 
+Memory before authentication. gRPC Python reads a unary request whole before it runs the
+handler, so a caller without the token could make the server hold any request it sent
+(four 256 MiB requests took a server from 53 MiB to 2.3 GiB). So every path is registered
+request-streaming here, whatever the caller uses (the wire is the same): the handler checks
+the token first and only then asks gRPC for the request, and a call that fails the check is
+ended without its body ever being read. Besides, the server accepts no single gRPC message
+larger than ``options.server_receive_bytes`` (about 5 MiB by default: the largest inline
+message or chunk a peer sends, plus a manifest), and gRPC refuses a larger one from its
+length prefix, before receiving it. Together: a call holds at most one message of that size
+before it is authenticated, only while it waits for its thread, and calls at once are
+bounded by ``grpc_max_workers`` (see below).
+
 A unary response too large to send inline is parked in :class:`PendingResponses` and the
 caller fetches it as a chunk stream from ``/tensorwire.grpc.Pending/Fetch``. This keeps small
 calls on the cheap unary path (a server-streaming call costs about twice as much per call)
@@ -194,6 +206,14 @@ def _authenticate(context: CallContext, options: TransportOptions) -> None:
 _AUTH_ONLY = Method("authenticate", lambda frames, context: ())
 
 
+def _one_request(requests: Iterator[bytes], name: str) -> bytes:
+    """The request of a unary-request path, read only now (see the module docstring)."""
+    request = next(requests, None)
+    if request is None:
+        raise errors.InvalidArgumentError(f"{name}: the call carried no request message")
+    return request
+
+
 class _MethodHandlers:
     """The three gRPC handlers of one tensorwire method."""
 
@@ -265,13 +285,14 @@ class _MethodHandlers:
         context = CallContext(peer, metadata, deadline)
         return self._views(invoke(self.method, frames, context, self.listener.options))
 
-    def unary(self, request: bytes, gctx: grpc.ServicerContext) -> bytes | None:
+    def unary(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> bytes | None:
         listener = self.listener
         try:
             listener.admit(self.name)
             context = _context(gctx)
             _authenticate(context, listener.options)
             self._arity(False)
+            request = _one_request(requests, self.name)
             frames = self._request(request)
             views, total = self._views(invoke(self.method, frames, context, listener.options))
             if listener.bulk_ok(total):
@@ -287,13 +308,14 @@ class _MethodHandlers:
             status.abort(gctx, exc)
         return None  # not reached: abort raises
 
-    def stream(self, request: bytes, gctx: grpc.ServicerContext) -> Iterator[bytes]:
+    def stream(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> Iterator[bytes]:
         listener = self.listener
         try:
             listener.admit(self.name)
             context = _context(gctx)
             _authenticate(context, listener.options)
             self._arity(True)
+            request = _one_request(requests, self.name)
             frames = self._request(request)
             flags = request[1]
             for message in iterate(self.method, frames, context, listener.options):
@@ -329,9 +351,11 @@ class _MethodHandlers:
             status.abort(gctx, exc)
 
     def grpc_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
+        # Request-streaming on every path, so the token is checked before gRPC reads a
+        # request (see the module docstring); callers still make unary-request calls.
         return {
-            self.method.name: grpc.unary_unary_rpc_method_handler(self.unary),
-            self.method.name + STREAM_SUFFIX: grpc.unary_stream_rpc_method_handler(self.stream),
+            self.method.name: grpc.stream_unary_rpc_method_handler(self.unary),
+            self.method.name + STREAM_SUFFIX: grpc.stream_stream_rpc_method_handler(self.stream),
             self.method.name + CHUNKED_SUFFIX: grpc.stream_stream_rpc_method_handler(
                 self.chunked
             ),
@@ -390,12 +414,12 @@ class GrpcListener(Listener):
         _register(
             self._server,
             PENDING_SERVICE,
-            {FETCH_METHOD: grpc.unary_stream_rpc_method_handler(self._fetch)},
+            {FETCH_METHOD: grpc.stream_stream_rpc_method_handler(self._fetch)},
         )
         _register(
             self._server,
             BULK_SERVICE,
-            {HELLO_METHOD: grpc.unary_unary_rpc_method_handler(self._hello)},
+            {HELLO_METHOD: grpc.stream_unary_rpc_method_handler(self._hello)},
         )
         shown_host = f"[{host}]" if ":" in host else host
         target = f"{shown_host}:{port}"
@@ -473,22 +497,25 @@ class GrpcListener(Listener):
             raise errors.UnimplementedError(f"method {name} is not served at {self.address}")
         return handlers.bulk_call(frames, metadata, deadline, peer)
 
-    def _hello(self, request: bytes, gctx: grpc.ServicerContext) -> bytes | None:
+    def _hello(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> bytes | None:
         """The bulk side port (0 = none) and its feature bits, to a caller that proves the
         token."""
         try:
             self.admit(HELLO_PATH)
             _authenticate(_context(gctx), self.options)
+            _one_request(requests, HELLO_PATH)  # empty; read to end the call cleanly
         except errors.OpError as exc:
             status.abort(gctx, exc)
         if self.bulk is None:
             return struct.pack("<II", 0, 0)
         return struct.pack("<II", self.bulk.port, bulk.FEATURE_CALL)
 
-    def _fetch(self, request: bytes, gctx: grpc.ServicerContext) -> Iterator[bytes]:
+    def _fetch(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> Iterator[bytes]:
         try:
             self.admit(FETCH_PATH)
             context = _context(gctx)
+            _authenticate(context, self.options)
+            request = _one_request(requests, FETCH_PATH)
             # The fetch "handler" yields gRPC messages (bytes), not tensorwire messages.
             chunks = iterate(self._fetch_method, [memoryview(request)], context, self.options)
             yield from chunks  # type: ignore[misc]

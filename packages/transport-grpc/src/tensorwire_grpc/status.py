@@ -21,6 +21,8 @@ MAX_DETAILS_CHARS = 4096
 _BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 #: What gRPC's server says when ``maximum_concurrent_rpcs`` refuses a call.
 GRPC_LIMIT_DETAILS = "Concurrent RPC limit exceeded!"
+#: What gRPC says when a message exceeds ``grpc.max_receive_message_length``.
+GRPC_SIZE_DETAILS = "Received message larger than max"
 
 
 def abort(context: grpc.ServicerContext, exc: errors.OpError) -> None:
@@ -62,6 +64,16 @@ def to_op_error(
             f"as it allows at once ({details}). Raise its limit with "
             "TransportOptions.extra['grpc_max_workers'] or the environment variable "
             "TENSORWIRE_GRPC_MAX_WORKERS on the server, or make fewer calls wait at once."
+        )
+    elif code == grpc.StatusCode.RESOURCE_EXHAUSTED and GRPC_SIZE_DETAILS in details:
+        # gRPC's receive limit (see ``options.server_receive_bytes``), hit before any handler.
+        message = (
+            f"{call} to {address} refused: a gRPC message was larger than the receiving "
+            f"side accepts in one ({details}). A server accepts one gRPC message up to its "
+            "largest inline message or chunk (TransportOptions.extra['grpc_inline_bytes'] / "
+            "['grpc_chunk_bytes'], never below their defaults) plus room for a manifest, or "
+            "max_message_bytes when that is smaller; send with sizes no larger than the "
+            "server's."
         )
     elif code == grpc.StatusCode.CANCELLED:
         message = f"{call} to {address} was cancelled: {details}"
