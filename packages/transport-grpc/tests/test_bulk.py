@@ -364,6 +364,35 @@ def test_side_channel_requires_the_token(transport) -> None:  # type: ignore[no-
         listener.stop(0)
 
 
+def test_the_token_never_crosses_the_side_channel(transport, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Connections prove the token by HMAC; calls over them carry none of it (the server
+    puts its own in the call's metadata for the usual check)."""
+    sent: list[bytes] = []
+    real_send = Wire.send
+
+    def recording_send(self, parts, deadline):  # type: ignore[no-untyped-def]
+        sent.append(b"".join(bytes(p) for p in parts))
+        return real_send(self, parts, deadline)
+
+    monkeypatch.setattr(Wire, "send", recording_send)
+    token = "t0ken-that-must-stay-home"
+    options = TransportOptions(token=token, extra=ON)
+    listener = transport.serve("127.0.0.1:0", [service], options)
+    listener.start()
+    channel = transport.connect(listener.address, options)
+    try:
+        big = _payload(2 * MiB, seed=5)
+        for _ in range(3):  # whole calls over the side channel, both directions large
+            (got,) = channel.call("t.Bulk", "Echo", [big], timeout=30)
+            assert bytes(got) == big.tobytes()
+        assert channel._shared.known_bulk_peer(token) is not None
+        assert sent, "nothing went over the side channel"
+        assert not [m for m in sent if token.encode() in m]
+    finally:
+        channel.close()
+        listener.stop(0)
+
+
 def test_tickets_are_single_use_and_unknown_ones_fail(transport, served) -> None:  # type: ignore[no-untyped-def]
     listener, _ = served
     peer = bulk.BulkPeer("127.0.0.1", listener.bulk.port, None)

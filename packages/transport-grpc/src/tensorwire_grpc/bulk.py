@@ -84,6 +84,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from tensorwire import errors
+from tensorwire.transport.base import TOKEN_METADATA_KEY
 
 from . import framing
 from .wire import Wire
@@ -461,6 +462,11 @@ class BulkServer:
         fields = wire.read(name_size + md_size + 4, head_deadline)
         name = fields[:name_size].decode(errors="replace")
         metadata = _decode_metadata(fields[name_size:-4]) if md_size else {}
+        # The token never crosses the side channel: the connection proved it (HMAC of this
+        # connection's nonce), so the call carries this server's own for the usual check.
+        metadata.pop(TOKEN_METADATA_KEY, None)
+        if self._token is not None:
+            metadata[TOKEN_METADATA_KEY] = self._token
         (n,) = _U32.unpack_from(fields, name_size + md_size)
         deadline = None
         if timeout_ms:
@@ -784,7 +790,8 @@ def call(
             raise errors.DeadlineExceededError(f"{name}: deadline exceeded before sending")
         timeout_ms = max(1, min(2**32 - 1, int(remaining * 1000)))
     encoded_name = name.encode()
-    encoded_metadata = _encode_metadata(metadata)
+    # Never the token: the connection proved it (see BulkServer._call).
+    encoded_metadata = _encode_metadata([(k, v) for k, v in metadata if k != TOKEN_METADATA_KEY])
     head = (
         bytes([OP_CALL])
         + _CALL_HEAD.pack(len(encoded_name), len(encoded_metadata), timeout_ms)
