@@ -1,6 +1,6 @@
 """Moving tensors between tasks, beside the limits measured in the same run (issue 3).
 
-    python benchmarks/transfer.py [--protocol grpc] [--sizes-mib 1 4 16 64 256]
+    python benchmarks/transfer.py [--protocol grpc] [--sizes-mib 1 4 16 64 256] [--token]
 
 A ps task runs in its own process (``tensorwire server``); this process holds the session.
 Reported for each size: reading a variable from the ps (ps -> client), assigning it
@@ -13,6 +13,7 @@ grpcio server-streaming and raw TCP loopback measured here. Then the p50/p99 of 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -124,13 +125,19 @@ def measure_startup(protocol: str) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", default="grpc")
+    parser.add_argument("--token", action="store_true",
+                        help="the tasks and this session use a cluster token (to compare with "
+                             "a run without: the ratios to the limits should not move)")
     parser.add_argument("--sizes-mib", type=int, nargs="+", default=[1, 4, 16, 64, 256])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5,
                         help="interleaved rounds per size (x3 below 64 MiB, x20 below 16 MiB)")
     args = parser.parse_args()
+    if args.token:  # the task processes inherit it; this process's sessions read it too
+        os.environ["TENSORWIRE_CLUSTER_TOKEN"] = "benchmark-token"
 
-    print(f"tensorwire {tw.__version__}, codec {tw.info()['codec']}, protocol {args.protocol}")
+    print(f"tensorwire {tw.__version__}, codec {tw.info()['codec']}, protocol {args.protocol}, "
+          f"token {'on' if args.token else 'off'}")
     print("\nTensor transfers, GB/s, best of interleaved rounds "
           "(ratio to raw grpcio streaming / to raw TCP)")
     print(f"{'size':>8} {'read':>22} {'assign':>22} {'run(identity)':>22} "
