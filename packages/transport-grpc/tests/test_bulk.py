@@ -602,3 +602,23 @@ def test_stop_closes_the_side_port_and_its_threads(transport) -> None:  # type: 
         time.sleep(0.02)
     assert not side._connections
     peer.close()
+
+
+@pytest.mark.parametrize("start", [True, False], ids=["started", "never-started"])
+def test_stop_returns_once_the_side_channel_holds_nothing(transport, start) -> None:  # type: ignore[no-untyped-def]
+    listener = transport.serve("127.0.0.1:0", [service], TransportOptions(extra=ON))
+    if start:
+        listener.start()
+    side = listener.bulk
+    serving = [side._thread]
+    peer = bulk.BulkPeer("127.0.0.1", side.port, None)
+    peer.release(peer.acquire(time.monotonic() + 5), True)  # one idle server connection
+    serving += [t for t in threading.enumerate() if t.name == "tensorwire-bulk-conn"]
+    listener.stop(0)
+    # No polling: these are gone when stop() returns.
+    assert [t.name for t in serving if t.is_alive()] == []
+    with socket.socket() as sock:
+        # As every server binds (the closed connection leaves the port in TIME_WAIT).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", side.port))
+    peer.close()

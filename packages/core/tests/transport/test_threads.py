@@ -121,6 +121,34 @@ def test_shutdown_cancels_queued_work_and_refuses_new(release: threading.Event) 
     assert running.result(timeout=DEADLINE)
 
 
+def test_join_after_shutdown_returns_once_every_thread_ended(
+    release: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = DaemonThreadPool(10, "test-pool")
+    running = threading.Semaphore(0)
+
+    def wait() -> None:
+        running.release()
+        release.wait()
+
+    for _ in range(3):
+        pool.submit_now(wait)
+    pool.submit_now(lambda: None).result(timeout=DEADLINE)  # a fourth thread, idle now
+    for _ in range(3):
+        assert running.acquire(timeout=DEADLINE)
+    threads = [t for t in threading.enumerate() if t.name.startswith("test-pool-")]
+    assert len(threads) == 4
+    with pytest.raises(RuntimeError, match="before shutdown"):
+        pool.join(1.0)
+    pool.shutdown(wait=False)
+    # Three items still wait: join gives up at its deadline and says who was left.
+    assert pool.join(0.05) is False
+    assert "still running after the stop deadline" in caplog.text
+    release.set()
+    assert pool.join(DEADLINE) is True
+    assert [t.name for t in threads if t.is_alive()] == []
+
+
 def test_bad_limits() -> None:
     with pytest.raises(ValueError, match="max_threads"):
         DaemonThreadPool(0, "test-pool")

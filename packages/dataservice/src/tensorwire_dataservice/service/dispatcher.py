@@ -20,6 +20,7 @@ from tensorwire import errors
 from tensorwire.lifecycle import stop_at_exit
 from tensorwire.transport import get_transport
 from tensorwire.transport.base import CallContext, Service, TransportOptions
+from tensorwire.transport.threads import join_threads
 
 from . import pipeline
 from .config import (
@@ -49,6 +50,8 @@ __all__ = ["DispatchServer"]
 log = logging.getLogger(__name__)
 
 _MAX_SPLITS_PER_REQUEST = 64
+#: How long ``stop()`` waits for the dispatcher's own threads (woken at once) to end.
+_STOP_JOIN_SECONDS = 5.0
 
 
 def _ms(value: int | None, default: int) -> int:
@@ -687,6 +690,7 @@ class DispatchServer:
         )
         self._port = int(self._listener.port)
         self._gc_thread: threading.Thread | None = None
+        self._nudge_thread: threading.Thread | None = None
         stop_at_exit(self)
         if start:
             self.start()
@@ -707,10 +711,11 @@ class DispatchServer:
                 daemon=True,
             )
             self._gc_thread.start()
-            threading.Thread(
+            self._nudge_thread = threading.Thread(
                 target=_nudge_loop, args=(self._config.protocol, self._core.outbox),
                 name=f"tw-dispatcher-nudge-{self._port}", daemon=True,
-            ).start()
+            )
+            self._nudge_thread.start()
         log.info("dispatcher serving at %s", self.target)
 
     def join(self) -> None:
@@ -719,7 +724,8 @@ class DispatchServer:
             pass
 
     def stop(self) -> None:
-        """Stop serving; idempotent."""
+        """Stop serving; idempotent. Returns once the port and the dispatcher's threads
+        are released."""
         with self._lock:
             if self._stopped:
                 return
@@ -731,6 +737,10 @@ class DispatchServer:
         finally:
             if self._core.journal is not None:
                 self._core.journal.close()
+            threads = [t for t in (self._gc_thread, self._nudge_thread) if t is not None]
+            join_threads(
+                threads, time.monotonic() + _STOP_JOIN_SECONDS, f"dispatcher {self.target}"
+            )
 
     _stop = stop
 
