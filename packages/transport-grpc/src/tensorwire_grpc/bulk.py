@@ -272,7 +272,10 @@ def _encode_metadata(metadata: Sequence[tuple[str, str]]) -> bytes:
 
 
 def _decode_metadata(data: bytes) -> dict[str, str]:
-    parts = data.decode().split("\0")
+    try:
+        parts = data.decode().split("\0")
+    except UnicodeDecodeError:
+        raise errors.DataLossError("metadata of a bulk call is not UTF-8") from None
     if len(parts) % 2 != 1 or parts[-1]:
         raise errors.DataLossError("malformed metadata in a bulk call")
     return dict(zip(parts[0:-1:2], parts[1:-1:2], strict=True))
