@@ -155,6 +155,8 @@ def _manifest(rng: random.Random, surface: Surface) -> bytes:
         return _random_bytes(rng, 128)
     views = [memoryview(f) for f in _random_frames(rng, surface)]
     message = framing.encode_inline(views, rng.choice([0, framing.FLAG_BULK_OK]))
+    if views and rng.random() < 0.1:  # a frame announced far longer than it is
+        message = message[:8] + struct.pack("<Q", _length(rng)) + message[16:]
     return message if choice == 1 else _mutated(rng, message)
 
 
@@ -265,12 +267,17 @@ def _bulk_port(port: int) -> int:
     return int(side_port)
 
 
+def _length(rng: random.Random) -> int:
+    """A frame length to announce: mostly small, sometimes far more than will be sent."""
+    return rng.randrange(64) if rng.random() < 0.9 else rng.choice([3 << 30, 1 << 40, 2**64 - 1])
+
+
 def _bulk_op(rng: random.Random, surface: Surface, names: list[str]) -> bytes:
     """One side-channel request with random fields (an op the server knows, mostly)."""
     op = rng.choice([bulk.OP_PUSH, bulk.OP_FETCH, bulk.OP_CALL, rng.randrange(256)])
     n = rng.choice([0, 1, 2, rng.randrange(1 << 32)])
-    small = [rng.randrange(64) for _ in range(min(n, 4))]
-    lengths = struct.pack(f"<{len(small)}Q", *small)
+    announced = [_length(rng) for _ in range(min(n, 4))]
+    lengths = struct.pack(f"<{len(announced)}Q", *announced)
     if op == bulk.OP_PUSH:
         head = struct.pack("<16sII", rng.randbytes(16), rng.randrange(3000), n)
         return bytes([op]) + head + lengths + _random_bytes(rng, 64)
