@@ -45,6 +45,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import grpc
 from tensorwire import errors
@@ -78,6 +79,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 PENDING_SERVICE = "tensorwire.grpc.Pending"
 FETCH_METHOD = "Fetch"
 BULK_SERVICE = "tensorwire.grpc.Bulk"
@@ -104,14 +107,15 @@ STOP_JOIN_SECONDS = 5.0
 _GRPC_THREAD_FUNCTIONS = ("(_serve)", "(cancel_all_calls_after_grace)")
 
 
-def _grpc_threads_started_by(action: Callable[[], object]) -> list[threading.Thread]:
-    """Run ``action``; the gRPC server threads (above) that appeared meanwhile."""
+def _noting_grpc_threads(action: Callable[[], T]) -> tuple[T, list[threading.Thread]]:
+    """``action()``'s result and the gRPC server threads (above) that appeared meanwhile."""
     before = set(threading.enumerate())
-    action()
-    return [
+    result = action()
+    started = [
         t for t in threading.enumerate()
         if t not in before and t.name.endswith(_GRPC_THREAD_FUNCTIONS)
     ]
+    return result, started
 
 
 class PendingResponses:
@@ -535,7 +539,8 @@ class GrpcListener(Listener):
                     f"the grpc server at {self.address} was stopped; it cannot start again"
                 )
             if not self._started:
-                self._grpc_threads += _grpc_threads_started_by(self._server.start)
+                _, threads = _noting_grpc_threads(self._server.start)
+                self._grpc_threads += threads
                 self._started = True
                 forking.serving(self, self.address)
 
@@ -554,13 +559,10 @@ class GrpcListener(Listener):
                 # port until garbage-collected. So start it, refusing every call (one may
                 # have connected meanwhile), only to shut it down.
                 self._refusing = True
-                self._grpc_threads += _grpc_threads_started_by(self._server.start)
-            stopping: list[object] = []
-            self._grpc_threads += _grpc_threads_started_by(
-                lambda: stopping.append(self._server.stop(grace if grace else None))
-            )
-            done = stopping[0]
-            assert isinstance(done, threading.Event)
+                _, threads = _noting_grpc_threads(self._server.start)
+                self._grpc_threads += threads
+            done, threads = _noting_grpc_threads(lambda: self._server.stop(grace or None))
+            self._grpc_threads += threads
             if self.bulk is not None:
                 # Side-channel calls get the same grace as gRPC's calls in flight.
                 self.bulk.drain(grace or 0)
