@@ -559,10 +559,21 @@ class GrpcListener(Listener):
                 # port until garbage-collected. So start it, refusing every call (one may
                 # have connected meanwhile), only to shut it down.
                 self._refusing = True
-                _, threads = _noting_grpc_threads(self._server.start)
+                try:
+                    _, threads = _noting_grpc_threads(self._server.start)
+                except RuntimeError as exc:
+                    # No thread to be had (memory, pid limit): gRPC may count the server
+                    # as started with nothing to finish its shutdown, which would never end.
+                    log.warning("grpc server at %s keeps its port until it is garbage-collected:"
+                                " it could not be started to be shut down (%s)", self.address, exc)
+                    done = threading.Event()
+                    done.set()
+                else:
+                    self._grpc_threads += threads
+                    self._started = True
+            if self._started:
+                done, threads = _noting_grpc_threads(lambda: self._server.stop(grace or None))
                 self._grpc_threads += threads
-            done, threads = _noting_grpc_threads(lambda: self._server.stop(grace or None))
-            self._grpc_threads += threads
             if self.bulk is not None:
                 # Side-channel calls get the same grace as gRPC's calls in flight.
                 self.bulk.drain(grace or 0)
