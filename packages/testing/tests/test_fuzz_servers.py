@@ -356,7 +356,7 @@ def _fuzz_port(
     what: str, pid: int, generators: list[tuple[Iterator[None], int]]
 ) -> int:
     """Run each generator for its number of requests, within :data:`PORT_SECONDS`; the
-    requests sent. Checks after each batch that the process is still running."""
+    requests sent. Checks every 100 requests that the process still runs."""
     deadline = time.monotonic() + scaled(PORT_SECONDS)
     sent = 0
     for requests, count in generators:
@@ -408,7 +408,7 @@ def _fuzz_server(
 def _with_seed(seed: int, test: Callable[..., None], *args: Any) -> None:
     try:
         test(*args)
-    except BaseException as exc:
+    except Exception as exc:
         raise AssertionError(
             f"fuzz failed with seed {seed} (replay with {SEED_ENV}={seed}): {exc}"
         ) from exc
