@@ -405,6 +405,17 @@ def _fuzz_server(
     )
 
 
+def _assert_no_traceback(process: Any, seed: int) -> None:
+    """A malformed request is refused, or ends its connection: never a server failure
+    logged with a traceback (which also lets anyone fill the log)."""
+    lines = process.output.splitlines()
+    failures = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
+    assert not failures, (
+        f"{process.name} logged {len(failures)} traceback(s) under the fuzz (seed {seed}), "
+        "the first:\n" + "\n".join(lines[max(0, failures[0] - 1):failures[0] + 15])
+    )
+
+
 def _with_seed(seed: int, test: Callable[..., None], *args: Any) -> None:
     try:
         test(*args)
@@ -429,6 +440,7 @@ def test_task_server_survives_malformed_requests(protocol: str, seed: int) -> No
         _with_seed(seed, _fuzz_server, "the task server", pid, port, TASK_SERVER,
                    random.Random(seed), correct_call)
         assert task.process is not None and task.process.poll() is None
+        _assert_no_traceback(task, seed)
     finally:
         task.kill()
 
@@ -459,6 +471,7 @@ def test_dispatcher_and_worker_survive_malformed_requests(protocol: str, seed: i
                        correct_call)
         for process in (dispatcher, worker):
             assert process.process is not None and process.process.poll() is None
+            _assert_no_traceback(process, seed)
     finally:
         dispatcher.kill()
         if worker is not None:
