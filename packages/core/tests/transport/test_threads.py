@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from tensorwire import errors
 from tensorwire.transport import Service, TransportOptions, get_transport
-from tensorwire.transport.threads import DaemonThreadPool
+from tensorwire.transport.threads import DaemonThreadPool, join_threads
 
 #: Bound on every wait; generous, for a loaded machine.
 DEADLINE = 30.0
@@ -224,3 +224,12 @@ def test_inproc_limit_must_be_a_positive_int() -> None:
         get_transport("inproc").serve(
             "localhost:0", [], TransportOptions(extra={"inproc_max_workers": 0})
         )
+
+
+def test_join_waits_for_a_thread_listed_but_not_started_yet() -> None:
+    # Pools list a thread just before they start it: a join may come in between.
+    ran = threading.Event()
+    thread = threading.Thread(target=ran.set, daemon=True)
+    threading.Timer(0.2, thread.start).start()
+    assert join_threads([thread], time.monotonic() + DEADLINE, "test") == []
+    assert ran.is_set()
