@@ -22,7 +22,7 @@ KINDS = ["server", "dispatcher", "worker"]
 # The child makes and stops one server (and uses it, when started) as a warm-up, then
 # measures a second cycle. The warm-up is needed: the first server of a process creates
 # process-wide things that stay for good by design (gRPC's core threads and its event
-# engine's pollers, the data service's channel cache and the channel to the dispatcher,
+# engine's pollers, the data service's channel cache, the background call pool,
 # the codec's buffers), and would read as a leak of the first server if measured.
 _CHILD = r"""
 import json, sys, threading, time
