@@ -631,3 +631,46 @@ def test_stop_closes_the_side_port_and_its_threads(transport) -> None:  # type: 
         time.sleep(0.02)
     assert not side._connections
     peer.close()
+
+
+@pytest.mark.parametrize("start", [True, False], ids=["started", "never-started"])
+def test_stop_returns_once_the_side_channel_holds_nothing(transport, start) -> None:  # type: ignore[no-untyped-def]
+    listener = transport.serve("127.0.0.1:0", [service], TransportOptions(extra=ON))
+    if start:
+        listener.start()
+    side = listener.bulk
+    serving = [side._thread]
+    peer = bulk.BulkPeer("127.0.0.1", side.port, None)
+    peer.release(peer.acquire(time.monotonic() + 5), True)  # one idle server connection
+    serving += [t for t in threading.enumerate() if t.name == "tensorwire-bulk-conn"]
+    listener.stop(0)
+    # No polling: these are gone when stop() returns.
+    assert [t.name for t in serving if t.is_alive()] == []
+    with socket.socket() as sock:
+        # As every server binds (the closed connection leaves the port in TIME_WAIT).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", side.port))
+    peer.close()
+
+
+def test_a_call_with_metadata_that_is_not_utf8_just_ends_its_connection(
+    transport, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    listener = transport.serve("127.0.0.1:0", [service], TransportOptions(extra=ON))
+    listener.start()
+    try:
+        with socket.create_connection(("127.0.0.1", listener.bulk.port), timeout=30) as sock:
+            wire = Wire(sock)
+            deadline = time.monotonic() + 30
+            wire.read(len(bulk.MAGIC) + bulk.NONCE_BYTES, deadline)
+            wire.send([bulk.MAGIC + bytes(bulk.MAC_BYTES)], deadline)  # no token: any MAC
+            assert wire.read(1, deadline) == b"\x00"
+            name, metadata = b"/t.Bulk/Echo", b"\xff\xfe\0v\0"
+            wire.send([bytes([bulk.OP_CALL]) + struct.pack("<HII", len(name), len(metadata), 0)
+                       + name + metadata + struct.pack("<I", 0)], deadline)
+            with pytest.raises(ConnectionError):  # closed: the request made no sense
+                wire.read(1, deadline)
+    finally:
+        listener.stop(0)
+    # Ended as a malformed request (debug), not as a server failure with a traceback.
+    assert not [r for r in caplog.records if r.exc_info], caplog.text

@@ -148,6 +148,13 @@ def test_stream_ending_inside_a_message_is_data_loss() -> None:
         reassembler.finish()
 
 
+@pytest.mark.parametrize("message", [b"\x01", b"\x01\x00\x00"], ids=["1-byte", "3-byte"])
+def test_a_first_chunk_too_short_for_an_inline_header_is_data_loss(message: bytes) -> None:
+    # Found by the fuzz: an IndexError here ended the gRPC call as UNKNOWN, with a traceback.
+    with pytest.raises(errors.DataLossError, match="header is"):
+        framing.Reassembler().feed(message)
+
+
 def test_announced_size_above_the_limit_is_refused_before_allocating() -> None:
     reassembler = framing.Reassembler(max_bytes=1000)
     with pytest.raises(errors.ResourceExhaustedError, match="1000"):

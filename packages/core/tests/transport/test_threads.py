@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from tensorwire import errors
 from tensorwire.transport import Service, TransportOptions, get_transport
-from tensorwire.transport.threads import DaemonThreadPool
+from tensorwire.transport.threads import DaemonThreadPool, join_threads
 
 #: Bound on every wait; generous, for a loaded machine.
 DEADLINE = 30.0
@@ -121,6 +121,34 @@ def test_shutdown_cancels_queued_work_and_refuses_new(release: threading.Event) 
     assert running.result(timeout=DEADLINE)
 
 
+def test_join_after_shutdown_returns_once_every_thread_ended(
+    release: threading.Event, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = DaemonThreadPool(10, "test-pool")
+    running = threading.Semaphore(0)
+
+    def wait() -> None:
+        running.release()
+        release.wait()
+
+    for _ in range(3):
+        pool.submit_now(wait)
+    pool.submit_now(lambda: None).result(timeout=DEADLINE)  # a fourth thread, idle now
+    for _ in range(3):
+        assert running.acquire(timeout=DEADLINE)
+    threads = [t for t in threading.enumerate() if t.name.startswith("test-pool-")]
+    assert len(threads) == 4
+    with pytest.raises(RuntimeError, match="before shutdown"):
+        pool.join(1.0)
+    pool.shutdown(wait=False)
+    # Three items still wait: join gives up at its deadline and says who was left.
+    assert pool.join(0.05) is False
+    assert "still running after the stop deadline" in caplog.text
+    release.set()
+    assert pool.join(DEADLINE) is True
+    assert [t.name for t in threads if t.is_alive()] == []
+
+
 def test_bad_limits() -> None:
     with pytest.raises(ValueError, match="max_threads"):
         DaemonThreadPool(0, "test-pool")
@@ -196,3 +224,12 @@ def test_inproc_limit_must_be_a_positive_int() -> None:
         get_transport("inproc").serve(
             "localhost:0", [], TransportOptions(extra={"inproc_max_workers": 0})
         )
+
+
+def test_join_waits_for_a_thread_listed_but_not_started_yet() -> None:
+    # Pools list a thread just before they start it: a join may come in between.
+    ran = threading.Event()
+    thread = threading.Thread(target=ran.set, daemon=True)
+    threading.Timer(0.2, thread.start).start()
+    assert join_threads([thread], time.monotonic() + DEADLINE, "test") == []
+    assert ran.is_set()

@@ -85,6 +85,7 @@ from typing import TypeVar
 
 from tensorwire import errors
 from tensorwire.transport.base import TOKEN_METADATA_KEY
+from tensorwire.transport.threads import join_threads
 
 from . import framing
 from .wire import Wire
@@ -132,6 +133,8 @@ MAX_CLIENT_CONNECTIONS = 16
 MAX_IDLE_CONNECTIONS = 8
 #: Timeout of the handshake (and of small control reads on a connection).
 CONNECT_SECONDS = 5.0
+#: How long ``BulkServer.close`` waits for its threads to end (they are woken at once).
+CLOSE_JOIN_SECONDS = 5.0
 #: Timeout of connecting (also at most a quarter of the call's time left), short so that
 #: a side port dropped by a firewall leaves time to fall back to gRPC.
 TCP_CONNECT_SECONDS = 1.0
@@ -311,6 +314,8 @@ class BulkServer:
         self._serve_call = serve_call
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
+        #: The threads serving connections, joined by close().
+        self._connection_threads: set[threading.Thread] = set()
         self._closed = False
         #: Set by close(): ends the accept loop's back-off wait at once.
         self._closing = threading.Event()
@@ -335,19 +340,21 @@ class BulkServer:
                 if not self._back_off(failures, f"cannot accept a connection: {exc}"):
                     return
                 continue
+            thread = threading.Thread(
+                target=self._serve, args=(conn, peer), name="tensorwire-bulk-conn", daemon=True
+            )
             with self._lock:
                 if self._closed or len(self._connections) >= MAX_SERVER_CONNECTIONS:
                     conn.close()
                     continue
                 self._connections.add(conn)
+                self._connection_threads.add(thread)
             try:
-                threading.Thread(
-                    target=self._serve, args=(conn, peer), name="tensorwire-bulk-conn",
-                    daemon=True,
-                ).start()
+                thread.start()
             except RuntimeError as exc:  # "can't start new thread"
                 with self._lock:
                     self._connections.discard(conn)
+                    self._connection_threads.discard(thread)
                 conn.close()
                 failures += 1
                 if not self._back_off(failures, f"cannot start a connection thread: {exc}"):
@@ -413,6 +420,7 @@ class BulkServer:
         finally:
             with self._lock:
                 self._connections.discard(conn)
+                self._connection_threads.discard(threading.current_thread())
             conn.close()
 
     def _handshake(self, wire: Wire) -> bool:
@@ -525,9 +533,13 @@ class BulkServer:
         log.debug("bulk fetch sending %d bytes to %s", total, peer)
         wire.send(_answer(views), time.monotonic() + ARRIVAL_TTL_SECONDS)
 
-    def close(self) -> None:
+    def close(self, timeout: float = CLOSE_JOIN_SECONDS) -> None:
+        """Close the listening socket and every connection, then wait up to ``timeout``
+        seconds for the threads that served them to end: once it returns, the side channel
+        holds no port, socket or thread (unless a call outlived the wait, which is logged).
+        """
         with self._lock:
-            self._closed = True
+            self._closed = True  # from here on no connection (and no thread) is added
             connections = list(self._connections)
         self._closing.set()
         try:
@@ -542,6 +554,9 @@ class BulkServer:
             except OSError:
                 pass
         self.arrivals.clear()
+        with self._lock:
+            threads = [self._thread, *self._connection_threads]
+        join_threads(threads, time.monotonic() + timeout, f"bulk side channel on port {self.port}")
 
 
 # -- client side -----------------------------------------------------------------------------

@@ -369,8 +369,9 @@ class Reassembler:
     def _start(self, message: bytes) -> list[memoryview] | None:
         kind = message[0] if message else 0
         if kind == INLINE:
+            frames = decode_inline(message, self._max_bytes)  # checks the header's size
             self.flags = message[1]
-            return decode_inline(message, self._max_bytes)
+            return frames
         kind, flags, lengths, end = read_manifest(message)
         if kind != CHUNKED:
             raise errors.DataLossError(f"expected a tensorwire manifest, got kind {kind}")

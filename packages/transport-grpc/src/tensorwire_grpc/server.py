@@ -57,6 +57,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import grpc
 from tensorwire import errors
@@ -72,7 +73,7 @@ from tensorwire.transport.base import (
     iterate,
     split_address,
 )
-from tensorwire.transport.threads import DaemonThreadPool
+from tensorwire.transport.threads import DaemonThreadPool, join_threads
 
 from . import bulk, forking, framing, status
 from . import options as opts
@@ -90,6 +91,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 PENDING_SERVICE = "tensorwire.grpc.Pending"
 FETCH_METHOD = "Fetch"
 BULK_SERVICE = "tensorwire.grpc.Bulk"
@@ -104,6 +107,27 @@ PENDING_TTL_SECONDS = 60.0
 REFUSAL_THREADS = 64
 # gRPC reports "no deadline" as a remaining time of centuries.
 _NO_DEADLINE_SECONDS = 1e9
+#: How long ``stop()`` waits, beyond the grace period, for the calls' threads (and gRPC's
+#: own) to end.
+STOP_JOIN_SECONDS = 5.0
+#: gRPC's Python server starts threads of its own: one polling its completion queue
+#: (``start()``) and, for ``stop(grace)``, one cancelling the calls left after the grace.
+#: Both end by themselves soon after the server stopped; ``stop()`` waits for them so that
+#: no thread of a stopped listener remains. They are known by the function each runs, which
+#: Python puts in the name of a thread given no name ("Thread-7 (_serve)"): a gRPC that
+#: names them otherwise leaves them unjoined, not the stop broken.
+_GRPC_THREAD_FUNCTIONS = ("(_serve)", "(cancel_all_calls_after_grace)")
+
+
+def _noting_grpc_threads(action: Callable[[], T]) -> tuple[T, list[threading.Thread]]:
+    """``action()``'s result and the gRPC server threads (above) that appeared meanwhile."""
+    before = set(threading.enumerate())
+    result = action()
+    started = [
+        t for t in threading.enumerate()
+        if t not in before and t.name.endswith(_GRPC_THREAD_FUNCTIONS)
+    ]
+    return result, started
 
 
 class PendingResponses:
@@ -457,6 +481,9 @@ class GrpcListener(Listener):
         self._lock = threading.Lock()
         self._started = False
         self._stopped = threading.Event()
+        #: Set when a listener never started is stopped: it serves no call (see stop()).
+        self._refusing = False
+        self._grpc_threads: list[threading.Thread] = []
         # At exit: tell clients we are going (GOAWAY) and release gRPC's resources before
         # the interpreter tears down the modules gRPC's callbacks use.
         stop_at_exit(self)
@@ -470,6 +497,10 @@ class GrpcListener(Listener):
 
         Runs first in every handler, on the call's thread: the pool's count includes it.
         """
+        if self._refusing:
+            raise errors.UnavailableError(
+                f"{name} refused: the server at {self.address} was stopped before it started"
+            )
         if self._pool.busy > self.max_calls:
             raise errors.ResourceExhaustedError(
                 f"{name} refused: the server at {self.address} is already serving "
@@ -535,21 +566,47 @@ class GrpcListener(Listener):
                     f"the grpc server at {self.address} was stopped; it cannot start again"
                 )
             if not self._started:
-                self._server.start()
+                _, threads = _noting_grpc_threads(self._server.start)
+                self._grpc_threads += threads
                 self._started = True
                 forking.serving(self, self.address)
 
     def stop(self, grace: float | None = None) -> None:
+        """Stop serving; calls in flight get ``grace`` seconds. Returns once the port, the
+        side channel and every thread of the listener are released (threads of calls that
+        ignore the stop are waited for at most :data:`STOP_JOIN_SECONDS` past the grace).
+        """
         with self._lock:
             if self._stopped.is_set():
                 return
-            done = self._server.stop(grace if grace else None)
+            deadline = time.monotonic() + (grace or 0) + STOP_JOIN_SECONDS
+            if not self._started:
+                # gRPC bound the port when it was added and releases it when the server
+                # shuts down, which a server never started does not do: it would hold the
+                # port until garbage-collected. So start it, refusing every call (one may
+                # have connected meanwhile), only to shut it down.
+                self._refusing = True
+                try:
+                    _, threads = _noting_grpc_threads(self._server.start)
+                except RuntimeError as exc:
+                    # No thread to be had (memory, pid limit): gRPC may count the server
+                    # as started with nothing to finish its shutdown, which would never end.
+                    log.warning("grpc server at %s keeps its port until it is garbage-collected:"
+                                " it could not be started to be shut down (%s)", self.address, exc)
+                    done = threading.Event()
+                    done.set()
+                else:
+                    self._grpc_threads += threads
+                    self._started = True
+            if self._started:
+                done, threads = _noting_grpc_threads(lambda: self._server.stop(grace or None))
+                self._grpc_threads += threads
             if self.bulk is not None:
                 # Side-channel calls get the same grace as gRPC's calls in flight.
                 self.bulk.drain(grace or 0)
             # stop() returns at once; calls in flight get ``grace`` seconds, then are
             # cancelled. Waiting a little longer than that covers the cancellation.
-            if not done.wait((grace or 0) + 5.0):
+            if not done.wait(max(0.0, deadline - time.monotonic())):
                 log.warning("grpc server at %s did not finish stopping in time", self.address)
             if self.bulk is not None:
                 # Calls that finished in the grace period may have left responses to
@@ -557,9 +614,12 @@ class GrpcListener(Listener):
                 end = time.monotonic() + (grace or 0)
                 while len(self.pending) and time.monotonic() < end:
                     time.sleep(0.005)
-                self.bulk.close()
+                self.bulk.close(max(0.0, deadline - time.monotonic()))
             self.pending.clear()
             self._pool.shutdown(wait=False)
+            self._pool.join(max(0.0, deadline - time.monotonic()))
+            join_threads(self._grpc_threads, deadline, f"grpc server at {self.address}")
+            self._grpc_threads = []
             self._stopped.set()
             forget(self)
             forking.stopped_serving(self)

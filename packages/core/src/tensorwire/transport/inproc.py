@@ -41,6 +41,8 @@ from .threads import DEFAULT_MAX_THREADS, DaemonThreadPool
 PROTOCOL = "inproc"
 #: ``TransportOptions.extra`` key: calls and streams one listener serves at once.
 MAX_WORKERS_OPTION = "inproc_max_workers"
+#: How long ``stop()`` waits, after the grace period, for the threads of calls to end.
+STOP_JOIN_SECONDS = 5.0
 
 # Re-entrant: a server's __del__ may stop its listener from inside serve(), when the garbage
 # collector runs while serve() holds the lock (that hung a test run with a plain Lock).
@@ -145,6 +147,9 @@ class InprocListener(Listener):
         for fut in pending:
             fut.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        # Calls still running past the grace see ``cancelled``; their threads are waited
+        # for (bounded), so that nothing this listener started outlives its stop().
+        self._pool.join(STOP_JOIN_SECONDS)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
@@ -242,7 +247,9 @@ class InprocChannel(Channel):
         cancelled = threading.Event()
 
         def offer(item: tuple[str, object]) -> bool:
-            while not cancelled.is_set():
+            # Also gives up once the server stopped: a reader that stopped reading must not
+            # keep a thread of a stopped server waiting (the reader then sees Unavailable).
+            while not cancelled.is_set() and not listener.cancelled.is_set():
                 try:
                     items.put(item, timeout=0.1)
                     return True

@@ -18,6 +18,10 @@ runs such work on instead:
 - Threads are daemons. ``concurrent.futures.ThreadPoolExecutor`` joins its threads when the
   interpreter exits, so one handler blocked for long would hang the exit of a process that
   still had a server running; transports stop their listeners at exit instead.
+- A listener that stops calls :meth:`DaemonThreadPool.shutdown` and then
+  :meth:`DaemonThreadPool.join` with a deadline, so that once its ``stop()`` returns the
+  threads it ran calls on are gone (a handler that ignores the stop is waited for only until
+  the deadline, and named in the log).
 - A forked child has none of its parent's threads: :func:`background` starts a new pool
   there on first use (the inherited one is kept referenced, never used or shut down).
 
@@ -34,12 +38,15 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import errors
 
-__all__ = ["DEFAULT_MAX_THREADS", "IDLE_SECONDS", "DaemonThreadPool", "background"]
+__all__ = [
+    "DEFAULT_MAX_THREADS", "IDLE_SECONDS", "DaemonThreadPool", "background", "join_threads"
+]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +94,8 @@ class DaemonThreadPool(concurrent.futures.Executor):
         self._busy = 0
         self._numbers = itertools.count(1)
         self._shutdown = False
+        #: The threads started and not ended, for :meth:`join`.
+        self._workers: set[threading.Thread] = set()
 
     def __repr__(self) -> str:
         return (
@@ -135,12 +144,16 @@ class DaemonThreadPool(concurrent.futures.Executor):
                 raise self._refusal()
             self._busy += 1
         if start:
+            thread = threading.Thread(
+                target=self._work, name=f"{self.name}-{next(self._numbers)}", daemon=True
+            )
+            with self._lock:
+                self._workers.add(thread)
             try:
-                threading.Thread(
-                    target=self._work, name=f"{self.name}-{next(self._numbers)}", daemon=True
-                ).start()
+                thread.start()
             except RuntimeError as exc:  # the OS gave no thread (ulimit -u, memory, pids)
                 with self._lock:
+                    self._workers.discard(thread)
                     self._threads -= 1
                     if refuse:
                         self._busy -= 1
@@ -174,12 +187,14 @@ class DaemonThreadPool(concurrent.futures.Executor):
                     if self._idle:  # an unclaimed idle thread: this one can go
                         self._idle -= 1
                         self._threads -= 1
+                        self._workers.discard(threading.current_thread())
                         return
                 continue  # an item was handed to the waiting threads meanwhile: take it
             if item is None:
                 self._queue.put(None)  # wake the next thread too
                 with self._lock:
                     self._threads -= 1
+                    self._workers.discard(threading.current_thread())
                 return
             future, fn, args, kwargs = item
             if future.set_running_or_notify_cancel():
@@ -212,6 +227,44 @@ class DaemonThreadPool(concurrent.futures.Executor):
                     with self._lock:
                         self._busy -= 1
         self._queue.put(None)
+
+    def join(self, timeout: float) -> bool:
+        """After :meth:`shutdown`: wait up to ``timeout`` seconds for every thread of the
+        pool to end. True when they all did; else the ones still running are logged."""
+        with self._lock:
+            if not self._shutdown:
+                raise RuntimeError(f"{self.name}: join() before shutdown() would never end")
+            workers = list(self._workers)
+        return not join_threads(workers, time.monotonic() + timeout, self.name)
+
+
+def join_threads(
+    threads: Iterable[threading.Thread], deadline: float, owner: str
+) -> list[threading.Thread]:
+    """Join ``threads`` until ``deadline`` (``time.monotonic()``); those still running then
+    are logged as a warning naming ``owner`` and returned."""
+    alive = []
+    for thread in threads:
+        if thread is threading.current_thread():
+            continue  # stopped from one of its own threads: it ends when this call returns
+        while True:
+            try:
+                thread.join(max(0.0, deadline - time.monotonic()))
+                break
+            except RuntimeError:
+                # Not started yet: owners list a thread just before starting it (outside
+                # their lock), so that none escapes. Its start is a moment away.
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.001)
+        if thread.is_alive():
+            alive.append(thread)
+    if alive:
+        log.warning(
+            "%s: %d thread(s) still running after the stop deadline: %s",
+            owner, len(alive), ", ".join(t.name for t in alive),
+        )
+    return alive
 
 
 _background_lock = threading.Lock()

@@ -20,6 +20,7 @@ from tensorwire import errors
 from tensorwire.lifecycle import stop_at_exit
 from tensorwire.transport import get_transport
 from tensorwire.transport.base import CallContext, Service, TransportOptions
+from tensorwire.transport.threads import join_threads
 
 from . import pipeline
 from .config import (
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 RECONNECT_GRACE_S = 3.0
 
 _MAX_SPLITS_PER_REQUEST = 64
+#: How long ``stop()`` waits for the dispatcher's own threads (woken at once) to end.
+_STOP_JOIN_SECONDS = 5.0
 
 
 def _ms(value: int | None, default: int) -> int:
@@ -319,9 +322,9 @@ class _Dispatcher:
             # A journal from before registering revived tasks in the same record may hold
             # a registered worker whose tasks are still marked taken: the worker runs them,
             # so they are its again (never "delete": it would start them over later).
-            for task in self.state.removed_tasks_of(address):
-                if task.task_id in current:
-                    self._commit({"op": "revive_task", "task_id": task.task_id})
+            for taken in self.state.removed_tasks_of(address):
+                if taken.task_id in current:
+                    self._commit({"op": "revive_task", "task_id": taken.task_id})
         self.worker_seen[address] = time.monotonic()
         for task_id in finished:
             task = self.state.tasks.get(task_id)
@@ -719,6 +722,7 @@ class DispatchServer:
         )
         self._port = int(self._listener.port)
         self._gc_thread: threading.Thread | None = None
+        self._nudge_thread: threading.Thread | None = None
         stop_at_exit(self)
         if start:
             self.start()
@@ -740,11 +744,12 @@ class DispatchServer:
                 daemon=True,
             )
             self._gc_thread.start()
-            threading.Thread(
+            self._nudge_thread = threading.Thread(
                 target=_nudge_loop,
                 args=(self._config.protocol, self._options, self._core.outbox),
                 name=f"tw-dispatcher-nudge-{self._port}", daemon=True,
-            ).start()
+            )
+            self._nudge_thread.start()
         log.info("dispatcher serving at %s", self.target)
 
     def join(self) -> None:
@@ -753,7 +758,8 @@ class DispatchServer:
             pass
 
     def stop(self) -> None:
-        """Stop serving; idempotent."""
+        """Stop serving; idempotent. Returns once the port and the dispatcher's threads
+        are released."""
         with self._lock:
             if self._stopped:
                 return
@@ -765,6 +771,10 @@ class DispatchServer:
         finally:
             if self._core.journal is not None:
                 self._core.journal.close()
+            threads = [t for t in (self._gc_thread, self._nudge_thread) if t is not None]
+            join_threads(
+                threads, time.monotonic() + _STOP_JOIN_SECONDS, f"dispatcher {self.target}"
+            )
 
     _stop = stop
 

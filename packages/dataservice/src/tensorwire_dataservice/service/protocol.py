@@ -150,7 +150,7 @@ def unpack(frames: list[Any]) -> dict[str, Any]:
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
-def _malformed(method: str, exc: BaseException) -> errors.InvalidArgumentError:
+def _malformed(method: str, exc: BaseException) -> errors.OpError:
     what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
     return errors.InvalidArgumentError(f"{method}: malformed request ({what})")
 

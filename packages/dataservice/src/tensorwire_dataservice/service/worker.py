@@ -22,6 +22,7 @@ from tensorwire import errors
 from tensorwire.lifecycle import stop_at_exit
 from tensorwire.transport import get_transport
 from tensorwire.transport.base import CallContext, Service
+from tensorwire.transport.threads import join_threads
 
 from . import pipeline
 from .config import (
@@ -55,6 +56,8 @@ _MESSAGE_BYTES = 1 << 20
 _MAX_ELEMENTS_PER_MESSAGE = 4096
 _ROUNDS_KEPT = 8
 _TASK_WAIT = 5.0  # seconds a client request waits for a task the worker has not heard of
+#: How long ``stop()`` waits for the worker's threads (heartbeat, task producers) to end.
+_STOP_JOIN_SECONDS = 5.0
 
 
 def _as_op_error(exc: BaseException) -> errors.OpError:
@@ -470,7 +473,8 @@ class _Worker:
             svc.add(name, refusing_malformed(name, handler))
         return svc
 
-    def stop(self) -> None:
+    def stop(self) -> list[threading.Thread]:
+        """Stop every task; their producer threads, which end soon after, to join."""
         self.stopped.set()
         self.heartbeat_now.set()
         with self.task_arrived:
@@ -479,6 +483,7 @@ class _Worker:
             self.task_arrived.notify_all()
         for task in tasks:
             task.stop()
+        return [task.thread for task in tasks]
 
 
 def _heartbeat_loop(worker_ref: weakref.ref[_Worker]) -> None:
@@ -577,13 +582,19 @@ class WorkerServer:
             pass
 
     def stop(self) -> None:
-        """Stop serving; idempotent."""
+        """Stop serving; idempotent. Returns once the port and the worker's threads are
+        released (a task's pipeline busy in a long computation is waited for at most
+        a few seconds, and logged)."""
         with self._lock:
             if self._stopped:
                 return
             self._stopped = True
-        self._core.stop()
+            heartbeat = self._thread
+        threads = self._core.stop()
         self._listener.stop(0)
+        if heartbeat is not None:
+            threads.append(heartbeat)
+        join_threads(threads, time.monotonic() + _STOP_JOIN_SECONDS, f"worker {self._address}")
 
     _stop = stop
 
