@@ -653,7 +653,7 @@ def test_stop_returns_once_the_side_channel_holds_nothing(transport, start) -> N
     peer.close()
 
 
-def test_a_call_with_metadata_that_is_not_utf8_just_ends_its_connection(
+def test_a_call_with_metadata_that_is_not_utf8_is_refused_and_its_connection_ends(
     transport, caplog: pytest.LogCaptureFixture
 ) -> None:  # type: ignore[no-untyped-def]
     listener = transport.serve("127.0.0.1:0", [service], TransportOptions(extra=ON))
@@ -668,7 +668,11 @@ def test_a_call_with_metadata_that_is_not_utf8_just_ends_its_connection(
             name, metadata = b"/t.Bulk/Echo", b"\xff\xfe\0v\0"
             wire.send([bytes([bulk.OP_CALL]) + struct.pack("<HII", len(name), len(metadata), 0)
                        + name + metadata + struct.pack("<I", 0)], deadline)
-            with pytest.raises(ConnectionError):  # closed: the request made no sense
+            # Refused with a status saying why, then closed: the request made no sense.
+            assert wire.read(1, deadline)[0] == int(errors.DATA_LOSS)
+            (size,) = struct.unpack("<I", wire.read(4, deadline))
+            assert "UTF-8" in bytes(wire.read(size, deadline)).decode()
+            with pytest.raises(ConnectionError):
                 wire.read(1, deadline)
     finally:
         listener.stop(0)
