@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import threading
 import time
 from typing import Any
 
@@ -432,23 +433,26 @@ def test_iterator_get_next_raises_out_of_range_at_the_end() -> None:
 
 
 def test_parallel_interleave_keeps_the_order_and_reads_ahead_concurrently() -> None:
-    def slow_source(x: Any) -> Any:
+    """Four parallel readers are open at once: each source waits at a barrier for the other
+    three before its first element (reading them one at a time would break it, after a
+    bounded wait), and the order is the sequential one."""
+    opened = threading.Barrier(4, timeout=60)
+
+    def source(x: Any, together: bool) -> Any:
         def gen() -> Any:
+            if together:
+                opened.wait()
             for i in range(3):
-                time.sleep(0.1)
                 yield int(x) * 10 + i
 
         return Dataset.from_generator(gen, output_types=np.int64)
 
-    sequential = Dataset.range(4).interleave(slow_source, cycle_length=4, block_length=1)
+    sequential = Dataset.range(4).interleave(
+        lambda x: source(x, False), cycle_length=4, block_length=1)
     parallel = Dataset.range(4).interleave(
-        slow_source, cycle_length=4, block_length=1, num_parallel_calls=4
+        lambda x: source(x, True), cycle_length=4, block_length=1, num_parallel_calls=4
     )
-    start = time.monotonic()
-    got = ints(parallel)
-    elapsed = time.monotonic() - start
-    assert got == ints(sequential) == [0, 10, 20, 30, 1, 11, 21, 31, 2, 12, 22, 32]
-    assert elapsed < 12 * 0.1 * 0.6  # four readers overlap their sleeps (sequential: 1.2 s)
+    assert ints(parallel) == ints(sequential) == [0, 10, 20, 30, 1, 11, 21, 31, 2, 12, 22, 32]
 
 
 def test_map_results_that_need_conversion_are_converted() -> None:

@@ -118,7 +118,32 @@ class InterleaveDataset(_NestedDataset):
         block = 0
         num_open = 0
         end_of_input = False
+        def open_slot(slot: int) -> bool:
+            """Open the dataset of the next input element in ``slot``; False at the end."""
+            nonlocal end_of_input, num_open
+            try:
+                element = next(source)
+            except StopIteration:
+                end_of_input = True
+                return False
+            inner = _dataset_of(self._fn, element)
+            if self._parallel:
+                cycle[slot] = PrefetchDataset(inner, self._block_length).started_iterator(
+                    inner_ctx
+                )
+            else:
+                cycle[slot] = inner._iterator(inner_ctx)
+            num_open += 1
+            return True
+
         try:
+            if self._parallel:
+                # Every slot is read ahead at once, as TensorFlow opens cycle_length inputs
+                # together. Filling a slot as soon as it empties gives it the same input
+                # element the cycle would give it on its next visit: the order is unchanged.
+                for slot in range(self._cycle_length):
+                    if not open_slot(slot):
+                        break
             while not end_of_input or num_open > 0:
                 current = cycle[index]
                 if current is not None:
@@ -127,6 +152,8 @@ class InterleaveDataset(_NestedDataset):
                     except StopIteration:
                         cycle[index] = None
                         num_open -= 1
+                        if self._parallel and not end_of_input:
+                            open_slot(index)
                         index, block = (index + 1) % self._cycle_length, 0
                         continue
                     block += 1
@@ -134,16 +161,7 @@ class InterleaveDataset(_NestedDataset):
                         index, block = (index + 1) % self._cycle_length, 0
                     yield value
                 elif not end_of_input:
-                    try:
-                        element = next(source)
-                    except StopIteration:
-                        end_of_input = True
-                        continue
-                    inner = _dataset_of(self._fn, element)
-                    if self._parallel:
-                        inner = PrefetchDataset(inner, self._block_length)
-                    cycle[index] = inner._iterator(inner_ctx)
-                    num_open += 1
+                    open_slot(index)
                 else:
                     index, block = (index + 1) % self._cycle_length, 0
         finally:

@@ -243,9 +243,15 @@ class PrefetchDataset(UnaryDataset):
         self._buffer_size = DEFAULT_PREFETCH_BUFFER if buffer_size == AUTOTUNE else buffer_size
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
+        # The thread starts with the first next(), as TensorFlow's prefetch.
+        yield from self.started_iterator(ctx)
+
+    def started_iterator(self, ctx: IterationContext) -> Iterator[Any]:
+        """An iterator whose thread is producing already (a parallel interleave opens all
+        its inputs at once). Closing it before its first next() leaves the thread to
+        ``ctx``, which stops and joins it when the whole iteration ends."""
         if self._buffer_size == 0:
-            yield from self._input._iterator(ctx)
-            return
+            return self._input._iterator(ctx)
         stop = threading.Event()
         closed = ctx.closed
         buf = _Buffer(self._buffer_size, stop, closed)
@@ -268,26 +274,33 @@ class PrefetchDataset(UnaryDataset):
                         pass
 
         thread = ctx.start_thread(produce, "tw-data-prefetch")
-        try:
-            while True:
-                item = buf.get()
-                if item is None:
-                    if closed.is_set():
-                        return
-                    if not thread.is_alive():
-                        item = buf.get()
-                        if item is None:
-                            raise errors.InternalError("The prefetch thread ended without a result")
-                    else:
-                        continue
-                kind, value = item
-                if kind == _VALUE:
-                    yield value
-                elif kind == _END:
+        return _drain(buf, stop, closed, thread)
+
+
+def _drain(
+    buf: _Buffer, stop: threading.Event, closed: threading.Event, thread: threading.Thread
+) -> Iterator[Any]:
+    """The elements a prefetch thread puts into ``buf``, until its end or its error."""
+    try:
+        while True:
+            item = buf.get()
+            if item is None:
+                if closed.is_set():
                     return
+                if not thread.is_alive():
+                    item = buf.get()
+                    if item is None:
+                        raise errors.InternalError("The prefetch thread ended without a result")
                 else:
-                    raise value
-        finally:
-            stop.set()
-            if not closed.is_set():  # otherwise ctx.close() joins under its own deadline
-                thread.join(THREAD_JOIN_TIMEOUT)
+                    continue
+            kind, value = item
+            if kind == _VALUE:
+                yield value
+            elif kind == _END:
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        if not closed.is_set():  # otherwise ctx.close() joins under its own deadline
+            thread.join(THREAD_JOIN_TIMEOUT)
