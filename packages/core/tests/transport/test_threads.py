@@ -124,7 +124,7 @@ def test_shutdown_cancels_queued_work_and_refuses_new(release: threading.Event) 
 def test_join_after_shutdown_returns_once_every_thread_ended(
     release: threading.Event, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pool = DaemonThreadPool(10, "test-pool")
+    pool = DaemonThreadPool(10, "join-test-pool")  # a name no other test's threads have
     running = threading.Semaphore(0)
 
     def wait() -> None:
@@ -136,7 +136,7 @@ def test_join_after_shutdown_returns_once_every_thread_ended(
     pool.submit_now(lambda: None).result(timeout=DEADLINE)  # a fourth thread, idle now
     for _ in range(3):
         assert running.acquire(timeout=DEADLINE)
-    threads = [t for t in threading.enumerate() if t.name.startswith("test-pool-")]
+    threads = [t for t in threading.enumerate() if t.name.startswith("join-test-pool-")]
     assert len(threads) == 4
     with pytest.raises(RuntimeError, match="before shutdown"):
         pool.join(1.0)
