@@ -163,16 +163,18 @@ def reference_of(dataset_def: bytes) -> tuple[str, dict[str, Any]]:
     return name, params
 
 
-def check_definition(dataset_def: bytes, code_allowed: bool) -> None:
-    """Refuse a definition made of code where only registered pipelines may run."""
-    if not code_allowed and not is_reference(dataset_def):
+def check_definition(dataset_def: bytes, code_allowed: bool) -> tuple[str, dict[str, Any]] | None:
+    """Refuse a definition made of code where only registered pipelines may run, and a
+    malformed reference; the reference's (name, params), or None for code."""
+    if is_reference(dataset_def):
+        return reference_of(dataset_def)
+    if not code_allowed:
         raise errors.PermissionDeniedError(
             "this data service runs registered pipelines only (registered_pipelines_only): "
             "the dataset was sent as code; send tw.data.service.registered_pipeline(name, "
             "**params) instead, with the pipeline registered in every process"
         )
-    if is_reference(dataset_def):
-        reference_of(dataset_def)  # malformed: refused where it arrives
+    return None
 
 
 def serialize(dataset: Any) -> bytes:
@@ -191,9 +193,9 @@ def serialize(dataset: Any) -> bytes:
 def deserialize(data: bytes, code_allowed: bool = True) -> Any:
     """Rebuild a definition: a reference by its registered factory, code by unpickling it
     (only when ``code_allowed``)."""
-    check_definition(data, code_allowed)
-    if is_reference(data):
-        return _build(*reference_of(data))
+    reference = check_definition(data, code_allowed)
+    if reference is not None:
+        return _build(*reference)
     try:
         return pickle.loads(data)
     except Exception as exc:  # noqa: BLE001
