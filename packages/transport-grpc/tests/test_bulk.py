@@ -321,19 +321,26 @@ def test_tls_listener_opens_no_side_port(transport, certs) -> None:  # type: ign
 
 
 # -- the token ----------------------------------------------------------------------------------
-def _handshake(port: int, mac: bytes) -> bytes:
+def _handshake(port: int, mac: bytes) -> tuple[int, str, bytes]:
+    """The verdict's status code and message, and what a push sent after it got back."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        hello = Wire(sock).read(4 + bulk.NONCE_BYTES, time.monotonic() + 5)
+        wire = Wire(sock)
+        deadline = time.monotonic() + 5
+        hello = wire.read(4 + bulk.NONCE_BYTES, deadline)
         assert hello[:4] == bulk.MAGIC
         sock.sendall(bulk.MAGIC + mac)
-        verdict = sock.recv(1)
+        code = wire.read(1, deadline)[0]
+        message = ""
+        if code:
+            (size,) = struct.unpack("<I", wire.read(4, deadline))
+            message = wire.read(size, deadline).decode()
         # A refused connection is closed; sending a push anyway gets nothing back.
         try:
             sock.sendall(bytes([bulk.OP_PUSH]) + bytes(64))
             rest = sock.recv(16)
         except OSError:
             rest = b""
-        return verdict + rest
+        return code, message, rest
 
 
 def test_side_channel_requires_the_token(transport) -> None:  # type: ignore[no-untyped-def]
@@ -343,8 +350,10 @@ def test_side_channel_requires_the_token(transport) -> None:  # type: ignore[no-
     try:
         port = listener.bulk.port
         # No proof, a proof of the wrong token: refused, and nothing of theirs is read.
-        assert _handshake(port, bytes(bulk.MAC_BYTES)) == b"\x01"
-        assert _handshake(port, bulk._mac("wrong", b"x" * 16)) == b"\x01"
+        for proof in (bytes(bulk.MAC_BYTES), bulk._mac("wrong", b"x" * 16)):
+            code, message, rest = _handshake(port, proof)
+            assert (code, rest) == (int(errors.Code.UNAUTHENTICATED), b"")
+            assert "did not prove the cluster token" in message
         with pytest.raises(bulk.BulkUnavailable, match="token"):
             bulk.BulkPeer("127.0.0.1", port, "wrong").acquire(time.monotonic() + 5)
         assert listener.bulk.arrivals._held == 0

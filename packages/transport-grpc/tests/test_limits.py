@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import struct
 import subprocess
 import sys
@@ -322,6 +324,58 @@ def test_a_client_refused_mid_send_gets_the_reason_and_the_next_call_works(serve
         assert bytes(got) == b"ok"
     finally:
         peer.close()
+
+
+# -- refused connections ------------------------------------------------------------------------
+def test_a_connection_beyond_the_limit_is_refused_with_the_reason(serve, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(bulk, "MAX_SERVER_CONNECTIONS", 2)
+    listener = serve(extra=ON)
+    held = [_raw_connection(listener.bulk.port) for _ in range(2)]
+    try:
+        # By hand: the refusal replaces the nonce, and it comes at once.
+        sock = socket.create_connection(("127.0.0.1", listener.bulk.port), timeout=30)
+        wire = Wire(sock)
+        try:
+            assert wire.read(4, time.monotonic() + 30) == bulk.REFUSED_MAGIC
+            code, message = _status(wire)
+            assert code == int(errors.Code.UNAVAILABLE)
+            assert "at most 2 side-channel connections" in message
+        finally:
+            wire.close()
+        # A client is told the same, and says so.
+        peer = bulk.BulkPeer("127.0.0.1", listener.bulk.port, None)
+        with pytest.raises(ConnectionError, match="refused the connection: .*at most 2"):
+            peer._connect(time.monotonic() + 30)
+    finally:
+        for wire in held:
+            wire.close()
+
+
+def test_a_connection_without_the_proof_is_refused_with_the_reason(serve) -> None:  # type: ignore[no-untyped-def]
+    listener = serve(token="s3cret", extra=ON)
+    peer = bulk.BulkPeer("127.0.0.1", listener.bulk.port, "wrong")
+    with pytest.raises(ConnectionError, match="did not prove the cluster token"):
+        peer._connect(time.monotonic() + 30)
+
+
+def test_refused_connections_do_not_flood_the_log(serve, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Fifty failed handshakes: one warning, the rest at debug level, none lost."""
+    listener = serve(token="s3cret", extra=ON)
+    caplog.set_level(logging.DEBUG, logger=bulk.__name__)
+    peer = bulk.BulkPeer("127.0.0.1", listener.bulk.port, "wrong")
+    for _ in range(50):
+        with pytest.raises(ConnectionError):
+            peer._connect(time.monotonic() + 30)
+
+    def refusals() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "did not prove" in r.getMessage()]
+
+    # The server logs after answering: wait (bounded) until it logged all fifty.
+    deadline = time.monotonic() + 30
+    while len(refusals()) < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(refusals()) == 50
+    assert [r.levelno for r in refusals()].count(logging.WARNING) == 1
 
 
 # -- the accept loop -----------------------------------------------------------------------------

@@ -194,6 +194,10 @@ def _side_port(server: Any) -> int:
     return int(listener.bulk.port)
 
 
+#: The verdict byte of a refused handshake: its status code (a message follows).
+REFUSED = bytes([int(tw.errors.Code.UNAUTHENTICATED)])
+
+
 def _handshake(port: int, answer: bytes | None) -> tuple[bytes, bytes]:
     """Connect to a side-channel port; returns (nonce, verdict byte). ``answer`` None
     answers with a correct proof of TOKEN for this connection's nonce."""
@@ -228,13 +232,13 @@ def test_side_channel_ports_refuse_no_proof_a_wrong_one_and_a_replayed_one(grpc_
         else:
             made.extend(_servers("grpc", cluster_token=TOKEN))
             port = _side_port(made[0] if kind == "dispatcher" else made[1])
-        assert _handshake(port, bytes(bulk.MAC_BYTES))[1] == b"\x01"
-        assert _handshake(port, bulk._mac("wrong", b"x" * bulk.NONCE_BYTES))[1] == b"\x01"
+        assert _handshake(port, bytes(bulk.MAC_BYTES))[1] == REFUSED
+        assert _handshake(port, bulk._mac("wrong", b"x" * bulk.NONCE_BYTES))[1] == REFUSED
         # A proof seen on the wire is good for its own connection only: a new connection
         # gets a new nonce, and replaying the old answer is refused.
         nonce, verdict = _handshake(port, None)
         assert verdict == b"\x00"
-        assert _handshake(port, bulk._mac(TOKEN, nonce))[1] == b"\x01"
+        assert _handshake(port, bulk._mac(TOKEN, nonce))[1] == REFUSED
     finally:
         for server in reversed(made):
             server.stop()

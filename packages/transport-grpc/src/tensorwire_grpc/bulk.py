@@ -18,9 +18,12 @@ the chunked gRPC path by itself when the server has no side channel (an older pe
 feature off, TLS) or the port cannot be reached.
 
 Connections are always opened by the channel and pooled per peer (:class:`BulkPeer`). Each
-connection starts with a handshake that proves the cluster token: the server sends a random
-nonce, the client answers ``HMAC-SHA256(token, nonce)``; a connection that does not prove it
-is closed before any request is read. Then, one at a time, requests on the connection::
+connection starts with a handshake that proves the cluster token: the server sends
+``MAGIC`` and a random nonce, the client answers ``MAGIC`` and ``HMAC-SHA256(token, nonce)``,
+the server answers one zero byte, or a status (u8 code, u32 length, message) and closes the
+connection before any request is read. A server at its connection limit sends
+``REFUSED_MAGIC`` and a status instead of its nonce. Then, one at a time, requests on the
+connection::
 
     PUSH   u8 op=1, 16-byte ticket, u32 ttl ms (0 = none), u32 n, n x u64 lengths, payload
            -> u8 status (0 = ok, else an error code), u32 message length, message
@@ -99,6 +102,8 @@ log = logging.getLogger(__name__)
 #: Changes with the wire format: a peer speaking another version fails the handshake and
 #: its calls use gRPC. TWB2 added the frame alignment.
 MAGIC = b"TWB2"
+#: Sent instead of MAGIC by a server that will not serve the connection, then a status.
+REFUSED_MAGIC = b"TWB!"
 NONCE_BYTES = 16
 MAC_BYTES = 32
 OP_PUSH = 1
@@ -114,8 +119,12 @@ FEATURE_CALL = 1
 ARRIVAL_TTL_SECONDS = 60.0
 #: Unclaimed pushed requests kept at most (bytes); a push beyond it is refused.
 MAX_ARRIVAL_BYTES = 4 << 30
-#: Server connections at most; more are closed at once (the client falls back to gRPC).
+#: Server connections at most; more are refused at once (the client falls back to gRPC).
 MAX_SERVER_CONNECTIONS = 256
+#: Refused connections (failed handshakes, the connection limit) are logged as a warning at
+#: most this often per server, with the count since; the rest at debug level, so a port
+#: scan or a misconfigured client cannot flood the log.
+REFUSAL_LOG_SECONDS = 60.0
 #: A server connection with no request for this long is closed.
 IDLE_SECONDS = 300.0
 #: Clients reuse a connection idle at most this long, well inside the server's limit, so
@@ -293,6 +302,40 @@ def _decode_metadata(data: bytes) -> dict[str, str]:
     return dict(zip(parts[0:-1:2], parts[1:-1:2], strict=True))
 
 
+_NOT_PROVEN = (
+    "the connection did not prove the cluster token (wrong token, none, or not a tensorwire "
+    "client of this wire version)"
+)
+
+
+class _ThrottledWarning:
+    """Logs the first of a kind of event as a warning, then at most one warning every
+    ``REFUSAL_LOG_SECONDS`` with how many happened since (the rest at debug level)."""
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._lock = threading.Lock()
+        self._next_warning = 0.0
+        self._unlogged = 0
+
+    def note(self, event: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next_warning:
+                self._unlogged += 1
+                unlogged = -1
+            else:
+                unlogged, self._unlogged = self._unlogged, 0
+                self._next_warning = now + REFUSAL_LOG_SECONDS
+        if unlogged < 0:
+            log.debug("%s %s", self._source, event)
+        elif unlogged:
+            log.warning("%s %s (and %d more refusals in the last %.0f s)",
+                        self._source, event, unlogged, REFUSAL_LOG_SECONDS)
+        else:
+            log.warning("%s %s", self._source, event)
+
+
 class BulkServer:
     """The listening socket of the side channel and a thread per connection."""
 
@@ -323,6 +366,7 @@ class BulkServer:
         self._draining = False
         self._calls_in_flight = 0
         self._calls_done = threading.Condition(self._lock)
+        self._refusals = _ThrottledWarning(f"bulk side channel on port {self.port}")
         self._thread = threading.Thread(
             target=self._accept, name=f"tensorwire-bulk-{self.port}", daemon=True
         )
@@ -344,11 +388,19 @@ class BulkServer:
                 target=self._serve, args=(conn, peer), name="tensorwire-bulk-conn", daemon=True
             )
             with self._lock:
-                if self._closed or len(self._connections) >= MAX_SERVER_CONNECTIONS:
-                    conn.close()
-                    continue
-                self._connections.add(conn)
-                self._connection_threads.add(thread)
+                closed = self._closed
+                full = len(self._connections) >= MAX_SERVER_CONNECTIONS
+                if not (closed or full):
+                    self._connections.add(conn)
+                    self._connection_threads.add(thread)
+            if closed or full:
+                reason = (
+                    "the server is stopping" if closed else
+                    f"the server serves at most {MAX_SERVER_CONNECTIONS} side-channel "
+                    "connections at once; this call uses gRPC"
+                )
+                self._refuse_connection(conn, peer, reason)
+                continue
             try:
                 thread.start()
             except RuntimeError as exc:  # "can't start new thread"
@@ -381,12 +433,24 @@ class BulkServer:
             log.debug("bulk side channel on port %d %s (failure %d)", self.port, reason, failures)
         return not self._closing.wait(delay)
 
+    def _refuse_connection(self, conn: socket.socket, peer: object, reason: str) -> None:
+        """Close a connection the server will not serve, telling the client why. Runs on
+        the accept thread, so it never blocks: a fresh socket's send buffer is empty."""
+        refused = errors.UnavailableError(reason)
+        try:
+            conn.setblocking(False)
+            conn.send(REFUSED_MAGIC + _status(int(refused.code), refused.message))
+        except OSError:
+            pass
+        conn.close()
+        self._refusals.note(f"refused a connection from {peer}: {reason}")
+
     def _serve(self, conn: socket.socket, peer: object) -> None:
         wire = Wire(conn)
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if not self._handshake(wire):
-                log.warning("bulk connection from %s did not prove the cluster token", peer)
+                self._refusals.note(f"refused a connection from {peer}: {_NOT_PROVEN}")
                 return
             caller = _peer_name(peer)
             while True:
@@ -431,7 +495,8 @@ class BulkServer:
         ok = answer[:4] == MAGIC and (
             self._token is None or hmac.compare_digest(answer[4:], _mac(self._token, nonce))
         )
-        wire.send([b"\x00" if ok else b"\x01"], deadline)
+        refused = errors.UnauthenticatedError(_NOT_PROVEN)
+        wire.send([b"\x00" if ok else _status(int(refused.code), refused.message)], deadline)
         return ok
 
     def _push(self, wire: Wire, peer: object) -> None:
@@ -593,12 +658,16 @@ class BulkPeer:
             end = time.monotonic() + CONNECT_SECONDS
             if deadline is not None:
                 end = min(end, deadline)
-            hello = wire.read(len(MAGIC) + NONCE_BYTES, end)
-            if hello[:4] != MAGIC:
+            magic = wire.read(len(MAGIC), end)
+            if magic == REFUSED_MAGIC:
+                wire.read(1, end)  # the status code: the client falls back to gRPC anyway
+                raise ConnectionError(f"the server refused the connection: {_reason(wire, end)}")
+            if magic != MAGIC:
                 raise ConnectionError("not a tensorwire bulk port")
-            wire.send([MAGIC + _mac(self._token, hello[4:])], end)
+            nonce = wire.read(NONCE_BYTES, end)
+            wire.send([MAGIC + _mac(self._token, nonce)], end)
             if wire.read(1, end) != b"\x00":
-                raise ConnectionError("the server refused the cluster token")
+                raise ConnectionError(f"the server refused the connection: {_reason(wire, end)}")
         except BaseException:
             sock.close()
             raise
@@ -661,6 +730,16 @@ class BulkPeer:
         idle, self._idle = self._idle, []
         for wire, _ in idle:
             wire.close()
+
+
+def _reason(wire: Wire, deadline: float) -> str:
+    """The message of a refusal's status (its code byte already read), or why there is
+    none."""
+    try:
+        (size,) = _U32.unpack(wire.read(4, deadline))
+        return wire.read(size, deadline).decode(errors="replace")
+    except (OSError, ConnectionError, struct.error):
+        return "no reason given (a server older than this client)"
 
 
 def _peer_name(peer: object) -> str:
