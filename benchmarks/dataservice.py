@@ -1,6 +1,7 @@
 """tf.data service throughput and latency, beside its limits, in one run (issue 4).
 
-    python benchmarks/dataservice.py [--protocol grpc] [--quick] [--token]
+    python benchmarks/dataservice.py [--protocol grpc] [--quick]
+    python benchmarks/dataservice.py --token [--quick]   # with a cluster token vs without
 
 The dispatcher and the workers run as ``tensorwire dispatcher`` / ``tensorwire worker``
 processes (their own interpreters, as in production); this process is the client. Reported:
@@ -10,6 +11,11 @@ processes (their own interpreters, as in production); this process is the client
 - 1 MiB float32 elements as MB/s, next to raw grpcio server streaming measured here;
 - the time from creating the iterator (job start) to the first element;
 - 2 workers against 1.
+
+``--token`` measures the price of authentication instead: two services side by side, one
+whose processes (dispatcher, worker, this client) share a cluster token and one without, the
+data-service figures above taken on each in alternation (best of several rounds, so load
+that comes and goes on a shared machine hits both alike), and the ratio with/without.
 """
 
 from __future__ import annotations
@@ -56,18 +62,28 @@ def best_rate(make, repeats: int) -> float:
     return best
 
 
+TOKEN = "benchmark-token"
+
+
 class Cluster:
-    def __init__(self, protocol: str, num_workers: int) -> None:
+    def __init__(self, protocol: str, num_workers: int, token: str | None = None) -> None:
         self.protocol = protocol
-        self.dispatcher = DataServiceProcess("dispatcher", ["--protocol", protocol]).start()
+        self.token = token
+        env = {k: v for k, v in os.environ.items() if k != "TENSORWIRE_CLUSTER_TOKEN"}
+        if token is not None:
+            env["TENSORWIRE_CLUSTER_TOKEN"] = token
+        self.dispatcher = DataServiceProcess(
+            "dispatcher", ["--protocol", protocol], env=env).start()
         self.workers = [
             DataServiceProcess("worker", ["--protocol", protocol, "--dispatcher_address",
-                                          self.dispatcher.address]).start()
+                                          self.dispatcher.address], env=env).start()
             for _ in range(num_workers)
         ]
         self.target = f"{protocol}://{self.dispatcher.address}"
 
     def distribute(self, ds, mode: str):
+        # This process reads with the token of the service it reads from.
+        tw.data.service.configure_client(cluster_token=self.token)
         return ds.apply(tw.data.service.distribute(mode, self.target))
 
     def stop(self) -> None:
@@ -87,20 +103,63 @@ def first_element_ms(cluster: Cluster, repeats: int = 15) -> tuple[float, float]
     return statistics.median(times), min(times)
 
 
+def service_figures(cluster: Cluster, n1: int, nb: int, big: int) -> dict[str, float]:
+    """The data-service figures of one round on ``cluster`` (one worker), higher is better."""
+    figures = {}
+    for mode in ("parallel_epochs", "distributed_epoch"):
+        figures[f"batch 1, {mode} (el/s)"] = best_rate(
+            lambda mode=mode: cluster.distribute(pipeline(n1, 1), mode), 1)
+        figures[f"batch 256, {mode} (batch/s)"] = best_rate(
+            lambda mode=mode: cluster.distribute(pipeline(nb * 256, 256), mode), 1)
+    element = np.random.default_rng(0).random(MiB // 4).astype(np.float32)
+    big_ds = tw.data.Dataset.from_tensors(element).repeat(big)
+    figures["1 MiB float32 elements (MB/s)"] = best_rate(
+        lambda: cluster.distribute(big_ds, "parallel_epochs"), 1) * MiB / 1e6
+    median, _ = first_element_ms(cluster, repeats=9)
+    figures["first element (1/s, from the median ms)"] = 1e3 / median
+    return figures
+
+
+def compare_token(protocol: str, rounds: int, n1: int, nb: int, big: int) -> None:
+    clusters = {"without": Cluster(protocol, 1), "with token": Cluster(protocol, 1, TOKEN)}
+    best: dict[str, dict[str, float]] = {label: {} for label in clusters}
+    try:
+        for r in range(rounds):
+            order = list(clusters) if r % 2 == 0 else list(reversed(clusters))
+            for label in order:
+                for name, value in service_figures(clusters[label], n1, nb, big).items():
+                    best[label][name] = max(best[label].get(name, 0.0), value)
+            print(f"round {r + 1}/{rounds} done", flush=True)
+    finally:
+        for cluster in clusters.values():
+            cluster.stop()
+        tw.data.service.configure_client()
+    print("\n| measurement | without a token | with a token | ratio |\n| --- | --- | --- | --- |")
+    for name, off in best["without"].items():
+        on = best["with token"][name]
+        print(f"| {name} | {off:,.1f} | {on:,.1f} | {on / off:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", default="grpc")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, one repeat")
     parser.add_argument("--token", action="store_true",
-                        help="every process uses a cluster token (to compare with a run "
-                             "without: the ratios to the limits should not move)")
+                        help="compare the service with a cluster token and without, "
+                             "interleaved in this run")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="with --token: alternating rounds (default 3, 6 without --quick)")
     args = parser.parse_args()
-    if args.token:  # the dispatcher and worker processes inherit it
-        os.environ["TENSORWIRE_CLUSTER_TOKEN"] = "benchmark-token"
     repeats = 1 if args.quick else 3
     n1 = 100_000 if args.quick else 300_000
     nb = 400 if args.quick else 1500
     big = 200 if args.quick else 1000
+    if args.token:
+        rounds = args.rounds or (3 if args.quick else 6)
+        print(f"protocol {args.protocol}, codec {tw.codec.IMPLEMENTATION}, with and without "
+              f"a cluster token, {rounds} alternating rounds", flush=True)
+        compare_token(args.protocol, rounds, n1, nb, big)
+        return
 
     rows: list[tuple[str, str, str]] = []
 
@@ -108,8 +167,7 @@ def main() -> None:
         rows.append((name, value, note))
         print(f"{name:<46} {value:>16}  {note}", flush=True)
 
-    print(f"protocol {args.protocol}, codec {tw.codec.IMPLEMENTATION}, "
-          f"token {'on' if args.token else 'off'}", flush=True)
+    print(f"protocol {args.protocol}, codec {tw.codec.IMPLEMENTATION}", flush=True)
     local1 = best_rate(lambda: pipeline(n1, 1), repeats)
     local256 = best_rate(lambda: pipeline(nb * 256, 256), repeats)
 

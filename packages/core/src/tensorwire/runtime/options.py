@@ -12,11 +12,12 @@ import os
 from typing import Any
 
 from ..transport import TransportOptions
-from ..transport.security import insecure_from_env
+from ..transport.security import INSECURE_ENV, insecure_from_env
 
 __all__ = [
     "CLUSTER_TOKEN_ENV",
     "TLS_ENV",
+    "security_environment",
     "transport_options",
     "security_options",
     "allow_code_from_wire",
@@ -37,6 +38,13 @@ TLS_ENV = {
     "require_client_auth": "TENSORWIRE_TLS_REQUIRE_CLIENT_AUTH",
 }
 _TRUE = ("1", "true", "yes", "on")
+_SECURITY_ENV = (CLUSTER_TOKEN_ENV, *TLS_ENV.values(), INSECURE_ENV)
+
+
+def security_environment() -> tuple[str | None, ...]:
+    """The environment variables :func:`security_options` reads, as they are now: a cheap
+    key for reusing options built from them (building them costs tens of microseconds)."""
+    return tuple(os.environ.get(name) for name in _SECURITY_ENV)
 
 
 def _ours(config: Any) -> Any:

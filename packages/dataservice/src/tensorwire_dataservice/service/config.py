@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tensorwire.protos import TensorwireOptions
-from tensorwire.runtime.options import security_options
+from tensorwire.runtime.options import security_environment, security_options
 from tensorwire.transport import TransportOptions
 from tensorwire.transport.security import check_listen
 
@@ -113,6 +113,8 @@ def transport_options_of(config: Any) -> TransportOptions:
 
 _client_lock = threading.Lock()
 _client_security: tuple[str | None, Any, bool] | None = None
+#: ((_client_security, security_environment()), the options built from them).
+_client_options: tuple[tuple[Any, ...], TransportOptions] | None = None
 
 
 def configure_client(
@@ -132,13 +134,23 @@ def configure_client(
 
 
 def client_transport_options() -> TransportOptions:
-    """The options of data-service client channels (see :func:`configure_client`)."""
-    with _client_lock:
-        chosen = _client_security
+    """The options of data-service client channels (see :func:`configure_client`).
+
+    Asked on every client call, so the options built last are reused while neither the
+    configuration nor the environment changed; callers must not modify them."""
+    global _client_options
+    key = (_client_security, security_environment())
+    cached = _client_options
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    chosen = key[0]
     if chosen is None:
-        return security_options(None)
-    token, tls, insecure = chosen
-    return security_options(_security_message(token, tls), insecure)
+        options = security_options(None)
+    else:
+        token, tls, insecure = chosen
+        options = security_options(_security_message(token, tls), insecure)
+    _client_options = (key, options)
+    return options
 
 
 def _time_or_placeholder(value: int | None) -> int:
