@@ -152,17 +152,14 @@ class _Dispatcher:
                     f"cannot convert the version-1 journal in {config.work_dir} (see the log); "
                     "it is left as it was"
                 )
-            # Recovered workers and clients get a fresh lease: they are given a full timeout
-            # to show up again before they are dropped.
-            for address in self.state.workers:
-                self.worker_seen[address] = now
-                if config.worker_addresses:
+            # Recovered workers and clients get their lease when the dispatcher starts
+            # serving (renew_leases), not here: recovery may take a while.
+            if config.worker_addresses:
+                for address in self.state.workers:
                     try:
                         self.worker_index.resolve(address)
                     except errors.FailedPreconditionError:
                         pass
-            for client_id in self.state.clients:
-                self.client_seen[client_id] = now
             for job_id in self.state.jobs:
                 self.job_idle_since[job_id] = now
         self.methods = {
