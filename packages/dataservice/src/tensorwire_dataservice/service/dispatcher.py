@@ -703,7 +703,7 @@ class DispatchServer:
     Raises:
       ValueError: ``fault_tolerant_mode`` without a ``work_dir``, or another invalid field.
       UnavailableError: the port cannot be bound (already in use).
-      PermissionDeniedError: the server would listen beyond loopback without
+      FailedPreconditionError: the server would listen beyond loopback without
         authentication (see the Security guide).
       DataLossError: the journal in ``work_dir`` is damaged beyond a torn tail.
 

@@ -520,7 +520,7 @@ class WorkerServer:
       ValueError: no ``dispatcher_address``, or another invalid field.
       UnavailableError: the port cannot be bound, or the dispatcher did not answer within
         ``dispatcher_timeout_ms``.
-      PermissionDeniedError: the server would listen beyond loopback without
+      FailedPreconditionError: the server would listen beyond loopback without
         authentication.
 
     Example:
