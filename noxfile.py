@@ -117,6 +117,16 @@ def types(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The documentation site into site/ (mkdocs build --strict: a warning fails it), then
+    every ```python block of docs/ run as written (tools/run_doc_snippets.py)."""
+    install_all(session, "-r", "docs/requirements.txt")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site",
+                env={"NO_MKDOCS_2_WARNING": "1"})
+    session.run("python", "tools/run_doc_snippets.py", "docs")
+
+
+@nox.session(python=PYTHON)
 def build(session: nox.Session) -> None:
     """sdists and wheels of all five distributions into dist/."""
     session.install("build")

@@ -3,6 +3,31 @@
 Each class carries one canonical status code (the gRPC/absl numbering, which TensorFlow
 uses too), so an error raised on a remote task crosses any transport as ``(code, message)``
 and comes out on the caller as the same class, with the remote job and task attached.
+
+| class | code | typical cause |
+| --- | --- | --- |
+| ``CancelledError`` | 1 | a call was cancelled (its server stopped mid-call) |
+| ``UnknownError`` | 2 | a function run on a task raised an exception of its own |
+| ``InvalidArgumentError`` | 3 | a bad argument: a device not in the cluster, a malformed target |
+| ``DeadlineExceededError`` | 4 | a timeout passed (``run(timeout=...)``, ``recv``) |
+| ``NotFoundError`` | 5 | no such variable, dataset or job; no transport for a protocol |
+| ``AlreadyExistsError`` | 6 | a different function or dataset already has that name |
+| ``PermissionDeniedError`` | 7 | a wrong token; code refused by a registered-only server |
+| ``ResourceExhaustedError`` | 8 | a message over a size limit; no handler thread left |
+| ``FailedPreconditionError`` | 9 | the operation does not fit the state (a stopped server) |
+| ``AbortedError`` | 10 | an operation was aborted |
+| ``OutOfRangeError`` | 11 | an operation went past the valid range |
+| ``UnimplementedError`` | 12 | a TensorFlow feature tensorwire does not implement |
+| ``InternalError`` | 13 | a broken invariant (a bug) |
+| ``UnavailableError`` | 14 | a peer cannot be reached; retrying may help |
+| ``DataLossError`` | 15 | malformed or corrupted bytes (codec, journal, wire) |
+| ``UnauthenticatedError`` | 16 | a call without the token a server requires |
+
+Example:
+    >>> import tensorwire as tw
+    >>> err = tw.errors.from_code(5, "variable 'w' does not exist", task="/job:ps/task:0")
+    >>> type(err).__name__, int(err.code), isinstance(err, tw.errors.OpError)
+    ('NotFoundError', 5, True)
 """
 
 from __future__ import annotations
@@ -99,7 +124,26 @@ class OpError(Exception):
 
     Constructed as ``OpError(node_def, op, message, error_code)`` like TensorFlow's class, or
     more conveniently as ``SubClass(message)``. ``task`` names the task that raised it
-    (``/job:ps/task:0``) when the error came over the wire.
+    (``/job:ps/task:0``) when the error came over the wire. Catch ``OpError`` for any of
+    them, or a subclass for one status; ``code`` is the status code, ``message`` the text.
+
+    Args:
+      node_def: TensorFlow's ``node_def`` (kept, unused), or the message when it is the
+        only argument.
+      op: TensorFlow's ``op`` (kept, unused).
+      message: what went wrong.
+      error_code: the status code; default the class's own.
+      task: the task the error came from.
+
+    Raises:
+      ValueError: ``error_code`` is not a status code.
+
+    Example:
+        >>> try:
+        ...     raise tw.errors.NotFoundError("no variable 'w'")
+        ... except tw.errors.OpError as exc:
+        ...     print(int(exc.code), exc.message)
+        5 no variable 'w'
     """
 
     code_value: Code = Code.UNKNOWN
@@ -235,7 +279,18 @@ _CLASS_BY_CODE: dict[Code, type[OpError]] = {
 
 
 def exception_type_from_error_code(error_code: int) -> type[OpError]:
-    """The class for a status code (TensorFlow's function of the same name)."""
+    """The class for a status code (TensorFlow's function of the same name).
+
+    Args:
+      error_code: a status code, 1 to 16.
+
+    Raises:
+      KeyError: no class has that code (0, ``OK``, included).
+
+    Example:
+        >>> tw.errors.exception_type_from_error_code(14).__name__
+        'UnavailableError'
+    """
     try:
         return _CLASS_BY_CODE[Code(error_code)]
     except (ValueError, KeyError):
@@ -243,14 +298,38 @@ def exception_type_from_error_code(error_code: int) -> type[OpError]:
 
 
 def error_code_from_exception_type(cls: type[OpError]) -> Code:
-    """The status code of an ``OpError`` subclass."""
+    """The status code of an ``OpError`` subclass.
+
+    Args:
+      cls: the class.
+
+    Raises:
+      TypeError: ``cls`` is not an ``OpError`` subclass.
+
+    Example:
+        >>> int(tw.errors.error_code_from_exception_type(tw.errors.DataLossError))
+        15
+    """
     if not (isinstance(cls, type) and issubclass(cls, OpError)):
         raise TypeError(f"expected an OpError subclass, got {cls!r}")
     return cls.code_value
 
 
 def from_code(code: int, message: str, task: str | None = None) -> OpError:
-    """Build the error of ``code`` with ``message``; unknown codes give ``UnknownError``."""
+    """Build the error of ``code`` with ``message``; unknown codes give ``UnknownError``.
+
+    What a transport calls with the ``(code, message)`` it received. Never raises.
+
+    Args:
+      code: the status code.
+      message: the error's text.
+      task: the task it came from.
+
+    Example:
+        >>> raise tw.errors.from_code(4, "Run timed out")       # doctest: +SKIP
+        Traceback (most recent call last):
+        tensorwire.errors.DeadlineExceededError: Run timed out
+    """
     try:
         cls = exception_type_from_error_code(code)
     except KeyError:

@@ -11,6 +11,20 @@ def info() -> dict[str, Any]:
     """Version, codec implementation, and each installed protocol with where it comes from.
 
     Plugins that failed to load are listed under ``"plugin_errors"`` with the reason.
+    ``tensorwire info`` prints the same. Never raises for a broken plugin: its error is
+    reported in the result.
+
+    Returns:
+      A dict with ``"version"``, ``"codec"`` (``"compiled"`` or ``"python"``), ``"protocols"``
+      (name -> distribution, version and the transport's own status) and
+      ``"plugin_errors"``.
+
+    Example:
+        >>> import tensorwire as tw
+        >>> sorted(tw.info())
+        ['codec', 'plugin_errors', 'protocols', 'version']
+        >>> "inproc" in tw.info()["protocols"]
+        True
     """
     from . import codec
     from .transport.registry import default_registry as registry

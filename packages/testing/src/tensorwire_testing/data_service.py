@@ -94,6 +94,19 @@ def create_local_data_service(
     ``work_dir=..., fault_tolerant_mode=True``) configure the dispatcher; ``worker_config`` is
     a dict of ``WorkerConfig`` fields (other than ``dispatcher_address``) for every worker.
     Returns once every worker is registered.
+
+    Raises:
+      ValueError: a negative ``num_workers``, or both ``dispatcher_config`` and dispatcher
+        keyword arguments.
+      ImportError: tensorwire-dataservice is not installed.
+
+    Example:
+        >>> service = tw.test.create_local_data_service(num_workers=2)
+        >>> ds = tw.data.Dataset.range(4).apply(
+        ...     tw.data.service.distribute("distributed_epoch", service.target))
+        >>> sorted(int(x) for x in ds.as_numpy_iterator())
+        [0, 1, 2, 3]
+        >>> service.stop()
     """
     if not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers must be a non-negative integer, got {num_workers!r}")

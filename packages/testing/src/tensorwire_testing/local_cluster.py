@@ -40,6 +40,24 @@ def create_local_cluster(
     when its count is 0), like ``tf.test.create_local_cluster``. Raises ``ImportError`` if
     portpicker is missing. Stop the servers with ``stop()`` (or use them as context
     managers); they are stopped at interpreter exit anyway.
+
+    Args:
+      num_workers: tasks in job ``worker``.
+      num_ps: tasks in job ``ps``.
+      protocol: the transport, ``"grpc"`` by default (``"inproc"`` for one process).
+      worker_config: a ``ConfigProto`` for the workers.
+      ps_config: a ``ConfigProto`` for the parameter servers.
+
+    Raises:
+      ImportError: portpicker is not installed.
+      NotFoundError: no transport is installed for ``protocol``.
+
+    Example:
+        >>> workers, ps = tw.test.create_local_cluster(num_workers=2, num_ps=1)
+        >>> print(len(workers), len(ps), workers[0].target.startswith("grpc://"))
+        2 1 True
+        >>> for server in workers + ps:
+        ...     server.stop()
     """
     import portpicker  # noqa: F401 - fail early, before any server exists
 

@@ -19,6 +19,25 @@ _CHUNK = 1 << 20
 
 
 class LoopbackProxy:
+    """A TCP proxy on a free loopback port that forwards to ``target``.
+
+    Args:
+      target: ``"host:port"`` of the server to forward to.
+      delay: seconds added before every forwarded chunk (settable later: ``proxy.delay``).
+
+    Attributes ``refuse`` (close new connections on arrival) and ``delay`` can be changed
+    while it runs; ``cut()`` breaks every open connection; ``close()`` stops it.
+
+    Raises:
+      ValueError: ``target`` has no valid port.
+
+    Example:
+        >>> server = tw.test.create_local_server()                     # doctest: +SKIP
+        >>> with tw.test.LoopbackProxy(server.target.split("://")[1]) as proxy:
+        ...     sess = tw.Session(f"grpc://{proxy.address}")            # doctest: +SKIP
+        ...     proxy.cut()                                             # doctest: +SKIP
+    """
+
     def __init__(self, target: str, delay: float = 0.0) -> None:
         host, _, port = target.rpartition(":")
         self.target = (host.strip("[]") or "127.0.0.1", int(port))

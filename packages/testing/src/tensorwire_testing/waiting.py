@@ -51,6 +51,20 @@ def eventually(
 
     After ``timeout`` seconds (stretched by :func:`timeout_scale`) the last error
     propagates, so a test never waits forever for a task that does not come back.
+
+    Args:
+      action: what to try, e.g. a call to a task that is restarting.
+      timeout: seconds before giving up (scaled by ``TENSORWIRE_TEST_TIMEOUT_SCALE``).
+      retry_on: the exception classes that mean "not yet".
+      interval: seconds between tries.
+
+    Raises:
+      Exception: the last error of ``action`` once ``timeout`` has passed, or at once any
+        error not in ``retry_on``.
+
+    Example:
+        >>> task.restart()                                                  # doctest: +SKIP
+        >>> value = tw.test.eventually(lambda: sess.variable("w").read())   # doctest: +SKIP
     """
     deadline = time.monotonic() + scaled(timeout)
     while True:

@@ -27,6 +27,17 @@ class DeviceSpec:
     <DeviceSpec(job=worker, replica=None, task=1, device_type=GPU, device_index=None)>
 
     A device type without an index means "any index" and prints as ``/device:GPU:*``.
+
+    Args:
+      job: the job name, e.g. ``"ps"``.
+      replica: the replica index.
+      task: the task index.
+      device_type: ``"CPU"``, ``"GPU"`` (lower case accepted) or another type.
+      device_index: the device's index.
+
+    Raises:
+      ValueError: an index that is not an integer; from ``from_string``, a name that is
+        not a device name (TensorFlow's messages).
     """
 
     __slots__ = ("_job", "_replica", "_task", "_device_type", "_device_index", "_string")

@@ -142,7 +142,9 @@ class TFConfigClusterResolver:
     every call so a changed environment is seen.
 
     Args:
-      task_type, task_id, rpc_layer: override the values in ``TF_CONFIG``.
+      task_type: overrides the task type (job name) in ``TF_CONFIG``.
+      task_id: overrides the task index in ``TF_CONFIG``.
+      rpc_layer: overrides the protocol (``"rpc_layer"``) in ``TF_CONFIG``.
       environment: overrides ``TF_CONFIG``'s ``"environment"`` (e.g. ``"cloud"``).
       environ: the environment to read instead of ``os.environ`` (for tests, launchers).
     """

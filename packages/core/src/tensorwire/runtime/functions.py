@@ -39,6 +39,25 @@ def register_function(fn: Callable[..., Any] | None = None, *, name: str | None 
     Usable as ``register_function(fn)``, ``@register_function`` or
     ``@register_function(name="train_step")``. The name defaults to ``module:qualname``.
     Register the same functions in every process of the cluster (callers send the name).
+
+    Args:
+      fn: the function; omitted when used as ``@register_function(name=...)``.
+      name: the name it is sent by (default ``module:qualname``).
+
+    Returns:
+      ``fn`` itself (or a decorator, when ``fn`` is omitted).
+
+    Raises:
+      TypeError: ``fn`` is not callable.
+      ValueError: ``fn`` has no importable name and no ``name`` was given.
+      AlreadyExistsError: a different function is registered under that name.
+
+    Example:
+        >>> @tw.register_function(name="square")
+        ... def square(x):
+        ...     return x * x
+        >>> sess.run(square, np.arange(3))      # doctest: +SKIP
+        array([0, 1, 4])
     """
 
     def add(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -34,6 +34,35 @@ class Server:
 
     A port of 0 in the task's address binds a free port; ``target`` and ``server_def``
     carry the bound port.
+
+    Args:
+      server_or_cluster_def: a ``ServerDef``, a ``ClusterSpec``, a ``ClusterDef`` or a dict
+        of job -> addresses (TensorFlow's own objects are accepted too).
+      job_name: this task's job; may be left out when the cluster has one job (or the
+        ``ServerDef`` says).
+      task_index: this task's index in its job; may be left out when the job has one task.
+      protocol: the transport, default ``"grpc"``; ``"inproc"`` for one process.
+      config: a ``ConfigProto`` (``operation_timeout_in_ms``, ``tensorwire.cluster_token``,
+        ``tensorwire.tls``, ``tensorwire.registered_functions_only`` ...).
+      start: start serving at once (otherwise call :meth:`start`).
+      insecure: allow listening beyond loopback without authentication (logged as a
+        warning).
+
+    Raises:
+      TypeError: ``server_or_cluster_def`` cannot be read as a cluster.
+      ValueError: ``job_name`` / ``task_index`` missing where they cannot be inferred.
+      InvalidArgumentError: the job or task is not in the cluster, or the address has no
+        valid port.
+      FailedPreconditionError: the server would listen beyond loopback without
+        authentication (mutual TLS, or a token over TLS), and ``insecure`` is not set.
+      UnavailableError: the port cannot be bound (for example, it is in use).
+      NotFoundError: no transport is installed for ``protocol``.
+
+    Example:
+        >>> import tensorwire as tw
+        >>> with tw.Server({"local": ["localhost:0"]}, job_name="local", task_index=0) as server:
+        ...     print(server.target.startswith("grpc://localhost:"))
+        True
     """
 
     def __init__(
@@ -83,7 +112,11 @@ class Server:
 
     # -- TensorFlow's API ------------------------------------------------------------------
     def start(self) -> None:
-        """Start serving. Idempotent; after ``stop()`` raises ``FailedPreconditionError``."""
+        """Start serving. Idempotent.
+
+        Raises:
+          FailedPreconditionError: the server was stopped.
+        """
         with self._lock:
             if self._stopped:
                 raise errors.FailedPreconditionError(
@@ -109,7 +142,13 @@ class Server:
 
     @staticmethod
     def create_local_server(config: ConfigProto | None = None, start: bool = True) -> Server:
-        """A single-task server on a free loopback port, in job ``localhost`` as in TF."""
+        """A single-task server on a free loopback port, in job ``localhost`` as in TF.
+
+        Example:
+            >>> server = tw.Server.create_local_server()      # doctest: +SKIP
+            >>> server.target                                 # doctest: +SKIP
+            'grpc://localhost:41234'
+        """
         return Server(
             {"localhost": ["localhost:0"]}, protocol="grpc", config=config, start=start
         )

@@ -44,6 +44,17 @@ def device(name: str | DeviceSpec | None) -> Iterator[None]:
 
     Nested blocks merge like TensorFlow's: ``with device("/job:ps"): with
     device("/task:1")`` means ``/job:ps/task:1``. ``device(None)`` clears the placement.
+    An explicit ``device=`` argument of a session method wins over the block.
+
+    Args:
+      name: a device name or :class:`DeviceSpec`, or None.
+
+    Raises:
+      ValueError: ``name`` is not a valid device name.
+
+    Example:
+        >>> with tw.device("/job:ps/task:0"):                     # doctest: +SKIP
+        ...     w = sess.variable("w", np.zeros(3))               # created on the ps
     """
     stack: list[DeviceSpec | None] = _device_stack.__dict__.setdefault("stack", [])
     if name is None:
@@ -66,6 +77,13 @@ def _default_device() -> DeviceSpec | None:
 
 
 class DeviceAttributes(NamedTuple):
+    """One entry of :meth:`Session.list_devices`: a task's CPU device.
+
+    Example:
+        >>> [d.name for d in sess.list_devices()]                 # doctest: +SKIP
+        ['/job:ps/replica:0/task:0/device:CPU:0', '/job:worker/replica:0/task:0/device:CPU:0']
+    """
+
     name: str
     device_type: str
     memory_limit_bytes: int
@@ -85,8 +103,32 @@ def _parse_target(target: str) -> tuple[str, str]:
 class Session:
     """A connection to a cluster through the server at ``target``.
 
-    ``Session(target, config=None)``; ``config`` is a ``ConfigProto`` whose
-    ``operation_timeout_in_ms`` bounds every call that gives no ``timeout`` of its own.
+    Connecting asks that server for the cluster; every task of it is then reachable
+    (``device=...``). A context manager; ``close()`` releases the channels.
+
+    Args:
+      target: ``"<protocol>://<host>:<port>"``, e.g. ``server.target``.
+      config: a ``ConfigProto``: ``operation_timeout_in_ms`` bounds every call that gives no
+        ``timeout`` of its own; ``tensorwire.cluster_token`` / ``tensorwire.tls`` are the
+        credentials the calls carry (default: ``TENSORWIRE_CLUSTER_TOKEN``,
+        ``TENSORWIRE_TLS_*``).
+
+    Raises:
+      TypeError: ``target`` is not a string.
+      InvalidArgumentError: ``target`` is not of the form ``protocol://host:port``.
+      NotFoundError: no transport is installed for the protocol (the message says which
+        distribution provides it).
+      UnavailableError: the server did not answer.
+      UnauthenticatedError: the server requires a token and none was sent
+        (``PermissionDeniedError`` for a wrong one).
+
+    Example:
+        >>> workers, ps = tw.test.create_local_cluster(num_workers=1, num_ps=1)
+        >>> with tw.Session(workers[0].target) as sess:
+        ...     v = sess.variable("v", np.zeros(2), device="/job:ps/task:0")
+        ...     _ = v.assign_add(np.ones(2))
+        ...     print(sess.run(np.sum, v.read(), device="/job:worker/task:0"))
+        2.0
     """
 
     def __init__(self, target: str, config: Any = None) -> None:
@@ -270,7 +312,21 @@ class Session:
         """The variable ``name`` on ``device``, created from ``initial_value`` if absent.
 
         Many workers calling this with the same name share one variable (get-or-create).
-        Without ``initial_value`` the variable must already exist (``NotFoundError``).
+
+        Args:
+          name: the variable's name on its task.
+          initial_value: an array (or anything ``np.asarray`` takes) used if the variable
+            does not exist yet; ignored if it does.
+          device: the task, e.g. ``"/job:ps/task:0"``; default the ``tw.device`` block, else
+            the task this session connected to.
+
+        Raises:
+          ValueError: an empty name.
+          NotFoundError: no ``initial_value`` and no such variable.
+          InvalidArgumentError: ``device`` names no task of the cluster.
+
+        Example:
+            >>> w = sess.variable("w", np.zeros(10), device="/job:ps/task:0")  # doctest: +SKIP
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"variable name must be a non-empty string, got {name!r}")
@@ -302,7 +358,27 @@ class Session:
         """Run ``fn(*args, **kwargs)`` on ``device`` and return its result.
 
         Arguments and results travel through the tensor codec (arrays without copies).
-        A :class:`Variable` argument arrives as the variable's current value.
+        A :class:`Variable` argument arrives as the variable's current value. ``fn`` goes by
+        reference when the task can import it, by value (cloudpickle) otherwise.
+
+        Args:
+          fn: the function; inside it, ``tw.current_task()`` describes the task.
+          *args: its positional arguments.
+          device: the task to run on (default as for :meth:`variable`).
+          timeout: seconds; default the config's ``operation_timeout_in_ms``.
+          **kwargs: its keyword arguments.
+
+        Raises:
+          UnknownError: ``fn`` raised; the message has its type, message and traceback.
+          PermissionDeniedError: the server runs registered functions only and ``fn`` is
+            not registered (see :func:`tw.register_function`).
+          DeadlineExceededError: ``timeout`` passed.
+          InvalidArgumentError: ``device`` names no task of the cluster.
+
+        Example:
+            >>> x = np.ones(3)
+            >>> sess.run(np.dot, x, x, device="/job:worker/task:1")  # doctest: +SKIP
+            3.0
         """
         job, task = self._resolve(device)
         return self._call(job, task, "Run", self._run_request(fn, args, kwargs), timeout)
@@ -315,7 +391,15 @@ class Session:
         timeout: float | None = None,
         **kwargs: Any,
     ) -> concurrent.futures.Future[Any]:
-        """Like :meth:`run`, returning a ``concurrent.futures.Future`` of the result."""
+        """Like :meth:`run`, returning a ``concurrent.futures.Future`` of the result.
+
+        The errors :meth:`run` raises are set on the future instead.
+
+        Example:
+            >>> futures = [sess.run_async(step, device=f"/job:worker/task:{i}")
+            ...            for i in range(2)]                                  # doctest: +SKIP
+            >>> results = [f.result(timeout=60) for f in futures]              # doctest: +SKIP
+        """
         channel, where = self._route(*self._resolve(device))
         frames = messages.pack(self._run_request(fn, args, kwargs))
         inner = channel.call_async(SERVICE_NAME, "Run", frames, timeout=self._deadline(timeout))
@@ -336,14 +420,33 @@ class Session:
 
     # -- rendezvous ------------------------------------------------------------------------
     def send(self, key: str, value: Any, device: str | DeviceSpec | None = None) -> None:
-        """Deliver ``value`` under ``key`` to the task ``device``; a ``recv`` there gets it."""
+        """Deliver ``value`` under ``key`` to the task ``device``; a ``recv`` there gets it.
+
+        Values sent under one key are received in order, each once.
+
+        Raises:
+          InvalidArgumentError: ``device`` names no task of the cluster.
+
+        Example:
+            >>> sess.send("grads", np.ones(3), device="/job:ps/task:0")          # doctest: +SKIP
+            >>> sess.recv("grads", device="/job:ps/task:0")                       # doctest: +SKIP
+            array([1., 1., 1.])
+        """
         job, task = self._resolve(device)
         self._call(job, task, "Send", {"key": key, "value": value}, None)
 
     def recv(
         self, key: str, device: str | DeviceSpec | None = None, timeout: float | None = None
     ) -> Any:
-        """The next value sent under ``key`` to ``device``, waiting up to ``timeout``."""
+        """The next value sent under ``key`` to ``device``, waiting up to ``timeout``.
+
+        Raises:
+          DeadlineExceededError: nothing arrived within ``timeout`` seconds.
+          InvalidArgumentError: ``device`` names no task of the cluster.
+
+        Example:
+            >>> value = sess.recv("grads", device="/job:ps/task:0", timeout=10)   # doctest: +SKIP
+        """
         job, task = self._resolve(device)
         return self._call(job, task, "Recv", {"key": key}, timeout)
 

@@ -74,7 +74,20 @@ class TaskInfo:
 def current_task() -> TaskInfo:
     """The task the calling function runs on (inside ``Session.run``).
 
-    Raises ``FailedPreconditionError`` when called outside a function run by a task.
+    Returns:
+      A :class:`TaskInfo`: ``job``, ``task_index``, ``device``, ``cluster_spec``, a
+      ``session`` to this task (and through it the cluster) and ``storage``, a dict that
+      lives as long as the task.
+
+    Raises:
+      FailedPreconditionError: called outside a function run by a task.
+
+    Example:
+        >>> def where_am_i():
+        ...     task = tw.current_task()
+        ...     return task.device
+        >>> sess.run(where_am_i, device="/job:worker/task:1")      # doctest: +SKIP
+        '/job:worker/replica:0/task:1/device:CPU:0'
     """
     info: Any = getattr(_local, "task", None)
     if info is None:

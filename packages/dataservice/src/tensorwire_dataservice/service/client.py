@@ -143,7 +143,29 @@ def register_dataset(
     """Register ``dataset`` with the dispatcher at ``service``; returns its dataset id.
 
     Registering the same dataset again returns the id it already has. ``dataset_id`` picks
-    the id explicitly; re-registering a different dataset under it is an error.
+    the id explicitly; re-registering a different dataset under it is an error. Readers
+    then use :func:`from_dataset_id`.
+
+    Args:
+      service: the dispatcher, ``"grpc://host:port"`` (or ``(protocol, address)``).
+      dataset: the ``tw.data.Dataset`` to register (its definition is sent as code unless it
+        is a :func:`registered_pipeline`).
+      compression: ``"AUTO"`` (zstandard when it pays), ``"SNAPPY"`` or None.
+      dataset_id: an explicit id (printable ASCII); None lets the dispatcher choose.
+
+    Returns:
+      The dataset id, a string.
+
+    Raises:
+      ValueError: a malformed ``service``, ``compression`` or ``dataset_id``.
+      PermissionDeniedError: the dispatcher runs registered pipelines only and the dataset
+        is code.
+      AlreadyExistsError: ``dataset_id`` already names a different dataset.
+      UnavailableError: the dispatcher did not answer within the client timeout.
+
+    Example:
+        >>> dataset_id = register_dataset(service, tw.data.Dataset.range(5))  # doctest: +SKIP
+        >>> ds = from_dataset_id("parallel_epochs", service, dataset_id)      # doctest: +SKIP
     """
     protocol, address = parse_service(service)
     _validate_compression(compression)
@@ -203,7 +225,47 @@ def distribute(
     cross_trainer_cache: Any = None,
     target_workers: str = "AUTO",
 ) -> Callable[[Any], DataServiceDataset]:
-    """A transformation (for ``dataset.apply``) that moves processing to the data service."""
+    """A transformation (for ``dataset.apply``) that moves processing to the data service.
+
+    Applying it registers the dataset with the dispatcher; iterating the result starts (or
+    joins) a job whose elements the service's workers produce and stream to this reader.
+
+    Args:
+      processing_mode: ``"parallel_epochs"`` (every worker produces the whole dataset),
+        ``"distributed_epoch"`` (the workers split it; each element once), or a
+        :class:`ShardingPolicy` (``OFF``, ``DYNAMIC``, ``FILE``, ``DATA``, ``FILE_OR_DATA``,
+        ``HINT``).
+      service: the dispatcher, ``"grpc://host:port"``.
+      job_name: share one job between readers that pass the same name: each element goes
+        to exactly one of them.
+      consumer_index: this reader's index, for coordinated reads (with ``num_consumers``).
+      num_consumers: the number of readers stepping in lockstep (coordinated reads; needs
+        ``job_name`` and an infinite dataset or one of unknown cardinality).
+      max_outstanding_requests: bound on elements requested ahead (memory per reader).
+      data_transfer_protocol: accepted as in TensorFlow; only steers ``"AUTO"``
+        compression (off when not ``"grpc"``), elements always travel on the service's
+        protocol.
+      compression: ``"AUTO"``, ``"SNAPPY"`` or None.
+      cross_trainer_cache: not supported (must be None).
+      target_workers: accepted for compatibility; all workers are read.
+
+    Returns:
+      A function from a dataset to a :class:`DataServiceDataset`.
+
+    Raises:
+      ValueError: an unknown processing mode or compression, a malformed ``service``,
+        ``job_name`` or consumer arguments (TensorFlow's messages).
+      UnimplementedError: ``cross_trainer_cache`` was given.
+      FailedPreconditionError: on iteration, coordinated reads of a dataset of known,
+        finite cardinality.
+      UnavailableError: the dispatcher or workers did not answer within the client timeout.
+
+    Example:
+        >>> ds = tw.data.Dataset.range(10).apply(
+        ...     distribute("distributed_epoch", "grpc://localhost:5050"))  # doctest: +SKIP
+        >>> sorted(int(x) for x in ds.as_numpy_iterator())                 # doctest: +SKIP
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    """
     policy = sharding_policy_from(processing_mode)
     _validate_compression(compression)
     _validate_job_name(job_name)
@@ -247,7 +309,32 @@ def from_dataset_id(
     data_transfer_protocol: str | None = None,
     target_workers: str = "AUTO",
 ) -> DataServiceDataset:
-    """A dataset reading the registered dataset ``dataset_id`` from the data service."""
+    """A dataset reading the registered dataset ``dataset_id`` from the data service.
+
+    Args:
+      processing_mode: as for :func:`distribute`.
+      service: the dispatcher, ``"grpc://host:port"``.
+      dataset_id: what :func:`register_dataset` returned.
+      element_spec: the structure of the elements; None takes the one the registrant sent
+        (or, for a registered pipeline, builds it from this process's registry).
+      job_name: as for :func:`distribute`.
+      consumer_index: as for :func:`distribute`.
+      num_consumers: as for :func:`distribute`.
+      max_outstanding_requests: as for :func:`distribute`.
+      data_transfer_protocol: as for :func:`distribute`.
+      target_workers: as for :func:`distribute`.
+
+    Returns:
+      A :class:`DataServiceDataset`.
+
+    Raises:
+      ValueError: invalid arguments, as for :func:`distribute`.
+      NotFoundError: on iteration, when the dispatcher knows no such dataset.
+
+    Example:
+        >>> dataset_id = register_dataset(service, tw.data.Dataset.range(5))   # doctest: +SKIP
+        >>> ds = from_dataset_id("parallel_epochs", service, dataset_id)       # doctest: +SKIP
+    """
     policy = sharding_policy_from(processing_mode)
     return _from_dataset_id(
         policy,

@@ -124,7 +124,23 @@ def configure_client(
     ``from_dataset_id``, ``register_dataset`` ...). Without a call, the environment variables
     (``TENSORWIRE_CLUSTER_TOKEN``, ``TENSORWIRE_TLS_*``) decide, which is also how processes
     started by spawn (DataLoader workers) get them. ``configure_client()`` with no
-    arguments returns to the environment."""
+    arguments returns to the environment.
+
+    Args:
+      cluster_token: the token every call to the service carries.
+      tls: a ``tensorwire.protos.TLSOptions`` or a dict of its fields
+        (``certificate_chain_file``, ``private_key_file`` for a client certificate,
+        ``root_certificates_file``, ``server_name_override``).
+      insecure: allow sending the token in plaintext beyond loopback.
+
+    Raises:
+      ValueError: ``tls`` names a field that does not exist.
+      TypeError: ``tls`` is neither a ``TLSOptions`` nor a dict.
+
+    Example:
+        >>> tw.data.service.configure_client(cluster_token="secret", tls={
+        ...     "root_certificates_file": "ca.pem"})                   # doctest: +SKIP
+    """
     global _client_security
     _security_message(cluster_token, tls)  # validate now, where the mistake is
     chosen = (cluster_token, tls, bool(insecure))
@@ -212,6 +228,14 @@ class DispatcherConfig(
         (``register_pipeline`` / ``registered_pipeline``); a dataset sent as code is
         refused with PermissionDeniedError, so nothing this server runs came from the
         network.
+
+    The fields are checked by :class:`DispatchServer`, which raises ``ValueError`` for an
+    invalid one (e.g. ``fault_tolerant_mode`` without ``work_dir``).
+
+    Example:
+        >>> config = DispatcherConfig(port=5050, work_dir="/var/lib/tw-dispatcher",
+        ...                           fault_tolerant_mode=True)              # doctest: +SKIP
+        >>> dispatcher = DispatchServer(config)                             # doctest: +SKIP
     """
 
     def __new__(
@@ -285,6 +309,14 @@ class WorkerConfig(
       cluster_token, tls, insecure, registered_pipelines_only: (tensorwire) as in
         :class:`DispatcherConfig`; the worker uses the same token and certificate when it
         calls the dispatcher.
+
+    The fields are checked by :class:`WorkerServer`, which raises ``ValueError`` for an
+    invalid one (e.g. no ``dispatcher_address``).
+
+    Example:
+        >>> config = WorkerConfig(dispatcher_address="dispatcher-host:5050", port=5051,
+        ...                       worker_address="worker-7:%port%")         # doctest: +SKIP
+        >>> worker = WorkerServer(config)                                   # doctest: +SKIP
     """
 
     def __new__(

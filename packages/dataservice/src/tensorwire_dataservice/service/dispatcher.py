@@ -689,12 +689,26 @@ def _unary(fn: Any) -> Any:
 class DispatchServer:
     """An in-process tf.data service dispatch server (TensorFlow's class and behaviour).
 
-    >>> dispatcher = DispatchServer()                       # doctest: +SKIP
-    >>> dispatcher.target                                   # doctest: +SKIP
-    'grpc://localhost:43211'
-
     A fault-tolerant dispatcher (``work_dir`` + ``fault_tolerant_mode``) restarted on the same
     port with the same ``work_dir`` recovers its datasets, jobs, splits and workers.
+
+    Args:
+      config: a :class:`DispatcherConfig` (or TensorFlow's ``DispatcherConfig`` proto);
+        None for the defaults (a free loopback port, ``grpc``, not fault tolerant).
+      start: start serving at once; otherwise call :meth:`start`.
+
+    Raises:
+      ValueError: ``fault_tolerant_mode`` without a ``work_dir``, or another invalid field.
+      UnavailableError: the port cannot be bound (already in use).
+      FailedPreconditionError: the server would listen beyond loopback without
+        authentication (see the Security guide).
+      DataLossError: the journal in ``work_dir`` is damaged beyond a torn tail.
+
+    Example:
+        >>> dispatcher = DispatchServer()                       # doctest: +SKIP
+        >>> dispatcher.target                                   # doctest: +SKIP
+        'grpc://localhost:43211'
+        >>> dispatcher.stop()                                   # doctest: +SKIP
     """
 
     def __init__(self, config: DispatcherConfig | Any = None, start: bool = True) -> None:

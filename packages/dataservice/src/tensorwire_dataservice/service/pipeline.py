@@ -94,6 +94,19 @@ def register_pipeline(name: str, factory: Callable[..., Any]) -> None:
     Register the same names in the dispatcher's, the workers' and the readers' processes
     (for example in a module all of them import); then
     ``registered_pipeline(name, **params)`` crosses the network as data only.
+
+    Args:
+      name: the name readers use.
+      factory: a function of keyword parameters that returns a ``tw.data.Dataset``.
+
+    Raises:
+      ValueError: an empty name, or a different factory already registered under it.
+      TypeError: ``factory`` is not callable.
+
+    Example:
+        >>> def squares(n):
+        ...     return tw.data.Dataset.range(n).map(lambda x: x * x)
+        >>> register_pipeline("squares", squares)                         # doctest: +SKIP
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"a pipeline name must be a non-empty string, got {name!r}")
@@ -132,7 +145,23 @@ def _build(name: str, params: dict[str, Any]) -> Any:
 def registered_pipeline(name: str, /, **params: Any) -> Any:
     """The dataset ``factory(**params)`` of the pipeline registered as ``name``, marked so
     that the data service sends only its name and ``params`` (numbers, strings, lists,
-    dicts, arrays), never code. Transforming it makes code again."""
+    dicts, arrays), never code. Transforming it makes code again.
+
+    Args:
+      name: a name given to :func:`register_pipeline` in this process.
+      **params: the factory's keyword arguments; plain data only.
+
+    Returns:
+      The dataset the factory built, to which ``distribute`` can be applied.
+
+    Raises:
+      ValueError: a parameter that cannot travel as data.
+      NotFoundError: no pipeline is registered as ``name`` in this process.
+
+    Example:
+        >>> ds = registered_pipeline("squares", n=10).apply(
+        ...     distribute("distributed_epoch", service))                   # doctest: +SKIP
+    """
     try:
         codec.dumps(params)
     except Exception as exc:  # noqa: BLE001 - say which argument cannot travel as data

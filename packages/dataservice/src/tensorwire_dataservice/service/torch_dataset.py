@@ -69,6 +69,19 @@ class TorchDataset(IterableDataset):  # type: ignore[misc,type-arg]
     workers of one epoch share one job, so every element is read once per epoch; see the
     module documentation for how. Elements are nested ``torch.Tensor`` structures.
     Pass ``batch_size=None`` to the DataLoader when the pipeline batches already.
+
+    Args:
+      dataset: a :class:`DataServiceDataset`.
+
+    Raises:
+      TypeError: ``dataset`` is not a dataset of the tf.data service (apply ``distribute``
+        last).
+      FailedPreconditionError: in a DataLoader worker forked from a process that serves
+        gRPC (use ``multiprocessing_context="spawn"``).
+
+    Example:
+        >>> loader = torch.utils.data.DataLoader(
+        ...     TorchDataset(dataset), batch_size=None, num_workers=2)      # doctest: +SKIP
     """
 
     def __init__(self, dataset: DataServiceDataset) -> None:
@@ -114,6 +127,22 @@ def to_torch(dataset: DataServiceDataset) -> TorchDataset:
     The DataLoader workers of one epoch share one job of the service, so each element is
     read once per epoch; elements are nested ``torch.Tensor`` structures sharing the
     received buffers. See :class:`TorchDataset`.
+
+    Args:
+      dataset: what ``distribute`` (applied last) or ``from_dataset_id`` returns.
+
+    Returns:
+      A :class:`TorchDataset`.
+
+    Raises:
+      TypeError: ``dataset`` is not a dataset of the tf.data service.
+      ImportError: (from ``tw.data.service.to_torch``) PyTorch is not installed.
+
+    Example:
+        >>> dataset = tw.data.Dataset.range(100).batch(10).apply(
+        ...     tw.data.service.distribute("distributed_epoch", service))    # doctest: +SKIP
+        >>> for batch in torch.utils.data.DataLoader(to_torch(dataset), batch_size=None):
+        ...     print(batch.shape)                                          # doctest: +SKIP
     """
     return TorchDataset(dataset)
 

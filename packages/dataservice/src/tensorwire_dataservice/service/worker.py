@@ -508,7 +508,26 @@ def _heartbeat_loop(worker_ref: weakref.ref[_Worker]) -> None:
 class WorkerServer:
     """An in-process tf.data service worker (TensorFlow's class and behaviour).
 
-    The constructor returns once the worker is registered with its dispatcher.
+    The constructor returns once the worker is registered with its dispatcher; while the
+    dispatcher does not answer it retries with back-off for ``dispatcher_timeout_ms``, logging
+    whom it waits for.
+
+    Args:
+      config: a :class:`WorkerConfig` (``dispatcher_address`` is required).
+      start: start serving at once; otherwise call :meth:`start`.
+
+    Raises:
+      ValueError: no ``dispatcher_address``, or another invalid field.
+      UnavailableError: the port cannot be bound, or the dispatcher did not answer within
+        ``dispatcher_timeout_ms``.
+      FailedPreconditionError: the server would listen beyond loopback without
+        authentication.
+
+    Example:
+        >>> dispatcher = DispatchServer()                                   # doctest: +SKIP
+        >>> worker = WorkerServer(WorkerConfig(
+        ...     dispatcher_address=dispatcher.target.split("://")[1]))      # doctest: +SKIP
+        >>> worker.stop(); dispatcher.stop()                                # doctest: +SKIP
     """
 
     def __init__(self, config: WorkerConfig | Any, start: bool = True) -> None:

@@ -13,6 +13,18 @@ MiB = 1 << 20
 
 
 class BaseAuthTests(BaseConformanceTests):
+    """Conformance checks of the cluster token: the right one is accepted, a wrong one is
+    ``PermissionDeniedError``, a missing one ``UnauthenticatedError``, on calls and streams.
+
+    Subclass it with a ``transport`` fixture to run only this group.
+
+    Example:
+        >>> class TestMine(BaseAuthTests):                  # doctest: +SKIP
+        ...     @pytest.fixture
+        ...     def transport(self):
+        ...         return MyTransport()
+    """
+
     def test_right_token_is_accepted(self, serve, connect) -> None:  # type: ignore[no-untyped-def]
         channel = connect(serve(token=TOKEN).address, token=TOKEN)
         assert bytes(channel.call(SERVICE, "Echo", [b"in"], timeout=30)[0]) == b"in"

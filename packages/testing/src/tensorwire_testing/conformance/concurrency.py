@@ -15,6 +15,18 @@ MiB = 1 << 20
 
 
 class BaseConcurrencyTests(BaseConformanceTests):
+    """Conformance checks of many unary calls, streams and large calls at once on one channel, and
+    ``call_async`` futures.
+
+    Subclass it with a ``transport`` fixture to run only this group.
+
+    Example:
+        >>> class TestMine(BaseConcurrencyTests):                  # doctest: +SKIP
+        ...     @pytest.fixture
+        ...     def transport(self):
+        ...         return MyTransport()
+    """
+
     threads: int = 8
     calls_per_thread: int = 25
 

@@ -14,6 +14,17 @@ from .service import ConformanceState, payload
 
 
 class BaseEchoTests(BaseConformanceTests):
+    """Conformance checks of messages come back frame for frame: one frame, many, none, empty ones.
+
+    Subclass it with a ``transport`` fixture to run only this group.
+
+    Example:
+        >>> class TestMine(BaseEchoTests):                  # doctest: +SKIP
+        ...     @pytest.fixture
+        ...     def transport(self):
+        ...         return MyTransport()
+    """
+
     def test_echo_one_frame(self, channel: Channel) -> None:
         assert [bytes(f) for f in channel.call(SERVICE, "Echo", [b"hello"])] == [b"hello"]
 

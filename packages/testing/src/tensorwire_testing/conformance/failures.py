@@ -32,6 +32,18 @@ ERROR_CLASSES = [
 
 
 class BaseErrorTests(BaseConformanceTests):
+    """Conformance checks of a handler's ``OpError`` arrives as the same class and message, other
+    exceptions as ``UnknownError``; deadlines; the server survives handler errors.
+
+    Subclass it with a ``transport`` fixture to run only this group.
+
+    Example:
+        >>> class TestMine(BaseErrorTests):                  # doctest: +SKIP
+        ...     @pytest.fixture
+        ...     def transport(self):
+        ...         return MyTransport()
+    """
+
     @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
     def test_handler_error_arrives_as_same_class_and_message(
         self, channel: Channel, cls: type[errors.OpError]

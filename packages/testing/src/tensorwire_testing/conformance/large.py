@@ -18,6 +18,18 @@ AWKWARD_SIZES = [0, 1, 63, 64, 65, MiB - 1, MiB, MiB + 1, 0, 3 * MiB + 7, 4 * Mi
 
 
 class BaseLargeMessageTests(BaseConformanceTests):
+    """Conformance checks of large requests and responses, both ways and through ``call_async``,
+    arrive byte for byte.
+
+    Subclass it with a ``transport`` fixture to run only this group.
+
+    Example:
+        >>> class TestMine(BaseLargeMessageTests):                  # doctest: +SKIP
+        ...     @pytest.fixture
+        ...     def transport(self):
+        ...         return MyTransport()
+    """
+
     def test_large_request(self, channel: Channel) -> None:
         frames = [payload(n, seed=i) for i, n in enumerate(AWKWARD_SIZES)]
         sizes, hashed = channel.call(SERVICE, "Digest", frames, timeout=60)

@@ -15,6 +15,19 @@ from .service import ConformanceState, make_service
 
 
 class BaseListenerTests(BaseConformanceTests):
+    """Conformance checks of the listener's life cycle: port 0 binds a free port and reports
+    it, an address in use is an ``OpError``, a bad address ``InvalidArgumentError``, ``start``
+    and ``stop`` are idempotent.
+
+    Subclass it with a ``transport`` fixture to run only this group.
+
+    Example:
+        >>> class TestMine(BaseListenerTests):                  # doctest: +SKIP
+        ...     @pytest.fixture
+        ...     def transport(self):
+        ...         return MyTransport()
+    """
+
     def test_port_zero_binds_a_free_port_and_reports_it(self, serve, connect) -> None:  # type: ignore[no-untyped-def]
         first, second = serve(), serve()
         assert first.port > 0 and second.port > 0 and first.port != second.port

@@ -21,6 +21,18 @@ PHASE_DEADLINE_SECONDS = 180.0
 
 
 class BaseLoadTests(BaseConformanceTests):
+    """Conformance checks of hundreds of calls and streams waiting on one server at once all
+    complete (``waiting_calls``, 500 by default, sets how many).
+
+    Subclass it with a ``transport`` fixture to run only this group.
+
+    Example:
+        >>> class TestMine(BaseLoadTests):                  # doctest: +SKIP
+        ...     @pytest.fixture
+        ...     def transport(self):
+        ...         return MyTransport()
+    """
+
     #: Calls (and streams) waiting on one server at once.
     waiting_calls: int = 500
 

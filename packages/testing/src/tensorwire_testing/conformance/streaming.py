@@ -17,6 +17,18 @@ MiB = 1 << 20
 
 
 class BaseStreamTests(BaseConformanceTests):
+    """Conformance checks of server streaming: messages in order, zero messages, empty frames,
+    large and small messages mixed.
+
+    Subclass it with a ``transport`` fixture to run only this group.
+
+    Example:
+        >>> class TestMine(BaseStreamTests):                  # doctest: +SKIP
+        ...     @pytest.fixture
+        ...     def transport(self):
+        ...         return MyTransport()
+    """
+
     def test_stream_messages_in_order(self, channel: Channel) -> None:
         got = [[bytes(f) for f in m] for m in channel.stream(SERVICE, "Count", [b"5", b"p"])]
         assert got == [[str(i).encode(), b"p"] for i in range(5)]
