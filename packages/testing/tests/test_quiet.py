@@ -131,6 +131,8 @@ def test_dispatcher_and_worker_clis_are_quiet_through_sigterm(grpc_protocol):
         # Our own events: one line each, through logging (no traceback, nothing gRPC).
         assert "Traceback" not in process.output, process.output
     assert "dispatcher: SIGTERM; stopping" in dispatcher.output
+    # The ready line announces serving; no log line repeats it.
+    assert dispatcher.output.count("serving at") == 1, dispatcher.output
 
 
 @pytest.mark.parametrize(
