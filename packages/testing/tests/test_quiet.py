@@ -72,10 +72,13 @@ def test_a_script_with_cluster_session_and_data_service_prints_no_grpc_core_line
     assert output.splitlines()[-1] == "done"
 
 
-def test_grpc_verbosity_set_by_the_user_is_respected(grpc_protocol):
-    # At debug, gRPC logs (at least) its warning about the level when it starts.
-    output = run_script(GRPC_VERBOSITY="debug")
-    assert core_log_lines(output), output
+@pytest.mark.parametrize("asked", [{"GRPC_VERBOSITY": "debug"}, {"GRPC_TRACE": "api"}],
+                         ids=["verbosity", "trace"])
+def test_grpc_log_lines_the_user_asked_for_are_printed(grpc_protocol, asked):
+    # At debug, gRPC logs (at least) its warning about the level when it starts; a trace
+    # logs the traced calls (grpc_init first of all).
+    output = run_script(**asked)
+    assert core_log_lines(output), output[-4000:]
 
 
 def test_task_server_cli_is_quiet_through_sigterm(grpc_protocol):
