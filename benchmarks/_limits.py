@@ -21,6 +21,13 @@ import subprocess
 import sys
 from concurrent import futures
 
+from tensorwire_grpc.core_logging import apply_default
+
+# The raw-grpcio baselines import grpc themselves, not through tensorwire_grpc: give them
+# tensorwire's default (gRPC's C core silent unless GRPC_VERBOSITY / GRPC_TRACE is set)
+# before anything here imports grpc; the peers spawned from here inherit it.
+apply_default()
+
 CHUNK = 4 << 20
 _SERVICE = "bench.Raw"
 PAGE = 4096

@@ -1,4 +1,5 @@
-"""The examples run as a user runs them, and the main job trains in both modes."""
+"""The examples run as a user runs them, and the main job trains in both modes, printing
+no gRPC C-core log line (the environment is that of a user who set no GRPC_* variable)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tensorwire_testing.grpc_logs import core_log_lines, user_environment
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
@@ -14,9 +16,10 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 def run_example(*args: str, timeout: float = 240) -> str:
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "parameter_server.py"), *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True, text=True, timeout=timeout, env=user_environment(),
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert core_log_lines(result.stdout + result.stderr) == [], result.stderr[-4000:]
     return result.stdout
 
 

@@ -108,3 +108,26 @@ def test_task_process_start_deadline_reports_output(protocol):
     with pytest.raises(tw.errors.FailedPreconditionError, match=expected):
         task.start(timeout=10)
     assert time.monotonic() - start < 15
+
+
+class _VerboseFirst(TaskProcess):
+    """``tensorwire -v server ...`` (TaskProcess's extra_args go after the subcommand)."""
+
+    def command(self) -> list[str]:
+        return ["-v", *super().command()]
+
+
+@pytest.mark.parametrize("where", ["after", "before"])
+def test_server_verbose_before_or_after_the_subcommand_shows_info_lines(protocol, where):
+    cluster = {"ps": [f"localhost:{portpicker.pick_unused_port()}"]}
+    if where == "after":
+        task = TaskProcess(cluster, "ps", 0, protocol, extra_args=["-v"])
+    else:
+        task = _VerboseFirst(cluster, "ps", 0, protocol)
+    try:
+        task.start()
+        assert task.terminate() == 0
+    finally:
+        task.kill()
+    # INFO is shown only with -v: the line the server logs when it stops.
+    assert "INFO tensorwire.runtime.cli: stopping /job:ps/task:0" in task.output, task.output

@@ -5,6 +5,7 @@ concurrency, and turns a peer killed mid-transfer into ``UnavailableError`` in t
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
 import socket
@@ -687,3 +688,32 @@ def test_a_call_with_metadata_that_is_not_utf8_is_refused_and_its_connection_end
         listener.stop(0)
     # Ended as a malformed request (debug), not as a server failure with a traceback.
     assert not [r for r in caplog.records if r.exc_info], caplog.text
+
+
+def test_an_unexpected_failure_of_a_connection_is_one_warning_line(
+    transport, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    def broken_push(self, wire, peer):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug in the push path")
+
+    monkeypatch.setattr(bulk.BulkServer, "_push", broken_push)
+    caplog.set_level(logging.DEBUG, logger=bulk.__name__)
+    listener = transport.serve("127.0.0.1:0", [service], TransportOptions(extra=ON))
+    listener.start()
+    try:
+        wire = _raw_connection(listener.bulk.port)
+        wire.send([bytes([bulk.OP_PUSH])], time.monotonic() + 30)
+        # The server logs before it closes the connection, so the log is complete here.
+        with pytest.raises(ConnectionError):
+            wire.read(1, time.monotonic() + 30)
+        wire.close()
+    finally:
+        listener.stop(0)
+    failed = [r for r in caplog.records if "failed" in r.getMessage()]
+    warnings = [r for r in failed if r.levelno == logging.WARNING]
+    assert [r.getMessage().split(": ", 1)[1] for r in warnings] == [
+        "RuntimeError: a bug in the push path"
+    ], caplog.text
+    assert warnings[0].exc_info is None
+    # The traceback is still there for whoever turns on debug logging.
+    assert [r.levelno for r in failed if r.exc_info] == [logging.DEBUG]

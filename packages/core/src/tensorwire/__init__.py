@@ -2,7 +2,9 @@
 
 ``import tensorwire as tw`` is the front door. ``tw.data`` and ``tw.test`` are the separately
 installed distributions ``tensorwire-dataservice`` and ``tensorwire-testing``, imported on
-first use.
+first use (and importable as ``tensorwire.data...``, see ``_optional``). ``tw.train`` and
+``tw.distribute`` give TensorFlow's spellings of the same objects (``tw.train.Server is
+tw.Server``).
 """
 
 from __future__ import annotations
@@ -10,28 +12,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import codec, errors
+from . import _optional, codec, errors
 from ._version import __version__
 from .info import info
-
-__all__ = [
-    "__version__",
-    "codec",
-    "errors",
-    "info",
-    "ClusterSpec",
-    "ClusterDef",
-    "JobDef",
-    "ServerDef",
-    "ConfigProto",
-    "DeviceSpec",
-    "Server",
-    "Session",
-    "device",
-    "current_task",
-    "data",
-    "test",
-]
 
 # Names resolved on first access, so `import tensorwire` stays cheap: name -> (module, attr).
 _LAZY_ATTRS: dict[str, tuple[str, str]] = {
@@ -48,31 +31,24 @@ _LAZY_ATTRS: dict[str, tuple[str, str]] = {
     "register_function": ("tensorwire.runtime", "register_function"),
 }
 
-_SUBMODULES = {"runtime", "cluster", "protos", "transport"}
+# Submodules imported on first access: the TensorFlow namespaces, then the building blocks.
+_NAMESPACES = ("train", "distribute")
+_SUBMODULES = {*_NAMESPACES, "runtime", "cluster", "protos", "transport"}
 
-# Optional distributions behind tw.data / tw.test: name -> (module, distribution, extra).
-_OPTIONAL_MODULES: dict[str, tuple[str, str, str]] = {
-    "data": ("tensorwire_dataservice", "tensorwire-dataservice", "data"),
-    "test": ("tensorwire_testing", "tensorwire-testing", "testing"),
-}
+# Derived from the tables above, so that a name added there is public everywhere at once.
+__all__ = [
+    "__version__", "codec", "errors", "info",
+    *_LAZY_ATTRS, *_NAMESPACES, *_optional.OPTIONAL_MODULES,
+]
+
+_optional.install_finder()  # `import tensorwire.data.service` and friends
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY_ATTRS:
         module_name, attr = _LAZY_ATTRS[name]
         value = getattr(importlib.import_module(module_name), attr)
-    elif name in _OPTIONAL_MODULES:
-        module_name, dist, extra = _OPTIONAL_MODULES[name]
-        try:
-            value = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            raise ImportError(
-                f"tw.{name} is provided by the distribution {dist}, which is not installed: "
-                f"pip install 'tensorwire[{extra}]'"
-            ) from exc
-    elif name in _SUBMODULES:
+    elif name in _optional.OPTIONAL_MODULES or name in _SUBMODULES:
         value = importlib.import_module(f"tensorwire.{name}")
     else:
         raise AttributeError(f"module 'tensorwire' has no attribute {name!r}")
@@ -81,4 +57,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    # Every name __getattr__ would resolve, loaded or not.
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)

@@ -3,6 +3,10 @@
 Subcommands of other distributions join through the entry-point group ``tensorwire.cli``:
 each entry point is a function ``register(subparsers)`` that adds its parsers and sets
 ``func`` on them (``parser.set_defaults(func=...)``); ``func(args)`` returns an exit code.
+
+The common options (``-v``, ``--version``) are accepted before the subcommand and after it
+(``tensorwire -v server ...`` and ``tensorwire server -v ...``): :func:`build_parser` adds
+them to every subcommand's parser, plugins' included, once all are registered.
 """
 
 from __future__ import annotations
@@ -38,9 +42,29 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# Where a subcommand's parser counts the -v given after the subcommand. A separate dest from
+# the main parser's: argparse lets a subparser's defaults overwrite what the main parser
+# parsed, so one shared dest would lose the -v given before the subcommand.
+_VERBOSE_AFTER_COMMAND = "verbose_after_command"
+
+
+def _add_common_options(parser: argparse.ArgumentParser, verbose_dest: str) -> None:
+    from . import __version__
+
+    parser.add_argument("-v", "--verbose", dest=verbose_dest, action="count", default=0,
+                        help="more logging (-v: info, -v -v: debug)")
+    parser.add_argument("--version", action="version", version=f"tensorwire {__version__}",
+                        help="print the version and exit")
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """How many ``-v`` were given, before and after the subcommand."""
+    return int(args.verbose) + int(getattr(args, _VERBOSE_AFTER_COMMAND, 0))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tensorwire", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    _add_common_options(parser, "verbose")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     info_parser = sub.add_parser("info", help="version, codec and installed protocols")
     info_parser.add_argument("--json", action="store_true", help="print JSON")
@@ -56,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
             ep.load()(sub)
         except ImportError as exc:
             log.warning("tensorwire command plugin %r could not be loaded: %s", ep.name, exc)
+    # dict.fromkeys: a parser registered under aliases appears once per alias in choices.
+    for command_parser in dict.fromkeys(sub.choices.values()):
+        _add_common_options(command_parser, _VERBOSE_AFTER_COMMAND)
     return parser
 
 
@@ -63,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
+        level=logging.WARNING - 10 * min(verbosity(args), 2),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not getattr(args, "func", None):

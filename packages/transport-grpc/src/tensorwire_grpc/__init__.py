@@ -1,5 +1,11 @@
 """The grpc transport for tensorwire."""
 
-from tensorwire import __version__
+# First, before any module of this package imports grpc: gRPC's C core reads its log settings
+# when grpc is imported, and ours default to silence (see .core_logging).
+from .core_logging import apply_default as _quiet_grpc_core
+
+_quiet_grpc_core()
+
+from tensorwire import __version__  # noqa: E402 - after the log default, on purpose
 
 __all__ = ["__version__"]

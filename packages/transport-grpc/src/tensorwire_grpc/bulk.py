@@ -479,8 +479,11 @@ class BulkServer:
                     return
         except OSError as exc:
             log.debug("bulk connection from %s ended: %s", peer, exc)
-        except Exception:  # noqa: BLE001 - a bad peer must not kill the thread noisily
-            log.warning("bulk connection from %s failed", peer, exc_info=True)
+        except Exception as exc:
+            # A bad peer must not end the thread noisily: one line per failed connection,
+            # the traceback only when debugging (-v -v).
+            log.warning("bulk connection from %s failed: %s: %s", peer, type(exc).__name__, exc)
+            log.debug("bulk connection from %s failed", peer, exc_info=True)
         finally:
             with self._lock:
                 self._connections.discard(conn)

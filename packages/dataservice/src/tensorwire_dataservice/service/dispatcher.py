@@ -761,7 +761,9 @@ class DispatchServer:
                 name=f"tw-dispatcher-nudge-{self._port}", daemon=True,
             )
             self._nudge_thread.start()
-        log.info("dispatcher serving at %s", self.target)
+        # DEBUG: `tensorwire dispatcher` announces this event with its ready line on stdout,
+        # and an INFO line beside it would say the same thing twice.
+        log.debug("dispatcher serving at %s", self.target)
 
     def join(self) -> None:
         """Block until the server is stopped."""
