@@ -23,7 +23,7 @@ and comes out on the caller as the same class, with the remote job and task atta
 | ``DataLossError`` | 15 | malformed or corrupted bytes (codec, journal, wire) |
 | ``UnauthenticatedError`` | 16 | a call without the token a server requires |
 
-Example:
+Examples:
     >>> import tensorwire as tw
     >>> err = tw.errors.from_code(5, "variable 'w' does not exist", task="/job:ps/task:0")
     >>> type(err).__name__, int(err.code), isinstance(err, tw.errors.OpError)
@@ -138,7 +138,7 @@ class OpError(Exception):
     Raises:
       ValueError: ``error_code`` is not a status code.
 
-    Example:
+    Examples:
         >>> try:
         ...     raise tw.errors.NotFoundError("no variable 'w'")
         ... except tw.errors.OpError as exc:
@@ -287,7 +287,7 @@ def exception_type_from_error_code(error_code: int) -> type[OpError]:
     Raises:
       KeyError: no class has that code (0, ``OK``, included).
 
-    Example:
+    Examples:
         >>> tw.errors.exception_type_from_error_code(14).__name__
         'UnavailableError'
     """
@@ -306,7 +306,7 @@ def error_code_from_exception_type(cls: type[OpError]) -> Code:
     Raises:
       TypeError: ``cls`` is not an ``OpError`` subclass.
 
-    Example:
+    Examples:
         >>> int(tw.errors.error_code_from_exception_type(tw.errors.DataLossError))
         15
     """
@@ -325,7 +325,7 @@ def from_code(code: int, message: str, task: str | None = None) -> OpError:
       message: the error's text.
       task: the task it came from.
 
-    Example:
+    Examples:
         >>> raise tw.errors.from_code(4, "Run timed out")       # doctest: +SKIP
         Traceback (most recent call last):
         tensorwire.errors.DeadlineExceededError: Run timed out

@@ -100,7 +100,7 @@ def create_local_data_service(
         keyword arguments.
       ImportError: tensorwire-dataservice is not installed.
 
-    Example:
+    Examples:
         >>> service = tw.test.create_local_data_service(num_workers=2)
         >>> ds = tw.data.Dataset.range(4).apply(
         ...     tw.data.service.distribute("distributed_epoch", service.target))

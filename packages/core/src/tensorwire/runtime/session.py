@@ -52,7 +52,7 @@ def device(name: str | DeviceSpec | None) -> Iterator[None]:
     Raises:
       ValueError: ``name`` is not a valid device name.
 
-    Example:
+    Examples:
         >>> with tw.device("/job:ps/task:0"):                     # doctest: +SKIP
         ...     w = sess.variable("w", np.zeros(3))               # created on the ps
     """
@@ -79,7 +79,7 @@ def _default_device() -> DeviceSpec | None:
 class DeviceAttributes(NamedTuple):
     """One entry of :meth:`Session.list_devices`: a task's CPU device.
 
-    Example:
+    Examples:
         >>> [d.name for d in sess.list_devices()]                 # doctest: +SKIP
         ['/job:ps/replica:0/task:0/device:CPU:0', '/job:worker/replica:0/task:0/device:CPU:0']
     """
@@ -122,7 +122,7 @@ class Session:
       UnauthenticatedError: the server requires a token and none was sent
         (``PermissionDeniedError`` for a wrong one).
 
-    Example:
+    Examples:
         >>> workers, ps = tw.test.create_local_cluster(num_workers=1, num_ps=1)
         >>> with tw.Session(workers[0].target) as sess:
         ...     v = sess.variable("v", np.zeros(2), device="/job:ps/task:0")
@@ -325,7 +325,7 @@ class Session:
           NotFoundError: no ``initial_value`` and no such variable.
           InvalidArgumentError: ``device`` names no task of the cluster.
 
-        Example:
+        Examples:
             >>> w = sess.variable("w", np.zeros(10), device="/job:ps/task:0")  # doctest: +SKIP
         """
         if not isinstance(name, str) or not name:
@@ -375,7 +375,7 @@ class Session:
           DeadlineExceededError: ``timeout`` passed.
           InvalidArgumentError: ``device`` names no task of the cluster.
 
-        Example:
+        Examples:
             >>> x = np.ones(3)
             >>> sess.run(np.dot, x, x, device="/job:worker/task:1")  # doctest: +SKIP
             3.0
@@ -395,7 +395,7 @@ class Session:
 
         The errors :meth:`run` raises are set on the future instead.
 
-        Example:
+        Examples:
             >>> futures = [sess.run_async(step, device=f"/job:worker/task:{i}")
             ...            for i in range(2)]                                  # doctest: +SKIP
             >>> results = [f.result(timeout=60) for f in futures]              # doctest: +SKIP
@@ -427,7 +427,7 @@ class Session:
         Raises:
           InvalidArgumentError: ``device`` names no task of the cluster.
 
-        Example:
+        Examples:
             >>> sess.send("grads", np.ones(3), device="/job:ps/task:0")          # doctest: +SKIP
             >>> sess.recv("grads", device="/job:ps/task:0")                       # doctest: +SKIP
             array([1., 1., 1.])
@@ -444,7 +444,7 @@ class Session:
           DeadlineExceededError: nothing arrived within ``timeout`` seconds.
           InvalidArgumentError: ``device`` names no task of the cluster.
 
-        Example:
+        Examples:
             >>> value = sess.recv("grads", device="/job:ps/task:0", timeout=10)   # doctest: +SKIP
         """
         job, task = self._resolve(device)

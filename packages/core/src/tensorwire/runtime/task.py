@@ -82,7 +82,7 @@ def current_task() -> TaskInfo:
     Raises:
       FailedPreconditionError: called outside a function run by a task.
 
-    Example:
+    Examples:
         >>> def where_am_i():
         ...     task = tw.current_task()
         ...     return task.device

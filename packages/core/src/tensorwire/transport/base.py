@@ -74,7 +74,7 @@ def expected_response_bytes(metadata: Mapping[str, str] | None) -> int:
       or 0 when it announced none, or something that is not a non-negative integer. Never
       raises.
 
-    Example:
+    Examples:
         >>> from tensorwire.transport.base import expected_response_bytes
         >>> expected_response_bytes({"tensorwire-response-bytes": "1048576"})
         1048576
@@ -107,7 +107,7 @@ class CallContext:
         ``metadata=``.
       deadline: the caller's absolute deadline on the ``time.monotonic()`` clock, or None.
 
-    Example:
+    Examples:
         >>> import time
         >>> from tensorwire.transport import CallContext
         >>> context = CallContext(peer="inproc", deadline=time.monotonic() + 5)
@@ -152,7 +152,7 @@ class Method:
         messages (streaming).
       streaming: True for a server-streaming method.
 
-    Example:
+    Examples:
         >>> from tensorwire.transport import Service
         >>> svc = Service("Echo")
         >>> svc.add("Echo", lambda frames, context: frames)
@@ -181,7 +181,7 @@ class Service:
     Raises:
       ValueError: ``name`` is empty or contains ``"/"``.
 
-    Example:
+    Examples:
         >>> from tensorwire.transport import Service
         >>> svc = Service("Echo")
         >>> @svc.unary("Echo")
@@ -213,7 +213,7 @@ class Service:
         Raises:
           ValueError: the service already has a method ``name``.
 
-        Example:
+        Examples:
             >>> svc = Service("Echo")
             >>> svc.add("Echo", lambda frames, context: frames)
             >>> svc.add("Echo", lambda frames, context: frames)
@@ -236,7 +236,7 @@ class Service:
         Raises:
           ValueError: (when the decorator is applied) the service already has ``name``.
 
-        Example:
+        Examples:
             >>> svc = Service("Echo")
             >>> @svc.unary("Echo")
             ... def echo(frames, context):
@@ -265,7 +265,7 @@ class Service:
         Raises:
           ValueError: (when the decorator is applied) the service already has ``name``.
 
-        Example:
+        Examples:
             >>> svc = Service("Numbers")
             >>> @svc.stream("Count")
             ... def count(frames, context):
@@ -313,7 +313,7 @@ class TransportOptions:
       extra: transport-specific settings, e.g. ``{"rdma_device": "rxe0"}`` or
         ``{"inproc_max_workers": 8}``.
 
-    Example:
+    Examples:
         >>> from tensorwire.transport import TransportOptions
         >>> options = TransportOptions(token="s3cret", max_message_bytes=64 << 20)
         >>> options.tls_enabled
@@ -357,7 +357,7 @@ class Listener(abc.ABC):
     methods. ``address`` is the ``"host:port"`` actually bound and ``port`` its port (the
     free port chosen when 0 was asked for), both set before ``serve`` returns.
 
-    Example:
+    Examples:
         >>> from tensorwire.transport import Service, TransportOptions, get_transport
         >>> svc = Service("Echo")
         >>> svc.add("Echo", lambda frames, context: frames)
@@ -418,7 +418,7 @@ class Channel(abc.ABC):
     ``ResourceExhaustedError`` (message over ``max_message_bytes``), ``CancelledError``
     (the channel is closed).
 
-    Example:
+    Examples:
         >>> from tensorwire.transport import Service, TransportOptions, get_transport
         >>> svc = Service("Echo")
         >>> svc.add("Echo", lambda frames, context: [bytes(f).upper() for f in frames])
@@ -465,7 +465,7 @@ class Channel(abc.ABC):
           UnauthenticatedError: the server requires a token and none was configured
             (``PermissionDeniedError`` for a wrong one).
 
-        Example:
+        Examples:
             >>> reply = channel.call("Echo", "Echo", [b"hi"], timeout=5)   # doctest: +SKIP
             >>> bytes(reply[0])                                             # doctest: +SKIP
             b'HI'
@@ -498,7 +498,7 @@ class Channel(abc.ABC):
         Raises:
           ResourceExhaustedError: no background thread is available for the call.
 
-        Example:
+        Examples:
             >>> future = channel.call_async("Echo", "Echo", [b"hi"], timeout=5)  # doctest: +SKIP
             >>> bytes(future.result()[0])                                         # doctest: +SKIP
             b'HI'
@@ -536,7 +536,7 @@ class Channel(abc.ABC):
             yielded before), or the same wire errors as :meth:`call`
             (``InvalidArgumentError`` when ``method`` is unary).
 
-        Example:
+        Examples:
             >>> for message in channel.stream("Numbers", "Count", [b"3"]):  # doctest: +SKIP
             ...     print(bytes(message[0]))
             b'0'
@@ -568,7 +568,7 @@ class Transport(abc.ABC):
     safe. The conformance suite (:mod:`tensorwire_testing.conformance`) checks an
     implementation against this contract.
 
-    Example:
+    Examples:
         >>> from tensorwire.transport import Service, TransportOptions, get_transport
         >>> transport = get_transport("inproc")
         >>> transport.protocols
@@ -606,7 +606,7 @@ class Transport(abc.ABC):
           UnavailableError: the address cannot be bound, e.g. a port already in use (the
             message names the port); another ``OpError`` is allowed.
 
-        Example:
+        Examples:
             >>> listener = transport.serve("localhost:0", [svc], TransportOptions())  # doctest: +SKIP
             >>> listener.start()                                                       # doctest: +SKIP
         """
@@ -634,7 +634,7 @@ class Transport(abc.ABC):
         Raises:
           InvalidArgumentError: ``address`` has no valid port.
 
-        Example:
+        Examples:
             >>> with transport.connect("localhost:2222", TransportOptions()) as channel:  # doctest: +SKIP
             ...     reply = channel.call("Echo", "Echo", [b"hi"], timeout=5)
         """
@@ -653,7 +653,7 @@ def split_address(address: str) -> tuple[str, int]:
       InvalidArgumentError: naming the address, when it has no port, or the port is not a
         number or not in 0-65535.
 
-    Example:
+    Examples:
         >>> from tensorwire.transport import split_address
         >>> split_address("localhost:2222")
         ('localhost', 2222)
@@ -721,7 +721,7 @@ def invoke(
         ``UnknownError`` naming the method and the exception (``KeyboardInterrupt`` and
         ``SystemExit`` propagate unchanged).
 
-    Example:
+    Examples:
         >>> from tensorwire.transport import CallContext, Method, TransportOptions, invoke
         >>> echo = Method("Echo", lambda frames, context: frames)
         >>> invoke(echo, [memoryview(b"hi")], CallContext(), TransportOptions())[0].tobytes()
@@ -760,7 +760,7 @@ def iterate(
       PermissionDeniedError: (on the first ``next()``) the token sent is wrong.
       OpError: while iterating, as for :func:`invoke`.
 
-    Example:
+    Examples:
         >>> from tensorwire.transport import CallContext, Method, TransportOptions, iterate
         >>> def count(frames, context):
         ...     yield [b"0"]

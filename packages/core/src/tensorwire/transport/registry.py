@@ -102,7 +102,7 @@ class TransportRegistry:
         ``tensorwire.transports`` entry points; None (the default) means yes unless
         ``TENSORWIRE_DISABLE_PLUGIN_AUTOLOAD`` is set. ``inproc`` is always registered.
 
-    Example:
+    Examples:
         >>> from tensorwire.transport import TransportRegistry, hookimpl
         >>> from tensorwire.transport.inproc import InprocTransport
         >>> class MyPlugin:
@@ -154,7 +154,7 @@ class TransportRegistry:
           ValueError: ``protocol`` is not a non-empty string without ``"://"``.
           TypeError: ``factory`` is not callable.
 
-        Example:
+        Examples:
             >>> @hookimpl                                                  # doctest: +SKIP
             ... def tensorwire_register_transports(registry):
             ...     registry.register("myproto", make_transport, distribution="my-package")
@@ -257,7 +257,7 @@ class TransportRegistry:
           name: the name it is known by (as an entry-point name would be).
           distribution: the distribution to report for its protocols.
 
-        Example:
+        Examples:
             >>> registry = TransportRegistry(autoload=False)          # doctest: +SKIP
             >>> registry.register_plugin(my_plugin_module, name="myproto")  # doctest: +SKIP
         """
@@ -269,7 +269,7 @@ class TransportRegistry:
     def protocols(self) -> list[str]:
         """The protocol names registered, sorted (plugins are loaded first).
 
-        Example:
+        Examples:
             >>> "inproc" in TransportRegistry(autoload=False).protocols()
             True
         """
@@ -291,7 +291,7 @@ class TransportRegistry:
             protocols and, for tensorwire's own protocols, the distribution to install (or
             why it failed to load).
 
-        Example:
+        Examples:
             >>> registry = TransportRegistry(autoload=False)
             >>> registry.get("inproc").protocols
             ('inproc',)
@@ -353,7 +353,7 @@ def get_transport(protocol: str) -> Transport:
       NotFoundError: no installed plugin provides ``protocol``; the message names the
         distribution to install for tensorwire's own protocols.
 
-    Example:
+    Examples:
         >>> from tensorwire.transport import get_transport
         >>> get_transport("inproc").protocols
         ('inproc',)
