@@ -17,7 +17,7 @@ and comes out on the caller as the same class, with the remote job and task atta
 | ``FailedPreconditionError`` | 9 | the operation does not fit the state (a stopped server) |
 | ``AbortedError`` | 10 | a stale RDMA connection (``grpc+verbs`` retries the call itself) |
 | ``OutOfRangeError`` | 11 | ``get_next()`` past the end of a ``tw.data`` iterator |
-| ``UnimplementedError`` | 12 | a method a server does not serve; a TensorFlow feature not implemented |
+| ``UnimplementedError`` | 12 | a method not served here; a TensorFlow feature not implemented |
 | ``InternalError`` | 13 | a broken invariant (a bug) |
 | ``UnavailableError`` | 14 | a peer cannot be reached; retrying may help |
 | ``DataLossError`` | 15 | malformed or corrupted bytes (codec, journal, wire) |

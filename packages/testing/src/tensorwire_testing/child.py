@@ -137,8 +137,9 @@ class ChildProcess:
           FailedPreconditionError: the child is already running.
 
         Examples:
-            >>> worker = DataServiceProcess("worker", ["--dispatcher_address", "localhost:1"])  # doctest: +SKIP
-            >>> worker.launch().wait_for_line("dispatcher", timeout=30)                          # doctest: +SKIP
+            >>> args = ["--dispatcher_address", "localhost:1"]           # doctest: +SKIP
+            >>> worker = DataServiceProcess("worker", args)              # doctest: +SKIP
+            >>> worker.launch().wait_for_line("dispatcher", timeout=30)  # doctest: +SKIP
         """
         if self.process is not None and self.process.poll() is None:
             raise errors.FailedPreconditionError(f"{self.name} is already running")

@@ -171,8 +171,8 @@ def resolve_tf_config(
         >>> spec, job, index, protocol = resolve_tf_config(environ)
         >>> spec.as_dict()["worker"], job, index, protocol
         (['w0:2222', 'w1:2222'], 'worker', 1, 'grpc')
-        >>> resolve_tf_config({})
-        ClusterResolution(cluster_spec=ClusterSpec({}), job_name=None, task_index=None, rpc_layer=None)
+        >>> resolve_tf_config({})[1:]       # no TF_CONFIG: an empty cluster, no task
+        (None, None, None)
     """
     config = load_tf_config(environ)
     cluster = config.get("cluster", {})

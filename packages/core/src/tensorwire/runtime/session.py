@@ -641,8 +641,12 @@ class Variable:
             out of range, or ``updates`` has the wrong shape.
 
         Examples:
-            >>> emb = sess.variable("emb", np.zeros((4, 2)), device="/job:ps/task:0")  # doctest: +SKIP
-            >>> emb.scatter_add([1, 1], np.ones((2, 2)), read_value=True)[1]           # doctest: +SKIP
+            >>> emb = sess.variable("emb", np.zeros((4, 2)))             # doctest: +SKIP
+            >>> emb.scatter_add([1, 1], np.ones((2, 2)), read_value=True)  # doctest: +SKIP
+            array([[0., 0.],
+                   [2., 2.],
+                   [0., 0.],
+                   [0., 0.]])
             array([2., 2.])
         """
         return self._update("scatter_add", updates, read_value, indices=indices)

@@ -607,8 +607,9 @@ class Transport(abc.ABC):
             message names the port); another ``OpError`` is allowed.
 
         Examples:
-            >>> listener = transport.serve("localhost:0", [svc], TransportOptions())  # doctest: +SKIP
-            >>> listener.start()                                                       # doctest: +SKIP
+            >>> options = TransportOptions(token="s3cret")                 # doctest: +SKIP
+            >>> listener = transport.serve("localhost:0", [svc], options)  # doctest: +SKIP
+            >>> listener.start()                                           # doctest: +SKIP
         """
 
     def status(self) -> dict[str, Any]:
@@ -635,7 +636,8 @@ class Transport(abc.ABC):
           InvalidArgumentError: ``address`` has no valid port.
 
         Examples:
-            >>> with transport.connect("localhost:2222", TransportOptions()) as channel:  # doctest: +SKIP
+            >>> options = TransportOptions(token="s3cret")                  # doctest: +SKIP
+            >>> with transport.connect("localhost:2222", options) as channel:  # doctest: +SKIP
             ...     reply = channel.call("Echo", "Echo", [b"hi"], timeout=5)
         """
 
@@ -659,9 +661,9 @@ def split_address(address: str) -> tuple[str, int]:
         ('localhost', 2222)
         >>> split_address("[::1]:0")
         ('::1', 0)
-        >>> split_address("localhost")
+        >>> split_address("localhost")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        tensorwire.errors.InvalidArgumentError: Could not interpret 'localhost' as host:port: it has no port
+        tensorwire.errors.InvalidArgumentError: Could not interpret 'localhost' as host:port: ...
     """
     host, sep, port_text = address.rpartition(":")
     if not sep or not host:
