@@ -11,19 +11,19 @@ and comes out on the caller as the same class, with the remote job and task atta
 | ``InvalidArgumentError`` | 3 | a bad argument: a device not in the cluster, a malformed target |
 | ``DeadlineExceededError`` | 4 | a timeout passed (``run(timeout=...)``, ``recv``) |
 | ``NotFoundError`` | 5 | no such variable, dataset or job; no transport for a protocol |
-| ``AlreadyExistsError`` | 6 | a different function or dataset already has that name |
+| ``AlreadyExistsError`` | 6 | a different function is already registered under that name |
 | ``PermissionDeniedError`` | 7 | a wrong token; code refused by a registered-only server |
 | ``ResourceExhaustedError`` | 8 | a message over a size limit; no handler thread left |
 | ``FailedPreconditionError`` | 9 | the operation does not fit the state (a stopped server) |
-| ``AbortedError`` | 10 | an operation was aborted |
-| ``OutOfRangeError`` | 11 | an operation went past the valid range |
-| ``UnimplementedError`` | 12 | a TensorFlow feature tensorwire does not implement |
+| ``AbortedError`` | 10 | a stale RDMA connection (``grpc+verbs`` retries the call itself) |
+| ``OutOfRangeError`` | 11 | ``get_next()`` past the end of a ``tw.data`` iterator |
+| ``UnimplementedError`` | 12 | a method not served here; a TensorFlow feature not implemented |
 | ``InternalError`` | 13 | a broken invariant (a bug) |
 | ``UnavailableError`` | 14 | a peer cannot be reached; retrying may help |
 | ``DataLossError`` | 15 | malformed or corrupted bytes (codec, journal, wire) |
 | ``UnauthenticatedError`` | 16 | a call without the token a server requires |
 
-Example:
+Examples:
     >>> import tensorwire as tw
     >>> err = tw.errors.from_code(5, "variable 'w' does not exist", task="/job:ps/task:0")
     >>> type(err).__name__, int(err.code), isinstance(err, tw.errors.OpError)
@@ -138,7 +138,7 @@ class OpError(Exception):
     Raises:
       ValueError: ``error_code`` is not a status code.
 
-    Example:
+    Examples:
         >>> try:
         ...     raise tw.errors.NotFoundError("no variable 'w'")
         ... except tw.errors.OpError as exc:
@@ -216,44 +216,103 @@ def _make(name: str, code: Code, doc: str) -> type[OpError]:
     return type(name, (OpError,), {"__init__": __init__, "__doc__": doc, "code_value": code})
 
 
-CancelledError = _make("CancelledError", Code.CANCELLED, "An operation was cancelled.")
-UnknownError = _make("UnknownError", Code.UNKNOWN, "An error of no other class.")
+CancelledError = _make(
+    "CancelledError",
+    Code.CANCELLED,
+    "gRPC ``CANCELLED`` (1): the call was cancelled: its channel or session was closed, or "
+    "the server stopped with the call in flight.",
+)
+UnknownError = _make(
+    "UnknownError",
+    Code.UNKNOWN,
+    "gRPC ``UNKNOWN`` (2): a function run on a task (or any handler) raised an exception "
+    "that is not an ``OpError``; the message has its type, text and remote traceback.",
+)
 InvalidArgumentError = _make(
-    "InvalidArgumentError", Code.INVALID_ARGUMENT, "An argument was not valid."
+    "InvalidArgumentError",
+    Code.INVALID_ARGUMENT,
+    "gRPC ``INVALID_ARGUMENT`` (3): a bad argument: a device or task not in the cluster, "
+    "an address without a valid port, a variable update of another shape or dtype kind.",
 )
 DeadlineExceededError = _make(
-    "DeadlineExceededError", Code.DEADLINE_EXCEEDED, "A deadline passed before completion."
+    "DeadlineExceededError",
+    Code.DEADLINE_EXCEEDED,
+    "gRPC ``DEADLINE_EXCEEDED`` (4): a timeout passed before the call completed "
+    "(``run(timeout=...)``, ``recv``, ``operation_timeout_in_ms``).",
 )
-NotFoundError = _make("NotFoundError", Code.NOT_FOUND, "A requested entity was not found.")
+NotFoundError = _make(
+    "NotFoundError",
+    Code.NOT_FOUND,
+    "gRPC ``NOT_FOUND`` (5): no such variable, dataset, job or task, or no transport "
+    "installed for a protocol (the message names the distribution to install).",
+)
 AlreadyExistsError = _make(
-    "AlreadyExistsError", Code.ALREADY_EXISTS, "An entity to create already exists."
+    "AlreadyExistsError",
+    Code.ALREADY_EXISTS,
+    "gRPC ``ALREADY_EXISTS`` (6): ``tw.register_function`` was given a name under which "
+    "a different function is already registered.",
 )
 PermissionDeniedError = _make(
-    "PermissionDeniedError", Code.PERMISSION_DENIED, "The caller may not run this."
+    "PermissionDeniedError",
+    Code.PERMISSION_DENIED,
+    "gRPC ``PERMISSION_DENIED`` (7): the call carries a wrong cluster token, or sends code "
+    "to a server that runs registered functions (or pipelines) only.",
 )
 UnauthenticatedError = _make(
-    "UnauthenticatedError", Code.UNAUTHENTICATED, "The request lacks valid credentials."
+    "UnauthenticatedError",
+    Code.UNAUTHENTICATED,
+    "gRPC ``UNAUTHENTICATED`` (16): the call carries no cluster token and the server "
+    "requires one.",
 )
 ResourceExhaustedError = _make(
-    "ResourceExhaustedError", Code.RESOURCE_EXHAUSTED, "A resource ran out."
+    "ResourceExhaustedError",
+    Code.RESOURCE_EXHAUSTED,
+    "gRPC ``RESOURCE_EXHAUSTED`` (8): a message is over ``max_message_bytes``, or no "
+    "handler or background thread is left for a call (refused at once, never queued).",
 )
 FailedPreconditionError = _make(
     "FailedPreconditionError",
     Code.FAILED_PRECONDITION,
-    "The system is not in a state that allows the operation.",
+    "gRPC ``FAILED_PRECONDITION`` (9): the operation does not fit the state: a stopped "
+    "server started again, ``tw.current_task()`` outside a task, a server that would "
+    "listen beyond loopback without authentication.",
 )
-AbortedError = _make("AbortedError", Code.ABORTED, "An operation was aborted.")
+AbortedError = _make(
+    "AbortedError",
+    Code.ABORTED,
+    "gRPC ``ABORTED`` (10): an operation was aborted; the ``grpc+verbs`` transport raises "
+    "it for a stale RDMA connection (the peer restarted) and retries the call itself.",
+)
 OutOfRangeError = _make(
-    "OutOfRangeError", Code.OUT_OF_RANGE, "An operation went past the valid range."
+    "OutOfRangeError",
+    Code.OUT_OF_RANGE,
+    "gRPC ``OUT_OF_RANGE`` (11): iteration went past the end: ``get_next()`` of an "
+    "exhausted ``tw.data`` iterator.",
 )
 UnimplementedError = _make(
-    "UnimplementedError", Code.UNIMPLEMENTED, "The operation is not implemented."
+    "UnimplementedError",
+    Code.UNIMPLEMENTED,
+    "gRPC ``UNIMPLEMENTED`` (12): not implemented: a service or method the server does "
+    "not serve, a TensorFlow feature tensorwire lacks, RDMA on a server without it.",
 )
-InternalError = _make("InternalError", Code.INTERNAL, "An internal invariant broke.")
+InternalError = _make(
+    "InternalError",
+    Code.INTERNAL,
+    "gRPC ``INTERNAL`` (13): a broken invariant, a bug: say, a handler that returned "
+    "something other than a list of frames.",
+)
 UnavailableError = _make(
-    "UnavailableError", Code.UNAVAILABLE, "The service is unavailable; retrying may help."
+    "UnavailableError",
+    Code.UNAVAILABLE,
+    "gRPC ``UNAVAILABLE`` (14): a peer cannot be reached or stopped serving, or a port "
+    "cannot be bound; retrying may help.",
 )
-DataLossError = _make("DataLossError", Code.DATA_LOSS, "Data was lost or corrupted.")
+DataLossError = _make(
+    "DataLossError",
+    Code.DATA_LOSS,
+    "gRPC ``DATA_LOSS`` (15): malformed or corrupted bytes: codec input, the dispatcher's "
+    "journal, a message on the wire.",
+)
 
 _CLASS_BY_CODE: dict[Code, type[OpError]] = {
     cls.code_value: cls
@@ -287,7 +346,7 @@ def exception_type_from_error_code(error_code: int) -> type[OpError]:
     Raises:
       KeyError: no class has that code (0, ``OK``, included).
 
-    Example:
+    Examples:
         >>> tw.errors.exception_type_from_error_code(14).__name__
         'UnavailableError'
     """
@@ -306,7 +365,7 @@ def error_code_from_exception_type(cls: type[OpError]) -> Code:
     Raises:
       TypeError: ``cls`` is not an ``OpError`` subclass.
 
-    Example:
+    Examples:
         >>> int(tw.errors.error_code_from_exception_type(tw.errors.DataLossError))
         15
     """
@@ -325,7 +384,7 @@ def from_code(code: int, message: str, task: str | None = None) -> OpError:
       message: the error's text.
       task: the task it came from.
 
-    Example:
+    Examples:
         >>> raise tw.errors.from_code(4, "Run timed out")       # doctest: +SKIP
         Traceback (most recent call last):
         tensorwire.errors.DeadlineExceededError: Run timed out

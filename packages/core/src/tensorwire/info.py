@@ -19,7 +19,7 @@ def info() -> dict[str, Any]:
       (name -> distribution, version and the transport's own status) and
       ``"plugin_errors"``.
 
-    Example:
+    Examples:
         >>> import tensorwire as tw
         >>> sorted(tw.info())
         ['codec', 'plugin_errors', 'protocols', 'version']

@@ -71,7 +71,16 @@ class _Output:
 
 
 class ChildProcess:
-    """Base of :class:`TaskProcess` and :class:`DataServiceProcess`."""
+    """Base of :class:`TaskProcess` and :class:`DataServiceProcess`.
+
+    Runs ``python -m tensorwire <command()>`` with stdout and stderr collected, in a new
+    session (so a signal to the child does not reach the test). Timeouts of its methods
+    are scaled by ``TENSORWIRE_TEST_TIMEOUT_SCALE``. A context manager that kills the
+    child on exit.
+
+    Args:
+      env: the child's environment; default a copy of this process's.
+    """
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self.env = dict(os.environ if env is None else env)
@@ -89,6 +98,7 @@ class ChildProcess:
         raise NotImplementedError
 
     def is_ready_line(self, line: str) -> bool:
+        """Whether ``line`` is the one the child prints once it serves."""
         raise NotImplementedError
 
     def on_ready(self, line: str) -> None:
@@ -103,6 +113,7 @@ class ChildProcess:
     # -- lifecycle -----------------------------------------------------------------------------
     @property
     def pid(self) -> int | None:
+        """The child's process id, or None before the first launch."""
         return None if self.process is None else self.process.pid
 
     @property
@@ -116,7 +127,19 @@ class ChildProcess:
     def launch(self) -> Any:
         """Start the child and return at once (self), without waiting for a ready line.
 
-        Its output is collected as it comes: :attr:`output`, :meth:`wait_for_line`.
+        Its output is collected as it comes: :attr:`output`, :meth:`wait_for_line`. For a
+        child not expected to serve (one that waits for a peer, one that should fail).
+
+        Returns:
+          self.
+
+        Raises:
+          FailedPreconditionError: the child is already running.
+
+        Examples:
+            >>> args = ["--dispatcher_address", "localhost:1"]           # doctest: +SKIP
+            >>> worker = DataServiceProcess("worker", args)              # doctest: +SKIP
+            >>> worker.launch().wait_for_line("dispatcher", timeout=30)  # doctest: +SKIP
         """
         if self.process is not None and self.process.poll() is None:
             raise errors.FailedPreconditionError(f"{self.name} is already running")
@@ -130,7 +153,26 @@ class ChildProcess:
         return self
 
     def start(self, timeout: float = 30.0) -> Any:
-        """Launch the child and wait until it serves; returns self."""
+        """Launch the child and wait until it serves; returns self.
+
+        A child that exits before serving because its port is still held (a killed
+        predecessor's socket) is launched again until ``timeout``.
+
+        Args:
+          timeout: seconds (scaled) the child may take to print its ready line.
+
+        Returns:
+          self, serving; :meth:`on_ready` has read its ready line.
+
+        Raises:
+          FailedPreconditionError: the child is already running, or it exited before
+            serving for another reason (its output is quoted).
+          DeadlineExceededError: it did not serve within ``timeout`` (it is killed; its
+            output is quoted).
+
+        Examples:
+            >>> task = TaskProcess(cluster, "ps", 0).start(timeout=60)   # doctest: +SKIP
+        """
         if self.process is not None and self.process.poll() is None:
             raise errors.FailedPreconditionError(f"{self.name} is already running")
         timeout = scaled(timeout)
@@ -158,8 +200,21 @@ class ChildProcess:
         """The first line the child printed (stripped) that contains ``matches`` (a string)
         or for which ``matches(line)`` holds, waiting up to ``timeout`` seconds (scaled).
 
-        Raises ``FailedPreconditionError`` when the child exits without printing it and
-        ``DeadlineExceededError`` when it is not printed in time, quoting the output.
+        Args:
+          matches: a substring to look for, or a predicate on each line.
+          timeout: seconds (scaled) to wait.
+
+        Returns:
+          The first matching line, stripped (it may have been printed before the call).
+
+        Raises:
+          FailedPreconditionError: the child was never started, or exited without printing
+            such a line (its output is quoted).
+          DeadlineExceededError: no such line was printed in time (output quoted).
+
+        Examples:
+            >>> process.wait_for_line("serving at", timeout=30)     # doctest: +SKIP
+            'tensorwire dispatcher serving at grpc://localhost:41234'
         """
         if self._output is None:
             raise errors.FailedPreconditionError(f"{self.name} was never started")
@@ -184,7 +239,22 @@ class ChildProcess:
 
     def wait(self, timeout: float = 30.0) -> int:
         """Wait up to ``timeout`` seconds (scaled) for the child to exit by itself; returns
-        its exit code. A child still running then is killed: ``DeadlineExceededError``."""
+        its exit code. A child still running then is killed: ``DeadlineExceededError``.
+
+        Args:
+          timeout: seconds (scaled) to wait.
+
+        Returns:
+          The exit code (negative: killed by that signal).
+
+        Raises:
+          FailedPreconditionError: the child was never started.
+          DeadlineExceededError: it was still running after ``timeout`` (it is killed).
+
+        Examples:
+            >>> process.launch().wait(timeout=30)                    # doctest: +SKIP
+            2
+        """
         if self.process is None:
             raise errors.FailedPreconditionError(f"{self.name} was never started")
         timeout = scaled(timeout)
@@ -197,7 +267,10 @@ class ChildProcess:
             ) from None
 
     def kill(self) -> None:
-        """``kill -9`` the child (no clean shutdown) and reap it."""
+        """``kill -9`` the child (no clean shutdown) and reap it.
+
+        Does nothing when it is not running; never raises for that.
+        """
         if self.process is not None and self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
@@ -205,7 +278,22 @@ class ChildProcess:
     def terminate(self, timeout: float = 15.0, signum: int = signal.SIGTERM) -> int:
         """Send ``signum`` (SIGTERM; SIGINT is what Ctrl-C sends) and wait for a clean exit;
         returns the exit code. A child still running after ``timeout`` seconds (scaled) is
-        killed: ``DeadlineExceededError``."""
+        killed: ``DeadlineExceededError``.
+
+        Args:
+          timeout: seconds (scaled) to wait for the exit.
+          signum: the signal to send.
+
+        Returns:
+          The exit code; 0 when the child was never started.
+
+        Raises:
+          DeadlineExceededError: it did not exit within ``timeout`` (it is killed).
+
+        Examples:
+            >>> task.terminate()                                     # doctest: +SKIP
+            0
+        """
         if self.process is None:
             return 0
         if self.process.poll() is None:
@@ -222,7 +310,21 @@ class ChildProcess:
         return int(self.process.returncode)
 
     def restart(self, timeout: float = 30.0) -> Any:
-        """Kill the child if it runs, then start it again (on the same port)."""
+        """Kill the child if it runs, then start it again (on the same port).
+
+        Args:
+          timeout: as for :meth:`start`.
+
+        Returns:
+          self, serving again.
+
+        Raises:
+          FailedPreconditionError: it exited before serving.
+          DeadlineExceededError: it did not serve again within ``timeout``.
+
+        Examples:
+            >>> task.restart(timeout=60)                             # doctest: +SKIP
+        """
         self.kill()
         return self.start(timeout=timeout)
 

@@ -40,7 +40,28 @@ def _service() -> Any:
 
 
 class LocalDataService:
-    """A dispatcher and its workers, all in this process."""
+    """A dispatcher and its workers, all in this process.
+
+    Returned by :func:`create_local_data_service` (not constructed directly). A context
+    manager: leaving the block stops every worker, then the dispatcher.
+
+    ``dispatcher`` is the ``DispatchServer`` and ``workers`` the ``WorkerServer`` s, in
+    start order; ``target`` is what ``distribute(..., service=)`` takes.
+
+    Args:
+      dispatcher: the running ``DispatchServer``.
+      workers: its running ``WorkerServer`` s.
+      protocol: the transport they use.
+      worker_kwargs: ``WorkerConfig`` fields for workers added later.
+
+    Examples:
+        >>> with tw.test.create_local_data_service(num_workers=1) as service:
+        ...     _ = service.add_worker()
+        ...     ds = tw.data.Dataset.range(6).apply(
+        ...         tw.data.service.distribute("parallel_epochs", service.target))
+        ...     print(len(service.workers), sorted(int(x) for x in ds.as_numpy_iterator()))
+        2 [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    """
 
     def __init__(self, dispatcher: Any, workers: list[Any], protocol: str,
                  worker_kwargs: dict[str, Any]) -> None:
@@ -56,10 +77,26 @@ class LocalDataService:
 
     @property
     def dispatcher_address(self) -> str:
+        """``"localhost:<port>"`` of the dispatcher (a worker's ``dispatcher_address``)."""
         return self.dispatcher.target.split("://", 1)[1]
 
     def add_worker(self, **overrides: Any) -> Any:
-        """Start one more worker registered with this dispatcher."""
+        """Start one more worker registered with this dispatcher.
+
+        Args:
+          **overrides: ``WorkerConfig`` fields for this worker, over the ``worker_config``
+            given to :func:`create_local_data_service`.
+
+        Returns:
+          The new ``WorkerServer`` (also appended to ``workers``).
+
+        Raises:
+          TypeError: an override is not a ``WorkerConfig`` field.
+          UnavailableError: the worker could not bind a port or reach the dispatcher.
+
+        Examples:
+            >>> worker = service.add_worker(heartbeat_interval_ms=100)   # doctest: +SKIP
+        """
         service = _service()
         kwargs = {**self._worker_kwargs, **overrides}
         worker = service.WorkerServer(
@@ -70,6 +107,7 @@ class LocalDataService:
         return worker
 
     def stop(self) -> None:
+        """Stop every worker, then the dispatcher. Idempotent."""
         for worker in self.workers:
             worker.stop()
         self.dispatcher.stop()
@@ -100,7 +138,7 @@ def create_local_data_service(
         keyword arguments.
       ImportError: tensorwire-dataservice is not installed.
 
-    Example:
+    Examples:
         >>> service = tw.test.create_local_data_service(num_workers=2)
         >>> ds = tw.data.Dataset.range(4).apply(
         ...     tw.data.service.distribute("distributed_epoch", service.target))
@@ -130,7 +168,31 @@ class DataServiceProcess(ChildProcess):
     """``tensorwire dispatcher`` or ``tensorwire worker`` in a child process.
 
     ``kind`` is "dispatcher" or "worker"; ``args`` are the command's options. After
-    :meth:`start`, ``port`` is the bound port and later restarts reuse it.
+    :meth:`start`, ``port`` is the bound port and later restarts reuse it. For kill -9 /
+    restart fault tests and CLI tests; the life-cycle methods (``start``, ``launch``,
+    ``wait_for_line``, ``wait``, ``kill``, ``terminate``, ``restart``) are those of
+    :class:`TaskProcess`.
+
+    Args:
+      kind: ``"dispatcher"`` or ``"worker"``.
+      args: more options of the command, e.g. ``["--dispatcher_address", address]`` for a
+        worker or ``["--work_dir", path, "--fault_tolerant"]`` for a dispatcher.
+      port: the port to bind; 0 picks a free one at the first start.
+      env: the child's environment; default this process's.
+
+    Raises:
+      ValueError: ``kind`` is neither ``"dispatcher"`` nor ``"worker"``.
+
+    Examples:
+        >>> from tensorwire_testing import DataServiceProcess
+        >>> dispatcher = DataServiceProcess("dispatcher").start(timeout=60)
+        >>> worker = DataServiceProcess(
+        ...     "worker", ["--dispatcher_address", dispatcher.address]).start(timeout=60)
+        >>> port = dispatcher.port
+        >>> _ = dispatcher.restart(timeout=60)          # kill -9 and serve the same port
+        >>> dispatcher.port == port
+        True
+        >>> worker.kill(); dispatcher.kill()
     """
 
     def __init__(self, kind: str, args: Sequence[str] = (), port: int = 0,
@@ -144,19 +206,24 @@ class DataServiceProcess(ChildProcess):
 
     @property
     def address(self) -> str:
+        """``"localhost:<port>"``; the port is known after :meth:`start`."""
         return f"localhost:{self.port}"
 
     @property
     def name(self) -> str:
+        """``"the dispatcher process"`` / ``"the worker process"``, for messages."""
         return f"the {self.kind} process"
 
     def command(self) -> list[str]:
+        """``<kind> --port <port> <args>``."""
         return [self.kind, "--port", str(self.port), *self.args]
 
     def is_ready_line(self, line: str) -> bool:
+        """Whether ``line`` is ``tensorwire <kind> serving at ...``."""
         return line.startswith(f"tensorwire {self.kind} serving at ")
 
     def on_ready(self, line: str) -> None:
+        """Set :attr:`port` from the ready line."""
         target = line.split("serving at ", 1)[1].split()[0]
         self.port = int(target.rsplit(":", 1)[1])
 

@@ -52,7 +52,7 @@ def create_local_cluster(
       ImportError: portpicker is not installed.
       NotFoundError: no transport is installed for ``protocol``.
 
-    Example:
+    Examples:
         >>> workers, ps = tw.test.create_local_cluster(num_workers=2, num_ps=1)
         >>> print(len(workers), len(ps), workers[0].target.startswith("grpc://"))
         2 1 True

@@ -20,7 +20,40 @@ _READY_PREFIX = "tensorwire server "
 
 
 class TaskProcess(ChildProcess):
-    """One task of a cluster running as ``tensorwire server`` in a child process."""
+    """One task of a cluster running as ``tensorwire server`` in a child process.
+
+    For fault tests: the task can be killed with SIGKILL (:meth:`kill`), stopped cleanly
+    (:meth:`terminate`) and restarted on the same port (:meth:`restart`), which an
+    in-process server cannot. Nothing runs until :meth:`start` (or :meth:`launch`); as a
+    context manager it kills the child on exit. The ports are the ones in ``cluster``
+    (fixed up front, so peers know them); see :func:`start_process_cluster` for a whole
+    cluster on free ports.
+
+    Once it serves, ``target`` is ``"grpc://localhost:<port>"`` (what ``tw.Session``
+    takes); ``address`` is its ``"host:port"`` in the cluster, ``device`` its
+    ``/job:<job>/task:<i>``, ``pid`` its process id and ``output`` everything it printed.
+
+    Args:
+      cluster: job name -> list of ``"host:port"``, every task of the cluster.
+      job_name: this task's job.
+      task_index: this task's index in the job.
+      protocol: the transport, ``"grpc"`` by default.
+      extra_args: more options for ``tensorwire server`` (say ``["--token", "s3cret"]``).
+      env: the child's environment; default this process's.
+
+    Examples:
+        >>> import portpicker
+        >>> from tensorwire_testing import TaskProcess
+        >>> port = portpicker.pick_unused_port()
+        >>> with TaskProcess({"worker": [f"localhost:{port}"]}, "worker", 0) as task:
+        ...     _ = task.start(timeout=60)
+        ...     with tw.Session(task.target) as sess:
+        ...         print(sess.run(np.add, 1, 2))
+        ...     _ = task.restart(timeout=60)      # kill -9, then serve the same port again
+        ...     print(task.target == f"grpc://localhost:{port}")
+        3
+        True
+    """
 
     def __init__(
         self,
@@ -41,17 +74,21 @@ class TaskProcess(ChildProcess):
 
     @property
     def address(self) -> str:
+        """This task's ``"host:port"`` in the cluster."""
         return self.cluster[self.job_name][self.task_index]
 
     @property
     def device(self) -> str:
+        """``/job:<job>/task:<index>``, for ``device=`` arguments."""
         return f"/job:{self.job_name}/task:{self.task_index}"
 
     @property
     def name(self) -> str:
+        """Same as :attr:`device`; how messages name this task."""
         return self.device
 
     def command(self) -> list[str]:
+        """``server --cluster_spec ... --job_name ... --task_index ... --protocol ...``."""
         return [
             "server",
             "--cluster_spec", json.dumps(self.cluster),
@@ -62,9 +99,11 @@ class TaskProcess(ChildProcess):
         ]
 
     def is_ready_line(self, line: str) -> bool:
+        """Whether ``line`` is the ``tensorwire server ... serving <target>`` line."""
         return line.startswith(_READY_PREFIX) and " serving " in line
 
     def on_ready(self, line: str) -> None:
+        """Set :attr:`target` from the ready line."""
         self.target = line.rsplit(" ", 1)[-1]
 
 
@@ -72,7 +111,36 @@ def start_process_cluster(
     num_workers: int, num_ps: int, protocol: str = "grpc", extra_args: Sequence[str] = (),
     timeout: float = 60.0,
 ) -> dict[str, list[TaskProcess]]:
-    """Every task of a ``worker``/``ps`` cluster in its own process, on loopback."""
+    """Every task of a ``worker``/``ps`` cluster in its own process, on loopback.
+
+    Ports are picked free up front; the ps tasks start first, then the workers, each
+    waited for until it serves. If one fails to start, the ones started are killed.
+
+    Args:
+      num_workers: tasks of job ``worker``.
+      num_ps: tasks of job ``ps``.
+      protocol: the transport, ``"grpc"`` by default.
+      extra_args: more options for every ``tensorwire server``.
+      timeout: seconds (scaled by ``TENSORWIRE_TEST_TIMEOUT_SCALE``) each task may take to
+        serve.
+
+    Returns:
+      ``{"worker": [TaskProcess, ...], "ps": [TaskProcess, ...]}``, all serving.
+
+    Raises:
+      FailedPreconditionError: a task exited before serving (its output is quoted).
+      DeadlineExceededError: a task did not serve within ``timeout``.
+
+    Examples:
+        >>> from tensorwire_testing import start_process_cluster, stop_all
+        >>> tasks = start_process_cluster(num_workers=2, num_ps=1)
+        >>> try:
+        ...     with tw.Session(tasks["worker"][0].target) as sess:
+        ...         print(sorted(sess.cluster_spec.jobs))
+        ... finally:
+        ...     stop_all(tasks)
+        ['ps', 'worker']
+    """
     import portpicker
 
     cluster = {
@@ -93,7 +161,18 @@ def start_process_cluster(
 
 
 def stop_all(tasks: Mapping[str, Sequence[TaskProcess]] | Sequence[TaskProcess]) -> None:
-    """Kill every task given (a job -> tasks mapping or a flat list)."""
+    """Kill every task given (a job -> tasks mapping or a flat list).
+
+    Sends SIGKILL to each child still running and reaps it; tasks already dead are
+    skipped, so it is safe in a ``finally``.
+
+    Args:
+      tasks: what :func:`start_process_cluster` returned, or any list of tasks.
+
+    Examples:
+        >>> tasks = start_process_cluster(num_workers=1, num_ps=1)    # doctest: +SKIP
+        >>> stop_all(tasks)                                           # doctest: +SKIP
+    """
     flat: list[Any] = (
         [t for ts in tasks.values() for t in ts] if isinstance(tasks, Mapping) else list(tasks)
     )

@@ -31,7 +31,7 @@ class LoopbackProxy:
     Raises:
       ValueError: ``target`` has no valid port.
 
-    Example:
+    Examples:
         >>> server = tw.test.create_local_server()                     # doctest: +SKIP
         >>> with tw.test.LoopbackProxy(server.target.split("://")[1]) as proxy:
         ...     sess = tw.Session(f"grpc://{proxy.address}")            # doctest: +SKIP

@@ -62,7 +62,7 @@ def eventually(
       Exception: the last error of ``action`` once ``timeout`` has passed, or at once any
         error not in ``retry_on``.
 
-    Example:
+    Examples:
         >>> task.restart()                                                  # doctest: +SKIP
         >>> value = tw.test.eventually(lambda: sess.variable("w").read())   # doctest: +SKIP
     """

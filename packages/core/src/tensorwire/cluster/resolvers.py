@@ -46,7 +46,25 @@ TF_CONFIG_ENV = "TF_CONFIG"
 
 
 class ClusterResolution(NamedTuple):
-    """A resolved cluster and this process's place in it."""
+    """A resolved cluster and this process's place in it.
+
+    Returned by :func:`resolve_tf_config`, :func:`resolve_slurm` and the resolvers'
+    ``resolve()``; a named tuple that unpacks into the arguments of ``tw.Server``.
+
+    Attributes:
+      cluster_spec: the cluster (empty when the source describes none).
+      job_name: this process's job, or None when the source does not say.
+      task_index: this process's index in ``job_name``, or None.
+      rpc_layer: the protocol (``"grpc"`` ...), or None.
+
+    Examples:
+        >>> from tensorwire.cluster import ClusterResolution
+        >>> spec, job, index, protocol = ClusterResolution(
+        ...     tw.ClusterSpec({"worker": ["localhost:0"]}), "worker", 0, "grpc")
+        >>> with tw.Server(spec, job_name=job, task_index=index, protocol=protocol) as server:
+        ...     print(server.target.startswith("grpc://localhost:"))
+        True
+    """
 
     cluster_spec: ClusterSpec
     #: This process's job, or None when the source does not say.
@@ -58,7 +76,20 @@ class ClusterResolution(NamedTuple):
 
 
 def format_master_url(address: str, rpc_layer: str | None = None) -> str:
-    """``"grpc://host:port"`` when an rpc layer is given, else the address unchanged."""
+    """``"grpc://host:port"`` when an rpc layer is given, else the address unchanged.
+
+    Args:
+      address: ``"host:port"``.
+      rpc_layer: the protocol to prefix, or None / ``""`` for none.
+
+    Returns:
+      ``"<rpc_layer>://<address>"``, or ``address``.
+
+    Examples:
+        >>> from tensorwire.cluster.resolvers import format_master_url
+        >>> format_master_url("w0:2222", "grpc"), format_master_url("w0:2222")
+        ('grpc://w0:2222', 'w0:2222')
+    """
     return f"{rpc_layer}://{address}" if rpc_layer else address
 
 
@@ -68,9 +99,22 @@ def format_master_url(address: str, rpc_layer: str | None = None) -> str:
 def load_tf_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Parse ``TF_CONFIG`` from ``environ`` (default ``os.environ``); ``{}`` when unset/empty.
 
+    Args:
+      environ: the environment to read; default ``os.environ``.
+
+    Returns:
+      The parsed JSON object, unvalidated (see :func:`resolve_tf_config` for that).
+
     Raises:
       ValueError: if the value is not JSON or not a JSON object, naming the variable and
         where the JSON broke.
+
+    Examples:
+        >>> from tensorwire.cluster.resolvers import load_tf_config
+        >>> load_tf_config({"TF_CONFIG": '{"task": {"type": "worker", "index": 0}}'})
+        {'task': {'type': 'worker', 'index': 0}}
+        >>> load_tf_config({})
+        {}
     """
     environ = os.environ if environ is None else environ
     raw = environ.get(TF_CONFIG_ENV, "")
@@ -101,11 +145,34 @@ def resolve_tf_config(
     """The cluster, job, task and rpc layer described by ``TF_CONFIG``.
 
     ``task_type`` / ``task_id`` / ``rpc_layer`` override the values in the variable. Missing
-    parts come back as an empty ClusterSpec / None, as TensorFlow's resolver does.
+    parts come back as an empty ClusterSpec / None, as TensorFlow's resolver does. A task
+    that is not in the cluster is returned as it is (some launchers list an evaluator only
+    in ``"task"``); ``tw.Server`` rejects it if it tries to serve.
+
+    Args:
+      environ: the environment to read; default ``os.environ``.
+      task_type: the job to report instead of ``TF_CONFIG``'s ``task.type``.
+      task_id: the index to report instead of ``TF_CONFIG``'s ``task.index``.
+      rpc_layer: the protocol to report instead of ``TF_CONFIG``'s ``rpc_layer``.
+
+    Returns:
+      A :class:`ClusterResolution` ``(cluster_spec, job_name, task_index, rpc_layer)``.
 
     Raises:
       ValueError: for malformed JSON, a ``cluster`` that is not a mapping of jobs, a ``task``
         that is not an object, or a non-integer task index.
+
+    Examples:
+        >>> import json
+        >>> from tensorwire.cluster import resolve_tf_config
+        >>> environ = {"TF_CONFIG": json.dumps({
+        ...     "cluster": {"worker": ["w0:2222", "w1:2222"], "ps": ["p0:2222"]},
+        ...     "task": {"type": "worker", "index": 1}, "rpc_layer": "grpc"})}
+        >>> spec, job, index, protocol = resolve_tf_config(environ)
+        >>> spec.as_dict()["worker"], job, index, protocol
+        (['w0:2222', 'w1:2222'], 'worker', 1, 'grpc')
+        >>> resolve_tf_config({})[1:]       # no TF_CONFIG: an empty cluster, no task
+        (None, None, None)
     """
     config = load_tf_config(environ)
     cluster = config.get("cluster", {})
@@ -141,12 +208,38 @@ class TFConfigClusterResolver:
     """TensorFlow's ``TFConfigClusterResolver``: the cluster from ``TF_CONFIG``, read anew on
     every call so a changed environment is seen.
 
+    ``task_type``, ``task_id`` and ``rpc_layer`` are properties that read ``TF_CONFIG``
+    (through :func:`resolve_tf_config`) unless overridden, here or by assigning to them;
+    ``environment`` is ``TF_CONFIG``'s ``"environment"`` (or the override). Constructing the
+    resolver reads nothing, so it never raises; the methods and properties raise
+    ``ValueError`` for a malformed ``TF_CONFIG`` (see :func:`resolve_tf_config`).
+
     Args:
       task_type: overrides the task type (job name) in ``TF_CONFIG``.
       task_id: overrides the task index in ``TF_CONFIG``.
       rpc_layer: overrides the protocol (``"rpc_layer"``) in ``TF_CONFIG``.
       environment: overrides ``TF_CONFIG``'s ``"environment"`` (e.g. ``"cloud"``).
       environ: the environment to read instead of ``os.environ`` (for tests, launchers).
+
+    Examples:
+        >>> import json
+        >>> from tensorwire.cluster import TFConfigClusterResolver
+        >>> environ = {"TF_CONFIG": json.dumps({
+        ...     "cluster": {"worker": ["w0:2222", "w1:2222"], "ps": ["p0:2222"]},
+        ...     "task": {"type": "worker", "index": 1}, "rpc_layer": "grpc"})}
+        >>> resolver = TFConfigClusterResolver(environ=environ)
+        >>> resolver.task_type, resolver.task_id, resolver.rpc_layer
+        ('worker', 1, 'grpc')
+        >>> resolver.cluster_spec().num_tasks("worker")
+        2
+        >>> resolver.master(), resolver.master("ps", 0)
+        ('grpc://w1:2222', 'grpc://p0:2222')
+
+        In a task started by a launcher that sets ``TF_CONFIG``::
+
+            resolver = TFConfigClusterResolver()
+            server = tw.Server(resolver.cluster_spec(), job_name=resolver.task_type,
+                               task_index=resolver.task_id, protocol=resolver.rpc_layer)
     """
 
     def __init__(
@@ -165,6 +258,11 @@ class TFConfigClusterResolver:
         self._environ = environ
 
     def resolve(self) -> ClusterResolution:
+        """Everything at once: :func:`resolve_tf_config` with this resolver's overrides.
+
+        Raises:
+          ValueError: ``TF_CONFIG`` is malformed.
+        """
         return resolve_tf_config(
             self._environ,
             task_type=self.task_type_override,
@@ -173,10 +271,16 @@ class TFConfigClusterResolver:
         )
 
     def cluster_spec(self) -> ClusterSpec:
+        """The cluster in ``TF_CONFIG`` (an empty ``ClusterSpec`` when it has none).
+
+        Raises:
+          ValueError: ``TF_CONFIG`` is malformed.
+        """
         return self.resolve().cluster_spec
 
     @property
     def task_type(self) -> str | None:
+        """This task's job: the override, else ``TF_CONFIG``'s ``task.type``, else None."""
         return self.resolve().job_name
 
     @task_type.setter
@@ -185,6 +289,7 @@ class TFConfigClusterResolver:
 
     @property
     def task_id(self) -> int | None:
+        """This task's index: the override, else ``TF_CONFIG``'s ``task.index``, else None."""
         return self.resolve().task_index
 
     @task_id.setter
@@ -193,6 +298,7 @@ class TFConfigClusterResolver:
 
     @property
     def rpc_layer(self) -> str | None:
+        """The protocol: the override, else ``TF_CONFIG``'s ``rpc_layer``, else None."""
         return self.resolve().rpc_layer
 
     @rpc_layer.setter
@@ -201,6 +307,7 @@ class TFConfigClusterResolver:
 
     @property
     def environment(self) -> str | None:
+        """The override, else ``TF_CONFIG``'s ``"environment"`` (``"cloud"`` ...), else None."""
         if self._environment is not None:
             return self._environment
         return _opt_str(load_tf_config(self._environ).get("environment"))
@@ -213,6 +320,19 @@ class TFConfigClusterResolver:
     ) -> str:
         """Address of a task as ``"<rpc_layer>://host:port"``; ``"session_master"`` from
         TF_CONFIG when present; ``""`` for an empty or single-task cluster (as TensorFlow).
+
+        Args:
+          task_type: the job; default this task's.
+          task_id: the index; default this task's.
+          rpc_layer: the protocol prefix; default the resolver's (none when that is None).
+
+        Raises:
+          ValueError: no task was given and ``TF_CONFIG`` has no ``task`` section, the job
+            or index is not in the cluster, or ``TF_CONFIG`` is malformed.
+
+        Examples:
+            >>> TFConfigClusterResolver(environ={}).master()
+            ''
         """
         config = load_tf_config(self._environ)
         if config.get("session_master") is not None:
@@ -243,8 +363,22 @@ def expand_hostlist(hostlist: str) -> list[str]:
     kept (``"node[01-03]"`` -> ``node01 node02 node03``) and several bracket groups in one
     name expand left to right (``"r[1-2]n[1-2]"`` -> ``r1n1 r1n2 r2n1 r2n2``).
 
+    Args:
+      hostlist: a SLURM node list, as in ``SLURM_JOB_NODELIST``.
+
+    Returns:
+      The host names, in order.
+
     Raises:
-      ValueError: naming the hostlist and the bad part.
+      ValueError: naming the hostlist and the bad part (nested or unbalanced brackets, an
+        empty name, a range that is not numeric or runs backwards).
+
+    Examples:
+        >>> from tensorwire.cluster import expand_hostlist
+        >>> expand_hostlist("n[1-2],m5,o[3-4,6]")
+        ['n1', 'n2', 'm5', 'o3', 'o4', 'o6']
+        >>> expand_hostlist("node[01-03]")
+        ['node01', 'node02', 'node03']
     """
     hosts: list[str] = []
     for name in _split_outside_brackets(hostlist):
@@ -309,7 +443,19 @@ def _expand_ranges(ranges: str, hostlist: str) -> list[str]:
 def expand_tasks_per_node(tasks_per_node: str) -> list[int]:
     """Expand SLURM's tasks-per-node notation: ``"3(x2),2,1"`` -> ``[3, 3, 2, 1]``.
 
-    Raises ValueError naming the bad value.
+    Args:
+      tasks_per_node: a value like ``SLURM_TASKS_PER_NODE``'s.
+
+    Returns:
+      The number of tasks of each node, in node-list order.
+
+    Raises:
+      ValueError: naming the value and the bad part.
+
+    Examples:
+        >>> from tensorwire.cluster import expand_tasks_per_node
+        >>> expand_tasks_per_node("3(x2),2,1")
+        [3, 3, 2, 1]
     """
     counts: list[int] = []
     for part in tasks_per_node.split(","):
@@ -353,10 +499,33 @@ def resolve_slurm(
     given); ``SLURM_STEP_NUM_TASKS`` or ``SLURM_NTASKS`` (only when ``jobs`` is None, which
     means one job ``worker`` with every task).
 
+    Args:
+      jobs: job name -> number of tasks; default one job ``worker`` with every task of the
+        step. The counts must add up to the tasks of the step.
+      port_base: the port of the first task on each node; the node's next tasks take the
+        following ports.
+      tasks_per_node: tasks on every node (an int), or host -> tasks (a mapping, which then
+        replaces the node list too); default from the environment.
+      rpc_layer: the protocol to report.
+      environ: the environment to read; default ``os.environ``.
+
+    Returns:
+      A :class:`ClusterResolution` ``(cluster_spec, job_name, task_index, rpc_layer)``.
+
     Raises:
       RuntimeError: a needed variable is missing, or the jobs ask for a different number of
         tasks than the step has (TensorFlow's messages).
       ValueError: malformed variables or arguments.
+
+    Examples:
+        >>> from tensorwire.cluster import resolve_slurm
+        >>> environ = {"SLURM_PROCID": "2", "SLURM_STEP_NODELIST": "node[1-2]",
+        ...            "SLURM_STEP_TASKS_PER_NODE": "2(x2)"}
+        >>> spec, job, index, protocol = resolve_slurm({"worker": 3, "ps": 1}, environ=environ)
+        >>> spec.as_dict()
+        {'ps': ['node1:8888'], 'worker': ['node1:8889', 'node2:8888', 'node2:8889']}
+        >>> job, index, protocol
+        ('worker', 1, 'grpc')
     """
     env = os.environ if environ is None else environ
     rank_text = _slurm_var(env, "SLURM_PROCID")
@@ -414,7 +583,33 @@ def resolve_slurm(
 
 class SlurmClusterResolver:
     """TensorFlow-style object around ``resolve_slurm`` (same arguments), without TensorFlow's
-    GPU assignment: set ``CUDA_VISIBLE_DEVICES`` yourself if you need it."""
+    GPU assignment: set ``CUDA_VISIBLE_DEVICES`` yourself if you need it.
+
+    Unlike :class:`TFConfigClusterResolver` it resolves once, when constructed: the
+    attributes ``task_type``, ``task_id`` and ``rpc_layer`` are plain values from then on.
+
+    Args:
+      jobs: job name -> number of tasks (see :func:`resolve_slurm`).
+      port_base: the port of the first task on each node.
+      tasks_per_node: tasks on every node, or host -> tasks; default from the environment.
+      rpc_layer: the protocol of :meth:`master` and ``rpc_layer``.
+      environ: the environment to read; default ``os.environ``.
+
+    Raises:
+      RuntimeError: not inside a SLURM step (a variable is missing), or the jobs ask for a
+        different number of tasks than the step has.
+      ValueError: malformed variables or arguments.
+
+    Examples:
+        >>> from tensorwire.cluster import SlurmClusterResolver
+        >>> environ = {"SLURM_PROCID": "0", "SLURM_STEP_NODELIST": "node[1-2]",
+        ...            "SLURM_STEP_TASKS_PER_NODE": "2(x2)"}
+        >>> resolver = SlurmClusterResolver({"worker": 3, "ps": 1}, environ=environ)
+        >>> resolver.get_task_info(), resolver.master()
+        (('ps', 0), 'grpc://node1:8888')
+        >>> resolver.cluster_spec().num_tasks("worker")
+        3
+    """
 
     def __init__(
         self,
@@ -434,12 +629,15 @@ class SlurmClusterResolver:
         self.rpc_layer = rpc_layer
 
     def resolve(self) -> ClusterResolution:
+        """The :class:`ClusterResolution` computed when the resolver was made."""
         return self._resolution
 
     def cluster_spec(self) -> ClusterSpec:
+        """The cluster of the SLURM step."""
         return self._resolution.cluster_spec
 
     def get_task_info(self) -> tuple[str | None, int | None]:
+        """``(task_type, task_id)`` of this process."""
         return self.task_type, self.task_id
 
     def master(
@@ -448,6 +646,19 @@ class SlurmClusterResolver:
         task_id: int | None = None,
         rpc_layer: str | None = None,
     ) -> str:
+        """Address of a task as ``"<rpc_layer>://host:port"``; default this process's task.
+
+        Args:
+          task_type: the job; default this task's.
+          task_id: the index; default this task's.
+          rpc_layer: the protocol prefix; default the resolver's.
+
+        Returns:
+          The address, or ``""`` when no task is known.
+
+        Raises:
+          ValueError: the job or index is not in the cluster.
+        """
         job = task_type if task_type is not None else self.task_type
         index = task_id if task_id is not None else self.task_id
         if job is None or index is None:

@@ -74,8 +74,30 @@ def convert(message: Any, message_type: type[_M]) -> _M:
     ``tf.compat.v1.ConfigProto`` -- is converted through its serialized bytes, which is
     lossless because the field numbers match (fields unknown to tensorwire are kept).
 
+    Args:
+      message: a protobuf message, of any class whose ``DESCRIPTOR.full_name`` is that of
+        ``message_type``.
+      message_type: the tensorwire class wanted, e.g. ``tw.ServerDef``.
+
+    Returns:
+      ``message`` itself when it already is a ``message_type``, else a new one parsed from
+      its bytes.
+
     Raises:
       TypeError: if ``message`` is not a protobuf message of that full name.
+
+    Examples:
+        >>> from tensorwire.protos import convert
+        >>> config = tw.ConfigProto(operation_timeout_in_ms=5000)
+        >>> convert(config, tw.ConfigProto) is config
+        True
+        >>> convert(tw.JobDef(name="ps"), tw.ServerDef)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        TypeError: expected a tensorflow.ServerDef protocol buffer, got ...JobDef
+
+        With TensorFlow installed, its own messages convert::
+
+            server_def = convert(tf.train.ServerDef(job_name="worker"), tw.ServerDef)
     """
     if isinstance(message, message_type):
         return message

@@ -52,7 +52,7 @@ def register_function(fn: Callable[..., Any] | None = None, *, name: str | None 
       ValueError: ``fn`` has no importable name and no ``name`` was given.
       AlreadyExistsError: a different function is registered under that name.
 
-    Example:
+    Examples:
         >>> @tw.register_function(name="square")
         ... def square(x):
         ...     return x * x

@@ -58,7 +58,7 @@ class Server:
       UnavailableError: the port cannot be bound (for example, it is in use).
       NotFoundError: no transport is installed for ``protocol``.
 
-    Example:
+    Examples:
         >>> import tensorwire as tw
         >>> with tw.Server({"local": ["localhost:0"]}, job_name="local", task_index=0) as server:
         ...     print(server.target.startswith("grpc://localhost:"))
@@ -144,7 +144,7 @@ class Server:
     def create_local_server(config: ConfigProto | None = None, start: bool = True) -> Server:
         """A single-task server on a free loopback port, in job ``localhost`` as in TF.
 
-        Example:
+        Examples:
             >>> server = tw.Server.create_local_server()      # doctest: +SKIP
             >>> server.target                                 # doctest: +SKIP
             'grpc://localhost:41234'

@@ -52,7 +52,7 @@ def device(name: str | DeviceSpec | None) -> Iterator[None]:
     Raises:
       ValueError: ``name`` is not a valid device name.
 
-    Example:
+    Examples:
         >>> with tw.device("/job:ps/task:0"):                     # doctest: +SKIP
         ...     w = sess.variable("w", np.zeros(3))               # created on the ps
     """
@@ -79,7 +79,7 @@ def _default_device() -> DeviceSpec | None:
 class DeviceAttributes(NamedTuple):
     """One entry of :meth:`Session.list_devices`: a task's CPU device.
 
-    Example:
+    Examples:
         >>> [d.name for d in sess.list_devices()]                 # doctest: +SKIP
         ['/job:ps/replica:0/task:0/device:CPU:0', '/job:worker/replica:0/task:0/device:CPU:0']
     """
@@ -122,7 +122,7 @@ class Session:
       UnauthenticatedError: the server requires a token and none was sent
         (``PermissionDeniedError`` for a wrong one).
 
-    Example:
+    Examples:
         >>> workers, ps = tw.test.create_local_cluster(num_workers=1, num_ps=1)
         >>> with tw.Session(workers[0].target) as sess:
         ...     v = sess.variable("v", np.zeros(2), device="/job:ps/task:0")
@@ -325,7 +325,7 @@ class Session:
           NotFoundError: no ``initial_value`` and no such variable.
           InvalidArgumentError: ``device`` names no task of the cluster.
 
-        Example:
+        Examples:
             >>> w = sess.variable("w", np.zeros(10), device="/job:ps/task:0")  # doctest: +SKIP
         """
         if not isinstance(name, str) or not name:
@@ -375,7 +375,7 @@ class Session:
           DeadlineExceededError: ``timeout`` passed.
           InvalidArgumentError: ``device`` names no task of the cluster.
 
-        Example:
+        Examples:
             >>> x = np.ones(3)
             >>> sess.run(np.dot, x, x, device="/job:worker/task:1")  # doctest: +SKIP
             3.0
@@ -395,7 +395,7 @@ class Session:
 
         The errors :meth:`run` raises are set on the future instead.
 
-        Example:
+        Examples:
             >>> futures = [sess.run_async(step, device=f"/job:worker/task:{i}")
             ...            for i in range(2)]                                  # doctest: +SKIP
             >>> results = [f.result(timeout=60) for f in futures]              # doctest: +SKIP
@@ -427,7 +427,7 @@ class Session:
         Raises:
           InvalidArgumentError: ``device`` names no task of the cluster.
 
-        Example:
+        Examples:
             >>> sess.send("grads", np.ones(3), device="/job:ps/task:0")          # doctest: +SKIP
             >>> sess.recv("grads", device="/job:ps/task:0")                       # doctest: +SKIP
             array([1., 1., 1.])
@@ -444,7 +444,7 @@ class Session:
           DeadlineExceededError: nothing arrived within ``timeout`` seconds.
           InvalidArgumentError: ``device`` names no task of the cluster.
 
-        Example:
+        Examples:
             >>> value = sess.recv("grads", device="/job:ps/task:0", timeout=10)   # doctest: +SKIP
         """
         job, task = self._resolve(device)
@@ -452,7 +452,32 @@ class Session:
 
 
 class Variable:
-    """A variable living on one task; every method is one call to that task."""
+    """A variable living on one task; every method is one call to that task.
+
+    Made by :meth:`Session.variable` (not constructed directly). The value lives on the
+    task in ``device``; every session of the cluster that asks for the same name on that
+    task gets the same variable. Updates are atomic on the task (concurrent
+    ``assign_add`` calls from many workers all count) and keep the variable's shape and
+    dtype. Passed as an argument to :meth:`Session.run`, a variable arrives in the function
+    as its current value, read on the task that runs it.
+
+    Every method that calls the task can raise what the call can: ``UnavailableError``
+    (the task is down), ``DeadlineExceededError`` (the session's
+    ``operation_timeout_in_ms``, or ``timeout``, passed), ``CancelledError`` (the session
+    is closed).
+
+    Examples:
+        >>> workers, ps = tw.test.create_local_cluster(num_workers=1, num_ps=1)
+        >>> with tw.Session(workers[0].target) as sess:
+        ...     v = sess.variable("w", np.zeros(3), device="/job:ps/task:0")
+        ...     _ = v.assign([1.0, 2.0, 3.0])
+        ...     print(v.assign_add(np.ones(3), read_value=True))
+        ...     print(v.scatter_add([0, 0], [10.0, 5.0], read_value=True))
+        ...     print(v.shape, v.dtype, v.device)
+        [2. 3. 4.]
+        [17.  3.  4.]
+        (3,) float64 /job:ps/replica:0/task:0/device:CPU:0
+    """
 
     def __init__(
         self, session: Session, name: str, job: str, task: int, shape: tuple[int, ...],
@@ -467,22 +492,42 @@ class Variable:
 
     @property
     def name(self) -> str:
+        """The variable's name on its task."""
         return self._name
 
     @property
     def device(self) -> str:
+        """The task holding it, as ``/job:ps/replica:0/task:0/device:CPU:0``."""
         return f"/job:{self._job}/replica:0/task:{self._task}/device:CPU:0"
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Its shape, fixed when it was created."""
         return self._shape
 
     @property
     def dtype(self) -> np.dtype[Any]:
+        """Its NumPy dtype, fixed when it was created."""
         return self._dtype
 
     def read(self, timeout: float | None = None) -> np.ndarray:
-        """The current value (a consistent snapshot)."""
+        """The current value (a consistent snapshot).
+
+        Args:
+          timeout: seconds; default the session's ``operation_timeout_in_ms``.
+
+        Returns:
+          A NumPy array of the variable's shape and dtype, owned by the caller (later
+          updates do not change it).
+
+        Raises:
+          DeadlineExceededError: ``timeout`` passed.
+          UnavailableError: the task holding the variable cannot be reached.
+
+        Examples:
+            >>> v.read()                                   # doctest: +SKIP
+            array([2., 3., 4.])
+        """
         return self._session._call(
             self._job,
             self._task,
@@ -493,9 +538,11 @@ class Variable:
         )
 
     def read_value(self) -> np.ndarray:
+        """TensorFlow's name for :meth:`read` (no timeout argument)."""
         return self.read()
 
     def numpy(self) -> np.ndarray:
+        """The current value, as ``tf.Variable.numpy()``; same as :meth:`read`."""
         return self.read()
 
     def _update(self, op: str, value: Any, read_value: bool, indices: Any = None) -> Any:
@@ -520,20 +567,88 @@ class Variable:
     def assign(self, value: Any, read_value: bool = False) -> Any:
         """Set the value (same shape; dtype cast only within its kind).
 
-        Returns the variable, or the new value when ``read_value=True``.
+        Args:
+          value: an array (or anything ``np.asarray`` takes) of the variable's shape; its
+            dtype is cast to the variable's when that stays within a kind (float64 into
+            float32 yes, a string or complex into float no).
+          read_value: return the new value instead of the variable.
+
+        Returns:
+          The variable, or the new value when ``read_value=True``.
+
+        Raises:
+          InvalidArgumentError: ``value`` has another shape, a dtype that cannot be cast
+            within its kind, or is not array-like.
+
+        Examples:
+            >>> v.assign(np.arange(3.0), read_value=True)          # doctest: +SKIP
+            array([0., 1., 2.])
         """
         return self._update("assign", value, read_value)
 
     def assign_add(self, delta: Any, read_value: bool = False) -> Any:
-        """Add ``delta`` atomically on the task holding the variable."""
+        """Add ``delta`` atomically on the task holding the variable.
+
+        Args:
+          delta: an array of the variable's shape (no broadcasting), cast as for
+            :meth:`assign`.
+          read_value: return the new value instead of the variable.
+
+        Returns:
+          The variable, or the new value when ``read_value=True``.
+
+        Raises:
+          InvalidArgumentError: ``delta`` has another shape or a dtype of another kind.
+
+        Examples:
+            >>> v.assign_add(np.ones(3), read_value=True)          # doctest: +SKIP
+            array([1., 2., 3.])
+        """
         return self._update("assign_add", delta, read_value)
 
     def assign_sub(self, delta: Any, read_value: bool = False) -> Any:
-        """Subtract ``delta`` atomically on the task holding the variable."""
+        """Subtract ``delta`` atomically on the task holding the variable.
+
+        Args:
+          delta: an array of the variable's shape (no broadcasting), cast as for
+            :meth:`assign`.
+          read_value: return the new value instead of the variable.
+
+        Returns:
+          The variable, or the new value when ``read_value=True``.
+
+        Raises:
+          InvalidArgumentError: ``delta`` has another shape or a dtype of another kind.
+
+        Examples:
+            >>> _ = v.assign_sub(0.1 * grads)                       # doctest: +SKIP
+        """
         return self._update("assign_sub", delta, read_value)
 
     def scatter_add(self, indices: Any, updates: Any, read_value: bool = False) -> Any:
-        """``var[indices[i]] += updates[i]`` for every i, atomically; repeated indices add up."""
+        """``var[indices[i]] += updates[i]`` for every i, atomically; repeated indices add up.
+
+        Args:
+          indices: integer indices into the variable's first dimension.
+          updates: an array of shape ``indices.shape + variable.shape[1:]``.
+          read_value: return the new value instead of the variable.
+
+        Returns:
+          The variable, or the new value when ``read_value=True``.
+
+        Raises:
+          InvalidArgumentError: the variable is a scalar, ``indices`` are not integers or
+            out of range, or ``updates`` has the wrong shape.
+
+        Examples:
+            >>> emb = sess.variable("emb", np.zeros((4, 2)))             # doctest: +SKIP
+            >>> emb.scatter_add([1, 1], np.ones((2, 2)), read_value=True)  # doctest: +SKIP
+            array([[0., 0.],
+                   [2., 2.],
+                   [0., 0.],
+                   [0., 0.]])
+            array([2., 2.])
+        """
         return self._update("scatter_add", updates, read_value, indices=indices)
 
     def __repr__(self) -> str:

@@ -20,10 +20,30 @@ _local = threading.local()
 class TaskInfo:
     """The task a function runs on: its job, index, device name, cluster and a session.
 
-    ``session`` connects to this very task (and through it the whole cluster); it is made on
-    first use and shared by every function running on the task. ``storage`` is a dict that
-    lives as long as the task: functions keep what must outlast one call there (an input
-    iterator, a cache), keyed by names they choose.
+    Returned by :func:`current_task` inside a function that ``Session.run`` runs; one per
+    server, made by the server (not constructed by users). ``session`` connects to this
+    very task (and through it the whole cluster); it is made on first use and shared by
+    every function running on the task. ``storage`` is a dict that lives as long as the
+    task: functions keep what must outlast one call there (an input iterator, a cache),
+    keyed by names they choose. Both are dropped when the server stops.
+
+    Args:
+      job: the task's job name.
+      task_index: its index in the job.
+      cluster_spec: returns the cluster (with bound ports), read on each access.
+      make_session: makes the session to this task, called once on first use.
+
+    Examples:
+        >>> def count_calls():
+        ...     task = tw.current_task()
+        ...     task.storage["calls"] = task.storage.get("calls", 0) + 1
+        ...     return task.job, task.task_index, task.storage["calls"]
+        >>> workers, ps = tw.test.create_local_cluster(num_workers=1, num_ps=1)
+        >>> with tw.Session(workers[0].target) as sess:
+        ...     print(sess.run(count_calls, device="/job:worker/task:0"))
+        ...     print(sess.run(count_calls, device="/job:worker/task:0"))
+        ('worker', 0, 1)
+        ('worker', 0, 2)
     """
 
     def __init__(
@@ -43,24 +63,33 @@ class TaskInfo:
 
     @property
     def index(self) -> int:
+        """Same as ``task_index``."""
         return self.task_index
 
     @property
     def device(self) -> str:
+        """This task's device, ``/job:<job>/replica:0/task:<index>/device:CPU:0``."""
         return f"/job:{self.job}/replica:0/task:{self.task_index}/device:CPU:0"
 
     @property
     def cluster_spec(self) -> ClusterSpec:
+        """The cluster this task belongs to, with the ports actually bound."""
         return self._cluster_spec()
 
     @property
     def session(self) -> Session:
+        """A ``tw.Session`` to this task, made on first use and shared on the task.
+
+        Raises:
+          UnavailableError: the session could not reach this task (say, as it stops).
+        """
         with self._lock:
             if self._session is None:
                 self._session = self._make_session()
             return self._session
 
     def close(self) -> None:
+        """Close the session and clear ``storage``; the server calls it when it stops."""
         with self._lock:
             session, self._session = self._session, None
             self.storage.clear()
@@ -82,7 +111,7 @@ def current_task() -> TaskInfo:
     Raises:
       FailedPreconditionError: called outside a function run by a task.
 
-    Example:
+    Examples:
         >>> def where_am_i():
         ...     task = tw.current_task()
         ...     return task.device

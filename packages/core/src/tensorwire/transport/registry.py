@@ -54,6 +54,15 @@ _BUILTIN_PLUGINS = {"inproc": "tensorwire.transport.inproc"}
 
 @dataclasses.dataclass(frozen=True)
 class ProtocolInfo:
+    """Where a registered protocol comes from (``TransportRegistry.infos[protocol]``).
+
+    Args:
+      protocol: the protocol name, e.g. ``"grpc"``.
+      plugin: the entry-point name of the plugin that registered it.
+      distribution: the distribution that provides it, e.g. ``"tensorwire-grpc"``.
+      version: that distribution's version (``"?"`` when unknown).
+    """
+
     protocol: str
     plugin: str
     distribution: str
@@ -62,6 +71,15 @@ class ProtocolInfo:
 
 @dataclasses.dataclass(frozen=True)
 class PluginLoadError:
+    """A plugin that could not be imported (``TransportRegistry.load_errors``).
+
+    Args:
+      plugin: the plugin's entry-point name.
+      distribution: the distribution that declared it.
+      reason: ``"ImportError: ..."``, as shown by ``tw.info()`` and in the
+        ``NotFoundError`` of a lookup of its protocol.
+    """
+
     plugin: str
     distribution: str
     reason: str
@@ -71,7 +89,32 @@ class TransportRegistry:
     """Protocol name -> transport, filled by the plugins' ``tensorwire_register_transports``.
 
     Tests may construct their own registry, or swap entries of ``registry.factories`` with
-    ``monkeypatch.setitem``.
+    ``monkeypatch.setitem``. The process-wide one is :data:`default_registry`, which
+    :func:`get_transport` uses. Plugins are discovered on the first lookup (:meth:`load`),
+    never when the registry is made.
+
+    Attributes ``factories`` (protocol -> factory), ``infos`` (protocol ->
+    :class:`ProtocolInfo`) and ``load_errors`` (list of :class:`PluginLoadError`) describe
+    what was found.
+
+    Args:
+      autoload: whether :meth:`load` discovers third-party plugins through the
+        ``tensorwire.transports`` entry points; None (the default) means yes unless
+        ``TENSORWIRE_DISABLE_PLUGIN_AUTOLOAD`` is set. ``inproc`` is always registered.
+
+    Examples:
+        >>> from tensorwire.transport import TransportRegistry, hookimpl
+        >>> from tensorwire.transport.inproc import InprocTransport
+        >>> class MyPlugin:
+        ...     @hookimpl
+        ...     def tensorwire_register_transports(self, registry):
+        ...         registry.register("loop", InprocTransport, distribution="my-package")
+        >>> registry = TransportRegistry(autoload=False)
+        >>> registry.register_plugin(MyPlugin(), name="loop")
+        >>> registry.protocols()
+        ['inproc', 'loop']
+        >>> registry.infos["loop"].distribution
+        'my-package'
     """
 
     def __init__(self, *, autoload: bool | None = None) -> None:
@@ -94,7 +137,28 @@ class TransportRegistry:
         *,
         distribution: str | None = None,
     ) -> None:
-        """Declare that ``factory()`` builds the transport for ``protocol``."""
+        """Declare that ``factory()`` builds the transport for ``protocol``.
+
+        Called by plugins from their ``tensorwire_register_transports`` hook. The factory is
+        called only when the protocol is first looked up. Registering a protocol another
+        plugin already registered replaces it, with a warning in the log.
+
+        Args:
+          protocol: the name used in targets (``"<protocol>://host:port"``); non-empty and
+            without ``"://"``.
+          factory: a callable with no arguments returning a :class:`Transport`.
+          distribution: the distribution providing it, for ``tw.info()`` and error
+            messages; default the plugin's distribution.
+
+        Raises:
+          ValueError: ``protocol`` is not a non-empty string without ``"://"``.
+          TypeError: ``factory`` is not callable.
+
+        Examples:
+            >>> @hookimpl                                                  # doctest: +SKIP
+            ... def tensorwire_register_transports(registry):
+            ...     registry.register("myproto", make_transport, distribution="my-package")
+        """
         if not isinstance(protocol, str) or not protocol or "://" in protocol:
             raise ValueError(f"invalid protocol name {protocol!r}")
         if not callable(factory):
@@ -117,7 +181,18 @@ class TransportRegistry:
         return not os.environ.get(DISABLE_AUTOLOAD_ENV)
 
     def load(self) -> None:
-        """Discover and register plugins once. Safe to call many times."""
+        """Discover and register plugins once. Safe to call many times.
+
+        Loads each ``tensorwire.transports`` entry point (unless autoload is off, or it is
+        named in ``TENSORWIRE_BLOCKED_PLUGINS``) and calls its
+        ``tensorwire_register_transports`` hook, then the built-in ``inproc``. A plugin
+        whose import raises ``ImportError`` is logged and kept in ``load_errors``; the
+        others still load.
+
+        Raises:
+          Exception: whatever a plugin's import or hook raises other than ``ImportError``
+            (a bug in that plugin).
+        """
         with self._lock:
             if self._loaded:
                 return
@@ -171,18 +246,59 @@ class TransportRegistry:
             self._current_plugin = ("", "", "")
 
     def register_plugin(self, plugin: Any, name: str, distribution: str = "?") -> None:
-        """Register a plugin object directly (tests, embedding applications)."""
+        """Register a plugin object directly (tests, embedding applications).
+
+        Loads the entry-point plugins first (see :meth:`load`), then calls ``plugin``'s
+        ``tensorwire_register_transports`` hook. A plugin object already registered is
+        left alone.
+
+        Args:
+          plugin: a module or object implementing the hooks with :data:`hookimpl`.
+          name: the name it is known by (as an entry-point name would be).
+          distribution: the distribution to report for its protocols.
+
+        Examples:
+            >>> registry = TransportRegistry(autoload=False)          # doctest: +SKIP
+            >>> registry.register_plugin(my_plugin_module, name="myproto")  # doctest: +SKIP
+        """
         with self._lock:
             self.load()
             self._load_plugin(name, lambda: plugin, distribution, "?")
 
     # -- lookup ----------------------------------------------------------------------------
     def protocols(self) -> list[str]:
+        """The protocol names registered, sorted (plugins are loaded first).
+
+        Examples:
+            >>> "inproc" in TransportRegistry(autoload=False).protocols()
+            True
+        """
         self.load()
         return sorted(self.factories)
 
     def get(self, protocol: str) -> Transport:
-        """The transport for ``protocol``, built on first use and cached."""
+        """The transport for ``protocol``, built on first use and cached.
+
+        Args:
+          protocol: a protocol name, e.g. ``"grpc"`` or ``"inproc"``.
+
+        Returns:
+          The :class:`Transport`; the same instance on every call for a protocol.
+
+        Raises:
+          TypeError: ``protocol`` is not a string.
+          NotFoundError: no plugin registered ``protocol``; the message lists the installed
+            protocols and, for tensorwire's own protocols, the distribution to install (or
+            why it failed to load).
+
+        Examples:
+            >>> registry = TransportRegistry(autoload=False)
+            >>> registry.get("inproc").protocols
+            ('inproc',)
+            >>> registry.get("grpc+verbs")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            tensorwire.errors.NotFoundError: No transport for protocol 'grpc+verbs'; ...
+        """
         if not isinstance(protocol, str):
             raise TypeError(f"protocol must be a string, got {type(protocol).__name__}")
         with self._lock:
@@ -214,9 +330,32 @@ class TransportRegistry:
         return errors.NotFoundError(message)
 
 
+#: The process-wide registry that :func:`get_transport` (and so every ``tw.Server``,
+#: ``tw.Session`` and data-service server) uses.
 default_registry = TransportRegistry()
 
 
 def get_transport(protocol: str) -> Transport:
-    """The process-wide transport for ``protocol`` (see :class:`TransportRegistry`)."""
+    """The process-wide transport for ``protocol`` (see :class:`TransportRegistry`).
+
+    Looks ``protocol`` up in :data:`default_registry`, discovering the installed plugins on
+    the first call.
+
+    Args:
+      protocol: a protocol name: ``"grpc"`` (``tensorwire-grpc``), ``"grpc+verbs"``
+        (``tensorwire-rdma``), ``"inproc"`` (always there), or a third-party plugin's.
+
+    Returns:
+      The :class:`Transport`, built on first use and then shared by the process.
+
+    Raises:
+      TypeError: ``protocol`` is not a string.
+      NotFoundError: no installed plugin provides ``protocol``; the message names the
+        distribution to install for tensorwire's own protocols.
+
+    Examples:
+        >>> from tensorwire.transport import get_transport
+        >>> get_transport("inproc").protocols
+        ('inproc',)
+    """
     return default_registry.get(protocol)

@@ -18,7 +18,7 @@ class BaseAuthTests(BaseConformanceTests):
 
     Subclass it with a ``transport`` fixture to run only this group.
 
-    Example:
+    Examples:
         >>> class TestMine(BaseAuthTests):                  # doctest: +SKIP
         ...     @pytest.fixture
         ...     def transport(self):

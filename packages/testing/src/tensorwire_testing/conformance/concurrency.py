@@ -20,7 +20,7 @@ class BaseConcurrencyTests(BaseConformanceTests):
 
     Subclass it with a ``transport`` fixture to run only this group.
 
-    Example:
+    Examples:
         >>> class TestMine(BaseConcurrencyTests):                  # doctest: +SKIP
         ...     @pytest.fixture
         ...     def transport(self):

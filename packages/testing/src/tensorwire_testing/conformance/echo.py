@@ -18,7 +18,7 @@ class BaseEchoTests(BaseConformanceTests):
 
     Subclass it with a ``transport`` fixture to run only this group.
 
-    Example:
+    Examples:
         >>> class TestMine(BaseEchoTests):                  # doctest: +SKIP
         ...     @pytest.fixture
         ...     def transport(self):

@@ -37,7 +37,7 @@ class BaseErrorTests(BaseConformanceTests):
 
     Subclass it with a ``transport`` fixture to run only this group.
 
-    Example:
+    Examples:
         >>> class TestMine(BaseErrorTests):                  # doctest: +SKIP
         ...     @pytest.fixture
         ...     def transport(self):

@@ -23,7 +23,7 @@ class BaseLargeMessageTests(BaseConformanceTests):
 
     Subclass it with a ``transport`` fixture to run only this group.
 
-    Example:
+    Examples:
         >>> class TestMine(BaseLargeMessageTests):                  # doctest: +SKIP
         ...     @pytest.fixture
         ...     def transport(self):

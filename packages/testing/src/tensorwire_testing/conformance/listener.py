@@ -21,7 +21,7 @@ class BaseListenerTests(BaseConformanceTests):
 
     Subclass it with a ``transport`` fixture to run only this group.
 
-    Example:
+    Examples:
         >>> class TestMine(BaseListenerTests):                  # doctest: +SKIP
         ...     @pytest.fixture
         ...     def transport(self):

@@ -26,7 +26,7 @@ class BaseLoadTests(BaseConformanceTests):
 
     Subclass it with a ``transport`` fixture to run only this group.
 
-    Example:
+    Examples:
         >>> class TestMine(BaseLoadTests):                  # doctest: +SKIP
         ...     @pytest.fixture
         ...     def transport(self):

@@ -22,7 +22,7 @@ class BaseStreamTests(BaseConformanceTests):
 
     Subclass it with a ``transport`` fixture to run only this group.
 
-    Example:
+    Examples:
         >>> class TestMine(BaseStreamTests):                  # doctest: +SKIP
         ...     @pytest.fixture
         ...     def transport(self):
