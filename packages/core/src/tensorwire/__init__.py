@@ -57,5 +57,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    # Every name __getattr__ would resolve, loaded or not.
-    return sorted(set(globals()) | set(__all__) | _SUBMODULES)
+    # Every public name __getattr__ would resolve, loaded or not, and the dunders; not the
+    # helpers this module itself imports (importlib, Any).
+    dunders = {name for name in globals() if name.startswith("__")}
+    return sorted(dunders | set(__all__) | _SUBMODULES)
