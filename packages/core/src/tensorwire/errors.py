@@ -202,117 +202,133 @@ def _rebuild(cls: type[OpError], message: str, code: int, task: str | None) -> O
     return err
 
 
-def _make(name: str, code: Code, doc: str) -> type[OpError]:
-    def __init__(  # noqa: N807 - an __init__ built for each subclass
-        self: OpError,
+class _CodedError(OpError):
+    """The base of the error classes with a fixed code: TensorFlow's subclasses take
+    ``(node_def, op, message, *args)`` and no error code."""
+
+    def __init__(
+        self,
         node_def: Any = None,
         op: Any = None,
         message: str | None = None,
         *args: Any,
         task: str | None = None,
     ) -> None:
-        OpError.__init__(self, node_def, op, message, code, task=task)
-
-    return type(name, (OpError,), {"__init__": __init__, "__doc__": doc, "code_value": code})
+        OpError.__init__(self, node_def, op, message, type(self).code_value, task=task)
 
 
-CancelledError = _make(
-    "CancelledError",
-    Code.CANCELLED,
-    "gRPC ``CANCELLED`` (1): the call was cancelled: its channel or session was closed, or "
-    "the server stopped with the call in flight.",
-)
-UnknownError = _make(
-    "UnknownError",
-    Code.UNKNOWN,
-    "gRPC ``UNKNOWN`` (2): a function run on a task (or any handler) raised an exception "
-    "that is not an ``OpError``; the message has its type, text and remote traceback.",
-)
-InvalidArgumentError = _make(
-    "InvalidArgumentError",
-    Code.INVALID_ARGUMENT,
-    "gRPC ``INVALID_ARGUMENT`` (3): a bad argument: a device or task not in the cluster, "
-    "an address without a valid port, a variable update of another shape or dtype kind.",
-)
-DeadlineExceededError = _make(
-    "DeadlineExceededError",
-    Code.DEADLINE_EXCEEDED,
-    "gRPC ``DEADLINE_EXCEEDED`` (4): a timeout passed before the call completed "
-    "(``run(timeout=...)``, ``recv``, ``operation_timeout_in_ms``).",
-)
-NotFoundError = _make(
-    "NotFoundError",
-    Code.NOT_FOUND,
-    "gRPC ``NOT_FOUND`` (5): no such variable, dataset, job or task, or no transport "
-    "installed for a protocol (the message names the distribution to install).",
-)
-AlreadyExistsError = _make(
-    "AlreadyExistsError",
-    Code.ALREADY_EXISTS,
-    "gRPC ``ALREADY_EXISTS`` (6): ``tw.register_function`` was given a name under which "
-    "a different function is already registered.",
-)
-PermissionDeniedError = _make(
-    "PermissionDeniedError",
-    Code.PERMISSION_DENIED,
-    "gRPC ``PERMISSION_DENIED`` (7): the call carries a wrong cluster token, or sends code "
-    "to a server that runs registered functions (or pipelines) only.",
-)
-UnauthenticatedError = _make(
-    "UnauthenticatedError",
-    Code.UNAUTHENTICATED,
-    "gRPC ``UNAUTHENTICATED`` (16): the call carries no cluster token and the server "
-    "requires one.",
-)
-ResourceExhaustedError = _make(
-    "ResourceExhaustedError",
-    Code.RESOURCE_EXHAUSTED,
-    "gRPC ``RESOURCE_EXHAUSTED`` (8): a message is over ``max_message_bytes``, or no "
-    "handler or background thread is left for a call (refused at once, never queued).",
-)
-FailedPreconditionError = _make(
-    "FailedPreconditionError",
-    Code.FAILED_PRECONDITION,
-    "gRPC ``FAILED_PRECONDITION`` (9): the operation does not fit the state: a stopped "
-    "server started again, ``tw.current_task()`` outside a task, a server that would "
-    "listen beyond loopback without authentication.",
-)
-AbortedError = _make(
-    "AbortedError",
-    Code.ABORTED,
-    "gRPC ``ABORTED`` (10): an operation was aborted; the ``grpc+verbs`` transport raises "
-    "it for a stale RDMA connection (the peer restarted) and retries the call itself.",
-)
-OutOfRangeError = _make(
-    "OutOfRangeError",
-    Code.OUT_OF_RANGE,
-    "gRPC ``OUT_OF_RANGE`` (11): iteration went past the end: ``get_next()`` of an "
-    "exhausted ``tw.data`` iterator.",
-)
-UnimplementedError = _make(
-    "UnimplementedError",
-    Code.UNIMPLEMENTED,
-    "gRPC ``UNIMPLEMENTED`` (12): not implemented: a service or method the server does "
-    "not serve, a TensorFlow feature tensorwire lacks, RDMA on a server without it.",
-)
-InternalError = _make(
-    "InternalError",
-    Code.INTERNAL,
-    "gRPC ``INTERNAL`` (13): a broken invariant, a bug: say, a handler that returned "
-    "something other than a list of frames.",
-)
-UnavailableError = _make(
-    "UnavailableError",
-    Code.UNAVAILABLE,
-    "gRPC ``UNAVAILABLE`` (14): a peer cannot be reached or stopped serving, or a port "
-    "cannot be bound; retrying may help.",
-)
-DataLossError = _make(
-    "DataLossError",
-    Code.DATA_LOSS,
-    "gRPC ``DATA_LOSS`` (15): malformed or corrupted bytes: codec input, the dispatcher's "
-    "journal, a message on the wire.",
-)
+class CancelledError(_CodedError):
+    """gRPC ``CANCELLED`` (1): the call was cancelled: its channel or session was closed, or the
+    server stopped with the call in flight."""
+
+    code_value = Code.CANCELLED
+
+
+class UnknownError(_CodedError):
+    """gRPC ``UNKNOWN`` (2): a function run on a task (or any handler) raised an exception that
+    is not an ``OpError``; the message has its type, text and remote traceback."""
+
+    code_value = Code.UNKNOWN
+
+
+class InvalidArgumentError(_CodedError):
+    """gRPC ``INVALID_ARGUMENT`` (3): a bad argument: a device or task not in the cluster, an
+    address without a valid port, a variable update of another shape or dtype kind."""
+
+    code_value = Code.INVALID_ARGUMENT
+
+
+class DeadlineExceededError(_CodedError):
+    """gRPC ``DEADLINE_EXCEEDED`` (4): a timeout passed before the call completed
+    (``run(timeout=...)``, ``recv``, ``operation_timeout_in_ms``)."""
+
+    code_value = Code.DEADLINE_EXCEEDED
+
+
+class NotFoundError(_CodedError):
+    """gRPC ``NOT_FOUND`` (5): no such variable, dataset, job or task, or no transport installed
+    for a protocol (the message names the distribution to install)."""
+
+    code_value = Code.NOT_FOUND
+
+
+class AlreadyExistsError(_CodedError):
+    """gRPC ``ALREADY_EXISTS`` (6): ``tw.register_function`` was given a name under which a
+    different function is already registered."""
+
+    code_value = Code.ALREADY_EXISTS
+
+
+class PermissionDeniedError(_CodedError):
+    """gRPC ``PERMISSION_DENIED`` (7): the call carries a wrong cluster token, or sends code to a
+    server that runs registered functions (or pipelines) only."""
+
+    code_value = Code.PERMISSION_DENIED
+
+
+class UnauthenticatedError(_CodedError):
+    """gRPC ``UNAUTHENTICATED`` (16): the call carries no cluster token and the server requires
+    one."""
+
+    code_value = Code.UNAUTHENTICATED
+
+
+class ResourceExhaustedError(_CodedError):
+    """gRPC ``RESOURCE_EXHAUSTED`` (8): a message is over ``max_message_bytes``, or no handler or
+    background thread is left for a call (refused at once, never queued)."""
+
+    code_value = Code.RESOURCE_EXHAUSTED
+
+
+class FailedPreconditionError(_CodedError):
+    """gRPC ``FAILED_PRECONDITION`` (9): the operation does not fit the state: a stopped server
+    started again, ``tw.current_task()`` outside a task, a server that would listen beyond
+    loopback without authentication."""
+
+    code_value = Code.FAILED_PRECONDITION
+
+
+class AbortedError(_CodedError):
+    """gRPC ``ABORTED`` (10): an operation was aborted; the ``grpc+verbs`` transport raises it
+    for a stale RDMA connection (the peer restarted) and retries the call itself."""
+
+    code_value = Code.ABORTED
+
+
+class OutOfRangeError(_CodedError):
+    """gRPC ``OUT_OF_RANGE`` (11): iteration went past the end: ``get_next()`` of an exhausted
+    ``tw.data`` iterator."""
+
+    code_value = Code.OUT_OF_RANGE
+
+
+class UnimplementedError(_CodedError):
+    """gRPC ``UNIMPLEMENTED`` (12): not implemented: a service or method the server does not
+    serve, a TensorFlow feature tensorwire lacks, RDMA on a server without it."""
+
+    code_value = Code.UNIMPLEMENTED
+
+
+class InternalError(_CodedError):
+    """gRPC ``INTERNAL`` (13): a broken invariant, a bug: say, a handler that returned something
+    other than a list of frames."""
+
+    code_value = Code.INTERNAL
+
+
+class UnavailableError(_CodedError):
+    """gRPC ``UNAVAILABLE`` (14): a peer cannot be reached or stopped serving, or a port cannot
+    be bound; retrying may help."""
+
+    code_value = Code.UNAVAILABLE
+
+
+class DataLossError(_CodedError):
+    """gRPC ``DATA_LOSS`` (15): malformed or corrupted bytes: codec input, the dispatcher's
+    journal, a message on the wire."""
+
+    code_value = Code.DATA_LOSS
+
 
 _CLASS_BY_CODE: dict[Code, type[OpError]] = {
     cls.code_value: cls
