@@ -49,6 +49,9 @@ FRAMEWORK_NAMES = {TORCH: "torch", JAX: "jax"}
 # DLPack's device type for host memory (DLDeviceType kDLCPU).
 _DLPACK_CPU = 1
 
+# The unsigned int of each size: how dtypes without a NumPy twin are viewed (same bytes).
+_UINT_OF_SIZE = {1: "uint8", 2: "uint16", 4: "uint32", 8: "uint64"}
+
 # torch dtypes stored as an ml_dtypes NumPy dtype of the same name and size.
 _ML_DTYPE_NAMES = (
     "bfloat16",
@@ -171,9 +174,6 @@ def _torch_dtypes(torch: Any) -> dict[Any, tuple[int, np.dtype[Any], str]]:
     return _torch_table
 
 
-_UINT_OF_SIZE = {1: "uint8", 2: "uint16", 4: "uint32", 8: "uint64"}
-
-
 def _torch_export(t: Any) -> FrameworkArray:
     torch = sys.modules["torch"]
     if t.layout is not torch.strided:
@@ -190,10 +190,13 @@ def _torch_export(t: Any) -> FrameworkArray:
     if not t.is_cpu:
         # The one device-to-host copy of a GPU (or other device) tensor.
         t = t.cpu()
+    # Lazy conjugation/negation bits (x.conj(), x.conj().imag): .numpy() refuses them, and
+    # the memory does not hold the values until they are resolved (one copy).
+    if t.is_neg():
+        t = t.resolve_neg()
     if how == _NATIVE:
-        if npdt.kind == "c":
-            # Lazy conjugation/negation bits: .numpy() refuses them; resolving copies once.
-            t = t.resolve_conj().resolve_neg()
+        if npdt.kind == "c" and t.is_conj():
+            t = t.resolve_conj()
         return FrameworkArray(TORCH, name, t.numpy())
     # No NumPy twin: view the same memory as an unsigned int of the same size, then as the
     # ml_dtypes type (or raw bytes). Views, not copies; strides are kept.
@@ -223,20 +226,25 @@ def _torch_restore(dtype_name: str, a: np.ndarray[Any, Any]) -> Any:
     torch = _import("torch")
     if torch is None:
         return a
-    if a.dtype.kind != "V":
-        return _torch_from_numpy(torch, a)
+    dtype = a.dtype
+    if dtype.type is not np.void and not dtype.type.__module__.startswith("ml_dtypes"):
+        return _torch_from_numpy(torch, a)  # a dtype NumPy and torch share
     # bfloat16/float8 (ml_dtypes) or raw bytes: view as an unsigned int, then as the dtype.
     # The name came from the wire: a plain namespace lookup, no module __getattr__ runs.
-    name = dtype_name or a.dtype.name
+    name = dtype_name or dtype.name
     dt = vars(torch).get(name)
-    if not isinstance(dt, torch.dtype) or dt.itemsize != a.dtype.itemsize:
+    if (
+        not isinstance(dt, torch.dtype)
+        or dt.itemsize != dtype.itemsize
+        or dtype.itemsize not in _UINT_OF_SIZE
+    ):
         _warn_once(
             ("torch", name),
-            f"tensorwire.codec: this torch has no {a.dtype.itemsize}-byte dtype {name!r}; "
-            "the tensor is returned as a NumPy array of its raw bytes",
+            f"tensorwire.codec: this torch has no {dtype.itemsize}-byte dtype {name!r}; "
+            "the tensor is returned as a NumPy array",
         )
         return a
-    base = _torch_from_numpy(torch, a.view(_UINT_OF_SIZE[a.dtype.itemsize]))
+    base = _torch_from_numpy(torch, a.view(_UINT_OF_SIZE[dtype.itemsize]))
     return base.view(dt)
 
 
@@ -266,7 +274,7 @@ def _jax_restore(a: np.ndarray[Any, Any]) -> Any:
     jax = _import("jax")
     if jax is None:
         return a
-    if a.dtype.kind == "V" and a.dtype.names is None and a.dtype.name.startswith("void"):
+    if a.dtype.type is np.void:
         return a  # raw bytes (a torch-only dtype): JAX has no type for them
     if _jax_cpu is None:
         _jax_cpu = jax.devices("cpu")[0]

@@ -157,13 +157,15 @@ def dtype_code(dt: np.dtype[Any], raw_ok: bool = False) -> int:
         return DT_STRING
     if kind == "U":
         return DT_TW_UNICODE
+    if dt.type.__module__.startswith("ml_dtypes"):
+        # Before the (kind, size) table: ml_dtypes types say kind "V" or "f" (float8_e5m2).
+        code = ML_DTYPE_CODES.get(dt.name)
+        if code is not None:
+            return code
+        raise TypeError(f"tensorwire.codec cannot encode arrays of dtype {dt!r}")
     code = KIND_SIZE_TO_CODE.get((kind, dt.itemsize))
     if code is not None and dt.fields is None and dt.subdtype is None:
         return code
-    if kind == "V" and dt.fields is None and dt.itemsize <= 2:
-        code = ML_DTYPE_CODES.get(dt.name)
-        if code is not None and dt.type.__module__.startswith("ml_dtypes"):
-            return code
     if raw_ok and _is_plain_void(dt) and 0 < dt.itemsize <= MAX_STRING_ITEMSIZE:
         return DT_TW_RAW
     raise TypeError(f"tensorwire.codec cannot encode arrays of dtype {dt!r}")
