@@ -36,7 +36,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TORCH", "JAX", "FRAMEWORK_NAMES", "FrameworkArray", "export", "restore", "is_tensor"]
+__all__ = [
+    "TORCH",
+    "JAX",
+    "FRAMEWORK_NAMES",
+    "FrameworkArray",
+    "export",
+    "restore",
+    "is_tensor",
+    "framework_of",
+    "to_numpy",
+    "ml_dtype",
+]
 
 log = logging.getLogger("tensorwire.codec")
 
@@ -121,6 +132,29 @@ def export(obj: Any) -> FrameworkArray | np.ndarray[Any, Any]:
     if fw == JAX:
         return _jax_export(obj)
     return _dlpack_export(obj)
+
+
+def to_numpy(obj: Any) -> Any:
+    """``obj`` as a NumPy array when it is a framework tensor (a view on the CPU), else itself."""
+    if isinstance(obj, FrameworkArray):
+        return obj.array
+    if isinstance(obj, np.ndarray) or not is_tensor(obj):
+        return obj
+    out = export(obj)
+    return out.array if isinstance(out, FrameworkArray) else out
+
+
+def ml_dtype(name: str) -> np.dtype[Any] | None:
+    """The ``ml_dtypes`` dtype called ``name`` (bfloat16, float8_*), or None (not installed,
+    or no such type). Looked up in the module's namespace only: names may come from the wire."""
+    if name not in _ML_DTYPE_NAMES and name not in ("int4", "uint4", "float8_e4m3b11fnuz"):
+        return None
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    kind = vars(ml_dtypes).get(name)
+    return None if kind is None else np.dtype(kind)
 
 
 # --- torch --------------------------------------------------------------------------------

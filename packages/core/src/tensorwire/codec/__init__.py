@@ -26,7 +26,9 @@ Framework tensors
 ``torch.Tensor`` and ``jax.Array`` travel as themselves: the frame records the framework, and
 ``loads``/``decode`` return a ``torch.Tensor`` (``torch.from_numpy`` over the received bytes)
 or a ``jax.Array`` (``jax.device_put`` on the CPU, which aliases 64-byte aligned memory and
-copies otherwise). Pass ``numpy=True`` to get NumPy arrays instead. A reader without the
+copies otherwise). Pass ``numpy=True`` to get NumPy arrays instead (``relay=True`` gives
+``tensorwire.frameworks.FrameworkArray`` wrappers, which encode again as the same framework's
+tensors without the framework imported: what a relay such as a variable store wants). A reader without the
 framework installed gets NumPy arrays and one warning line (logger ``tensorwire.codec``), never
 an error. Other ``__dlpack__`` producers on the host (``__dlpack_device__`` kDLCPU) travel as
 plain arrays and come back as NumPy.
@@ -164,11 +166,11 @@ else:
 
 
 class _Loads(Protocol):
-    def __call__(self, buffer: Any, *, numpy: bool = False) -> Any: ...
+    def __call__(self, buffer: Any, *, numpy: bool = False, relay: bool = False) -> Any: ...
 
 
 class _Decode(Protocol):
-    def __call__(self, frames: Any, *, numpy: bool = False) -> Any: ...
+    def __call__(self, frames: Any, *, numpy: bool = False, relay: bool = False) -> Any: ...
 
 
 dumps: Callable[[Any], bytes] = _impl.dumps

@@ -521,6 +521,7 @@ cdef struct Reader:
     Py_ssize_t next_array
     int version
     bint numpy  # framework tensors come back as NumPy arrays
+    bint relay  # ... or as FrameworkArray, to be sent on unchanged
     Payload inline_payloads[INLINE_PAYLOADS]
 
 
@@ -711,7 +712,7 @@ cdef object r_tensor(Reader* r):
     name = r_str(r, "tensor dtype name")
     if r_take(r, 1, "tensor array tag")[0] != T_ARRAY:
         raise DataLossError(f"tensor record at offset {r.pos - 1} does not hold an array")
-    return F.tensor_value(framework, name, r_array(r), r.numpy)
+    return F.tensor_value(framework, name, r_array(r), r.numpy, r.relay)
 
 
 cdef object r_namedtuple(Reader* r, int depth):
@@ -761,10 +762,11 @@ cdef inline bint memcmp4(const unsigned char* a, const char* b) noexcept:
 
 
 cdef int reader_init(Reader* r, const unsigned char* buf, Py_ssize_t header_len,
-                     Py_ssize_t n, int version, bint numpy) except -1:
+                     Py_ssize_t n, int version, bint numpy, bint relay) except -1:
     r.buf = buf
     r.version = version
     r.numpy = numpy
+    r.relay = relay
     r.pos = PREFIX_SIZE + ENTRY_SIZE * n
     r.end = header_len
     r.n_payloads = n
@@ -794,10 +796,11 @@ cdef object finish(Reader* r):
     return value
 
 
-def loads(buffer, *, bint numpy=False):
+def loads(buffer, *, bint numpy=False, bint relay=False):
     """Decode one frame made by ``dumps``; arrays are views into ``buffer``.
 
-    ``numpy=True`` returns framework tensors (torch, JAX) as NumPy arrays.
+    ``numpy=True`` returns framework tensors (torch, JAX) as NumPy arrays; ``relay=True`` as
+    ``tensorwire.frameworks.FrameworkArray`` (re-encoded as they came, framework not needed).
     """
     mv = frame_view(buffer)
     cdef Py_buffer* view = PyMemoryView_GET_BUFFER(mv)
@@ -816,7 +819,7 @@ def loads(buffer, *, bint numpy=False):
             )
         if header_len != size:
             raise DataLossError(f"{size - header_len} trailing bytes after the header")
-    reader_init(&r, base, header_len, n, version, numpy)
+    reader_init(&r, base, header_len, n, version, numpy, relay)
     try:
         end = header_len
         entry = base + PREFIX_SIZE
@@ -848,10 +851,10 @@ def loads(buffer, *, bint numpy=False):
         reader_free(&r)
 
 
-def decode(frames, *, bint numpy=False):
+def decode(frames, *, bint numpy=False, bint relay=False):
     """Decode ``encode``'s frames (a single ``dumps`` frame is accepted too).
 
-    ``numpy=True`` returns framework tensors (torch, JAX) as NumPy arrays.
+    ``numpy`` and ``relay`` as for ``loads``.
     """
     cdef list fl
     if type(frames) is list:
@@ -878,13 +881,13 @@ def decode(frames, *, bint numpy=False):
     if flags & FLAG_PACKED:
         if len(fl) != 1:
             raise DataLossError(f"packed frame followed by {len(fl) - 1} extra frames")
-        return loads(fl[0], numpy=numpy)
+        return loads(fl[0], numpy=numpy, relay=relay)
     if header_len != size:
         raise DataLossError(f"{size - header_len} trailing bytes after the header")
     if len(fl) != n + 1:
         raise DataLossError(f"header lists {n} payloads but {len(fl) - 1} payload frames came")
     cdef list views = []  # keeps every payload memoryview alive while arrays are made
-    reader_init(&r, base, header_len, n, version, numpy)
+    reader_init(&r, base, header_len, n, version, numpy, relay)
     try:
         entry = base + PREFIX_SIZE
         for k in range(n):

@@ -261,7 +261,7 @@ def _as_bytes_view(buffer: Any) -> memoryview:
 class _Reader:
     """Walks the structure bytes; every read is bounds-checked first."""
 
-    __slots__ = ("mv", "pos", "end", "payloads", "next_array", "version", "numpy")
+    __slots__ = ("mv", "pos", "end", "payloads", "next_array", "version", "numpy", "relay")
 
     def __init__(
         self,
@@ -271,6 +271,7 @@ class _Reader:
         payloads: list[tuple[memoryview, int, int]],
         version: int,
         numpy: bool,
+        relay: bool,
     ) -> None:
         self.mv = mv
         self.pos = pos
@@ -279,6 +280,7 @@ class _Reader:
         self.next_array = 0
         self.version = version
         self.numpy = numpy  # framework tensors come back as NumPy arrays
+        self.relay = relay  # ... or as FrameworkArray, to be sent on unchanged
 
     def take(self, n: int, what: str) -> int:
         pos = self.pos
@@ -383,7 +385,7 @@ class _Reader:
         name = self.string("tensor dtype name")
         if self.u8("tensor array tag") != F.T_ARRAY:
             raise DataLossError(f"tensor record at offset {self.pos - 1} does not hold an array")
-        return F.tensor_value(framework, name, self.array(), self.numpy)
+        return F.tensor_value(framework, name, self.array(), self.numpy, self.relay)
 
     def dtype_head(self) -> tuple[int, int]:
         code = self.u8("dtype code")
@@ -461,10 +463,11 @@ def _finish(r: _Reader, n: int, header_len: int) -> Any:
     return value
 
 
-def loads(buffer: Any, *, numpy: bool = False) -> Any:
+def loads(buffer: Any, *, numpy: bool = False, relay: bool = False) -> Any:
     """Decode one frame made by ``dumps``; arrays are views into ``buffer``.
 
-    ``numpy=True`` returns framework tensors (torch, JAX) as NumPy arrays.
+    ``numpy=True`` returns framework tensors (torch, JAX) as NumPy arrays; ``relay=True`` as
+    ``tensorwire.frameworks.FrameworkArray`` (re-encoded as they came, framework not needed).
     """
     mv = _as_bytes_view(buffer)
     flags, header_len, n, version = _parse_prefix(mv)
@@ -495,13 +498,13 @@ def loads(buffer: Any, *, numpy: bool = False) -> Any:
         end = off + nbytes
     if end != len(mv):
         raise DataLossError(f"{len(mv) - end} trailing bytes after the last payload")
-    return _finish(_Reader(mv, p, header_len, payloads, version, numpy), n, header_len)
+    return _finish(_Reader(mv, p, header_len, payloads, version, numpy, relay), n, header_len)
 
 
-def decode(frames: Any, *, numpy: bool = False) -> Any:
+def decode(frames: Any, *, numpy: bool = False, relay: bool = False) -> Any:
     """Decode ``encode``'s frames (a single ``dumps`` frame is accepted too).
 
-    ``numpy=True`` returns framework tensors (torch, JAX) as NumPy arrays.
+    ``numpy`` and ``relay`` as for ``loads``.
     """
     try:
         frames = list(frames)
@@ -516,7 +519,7 @@ def decode(frames: Any, *, numpy: bool = False) -> Any:
     if flags & F.FLAG_PACKED:
         if len(frames) != 1:
             raise DataLossError(f"packed frame followed by {len(frames) - 1} extra frames")
-        return loads(frames[0], numpy=numpy)
+        return loads(frames[0], numpy=numpy, relay=relay)
     if header_len != len(mv):
         raise DataLossError(f"{len(mv) - header_len} trailing bytes after the header")
     if len(frames) != n + 1:
@@ -534,4 +537,4 @@ def decode(frames: Any, *, numpy: bool = False) -> Any:
                 f"payload {k} should have {nbytes} bytes but its frame has {len(pmv)}"
             )
         payloads.append((pmv, 0, nbytes))
-    return _finish(_Reader(mv, p, header_len, payloads, version, numpy), n, header_len)
+    return _finish(_Reader(mv, p, header_len, payloads, version, numpy, relay), n, header_len)

@@ -287,8 +287,13 @@ def export_tensor(obj: Any) -> Any:
     return frameworks.export(obj)
 
 
-def tensor_value(framework: int, dtype_name: str, array: np.ndarray[Any, Any], numpy: bool) -> Any:
-    """What a decoded T_TENSOR record becomes: the framework's tensor, or ``array`` itself."""
+def tensor_value(
+    framework: int, dtype_name: str, array: np.ndarray[Any, Any], numpy: bool, relay: bool
+) -> Any:
+    """What a decoded T_TENSOR record becomes: the framework's tensor, ``array`` itself
+    (``numpy``), or a ``FrameworkArray`` (``relay``: it goes out again as it came)."""
+    if relay:
+        return frameworks.FrameworkArray(framework, dtype_name, array)
     if numpy:
         return array
     return frameworks.restore(framework, dtype_name, array)
