@@ -99,18 +99,29 @@ def _module_root(cls: type) -> str:
     return cls.__module__.partition(".")[0]
 
 
+# Tensor classes already recognised -> framework: one dict lookup for the common case.
+_known_types: dict[type, int] = {}
+
+
 def framework_of(obj: Any) -> int:
     """TORCH or JAX when ``obj`` is a tensor of that framework, else 0. Imports nothing."""
-    root = _module_root(type(obj))
+    cls = type(obj)
+    fw = _known_types.get(cls)
+    if fw is not None:
+        return fw
+    fw = 0
+    root = _module_root(cls)
     if root == "torch":
         torch = sys.modules.get("torch")
         if torch is not None and isinstance(obj, torch.Tensor):
-            return TORCH
+            fw = TORCH
     elif root in ("jaxlib", "jax"):
         jax = sys.modules.get("jax")
         if jax is not None and isinstance(obj, jax.Array):
-            return JAX
-    return 0
+            fw = JAX
+    if fw and len(_known_types) < 256:
+        _known_types[cls] = fw
+    return fw
 
 
 def is_tensor(obj: Any) -> bool:
@@ -210,6 +221,18 @@ def _torch_dtypes(torch: Any) -> dict[Any, tuple[int, np.dtype[Any], str]]:
 
 def _torch_export(t: Any) -> FrameworkArray:
     torch = sys.modules["torch"]
+    entry = _torch_dtypes(torch).get(t.dtype)
+    if entry is not None and entry[0] == _NATIVE:
+        # The common case in one call: .numpy() refuses (RuntimeError/TypeError) exactly what
+        # needs the careful path below (gradients, another device, lazy bits, sparse layouts).
+        try:
+            return FrameworkArray(TORCH, entry[2], t.numpy())
+        except (RuntimeError, TypeError):
+            pass
+    return _torch_export_slow(torch, t)
+
+
+def _torch_export_slow(torch: Any, t: Any) -> FrameworkArray:
     if t.layout is not torch.strided:
         raise TypeError(
             f"tensorwire.codec cannot encode a torch tensor with layout {t.layout}; "
@@ -240,6 +263,12 @@ def _torch_export(t: Any) -> FrameworkArray:
 
 _torch_warned_readonly = False
 
+# NumPy scalar types torch.from_numpy takes as they are (a set of types: cheap to look up).
+_SHARED_TYPES = frozenset(
+    {np.bool_, np.float16, np.float32, np.float64, np.complex64, np.complex128}
+    | {np.dtype(f"{k}{n}").type for k in "iu" for n in (1, 2, 4, 8)}
+)
+
 
 def _torch_from_numpy(torch: Any, a: np.ndarray[Any, Any]) -> Any:
     global _torch_warned_readonly
@@ -261,7 +290,7 @@ def _torch_restore(dtype_name: str, a: np.ndarray[Any, Any]) -> Any:
     if torch is None:
         return a
     dtype = a.dtype
-    if dtype.type is not np.void and not dtype.type.__module__.startswith("ml_dtypes"):
+    if dtype.type in _SHARED_TYPES:
         return _torch_from_numpy(torch, a)  # a dtype NumPy and torch share
     # bfloat16/float8 (ml_dtypes) or raw bytes: view as an unsigned int, then as the dtype.
     # The name came from the wire: a plain namespace lookup, no module __getattr__ runs.

@@ -263,8 +263,8 @@ def prepare_array(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 def prepare_tensor(t: Any) -> tuple[bytes, np.ndarray[Any, Any]]:
     """T_TENSOR's record head (tag, framework, dtype name) and the array for a tensor.
 
-    ``t`` is a ``frameworks.FrameworkArray``. The array is prepared as ``prepare_array``
-    prepares any (one copy when not C-contiguous); the T_ARRAY record follows the head.
+    ``t`` is a ``frameworks.FrameworkArray``. The array's record follows the head, written
+    like any array's (the encoders call ``prepare_array`` when it is not C-contiguous).
     """
     head = _tensor_heads.get((t.framework, t.dtype_name))
     if head is None:
@@ -274,9 +274,9 @@ def prepare_tensor(t: Any) -> tuple[bytes, np.ndarray[Any, Any]]:
         if len(_tensor_heads) < 1024:
             _tensor_heads[(t.framework, t.dtype_name)] = head
     array = t.array
-    if type(array) is not np.ndarray:
+    if not isinstance(array, np.ndarray):
         array = np.asarray(array)
-    return head, prepare_array(array)
+    return head, array
 
 
 _tensor_heads: dict[tuple[int, str], bytes] = {}
