@@ -145,7 +145,8 @@ def test_sparse_tensor_is_refused_naming_the_layout(codec):
 
 
 def test_encode_of_a_contiguous_tensor_copies_nothing(codec):
-    for t in (torch.arange(64.0), torch.arange(64).to(torch.bfloat16), torch.ones(8, dtype=torch.bool)):
+    bf16 = torch.arange(64).to(torch.bfloat16)
+    for t in (torch.arange(64.0), bf16, torch.ones(8, dtype=torch.bool)):
         frames = codec.encode({"t": t})
         payload = np.frombuffer(frames[1], np.uint8)
         assert payload.ctypes.data == t.data_ptr()

@@ -28,10 +28,10 @@ Framework tensors
 or a ``jax.Array`` (``jax.device_put`` on the CPU, which aliases 64-byte aligned memory and
 copies otherwise). Pass ``numpy=True`` to get NumPy arrays instead (``relay=True`` gives
 ``tensorwire.frameworks.FrameworkArray`` wrappers, which encode again as the same framework's
-tensors without the framework imported: what a relay such as a variable store wants). A reader without the
-framework installed gets NumPy arrays and one warning line (logger ``tensorwire.codec``), never
-an error. Other ``__dlpack__`` producers on the host (``__dlpack_device__`` kDLCPU) travel as
-plain arrays and come back as NumPy.
+tensors without the framework imported: what a relay such as a variable store wants). A
+reader without the framework installed gets NumPy arrays and one warning line (logger
+``tensorwire.codec``), never an error. Other ``__dlpack__`` producers on the host
+(``__dlpack_device__`` kDLCPU) travel as plain arrays and come back as NumPy.
 
 - Every torch dtype with CPU tensors travels, bfloat16, bool, complex, uint16/32/64 and the
   float8 types included (bfloat16/float8 as ``ml_dtypes`` arrays for a NumPy reader). Dtypes

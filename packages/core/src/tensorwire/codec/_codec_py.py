@@ -165,7 +165,7 @@ def _enc_dict(
 
 def _enc_tensor(obj: Any, out: bytearray, arrays: list[np.ndarray[Any, Any]]) -> None:
     t = obj if type(obj) is FrameworkArray else F.export_tensor(obj)
-    if type(t) is not FrameworkArray:  # another DLPack producer: a plain array
+    if not isinstance(t, FrameworkArray):  # another DLPack producer: a plain array
         _enc_array(t, out, arrays)
         return
     head, a = F.prepare_tensor(t)

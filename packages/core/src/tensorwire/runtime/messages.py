@@ -1,10 +1,11 @@
 """Turn the Python values a call carries into transport frames and back.
 
 Values go through the tensor codec (``tensorwire.codec``): arrays (and torch/JAX tensors)
-travel as their own frames and come back as zero-copy views, tensors as their own type. Values the codec cannot express (a user's class,
-say) fall back to pickle protocol 5 with out-of-band buffers, so arrays inside them still
-avoid copies; a server that refuses code from the wire refuses those, since unpickling runs
-code. The first frame is one byte saying which of the two follows.
+travel as their own frames and come back as zero-copy views, tensors as their own type.
+Values the codec cannot express (a user's class, say) fall back to pickle protocol 5 with
+out-of-band buffers, so arrays inside them still avoid copies; a server that refuses code from
+the wire refuses those, since unpickling runs code. The first frame is one byte saying which
+of the two follows.
 """
 
 from __future__ import annotations

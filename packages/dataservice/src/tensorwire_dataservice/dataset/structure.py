@@ -4,8 +4,8 @@ An element of a :class:`~tensorwire_dataservice.dataset.Dataset` is a nested str
 containers are tuples (namedtuples included) and dicts, and whose leaves are NumPy values:
 ``np.ndarray``, NumPy scalars (``np.int64(3)``) and ``bytes`` for string scalars (as
 TensorFlow's ``as_numpy_iterator`` gives them). torch/JAX tensors given as values become
-NumPy views of their memory (``tensorwire.frameworks.to_numpy``). String tensors of rank >= 1 are ``object``
-arrays of ``bytes``.
+NumPy views of their memory (``tensorwire.frameworks.to_numpy``). String tensors of rank >= 1
+are ``object`` arrays of ``bytes``.
 
 Python values are converted the way TensorFlow converts them to tensors: ``int`` becomes
 int32 (int64 when it does not fit), ``float`` float32, ``bool`` bool, ``str`` UTF-8 ``bytes``,

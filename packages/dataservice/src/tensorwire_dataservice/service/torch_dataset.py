@@ -50,7 +50,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import torch
 from tensorwire import frameworks
 from torch.utils.data import IterableDataset
 
