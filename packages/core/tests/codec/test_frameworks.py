@@ -356,3 +356,12 @@ def test_jax_gpu_array_arrives_on_the_cpu(codec):
     got = codec.loads(codec.dumps(x))
     assert all(d.platform == "cpu" for d in got.devices())
     assert np.array_equal(np.asarray(got), np.asarray(x))
+
+
+def test_relay_decoding_keeps_the_framework_without_importing_it(codec):
+    frame = codec.dumps({"t": torch.arange(3).to(torch.bfloat16), "n": np.arange(2)})
+    relayed = codec.loads(frame, relay=True)
+    assert isinstance(relayed["t"], frameworks.FrameworkArray)
+    assert relayed["t"].framework == frameworks.TORCH and relayed["t"].dtype_name == "bfloat16"
+    assert type(relayed["n"]) is np.ndarray
+    assert codec.dumps(relayed) == frame  # sent on, it is the same tensor again
