@@ -158,12 +158,13 @@ def bench_torch() -> None:
     a = np.arange(4, dtype=np.float32)
     t = torch.from_numpy(a.copy())
     # (d) is judged on dumps+loads and encode+decode; loads/decode return torch tensors.
-    t_np, t_torch, t_numpy, t_from = measure(
-        lambda: codec.loads(codec.dumps(a)),
-        lambda: codec.loads(codec.dumps(t)),
-        lambda: t.numpy(),
-        lambda: torch.from_numpy(a),
+    t_np, t_torch = measure(
+        lambda: codec.loads(codec.dumps(a)), lambda: codec.loads(codec.dumps(t))
     )
+    # torch's own per-call costs, measured apart from the round trips. Open question: in
+    # this script the 16 B torch round trip measures 130-180 us, while the same call in a
+    # bare timeit loop measures 11-20 us on the same machine; not explained yet.
+    t_numpy, t_from = measure(lambda: t.numpy(), lambda: torch.from_numpy(a))
     row("(d) 16 B f32  numpy dumps+loads", t_np)
     row("    16 B f32  torch dumps+loads", t_torch, f"{t_torch[0] / t_np[0]:.2f}x numpy")
     row("    torch Tensor.numpy() alone", t_numpy, "torch's own cost, paid on encode")
