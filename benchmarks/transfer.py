@@ -8,6 +8,9 @@ Reported for each size: reading a variable from the ps (ps -> client), assigning
 grpcio server-streaming and raw TCP loopback measured here. Then the p50/p99 of a tiny
 ``run`` (16-byte array, returned) against a raw grpcio unary echo, and the wall time of
 ``create_local_cluster(2, 1)`` plus a first variable read next to ``import tensorwire``.
+Where torch is installed, torch tensors beside NumPy arrays of the same bytes: 16 MiB and
+16-byte ``run(identity)`` (sent and returned as torch tensors), as the ratio torch/NumPy
+(goal <= 1.1); ``--no-torch`` skips that part.
 """
 
 from __future__ import annotations
@@ -103,6 +106,46 @@ def measure_tiny(protocol: str, calls: int) -> tuple[float, float, float, float]
     return pct(ours, 50), pct(ours, 99), pct(raw, 50), pct(raw, 99)
 
 
+def measure_torch(protocol: str, rounds: int, calls: int) -> dict[str, float] | None:
+    """Best (16 MiB) and median (16 B) ``run(identity)`` seconds, NumPy and torch interleaved."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    tasks = start_process_cluster(1, 1, protocol=protocol)
+    out: dict[str, float] = {}
+    try:
+        with tw.Session(tasks["worker"][0].target) as sess:
+            big_np = np.ones(16 * MiB // 4, np.float32)
+            big_torch = torch.ones(16 * MiB // 4, dtype=torch.float32)
+            tiny_np = np.ones(4, np.float32)
+            tiny_torch = torch.ones(4, dtype=torch.float32)
+
+            def run(x):  # type: ignore[no-untyped-def]
+                return lambda: sess.run(identity, x, device="/job:ps/task:0", timeout=300)
+
+            cases = {"16MiB numpy": run(big_np), "16MiB torch": run(big_torch)}
+            assert type(cases["16MiB torch"]()) is torch.Tensor  # also warms the ps's torch
+            best = dict.fromkeys(cases, float("inf"))
+            for _ in range(3 * rounds):
+                for name, fn in cases.items():
+                    best[name] = min(best[name], timed(fn))
+            out.update(best)
+            tiny = {"16B numpy": run(tiny_np), "16B torch": run(tiny_torch)}
+            times: dict[str, list[float]] = {name: [] for name in tiny}
+            for _ in range(200):
+                for fn in tiny.values():
+                    fn()
+            for _ in range(calls):
+                for name, fn in tiny.items():
+                    times[name].append(timed(fn))
+            for name, seen in times.items():
+                out[name] = _limits.percentile(seen, 50)
+    finally:
+        stop_all(tasks)
+    return out
+
+
 def measure_startup(protocol: str) -> tuple[float, float]:
     code = (
         "import time; t=time.perf_counter(); import tensorwire as tw; "
@@ -130,6 +173,8 @@ def main() -> int:
                              "a run without: the ratios to the limits should not move)")
     parser.add_argument("--sizes-mib", type=int, nargs="+", default=[1, 4, 16, 64, 256])
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--no-torch", action="store_true",
+                        help="skip the torch-beside-NumPy part")
     parser.add_argument("--rounds", type=int, default=5,
                         help="interleaved rounds per size (x3 below 64 MiB, x20 below 16 MiB)")
     args = parser.parse_args()
@@ -162,6 +207,16 @@ def main() -> int:
     print(f"  tensorwire run   p50 {p50 * 1e6:7.1f}  p99 {p99 * 1e6:7.1f}")
     print(f"  raw grpcio echo  p50 {raw50 * 1e6:7.1f}  p99 {raw99 * 1e6:7.1f}")
     print(f"  ratio            p50 {p50 / raw50:7.2f}  p99 {p99 / raw99:7.2f}   (goal p50 <= 1.2)")
+    if not args.no_torch:
+        figures = measure_torch(args.protocol, args.rounds, min(args.calls, 1000))
+        if figures is None:
+            print("\ntorch beside NumPy: skipped (torch is not installed)")
+        else:
+            print("\ntorch tensors beside NumPy arrays, run(identity) on the ps")
+            for size, what in (("16MiB", "best"), ("16B", "p50")):
+                t_np, t_torch = figures[f"{size} numpy"], figures[f"{size} torch"]
+                print(f"  {size:>5} {what}: numpy {t_np * 1e6:9.1f} us  torch "
+                      f"{t_torch * 1e6:9.1f} us  ratio {t_torch / t_np:.2f} (goal <= 1.1)")
     import_time, cluster_time = measure_startup(args.protocol)
     print("\nStart-up")
     print(f"  import tensorwire                          {import_time * 1e3:7.1f} ms")

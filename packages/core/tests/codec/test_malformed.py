@@ -112,10 +112,26 @@ def test_bad_magic(codec):
 def test_other_version(codec):
     bad(
         codec,
-        frame(b"\x00", version=2),
+        frame(b"\x00", version=3),
         InvalidArgumentError,
-        "unsupported codec format version 2 .this build reads 1",
+        "unsupported codec format version 3 .this build reads 1, 2",
     )
+
+
+def test_tensor_record_in_a_version_1_frame_is_data_loss(codec):
+    # T_TENSOR exists from version 2 on; in a version-1 frame it is an unknown tag.
+    rec = b"\x0f\x01" + (0).to_bytes(4, "little") + array_rec(1, (1,))
+    bad(codec, frame(rec, (bytes(4),), version=1), DataLossError, "unknown tag 0x0f")
+
+
+def test_tensor_record_without_an_array_is_data_loss(codec):
+    rec = b"\x0f\x01" + (0).to_bytes(4, "little") + b"\x00"
+    bad(codec, frame(rec, version=2), DataLossError, "tensor record .* does not hold an array")
+
+
+def test_raw_dtype_with_zero_itemsize_is_data_loss(codec):
+    rec = b"\x0f\x01" + (0).to_bytes(4, "little") + array_rec(250, (1,), itemsize=0)
+    bad(codec, frame(rec, (b"",), version=2), DataLossError, "raw dtype with itemsize 0")
 
 
 def test_unknown_flags(codec):

@@ -269,3 +269,34 @@ def test_inproc_servers_are_unreachable_from_a_forked_child_not_hung(protocol):
         assert "forked" in message and "cannot cross processes" in message
     finally:
         dispatcher.stop()
+
+
+# -- torch tensors as elements -----------------------------------------------------------------
+
+
+def test_pipeline_of_torch_tensors_reaches_the_trainer_as_torch(service_factory):
+    dispatcher, _ = service_factory(1)
+    weights = torch.arange(12, dtype=torch.float32).reshape(4, 3).to(torch.bfloat16)
+    labels = torch.tensor([True, False, True, True])
+    dataset = tw.data.Dataset.from_tensor_slices({"w": weights, "y": labels}).apply(
+        tw.data.service.distribute("parallel_epochs", dispatcher.target))
+    # Inside the service elements are NumPy (their specs are NumPy dtypes; bfloat16 is ml_dtypes).
+    assert dataset.element_spec["w"].dtype.name == "bfloat16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        elements = list(tw.data.service.to_torch(dataset))
+    assert [type(e["w"]) for e in elements] == [torch.Tensor] * 4
+    assert all(e["w"].dtype == torch.bfloat16 and e["y"].dtype == torch.bool for e in elements)
+    assert torch.equal(torch.stack([e["w"] for e in elements]), weights)
+    assert [bool(e["y"]) for e in elements] == labels.tolist()
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float8_e4m3fn", "uint16", "bool", "complex64"])
+def test_received_arrays_become_tensors_without_a_copy(dtype):
+    from tensorwire import codec
+    from tensorwire_dataservice.service.torch_dataset import _to_tensor
+
+    t = torch.ones(8, dtype=getattr(torch, dtype))
+    received = codec.loads(codec.dumps({"t": t}), numpy=True)["t"]  # as the service reads it
+    tensor = _to_tensor(received)
+    assert tensor.dtype == t.dtype and tensor.data_ptr() == received.ctypes.data

@@ -1,11 +1,11 @@
-"""The tensor codec: nested structures of NumPy arrays to bytes and back, without copies.
+"""The tensor codec: nested structures of NumPy arrays (and torch/JAX tensors) to bytes and back.
 
 API::
 
     dumps(obj) -> bytes            one contiguous frame (header, then 64-byte aligned payloads)
-    loads(buffer) -> obj           arrays come back as views into ``buffer``
+    loads(buffer, *, numpy=False) -> obj     arrays come back as views into ``buffer``
     encode(obj) -> list[buffer]    frame 0 = header, then one frame per array (views, no copy)
-    decode(frames) -> obj          arrays are views into their own frames
+    decode(frames, *, numpy=False) -> obj    arrays are views into their own frames
 
 Two implementations produce and accept the same bytes: ``_codec_c`` (Cython, the default) and
 ``_codec_py`` (the pure-Python twin). ``IMPLEMENTATION`` says which one is live; set
@@ -17,8 +17,40 @@ What it carries
 ``tuple``, ``dict``, namedtuples, NumPy arrays and NumPy scalars (``np.float32(1)`` comes back
 as ``np.float32``). Array dtypes: bool, int8..int64, uint8..uint64, float16/32/64,
 complex64/128, bfloat16 (``ml_dtypes``; needed to decode it, never required otherwise), and
-fixed-width ``S``/``U`` strings. Object arrays, structured, datetime and masked arrays raise
-TypeError naming the dtype, as does any other unsupported object (naming its type).
+fixed-width ``S``/``U`` strings; the float8 and int4 types of ``ml_dtypes`` as well. Object
+arrays, structured, datetime and masked arrays raise TypeError naming the dtype, as does any
+other unsupported object (naming its type).
+
+Framework tensors
+-----------------
+``torch.Tensor`` and ``jax.Array`` travel as themselves: the frame records the framework, and
+``loads``/``decode`` return a ``torch.Tensor`` (``torch.from_numpy`` over the received bytes)
+or a ``jax.Array`` (``jax.device_put`` on the CPU, which aliases 64-byte aligned memory and
+copies otherwise). Pass ``numpy=True`` to get NumPy arrays instead (``relay=True`` gives
+``tensorwire.frameworks.FrameworkArray`` wrappers, which encode again as the same framework's
+tensors without the framework imported: what a relay such as a variable store wants). A
+reader without the framework installed gets NumPy arrays and one warning line (logger
+``tensorwire.codec``), never an error. Other ``__dlpack__`` producers on the host
+(``__dlpack_device__`` kDLCPU) travel as plain arrays and come back as NumPy.
+
+- Every torch dtype with CPU tensors travels, bfloat16, bool, complex, uint16/32/64 and the
+  float8 types included (bfloat16/float8 as ``ml_dtypes`` arrays for a NumPy reader). Dtypes
+  NumPy has no type for (complex32, bits8, uint1..7, int1..7, float4_e2m1fn_x2) travel as raw
+  bytes with the torch dtype's name: torch readers get the dtype back, NumPy readers get ``V<n>``
+  arrays of the bytes.
+- Encoding a contiguous CPU tensor copies nothing (a view of its memory, like an array); a
+  non-contiguous view is copied once into the wire layout (torch has no negative strides; NumPy
+  views with them are copied once too). ``requires_grad`` tensors send their data only; lazy
+  conjugate/negative bits are resolved (one copy).
+- GPU tensors (CUDA torch, JAX on a GPU) are copied to host memory exactly once, by the
+  framework itself (``tensor.cpu()``, ``jax.device_get``), and never pickled; they arrive as CPU
+  tensors.
+- Decoded torch tensors share the receive buffer; when that buffer is read-only (``bytes``)
+  they must be treated as read-only (``.clone()`` one to write to it); torch cannot mark them.
+  Its one-time warning about such tensors is taken, silenced, on the first decode.
+- Recognising a tensor imports nothing (its class names its framework, which is then already
+  imported); decoding a torch or JAX tensor imports that framework if it is not imported yet.
+  ``tensorwire.frameworks`` is where all of this lives.
 
 Rules worth knowing:
 
@@ -45,11 +77,16 @@ offsets, tags, UTF-8, shapes that do not match their payloads, trailing bytes) o
 unknown flags or dtype codes, bfloat16 without ml_dtypes, nesting beyond the limit). Every check
 runs before any payload memory is touched.
 
-Wire format, version 1 (all integers little-endian)
----------------------------------------------------
+Wire format, versions 1 and 2 (all integers little-endian)
+----------------------------------------------------------
+Version 2 is version 1 plus the T_TENSOR record. A frame is written as version 2 only when it
+holds a T_TENSOR record; all others are written as version 1, unchanged, so older readers still
+read them, and refuse a version-2 frame up front with InvalidArgumentError ("unsupported codec
+format version 2 (this build reads 1)"). This build reads both.
+
 Header (frame 0 of ``encode``; the start of a ``dumps`` frame)::
 
-    prefix   16 bytes  magic b"TWCD" | u8 version=1 | u8 flags | u16 reserved=0
+    prefix   16 bytes  magic b"TWCD" | u8 version=1|2 | u8 flags | u16 reserved=0
                        | u32 header_len (prefix + table + structure) | u32 n_payloads
     table    n_payloads x (u64 offset, u64 nbytes)
     structure          one value, encoded as below, filling the header exactly
@@ -72,12 +109,18 @@ Values (one tag byte, then)::
     0x0D array     u8 dtype, [u32 itemsize], u8 ndim, ndim x u64 dim; its bytes are the next
                    payload in table order (C order, little-endian)
     0x0E NumPy scalar  u8 dtype, [u32 itemsize], itemsize bytes
+    0x0F tensor    (version 2) u8 framework (1 torch, 2 jax), str dtype name (the framework's,
+                   u32 n + UTF-8), then one 0x0D array record, tag included
 
-The itemsize field is present only for the string dtypes. Dtype codes follow TensorFlow's
-DataType enum: DT_FLOAT=1, DT_DOUBLE=2, DT_INT32=3, DT_UINT8=4, DT_INT16=5, DT_INT8=6,
-DT_STRING=7 (NumPy ``S``), DT_COMPLEX64=8, DT_INT64=9, DT_BOOL=10, DT_BFLOAT16=14,
-DT_UINT16=17, DT_COMPLEX128=18, DT_HALF=19, DT_UINT32=22, DT_UINT64=23; and our own
-240 = NumPy ``U`` (UCS-4, itemsize in bytes).
+The itemsize field is present only for the string and raw dtypes. Dtype codes follow
+TensorFlow's DataType enum: DT_FLOAT=1, DT_DOUBLE=2, DT_INT32=3, DT_UINT8=4, DT_INT16=5,
+DT_INT8=6, DT_STRING=7 (NumPy ``S``), DT_COMPLEX64=8, DT_INT64=9, DT_BOOL=10, DT_BFLOAT16=14,
+DT_UINT16=17, DT_COMPLEX128=18, DT_HALF=19, DT_UINT32=22, DT_UINT64=23, DT_FLOAT8_E5M2=24,
+DT_FLOAT8_E4M3FN=25, DT_FLOAT8_E4M3FNUZ=26, DT_FLOAT8_E4M3B11FNUZ=27, DT_FLOAT8_E5M2FNUZ=28,
+DT_INT4=29, DT_UINT4=30 (the ml_dtypes types); and our own 240 = NumPy ``U`` (UCS-4, itemsize
+in bytes), 241 = float8_e8m0fnu, 250 = raw bytes of a framework dtype (itemsize in bytes; only
+inside a tensor record, whose dtype name says what they are). An unknown framework id decodes
+as NumPy with a warning (so a newer writer's framework degrades safely).
 """
 
 from __future__ import annotations
@@ -86,7 +129,7 @@ import logging
 import os
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from . import _codec_py
 from ._format import MAX_DEPTH, VERSION
@@ -121,7 +164,16 @@ else:
     _impl = codec_py
     IMPLEMENTATION = "python"
 
+
+class _Loads(Protocol):
+    def __call__(self, buffer: Any, *, numpy: bool = False, relay: bool = False) -> Any: ...
+
+
+class _Decode(Protocol):
+    def __call__(self, frames: Any, *, numpy: bool = False, relay: bool = False) -> Any: ...
+
+
 dumps: Callable[[Any], bytes] = _impl.dumps
-loads: Callable[[Any], Any] = _impl.loads
+loads: _Loads = _impl.loads
 encode: Callable[[Any], list[Any]] = _impl.encode
-decode: Callable[[Any], Any] = _impl.decode
+decode: _Decode = _impl.decode

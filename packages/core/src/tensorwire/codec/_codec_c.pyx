@@ -18,6 +18,7 @@ cimport numpy as cnp
 import numpy as np
 
 from ..errors import DataLossError, InvalidArgumentError
+from ..frameworks import FrameworkArray
 from . import _format as F
 
 cnp.import_array()
@@ -40,12 +41,15 @@ cdef uint8_t T_DICT = F.T_DICT
 cdef uint8_t T_NAMEDTUPLE = F.T_NAMEDTUPLE
 cdef uint8_t T_ARRAY = F.T_ARRAY
 cdef uint8_t T_SCALAR = F.T_SCALAR
+cdef uint8_t T_TENSOR = F.T_TENSOR
 cdef uint8_t VERSION = F.VERSION
+cdef uint8_t VERSION_PLAIN = F.VERSION_PLAIN
 cdef uint8_t FLAG_PACKED = F.FLAG_PACKED
 cdef int MAX_DEPTH = F.MAX_DEPTH
 cdef int MAX_NDIM = F.MAX_NDIM
 cdef uint8_t DT_STRING = F.DT_STRING
 cdef uint8_t DT_TW_UNICODE = F.DT_TW_UNICODE
+cdef uint8_t DT_TW_RAW = F.DT_TW_RAW
 cdef bytes MAGIC = F.MAGIC
 cdef Py_ssize_t PREFIX_SIZE = F.PREFIX_SIZE
 cdef Py_ssize_t ENTRY_SIZE = F.TABLE_ENTRY.size
@@ -152,12 +156,14 @@ cdef struct Writer:
     char* buf
     Py_ssize_t len
     Py_ssize_t cap
+    bint has_tensor  # a T_TENSOR record was written: the frame is format version 2
     char inline_buf[INLINE_CAP]
 
 cdef inline void w_init(Writer* w) noexcept:
     w.buf = w.inline_buf
     w.len = 0
     w.cap = INLINE_CAP
+    w.has_tensor = False
 
 cdef inline void w_free(Writer* w) noexcept:
     if w.buf != w.inline_buf:
@@ -258,7 +264,7 @@ cdef int enc_str(Writer* w, object obj) except -1:
         return w_blob(w, T_STR, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b), "str")
     return w_blob(w, T_STR, s, n, "str")
 
-cdef int enc_array(Writer* w, object obj, list arrays) except -1:
+cdef int enc_array(Writer* w, object obj, list arrays, bint raw_ok=False) except -1:
     cdef cnp.ndarray a = <cnp.ndarray>obj
     cdef cnp.dtype dt = <cnp.dtype>cnp.PyArray_DESCR(a)
     cdef char bo = dt.byteorder
@@ -274,14 +280,15 @@ cdef int enc_array(Writer* w, object obj, list arrays) except -1:
         else:
             code = fixed_code(kind, itemsize)
     if code < 0:
-        # Slow path: subclasses, copies (non-contiguous, big-endian), bfloat16, refusals.
+        # Slow path: subclasses, copies (non-contiguous, big-endian), bfloat16, raw framework
+        # dtypes, refusals.
         a = <cnp.ndarray>F.prepare_array(obj)
         dt = <cnp.dtype>cnp.PyArray_DESCR(a)
-        code = F.dtype_code(dt)
+        code = F.dtype_code(dt, raw_ok)
         itemsize = dt.itemsize
     cdef int ndim = cnp.PyArray_NDIM(a)
     cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(a)
-    cdef bint is_string = code == DT_STRING or code == DT_TW_UNICODE
+    cdef bint is_string = code == DT_STRING or code == DT_TW_UNICODE or code == DT_TW_RAW
     cdef char* p = w_take(w, 3 + (4 if is_string else 0) + 8 * ndim)
     p[0] = <char>T_ARRAY
     p[1] = <char><uint8_t>code
@@ -343,6 +350,8 @@ cdef int enc_other(Writer* w, object obj, list arrays, int depth) except -1:
         return enc_array(w, obj, arrays)
     if isinstance(obj, np.generic):
         return w_raw(w, F.scalar_record(obj))
+    if type(obj) is FrameworkArray or hasattr(type(obj), "__dlpack__"):
+        return enc_tensor(w, obj, arrays)
     if isinstance(obj, tuple):
         if F.is_namedtuple(obj):
             if depth >= MAX_DEPTH:
@@ -377,12 +386,24 @@ cdef int enc_other(Writer* w, object obj, list arrays, int depth) except -1:
     raise TypeError(f"tensorwire.codec cannot encode objects of type {type(obj).__qualname__}")
 
 
+cdef int enc_tensor(Writer* w, object obj, list arrays) except -1:
+    # torch/JAX (a FrameworkArray after export): T_TENSOR head, then the array record.
+    t = obj if type(obj) is FrameworkArray else F.export_tensor(obj)
+    if type(t) is not FrameworkArray:  # another DLPack producer: a plain array
+        return enc_array(w, t, arrays, False)
+    head, a = F.prepare_tensor(t)
+    w_raw(w, <bytes>head)
+    enc_array(w, a, arrays, True)
+    w.has_tensor = True
+    return 0
+
+
 cdef Py_ssize_t write_header(char* out, Writer* w, list arrays, bint packed) except -1:
     # Prefix + table + structure into out; returns where the header ends.
     cdef Py_ssize_t n = len(arrays)
     cdef Py_ssize_t header_len = PREFIX_SIZE + ENTRY_SIZE * n + w.len
     memcpy(out, PyBytes_AS_STRING(MAGIC), 4)
-    out[4] = <char>VERSION
+    out[4] = <char>(VERSION if w.has_tensor else VERSION_PLAIN)
     out[5] = <char>(FLAG_PACKED if packed else 0)
     out[6] = 0
     out[7] = 0
@@ -498,6 +519,9 @@ cdef struct Reader:
     Payload* payloads
     Py_ssize_t n_payloads
     Py_ssize_t next_array
+    int version
+    bint numpy  # framework tensors come back as NumPy arrays
+    bint relay  # ... or as FrameworkArray, to be sent on unchanged
     Payload inline_payloads[INLINE_PAYLOADS]
 
 
@@ -555,7 +579,7 @@ cdef cnp.dtype r_dtype(Reader* r, int* code):
     if DESCRS[c] != NULL:
         return <cnp.dtype><object>DESCRS[c]
     cdef Py_ssize_t size = 0
-    if c == DT_STRING or c == DT_TW_UNICODE:
+    if c == DT_STRING or c == DT_TW_UNICODE or c == DT_TW_RAW:
         size = r_u32(r, "itemsize")
     return <cnp.dtype>F.code_dtype(c, size)
 
@@ -678,7 +702,17 @@ cdef object r_value(Reader* r, int depth):
     if tag == T_COMPLEX:
         p = r_take(r, 16, "complex")
         return PyComplex_FromDoubles(bits_double(get_u64(p)), bits_double(get_u64(p + 8)))
+    if tag == T_TENSOR and r.version >= 2:
+        return r_tensor(r)
     raise DataLossError(f"unknown tag 0x{tag:02x} at offset {r.pos - 1}")
+
+
+cdef object r_tensor(Reader* r):
+    cdef int framework = r_take(r, 1, "tensor framework")[0]
+    name = r_str(r, "tensor dtype name")
+    if r_take(r, 1, "tensor array tag")[0] != T_ARRAY:
+        raise DataLossError(f"tensor record at offset {r.pos - 1} does not hold an array")
+    return F.tensor_value(framework, name, r_array(r), r.numpy, r.relay)
 
 
 cdef object r_namedtuple(Reader* r, int depth):
@@ -692,7 +726,7 @@ cdef object r_namedtuple(Reader* r, int depth):
 
 
 cdef int parse_prefix(const unsigned char* p, Py_ssize_t size, int* flags,
-                      Py_ssize_t* header_len, Py_ssize_t* n) except -1:
+                      Py_ssize_t* header_len, Py_ssize_t* n, int* version) except -1:
     if size < PREFIX_SIZE:
         raise DataLossError(
             f"frame of {size} bytes is shorter than the {PREFIX_SIZE}-byte codec header"
@@ -702,10 +736,9 @@ cdef int parse_prefix(const unsigned char* p, Py_ssize_t size, int* flags,
             f"bad magic {PyBytes_FromStringAndSize(<const char*>p, 4)!r}: "
             "not a tensorwire codec frame"
         )
-    if p[4] != VERSION:
-        raise InvalidArgumentError(
-            f"unsupported codec format version {p[4]} (this build reads {VERSION})"
-        )
+    if p[4] != VERSION and p[4] != VERSION_PLAIN:
+        F.check_version(p[4])  # raises, naming the versions this build reads
+    version[0] = p[4]
     if p[5] & ~FLAG_PACKED:
         raise InvalidArgumentError(f"unknown codec flags 0x{p[5]:02x}")
     if p[6] or p[7]:
@@ -729,8 +762,11 @@ cdef inline bint memcmp4(const unsigned char* a, const char* b) noexcept:
 
 
 cdef int reader_init(Reader* r, const unsigned char* buf, Py_ssize_t header_len,
-                     Py_ssize_t n) except -1:
+                     Py_ssize_t n, int version, bint numpy, bint relay) except -1:
     r.buf = buf
+    r.version = version
+    r.numpy = numpy
+    r.relay = relay
     r.pos = PREFIX_SIZE + ENTRY_SIZE * n
     r.end = header_len
     r.n_payloads = n
@@ -760,18 +796,22 @@ cdef object finish(Reader* r):
     return value
 
 
-def loads(buffer):
-    """Decode one frame made by ``dumps``; arrays are views into ``buffer``."""
+def loads(buffer, *, bint numpy=False, bint relay=False):
+    """Decode one frame made by ``dumps``; arrays are views into ``buffer``.
+
+    ``numpy=True`` returns framework tensors (torch, JAX) as NumPy arrays; ``relay=True`` as
+    ``tensorwire.frameworks.FrameworkArray`` (re-encoded as they came, framework not needed).
+    """
     mv = frame_view(buffer)
     cdef Py_buffer* view = PyMemoryView_GET_BUFFER(mv)
     cdef const unsigned char* base = <const unsigned char*>view.buf
     cdef Py_ssize_t size = view.len
-    cdef int flags = 0
+    cdef int flags = 0, version = 0
     cdef Py_ssize_t header_len = 0, n = 0, k, end, off, nbytes, expect
     cdef uint64_t off64, nb64
     cdef const unsigned char* entry
     cdef Reader r
-    parse_prefix(base, size, &flags, &header_len, &n)
+    parse_prefix(base, size, &flags, &header_len, &n, &version)
     if not flags & FLAG_PACKED:
         if n:
             raise InvalidArgumentError(
@@ -779,7 +819,7 @@ def loads(buffer):
             )
         if header_len != size:
             raise DataLossError(f"{size - header_len} trailing bytes after the header")
-    reader_init(&r, base, header_len, n)
+    reader_init(&r, base, header_len, n, version, numpy, relay)
     try:
         end = header_len
         entry = base + PREFIX_SIZE
@@ -811,8 +851,11 @@ def loads(buffer):
         reader_free(&r)
 
 
-def decode(frames):
-    """Decode ``encode``'s frames (a single ``dumps`` frame is accepted too)."""
+def decode(frames, *, bint numpy=False, bint relay=False):
+    """Decode ``encode``'s frames (a single ``dumps`` frame is accepted too).
+
+    ``numpy`` and ``relay`` as for ``loads``.
+    """
     cdef list fl
     if type(frames) is list:
         fl = <list>frames
@@ -829,22 +872,22 @@ def decode(frames):
     cdef Py_buffer* view = PyMemoryView_GET_BUFFER(mv)
     cdef const unsigned char* base = <const unsigned char*>view.buf
     cdef Py_ssize_t size = view.len
-    cdef int flags = 0
+    cdef int flags = 0, version = 0
     cdef Py_ssize_t header_len = 0, n = 0, k
     cdef const unsigned char* entry
     cdef Py_buffer* pview
     cdef Reader r
-    parse_prefix(base, size, &flags, &header_len, &n)
+    parse_prefix(base, size, &flags, &header_len, &n, &version)
     if flags & FLAG_PACKED:
         if len(fl) != 1:
             raise DataLossError(f"packed frame followed by {len(fl) - 1} extra frames")
-        return loads(fl[0])
+        return loads(fl[0], numpy=numpy, relay=relay)
     if header_len != size:
         raise DataLossError(f"{size - header_len} trailing bytes after the header")
     if len(fl) != n + 1:
         raise DataLossError(f"header lists {n} payloads but {len(fl) - 1} payload frames came")
     cdef list views = []  # keeps every payload memoryview alive while arrays are made
-    reader_init(&r, base, header_len, n)
+    reader_init(&r, base, header_len, n, version, numpy, relay)
     try:
         entry = base + PREFIX_SIZE
         for k in range(n):

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataLossError, InvalidArgumentError
+from ..frameworks import FrameworkArray
 from . import _format as F
 
 __all__ = ["dumps", "loads", "encode", "decode"]
@@ -69,12 +70,20 @@ def _enc(obj: Any, out: bytearray, arrays: list[np.ndarray[Any, Any]], depth: in
         _enc_other(obj, out, arrays, depth)
 
 
+class _Arrays(list):  # type: ignore[type-arg]
+    """The payload arrays in table order, and whether a T_TENSOR record was written."""
+
+    has_tensor = False
+
+
 def _enc_other(obj: Any, out: bytearray, arrays: list[np.ndarray[Any, Any]], depth: int) -> None:
     # Subclasses and NumPy types; the order matters (np.float64 is a float, np.str_ a str).
     if isinstance(obj, np.ndarray):
         _enc_array(obj, out, arrays)
     elif isinstance(obj, np.generic):
         out += F.scalar_record(obj)
+    elif type(obj) is FrameworkArray or hasattr(type(obj), "__dlpack__"):
+        _enc_tensor(obj, out, arrays)
     elif isinstance(obj, tuple):
         if F.is_namedtuple(obj):
             if depth >= F.MAX_DEPTH:
@@ -154,13 +163,29 @@ def _enc_dict(
         _enc(v, out, arrays, depth + 1)
 
 
-def _enc_array(a: np.ndarray[Any, Any], out: bytearray, arrays: list[np.ndarray[Any, Any]]) -> None:
+def _enc_tensor(obj: Any, out: bytearray, arrays: list[np.ndarray[Any, Any]]) -> None:
+    t = obj if type(obj) is FrameworkArray else F.export_tensor(obj)
+    if not isinstance(t, FrameworkArray):  # another DLPack producer: a plain array
+        _enc_array(t, out, arrays)
+        return
+    head, a = F.prepare_tensor(t)
+    out += head
+    _enc_array(a, out, arrays, raw_ok=True)
+    arrays.has_tensor = True  # type: ignore[attr-defined]
+
+
+def _enc_array(
+    a: np.ndarray[Any, Any],
+    out: bytearray,
+    arrays: list[np.ndarray[Any, Any]],
+    raw_ok: bool = False,
+) -> None:
     a = F.prepare_array(a)
     dt = a.dtype
-    code = F.dtype_code(dt)
+    code = F.dtype_code(dt, raw_ok)
     out.append(F.T_ARRAY)
     out.append(code)
-    if code in F.STRING_CODES:
+    if code in F.SIZED_CODES:
         out += _U32.pack(dt.itemsize)
     out.append(a.ndim)
     for d in a.shape:
@@ -171,14 +196,15 @@ def _enc_array(a: np.ndarray[Any, Any], out: bytearray, arrays: list[np.ndarray[
 def _header(obj: Any, packed: bool) -> tuple[bytearray, list[np.ndarray[Any, Any]], list[int]]:
     """Header bytes, the wire arrays, and (packed) each payload's offset in the frame."""
     tree = bytearray()
-    arrays: list[np.ndarray[Any, Any]] = []
+    arrays = _Arrays()
     _enc(obj, tree, arrays, 0)
     n = len(arrays)
     header_len = F.PREFIX_SIZE + F.TABLE_ENTRY.size * n + len(tree)
     if header_len > F.MAX_U32:
         raise ValueError(f"header of {header_len} bytes is too large for tensorwire.codec")
+    version = F.VERSION if arrays.has_tensor else F.VERSION_PLAIN
     out = bytearray(
-        F.PREFIX.pack(F.MAGIC, F.VERSION, F.FLAG_PACKED if packed else 0, 0, header_len, n)
+        F.PREFIX.pack(F.MAGIC, version, F.FLAG_PACKED if packed else 0, 0, header_len, n)
     )
     offsets = []
     pos = header_len
@@ -235,16 +261,26 @@ def _as_bytes_view(buffer: Any) -> memoryview:
 class _Reader:
     """Walks the structure bytes; every read is bounds-checked first."""
 
-    __slots__ = ("mv", "pos", "end", "payloads", "next_array")
+    __slots__ = ("mv", "pos", "end", "payloads", "next_array", "version", "numpy", "relay")
 
     def __init__(
-        self, mv: memoryview, pos: int, end: int, payloads: list[tuple[memoryview, int, int]]
+        self,
+        mv: memoryview,
+        pos: int,
+        end: int,
+        payloads: list[tuple[memoryview, int, int]],
+        version: int,
+        numpy: bool,
+        relay: bool,
     ) -> None:
         self.mv = mv
         self.pos = pos
         self.end = end
         self.payloads = payloads  # (buffer, offset, nbytes) per table entry
         self.next_array = 0
+        self.version = version
+        self.numpy = numpy  # framework tensors come back as NumPy arrays
+        self.relay = relay  # ... or as FrameworkArray, to be sent on unchanged
 
     def take(self, n: int, what: str) -> int:
         pos = self.pos
@@ -331,6 +367,8 @@ class _Reader:
         if tag == F.T_COMPLEX:
             re, im = _C128.unpack_from(self.mv, self.take(16, "complex"))
             return complex(re, im)
+        if tag == F.T_TENSOR and self.version >= 2:
+            return self.tensor()
         raise DataLossError(f"unknown tag 0x{tag:02x} at offset {self.pos - 1}")
 
     def namedtuple(self, depth: int) -> Any:
@@ -342,10 +380,17 @@ class _Reader:
         values = [self.value(depth + 1) for _ in range(n)]
         return F.make_namedtuple(cls, values)
 
+    def tensor(self) -> Any:
+        framework = self.u8("tensor framework")
+        name = self.string("tensor dtype name")
+        if self.u8("tensor array tag") != F.T_ARRAY:
+            raise DataLossError(f"tensor record at offset {self.pos - 1} does not hold an array")
+        return F.tensor_value(framework, name, self.array(), self.numpy, self.relay)
+
     def dtype_head(self) -> tuple[int, int]:
         code = self.u8("dtype code")
         itemsize = 0
-        if code in F.STRING_CODES:
+        if code in F.SIZED_CODES:
             itemsize = self.u32("itemsize")
         dt = F.code_dtype(code, itemsize)
         return code, dt.itemsize
@@ -381,7 +426,7 @@ class _Reader:
         return flat.view(dt).reshape(shape)
 
 
-def _parse_prefix(mv: memoryview) -> tuple[int, int, int]:
+def _parse_prefix(mv: memoryview) -> tuple[int, int, int, int]:
     if len(mv) < F.PREFIX_SIZE:
         raise DataLossError(
             f"frame of {len(mv)} bytes is shorter than the {F.PREFIX_SIZE}-byte codec header"
@@ -389,10 +434,7 @@ def _parse_prefix(mv: memoryview) -> tuple[int, int, int]:
     magic, version, flags, reserved, header_len, n = F.PREFIX.unpack_from(mv, 0)
     if magic != F.MAGIC:
         raise DataLossError(f"bad magic {magic!r}: not a tensorwire codec frame")
-    if version != F.VERSION:
-        raise InvalidArgumentError(
-            f"unsupported codec format version {version} (this build reads {F.VERSION})"
-        )
+    F.check_version(version)
     if flags & ~F.FLAG_PACKED:
         raise InvalidArgumentError(f"unknown codec flags 0x{flags:02x}")
     if reserved:
@@ -405,7 +447,7 @@ def _parse_prefix(mv: memoryview) -> tuple[int, int, int]:
         raise DataLossError(
             f"payload table of {n} entries does not fit in a header of {header_len} bytes"
         )
-    return flags, header_len, n
+    return flags, header_len, n, version
 
 
 def _finish(r: _Reader, n: int, header_len: int) -> Any:
@@ -421,10 +463,14 @@ def _finish(r: _Reader, n: int, header_len: int) -> Any:
     return value
 
 
-def loads(buffer: Any) -> Any:
-    """Decode one frame made by ``dumps``; arrays are views into ``buffer``."""
+def loads(buffer: Any, *, numpy: bool = False, relay: bool = False) -> Any:
+    """Decode one frame made by ``dumps``; arrays are views into ``buffer``.
+
+    ``numpy=True`` returns framework tensors (torch, JAX) as NumPy arrays; ``relay=True`` as
+    ``tensorwire.frameworks.FrameworkArray`` (re-encoded as they came, framework not needed).
+    """
     mv = _as_bytes_view(buffer)
-    flags, header_len, n = _parse_prefix(mv)
+    flags, header_len, n, version = _parse_prefix(mv)
     if not flags & F.FLAG_PACKED:
         if n:
             raise InvalidArgumentError(
@@ -452,11 +498,14 @@ def loads(buffer: Any) -> Any:
         end = off + nbytes
     if end != len(mv):
         raise DataLossError(f"{len(mv) - end} trailing bytes after the last payload")
-    return _finish(_Reader(mv, p, header_len, payloads), n, header_len)
+    return _finish(_Reader(mv, p, header_len, payloads, version, numpy, relay), n, header_len)
 
 
-def decode(frames: Any) -> Any:
-    """Decode ``encode``'s frames (a single ``dumps`` frame is accepted too)."""
+def decode(frames: Any, *, numpy: bool = False, relay: bool = False) -> Any:
+    """Decode ``encode``'s frames (a single ``dumps`` frame is accepted too).
+
+    ``numpy`` and ``relay`` as for ``loads``.
+    """
     try:
         frames = list(frames)
     except TypeError:
@@ -466,11 +515,11 @@ def decode(frames: Any) -> Any:
     if not frames:
         raise DataLossError("no frames to decode")
     mv = _as_bytes_view(frames[0])
-    flags, header_len, n = _parse_prefix(mv)
+    flags, header_len, n, version = _parse_prefix(mv)
     if flags & F.FLAG_PACKED:
         if len(frames) != 1:
             raise DataLossError(f"packed frame followed by {len(frames) - 1} extra frames")
-        return loads(frames[0])
+        return loads(frames[0], numpy=numpy, relay=relay)
     if header_len != len(mv):
         raise DataLossError(f"{len(mv) - header_len} trailing bytes after the header")
     if len(frames) != n + 1:
@@ -488,4 +537,4 @@ def decode(frames: Any) -> Any:
                 f"payload {k} should have {nbytes} bytes but its frame has {len(pmv)}"
             )
         payloads.append((pmv, 0, nbytes))
-    return _finish(_Reader(mv, p, header_len, payloads), n, header_len)
+    return _finish(_Reader(mv, p, header_len, payloads, version, numpy, relay), n, header_len)

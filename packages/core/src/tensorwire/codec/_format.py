@@ -16,10 +16,18 @@ from typing import Any
 
 import numpy as np
 
+from .. import frameworks
 from ..errors import DataLossError, InvalidArgumentError
 
 MAGIC = b"TWCD"
-VERSION = 1
+# Version 2 added one record, T_TENSOR (a framework tensor: torch, JAX). A frame is written as
+# version 2 only when it holds such a record; every other frame is still written as version 1,
+# byte for byte as before, so readers of version 1 keep reading them. A version-1 reader given
+# a version-2 frame fails clearly, before reading anything: InvalidArgumentError "unsupported
+# codec format version 2 (this build reads 1)". This build reads both.
+VERSION = 2  # the newest version this build writes and reads
+VERSION_PLAIN = 1  # what frames without framework tensors are written as
+READABLE_VERSIONS = frozenset({1, 2})
 FLAG_PACKED = 0x01  # payloads follow the header inside the same frame (dumps)
 PREFIX = struct.Struct("<4sBBHII")  # magic, version, flags, reserved, header_len, n_payloads
 PREFIX_SIZE = PREFIX.size  # 16
@@ -46,6 +54,9 @@ T_DICT = 0x0B  # u32 count + (key, value) pairs
 T_NAMEDTUPLE = 0x0C  # str module, str qualname, u32 n, n x str field, n values
 T_ARRAY = 0x0D  # u8 dtype, [u32 itemsize], u8 ndim, ndim x u64 dims; payload = next table entry
 T_SCALAR = 0x0E  # u8 dtype, [u32 itemsize], itemsize raw bytes
+# Version 2: u8 framework, str dtype name (u32 n + UTF-8, the framework's own), then one
+# T_ARRAY record (its tag included) holding the tensor's bytes.
+T_TENSOR = 0x0F
 
 # Dtype codes: TensorFlow's DataType numbers where TensorFlow has the type.
 DT_FLOAT = 1
@@ -64,11 +75,38 @@ DT_COMPLEX128 = 18
 DT_HALF = 19
 DT_UINT32 = 22
 DT_UINT64 = 23
+DT_FLOAT8_E5M2 = 24
+DT_FLOAT8_E4M3FN = 25
+DT_FLOAT8_E4M3FNUZ = 26
+DT_FLOAT8_E4M3B11FNUZ = 27
+DT_FLOAT8_E5M2FNUZ = 28
+DT_INT4 = 29
+DT_UINT4 = 30
 # Our own codes sit far above TensorFlow's (it uses 1..30 and 101..130 for reference types).
 DT_TW_UNICODE = 240  # NumPy 'U' (UCS-4 little-endian); itemsize in bytes on the wire
+DT_TW_FLOAT8_E8M0FNU = 241  # ml_dtypes float8_e8m0fnu (torch has it; TensorFlow does not)
+# Raw bytes of a framework dtype NumPy has no type for (torch complex32, bits8, uint3, ...):
+# NumPy 'V' with the itemsize on the wire; only inside T_TENSOR, which names the dtype.
+DT_TW_RAW = 250
 
 # Codes whose itemsize is not fixed by the code and so travels on the wire.
 STRING_CODES = frozenset({DT_STRING, DT_TW_UNICODE})
+SIZED_CODES = STRING_CODES | {DT_TW_RAW}
+
+# The ml_dtypes types (NumPy kind 'V', one or two bytes), by dtype name. Decoding one of them
+# needs ml_dtypes; nothing else does.
+ML_DTYPE_CODES: dict[str, int] = {
+    "bfloat16": DT_BFLOAT16,
+    "float8_e5m2": DT_FLOAT8_E5M2,
+    "float8_e4m3fn": DT_FLOAT8_E4M3FN,
+    "float8_e4m3fnuz": DT_FLOAT8_E4M3FNUZ,
+    "float8_e4m3b11fnuz": DT_FLOAT8_E4M3B11FNUZ,
+    "float8_e5m2fnuz": DT_FLOAT8_E5M2FNUZ,
+    "int4": DT_INT4,
+    "uint4": DT_UINT4,
+    "float8_e8m0fnu": DT_TW_FLOAT8_E8M0FNU,
+}
+CODE_TO_ML_NAME = {code: name for name, code in ML_DTYPE_CODES.items()}
 
 # (kind, itemsize) -> code for the fixed-size types.
 KIND_SIZE_TO_CODE: dict[tuple[str, int], int] = {
@@ -105,36 +143,56 @@ def align(n: int) -> int:
 # --- dtypes -------------------------------------------------------------------------------
 
 
-def dtype_code(dt: np.dtype[Any]) -> int:
-    """The wire code of ``dt`` (any byte order), or TypeError naming the dtype."""
+def _is_plain_void(dt: np.dtype[Any]) -> bool:
+    return dt.kind == "V" and dt.fields is None and dt.subdtype is None and dt.type is np.void
+
+
+def dtype_code(dt: np.dtype[Any], raw_ok: bool = False) -> int:
+    """The wire code of ``dt`` (any byte order), or TypeError naming the dtype.
+
+    ``raw_ok``: plain ``V<n>`` arrays are raw bytes of a framework dtype (inside T_TENSOR only).
+    """
     kind = dt.kind
     if kind == "S":
         return DT_STRING
     if kind == "U":
         return DT_TW_UNICODE
+    if dt.type.__module__.startswith("ml_dtypes"):
+        # Before the (kind, size) table: ml_dtypes types say kind "V" or "f" (float8_e5m2).
+        code = ML_DTYPE_CODES.get(dt.name)
+        if code is not None:
+            return code
+        raise TypeError(f"tensorwire.codec cannot encode arrays of dtype {dt!r}")
     code = KIND_SIZE_TO_CODE.get((kind, dt.itemsize))
     if code is not None and dt.fields is None and dt.subdtype is None:
         return code
-    if dt.name == "bfloat16" and dt.itemsize == 2:
-        return DT_BFLOAT16
+    if raw_ok and _is_plain_void(dt) and 0 < dt.itemsize <= MAX_STRING_ITEMSIZE:
+        return DT_TW_RAW
     raise TypeError(f"tensorwire.codec cannot encode arrays of dtype {dt!r}")
 
 
-_bfloat16: np.dtype[Any] | None = None
+_ml_dtypes: dict[int, np.dtype[Any]] = {}
 
 
-def _bfloat16_dtype() -> np.dtype[Any]:
-    global _bfloat16
-    if _bfloat16 is None:
+def _ml_dtype(code: int) -> np.dtype[Any]:
+    dt = _ml_dtypes.get(code)
+    if dt is None:
+        name = CODE_TO_ML_NAME[code]
         try:
-            import ml_dtypes  # optional: only needed to decode bfloat16
+            import ml_dtypes  # optional: only needed to decode bfloat16/float8/int4
         except ImportError:
             raise InvalidArgumentError(
-                "frame holds a bfloat16 tensor but ml_dtypes is not installed "
+                f"frame holds a {name} tensor but ml_dtypes is not installed "
                 "(pip install ml_dtypes)"
             ) from None
-        _bfloat16 = np.dtype(ml_dtypes.bfloat16)
-    return _bfloat16
+        kind = getattr(ml_dtypes, name, None)
+        if kind is None:
+            raise InvalidArgumentError(
+                f"frame holds a {name} tensor but this ml_dtypes ({ml_dtypes.__version__}) "
+                "has no such type (upgrade ml_dtypes)"
+            )
+        dt = _ml_dtypes[code] = np.dtype(kind)
+    return dt
 
 
 _string_dtypes: dict[tuple[int, int], np.dtype[Any]] = {}
@@ -149,23 +207,26 @@ def code_dtype(code: int, itemsize: int) -> np.dtype[Any]:
     dt = CODE_TO_DTYPE.get(code)
     if dt is not None:
         return dt
-    if code in STRING_CODES:
+    if code in SIZED_CODES:
         key = (code, itemsize)
         dt = _string_dtypes.get(key)
         if dt is None:
             if itemsize <= 0 or itemsize > MAX_STRING_ITEMSIZE:
-                raise DataLossError(f"string dtype with itemsize {itemsize}")
+                what = "raw" if code == DT_TW_RAW else "string"
+                raise DataLossError(f"{what} dtype with itemsize {itemsize}")
             if code == DT_TW_UNICODE:
                 if itemsize % 4:
                     raise DataLossError(f"unicode dtype itemsize {itemsize} is not a multiple of 4")
                 dt = np.dtype(f"<U{itemsize // 4}")
+            elif code == DT_TW_RAW:
+                dt = np.dtype(f"V{itemsize}")
             else:
                 dt = np.dtype(f"S{itemsize}")
             if len(_string_dtypes) < 4096:  # bounded: sizes come from the wire
                 _string_dtypes[key] = dt
         return dt
-    if code == DT_BFLOAT16:
-        return _bfloat16_dtype()
+    if code in CODE_TO_ML_NAME:
+        return _ml_dtype(code)
     raise InvalidArgumentError(f"unsupported dtype code {code}")
 
 
@@ -197,6 +258,53 @@ def prepare_array(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         # One copy, straight into the wire layout (astype, unlike ascontiguousarray, keeps 0-d).
         return a.astype(le_dtype(dt), order="C")
     return a
+
+
+def prepare_tensor(t: Any) -> tuple[bytes, np.ndarray[Any, Any]]:
+    """T_TENSOR's record head (tag, framework, dtype name) and the array for a tensor.
+
+    ``t`` is a ``frameworks.FrameworkArray``. The array's record follows the head, written
+    like any array's (the encoders call ``prepare_array`` when it is not C-contiguous).
+    """
+    head = _tensor_heads.get((t.framework, t.dtype_name))
+    if head is None:
+        if not 0 < t.framework < 256:
+            raise ValueError(f"framework id {t.framework} does not fit the wire")
+        head = bytes((T_TENSOR, t.framework)) + _str_record(t.dtype_name)
+        if len(_tensor_heads) < 1024:
+            _tensor_heads[(t.framework, t.dtype_name)] = head
+    array = t.array
+    if not isinstance(array, np.ndarray):
+        array = np.asarray(array)
+    return head, array
+
+
+_tensor_heads: dict[tuple[int, str], bytes] = {}
+
+
+def export_tensor(obj: Any) -> Any:
+    """A framework tensor as a ``FrameworkArray`` (torch, JAX) or an ndarray (other DLPack)."""
+    return frameworks.export(obj)
+
+
+def tensor_value(
+    framework: int, dtype_name: str, array: np.ndarray[Any, Any], numpy: bool, relay: bool
+) -> Any:
+    """What a decoded T_TENSOR record becomes: the framework's tensor, ``array`` itself
+    (``numpy``), or a ``FrameworkArray`` (``relay``: it goes out again as it came)."""
+    if relay:
+        return frameworks.FrameworkArray(framework, dtype_name, array)
+    if numpy:
+        return array
+    return frameworks.restore(framework, dtype_name, array)
+
+
+def check_version(version: int) -> None:
+    if version not in READABLE_VERSIONS:
+        raise InvalidArgumentError(
+            f"unsupported codec format version {version} (this build reads "
+            f"{', '.join(map(str, sorted(READABLE_VERSIONS)))})"
+        )
 
 
 # --- rare scalars -------------------------------------------------------------------------

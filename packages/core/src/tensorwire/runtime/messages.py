@@ -1,10 +1,11 @@
 """Turn the Python values a call carries into transport frames and back.
 
-Values go through the tensor codec (``tensorwire.codec``): arrays travel as their own
-frames and come back as zero-copy views. Values the codec cannot express (a user's class,
-say) fall back to pickle protocol 5 with out-of-band buffers, so arrays inside them still
-avoid copies; a server that refuses code from the wire refuses those, since unpickling runs
-code. The first frame is one byte saying which of the two follows.
+Values go through the tensor codec (``tensorwire.codec``): arrays (and torch/JAX tensors)
+travel as their own frames and come back as zero-copy views, tensors as their own type.
+Values the codec cannot express (a user's class, say) fall back to pickle protocol 5 with
+out-of-band buffers, so arrays inside them still avoid copies; a server that refuses code from
+the wire refuses those, since unpickling runs code. The first frame is one byte saying which
+of the two follows.
 """
 
 from __future__ import annotations
@@ -37,13 +38,17 @@ def pack(value: Any) -> list[Any]:
         return [_PICKLE, header, *(b.raw() for b in buffers)]
 
 
-def unpack(frames: Sequence[Any], *, allow_pickle: bool = True) -> Any:
-    """The value ``frames`` carry. ``allow_pickle=False`` refuses the pickle form."""
+def unpack(frames: Sequence[Any], *, allow_pickle: bool = True, relay: bool = False) -> Any:
+    """The value ``frames`` carry. ``allow_pickle=False`` refuses the pickle form.
+
+    ``relay=True``: torch/JAX tensors come back as ``frameworks.FrameworkArray`` (NumPy inside),
+    for a handler that stores or forwards them and must not need the framework itself.
+    """
     if not frames:
         raise errors.DataLossError("empty message: no frames")
     kind = frames[0]
     if kind == _CODEC:  # bytes and memoryviews compare by content
-        return codec.decode(list(frames[1:]))
+        return codec.decode(list(frames[1:]), relay=relay)
     if kind == _PICKLE:
         if not allow_pickle:
             raise errors.PermissionDeniedError(

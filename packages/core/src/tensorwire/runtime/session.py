@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import errors
+from .. import errors, frameworks
 from ..cluster import ClusterSpec, DeviceSpec
 from ..transport import Channel, get_transport
 from ..transport.base import RESPONSE_BYTES_METADATA_KEY
@@ -333,9 +333,9 @@ class Session:
         job, task = self._resolve(device)
         request: dict[str, Any] = {"name": name}
         if initial_value is not None:
-            request["initial_value"] = np.asarray(initial_value)
+            request["initial_value"] = _tensor_or_array(initial_value)
         reply = self._call(job, task, "VarGetOrCreate", request, None)
-        return Variable(self, name, job, task, tuple(reply["shape"]), np.dtype(reply["dtype"]))
+        return Variable(self, name, job, task, tuple(reply["shape"]), _reply_dtype(reply))
 
     # -- functions -------------------------------------------------------------------------
     def _run_request(
@@ -510,14 +510,15 @@ class Variable:
         """Its NumPy dtype, fixed when it was created."""
         return self._dtype
 
-    def read(self, timeout: float | None = None) -> np.ndarray:
+    def read(self, timeout: float | None = None) -> Any:
         """The current value (a consistent snapshot).
 
         Args:
           timeout: seconds; default the session's ``operation_timeout_in_ms``.
 
         Returns:
-          A NumPy array of the variable's shape and dtype, owned by the caller (later
+          A NumPy array of the variable's shape and dtype, or a ``torch.Tensor`` /
+          ``jax.Array`` for a variable created from one; owned by the caller (later
           updates do not change it).
 
         Raises:
@@ -537,23 +538,25 @@ class Variable:
             response_bytes=self._dtype.itemsize * math.prod(self._shape),
         )
 
-    def read_value(self) -> np.ndarray:
+    def read_value(self) -> Any:
         """TensorFlow's name for :meth:`read` (no timeout argument)."""
         return self.read()
 
     def numpy(self) -> np.ndarray:
-        """The current value, as ``tf.Variable.numpy()``; same as :meth:`read`."""
-        return self.read()
+        """The current value as a NumPy array (as ``tf.Variable.numpy()``), whatever
+        framework the variable came from."""
+        value: np.ndarray = frameworks.to_numpy(self.read())
+        return value
 
     def _update(self, op: str, value: Any, read_value: bool, indices: Any = None) -> Any:
         request: dict[str, Any] = {
             "name": self._name,
             "op": op,
-            "value": np.asarray(value),
+            "value": _tensor_or_array(value),
             "read_value": bool(read_value),
         }
         if indices is not None:
-            request["indices"] = np.asarray(indices)
+            request["indices"] = _tensor_or_array(indices)
         result = self._session._call(
             self._job,
             self._task,
@@ -656,6 +659,23 @@ class Variable:
             f"<tw.Variable {self._name!r} shape={self._shape} dtype={self._dtype.name} "
             f"device={self.device}>"
         )
+
+
+def _tensor_or_array(value: Any) -> Any:
+    """``value`` as a variable takes it: torch/JAX tensors as they are (the codec carries them
+    and a variable created from one reads back as one), anything else as a NumPy array."""
+    if frameworks.is_tensor(value):
+        return value
+    return np.asarray(value)
+
+
+def _reply_dtype(reply: dict[str, Any]) -> np.dtype[Any]:
+    dtype = np.dtype(reply["dtype"])
+    if dtype.type is np.void:  # bfloat16/float8 spell themselves "<V2"/"|V1": use the name
+        named = frameworks.ml_dtype(reply.get("dtype_name", ""))
+        if named is not None:
+            return named
+    return dtype
 
 
 def _ref_or_value(value: Any) -> Any:

@@ -13,6 +13,11 @@ by :mod:`tensorwire.runtime.messages`:
 Variables are copy-on-write: an update builds a new array and swaps it in under the
 variable's lock, so a read hands out the current array without copying and without ever
 seeing a half-applied update.
+
+Variables and the rendezvous hold torch/JAX tensors as NumPy arrays with their framework
+recorded (requests are decoded with ``relay=True``): a variable created from a torch tensor
+reads back as one, and a tensor sent under a key is received as what was sent, without the
+task importing the framework. Only ``Run`` hands functions the framework's own tensors.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import errors
+from .. import errors, frameworks
 from .._version import __version__
 from ..transport import CallContext, Service
 from . import messages
@@ -50,9 +55,22 @@ __all__ = ["SERVICE_NAME", "WorkerState", "make_worker_service"]
 class _Variable:
     value: np.ndarray
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    #: The framework (frameworks.TORCH, JAX) the variable was created from, 0 for NumPy, and
+    #: that framework's dtype name: reads give that framework's tensors back.
+    framework: int = 0
+    dtype_name: str = ""
+
+    def wire_value(self, value: np.ndarray | None = None) -> Any:
+        """``value`` (default: the current one) as it is sent: in the variable's framework."""
+        value = self.value if value is None else value
+        if self.framework:
+            return frameworks.FrameworkArray(self.framework, self.dtype_name, value)
+        return value
 
 
 def _as_array(value: Any, what: str) -> np.ndarray:
+    if isinstance(value, frameworks.FrameworkArray):
+        return value.array  # a torch/JAX tensor, received as NumPy
     try:
         array = np.asarray(value)
     except Exception as exc:  # noqa: BLE001
@@ -206,6 +224,9 @@ class WorkerState:
                     )
                 value = _as_array(initial, f"initial_value of {name!r}")  # owned: no copy
                 var = self.variables[name] = _Variable(value)
+                if isinstance(initial, frameworks.FrameworkArray):
+                    var.framework = initial.framework
+                    var.dtype_name = initial.dtype_name
         assert var is not None  # found, or created above
         if not created and initial is not None:
             wanted = _as_array(initial, f"initial_value of {name!r}")
@@ -214,10 +235,16 @@ class WorkerState:
                     f"Variable {name!r} already exists on {self._server.task_name} with "
                     f"{_describe(var.value)}; the initial_value given has {_describe(wanted)}"
                 )
-        return {"shape": list(var.value.shape), "dtype": var.value.dtype.str, "created": created}
+        return {
+            "shape": list(var.value.shape),
+            "dtype": var.value.dtype.str,
+            # The name tells ml_dtypes types (bfloat16: str "<V2") from raw bytes.
+            "dtype_name": var.value.dtype.name,
+            "created": created,
+        }
 
     def var_read(self, request: dict[str, Any], context: CallContext) -> Any:
-        return self.get_variable(_name(request)).value
+        return self.get_variable(_name(request)).wire_value()
 
     def var_update(self, request: dict[str, Any], context: CallContext) -> Any:
         name = _name(request)
@@ -238,7 +265,7 @@ class WorkerState:
             else:
                 raise errors.InvalidArgumentError(f"unknown variable update {op!r}")
             var.value = new.astype(current.dtype, copy=False)
-            return var.value if request.get("read_value") else None
+            return var.wire_value() if request.get("read_value") else None
 
     def run(self, request: dict[str, Any], context: CallContext) -> Any:
         fn = self.functions.resolve(request.get("fn"))
@@ -268,7 +295,10 @@ class WorkerState:
         device, name = value[VARIABLE_REF_KEY]
         info = self._server.task_info
         if device == info.device:
-            return self.get_variable(name).value
+            var = self.get_variable(name)
+            if var.framework:  # created from a torch/JAX tensor: the function gets one
+                return frameworks.restore(var.framework, var.dtype_name, var.value)
+            return var.value
         return info.session.variable(name, device=device).read()
 
     def send(self, request: dict[str, Any], context: CallContext) -> Any:
@@ -322,10 +352,12 @@ def _scatter_add(name: str, current: np.ndarray, indices: Any, updates: Any) -> 
 def make_worker_service(state: WorkerState) -> Service:
     service = Service(SERVICE_NAME)
 
-    def unary(name: str, handler: Callable[[Any, CallContext], Any]) -> None:
+    def unary(name: str, handler: Callable[[Any, CallContext], Any], relay: bool = True) -> None:
+        # relay: tensors stay FrameworkArray (NumPy inside) for handlers that store or forward
+        # them; only Run, which calls user code, gets the frameworks' own tensors.
         def method(frames: list[memoryview], context: CallContext) -> list[Any]:
             # allow_pickle is read at call time: the server's config may change it.
-            request = messages.unpack(frames, allow_pickle=state.allow_pickle)
+            request = messages.unpack(frames, allow_pickle=state.allow_pickle, relay=relay)
             return messages.pack(handler(request, context))
 
         service.add(name, method)
@@ -334,7 +366,7 @@ def make_worker_service(state: WorkerState) -> Service:
     unary("VarGetOrCreate", state.var_get_or_create)
     unary("VarRead", state.var_read)
     unary("VarUpdate", state.var_update)
-    unary("Run", state.run)
+    unary("Run", state.run, relay=False)
     unary("Send", state.send)
     unary("Recv", state.recv)
     return service

@@ -3,8 +3,9 @@
 An element of a :class:`~tensorwire_dataservice.dataset.Dataset` is a nested structure whose
 containers are tuples (namedtuples included) and dicts, and whose leaves are NumPy values:
 ``np.ndarray``, NumPy scalars (``np.int64(3)``) and ``bytes`` for string scalars (as
-TensorFlow's ``as_numpy_iterator`` gives them). String tensors of rank >= 1 are ``object``
-arrays of ``bytes``.
+TensorFlow's ``as_numpy_iterator`` gives them). torch/JAX tensors given as values become
+NumPy views of their memory (``tensorwire.frameworks.to_numpy``). String tensors of rank >= 1
+are ``object`` arrays of ``bytes``.
 
 Python values are converted the way TensorFlow converts them to tensors: ``int`` becomes
 int32 (int64 when it does not fit), ``float`` float32, ``bool`` bool, ``str`` UTF-8 ``bytes``,
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from tensorwire import errors
+from tensorwire import errors, frameworks
 
 __all__ = [
     "TensorSpec",
@@ -252,6 +253,10 @@ def _convert_leaf(value: Any) -> Any:
         raise TypeError("None is not a valid element component (it cannot become a tensor)")
     if _is_dataset(value):
         return value  # a nested dataset (e.g. a window) is a component of its own
+    if frameworks.is_tensor(value):
+        # torch/JAX/DLPack: a NumPy view (one device-to-host copy for a GPU tensor); bfloat16
+        # and float8 become ml_dtypes arrays, which np.asarray cannot make of a torch tensor.
+        return frameworks.to_numpy(value)
     if hasattr(value, "__array__"):
         return np.asarray(value)
     raise TypeError(f"Cannot convert {value!r} of type {type(value).__name__} to a NumPy tensor")

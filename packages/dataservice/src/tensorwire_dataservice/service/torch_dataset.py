@@ -19,13 +19,15 @@ How a shared job divides the work: each element of the service's epoch goes to e
 one reader. "distributed_epoch" is one pass over the dataset across all service workers;
 "parallel_epochs" is one pass per service worker.
 
-Elements arrive as nested structures of ``torch.Tensor`` made by ``torch.from_numpy``:
-a tensor shares the buffer the element was received into, with no copy beyond the wire.
-Large received arrays are read-only views of the message (or, in process, of the
+Elements arrive as nested structures of ``torch.Tensor`` made by ``torch.from_numpy``
+(through ``tensorwire.frameworks``, which also gives bfloat16 and float8 arrays their torch
+dtypes): a tensor shares the buffer the element was received into, with no copy beyond the
+wire. Large received arrays are read-only views of the message (or, in process, of the
 sender's array); their tensors must be treated as read-only as well (``.clone()`` one to
-write to it). PyTorch warns about such arrays; the adapter silences exactly that warning
-around its own conversions. Arrays PyTorch has no dtype for (strings, objects) are
-passed through as NumPy.
+write to it). PyTorch's one-time warning about such arrays is taken, silenced, by
+``tensorwire.frameworks``. Arrays PyTorch has no dtype for (strings, objects) are passed
+through as NumPy. A pipeline may produce torch tensors itself: the service holds them as
+NumPy views (its element specs are NumPy dtypes) and they reach the trainer as torch again.
 
 Start methods: "fork" (PyTorch's default on Linux), "spawn" and "forkserver" all work,
 as long as the process that creates the DataLoader does not itself run a gRPC server
@@ -44,12 +46,11 @@ from __future__ import annotations
 
 import copy
 import uuid
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import torch
+from tensorwire import frameworks
 from torch.utils.data import IterableDataset
 
 from ..dataset import structure
@@ -57,9 +58,6 @@ from .client import DataServiceDataset
 from .torch_workers import dataloader_worker
 
 __all__ = ["TorchDataset", "to_torch"]
-
-_READ_ONLY_WARNING = "The given NumPy array is not writable"
-
 
 class TorchDataset(IterableDataset):  # type: ignore[misc,type-arg]
     """A ``torch.utils.data.IterableDataset`` of a tf.data service dataset.
@@ -166,13 +164,12 @@ def _tensors(dataset: DataServiceDataset) -> Iterator[Any]:
 def _to_tensor(value: Any) -> Any:
     if isinstance(value, np.generic):
         value = np.asarray(value)
-    if not isinstance(value, np.ndarray) or value.dtype.kind not in "biufc":
-        return value
+    if not isinstance(value, np.ndarray) or value.dtype.kind in "OSUMm":
+        return value  # strings, objects and datetimes have no torch dtype
+    if value.dtype.kind == "V" and frameworks.ml_dtype(value.dtype.name) is None:
+        return value  # structured or raw bytes
     try:
-        if value.flags.writeable:
-            return torch.from_numpy(value)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_READ_ONLY_WARNING, category=UserWarning)
-            return torch.from_numpy(value)
+        # Shares the array's memory (ml_dtypes bfloat16/float8 as torch's own dtypes).
+        return frameworks.restore(frameworks.TORCH, "", value)
     except TypeError:  # a dtype torch does not have (e.g. uint32 in older torch)
         return value

@@ -1,0 +1,417 @@
+"""Tensors of other frameworks (PyTorch, JAX, any DLPack producer) as NumPy arrays and back.
+
+The one place that knows about framework tensors. The codec, the variables of the runtime and
+the data service all go through it:
+
+- :func:`export` turns a tensor into a :class:`FrameworkArray`: the framework it came from, the
+  framework's dtype name, and a NumPy view of its memory. A CPU tensor is viewed, not copied
+  (a non-contiguous one is copied once later, by the codec, into the wire layout). A GPU tensor
+  (CUDA torch, JAX on a GPU) is copied to host memory exactly once, with the framework's own
+  ``.cpu()`` / ``jax.device_get``; it is never pickled.
+- :func:`restore` turns a decoded NumPy array back into the framework's type, sharing its
+  memory: ``torch.from_numpy`` for torch, ``jax.device_put`` onto the CPU for JAX (which aliases
+  64-byte aligned host memory and copies otherwise, as XLA requires). Restored tensors are CPU
+  tensors. When the framework cannot be imported the NumPy array is returned and one warning
+  line is logged per framework and process.
+
+Frameworks are never imported to *recognise* a tensor: a tensor's class names its module, and
+a framework whose tensor is in hand is already in ``sys.modules``. Importing ``tensorwire``
+therefore costs nothing extra; only decoding a frame that holds a torch tensor imports torch.
+
+Dtypes: every torch dtype that has a CPU tensor travels. Those NumPy has (bool, the ints and
+uints, float16/32/64, complex64/128) become plain arrays; bfloat16 and the float8 types become
+``ml_dtypes`` arrays (``ml_dtypes`` must be installed to send or read them as such); the rest
+(complex32, the bits and sub-byte int/uint types, float4_e2m1fn_x2) are carried as raw bytes
+(NumPy ``V<itemsize>``) with the torch dtype name on the wire, so a torch reader gets the exact
+dtype back and a NumPy reader gets the bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "TORCH",
+    "JAX",
+    "FRAMEWORK_NAMES",
+    "FrameworkArray",
+    "export",
+    "restore",
+    "is_tensor",
+    "framework_of",
+    "to_numpy",
+    "ml_dtype",
+]
+
+log = logging.getLogger("tensorwire.codec")
+
+# Framework ids on the wire (one byte). 0 is never written: a tensor of an unknown framework
+# travels as a plain array.
+TORCH = 1
+JAX = 2
+FRAMEWORK_NAMES = {TORCH: "torch", JAX: "jax"}
+
+# DLPack's device type for host memory (DLDeviceType kDLCPU).
+_DLPACK_CPU = 1
+
+# The unsigned int of each size: how dtypes without a NumPy twin are viewed (same bytes).
+_UINT_OF_SIZE = {1: "uint8", 2: "uint16", 4: "uint32", 8: "uint64"}
+
+# torch dtypes stored as an ml_dtypes NumPy dtype of the same name and size.
+_ML_DTYPE_NAMES = (
+    "bfloat16",
+    "float8_e4m3fn",
+    "float8_e4m3fnuz",
+    "float8_e5m2",
+    "float8_e5m2fnuz",
+    "float8_e8m0fnu",
+)
+
+
+class FrameworkArray:
+    """A NumPy array that travels as a tensor of ``framework`` with dtype ``dtype_name``.
+
+    What :func:`export` returns and what the codec writes as a framework-tensor record. The
+    runtime also builds these directly (a variable created from a torch tensor is stored as
+    NumPy and read back through one of these), so a process holding only NumPy can send a
+    torch tensor without importing torch.
+    """
+
+    __slots__ = ("framework", "dtype_name", "array")
+
+    def __init__(self, framework: int, dtype_name: str, array: np.ndarray[Any, Any]) -> None:
+        self.framework = framework
+        self.dtype_name = dtype_name
+        self.array = array
+
+    def __repr__(self) -> str:
+        fw = FRAMEWORK_NAMES.get(self.framework, str(self.framework))
+        return f"FrameworkArray({fw}, {self.dtype_name}, shape={self.array.shape})"
+
+
+def _module_root(cls: type) -> str:
+    return cls.__module__.partition(".")[0]
+
+
+# Tensor classes already recognised -> framework: one dict lookup for the common case.
+_known_types: dict[type, int] = {}
+
+
+def framework_of(obj: Any) -> int:
+    """TORCH or JAX when ``obj`` is a tensor of that framework, else 0. Imports nothing."""
+    cls = type(obj)
+    fw = _known_types.get(cls)
+    if fw is not None:
+        return fw
+    fw = 0
+    root = _module_root(cls)
+    if root == "torch":
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(obj, torch.Tensor):
+            fw = TORCH
+    elif root in ("jaxlib", "jax"):
+        jax = sys.modules.get("jax")
+        if jax is not None and isinstance(obj, jax.Array):
+            fw = JAX
+    if fw and len(_known_types) < 256:
+        _known_types[cls] = fw
+    return fw
+
+
+def is_tensor(obj: Any) -> bool:
+    """Whether ``obj`` is a tensor :func:`export` takes (torch, JAX or a DLPack producer)."""
+    if isinstance(obj, (np.ndarray, FrameworkArray)):
+        return False
+    return framework_of(obj) != 0 or hasattr(type(obj), "__dlpack_device__")
+
+
+def export(obj: Any) -> FrameworkArray | np.ndarray[Any, Any]:
+    """``obj`` as NumPy: a :class:`FrameworkArray` for torch/JAX, an array for other producers.
+
+    Raises TypeError saying why when the tensor cannot be expressed (sparse or quantized torch
+    tensors, a JAX tracer, a DLPack producer's tensor on a device other than the host).
+    """
+    fw = framework_of(obj)
+    if fw == TORCH:
+        return _torch_export(obj)
+    if fw == JAX:
+        return _jax_export(obj)
+    return _dlpack_export(obj)
+
+
+def to_numpy(obj: Any) -> Any:
+    """``obj`` as a NumPy array when it is a framework tensor (a view on the CPU), else itself."""
+    if isinstance(obj, FrameworkArray):
+        return obj.array
+    if isinstance(obj, np.ndarray) or not is_tensor(obj):
+        return obj
+    out = export(obj)
+    return out.array if isinstance(out, FrameworkArray) else out
+
+
+def ml_dtype(name: str) -> np.dtype[Any] | None:
+    """The ``ml_dtypes`` dtype called ``name`` (bfloat16, float8_*), or None (not installed,
+    or no such type). Looked up in the module's namespace only: names may come from the wire."""
+    if name not in _ML_DTYPE_NAMES and name not in ("int4", "uint4", "float8_e4m3b11fnuz"):
+        return None
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    kind = vars(ml_dtypes).get(name)
+    return None if kind is None else np.dtype(kind)
+
+
+# --- torch --------------------------------------------------------------------------------
+
+# torch dtype -> (how it is viewed, the NumPy dtype it becomes, its name). Built on first use,
+# when torch is already imported.
+_NATIVE, _VIEW, _RAW = 0, 1, 2
+_torch_table: dict[Any, tuple[int, np.dtype[Any], str]] | None = None
+_torch_table_lock = threading.Lock()
+
+
+def _build_torch_table(torch: Any) -> dict[Any, tuple[int, np.dtype[Any], str]]:
+    table: dict[Any, tuple[int, np.dtype[Any], str]] = {}
+    ml_dtypes: Any
+    try:
+        import ml_dtypes
+    except ImportError:  # bfloat16/float8 then travel as raw bytes with their name
+        ml_dtypes = None
+    for attr in dir(torch):
+        dt = getattr(torch, attr, None)
+        if not isinstance(dt, torch.dtype) or dt in table:
+            continue
+        name = str(dt).removeprefix("torch.")
+        try:
+            table[dt] = (_NATIVE, torch.empty(0, dtype=dt).numpy().dtype, name)
+            continue
+        except Exception:  # noqa: BLE001 - NumPy has no such dtype: see below
+            pass
+        if ml_dtypes is not None and name in _ML_DTYPE_NAMES and hasattr(ml_dtypes, name):
+            table[dt] = (_VIEW, np.dtype(getattr(ml_dtypes, name)), name)
+            continue
+        size = dt.itemsize
+        if size not in _UINT_OF_SIZE:
+            continue
+        try:  # raw bytes need a same-size unsigned view; quantized types have none
+            torch.empty(0, dtype=dt).view(getattr(torch, _UINT_OF_SIZE[size]))
+        except Exception:  # noqa: BLE001 - left out: export refuses it by name
+            continue
+        table[dt] = (_RAW, np.dtype(f"V{size}"), name)
+    return table
+
+
+def _torch_dtypes(torch: Any) -> dict[Any, tuple[int, np.dtype[Any], str]]:
+    global _torch_table
+    if _torch_table is None:
+        with _torch_table_lock:
+            if _torch_table is None:
+                with warnings.catch_warnings():  # creating complex32/quantized tensors warns
+                    warnings.simplefilter("ignore")
+                    _torch_table = _build_torch_table(torch)
+    return _torch_table
+
+
+def _torch_export(t: Any) -> FrameworkArray:
+    torch = sys.modules["torch"]
+    entry = _torch_dtypes(torch).get(t.dtype)
+    if entry is not None and entry[0] == _NATIVE:
+        # The common case in one call: .numpy() refuses (RuntimeError/TypeError) exactly what
+        # needs the careful path below (gradients, another device, lazy bits, sparse layouts).
+        try:
+            return FrameworkArray(TORCH, entry[2], t.numpy())
+        except (RuntimeError, TypeError):
+            pass
+    return _torch_export_slow(torch, t)
+
+
+def _torch_export_slow(torch: Any, t: Any) -> FrameworkArray:
+    if t.layout is not torch.strided:
+        raise TypeError(
+            f"tensorwire.codec cannot encode a torch tensor with layout {t.layout}; "
+            "convert it with .to_dense() first"
+        )
+    entry = _torch_dtypes(torch).get(t.dtype)
+    if entry is None:
+        raise TypeError(f"tensorwire.codec cannot encode torch tensors of dtype {t.dtype}")
+    how, npdt, name = entry
+    if t.requires_grad:
+        t = t.detach()  # the data only; gradients do not travel
+    if not t.is_cpu:
+        # The one device-to-host copy of a GPU (or other device) tensor.
+        t = t.cpu()
+    # Lazy conjugation/negation bits (x.conj(), x.conj().imag): .numpy() refuses them, and
+    # the memory does not hold the values until they are resolved (one copy).
+    if t.is_neg():
+        t = t.resolve_neg()
+    if how == _NATIVE:
+        if npdt.kind == "c" and t.is_conj():
+            t = t.resolve_conj()
+        return FrameworkArray(TORCH, name, t.numpy())
+    # No NumPy twin: view the same memory as an unsigned int of the same size, then as the
+    # ml_dtypes type (or raw bytes). Views, not copies; strides are kept.
+    raw = t.view(getattr(torch, _UINT_OF_SIZE[npdt.itemsize])).numpy()
+    return FrameworkArray(TORCH, name, raw.view(npdt))
+
+
+_torch_warned_readonly = False
+
+# NumPy scalar types torch.from_numpy takes as they are (a set of types: cheap to look up).
+_SHARED_TYPES = frozenset(
+    {np.bool_, np.float16, np.float32, np.float64, np.complex64, np.complex128}
+    | {np.dtype(f"{k}{n}").type for k in "iu" for n in (1, 2, 4, 8)}
+)
+
+
+def _torch_from_numpy(torch: Any, a: np.ndarray[Any, Any]) -> Any:
+    global _torch_warned_readonly
+    if not _torch_warned_readonly and not a.flags.writeable:
+        # torch warns once per process (TORCH_WARN_ONCE) that a tensor over read-only memory
+        # may be written to. Decoded tensors over a read-only receive buffer are documented as
+        # read-only; take that one warning here, silenced, instead of in the user's code. A
+        # per-call catch_warnings would cost more than the conversion and is not thread-safe.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tensor = torch.from_numpy(a)
+        _torch_warned_readonly = True
+        return tensor
+    return torch.from_numpy(a)
+
+
+def _torch_restore(dtype_name: str, a: np.ndarray[Any, Any]) -> Any:
+    torch = _import("torch")
+    if torch is None:
+        return a
+    dtype = a.dtype
+    if dtype.type in _SHARED_TYPES:
+        return _torch_from_numpy(torch, a)  # a dtype NumPy and torch share
+    # bfloat16/float8 (ml_dtypes) or raw bytes: view as an unsigned int, then as the dtype.
+    # The name came from the wire: a plain namespace lookup, no module __getattr__ runs.
+    name = dtype_name or dtype.name
+    dt = vars(torch).get(name)
+    if (
+        not isinstance(dt, torch.dtype)
+        or dt.itemsize != dtype.itemsize
+        or dtype.itemsize not in _UINT_OF_SIZE
+    ):
+        _warn_once(
+            ("torch", name),
+            f"tensorwire.codec: this torch has no {dtype.itemsize}-byte dtype {name!r}; "
+            "the tensor is returned as a NumPy array",
+        )
+        return a
+    base = _torch_from_numpy(torch, a.view(_UINT_OF_SIZE[dtype.itemsize]))
+    return base.view(dt)
+
+
+# --- jax ----------------------------------------------------------------------------------
+
+
+def _jax_export(x: Any) -> FrameworkArray:
+    jax = sys.modules["jax"]
+    tracer = getattr(getattr(jax, "core", None), "Tracer", None)
+    if tracer is not None and isinstance(x, tracer):
+        raise TypeError(
+            "tensorwire.codec cannot encode a JAX tracer (a value inside jit/grad/vmap); "
+            "send concrete arrays"
+        )
+    if all(d.platform == "cpu" for d in x.devices()):
+        a = np.asarray(x)  # a read-only view of the CPU buffer, no copy
+    else:
+        a = jax.device_get(x)  # the one device-to-host copy
+    return FrameworkArray(JAX, a.dtype.name, a)
+
+
+_jax_cpu: Any = None
+
+
+def _jax_restore(a: np.ndarray[Any, Any]) -> Any:
+    global _jax_cpu
+    jax = _import("jax")
+    if jax is None:
+        return a
+    if a.dtype.type is np.void:
+        return a  # raw bytes (a torch-only dtype): JAX has no type for them
+    if _jax_cpu is None:
+        _jax_cpu = jax.devices("cpu")[0]
+    # Aliases host memory that is 64-byte aligned (XLA's requirement), else copies once.
+    return jax.device_put(a, _jax_cpu)
+
+
+# --- other DLPack producers ---------------------------------------------------------------
+
+
+def _dlpack_export(obj: Any) -> np.ndarray[Any, Any]:
+    try:
+        device_type, device_id = obj.__dlpack_device__()
+    except Exception as exc:  # noqa: BLE001 - not a DLPack producer after all
+        raise TypeError(
+            f"tensorwire.codec cannot encode objects of type {type(obj).__qualname__} "
+            f"(__dlpack_device__ failed: {exc})"
+        ) from None
+    if device_type != _DLPACK_CPU:
+        raise TypeError(
+            f"tensorwire.codec cannot encode a {type(obj).__qualname__} on DLPack device "
+            f"({device_type}, {device_id}): copy it to host memory first (its framework is "
+            "not one the codec knows how to copy from)"
+        )
+    try:
+        return np.from_dlpack(obj)
+    except (TypeError, BufferError, RuntimeError) as exc:
+        raise TypeError(
+            f"tensorwire.codec cannot encode a {type(obj).__qualname__}: NumPy cannot view it "
+            f"through DLPack ({exc})"
+        ) from None
+
+
+# --- decoding side ------------------------------------------------------------------------
+
+_missing: dict[str, bool] = {}
+_warned: set[Any] = set()
+
+
+def _warn_once(key: Any, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("%s", message)
+
+
+def _import(name: str) -> Any:
+    """The framework module, imported on first need; None (and one warning) when missing."""
+    mod = sys.modules.get(name)
+    if mod is not None:
+        return mod
+    if _missing.get(name):
+        return None
+    try:
+        mod = __import__(name)
+    except ImportError:
+        _missing[name] = True
+        _warn_once(
+            name,
+            f"tensorwire.codec: received {name} tensors but {name} is not installed here; "
+            "they are returned as NumPy arrays",
+        )
+        return None
+    return mod
+
+
+def restore(framework: int, dtype_name: str, array: np.ndarray[Any, Any]) -> Any:
+    """``array`` as a tensor of ``framework`` sharing its memory (NumPy when not possible)."""
+    if framework == TORCH:
+        return _torch_restore(dtype_name, array)
+    if framework == JAX:
+        return _jax_restore(array)
+    _warn_once(
+        ("framework", framework),
+        f"tensorwire.codec: received tensors of framework id {framework}, unknown to this "
+        "version; they are returned as NumPy arrays",
+    )
+    return array
