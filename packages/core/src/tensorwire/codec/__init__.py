@@ -101,25 +101,49 @@ __all__ = [
     "VERSION",
     "codec_py",
     "codec_c",
+    "PURE_REASON",
 ]
 
 log = logging.getLogger(__name__)
 
 codec_py: ModuleType = _codec_py
 codec_c: ModuleType | None
+_unavailable: str | None = None
 try:
     from . import _codec_c as codec_c
 except ImportError as exc:  # not built (pure build) or broken: the twin serves
     log.debug("compiled codec unavailable, using the pure-Python twin: %s", exc)
     codec_c = None
+    _unavailable = f"the compiled codec failed to import ({exc})"
+    if exc.name == f"{__name__}._codec_c":  # not there at all: say why the build left it out
+        _record = os.path.join(os.path.dirname(__file__), "_codec_c.missing")
+        try:
+            with open(_record, encoding="utf-8") as _f:
+                _unavailable = _f.read().strip()
+        except OSError:
+            _unavailable = (
+                "this installation has no compiled codec (built with TENSORWIRE_PURE_BUILD "
+                "set, or from a source tree never compiled)"
+            )
 
 _impl: ModuleType
+#: Why the pure-Python twin serves, and how to get the compiled codec; None when compiled.
+PURE_REASON: str | None
 if codec_c is not None and not os.environ.get("TENSORWIRE_PURE_PYTHON"):
     _impl = codec_c
     IMPLEMENTATION = "compiled"
+    PURE_REASON = None
 else:
     _impl = codec_py
     IMPLEMENTATION = "python"
+    if codec_c is not None:
+        PURE_REASON = "TENSORWIRE_PURE_PYTHON is set; unset it for the compiled codec"
+    else:
+        PURE_REASON = (
+            f"{_unavailable}; for the compiled codec reinstall tensorwire from its binary "
+            "wheel (pip install --force-reinstall --no-deps --only-binary tensorwire "
+            "tensorwire) or, with a working C compiler, from source"
+        )
 
 dumps: Callable[[Any], bytes] = _impl.dumps
 loads: Callable[[Any], Any] = _impl.loads
