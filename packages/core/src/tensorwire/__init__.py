@@ -62,15 +62,17 @@ def __getattr__(name: str) -> Any:
         module_name, attr = _LAZY_ATTRS[name]
         value = getattr(importlib.import_module(module_name), attr)
     elif name in _OPTIONAL_MODULES:
-        module_name, dist, extra = _OPTIONAL_MODULES[name]
+        module_name, dist, _extra = _OPTIONAL_MODULES[name]
         try:
             value = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name != module_name:
                 raise
+            from ._install import install_command
+
             raise ImportError(
                 f"tw.{name} is provided by the distribution {dist}, which is not installed: "
-                f"pip install 'tensorwire[{extra}]'"
+                f"{install_command(dist)}"
             ) from exc
     elif name in _SUBMODULES:
         value = importlib.import_module(f"tensorwire.{name}")
