@@ -53,7 +53,9 @@ class OptionalBuildExt(build_ext):
         try:
             super().build_extension(ext)
         except (CCompilerError, ExecError, PlatformError) as exc:
-            self._fall_back(ext, f"the C compiler failed ({type(exc).__name__}: {exc})")
+            # The compiler's own complaint is in the output above; one line says what it means.
+            compiler = getattr(self.compiler, "compiler_so", None) or ["?"]
+            self._fall_back(ext, f"the C compiler {compiler[0]!r} failed ({type(exc).__name__})")
         else:
             if os.path.exists(record):
                 os.remove(record)

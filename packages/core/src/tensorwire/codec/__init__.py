@@ -82,6 +82,7 @@ DT_UINT16=17, DT_COMPLEX128=18, DT_HALF=19, DT_UINT32=22, DT_UINT64=23; and our 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Callable
@@ -114,17 +115,17 @@ try:
 except ImportError as exc:  # not built (pure build) or broken: the twin serves
     log.debug("compiled codec unavailable, using the pure-Python twin: %s", exc)
     codec_c = None
-    _unavailable = f"the compiled codec failed to import ({exc})"
-    if exc.name == f"{__name__}._codec_c":  # not there at all: say why the build left it out
-        _record = os.path.join(os.path.dirname(__file__), "_codec_c.missing")
-        try:
-            with open(_record, encoding="utf-8") as _f:
-                _unavailable = _f.read().strip()
-        except OSError:
-            _unavailable = (
-                "this installation has no compiled codec (built with TENSORWIRE_PURE_BUILD "
-                "set, or from a source tree never compiled)"
-            )
+    _record = os.path.join(os.path.dirname(__file__), "_codec_c.missing")
+    if os.path.exists(_record):  # the build could not compile it and said why
+        with open(_record, encoding="utf-8") as _f:
+            _unavailable = _f.read().strip()
+    elif importlib.util.find_spec(f"{__name__}._codec_c") is None:
+        _unavailable = (
+            "this installation has no compiled codec (built with TENSORWIRE_PURE_BUILD set, "
+            "or a source tree never compiled)"
+        )
+    else:
+        _unavailable = f"the compiled codec failed to import ({exc})"
 
 _impl: ModuleType
 #: Why the pure-Python twin serves, and how to get the compiled codec; None when compiled.
