@@ -23,6 +23,7 @@ fence; the marker is invisible on GitHub and in the docs. Blocks in other langua
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -230,9 +231,12 @@ def third_party(wheels: dict[str, Path]) -> Path:
         requirements.update(tomllib.load(f)["build-system"]["requires"])
     dest = ROOT / ".cache" / "install-check" / "wheels"
     dest.mkdir(parents=True, exist_ok=True)
-    check(run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
-               "--no-input", "--prefer-binary", "--dest", dest, *sorted(requirements)],
-              timeout=PIP_TIMEOUT), "downloading the third-party wheels")
+    # One download at a time (pytest-xdist workers each ask); the second finds every file.
+    with open(dest.parent / "download.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        check(run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
+                   "--no-input", "--prefer-binary", "--dest", dest, *sorted(requirements)],
+                  timeout=PIP_TIMEOUT), "downloading the third-party wheels")
     return dest
 
 
@@ -289,6 +293,20 @@ def test_wheelhouse_has_a_wheel_and_an_sdist_of_each_at_the_one_version(
         assert "tensorwire-grpc" in required, f"{dist} must bring its default protocol: {required}"
 
 
+@pytest.mark.parametrize("extra", sorted(EXTRAS))
+def test_each_extra_resolves_from_the_wheelhouse(extra: str, make_venv, tmp_path: Path) -> None:
+    # What pip would install into a fresh virtualenv (resolved, not installed: tensorwire[all]
+    # and each distribution alone are installed for real below).
+    venv = make_venv(f"extra-{extra}")
+    report = tmp_path / "report.json"
+    check(venv.pip_install("--dry-run", "--report", str(report), f"tensorwire[{extra}]"),
+          f"pip install --dry-run 'tensorwire[{extra}]'")
+    chosen = {str(canonicalize_name(item["metadata"]["name"])): item["metadata"]["version"]
+              for item in json.loads(report.read_text())["install"]}
+    want = {"tensorwire", "tensorwire-grpc", *EXTRAS[extra]}
+    assert {d: v for d, v in chosen.items() if d in OURS} == {d: VERSION for d in want}
+
+
 def test_core_wheel_is_manylinux_and_stripped(wheels: dict[str, Path], tmp_path: Path) -> None:
     from elftools.elf.elffile import ELFFile
 
@@ -309,6 +327,7 @@ def test_core_wheel_is_manylinux_and_stripped(wheels: dict[str, Path], tmp_path:
 
 
 # -- tensorwire[all] and the README snippets ----------------------------------------------
+@pytest.mark.xdist_group("venv-all")
 def test_all_extra_installs_every_distribution(venv_all: Venv) -> None:
     versions = installed(venv_all)
     assert {d: versions.get(d) for d in OURS} == {d: VERSION for d in OURS}
@@ -326,6 +345,7 @@ def test_readmes_have_snippets() -> None:
     assert SNIPPETS, "no ```python block found in README.md or packages/*/README.md"
 
 
+@pytest.mark.xdist_group("venv-all")
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=[s.name for s in SNIPPETS])
 def test_readme_snippet_runs_verbatim(snippet: Snippet, venv_all: Venv, tmp_path: Path) -> None:
     result = venv_all.python_run(snippet.code, tmp_path)
@@ -496,7 +516,7 @@ def test_bump_moves_every_version_and_pin(tmp_path: Path) -> None:
     out = tmp_path / "wheels"
     for dist, folder in OURS.items():
         # Metadata is what counts here: a pure build (no Cython, no numpy) with this
-        # environment's setuptools is enough, and quick.
+        # environment's setuptools (nox -s install_check installs it) is enough, and quick.
         check(run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check",
                    "--no-deps", "--no-build-isolation", "--wheel-dir", out, tree / folder],
                   env=dict(os.environ, TENSORWIRE_PURE_BUILD="1"),
