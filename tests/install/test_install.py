@@ -95,7 +95,7 @@ def python_blocks(readme: Path) -> Iterator[Snippet]:
         index += 1
         while index < len(lines) and not re.match(rf"^\s*{re.escape(marks)}\s*$", lines[index]):
             text = lines[index]
-            body.append(text[len(indent):] if text.startswith(indent) else text)
+            body.append(text[len(indent) :] if text.startswith(indent) else text)
             index += 1
         if index >= len(lines):
             raise ValueError(f"{readme}:{start + 1}: code block never closed")
@@ -124,23 +124,35 @@ def test_the_snippet_extractor_honours_the_marker(tmp_path: Path) -> None:
 
 # -- helpers ------------------------------------------------------------------------------
 def run(
-    args: Sequence[str | Path], *, env: dict[str, str] | None = None, cwd: Path | None = None,
+    args: Sequence[str | Path],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
     timeout: float = RUN_TIMEOUT,
 ) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
-            [str(a) for a in args], capture_output=True, text=True, env=env, cwd=cwd,
-            timeout=timeout, check=False,
+            [str(a) for a in args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=cwd,
+            timeout=timeout,
+            check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{' '.join(map(str, args))} did not finish in {timeout:.0f}s; "
-                    f"output so far:\n{exc.stdout}\n{exc.stderr}")
+        pytest.fail(
+            f"{' '.join(map(str, args))} did not finish in {timeout:.0f}s; "
+            f"output so far:\n{exc.stdout}\n{exc.stderr}"
+        )
 
 
 def check(result: subprocess.CompletedProcess[str], what: str) -> str:
     if result.returncode != 0:
-        pytest.fail(f"{what} exited {result.returncode}\n--- stdout\n{result.stdout}\n"
-                    f"--- stderr\n{result.stderr}")
+        pytest.fail(
+            f"{what} exited {result.returncode}\n--- stdout\n{result.stdout}\n"
+            f"--- stderr\n{result.stderr}"
+        )
     return result.stdout
 
 
@@ -163,21 +175,39 @@ class Venv:
         return self.path / "bin" / "python"
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV") and not k.startswith("PIP_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV") and not k.startswith("PIP_")
+        }
         env["PATH"] = f"{self.path / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env["VIRTUAL_ENV"] = str(self.path)
         env.update(extra)
         return env
 
-    def pip_install(self, *args: str, env: dict[str, str] | None = None
-                    ) -> subprocess.CompletedProcess[str]:
+    def pip_install(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """pip install into this venv with our distributions from the wheelhouse only."""
         return run(
-            [sys.executable, "-m", "pip", "--python", self.python, "install",
-             "--disable-pip-version-check", "--no-input", "--no-index",
-             "--find-links", self.wheelhouse, "--find-links", self.third_party, *args],
-            env=env or self.env(), timeout=PIP_TIMEOUT,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--python",
+                self.python,
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--no-index",
+                "--find-links",
+                self.wheelhouse,
+                "--find-links",
+                self.third_party,
+                *args,
+            ],
+            env=env or self.env(),
+            timeout=PIP_TIMEOUT,
         )
 
     def python_run(self, code: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -191,8 +221,10 @@ class Venv:
 def wheelhouse() -> Path:
     where = os.environ.get("TENSORWIRE_WHEELHOUSE")
     if not where:
-        pytest.fail("TENSORWIRE_WHEELHOUSE is not set: run these tests with "
-                    "`nox -s install_check`, which builds the wheelhouse first")
+        pytest.fail(
+            "TENSORWIRE_WHEELHOUSE is not set: run these tests with "
+            "`nox -s install_check`, which builds the wheelhouse first"
+        )
     path = Path(where)
     if not path.is_dir():
         pytest.fail(f"the wheelhouse {path} does not exist; `nox -s build` makes it")
@@ -207,8 +239,10 @@ def wheels(wheelhouse: Path) -> dict[str, Path]:
         found.setdefault(str(canonicalize_name(wheel.name.split("-")[0])), []).append(wheel)
     for dist in OURS:
         if len(found.get(dist, [])) != 1:
-            pytest.fail(f"expected exactly one wheel of {dist} in {wheelhouse}, "
-                        f"found {[p.name for p in found.get(dist, [])]}")
+            pytest.fail(
+                f"expected exactly one wheel of {dist} in {wheelhouse}, "
+                f"found {[p.name for p in found.get(dist, [])]}"
+            )
     return {dist: found[dist][0] for dist in OURS}
 
 
@@ -234,9 +268,24 @@ def third_party(wheels: dict[str, Path]) -> Path:
     # One download at a time (pytest-xdist workers each ask); the second finds every file.
     with open(dest.parent / "download.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        check(run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
-                   "--no-input", "--prefer-binary", "--dest", dest, *sorted(requirements)],
-                  timeout=PIP_TIMEOUT), "downloading the third-party wheels")
+        check(
+            run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    "--prefer-binary",
+                    "--dest",
+                    dest,
+                    *sorted(requirements),
+                ],
+                timeout=PIP_TIMEOUT,
+            ),
+            "downloading the third-party wheels",
+        )
     return dest
 
 
@@ -251,8 +300,7 @@ def make_venv(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, third_
 
 
 @pytest.fixture(scope="session")
-def venv_all(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, third_party: Path
-             ) -> Venv:
+def venv_all(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, third_party: Path) -> Venv:
     path = tmp_path_factory.mktemp("venv") / "all"
     check(run([sys.executable, "-m", "venv", "--without-pip", path]), f"making {path}")
     venv = Venv(path, wheelhouse, third_party)
@@ -261,15 +309,25 @@ def venv_all(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path, third_p
 
 
 def installed(venv: Venv) -> dict[str, str]:
-    out = check(run([venv.python, "-c", "import importlib.metadata as m, json; print(json.dumps("
-                     "{d.metadata['Name']: d.version for d in m.distributions()}))"],
-                    env=venv.env()), "listing the installed distributions")
+    out = check(
+        run(
+            [
+                venv.python,
+                "-c",
+                "import importlib.metadata as m, json; print(json.dumps("
+                "{d.metadata['Name']: d.version for d in m.distributions()}))",
+            ],
+            env=venv.env(),
+        ),
+        "listing the installed distributions",
+    )
     return {str(canonicalize_name(k)): v for k, v in json.loads(out).items()}
 
 
 # -- the wheelhouse -----------------------------------------------------------------------
 def test_wheelhouse_has_a_wheel_and_an_sdist_of_each_at_the_one_version(
-        wheelhouse: Path, wheels: dict[str, Path]) -> None:
+    wheelhouse: Path, wheels: dict[str, Path]
+) -> None:
     for dist, wheel in wheels.items():
         meta = wheel_metadata(wheel)
         assert ("Version", VERSION) in meta, f"{wheel.name} is not version {VERSION}: {meta}"
@@ -283,26 +341,37 @@ def test_wheelhouse_has_a_wheel_and_an_sdist_of_each_at_the_one_version(
     extras = {v for k, v in core if k == "Provides-Extra"}
     assert extras == set(EXTRAS), f"the core's extras are {extras}, want {set(EXTRAS)}"
     for extra, dists in EXTRAS.items():
-        brought = {str(canonicalize_name(Requirement(v).name)) for k, v in core
-                   if k == "Requires-Dist" and Requirement(v).marker is not None
-                   and Requirement(v).marker.evaluate({"extra": extra})}
+        brought = {
+            str(canonicalize_name(Requirement(v).name))
+            for k, v in core
+            if k == "Requires-Dist"
+            and Requirement(v).marker is not None
+            and Requirement(v).marker.evaluate({"extra": extra})
+        }
         assert dists <= brought, f"tensorwire[{extra}] brings {brought}, want {dists}"
     for dist in ("tensorwire-dataservice", "tensorwire-testing", "tensorwire-rdma"):
-        required = {str(canonicalize_name(Requirement(v).name))
-                    for k, v in wheel_metadata(wheels[dist]) if k == "Requires-Dist"}
+        required = {
+            str(canonicalize_name(Requirement(v).name))
+            for k, v in wheel_metadata(wheels[dist])
+            if k == "Requires-Dist"
+        }
         assert "tensorwire-grpc" in required, f"{dist} must bring its default protocol: {required}"
 
 
-@pytest.mark.parametrize("extra", sorted(EXTRAS))
+@pytest.mark.parametrize("extra", sorted(set(EXTRAS) - {"all"}))
 def test_each_extra_resolves_from_the_wheelhouse(extra: str, make_venv, tmp_path: Path) -> None:
     # What pip would install into a fresh virtualenv (resolved, not installed: tensorwire[all]
     # and each distribution alone are installed for real below).
     venv = make_venv(f"extra-{extra}")
     report = tmp_path / "report.json"
-    check(venv.pip_install("--dry-run", "--report", str(report), f"tensorwire[{extra}]"),
-          f"pip install --dry-run 'tensorwire[{extra}]'")
-    chosen = {str(canonicalize_name(item["metadata"]["name"])): item["metadata"]["version"]
-              for item in json.loads(report.read_text())["install"]}
+    check(
+        venv.pip_install("--dry-run", "--report", str(report), f"tensorwire[{extra}]"),
+        f"pip install --dry-run 'tensorwire[{extra}]'",
+    )
+    chosen = {
+        str(canonicalize_name(item["metadata"]["name"])): item["metadata"]["version"]
+        for item in json.loads(report.read_text())["install"]
+    }
     want = {"tensorwire", "tensorwire-grpc", *EXTRAS[extra]}
     assert {d: v for d, v in chosen.items() if d in OURS} == {d: VERSION for d in want}
 
@@ -331,8 +400,9 @@ def test_core_wheel_is_manylinux_and_stripped(wheels: dict[str, Path], tmp_path:
 def test_all_extra_installs_every_distribution(venv_all: Venv) -> None:
     versions = installed(venv_all)
     assert {d: versions.get(d) for d in OURS} == {d: VERSION for d in OURS}
-    out = check(run([venv_all.path / "bin" / "tensorwire", "info"], env=venv_all.env()),
-                "tensorwire info")
+    out = check(
+        run([venv_all.path / "bin" / "tensorwire", "info"], env=venv_all.env()), "tensorwire info"
+    )
     assert "codec: compiled" in out, out
     for protocol in ("grpc ", "grpc+verbs ", "inproc "):
         assert f"  {protocol}" in out, f"{protocol.strip()} is not listed:\n{out}"
@@ -352,7 +422,8 @@ def test_readme_snippet_runs_verbatim(snippet: Snippet, venv_all: Venv, tmp_path
     output = result.stdout + result.stderr
     assert result.returncode == 0, (
         f"{snippet.name} exited {result.returncode} (mark it {NOT_RUN_MARKER} if it cannot "
-        f"run alone)\n--- code\n{snippet.code}--- output\n{output}")
+        f"run alone)\n--- code\n{snippet.code}--- output\n{output}"
+    )
     assert result.stdout.strip(), f"{snippet.name} printed nothing on stdout\n{output}"
     core_lines = [m.group(0) for m in GRPC_CORE_LINE.finditer(output)]
     assert not core_lines, f"{snippet.name} printed gRPC C-core log lines: {core_lines}\n{output}"
@@ -372,7 +443,8 @@ ALONE = {
     "tensorwire-grpc": (GRPC_SESSION, r"^grpc://localhost:\d+ \[1, 2, 3\]$"),
     "tensorwire-rdma": (
         # No pyverbs here: grpc+verbs is installed and says what it misses; grpc works.
-        GRPC_SESSION + """
+        GRPC_SESSION
+        + """
 status = tw.info()["protocols"]["grpc+verbs"]["verbs"]
 print("verbs problem:", status["problem"])
 """,
@@ -409,7 +481,8 @@ with tw.Session(workers[0].target) as sess:
 
 @pytest.mark.parametrize("dist", sorted(ALONE))
 def test_distribution_installs_alone_and_works_with_its_defaults(
-        dist: str, make_venv, tmp_path: Path) -> None:
+    dist: str, make_venv, tmp_path: Path
+) -> None:
     venv = make_venv(dist)
     check(venv.pip_install(dist), f"pip install {dist}")
     versions = installed(venv)
@@ -422,11 +495,14 @@ def test_distribution_installs_alone_and_works_with_its_defaults(
 
 
 def test_core_alone_runs_inproc_and_names_a_working_command_for_grpc(
-        make_venv, tmp_path: Path) -> None:
+    make_venv, tmp_path: Path
+) -> None:
     venv = make_venv("core")
     check(venv.pip_install("tensorwire"), "pip install tensorwire")
     assert {d for d in OURS if d in installed(venv)} == {"tensorwire"}
-    out = check(venv.python_run("""
+    out = check(
+        venv.python_run(
+            """
 import json
 import numpy as np
 import tensorwire as tw
@@ -442,7 +518,11 @@ else:
     missing = None
 print(json.dumps({"codec": tw.info()["codec"], "protocols": sorted(tw.info()["protocols"]),
                   "result": result, "missing": missing}))
-""", tmp_path), "the core alone")
+""",
+            tmp_path,
+        ),
+        "the core alone",
+    )
     report = json.loads(out)
     assert report["codec"] == "compiled" and report["protocols"] == ["inproc"], report
     assert report["result"] == [1, 2, 3], report
@@ -460,31 +540,41 @@ print(json.dumps({"codec": tw.info()["codec"], "protocols": sorted(tw.info()["pr
 
 # -- no C compiler ------------------------------------------------------------------------
 def test_core_from_source_without_a_compiler_is_pure_with_one_warning(
-        make_venv, tmp_path: Path) -> None:
+    make_venv, tmp_path: Path
+) -> None:
     # A clean copy of packages/core as a checkout holds it (no build/ left by earlier builds,
     # which could hold a compiled extension), the VERSION link resolved.
     source = tmp_path / "core"
-    shutil.copytree(ROOT / "packages/core", source, ignore=shutil.ignore_patterns(
-        "build", "*.egg-info", "*.so", "*.c", "__pycache__"))
+    shutil.copytree(
+        ROOT / "packages/core",
+        source,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "*.so", "*.c", "__pycache__"),
+    )
     venv = make_venv("pure")
     result = venv.pip_install("-v", str(source), env=venv.env(CC="/bin/false"))
     output = check(result, f"CC=/bin/false pip install {source}")
-    warnings = [line.strip() for line in (result.stdout + result.stderr).splitlines()
-                if "WARNING: tensorwire:" in line]
+    warnings = [
+        line.strip()
+        for line in (result.stdout + result.stderr).splitlines()
+        if "WARNING: tensorwire:" in line
+    ]
     assert len(warnings) == 1, f"want one warning line from the build, got {warnings}\n{output}"
     assert "pure-Python codec" in warnings[0] and "/bin/false" in warnings[0], warnings[0]
     print(f"CC=/bin/false build: {warnings[0]}")
-    info = check(run([venv.path / "bin" / "tensorwire", "info"], env=venv.env()),
-                 "tensorwire info")
+    info = check(run([venv.path / "bin" / "tensorwire", "info"], env=venv.env()), "tensorwire info")
     assert "codec: python" in info, info
     assert "the C compiler '/bin/false' failed" in info, info
     assert "--only-binary tensorwire" in info, info
-    out = check(venv.python_run(
-        "import numpy as np, tensorwire as tw\n"
-        "a = np.arange(6.0).reshape(2, 3)\n"
-        "back = tw.codec.loads(tw.codec.dumps({'a': a}))['a']\n"
-        "print(tw.codec.IMPLEMENTATION, (back == a).all())\n",
-        tmp_path), "the pure codec")
+    out = check(
+        venv.python_run(
+            "import numpy as np, tensorwire as tw\n"
+            "a = np.arange(6.0).reshape(2, 3)\n"
+            "back = tw.codec.loads(tw.codec.dumps({'a': a}))['a']\n"
+            "print(tw.codec.IMPLEMENTATION, (back == a).all())\n",
+            tmp_path,
+        ),
+        "the pure codec",
+    )
     assert out.split() == ["python", "True"], out
 
 
@@ -492,12 +582,29 @@ def test_core_from_source_without_a_compiler_is_pure_with_one_warning(
 def test_bump_moves_every_version_and_pin(tmp_path: Path) -> None:
     nox_python = os.environ.get("TENSORWIRE_NOX_PYTHON")
     if not nox_python:
-        pytest.fail("TENSORWIRE_NOX_PYTHON (the Python that runs nox) is not set: run these "
-                    "tests with `nox -s install_check`")
+        pytest.fail(
+            "TENSORWIRE_NOX_PYTHON (the Python that runs nox) is not set: run these "
+            "tests with `nox -s install_check`"
+        )
     tree = tmp_path / "repo"
-    files = check(run(["git", "ls-files", "-z", "VERSION", "noxfile.py", "packages/*/VERSION",
-                       "packages/*/pyproject.toml", "packages/*/setup.py", "packages/*/README.md",
-                       "packages/*/src/*"], cwd=ROOT), "git ls-files").split("\0")
+    files = check(
+        run(
+            [
+                "git",
+                "ls-files",
+                "-z",
+                "VERSION",
+                "noxfile.py",
+                "packages/*/VERSION",
+                "packages/*/pyproject.toml",
+                "packages/*/setup.py",
+                "packages/*/README.md",
+                "packages/*/src/*",
+            ],
+            cwd=ROOT,
+        ),
+        "git ls-files",
+    ).split("\0")
     for name in filter(None, files):
         target = tree / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -506,25 +613,50 @@ def test_bump_moves_every_version_and_pin(tmp_path: Path) -> None:
         else:
             shutil.copy2(ROOT / name, target)
     bumped = "99.1.0"
-    check(run([nox_python, "-m", "nox", "-f", tree / "noxfile.py", "-s", "bump", "--", bumped],
-              cwd=tree), "nox -s bump")
+    check(
+        run(
+            [nox_python, "-m", "nox", "-f", tree / "noxfile.py", "-s", "bump", "--", bumped],
+            cwd=tree,
+        ),
+        "nox -s bump",
+    )
     assert (tree / "VERSION").read_text().strip() == bumped
-    refused = run([nox_python, "-m", "nox", "-f", tree / "noxfile.py", "-s", "bump", "--",
-                   "1.0"], cwd=tree)
+    refused = run(
+        [nox_python, "-m", "nox", "-f", tree / "noxfile.py", "-s", "bump", "--", "1.0"], cwd=tree
+    )
     assert refused.returncode != 0 and "is not above the current version" in (
-        refused.stdout + refused.stderr), refused.stdout + refused.stderr
+        refused.stdout + refused.stderr
+    ), refused.stdout + refused.stderr
     out = tmp_path / "wheels"
     for dist, folder in OURS.items():
         # Metadata is what counts here: a pure build (no Cython, no numpy) with this
         # environment's setuptools (nox -s install_check installs it) is enough, and quick.
-        check(run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check",
-                   "--no-deps", "--no-build-isolation", "--wheel-dir", out, tree / folder],
-                  env=dict(os.environ, TENSORWIRE_PURE_BUILD="1"),
-                  timeout=PIP_TIMEOUT), f"building {dist} after the bump")
+        check(
+            run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "wheel",
+                    "--disable-pip-version-check",
+                    "--no-deps",
+                    "--no-build-isolation",
+                    "--wheel-dir",
+                    out,
+                    tree / folder,
+                ],
+                env=dict(os.environ, TENSORWIRE_PURE_BUILD="1"),
+                timeout=PIP_TIMEOUT,
+            ),
+            f"building {dist} after the bump",
+        )
     for wheel in out.glob("*.whl"):
         meta = wheel_metadata(wheel)
         assert ("Version", bumped) in meta, f"{wheel.name}: {meta}"
-        pins = [v for k, v in meta
-                if k == "Requires-Dist" and canonicalize_name(Requirement(v).name) in OURS]
+        pins = [
+            v
+            for k, v in meta
+            if k == "Requires-Dist" and canonicalize_name(Requirement(v).name) in OURS
+        ]
         assert pins, f"{wheel.name} pins nothing of ours"
         assert all(str(Requirement(p).specifier) == f"=={bumped}" for p in pins), pins
