@@ -173,14 +173,16 @@ def install_check(session: nox.Session) -> None:
     _build_wheelhouse(session)
     built = time.monotonic()
     session.install("pytest>=8", "pytest-timeout", "pytest-xdist", "pyelftools", "packaging")
-    # Two workers: most of the time goes to pip unpacking wheels and to servers starting up.
-    session.run(
-        "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
-        "--dist", "loadgroup", "--durations=12", "tests/install", *session.posargs,
-        env={"TENSORWIRE_WHEELHOUSE": str(DIST), "TENSORWIRE_NOX_PYTHON": sys.executable},
-    )
-    session.log(f"install check: wheelhouse {built - start:.0f}s, "
-                f"install tests {time.monotonic() - built:.0f}s")
+    try:
+        # Two workers: most of the time goes to pip unpacking wheels and to servers starting.
+        session.run(
+            "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+            "--dist", "loadgroup", "--durations=12", "tests/install", *session.posargs,
+            env={"TENSORWIRE_WHEELHOUSE": str(DIST), "TENSORWIRE_NOX_PYTHON": sys.executable},
+        )
+    finally:
+        session.log(f"install check: wheelhouse {built - start:.0f}s, "
+                    f"install tests {time.monotonic() - built:.0f}s")
 
 
 @nox.session(python=False)
