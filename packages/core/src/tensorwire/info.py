@@ -45,6 +45,7 @@ def info() -> dict[str, Any]:
     return {
         "version": __version__,
         "codec": codec.IMPLEMENTATION,
+        "codec_pure_reason": codec.PURE_REASON,
         "protocols": protocols,
         "plugin_errors": [
             {"plugin": e.plugin, "distribution": e.distribution, "reason": e.reason}

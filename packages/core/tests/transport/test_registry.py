@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import tensorwire as tw
+from tensorwire._install import install_command
 from tensorwire.transport import TransportRegistry, hookimpl
 from tensorwire.transport.inproc import InprocTransport
 
@@ -60,9 +61,22 @@ def test_our_protocol_not_installed_names_the_distribution():
     with pytest.raises(tw.errors.NotFoundError) as info:
         registry.get("grpc")
     assert "tensorwire-grpc" in str(info.value)
-    assert "pip install 'tensorwire[grpc]'" in str(info.value)
-    with pytest.raises(tw.errors.NotFoundError, match=r"tensorwire-rdma.*tensorwire\[rdma\]"):
+    assert str(info.value).endswith(install_command("tensorwire-grpc"))
+    with pytest.raises(tw.errors.NotFoundError) as info:
         registry.get("grpc+verbs")
+    assert str(info.value).endswith(install_command("tensorwire-rdma"))
+
+
+def test_install_command_names_the_checkout_or_the_pinned_version():
+    # A checkout's core (editable or not) points at the sibling folder, which exists; any
+    # other installation names the distribution at the core's own version.
+    command = install_command("tensorwire-grpc")
+    core = Path(tw.__file__).resolve().parents[2]
+    if command.startswith("pip install /"):
+        assert command == f"pip install {core.parent / 'transport-grpc'}"
+        assert (core.parent / "transport-grpc" / "pyproject.toml").is_file()
+    else:
+        assert command == f"pip install tensorwire-grpc=={tw.__version__.split('+')[0]}"
 
 
 def test_protocol_must_be_a_string():

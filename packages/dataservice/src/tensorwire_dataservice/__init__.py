@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from tensorwire import __version__
+from tensorwire._version import distribution_version
+
+__version__ = distribution_version("tensorwire-dataservice")
 
 __all__ = ["__version__", "service", "experimental", "Dataset"]
 

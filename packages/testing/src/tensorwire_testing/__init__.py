@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tensorwire import __version__
+from tensorwire._version import distribution_version
 
 from .local_cluster import create_local_cluster, create_local_server
 from .processes import TaskProcess, start_process_cluster, stop_all
 from .proxy import LoopbackProxy
 from .waiting import eventually
+
+__version__ = distribution_version("tensorwire-testing")
 
 __all__ = [
     "__version__",

@@ -32,9 +32,11 @@ def _service() -> Any:
     try:
         from tensorwire_dataservice import service
     except ImportError as exc:  # pragma: no cover - the extra is missing
+        from tensorwire._install import install_command
+
         raise ImportError(
-            "create_local_data_service needs the distribution tensorwire-dataservice: "
-            "pip install 'tensorwire[data]'"
+            "create_local_data_service needs the distribution tensorwire-dataservice, which "
+            f"is not installed: {install_command('tensorwire-dataservice')}"
         ) from exc
     return service
 

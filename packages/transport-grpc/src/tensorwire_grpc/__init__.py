@@ -6,6 +6,8 @@ from .core_logging import apply_default as _quiet_grpc_core
 
 _quiet_grpc_core()
 
-from tensorwire import __version__  # noqa: E402 - after the log default, on purpose
+from tensorwire._version import distribution_version  # noqa: E402 - after the log default
+
+__version__ = distribution_version("tensorwire-grpc")
 
 __all__ = ["__version__"]

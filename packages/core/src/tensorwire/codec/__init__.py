@@ -125,6 +125,7 @@ as NumPy with a warning (so a newer writer's framework degrades safely).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Callable
@@ -144,25 +145,49 @@ __all__ = [
     "VERSION",
     "codec_py",
     "codec_c",
+    "PURE_REASON",
 ]
 
 log = logging.getLogger(__name__)
 
 codec_py: ModuleType = _codec_py
 codec_c: ModuleType | None
+_unavailable: str | None = None
 try:
     from . import _codec_c as codec_c
 except ImportError as exc:  # not built (pure build) or broken: the twin serves
     log.debug("compiled codec unavailable, using the pure-Python twin: %s", exc)
     codec_c = None
+    _record = os.path.join(os.path.dirname(__file__), "_codec_c.missing")
+    if os.path.exists(_record):  # the build could not compile it and said why
+        with open(_record, encoding="utf-8") as _f:
+            _unavailable = _f.read().strip()
+    elif importlib.util.find_spec(f"{__name__}._codec_c") is None:
+        _unavailable = (
+            "this installation has no compiled codec (built with TENSORWIRE_PURE_BUILD set, "
+            "or a source tree never compiled)"
+        )
+    else:
+        _unavailable = f"the compiled codec failed to import ({exc})"
 
 _impl: ModuleType
+#: Why the pure-Python twin serves, and how to get the compiled codec; None when compiled.
+PURE_REASON: str | None
 if codec_c is not None and not os.environ.get("TENSORWIRE_PURE_PYTHON"):
     _impl = codec_c
     IMPLEMENTATION = "compiled"
+    PURE_REASON = None
 else:
     _impl = codec_py
     IMPLEMENTATION = "python"
+    if codec_c is not None:
+        PURE_REASON = "TENSORWIRE_PURE_PYTHON is set; unset it for the compiled codec"
+    else:
+        PURE_REASON = (
+            f"{_unavailable}; for the compiled codec reinstall tensorwire from its binary "
+            "wheel (pip install --force-reinstall --no-deps --only-binary tensorwire "
+            "tensorwire) or, with a working C compiler, from source"
+        )
 
 
 class _Loads(Protocol):

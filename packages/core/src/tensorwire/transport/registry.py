@@ -318,14 +318,16 @@ class TransportRegistry:
         message = f"No transport for protocol {protocol!r}; installed protocols: {installed}."
         known = KNOWN_PROTOCOLS.get(protocol)
         if known is not None:
-            dist, extra = known
+            dist, _extra = known
             failed = [e for e in self.load_errors if e.distribution == dist]
             if failed:
                 message += f" {dist} is installed but failed to load: {failed[0].reason}."
             else:
+                from .._install import install_command
+
                 message += (
-                    f" Protocol {protocol!r} is provided by the distribution {dist}: "
-                    f"pip install 'tensorwire[{extra}]'."
+                    f" Protocol {protocol!r} is provided by the distribution {dist}, which is "
+                    f"not installed: {install_command(dist)}"
                 )
         return errors.NotFoundError(message)
 
