@@ -101,7 +101,8 @@ def ensure_image(cache: Path) -> Path:
 
 
 def ensure_venv(cache: Path) -> Path:
-    """The guest-compatible virtualenv, (re)made when a pyproject or this list changes."""
+    """The guest-compatible virtualenv, (re)made when a pyproject, a setup.py, the version
+    or this list changes."""
     if not Path(DEBIAN_PYTHON).exists():
         fail(f"{DEBIAN_PYTHON} is missing; apt-get install python3 python3-venv")
     venv = cache / "venv"
@@ -109,6 +110,9 @@ def ensure_venv(cache: Path) -> Path:
     requirements = REPO / "requirements-test.txt"  # the suite's own test dependencies
     if requirements.exists():
         digest.update(requirements.read_bytes())
+    # The version and the pins between the distributions come from VERSION and setup.py.
+    for path in (REPO / "VERSION", *sorted((REPO / "packages").glob("*/setup.py"))):
+        digest.update(path.read_bytes())
     for pkg in PACKAGES:
         # Editable installs follow the tree; only what pip records (dependencies, entry
         # points, scripts) needs a reinstall when it changes.
