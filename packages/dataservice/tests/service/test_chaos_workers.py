@@ -30,7 +30,7 @@ service = tw.data.service
 
 SEEDS = range(20)
 KILLS = 3
-N = 400
+N = 300
 WORKER_TIMEOUT_MS = 1000
 
 
