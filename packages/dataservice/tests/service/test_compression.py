@@ -35,8 +35,8 @@ def test_compression_roundtrip(service_factory, compression):
 def test_snappy_dataset_travels_snappy_compressed(service_factory, monkeypatch):
     sent: list[dict] = []
 
-    def recording(elements, compressor=None):
-        frames = encode_elements(elements, compressor)
+    def recording(elements, compressor=None, first=None):
+        frames = encode_elements(elements, compressor, first)
         sent.append(_message(frames))
         return frames
 

@@ -285,14 +285,14 @@ def test_max_outstanding_requests_bounds_elements_per_request(service_factory, m
     from tensorwire_dataservice.service import client
 
     sizes: list[int] = []
-    real = client.decode_elements
+    real = client.decode_chunk
 
     def recording(frames):
-        elements, eos = real(frames)
+        elements, eos, first = real(frames)
         sizes.append(len(elements))
-        return elements, eos
+        return elements, eos, first
 
-    monkeypatch.setattr(client, "decode_elements", recording)
+    monkeypatch.setattr(client, "decode_chunk", recording)
     dispatcher, (worker,) = service_factory(1)
     ds = distribute(Dataset.range(2000), dispatcher, max_outstanding_requests=2)
     assert values(ds) == list(range(2000))

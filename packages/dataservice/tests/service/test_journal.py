@@ -346,9 +346,9 @@ def _busy_core(work_dir):
     _anonymous_job(core, dataset_id)
     with core.lock:
         core._compact()
-    ask = {"job_id": named["job_id"], "task_id": task_id, "max": 3, "worker": "w"}
-    core.get_splits({**ask, "position": 0})
-    core.get_splits({**ask, "position": 3})
+    ask = {"job_id": named["job_id"], "task_id": task_id, "max": 3, **_WORKER}
+    assert core.get_splits({**ask, "position": 0})["splits"]
+    assert core.get_splits({**ask, "position": 3})["splits"]
     gone = core.get_or_create_job(
         {"dataset_id": dataset_id, "policy": 0, "job_name": "gone"})["job_id"]
     with core.lock:
@@ -631,11 +631,13 @@ def test_recovered_split_position(protocol, tmp_path):
         core = restarted._core
         job = next(iter(core.state.jobs.values()))
         assert job.num_splits > 0 and job.job_name == "splits"
-        # The next split handed out (to a new worker incarnation) follows the ones given out
-        # before the restart.
-        task_id = job.task_ids[0]
-        reply = core.get_splits({"job_id": job.job_id, "task_id": task_id, "max": 1,
-                                 "position": 0, "worker": "new"})
+        # The next split handed out follows the ones given out before the restart.
+        task = core.state.tasks[job.task_ids[0]]
+        reply = core.get_splits({
+            "job_id": job.job_id, "task_id": task.task_id, "max": 1,
+            "position": task.num_recorded_splits, "generation": task.generation,
+            "worker_address": task.worker_address,
+            "worker": core.state.workers[task.worker_address]["incarnation"]})
         begin, _ = decode_split(reply["splits"][0])
         assert begin > max(first)
     finally:
@@ -652,7 +654,7 @@ def test_lost_split_reply_is_handed_out_again_after_a_restart(protocol, tmp_path
         core = dispatcher._core
         job_id = core.get_or_create_job({"dataset_id": dataset_id, "policy": 1})["job_id"]
         task_id = _add_task(core, job_id)
-        ask = {"job_id": job_id, "task_id": task_id, "max": 4, "worker": "w1"}
+        ask = {"job_id": job_id, "task_id": task_id, "max": 4, **_WORKER}
         first = core.get_splits({**ask, "position": 0})["splits"]
         second = core.get_splits({**ask, "position": len(first)})["splits"]
         assert core.get_splits({**ask, "position": len(first)})["splits"] == second
@@ -665,17 +667,28 @@ def test_lost_split_reply_is_handed_out_again_after_a_restart(protocol, tmp_path
         assert [decode_split(s) for s in again] == [decode_split(s) for s in second]
         after = core.get_splits({**ask, "position": len(first) + len(second)})["splits"]
         assert decode_split(after[0])[0] == decode_split(second[-1])[1]  # the very next split
-        # Another worker incarnation at the same position is a restarted worker: new splits.
-        other = core.get_splits({**ask, "worker": "w2", "position": len(first)})["splits"]
-        assert decode_split(other[0])[0] == decode_split(after[-1])[1]
+        # Another worker process than the one registered at the address waits.
+        assert core.get_splits({**ask, "worker": "w2", "position": 0})["wait"]
+        # Once it registered (its heartbeat), it replays the task's splits from the first,
+        # in the order they were handed out: its readers had no elements to report.
+        core.worker_heartbeat({"worker_address": "localhost:1", "incarnation": "w2",
+                               "tasks": []})
+        replay = {**ask, "worker": "w2", "generation": 1}
+        again = core.get_splits({**replay, "position": 0})["splits"]
+        again += core.get_splits({**replay, "position": len(again)})["splits"]
+        assert again[:len(first) + len(second)] == first + second
     finally:
         restarted.stop()
+
+
+#: The made-up worker of _add_task, as a GetSplits request names it.
+_WORKER = {"worker": "w1", "worker_address": "localhost:1", "generation": 0}
 
 
 def _add_task(core, job_id):
     """A task for ``job_id`` on a made-up worker, as a heartbeat would create it."""
     with core.lock:
-        core._commit({"op": "register_worker", "address": "localhost:1"})
+        core._commit({"op": "register_worker", "address": "localhost:1", "incarnation": "w1"})
         job = core.state.jobs[job_id]
         core._commit({"op": "create_task", "task_id": core.state.next_task_id,
                       "job_id": job_id, "worker_address": "localhost:1"})

@@ -28,7 +28,8 @@ from tensorwire import errors
 # The public Dataset class, so .map/.batch/... work after distribute.
 from ..dataset import Dataset as _DatasetClass
 from . import pipeline, torch_workers
-from .elements import decode_elements
+from .elements import decode_chunk, decode_elements
+from .positions import IndexRanges
 from .protocol import (
     COMPRESSION_AUTO,
     COMPRESSION_NONE,
@@ -498,14 +499,23 @@ def _close_when(event: threading.Event, reader_ref: weakref.ref[_Reader]) -> Non
 
 
 class _TaskState:
-    __slots__ = ("task_id", "address", "done", "removed", "thread")
+    """What a reader knows of one task. For an exact job: the generation it reads (elements
+    of an older one are ignored), the indices it received (reported when the task is lost,
+    so the replay leaves them out; and never delivered twice), and whether the dispatcher
+    awaits that report."""
 
-    def __init__(self, task_id: int, address: str) -> None:
+    __slots__ = ("task_id", "address", "done", "removed", "thread", "generation",
+                 "received", "report")
+
+    def __init__(self, task_id: int, address: str, generation: int = 0) -> None:
         self.task_id = task_id
         self.address = address
         self.done = False
         self.removed = False
         self.thread: threading.Thread | None = None
+        self.generation = generation
+        self.received = IndexRanges()
+        self.report = False
 
 
 class _Reader(Iterator[Any]):
@@ -577,25 +587,46 @@ class _Reader(Iterator[Any]):
     def _heartbeat_once(self) -> None:
         with self._lock:
             ended = sorted(self._ended)
+            # Lost tasks of an exact job: what this reader received from them, which the
+            # replay leaves out. Sent until the dispatcher stops asking (a reply may be lost).
+            delivered = [
+                {"task_id": t.task_id, "generation": t.generation, "ranges": t.received.ranges()}
+                for t in self._tasks.values() if t.report
+            ]
         # The tasks this reader saw end are reported, so the dispatcher knows the job has
         # finished before this reader ends (a reader joining it later is told so).
+        request: dict[str, Any] = {"client_id": self.client_id, "finished": ended}
+        if delivered:
+            request["delivered"] = delivered
         reply = call(self.ds._dispatcher_protocol, self.ds._address, DISPATCHER_SERVICE,
-                     "ClientHeartbeat", {"client_id": self.client_id, "finished": ended},
-                     timeout=10.0)
+                     "ClientHeartbeat", request, timeout=10.0)
         self._last_dispatcher_ok = time.monotonic()
         self._update_tasks(reply)
 
     def _update_tasks(self, reply: dict[str, Any]) -> None:
-        listed = {int(t["task_id"]): str(t["worker_address"]) for t in reply["tasks"]}
+        listed = {int(t["task_id"]): t for t in reply["tasks"]}
         with self._lock:
-            for task_id, address in listed.items():
+            for task_id, entry in listed.items():
+                address = str(entry["worker_address"])
+                generation = int(entry.get("generation", 0))
                 state = self._tasks.get(task_id)
                 if state is None:
-                    state = self._tasks[task_id] = _TaskState(task_id, address)
+                    state = self._tasks[task_id] = _TaskState(task_id, address, generation)
+                elif generation > state.generation:
+                    # The task was lost with its worker and is replayed (exact job): from
+                    # now on, what its older generation still sends is ignored, so what
+                    # this reader reports having received is final.
+                    state.generation = generation
+                    state.address = address
+                    state.removed = False
+                    state.thread = None  # the old generation's reader ends by itself
                 elif state.removed and not state.done:
                     # Its worker missed heartbeats and was dropped, then came back still
                     # running the task: read on from where the task is.
                     state.removed = False
+                state.report = bool(entry.get("report", False))
+                if not address:
+                    continue  # lost, waiting for a worker to replay it on
                 if self.ds._num_consumers is None and state.thread is None and not state.done:
                     read = self._read_task_shared if self._shared else self._read_task
                     state.thread = threading.Thread(
@@ -606,14 +637,34 @@ class _Reader(Iterator[Any]):
                 if task_id not in listed:
                     state.removed = True
 
-    def _reader_exits(self, state: _TaskState) -> bool:
+    def _reader_exits(self, state: _TaskState, generation: int) -> bool:
         """A reader thread whose task was removed (or whose reader stopped) ends, unless the
-        task was listed again meanwhile; ``_update_tasks`` starts a new thread for it then."""
+        task was listed again meanwhile; ``_update_tasks`` starts a new thread for it then.
+        So does one reading a generation since replaced (the new one has its own)."""
         with self._lock:
+            if state.generation != generation:
+                return True
             if self._stop.is_set() or state.removed:
                 state.thread = None
                 return True
             return False
+
+    def _accept(self, state: _TaskState, generation: int, elements: list[Any],
+                first: int | None) -> list[Any] | None:
+        """The elements of a message to deliver: None when they come from a generation
+        since replaced (not recorded as received: the replay produces them again); without
+        those this reader received already (an exact job's replay)."""
+        with self._lock:
+            if state.generation != generation:
+                return None
+            if first is None or not elements:
+                return elements
+            stop = first + len(elements)
+            if state.received.overlaps(first, stop):
+                elements = [e for i, e in enumerate(elements, first)
+                            if i not in state.received]
+            state.received.add(first, stop)
+            return elements
 
     def heartbeat(self) -> bool:
         """One client heartbeat; False when the dispatcher could not be reached."""
@@ -646,20 +697,26 @@ class _Reader(Iterator[Any]):
 
     def _read_task(self, state: _TaskState) -> None:
         """Stream a task's elements into the prefetch queue (a job read by one consumer)."""
-        channel = channel_to(self.ds._protocol, state.address)
+        with self._lock:
+            generation, address = state.generation, state.address
+        channel = channel_to(self.ds._protocol, address)
         request = pack({"task_id": state.task_id,
-                        "max_elements": self.ds._max_outstanding or _STREAM_MESSAGE_ELEMENTS})
+                        "max_elements": self.ds._max_outstanding or _STREAM_MESSAGE_ELEMENTS,
+                        "generation": generation})
         retry = _Retry(self, state)
-        while not self._reader_exits(state):
+        while not self._reader_exits(state, generation):
             try:
                 stream = channel.stream(WORKER_SERVICE, "GetElements", request)
                 for frames in _bounded(stream, self._sem):
-                    elements, eos = decode_elements(frames)
+                    got, eos, first = decode_chunk(frames)
                     retry.succeeded()
+                    elements = self._accept(state, generation, got, first)
+                    if elements is None:
+                        return  # a replaced generation
                     if elements and not self._put(("elements", elements)):
                         return
                     if eos:
-                        self._task_done(state)
+                        self._task_done(state, generation)
                         return
                     # A removed task's stream is read on until it ends or fails: messages
                     # the worker already sent would be lost if it were dropped here.
@@ -669,7 +726,7 @@ class _Reader(Iterator[Any]):
                 if not retry.wait(exc):
                     return
             except errors.FailedPreconditionError:
-                self._task_deleted(state)
+                self._task_deleted(state, generation)
                 return
             except errors.OpError as exc:
                 self._fail(exc)
@@ -679,20 +736,22 @@ class _Reader(Iterator[Any]):
         """Take a task's elements on demand (a shared job): one request at a time, for at
         most the elements this consumer may still hold ahead, so that every consumer of
         the job keeps receiving elements as it asks for them."""
-        channel = channel_to(self.ds._protocol, state.address)
+        with self._lock:
+            generation, address = state.generation, state.address
+        channel = channel_to(self.ds._protocol, address)
         retry = _Retry(self, state)
-        while not self._reader_exits(state):
+        while not self._reader_exits(state, generation):
             with self._lock:
                 live = sum(1 for t in self._tasks.values() if not t.removed and not t.done)
             wanted = self._take_credits(max(1, live))
             if not wanted:
                 continue
             request = pack({"task_id": state.task_id, "max_elements": wanted,
-                            "wait_s": _TAKE_WAIT_S})
+                            "wait_s": _TAKE_WAIT_S, "generation": generation})
             try:
                 frames = channel.call(WORKER_SERVICE, "TakeElements", request,
                                       timeout=_TAKE_WAIT_S + 30.0)
-                elements, eos = decode_elements(frames)
+                got, eos, first = decode_chunk(frames)
             except (*RETRYABLE, errors.CancelledError) as exc:
                 self._return_credits(wanted)
                 if not retry.wait(exc):
@@ -700,18 +759,22 @@ class _Reader(Iterator[Any]):
                 continue
             except errors.FailedPreconditionError:
                 self._return_credits(wanted)
-                self._task_deleted(state)
+                self._task_deleted(state, generation)
                 return
             except errors.OpError as exc:
                 self._return_credits(wanted)
                 self._fail(exc)
                 return
             retry.succeeded()
+            elements = self._accept(state, generation, got, first)
+            if elements is None:
+                self._return_credits(wanted)
+                return  # a replaced generation
             self._return_credits(wanted - len(elements))
             if elements and not self._put(("elements", elements)):
                 return
             if eos:
-                self._task_done(state)
+                self._task_done(state, generation)
                 return
 
     def _take_credits(self, tasks: int) -> int:
@@ -736,19 +799,23 @@ class _Reader(Iterator[Any]):
                 self._credits += count
                 self._credit_cond.notify_all()
 
-    def _task_done(self, state: _TaskState) -> None:
-        state.done = True
+    def _task_done(self, state: _TaskState, generation: int) -> None:
         with self._lock:
+            if state.generation != generation:
+                return  # the end of a replaced generation: the replay has its own
+            state.done = True
             state.thread = None
             self._ended.add(state.task_id)
         self._put(("task_done", state.task_id))
 
-    def _task_deleted(self, state: _TaskState) -> None:
+    def _task_deleted(self, state: _TaskState, generation: int) -> None:
         # The worker no longer has the task (job collected, worker reset): nothing more will
         # come from it.
-        state.removed = True
-        state.done = True
         with self._lock:
+            if state.generation != generation:
+                return
+            state.removed = True
+            state.done = True
             state.thread = None
         self._put(("task_done", state.task_id))
 
@@ -831,7 +898,7 @@ class _Reader(Iterator[Any]):
                     raise StopIteration
                 now = time.monotonic()
                 with self._lock:
-                    has_live = any(not t.removed for t in self._tasks.values())
+                    has_live = any(not t.removed and t.address for t in self._tasks.values())
                 if has_live:
                     self._no_workers_since = None
                 elif self._no_workers_since is None:

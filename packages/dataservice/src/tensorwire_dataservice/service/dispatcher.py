@@ -113,6 +113,9 @@ class _Dispatcher:
         self.outbox: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
         self.split_providers: dict[int, Any] = {}  # job id -> provider (distributed_epoch)
         self.handouts: dict[int, list[bytes]] = {}  # task id -> its last hand-out's splits
+        # Exact jobs: every split handed out so far, by split number, so a replay gets the
+        # very splits its task was given (rebuilt from the deterministic provider).
+        self.split_log: dict[int, list[bytes]] = {}
         self._heartbeating = ""  # worker whose heartbeat is being handled (under the lock)
         self.worker_timeout = _ms(config.worker_timeout_ms, DEFAULT_WORKER_TIMEOUT_MS) / 1000
         self.gc_interval = (
@@ -230,6 +233,8 @@ class _Dispatcher:
             "num_workers": len(self.config.worker_addresses or []),
             "worker_index": index,
             "compression": ds.metadata.get("compression") or "",
+            "exact": job.exact,
+            "generation": task.generation,
         }
 
     def _create_task(self, job: Job, address: str) -> None:
@@ -285,15 +290,22 @@ class _Dispatcher:
         address = str(req["worker_address"])
         current = {int(t) for t in req.get("tasks", [])}
         finished = [int(t) for t in req.get("finished", [])]
+        incarnation = str(req.get("incarnation") or "")
+        # Generations of the exact tasks the worker runs: an older one is sent again, and
+        # the worker starts it over (a replay).
+        generations = {int(t): int(g) for t, g in dict(req.get("generations") or {}).items()}
         with self.lock:
             self._heartbeating = address
             try:
-                return self._worker_heartbeat_locked(address, current, finished)
+                return self._worker_heartbeat_locked(
+                    address, current, finished, incarnation, generations
+                )
             finally:
                 self._heartbeating = ""
 
     def _worker_heartbeat_locked(
-        self, address: str, current: set[int], finished: list[int]
+        self, address: str, current: set[int], finished: list[int], incarnation: str,
+        generations: dict[int, int],
     ) -> dict[str, Any]:
         if address not in self.state.workers:
             if self.config.worker_addresses:
@@ -305,7 +317,9 @@ class _Dispatcher:
             # worker that restarted gets them in this reply and starts them over, as it
             # would new ones.
             resumed = [t.task_id for t in self.state.removed_tasks_of(address)]
-            self._commit({"op": "register_worker", "address": address})
+            self._commit(
+                {"op": "register_worker", "address": address, "incarnation": incarnation}
+            )
             log.info("worker %s registered%s", address,
                      f"; it resumes tasks {resumed}" if resumed else "")
             for job in self.state.active_jobs():
@@ -315,7 +329,11 @@ class _Dispatcher:
                        and not self.state.tasks[t].removed for t in job.task_ids):
                     continue
                 self._create_task(job, address)
+            # (Its tasks of exact jobs were lost when it was dropped: whether it is the
+            # same process or not, they come back as a new generation and start over.)
+            self._place_orphans()
         else:
+            self._check_incarnation(address, incarnation)
             # A journal from before registering revived tasks in the same record may hold
             # a registered worker whose tasks are still marked taken: the worker runs them,
             # so they are its again (never "delete": it would start them over later).
@@ -325,13 +343,51 @@ class _Dispatcher:
         self.worker_seen[address] = time.monotonic()
         for task_id in finished:
             task = self.state.tasks.get(task_id)
-            if task is not None and not task.finished:
+            # An exact job's task is finished by its readers, once one received its end of
+            # sequence: the worker may have sent its last elements into a connection that
+            # then broke, and a replay must still be possible.
+            if task is not None and not task.finished and not self.state.jobs[task.job_id].exact:
                 self._commit({"op": "finish_task", "task_id": task_id})
         assigned = self.state.tasks_for_worker(address)
         assigned_ids = {t.task_id for t in assigned}
-        new = [self._task_def(t) for t in assigned if t.task_id not in current]
+        new = [
+            self._task_def(t) for t in assigned
+            if t.task_id not in current or generations.get(t.task_id, t.generation) < t.generation
+        ]
         delete = sorted(t for t in current if t not in assigned_ids and t not in finished)
         return {"tasks": new, "delete": delete}
+
+    def _check_incarnation(self, address: str, incarnation: str) -> None:
+        """A worker process that is not the one the state knows at ``address`` (it
+        restarted) lost every task it ran: those of exact jobs are replayed. Caller holds
+        the lock; ``address`` is registered."""
+        known = self.state.workers[address].get("incarnation", "")
+        if not incarnation or known == incarnation:
+            return
+        lost = [t.task_id for t in self.state.tasks_for_worker(address)
+                if self.state.replayable(t)]
+        self._commit({"op": "restart_worker", "address": address, "incarnation": incarnation})
+        if lost:
+            log.info("worker %s restarted; its tasks %s replay their splits", address, lost)
+
+    def _place_orphans(self) -> None:
+        """Give each task of an exact job lost with its worker to the live worker with the
+        fewest tasks, which replays it. Caller holds the lock."""
+        if not self.state.workers:
+            return
+        for job in self.state.active_jobs():
+            for task in self.state.orphans(job):
+                load = {a: 0 for a in self.state.workers}
+                for t in self.state.tasks.values():
+                    if t.worker_address in load and not t.removed and not t.finished:
+                        load[t.worker_address] += 1
+                address = min(sorted(load), key=load.__getitem__)
+                self._commit(
+                    {"op": "move_task", "task_id": task.task_id, "worker_address": address}
+                )
+                log.info("task %d of job %d (lost with worker %s) is replayed on %s",
+                         task.task_id, job.job_id, task.worker_address, address)
+                self._push(address, task)
 
     def get_dataset_def(self, req: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
@@ -356,6 +412,8 @@ class _Dispatcher:
             task = self.state.tasks.get(task_id)
             if task is None or task.job_id != job_id:
                 raise errors.NotFoundError(f"Task {task_id} of job {job_id} not found")
+            if job.exact:
+                return self._exact_splits(job, task, req, want)
             position = int(req.get("position", task.splits_given))
             if (
                 worker
@@ -388,6 +446,70 @@ class _Dispatcher:
             self.handouts[task_id] = splits
             return {"splits": splits, "end": end and not splits}
 
+    def _exact_splits(
+        self, job: Job, task: Task, req: dict[str, Any], want: int
+    ) -> dict[str, Any]:
+        """GetSplits of an exact job. ``position`` counts the task's splits over all its
+        generations: below the number recorded, it is a replay (or a reply that was lost)
+        and gets the recorded splits again; at it, new splits, recorded first.
+
+        A worker that is not (yet) the task's current runner waits: an older generation,
+        a process the dispatcher has not seen register, or a replay whose skip set is not
+        complete yet (a reader has still to say what it received)."""
+        generation = int(req.get("generation", -1))
+        address = str(req.get("worker_address") or "")
+        worker = self.state.workers.get(task.worker_address)
+        if (
+            task.removed or task.finished or worker is None
+            or generation != task.generation or address != task.worker_address
+            or str(req.get("worker") or "") != worker.get("incarnation")
+            or task.awaiting
+        ):
+            return {"splits": [], "end": False, "wait": True}
+        position = int(req["position"])
+        recorded = task.num_recorded_splits
+        reply: dict[str, Any] = {"generation": task.generation}
+        if position == 0:
+            reply["skip"] = task.delivered
+        if position < recorded:
+            log_ = self._split_log(job)
+            reply.update(splits=[log_[n] for n in _split_numbers(task.splits, position, want)],
+                         end=False)
+            return reply
+        if position > recorded:
+            raise errors.DataLossError(
+                f"task {task.task_id} of job {job.job_id} asks for splits from position "
+                f"{position}, but only {recorded} were recorded for it"
+            )
+        if job.splits_exhausted:
+            reply.update(splits=[], end=True)
+            return reply
+        log_ = self._split_log(job)
+        provider = self._split_provider(job)
+        splits: list[bytes] = []
+        end = False
+        while len(splits) < want:
+            split, end = pipeline.split_provider_next(provider)
+            if end:
+                break
+            splits.append(pipeline.encode_split(split))
+        self._commit({
+            "op": "give_splits", "job_id": job.job_id, "task_id": task.task_id,
+            "position": position, "count": len(splits), "exhausted": end,
+            "worker": str(req.get("worker") or ""),
+        })
+        log_.extend(splits)
+        reply.update(splits=splits, end=end and not splits)
+        return reply
+
+    def _split_log(self, job: Job) -> list[bytes]:
+        """Every split of the exact ``job`` handed out so far, by number."""
+        if job.job_id not in self.split_log:
+            self.split_providers.pop(job.job_id, None)
+            self.split_log[job.job_id] = []
+            self._split_provider(job)  # fills the log on its way to where it was
+        return self.split_log[job.job_id]
+
     def _split_provider(self, job: Job) -> Any:
         """The job's split provider, positioned after the splits already handed out.
 
@@ -409,10 +531,13 @@ class _Dispatcher:
             if task.last_count
         }
         kept: dict[int, list[bytes]] = {task_id: [] for task_id in last}
+        log_ = self.split_log.get(job.job_id) if job.exact else None
         for number in range(job.num_splits):
             split, end = pipeline.split_provider_next(provider)
             if end:
                 break
+            if log_ is not None:
+                log_.append(pipeline.encode_split(split))
             for task_id, numbers in last.items():
                 if number in numbers:
                     kept[task_id].append(pipeline.encode_split(split))
@@ -511,9 +636,13 @@ class _Dispatcher:
                         )
                     return self._job_reply(job, req)
             job_id = self.state.next_job_id
+            exact = False
+            if policy == ShardingPolicy.DYNAMIC and num_consumers < 0:
+                exact = self._exactly_once(ds, job_id)
             self._commit(
                 {
                     "op": "create_job",
+                    "exact": exact,
                     "job_id": job_id,
                     "job_name": job_name,
                     "iteration": iteration,
@@ -529,21 +658,51 @@ class _Dispatcher:
                 self._create_task(job, address)
             return self._job_reply(job, req)
 
+    def _exactly_once(self, ds: Any, job_id: int) -> bool:
+        """Whether a distributed_epoch job of ``ds`` can be read exactly once through worker
+        failures (its pipeline is deterministic); if not, say why in the log."""
+        try:
+            dataset = pipeline.deserialize(
+                ds.dataset_def, code_allowed=not self.config.registered_pipelines_only
+            )
+            reason = pipeline.nondeterminism(dataset)
+        except errors.OpError as exc:
+            reason = f"its pipeline cannot be inspected here ({exc})"
+        if reason is not None:
+            log.warning(
+                "job %d of dataset %s: %s, so a worker lost mid-job loses the elements it "
+                "held (at most once), as in TensorFlow; a deterministic pipeline gets every "
+                "element exactly once", job_id, ds.dataset_id, reason)
+            return False
+        return True
+
     def _job_reply(self, job: Job, req: dict[str, Any]) -> dict[str, Any]:
         """The job id and, when asked (``acquire``), a new client id and the job's tasks:
         one round trip from iterator creation to reading."""
         reply: dict[str, Any] = {"job_id": job.job_id}
         if req.get("acquire"):
-            reply.update(self.acquire_client({"job_id": job.job_id}))
-            reply.update(self._client_view(job))
+            acquired = self.acquire_client({"job_id": job.job_id})
+            reply.update(acquired)
+            reply.update(self._client_view(job, acquired["client_id"]))
         return reply
 
-    def _client_view(self, job: Job) -> dict[str, Any]:
+    def _client_view(self, job: Job, client_id: int) -> dict[str, Any]:
+        """The job's tasks as a reader sees them. Tasks of an exact job carry their
+        generation (read only that one) and whether this reader has to report what it
+        received; a lost task waiting for a worker is listed without an address."""
+        tasks = [
+            {"task_id": t.task_id, "worker_address": t.worker_address,
+             "generation": t.generation, "report": client_id in t.awaiting}
+            for t in self.state.live_tasks(job)
+        ]
+        tasks.extend(
+            {"task_id": t.task_id, "worker_address": "", "generation": t.generation,
+             "report": client_id in t.awaiting}
+            for t in self.state.orphans(job)
+        )
         return {
-            "tasks": [
-                {"task_id": t.task_id, "worker_address": t.worker_address}
-                for t in self.state.live_tasks(job)
-            ],
+            "tasks": tasks,
+            "exact": job.exact,
             "job_finished": self.state.job_finished(job),
             "num_workers": len(self.state.workers),
         }
@@ -602,7 +761,24 @@ class _Dispatcher:
                 task = self.state.tasks.get(int(task_id))
                 if task is not None and task.job_id == job_id and not task.finished:
                     self._commit({"op": "finish_task", "task_id": task.task_id})
-            return self._client_view(job)
+            for report in req.get("delivered", ()):
+                self._report_delivered(job, client_id, report)
+            return self._client_view(job, client_id)
+
+    def _report_delivered(self, job: Job, client_id: int, report: dict[str, Any]) -> None:
+        """A reader's account of the elements it received from a lost task."""
+        task = self.state.tasks.get(int(report["task_id"]))
+        generation = int(report["generation"])
+        if (task is None or task.job_id != job.job_id or client_id not in task.awaiting
+                or generation != task.generation):
+            return  # already counted, or about a generation since replaced
+        ranges = [[int(a), int(b)] for a, b in report["ranges"]]
+        self._commit({"op": "report_delivered", "task_id": task.task_id,
+                      "client_id": client_id, "generation": generation, "ranges": ranges})
+        if not task.awaiting:
+            log.info("task %d generation %d: every reader reported; the replay leaves out "
+                     "%d elements they received", task.task_id, generation,
+                     sum(b - a for a, b in task.delivered))
 
     def get_workers(self, req: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
@@ -633,6 +809,7 @@ class _Dispatcher:
                     self._commit({"op": "remove_worker", "address": address})
                     self.worker_seen.pop(address, None)
                     self.worker_index.assigned.pop(address, None)
+            self._place_orphans()
             for client_id, seen in list(self.client_seen.items()):
                 if now - seen > self.client_timeout:
                     log.info("client %d timed out; releasing it", client_id)
@@ -652,6 +829,7 @@ class _Dispatcher:
         self.gc_clients.update(c for c, j in self.state.clients.items() if j == job.job_id)
         self._commit({"op": "gc_job", "job_id": job.job_id})
         self.split_providers.pop(job.job_id, None)
+        self.split_log.pop(job.job_id, None)
         for task_id in job.task_ids:
             self.handouts.pop(task_id, None)
         by_worker: dict[str, list[int]] = {}
@@ -667,6 +845,22 @@ class _Dispatcher:
         for name, fn in self.methods.items():
             svc.add(name, refusing_malformed(name, _unary(fn)))
         return svc
+
+
+def _split_numbers(ranges: list[list[int]], position: int, count: int) -> list[int]:
+    """Split numbers ``position .. position + count - 1`` of a task's hand-out order, given
+    as [start, stop) ranges of the job's split numbers."""
+    numbers: list[int] = []
+    for start, stop in ranges:
+        if position >= stop - start:
+            position -= stop - start
+            continue
+        take = min(count - len(numbers), stop - start - position)
+        numbers.extend(range(start + position, start + position + take))
+        position = 0
+        if len(numbers) == count:
+            break
+    return numbers
 
 
 def _check_dataset_id(dataset_id: Any) -> None:

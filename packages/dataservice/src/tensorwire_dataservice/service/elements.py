@@ -32,7 +32,10 @@ from tensorwire import codec, errors
 
 from .protocol import COMPRESSION_AUTO, COMPRESSION_NONE, COMPRESSION_SNAPPY, as_bytes
 
-__all__ = ["encode_elements", "decode_elements", "eos_message", "Compressor", "element_nbytes"]
+__all__ = [
+    "encode_elements", "decode_elements", "decode_chunk", "eos_message", "Compressor",
+    "element_nbytes",
+]
 
 _PACK_MAX_ITEM_BYTES = 4096
 _COMPRESS_MIN_BYTES = 1024
@@ -129,16 +132,22 @@ class Compressor:
         return {"zstd": packed}
 
 
-def encode_elements(elements: list[Any], compressor: Compressor | None = None) -> list[Any]:
+def encode_elements(
+    elements: list[Any], compressor: Compressor | None = None, first: int | None = None
+) -> list[Any]:
+    """One message of ``elements``; ``first``: the index of the first in its task's output
+    (exact distributed_epoch jobs), the others following it."""
     if len(elements) > 1 and _packable(elements):
-        first = elements[0]
-        if isinstance(first, np.generic):
-            packed = np.array(elements, dtype=first.dtype)
+        head = elements[0]
+        if isinstance(head, np.generic):
+            packed = np.array(elements, dtype=head.dtype)
         else:
             packed = np.stack(elements)
         payload: dict[str, Any] = {"packed": packed}
     else:
         payload = {"elements": elements}
+    if first is not None:
+        payload["first"] = first
     frames = codec.encode(payload)
     if compressor is not None:
         compressed = compressor.maybe_compress(payload, frames)
@@ -153,14 +162,22 @@ def eos_message() -> list[Any]:
 
 def decode_elements(frames: Iterable[Any]) -> tuple[list[Any], bool]:
     """``(elements, end_of_sequence)`` from one message."""
+    elements, eos, _ = decode_chunk(frames)
+    return elements, eos
+
+
+def decode_chunk(frames: Iterable[Any]) -> tuple[list[Any], bool, int | None]:
+    """``(elements, end_of_sequence, index of the first element or None)``."""
     message = codec.decode(list(frames))
     if "zstd" in message:
         message = codec.loads(_zd().decompress(as_bytes(message["zstd"])))
     elif "snappy" in message:
         message = codec.loads(cramjam.snappy.decompress_raw(as_bytes(message["snappy"])))
     if message.get("eos"):
-        return [], True
+        return [], True, None
+    first = message.get("first")
+    first = None if first is None else int(first)
     packed = message.get("packed")
     if packed is not None:
-        return list(packed), False  # rows: NumPy scalars, or views into one buffer
-    return list(message["elements"]), False
+        return list(packed), False, first  # rows: NumPy scalars, or views into one buffer
+    return list(message["elements"]), False, first

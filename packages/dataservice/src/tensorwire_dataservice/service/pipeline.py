@@ -45,6 +45,7 @@ __all__ = [
     "is_infinite",
     "iterate",
     "iterate_splits",
+    "nondeterminism",
     "iterate_shard",
     "make_split_provider",
     "split_provider_next",
@@ -256,6 +257,59 @@ def _make_iterator(dataset: Any, split_provider: Any = None) -> Iterator[Any]:
 
         return DatasetIterator(dataset, split_provider=split_provider)
     return make(dataset, split_provider=split_provider)
+
+
+def nondeterminism(dataset: Any) -> str | None:
+    """Why ``dataset`` may produce different elements, or a different order, from the same
+    splits on another run; None when it does not (as far as the pipeline's structure shows:
+    the functions it maps are taken to be pure).
+
+    ``distributed_epoch`` replays a lost task's splits on another worker and leaves out the
+    elements its readers already received, by their index in the task's output; that is
+    exact only when a rerun yields the same elements at the same indices.
+    """
+    try:
+        # Options act pipeline-wide, as iteration applies them: the root's.
+        options = dataset.options()
+        default = options.effective_deterministic() if options is not None else None
+    except Exception:  # noqa: BLE001 - no options: TensorFlow's default (deterministic)
+        default = None
+    seen: set[int] = set()
+    stack = [dataset]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        reason = _node_nondeterminism(node, default)
+        if reason is not None:
+            return reason
+        try:
+            stack.extend(node._inputs())
+        except Exception:  # noqa: BLE001 - a node we cannot walk: say so rather than guess
+            return f"{type(node).__name__} does not list its inputs"
+    return None
+
+
+def _node_nondeterminism(node: Any, default_deterministic: bool | None) -> str | None:
+    name = type(node).__name__
+    if name in ("ShuffleDataset", "SampleDataset", "RandomDataset") and (
+        getattr(node, "_seed", 0) is None
+    ):
+        return f"{name} without a seed"
+    if name == "ListFilesDataset" and getattr(node, "_seed", 0) is None and getattr(
+        node, "_shuffle", False
+    ):
+        return "list_files shuffled without a seed"
+    if name == "ParallelMapDataset":
+        flag = getattr(node, "_deterministic", None)
+        if flag is None:
+            flag = default_deterministic
+        if flag is False:
+            return "map(..., deterministic=False)"
+    if name == "GeneratorDataset":
+        return "from_generator (a Python generator may yield anything on a rerun)"
+    return None
 
 
 def iterate(dataset: Any) -> Iterator[Any]:

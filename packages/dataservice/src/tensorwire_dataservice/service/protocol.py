@@ -69,8 +69,8 @@ class ShardingPolicy(enum.IntEnum):
 
     OFF: every worker produces the whole dataset ("parallel_epochs").
     DYNAMIC: the dispatcher hands out splits of the source at run time
-      ("distributed_epoch"); exactly once through dispatcher restarts, at most once when
-      a worker is lost.
+      ("distributed_epoch"); exactly once through dispatcher restarts, and through lost
+      workers for deterministic pipelines (at most once for the others).
     FILE, DATA, FILE_OR_DATA, HINT: static sharding over the fixed ``worker_addresses`` of
       the dispatcher, as ``AutoShardPolicy``; a restarted worker redoes its shard.
     """

@@ -28,6 +28,8 @@ from typing import Any
 
 from tensorwire import errors
 
+from .positions import IndexRanges
+
 __all__ = ["DispatcherState", "Dataset", "Job", "Task"]
 
 FIRST_DATASET_ID = 1000
@@ -58,6 +60,20 @@ class Task:
     last_first: int = 0
     last_count: int = 0
     last_worker: str = ""
+    # Exactly-once distributed_epoch (jobs with ``exact``; see positions.py). ``splits``: the
+    # job's split numbers this task was given, as [start, stop) ranges in hand-out order: a
+    # replay runs exactly these again. ``generation`` counts the times the task was lost
+    # with its worker and replayed; readers read one generation, and ignore what an older
+    # one still sends. ``delivered``: the element indices readers received (the replay
+    # leaves them out), complete once no reader in ``awaiting`` still has to report.
+    splits: list[list[int]] = dataclasses.field(default_factory=list)
+    generation: int = 0
+    delivered: list[list[int]] = dataclasses.field(default_factory=list)
+    awaiting: set[int] = dataclasses.field(default_factory=set)
+
+    @property
+    def num_recorded_splits(self) -> int:
+        return sum(stop - start for start, stop in self.splits)
 
 
 @dataclasses.dataclass
@@ -74,6 +90,9 @@ class Job:
     task_ids: list[int] = dataclasses.field(default_factory=list)
     clients: set[int] = dataclasses.field(default_factory=set)
     garbage_collected: bool = False
+    # distributed_epoch of a deterministic pipeline: a lost worker's tasks are replayed, so
+    # every element is delivered exactly once (see Task.splits).
+    exact: bool = False
 
     @property
     def coordinated(self) -> bool:
@@ -106,7 +125,26 @@ class DispatcherState:
         # A job whose every task was lost with its worker is not finished: a worker that
         # registers (again) gets a task for it.
         live = [self.tasks[t] for t in job.task_ids if not self.tasks[t].removed]
-        return bool(live) and all(t.finished for t in live)
+        return bool(live) and all(t.finished for t in live) and not self.orphans(job)
+
+    def orphans(self, job: Job) -> list[Task]:
+        """Tasks of an exact job lost with their worker and waiting for one to replay them
+        on: the job is not finished before they are."""
+        if not job.exact or job.garbage_collected:
+            return []
+        return [
+            t for t in (self.tasks[i] for i in job.task_ids)
+            if t.removed and not t.finished and t.splits
+        ]
+
+    def replayable(self, task: Task) -> bool:
+        """Whether ``task``, losing its worker now, must be replayed: an unfinished task of a
+        live exact job that was given splits (without splits it produced nothing)."""
+        job = self.jobs.get(task.job_id)
+        return (
+            job is not None and job.exact and not job.garbage_collected
+            and not task.finished and bool(task.splits)
+        )
 
     def live_tasks(self, job: Job) -> list[Task]:
         return [self.tasks[t] for t in job.task_ids if not self.tasks[t].removed]
@@ -161,8 +199,18 @@ class DispatcherState:
         self.by_fingerprint.setdefault(ds.fingerprint, ds.dataset_id)
         self.next_dataset_id = next_id
 
+    def _lose(self, task: Task) -> None:
+        """``task``'s worker lost what it had produced: the next generation replays its
+        splits once every reader of the job said what it received (they stop reading the
+        older generation first)."""
+        if self.replayable(task):
+            task.generation += 1
+            task.awaiting = set(self.jobs[task.job_id].clients)
+
     def _apply_register_worker(self, r: dict[str, Any]) -> None:
-        self.workers[r["address"]] = {"address": r["address"]}
+        self.workers[r["address"]] = {
+            "address": r["address"], "incarnation": str(r.get("incarnation") or "")
+        }
         # A worker dropped for missed heartbeats that registers again gets its unfinished
         # tasks back (it may still be running them: they carry on, and a new task would
         # start the epoch again). In this record, not records of their own: a restart
@@ -177,8 +225,38 @@ class DispatcherState:
     def _apply_remove_worker(self, r: dict[str, Any]) -> None:
         self.workers.pop(r["address"], None)
         for task in self.tasks.values():
-            if task.worker_address == r["address"] and not task.finished:
+            if task.worker_address == r["address"] and not task.finished and not task.removed:
                 task.removed = True
+                self._lose(task)
+
+    def _apply_restart_worker(self, r: dict[str, Any]) -> None:
+        # The worker at this address is a new process: its tasks start over, and those of
+        # exact jobs replay what the previous process was given.
+        worker = self.workers[r["address"]]
+        worker["incarnation"] = str(r["incarnation"])
+        for task in self.tasks_for_worker(r["address"]):
+            self._lose(task)
+
+    def _apply_move_task(self, r: dict[str, Any]) -> None:
+        # An orphaned task of an exact job goes to a live worker, which replays it.
+        task = self.tasks[r["task_id"]]
+        if r["worker_address"] not in self.workers:
+            raise errors.FailedPreconditionError(
+                f"cannot move task {task.task_id} to unregistered worker {r['worker_address']}"
+            )
+        task.worker_address = r["worker_address"]
+        task.removed = False
+
+    def _apply_report_delivered(self, r: dict[str, Any]) -> None:
+        # A reader's account of what it received from the task, for its current generation.
+        task = self.tasks[r["task_id"]]
+        client_id = int(r["client_id"])
+        if int(r["generation"]) != task.generation or client_id not in task.awaiting:
+            return
+        delivered = IndexRanges(task.delivered)
+        delivered.update(IndexRanges(r["ranges"]))
+        task.delivered = delivered.ranges()
+        task.awaiting.discard(client_id)
 
     def _apply_create_job(self, r: dict[str, Any]) -> None:
         job = Job(
@@ -189,6 +267,7 @@ class DispatcherState:
             r["policy"],
             r["num_consumers"],
             r["target_workers"],
+            exact=bool(r.get("exact", False)),
         )
         next_id = max(self.next_job_id, job.job_id + 1)
         self.jobs[job.job_id] = job
@@ -224,6 +303,11 @@ class DispatcherState:
         worker = r["worker"]
         task.last_first = job.num_splits
         task.last_count = count
+        if count:
+            if task.splits and task.splits[-1][1] == job.num_splits:
+                task.splits[-1] = [task.splits[-1][0], job.num_splits + count]
+            else:
+                task.splits.append([job.num_splits, job.num_splits + count])
         task.last_worker = worker
         task.splits_given = given
         job.num_splits += count
@@ -246,6 +330,8 @@ class DispatcherState:
         job_id = self.clients.pop(r["client_id"], None)
         if job_id is not None:
             self.jobs[job_id].clients.discard(r["client_id"])
+            for task_id in self.jobs[job_id].task_ids:  # a reader gone reports nothing
+                self.tasks[task_id].awaiting.discard(r["client_id"])
 
     def _apply_gc_job(self, r: dict[str, Any]) -> None:
         job = self.jobs[r["job_id"]]
@@ -253,6 +339,8 @@ class DispatcherState:
         for client_id in list(job.clients):
             self.clients.pop(client_id, None)
         job.clients.clear()
+        for task_id in job.task_ids:
+            self.tasks[task_id].awaiting.clear()
 
     def _apply_forget_collected_jobs(self, r: dict[str, Any]) -> None:
         gone = [job for job in self.jobs.values() if job.garbage_collected]

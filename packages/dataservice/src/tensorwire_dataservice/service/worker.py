@@ -34,6 +34,7 @@ from .config import (
     worker_config_from,
 )
 from .elements import Compressor, element_nbytes, encode_elements, eos_message
+from .positions import IndexRanges, SkipCursor
 from .protocol import (
     DISPATCHER_SERVICE,
     STATIC_POLICIES,
@@ -68,14 +69,26 @@ def _as_op_error(exc: BaseException) -> errors.OpError:
     return errors.UnknownError(f"{type(exc).__name__}: {exc}")
 
 
-class _RemoteSplitProvider:  # implements dataset.sharding.SplitProvider
-    """Splits of a distributed_epoch job, fetched from the dispatcher a few at a time."""
+#: Between two GetSplits of a replay the dispatcher holds back (its readers have not all
+#: said what they received yet).
+_REPLAY_POLL_S = 0.05
 
-    def __init__(self, worker: _Worker, job_id: int, task_id: int, stopped: threading.Event):
+
+class _RemoteSplitProvider:  # implements dataset.sharding.SplitProvider
+    """Splits of a distributed_epoch job, fetched from the dispatcher a few at a time.
+
+    For an exact job (``task`` given) the position counts the task's splits over all its
+    generations: a replay starts at 0 and gets the splits its task was given before, in
+    the same order, then new ones; the first reply also says which element indices the
+    readers already received (``task.skip``)."""
+
+    def __init__(self, worker: _Worker, job_id: int, task_id: int, stopped: threading.Event,
+                 task: _Task | None = None):
         self._worker = worker
         self._job_id = job_id
         self._task_id = task_id
         self._stopped = stopped
+        self._task = task
         self._pending: collections.deque[bytes] = collections.deque()
         self._position = 0  # splits received so far; the dispatcher's idempotency key
         self._end = False
@@ -89,12 +102,14 @@ class _RemoteSplitProvider:  # implements dataset.sharding.SplitProvider
     def _get_next_locked(self) -> Any:
         if not self._pending and not self._end:
             # Retried as is: a request whose reply was lost gets the same splits again.
-            reply = self._worker.dispatcher_call(
-                "GetSplits",
-                {"job_id": self._job_id, "task_id": self._task_id, "max": self._batch,
-                 "position": self._position, "worker": self._worker.incarnation},
-                should_stop=self._stopped.is_set,
-            )
+            request = {"job_id": self._job_id, "task_id": self._task_id, "max": self._batch,
+                       "position": self._position, "worker": self._worker.incarnation}
+            if self._task is not None:
+                request.update(generation=self._task.generation,
+                               worker_address=self._worker.address)
+            reply = self._call(request)
+            if self._task is not None and "skip" in reply:
+                self._task.skip_from(reply["skip"])
             splits = [as_bytes(s) for s in reply["splits"]]
             self._position += len(splits)
             self._pending.extend(splits)
@@ -105,6 +120,23 @@ class _RemoteSplitProvider:  # implements dataset.sharding.SplitProvider
         if self._pending:
             return pipeline.decode_split(self._pending.popleft())
         return None
+
+    def _call(self, request: dict[str, Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + self._worker.dispatcher_timeout
+        while True:
+            reply: dict[str, Any] = self._worker.dispatcher_call(
+                "GetSplits", request, should_stop=self._stopped.is_set
+            )
+            if not reply.get("wait"):
+                return reply
+            if time.monotonic() >= deadline:
+                raise errors.DeadlineExceededError(
+                    f"task {self._task_id}: the dispatcher held back its splits for "
+                    f"{self._worker.dispatcher_timeout:.0f}s (a replay waits for every "
+                    "reader of the job to report what it received)"
+                )
+            if self._stopped.wait(_REPLAY_POLL_S):
+                raise errors.CancelledError(f"task {self._task_id} was stopped")
 
     def reset(self) -> None:  # part of the SplitProvider interface; a task never rewinds
         raise errors.UnimplementedError("a distributed_epoch task cannot rewind its splits")
@@ -133,6 +165,14 @@ class _Task:
         self.error: errors.OpError | None = None
         self.stopped = threading.Event()
         self.compression = definition.get("compression") or None
+        # Exact jobs: every element has an index in the task's output (see positions.py);
+        # a replay leaves out the indices in ``skip``. ``runs`` holds [first index, count]
+        # for the buffered elements, consecutive indices in one run.
+        self.exact = bool(definition.get("exact", False))
+        self.generation = int(definition.get("generation", 0))
+        self.skip: SkipCursor | None = None
+        self.produced = 0
+        self.runs: collections.deque[list[int]] = collections.deque()
         # Coordinated reads.
         self.round_cond = threading.Condition()
         self.rounds: dict[int, list[Any]] = {}
@@ -154,7 +194,8 @@ class _Task:
         )
         policy = ShardingPolicy(int(d["policy"]))
         if policy == ShardingPolicy.DYNAMIC:
-            provider = _RemoteSplitProvider(self.worker, self.job_id, self.task_id, self.stopped)
+            provider = _RemoteSplitProvider(self.worker, self.job_id, self.task_id, self.stopped,
+                                            self if self.exact else None)
             return pipeline.iterate_splits(dataset, provider)
         if policy in STATIC_POLICIES:
             return pipeline.iterate_shard(
@@ -162,11 +203,21 @@ class _Task:
             )
         return pipeline.iterate(dataset)
 
+    def skip_from(self, ranges: list[Any]) -> None:
+        """The indices the readers already received; called before the first split."""
+        self.skip = SkipCursor(IndexRanges(ranges)) if ranges else None
+
     def _produce(self) -> None:
+        exact = self.exact
         try:
             it = self._iterator()
             first = True
             for element in it:
+                if exact:
+                    index = self.produced
+                    self.produced += 1
+                    if self.skip is not None and self.skip.skips(index):
+                        continue  # a reader has it already
                 if first:
                     first = False
                     self.element_bytes = max(1, element_nbytes(element))
@@ -182,6 +233,12 @@ class _Task:
                     if self.stopped.is_set():
                         return
                     self.buffer.append(element)
+                    if exact:
+                        runs = self.runs
+                        if runs and runs[-1][0] + runs[-1][1] == index:
+                            runs[-1][1] += 1
+                        else:
+                            runs.append([index, 1])
                     if len(self.buffer) == 1:
                         self.cond.notify_all()
         except BaseException as exc:  # noqa: BLE001 - reported to the clients
@@ -196,12 +253,27 @@ class _Task:
     # -- consumption ---------------------------------------------------------------------------
     def take(self, max_elements: int, timeout: float) -> tuple[list[Any], bool]:
         """Up to ``max_elements`` ready elements (waits for one), and end_of_sequence."""
+        out, eos, _ = self.take_chunk(max_elements, timeout)
+        return out, eos
+
+    def take_chunk(
+        self, max_elements: int, timeout: float, generation: int | None = None
+    ) -> tuple[list[Any], bool, int | None]:
+        """Like :meth:`take`, plus the index of the first element (exact jobs; the others
+        follow it without gaps) or None. ``generation``: what the reader reads; another
+        generation of the task is refused (UnavailableError, worth retrying: the reader
+        or this worker has not caught up with the dispatcher yet)."""
         deadline = time.monotonic() + timeout
         with self.cond:
+            if generation is not None and generation != self.generation:
+                raise errors.UnavailableError(
+                    f"task {self.task_id} is at generation {self.generation} on worker "
+                    f"{self.worker.address}, the reader asked for generation {generation}"
+                )
             while not self.buffer and not self.exhausted and not self.stopped.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return [], False
+                    return [], False, None
                 self.cond.wait(remaining)
             if self.stopped.is_set():
                 raise errors.CancelledError(f"task {self.task_id} was deleted")
@@ -213,13 +285,23 @@ class _Task:
             n = min(len(self.buffer), max_elements)
             if self.element_bytes:
                 n = min(n, max(1, _MESSAGE_BYTES // self.element_bytes))
+            first: int | None = None
+            if self.exact and n:
+                run = self.runs[0]  # one message carries one run: its first index says all
+                first = run[0]
+                n = min(n, run[1])
+                if n == run[1]:
+                    self.runs.popleft()
+                else:
+                    run[0] += n
+                    run[1] -= n
             out = [self.buffer.popleft() for _ in range(n)]
             if blocked or len(self.buffer) + n >= self.capacity:
                 self.cond.notify_all()  # the producer may be waiting for room
             eos = self.exhausted and not self.buffer
         if eos and not out and self.error is None:
             self.worker.task_finished(self.task_id)
-        return out, eos
+        return out, eos, first
 
     def round_element(self, consumer: int, round_index: int, timeout: float) -> tuple[Any, bool]:
         if not 0 <= consumer < self.num_consumers:
@@ -341,9 +423,11 @@ class _Worker:
         with self.lock:
             current = sorted(self.tasks)
             finished = sorted(self.finished - self.reported_finished)
+            generations = {t.task_id: t.generation for t in self.tasks.values() if t.exact}
         reply = call(self.config.protocol, self.config.dispatcher_address, DISPATCHER_SERVICE,
                      "WorkerHeartbeat",
-                     {"worker_address": self.address, "tasks": current, "finished": finished},
+                     {"worker_address": self.address, "tasks": current, "finished": finished,
+                      "incarnation": self.incarnation, "generations": generations},
                      timeout=10.0, options=self.options)
         with self.task_arrived:
             self.reported_finished.update(finished)
@@ -360,7 +444,15 @@ class _Worker:
         """Start the tasks not running yet. Caller holds ``task_arrived``."""
         for definition in definitions:
             task_id = int(definition["task_id"])
-            if (task_id not in self.tasks and task_id not in self.finished
+            running = self.tasks.get(task_id)
+            if running is not None and int(definition.get("generation", 0)) > running.generation:
+                # The dispatcher replays the task (this worker was taken for lost): what
+                # this run produced is superseded, and the replay starts over.
+                running.stop()
+                del self.tasks[task_id]
+                self.finished.discard(task_id)
+                running = None
+            if (running is None and task_id not in self.finished
                     and not self.stopped.is_set()):
                 self.tasks[task_id] = _Task(self, definition)
         self.task_arrived.notify_all()
@@ -396,6 +488,7 @@ class _Worker:
             return
         max_elements = max(1, min(int(req.get("max_elements", _MAX_ELEMENTS_PER_MESSAGE)),
                                   _MAX_ELEMENTS_PER_MESSAGE))
+        generation = _generation_of(req)
         compressor = Compressor(task.compression)
         # Small messages first so the first element leaves at once, then larger ones (up to
         # max_elements) so small elements do not pay a message each.
@@ -403,10 +496,10 @@ class _Worker:
         while True:
             if self.stopped.is_set():
                 raise errors.UnavailableError(f"worker {self.address} is stopping")
-            out, eos = task.take(batch, timeout=1.0)
+            out, eos, first = task.take_chunk(batch, 1.0, generation)
             batch = min(batch * 4, max_elements)
             if out:
-                yield encode_elements(out, compressor)
+                yield encode_elements(out, compressor, first)
             if eos:
                 if task.error is not None:
                     raise task.error
@@ -428,12 +521,12 @@ class _Worker:
             wait = min(wait, max(0.0, remaining - 0.5))
         if self.stopped.is_set():
             raise errors.UnavailableError(f"worker {self.address} is stopping")
-        out, eos = task.take(max_elements, timeout=wait)
+        out, eos, first = task.take_chunk(max_elements, wait, _generation_of(req))
         if not out and eos:
             if task.error is not None:
                 raise task.error
             return eos_message()
-        return encode_elements(out, Compressor(task.compression))
+        return encode_elements(out, Compressor(task.compression), first)
 
     def get_round_element(self, frames: list[memoryview], context: CallContext) -> Any:
         req = unpack(frames)
@@ -484,6 +577,12 @@ class _Worker:
         for task in tasks:
             task.stop()
         return [task.thread for task in tasks]
+
+
+def _generation_of(request: dict[str, Any]) -> int | None:
+    """The task generation a reader asks for (exact jobs), or None (any)."""
+    generation = request.get("generation")
+    return None if generation is None else int(generation)
 
 
 def _heartbeat_loop(worker_ref: weakref.ref[_Worker]) -> None:

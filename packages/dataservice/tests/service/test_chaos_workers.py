@@ -1,0 +1,99 @@
+"""Chaos: two workers and the dispatcher, each killed -9 and restarted at random points,
+while a ``distributed_epoch`` job of a deterministic pipeline is read to the end.
+
+Each seed picks the kill points (after how many elements were read), the victim of each
+(the dispatcher or one of the workers) and whether a killed worker comes back at once (a
+new process at the same address: its tasks replay) or only after the dispatcher dropped it
+for missed heartbeats (its tasks move to the other worker and replay there). Whatever the
+seed: every element exactly once. Dispatcher and workers are real ``tensorwire`` processes;
+they are started once for all seeds, each seed reading its own job.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections import Counter
+
+import cloudpickle
+import pytest
+import tensorwire as tw
+from tensorwire_dataservice.service import client
+from tensorwire_testing.data_service import DataServiceProcess
+from tensorwire_testing.waiting import scaled
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+Dataset = tw.data.Dataset
+service = tw.data.service
+
+SEEDS = range(20)
+KILLS = 3
+N = 300
+WORKER_TIMEOUT_MS = 1000
+
+
+def _slow(x):
+    time.sleep(0.001)  # keeps the job running across the kills
+    return x
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    protocol = "grpc"
+    from tensorwire.transport import default_registry
+
+    if protocol not in default_registry.protocols():
+        pytest.skip("needs the grpc transport to reach servers in other processes")
+    work_dir = tmp_path_factory.mktemp("chaos-workers")
+    dispatcher = DataServiceProcess("dispatcher", [
+        "--protocol", protocol, "--work_dir", str(work_dir), "--fault_tolerant",
+        "--worker_timeout_ms", str(int(scaled(WORKER_TIMEOUT_MS)))])
+    workers: list[DataServiceProcess] = []
+    try:
+        dispatcher.start(timeout=30)
+        for _ in range(2):
+            worker = DataServiceProcess("worker", [
+                "--protocol", protocol, "--dispatcher_address", dispatcher.address,
+                "--heartbeat_interval_ms", "100"])
+            workers.append(worker.start(timeout=30))
+        yield protocol, dispatcher, workers
+    finally:
+        for process in [*workers, dispatcher]:
+            process.kill()
+
+
+def _read_through_chaos(protocol, dispatcher, workers, seed):
+    rng = random.Random(seed)
+    points = sorted(rng.sample(range(0, N // 2), KILLS))
+    target = f"{protocol}://{dispatcher.address}"
+    it = iter(Dataset.range(N).map(_slow).apply(service.distribute(
+        "distributed_epoch", target, job_name=f"chaos-w-{seed}")))
+    got: list[int] = []
+    for point in points:
+        while len(got) < point:
+            got.append(int(next(it)))
+        victim = rng.choice([dispatcher, *workers])
+        time.sleep(rng.random() * 0.02)
+        victim.kill()
+        if victim is not dispatcher and rng.random() < 0.3:
+            # Gone long enough to be dropped: its tasks move to the other worker.
+            time.sleep(scaled(WORKER_TIMEOUT_MS) / 1000 * 1.5)
+        else:
+            time.sleep(rng.random() * 0.1)
+        victim.start(timeout=30)
+    got.extend(int(x) for x in it)
+    return got
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_exactly_once_through_worker_and_dispatcher_kills(cluster, seed, monkeypatch):
+    monkeypatch.setattr(client, "CLIENT_TIMEOUT", scaled(60.0))
+    protocol, dispatcher, workers = cluster
+    got = _read_through_chaos(protocol, dispatcher, workers, seed)
+    counts = Counter(got)
+    assert not [x for x, c in counts.items() if c > 1], (
+        f"repeated: {sorted(x for x, c in counts.items() if c > 1)[:20]}")
+    assert sorted(counts) == list(range(N)), (
+        f"lost {N - len(counts)}: {sorted(set(range(N)) - set(counts))[:20]}")
