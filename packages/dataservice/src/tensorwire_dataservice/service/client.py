@@ -161,10 +161,11 @@ def register_dataset(
       ValueError: a malformed ``service``, ``compression`` or ``dataset_id``.
       PermissionDeniedError: the dispatcher runs registered pipelines only and the dataset
         is code.
-      AlreadyExistsError: ``dataset_id`` already names a different dataset.
+      InvalidArgumentError: ``dataset_id`` already names a different dataset (as
+        TensorFlow, which says "Datasets with the same ID should have the same structure").
       UnavailableError: the dispatcher did not answer within the client timeout.
 
-    Example:
+    Examples:
         >>> dataset_id = register_dataset(service, tw.data.Dataset.range(5))  # doctest: +SKIP
         >>> ds = from_dataset_id("parallel_epochs", service, dataset_id)      # doctest: +SKIP
     """
@@ -261,7 +262,7 @@ def distribute(
         finite cardinality.
       UnavailableError: the dispatcher or workers did not answer within the client timeout.
 
-    Example:
+    Examples:
         >>> ds = tw.data.Dataset.range(10).apply(
         ...     distribute("distributed_epoch", "grpc://localhost:5050"))  # doctest: +SKIP
         >>> sorted(int(x) for x in ds.as_numpy_iterator())                 # doctest: +SKIP
@@ -332,7 +333,7 @@ def from_dataset_id(
       ValueError: invalid arguments, as for :func:`distribute`.
       NotFoundError: on iteration, when the dispatcher knows no such dataset.
 
-    Example:
+    Examples:
         >>> dataset_id = register_dataset(service, tw.data.Dataset.range(5))   # doctest: +SKIP
         >>> ds = from_dataset_id("parallel_epochs", service, dataset_id)       # doctest: +SKIP
     """

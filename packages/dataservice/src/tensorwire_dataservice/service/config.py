@@ -137,7 +137,7 @@ def configure_client(
       ValueError: ``tls`` names a field that does not exist.
       TypeError: ``tls`` is neither a ``TLSOptions`` nor a dict.
 
-    Example:
+    Examples:
         >>> tw.data.service.configure_client(cluster_token="secret", tls={
         ...     "root_certificates_file": "ca.pem"})                   # doctest: +SKIP
     """
@@ -232,7 +232,7 @@ class DispatcherConfig(
     The fields are checked by :class:`DispatchServer`, which raises ``ValueError`` for an
     invalid one (e.g. ``fault_tolerant_mode`` without ``work_dir``).
 
-    Example:
+    Examples:
         >>> config = DispatcherConfig(port=5050, work_dir="/var/lib/tw-dispatcher",
         ...                           fault_tolerant_mode=True)              # doctest: +SKIP
         >>> dispatcher = DispatchServer(config)                             # doctest: +SKIP
@@ -313,7 +313,7 @@ class WorkerConfig(
     The fields are checked by :class:`WorkerServer`, which raises ``ValueError`` for an
     invalid one (e.g. no ``dispatcher_address``).
 
-    Example:
+    Examples:
         >>> config = WorkerConfig(dispatcher_address="dispatcher-host:5050", port=5051,
         ...                       worker_address="worker-7:%port%")         # doctest: +SKIP
         >>> worker = WorkerServer(config)                                   # doctest: +SKIP

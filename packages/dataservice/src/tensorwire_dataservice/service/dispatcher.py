@@ -898,7 +898,7 @@ class DispatchServer:
         authentication (see the Security guide).
       DataLossError: the journal in ``work_dir`` is damaged beyond a torn tail.
 
-    Example:
+    Examples:
         >>> dispatcher = DispatchServer()                       # doctest: +SKIP
         >>> dispatcher.target                                   # doctest: +SKIP
         'grpc://localhost:43211'

@@ -104,7 +104,7 @@ def register_pipeline(name: str, factory: Callable[..., Any]) -> None:
       ValueError: an empty name, or a different factory already registered under it.
       TypeError: ``factory`` is not callable.
 
-    Example:
+    Examples:
         >>> def squares(n):
         ...     return tw.data.Dataset.range(n).map(lambda x: x * x)
         >>> register_pipeline("squares", squares)                         # doctest: +SKIP
@@ -159,7 +159,7 @@ def registered_pipeline(name: str, /, **params: Any) -> Any:
       ValueError: a parameter that cannot travel as data.
       NotFoundError: no pipeline is registered as ``name`` in this process.
 
-    Example:
+    Examples:
         >>> ds = registered_pipeline("squares", n=10).apply(
         ...     distribute("distributed_epoch", service))                   # doctest: +SKIP
     """

@@ -77,7 +77,7 @@ class TorchDataset(IterableDataset):  # type: ignore[misc,type-arg]
       FailedPreconditionError: in a DataLoader worker forked from a process that serves
         gRPC (use ``multiprocessing_context="spawn"``).
 
-    Example:
+    Examples:
         >>> loader = torch.utils.data.DataLoader(
         ...     TorchDataset(dataset), batch_size=None, num_workers=2)      # doctest: +SKIP
     """
@@ -136,7 +136,7 @@ def to_torch(dataset: DataServiceDataset) -> TorchDataset:
       TypeError: ``dataset`` is not a dataset of the tf.data service.
       ImportError: (from ``tw.data.service.to_torch``) PyTorch is not installed.
 
-    Example:
+    Examples:
         >>> dataset = tw.data.Dataset.range(100).batch(10).apply(
         ...     tw.data.service.distribute("distributed_epoch", service))    # doctest: +SKIP
         >>> for batch in torch.utils.data.DataLoader(to_torch(dataset), batch_size=None):

@@ -622,7 +622,7 @@ class WorkerServer:
       FailedPreconditionError: the server would listen beyond loopback without
         authentication.
 
-    Example:
+    Examples:
         >>> dispatcher = DispatchServer()                                   # doctest: +SKIP
         >>> worker = WorkerServer(WorkerConfig(
         ...     dispatcher_address=dispatcher.target.split("://")[1]))      # doctest: +SKIP
