@@ -36,9 +36,14 @@ def install_all(session: nox.Session, *extra: str) -> None:
 def tests(session: nox.Session) -> None:
     """Every test: the suite on the grpc and inproc transports, the codec again as pure
     Python, proto staleness, then the grpc+verbs tests in the Soft-RoCE guests."""
-    install_all(session, "-r", "requirements-test.txt")
-    session.run("tensorwire", "info")
     args = session.posargs or []
+    gates = not args  # a focused run (pytest arguments given) runs just those tests
+    install_all(session, "-r", "requirements-test.txt",
+                *(("-r", "docs/requirements.txt", *CHECKERS) if gates else ()))
+    session.run("tensorwire", "info")
+    if gates:  # first, so a lint, format or type error fails the run within a minute
+        _lint(session)
+        _types(session)
     rdma_next = not args and not os.environ.get("TENSORWIRE_SKIP_RDMA")
     # The guest image and its virtualenv take minutes to make, mostly waiting on downloads
     # and disks: made beside the host suites, the rdma stage starts from a warm cache.
@@ -51,10 +56,12 @@ def tests(session: nox.Session) -> None:
         session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
                     "packages/core/tests/codec", env={"TENSORWIRE_PURE_PYTHON": "1"})
         session.run("python", "tools/gen_protos.py", "--check")
+        if gates:
+            _docs(session)
     finally:
         if preparing is not None:
             _finish_background_preparation(session, *preparing)
-    if not args:  # a focused run (pytest arguments given) leaves the installation alone
+    if gates:
         session.notify("install_check")
     if rdma_next:
         session.notify("rdma")
@@ -106,17 +113,42 @@ def protos(session: nox.Session) -> None:
     session.run(sys.executable, "tools/gen_protos.py", *session.posargs)
 
 
+#: What the gates install besides the distributions (pinned, so a new release of a checker
+#: cannot turn a green main red overnight; .pre-commit-config.yaml pins the same).
+CHECKERS = ("ruff==0.17.6", "mypy==2.4.1", "types-protobuf")
+#: What ruff checks and formats.
+LINTED = ("packages", "benchmarks", "examples", "tools", "tests", "noxfile.py")
+#: What mypy checks (settings in pyproject.toml): the source of all five distributions.
+TYPED = (
+    "packages/core/src/tensorwire",
+    "packages/transport-grpc/src",
+    "packages/transport-rdma/src",
+    "packages/dataservice/src",
+    "packages/testing/src",
+)
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
-    session.run("ruff", "check", "packages", "benchmarks", "examples", "tools")
+    """ruff check and ruff format --check (part of ``nox -s tests``)."""
+    session.install(*CHECKERS)
+    _lint(session)
+
+
+def _lint(session: nox.Session) -> None:
+    session.run("ruff", "check", *LINTED)
+    session.run("ruff", "format", "--check", *LINTED)
 
 
 @nox.session(python=PYTHON)
 def types(session: nox.Session) -> None:
-    install_all(session, "mypy", "types-protobuf")
-    session.run("mypy", "packages/core/src/tensorwire", "packages/transport-grpc/src",
-                "packages/testing/src", "packages/dataservice/src")
+    """mypy over every distribution (part of ``nox -s tests``)."""
+    install_all(session, *CHECKERS)
+    _types(session)
+
+
+def _types(session: nox.Session) -> None:
+    session.run("mypy", *TYPED)
 
 
 #: The wheelhouse: what ``nox -s build`` makes, as an index will hold it once published.
@@ -130,6 +162,10 @@ def docs(session: nox.Session) -> None:
     """The documentation site into site/ (mkdocs build --strict: a warning fails it), then
     every ```python block of docs/ run as written (tools/run_doc_snippets.py)."""
     install_all(session, "-r", "docs/requirements.txt")
+    _docs(session)
+
+
+def _docs(session: nox.Session) -> None:
     session.run("mkdocs", "build", "--strict", "--site-dir", "site",
                 env={"NO_MKDOCS_2_WARNING": "1"})
     session.run("python", "tools/run_doc_snippets.py", "docs")

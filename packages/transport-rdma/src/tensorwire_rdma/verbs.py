@@ -37,7 +37,7 @@ _IBV_PORT_ACTIVE = 4
 _MTU_BYTES = {1: 256, 2: 512, 3: 1024, 4: 2048, 5: 4096}
 
 
-class VerbsUnavailable(errors.FailedPreconditionError):  # type: ignore[misc,valid-type]
+class VerbsUnavailable(errors.FailedPreconditionError):
     """grpc+verbs was asked for where verbs cannot run (no pyverbs, no device, no port)."""
 
 

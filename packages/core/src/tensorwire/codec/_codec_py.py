@@ -70,7 +70,7 @@ def _enc(obj: Any, out: bytearray, arrays: list[np.ndarray[Any, Any]], depth: in
         _enc_other(obj, out, arrays, depth)
 
 
-class _Arrays(list):  # type: ignore[type-arg]
+class _Arrays(list):
     """The payload arrays in table order, and whether a T_TENSOR record was written."""
 
     has_tensor = False

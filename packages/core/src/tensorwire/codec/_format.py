@@ -418,4 +418,4 @@ def resolve_namedtuple(module: str, qualname: str, fields: tuple[str, ...]) -> t
 
 def make_namedtuple(cls: type, values: list[Any]) -> tuple[Any, ...]:
     # tuple.__new__ fills the fields without running a user-defined __new__.
-    return tuple.__new__(cls, values)  # type: ignore[type-var]
+    return tuple.__new__(cls, values)

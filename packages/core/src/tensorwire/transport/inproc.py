@@ -154,7 +154,7 @@ class InprocListener(Listener):
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
 
-    def _method(self, service: str, method: str):  # type: ignore[no-untyped-def]
+    def _method(self, service: str, method: str):
         if self._stopped.is_set() or not self._started.is_set():
             raise errors.UnavailableError(f"inproc server {self.address} is not serving")
         svc = self._services.get(service)
@@ -162,7 +162,7 @@ class InprocListener(Listener):
             raise errors.UnimplementedError(f"method /{service}/{method} is not served here")
         return svc.methods[method]
 
-    def submit(self, fn, *args):  # type: ignore[no-untyped-def]
+    def submit(self, fn, *args):
         """Run ``fn`` on a thread of this listener; ``ResourceExhaustedError`` at once when
         every thread it may start is busy."""
         try:
@@ -208,7 +208,7 @@ class InprocChannel(Channel):
             md.setdefault("tensorwire-token", self.options.token)
         return CallContext(peer="inproc", metadata=md, deadline=_deadline(timeout))
 
-    def call(self, service, method, frames, *, timeout=None, metadata=None):  # type: ignore[no-untyped-def]
+    def call(self, service, method, frames, *, timeout=None, metadata=None):
         listener = self._listener()
         m = listener._method(service, method)
         if m.streaming:
@@ -234,7 +234,7 @@ class InprocChannel(Channel):
                 f"inproc server {self.address} stopped during the call"
             ) from None
 
-    def stream(self, service, method, frames, *, timeout=None, metadata=None):  # type: ignore[no-untyped-def]
+    def stream(self, service, method, frames, *, timeout=None, metadata=None):
         listener = self._listener()
         m = listener._method(service, method)
         if not m.streaming:
@@ -274,7 +274,7 @@ class InprocChannel(Channel):
         listener.submit(produce)
         return self._consume(items, cancelled, context, name, timeout, listener)
 
-    def _consume(  # type: ignore[no-untyped-def]
+    def _consume(
         self, items, cancelled, context, name, timeout, listener
     ) -> Iterator[list[memoryview]]:
         try:
@@ -296,8 +296,8 @@ class InprocChannel(Channel):
                 if kind == "end":
                     return
                 if kind == "error":
-                    raise value  # type: ignore[misc]
-                yield value  # type: ignore[misc]
+                    raise value
+                yield value
         finally:
             cancelled.set()
 
@@ -308,7 +308,7 @@ class InprocChannel(Channel):
 class InprocTransport(Transport):
     protocols = (PROTOCOL,)
 
-    def serve(self, address, services, options):  # type: ignore[no-untyped-def]
+    def serve(self, address, services, options):
         host, port = split_address(_key(address))
         with _table_lock:
             if port == 0:
@@ -325,11 +325,11 @@ class InprocTransport(Transport):
             _listeners[bound] = listener
         return listener
 
-    def connect(self, address, options):  # type: ignore[no-untyped-def]
+    def connect(self, address, options):
         split_address(address)
         return InprocChannel(address, options)
 
 
 @hookimpl
-def tensorwire_register_transports(registry) -> None:  # type: ignore[no-untyped-def]
+def tensorwire_register_transports(registry) -> None:
     registry.register(PROTOCOL, InprocTransport, distribution="tensorwire")

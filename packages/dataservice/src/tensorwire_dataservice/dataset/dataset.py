@@ -345,7 +345,7 @@ class Dataset(DatasetBase):
             raise TypeError(
                 f"`transformation_func` must return a `tf.data.Dataset` object. Got {dataset!r}."
             )
-        return dataset  # type: ignore[return-value]
+        return dataset
 
     def with_options(self, options: Any, name: str | None = None) -> Dataset:
         """This dataset with ``options`` (a ``tf.data.Options``) merged into its options."""

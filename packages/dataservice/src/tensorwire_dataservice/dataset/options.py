@@ -70,7 +70,7 @@ class _OptionGroup:
                 self._values[name] = value
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._values == other._values  # type: ignore[attr-defined]
+        return type(other) is type(self) and self._values == other._values
 
     def __repr__(self) -> str:
         return f"{self._group_name}({self._values})"

@@ -381,7 +381,7 @@ def _shard_by_file(dataset: DatasetBase, num_shards: int, index: int) -> Dataset
     targets = {id(n) for n in sources}
     return _rewrite(
         dataset,
-        lambda n: n._shard_files(num_shards, index) if id(n) in targets else n,  # type: ignore[attr-defined]
+        lambda n: n._shard_files(num_shards, index) if id(n) in targets else n,
     )
 
 

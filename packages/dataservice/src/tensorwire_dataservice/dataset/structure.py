@@ -430,7 +430,7 @@ def _decode_leaf(value: Any) -> Any:
         and type(value).__name__ == "StringTensor"
         and hasattr(value, "values")
     ):
-        values = list(value.values)  # type: ignore[attr-defined]
+        values = list(value.values)
         out = np.empty(len(values), dtype=object)
         out[:] = values
         return out.reshape(tuple(value.shape))  # type: ignore[attr-defined]

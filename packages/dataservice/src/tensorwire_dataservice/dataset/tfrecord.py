@@ -210,7 +210,7 @@ def _open(path: str, compression: str) -> BinaryIO:
     if compression == "GZIP":
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     if compression == "ZLIB":
-        return io.BufferedReader(_ZlibReader(raw), _READ_CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(_ZlibReader(raw), _READ_CHUNK)
     return io.BufferedReader(raw, _READ_CHUNK) if not isinstance(raw, io.BufferedReader) else raw
 
 

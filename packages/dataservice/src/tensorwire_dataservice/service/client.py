@@ -68,6 +68,9 @@ _STREAM_MESSAGE_ELEMENTS = 256
 SHARED_READAHEAD = 64
 #: How long a worker holds a shared-job request open waiting for an element.
 _TAKE_WAIT_S = 1.0
+#: What a take retries: the retryable errors, and a task the worker cancelled (restarted at
+#: a newer generation, or deleted while the reader learns of it).
+_RETRY_TAKE: tuple[type[errors.OpError], ...] = (*RETRYABLE, errors.CancelledError)
 _TARGET_WORKERS = ("AUTO", "ANY", "LOCAL")
 
 
@@ -407,7 +410,7 @@ def _from_dataset_id(
 # -- the dataset and its iterator -------------------------------------------------------------
 
 
-class DataServiceDataset(_DatasetClass):  # type: ignore[misc,valid-type]
+class DataServiceDataset(_DatasetClass):
     """A dataset whose elements come from the tf.data service."""
 
     _op_name = "DataServiceDataset"
@@ -723,7 +726,7 @@ class _Reader(Iterator[Any]):
                     # the worker already sent would be lost if it were dropped here.
                     if self._stop.is_set():
                         return
-            except (*RETRYABLE, errors.CancelledError) as exc:
+            except _RETRY_TAKE as exc:
                 if not retry.wait(exc):
                     return
             except errors.FailedPreconditionError:
@@ -753,7 +756,7 @@ class _Reader(Iterator[Any]):
                 frames = channel.call(WORKER_SERVICE, "TakeElements", request,
                                       timeout=_TAKE_WAIT_S + 30.0)
                 got, eos, first = decode_chunk(frames)
-            except (*RETRYABLE, errors.CancelledError) as exc:
+            except _RETRY_TAKE as exc:
                 self._return_credits(wanted)
                 if not retry.wait(exc):
                     return

@@ -25,36 +25,36 @@ class BaseAuthTests(BaseConformanceTests):
         ...         return MyTransport()
     """
 
-    def test_right_token_is_accepted(self, serve, connect) -> None:  # type: ignore[no-untyped-def]
+    def test_right_token_is_accepted(self, serve, connect) -> None:
         channel = connect(serve(token=TOKEN).address, token=TOKEN)
         assert bytes(channel.call(SERVICE, "Echo", [b"in"], timeout=30)[0]) == b"in"
         assert len(list(channel.stream(SERVICE, "Count", [b"2"], timeout=30))) == 2
 
-    def test_wrong_token_is_permission_denied(self, serve, connect) -> None:  # type: ignore[no-untyped-def]
+    def test_wrong_token_is_permission_denied(self, serve, connect) -> None:
         channel = connect(serve(token=TOKEN).address, token="wrong")
         with pytest.raises(errors.PermissionDeniedError):
             channel.call(SERVICE, "Echo", [b"x"], timeout=30)
 
-    def test_missing_token_is_unauthenticated(self, serve, connect) -> None:  # type: ignore[no-untyped-def]
+    def test_missing_token_is_unauthenticated(self, serve, connect) -> None:
         channel = connect(serve(token=TOKEN).address, token=None)
         with pytest.raises(errors.UnauthenticatedError):
             channel.call(SERVICE, "Echo", [b"x"], timeout=30)
 
-    def test_token_checked_on_streams(self, serve, connect) -> None:  # type: ignore[no-untyped-def]
+    def test_token_checked_on_streams(self, serve, connect) -> None:
         channel = connect(serve(token=TOKEN).address, token="wrong")
         with pytest.raises(errors.PermissionDeniedError):
             list(channel.stream(SERVICE, "Count", [b"2"], timeout=30))
 
-    def test_token_checked_on_large_requests(self, serve, connect) -> None:  # type: ignore[no-untyped-def]
+    def test_token_checked_on_large_requests(self, serve, connect) -> None:
         channel = connect(serve(token=TOKEN).address, token=None)
         with pytest.raises(errors.UnauthenticatedError):
             channel.call(SERVICE, "Digest", [payload(5 * MiB)], timeout=30)
 
-    def test_token_checked_on_call_async(self, serve, connect) -> None:  # type: ignore[no-untyped-def]
+    def test_token_checked_on_call_async(self, serve, connect) -> None:
         channel = connect(serve(token=TOKEN).address, token="wrong")
         with pytest.raises(errors.PermissionDeniedError):
             channel.call_async(SERVICE, "Echo", [b"x"], timeout=30).result(timeout=30)
 
-    def test_server_without_token_accepts_any(self, serve, connect) -> None:  # type: ignore[no-untyped-def]
+    def test_server_without_token_accepts_any(self, serve, connect) -> None:
         channel = connect(serve(token=None).address, token="whatever")
         assert channel.call(SERVICE, "Echo", [b"x"], timeout=30)

@@ -90,7 +90,7 @@ class BaseEchoTests(BaseConformanceTests):
 
     def test_a_single_buffer_is_not_a_message(self, channel: Channel) -> None:
         with pytest.raises((errors.InvalidArgumentError, TypeError)):
-            channel.call(SERVICE, "Echo", b"not a list")  # type: ignore[arg-type]
+            channel.call(SERVICE, "Echo", b"not a list")
 
     def test_non_contiguous_frame_is_refused(self, channel: Channel) -> None:
         strided = np.arange(20, dtype=np.uint8)[::2]

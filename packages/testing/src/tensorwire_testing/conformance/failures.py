@@ -100,7 +100,7 @@ class BaseErrorTests(BaseConformanceTests):
         with pytest.raises(errors.DeadlineExceededError):
             future.result(timeout=10)
 
-    def test_peer_down_is_unavailable_within_the_deadline(self, serve, connect) -> None:  # type: ignore[no-untyped-def]
+    def test_peer_down_is_unavailable_within_the_deadline(self, serve, connect) -> None:
         listener = serve()
         address = listener.address
         listener.stop(0)
@@ -110,7 +110,7 @@ class BaseErrorTests(BaseConformanceTests):
             channel.call(SERVICE, "Echo", [b"x"], timeout=5)
         assert time.monotonic() - start < 5
 
-    def test_peer_down_without_a_deadline_is_unavailable_not_a_hang(self, serve, connect) -> None:  # type: ignore[no-untyped-def]
+    def test_peer_down_without_a_deadline_is_unavailable_not_a_hang(self, serve, connect) -> None:
         listener = serve()
         address = listener.address
         listener.stop(0)
@@ -118,7 +118,7 @@ class BaseErrorTests(BaseConformanceTests):
         with pytest.raises(errors.UnavailableError):
             within(20, lambda: channel.call(SERVICE, "Echo", [b"x"]))
 
-    def test_peer_down_stream_is_unavailable(self, serve, connect) -> None:  # type: ignore[no-untyped-def]
+    def test_peer_down_stream_is_unavailable(self, serve, connect) -> None:
         listener = serve()
         address = listener.address
         listener.stop(0)
@@ -126,7 +126,7 @@ class BaseErrorTests(BaseConformanceTests):
         with pytest.raises(errors.UnavailableError):
             within(20, lambda: list(channel.stream(SERVICE, "Count", [b"3"], timeout=5)))
 
-    def test_peer_that_goes_down_after_a_call_is_unavailable(self, serve, connect) -> None:  # type: ignore[no-untyped-def]
+    def test_peer_that_goes_down_after_a_call_is_unavailable(self, serve, connect) -> None:
         listener = serve()
         channel = connect(listener.address)
         assert channel.call(SERVICE, "Echo", [b"x"], timeout=5)
@@ -134,19 +134,19 @@ class BaseErrorTests(BaseConformanceTests):
         with pytest.raises(errors.UnavailableError):
             within(20, lambda: channel.call(SERVICE, "Echo", [b"x"], timeout=5))
 
-    def test_closed_channel_refuses_calls(self, listener, connect) -> None:  # type: ignore[no-untyped-def]
+    def test_closed_channel_refuses_calls(self, listener, connect) -> None:
         channel = connect(listener.address)
         channel.close()
         channel.close()  # idempotent
         with pytest.raises(errors.CancelledError):
             channel.call(SERVICE, "Echo", [b"x"], timeout=5)
 
-    def test_channel_is_a_context_manager(self, listener, transport, channel_options) -> None:  # type: ignore[no-untyped-def]
+    def test_channel_is_a_context_manager(self, listener, transport, channel_options) -> None:
         with transport.connect(listener.address, channel_options) as channel:
             assert bytes(channel.call(SERVICE, "Echo", [b"x"], timeout=5)[0]) == b"x"
         with pytest.raises(errors.CancelledError):
             channel.call(SERVICE, "Echo", [b"x"], timeout=5)
 
-    def test_connect_to_a_bad_address_is_invalid_argument(self, transport, channel_options) -> None:  # type: ignore[no-untyped-def]
+    def test_connect_to_a_bad_address_is_invalid_argument(self, transport, channel_options) -> None:
         with pytest.raises(errors.InvalidArgumentError):
             transport.connect("no-port-here", channel_options)

@@ -65,14 +65,14 @@ class BaseLargeMessageTests(BaseConformanceTests):
         assert got.nbytes == tensor.nbytes
         assert np.array_equal(np.frombuffer(got, np.float32), tensor)
 
-    def test_request_above_max_message_bytes_is_refused(self, serve, connect) -> None:  # type: ignore[no-untyped-def]
+    def test_request_above_max_message_bytes_is_refused(self, serve, connect) -> None:
         listener = serve(max_message_bytes=2 * MiB)
         channel = connect(listener.address)
         assert channel.call(SERVICE, "Digest", [payload(MiB)], timeout=30)
         with pytest.raises(errors.ResourceExhaustedError):
             channel.call(SERVICE, "Digest", [payload(3 * MiB)], timeout=30)
 
-    def test_response_above_max_message_bytes_is_refused(self, listener, connect) -> None:  # type: ignore[no-untyped-def]
+    def test_response_above_max_message_bytes_is_refused(self, listener, connect) -> None:
         channel = connect(listener.address, max_message_bytes=2 * MiB)
         with pytest.raises(errors.ResourceExhaustedError):
             channel.call(SERVICE, "Make", [json.dumps([3 * MiB]).encode()], timeout=30)

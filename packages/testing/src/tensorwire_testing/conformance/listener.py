@@ -28,13 +28,13 @@ class BaseListenerTests(BaseConformanceTests):
         ...         return MyTransport()
     """
 
-    def test_port_zero_binds_a_free_port_and_reports_it(self, serve, connect) -> None:  # type: ignore[no-untyped-def]
+    def test_port_zero_binds_a_free_port_and_reports_it(self, serve, connect) -> None:
         first, second = serve(), serve()
         assert first.port > 0 and second.port > 0 and first.port != second.port
         assert first.address.endswith(f":{first.port}")
         assert bytes(connect(first.address).call(SERVICE, "Echo", [b"1"], timeout=30)[0]) == b"1"
 
-    def test_binding_an_address_in_use_is_an_op_error(  # type: ignore[no-untyped-def]
+    def test_binding_an_address_in_use_is_an_op_error(
         self, listener, transport, server_options, state
     ) -> None:
         with pytest.raises(errors.OpError) as info:
@@ -42,7 +42,7 @@ class BaseListenerTests(BaseConformanceTests):
             other.stop(0)  # not reached when the transport is right
         assert str(listener.port) in info.value.message
 
-    def test_bad_address_is_invalid_argument(self, transport, server_options, state) -> None:  # type: ignore[no-untyped-def]
+    def test_bad_address_is_invalid_argument(self, transport, server_options, state) -> None:
         with pytest.raises(errors.InvalidArgumentError):
             transport.serve("no-port-here", [make_service(state)], server_options)
 
@@ -122,7 +122,7 @@ class BaseListenerTests(BaseConformanceTests):
         with pytest.raises(errors.OpError):
             within(15, drain)
 
-    def test_a_listener_serves_several_services(  # type: ignore[no-untyped-def]
+    def test_a_listener_serves_several_services(
         self, transport, server_options, state, connect
     ) -> None:
         from tensorwire.transport import Service
