@@ -140,7 +140,11 @@ class IterationContext:
         with self._shared.lock:
             if self._shared.closed.is_set():
                 raise errors.CancelledError("Iterator was closed")
-            self._shared.threads = [t for t in self._shared.threads if t.is_alive()]
+            # Forget finished threads only: one another thread registered but has not
+            # started yet (ident None) must still be joined by close().
+            self._shared.threads = [
+                t for t in self._shared.threads if t.is_alive() or t.ident is None
+            ]
             self._shared.threads.append(thread)
         thread.start()
         return thread

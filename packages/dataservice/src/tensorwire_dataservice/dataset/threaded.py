@@ -395,10 +395,12 @@ class PrefetchDataset(UnaryDataset):
         buf = _Buffer(self._buffer_size, stop, closed)
         buf.preload([(_VALUE, value) for value in it._restored])
         it._restored = []
-        source = iter(it._input)
-
         def produce() -> None:
+            # Started here, as before checkpoints existed: what starting the input does
+            # (its own threads, files) happens on this thread, errors included.
+            source: Iterator[Any] = iter(())
             try:
+                source = iter(it._input)
                 for element in source:
                     if not buf.put((_VALUE, element)):
                         return
