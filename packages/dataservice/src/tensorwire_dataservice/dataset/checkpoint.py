@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT",
     "VERSION",
+    "MultiInputIterator",
     "NodeIterator",
     "UnaryIterator",
     "close_iterator",
@@ -224,6 +225,54 @@ class UnaryIterator(NodeIterator):
 
     def _close_unstarted(self) -> None:
         close_iterator(self._input)
+
+
+class MultiInputIterator(NodeIterator):
+    """The iterator of a node reading several inputs at once (``zip``, the mixing ops):
+    saves each input's iterator by position; ``_inputs[i]`` is None once the node has
+    dropped input ``i`` (saved as None, restored as dropped)."""
+
+    def __init__(
+        self,
+        dataset: DatasetBase,
+        ctx: IterationContext,
+        body: Callable[[list[Any]], Iterator[Any]] | None = None,
+    ) -> None:
+        super().__init__(dataset, ctx)
+        self._inputs: list[Any] = [ds._iterator(ctx) for ds in dataset._inputs()]
+        self._body = body
+
+    def _run(self) -> Iterator[Any]:
+        assert self._body is not None, f"{op_name(self._dataset)} defines neither body nor _run"
+        return self._body(self._inputs)
+
+    def _save(self) -> dict[str, Any]:
+        datasets = self._dataset._inputs()
+        return {
+            "inputs": [
+                None if it is None else save_iterator(it, ds)
+                for it, ds in zip(self._inputs, datasets, strict=True)
+            ]
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        datasets = self._dataset._inputs()
+        saved = state["inputs"]
+        if len(saved) != len(datasets):
+            raise errors.InvalidArgumentError(
+                f"The checkpoint of {op_name(self._dataset)} has {len(saved)} inputs, the "
+                f"pipeline {len(datasets)}"
+            )
+        self._close_unstarted()
+        self._inputs = [
+            None if s is None else restore_iterator(ds, self._ctx, s)
+            for ds, s in zip(datasets, saved, strict=True)
+        ]
+
+    def _close_unstarted(self) -> None:
+        for it in self._inputs:
+            if it is not None:
+                close_iterator(it)
 
 
 def close_iterator(iterator: Any) -> None:

@@ -20,6 +20,7 @@ from tensorwire import errors
 from . import structure
 from .base import INFINITE, UNKNOWN, DatasetBase, IterationContext
 from .checkpoint import (
+    MultiInputIterator,
     NodeIterator,
     UnaryIterator,
     close_iterator,
@@ -527,46 +528,7 @@ class ZipDataset(Dataset):
         )
 
 
-class _MultiInputIterator(NodeIterator):
-    """A node reading all its inputs at once (``zip``): saves each input's iterator."""
-
-    def __init__(
-        self,
-        dataset: DatasetBase,
-        ctx: IterationContext,
-        body: Callable[[list[Iterator[Any]]], Iterator[Any]],
-    ) -> None:
-        super().__init__(dataset, ctx)
-        self._inputs = [ds._iterator(ctx) for ds in dataset._inputs()]
-        self._body = body
-
-    def _run(self) -> Iterator[Any]:
-        return self._body(self._inputs)
-
-    def _save(self) -> dict[str, Any]:
-        datasets = self._dataset._inputs()
-        pairs = zip(self._inputs, datasets, strict=True)
-        return {"inputs": [save_iterator(it, ds) for it, ds in pairs]}
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        datasets = self._dataset._inputs()
-        if len(state["inputs"]) != len(datasets):
-            raise errors.InvalidArgumentError(
-                f"The checkpoint of {self._dataset._op_name} has {len(state['inputs'])} inputs, "
-                f"the pipeline {len(datasets)}"
-            )
-        self._close_unstarted()
-        self._inputs = [
-            restore_iterator(ds, self._ctx, s)
-            for ds, s in zip(datasets, state["inputs"], strict=True)
-        ]
-
-    def _close_unstarted(self) -> None:
-        for it in self._inputs:
-            close_iterator(it)
-
-
-class _ZipIterator(_MultiInputIterator):
+class _ZipIterator(MultiInputIterator):
     def __init__(self, dataset: ZipDataset, ctx: IterationContext) -> None:
         super().__init__(dataset, ctx, dataset._zip)
 
