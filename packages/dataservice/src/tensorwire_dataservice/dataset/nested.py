@@ -188,9 +188,7 @@ class InterleaveDataset(_NestedDataset):
         source = iter(it._input)
         slots = it._slots  # what a checkpoint saves: element, dataset, iterator per slot
         # The running iterators of the slots (generators), read in the hot loop.
-        cycle: list[Iterator[Any] | None] = [
-            None if s is None else iter(s.iterator) for s in slots
-        ]
+        cycle: list[Iterator[Any] | None] = [None if s is None else iter(s.iterator) for s in slots]
         index, block = it._index, it._block
         num_open = sum(1 for s in slots if s is not None)
         cycle_length, block_length = self._cycle_length, self._block_length

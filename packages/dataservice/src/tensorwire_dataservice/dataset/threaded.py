@@ -395,6 +395,7 @@ class PrefetchDataset(UnaryDataset):
         buf = _Buffer(self._buffer_size, stop, closed)
         buf.preload([(_VALUE, value) for value in it._restored])
         it._restored = []
+
         def produce() -> None:
             # Started here, as before checkpoints existed: what starting the input does
             # (its own threads, files) happens on this thread, errors included.
