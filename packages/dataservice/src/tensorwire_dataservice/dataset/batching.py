@@ -10,7 +10,7 @@ from tensorwire import errors
 
 from . import structure
 from .base import INFINITE, UNKNOWN, DatasetBase, IterationContext
-from .checkpoint import UnaryIterator, remaining
+from .checkpoint import NodeIterator, UnaryIterator, remaining
 from .dataset import Dataset, UnaryDataset
 from .structure import STRING, DatasetSpec, TensorSpec
 
@@ -342,13 +342,35 @@ class _ListDataset(Dataset):
         self._spec = spec
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        return iter(self._elements)
+        return _ListIterator(self, ctx)
 
     def _cardinality(self) -> int:
         return len(self._elements)
 
     def _compute_element_spec(self) -> Any:
         return self._spec
+
+
+class _ListIterator(NodeIterator):
+    """Saves the position in the list (counted by the list iterator itself)."""
+
+    _dataset: _ListDataset
+
+    def __init__(self, dataset: _ListDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._begin = 0
+        self._left: Iterator[Any] | None = None
+
+    def _run(self) -> Iterator[Any]:
+        self._left = left = iter(self._dataset._elements[self._begin :])
+        return left
+
+    def _save(self) -> dict[str, Any]:
+        n = len(self._dataset._elements)
+        return {"position": self._begin if self._left is None else n - remaining(self._left)}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self._begin = int(state["position"])
 
 
 class WindowDataset(UnaryDataset):
