@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from tensorwire_dataservice.dataset import Dataset as D
 from tensorwire_dataservice.dataset import (
     DatasetBase,
     Options,
@@ -20,7 +21,6 @@ from tensorwire_dataservice.dataset import (
     TFRecordDataset,
     TFRecordWriter,
 )
-from tensorwire_dataservice.dataset import Dataset as D
 
 
 def _records(directory: str, compression: str | None = None) -> list[str]:

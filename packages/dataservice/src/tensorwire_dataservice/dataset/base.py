@@ -325,8 +325,9 @@ class DatasetIterator(Iterator[Any]):
                 if gen is None:
                     gen = root
                 self._next = _exhausted
-                if hasattr(gen, "close"):
-                    gen.close()
+                close = getattr(gen, "close", None)
+                if close is not None:
+                    close()
         except Exception:  # noqa: BLE001 - never raise from a finalizer
             pass
 

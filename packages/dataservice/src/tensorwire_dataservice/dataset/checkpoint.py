@@ -30,7 +30,7 @@ import hashlib
 import inspect
 import operator
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from tensorwire import errors
@@ -69,7 +69,7 @@ def op_name(dataset: Any) -> str:
     return getattr(dataset, "_op_name", None) or type(dataset).__name__
 
 
-def _nothing() -> Iterator[Any]:
+def _nothing() -> Generator[Any, None, None]:
     yield from ()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -658,7 +658,7 @@ class _RandomIterator(NodeIterator):
     def __init__(self, dataset: RandomDataset, ctx: IterationContext) -> None:
         super().__init__(dataset, ctx)
         self._epoch: int | None = None
-        self._rng_state: dict[str, Any] | None = None
+        self._rng_state: Mapping[str, Any] | None = None
         self._offset = 0
         self._chunk: Iterator[Any] | None = None
 
