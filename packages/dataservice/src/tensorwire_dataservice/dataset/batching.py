@@ -245,7 +245,13 @@ class UnbatchDataset(UnaryDataset):
             rest, it._rest = it._rest, None
             yield from self._rows(it, rest)
         for element in it._input:
-            yield from self._rows(it, element)
+            if isinstance(element, np.ndarray) and element.ndim:
+                # The common case inline: one generator level per row, as before checkpoints.
+                rows = iter(element)
+                it._current = (element, rows)
+                yield from rows
+            else:
+                yield from self._rows(it, element)
 
     def _rows(self, it: _UnbatchIterator, element: Any) -> Iterator[Any]:
         if isinstance(element, np.ndarray):
