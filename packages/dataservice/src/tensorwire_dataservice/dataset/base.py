@@ -4,10 +4,13 @@ How a dataset is built (the contract every subclass, including the data service'
 distributed dataset, follows):
 
 - ``_iterator(self, ctx: IterationContext) -> Iterator[element]`` (required): a fresh Python
-  iterator (usually a generator) over the elements, each a nested NumPy structure (see
-  :mod:`.structure`). It is called once per iteration of the pipeline, on the consumer's
-  thread. Whatever it starts (threads, files) it stops in a ``finally`` block or through
-  ``ctx.start_thread``; ``ctx.closed`` is set when the consumer closes the iterator.
+  iterator over the elements, each a nested NumPy structure (see :mod:`.structure`): a
+  :class:`.checkpoint.NodeIterator` for a checkpointable dataset (all built-in ones), else
+  e.g. a generator. It is called once per iteration of the pipeline, on the consumer's
+  thread, and must start no work (threads, files) before it is iterated: the root iterator
+  makes the whole tree up front and ``load_state_dict`` may replace it. Whatever it starts
+  it stops in a ``finally`` block or through ``ctx.start_thread``; ``ctx.closed`` is set
+  when the consumer closes the iterator.
 - ``_compute_element_spec(self) -> nested TensorSpec`` (required): the element type; the
   public ``element_spec`` property caches it.
 - ``_cardinality(self) -> int`` (optional): element count, :data:`INFINITE` or
