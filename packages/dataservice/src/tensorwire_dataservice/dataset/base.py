@@ -4,10 +4,13 @@ How a dataset is built (the contract every subclass, including the data service'
 distributed dataset, follows):
 
 - ``_iterator(self, ctx: IterationContext) -> Iterator[element]`` (required): a fresh Python
-  iterator (usually a generator) over the elements, each a nested NumPy structure (see
-  :mod:`.structure`). It is called once per iteration of the pipeline, on the consumer's
-  thread. Whatever it starts (threads, files) it stops in a ``finally`` block or through
-  ``ctx.start_thread``; ``ctx.closed`` is set when the consumer closes the iterator.
+  iterator over the elements, each a nested NumPy structure (see :mod:`.structure`): a
+  :class:`.checkpoint.NodeIterator` for a checkpointable dataset (all built-in ones), else
+  e.g. a generator. It is called once per iteration of the pipeline, on the consumer's
+  thread, and must start no work (threads, files) before it is iterated: the root iterator
+  makes the whole tree up front and ``load_state_dict`` may replace it. Whatever it starts
+  it stops in a ``finally`` block or through ``ctx.start_thread``; ``ctx.closed`` is set
+  when the consumer closes the iterator.
 - ``_compute_element_spec(self) -> nested TensorSpec`` (required): the element type; the
   public ``element_spec`` property caches it.
 - ``_cardinality(self) -> int`` (optional): element count, :data:`INFINITE` or
@@ -24,6 +27,19 @@ distributed dataset, follows):
   makes ``make_split_provider`` raise ``UnimplementedError`` naming it.
 - Datasets created while iterating (``flat_map``/``interleave`` bodies) are iterated with
   ``ctx.without_splits()``.
+
+Checkpoints (``DatasetIterator.state_dict()`` / ``load_state_dict(state)``, see
+:mod:`.checkpoint`): a dataset is checkpointable when its ``_iterator(ctx)`` returns a
+:class:`.checkpoint.NodeIterator`, whose ``_run`` generator keeps in attributes what its
+``_save`` needs and whose ``_restore`` sets them before ``_run`` starts. It saves the
+iterators it holds with ``checkpoint.save_iterator`` and rebuilds them with
+``checkpoint.restore_iterator`` (by position in the graph: the order of its inputs). Saving
+only happens between two ``next()`` calls of the root, so every generator on the consumer's
+thread is suspended at a ``yield``; a node that runs a thread pauses it at a consistent
+point (``prefetch``) or saves what it holds in flight (parallel ``map``). Any other
+iterator (a plain generator) makes ``state_dict()`` raise ``UnimplementedError`` naming
+its dataset. ``load_state_dict`` checks a fingerprint of the graph's structure
+(``checkpoint.describe``) and refuses the state of another pipeline.
 
 Every dataset must pickle with cloudpickle (user functions by value) so a dispatcher can ship
 it to workers: hold no threads, locks or open files on the dataset object itself — those
@@ -127,7 +143,11 @@ class IterationContext:
         with self._shared.lock:
             if self._shared.closed.is_set():
                 raise errors.CancelledError("Iterator was closed")
-            self._shared.threads = [t for t in self._shared.threads if t.is_alive()]
+            # Forget finished threads only: one another thread registered but has not
+            # started yet (ident None) must still be joined by close().
+            self._shared.threads = [
+                t for t in self._shared.threads if t.is_alive() or t.ident is None
+            ]
             self._shared.threads.append(thread)
         thread.start()
         return thread
@@ -169,8 +189,22 @@ class DatasetIterator(Iterator[Any]):
         self._ctx = IterationContext(split_provider, split_source)
         self._ctx.options = dataset.options()
         self._lock = threading.Lock()
-        self._gen: Iterator[Any] | None = iter(dataset._iterator(self._ctx))
-        self._next: Callable[[], Any] = self._gen.__next__
+        # The root node's iterator; its generator (``_gen``) is made by the first next(), so
+        # load_state_dict can still replace the root before any work starts.
+        self._root: Iterator[Any] | None = dataset._iterator(self._ctx)
+        self._gen: Iterator[Any] | None = None
+        self._next: Callable[[], Any] = self._start
+        #: "fresh" (no next() yet), "running", "exhausted", "failed" or "closed".
+        self._status = "fresh"
+
+    def _start(self) -> Any:
+        root = self._root
+        if root is None:
+            return _exhausted()
+        self._gen = gen = iter(root)
+        self._next = gen.__next__
+        self._status = "running"
+        return gen.__next__()
 
     @property
     def element_spec(self) -> Any:
@@ -183,10 +217,59 @@ class DatasetIterator(Iterator[Any]):
         with self._lock:
             try:
                 return self._next()
-            except BaseException:
-                # Exhausted or failed: the pipeline is finished either way.
+            except StopIteration:
+                self._status = "exhausted"
                 self._close_locked()
                 raise
+            except BaseException:
+                # Failed: the pipeline is finished; it has no position to save any more.
+                if self._status != "exhausted":
+                    self._status = "failed"
+                self._close_locked()
+                raise
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position of this iterator: a picklable object of plain Python/NumPy data.
+
+        ``load_state_dict`` on a fresh iterator of the same dataset resumes after the last
+        element this one returned, including elements buffered or in flight now. Raises
+        ``UnimplementedError`` naming the first dataset of the pipeline that cannot be
+        checkpointed; ``FailedPreconditionError`` after a failure or ``close()``.
+        """
+        from . import checkpoint
+
+        with self._lock:
+            if self._status == "exhausted":
+                return checkpoint.wrap(self._dataset, None)
+            if self._status in ("failed", "closed") or self._root is None:
+                raise errors.FailedPreconditionError(
+                    f"Cannot checkpoint an iterator that is {self._status}: it has no position"
+                )
+            return checkpoint.wrap(
+                self._dataset, checkpoint.save_iterator(self._root, self._dataset)
+            )
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from ``state`` (from ``state_dict()`` of an iterator of the same dataset,
+        possibly in another process). Only before the first ``next()`` of this iterator."""
+        from . import checkpoint
+
+        with self._lock:
+            if self._status != "fresh":
+                raise errors.FailedPreconditionError(
+                    "load_state_dict must be called on a fresh iterator, before its first "
+                    f"next() (this one is {self._status})"
+                )
+            if self._ctx.split_provider is not None:
+                raise errors.UnimplementedError(
+                    "An iterator reading data-service splits cannot be restored locally"
+                )
+            root_state = checkpoint.unwrap(self._dataset, state)
+            old, self._root = self._root, None
+            if old is not None and hasattr(old, "close"):
+                old.close()
+            if root_state is not None:
+                self._root = checkpoint.restore_iterator(self._dataset, self._ctx, root_state)
 
     def get_next(self) -> Any:
         """The next element; raises ``OutOfRangeError`` at the end, like TensorFlow."""
@@ -206,6 +289,8 @@ class DatasetIterator(Iterator[Any]):
         # Signal first: a next() holding the lock may be waiting for exactly this.
         self._ctx.closed.set()
         self._next = _exhausted
+        if self._status in ("fresh", "running"):
+            self._status = "closed"
         if self._lock.acquire(timeout=THREAD_JOIN_TIMEOUT):
             try:
                 self._close_locked()
@@ -216,6 +301,9 @@ class DatasetIterator(Iterator[Any]):
 
     def _close_locked(self) -> None:
         gen, self._gen = self._gen, None
+        root, self._root = self._root, None
+        if gen is None:
+            gen = root  # never started: close the root's own resources
         self._next = _exhausted
         self._ctx.closed.set()
         if gen is not None and hasattr(gen, "close"):
@@ -233,12 +321,16 @@ class DatasetIterator(Iterator[Any]):
 
     def __del__(self) -> None:
         try:
-            if self._gen is not None:
+            if self._gen is not None or self._root is not None:
                 self._ctx.closed.set()
                 gen, self._gen = self._gen, None
+                root, self._root = self._root, None
+                if gen is None:
+                    gen = root
                 self._next = _exhausted
-                if hasattr(gen, "close"):
-                    gen.close()
+                close = getattr(gen, "close", None)
+                if close is not None:
+                    close()
         except Exception:  # noqa: BLE001 - never raise from a finalizer
             pass
 

@@ -10,6 +10,7 @@ from tensorwire import errors
 
 from . import structure
 from .base import INFINITE, UNKNOWN, DatasetBase, IterationContext
+from .checkpoint import NodeIterator, UnaryIterator, remaining
 from .dataset import Dataset, UnaryDataset
 from .structure import STRING, DatasetSpec, TensorSpec
 
@@ -40,9 +41,14 @@ class BatchDataset(UnaryDataset):
         self._drop_remainder = bool(drop_remainder)
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
+        # A batch is complete when it is yielded: between batches the buffer is empty, so
+        # the state is the input's alone.
+        return UnaryIterator(self, ctx, self._batches)
+
+    def _batches(self, source: Iterator[Any]) -> Iterator[Any]:
         size = self._batch_size
         buf: list[Any] = []
-        for element in self._input._iterator(ctx):
+        for element in source:
             buf.append(element)
             if len(buf) == size:
                 yield self._stack(buf)
@@ -167,9 +173,12 @@ class PaddedBatchDataset(UnaryDataset):
         return out
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
+        return UnaryIterator(self, ctx, self._batches)  # as BatchDataset: no state of its own
+
+    def _batches(self, source: Iterator[Any]) -> Iterator[Any]:
         size = self._batch_size
         buf: list[Any] = []
-        for element in self._input._iterator(ctx):
+        for element in source:
             buf.append(element)
             if len(buf) == size:
                 yield self._batch(buf)
@@ -229,14 +238,31 @@ class UnbatchDataset(UnaryDataset):
                 raise ValueError("Cannot unbatch an input with scalar components.")
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        for element in self._input._iterator(ctx):
-            if isinstance(element, np.ndarray):
-                if element.ndim == 0:
-                    raise errors.InvalidArgumentError(
-                        "Input element must have a non-scalar value in each component."
-                    )
-                yield from element
-                continue
+        return _UnbatchIterator(self, ctx)
+
+    def _unbatch(self, it: _UnbatchIterator) -> Iterator[Any]:
+        if it._rest is not None:  # restored inside an element: its remaining rows first
+            rest, it._rest = it._rest, None
+            yield from self._rows(it, rest)
+        for element in it._input:
+            if isinstance(element, np.ndarray) and element.ndim:
+                # The common case inline: one generator level per row, as before checkpoints.
+                rows = iter(element)
+                it._current = (element, rows)
+                yield from rows
+            else:
+                yield from self._rows(it, element)
+
+    def _rows(self, it: _UnbatchIterator, element: Any) -> Iterator[Any]:
+        if isinstance(element, np.ndarray):
+            if element.ndim == 0:
+                raise errors.InvalidArgumentError(
+                    "Input element must have a non-scalar value in each component."
+                )
+            rows = iter(element)
+            it._current = (element, rows)
+            yield from rows
+        else:
             flat = structure.flatten(element)
             if any(np.ndim(c) == 0 for c in flat):
                 raise errors.InvalidArgumentError(
@@ -248,7 +274,9 @@ class UnbatchDataset(UnaryDataset):
                     "Input element must have the same batch size in each component. Component "
                     f"sizes were {sorted(sizes)}."
                 )
-            for i in range(sizes.pop()):
+            indices = iter(range(sizes.pop()))
+            it._current = (element, indices)
+            for i in indices:
                 yield structure.pack_sequence_as(element, [c[i] for c in flat])
 
     def _cardinality(self) -> int:
@@ -273,6 +301,43 @@ class UnbatchDataset(UnaryDataset):
         )
 
 
+class _UnbatchIterator(UnaryIterator):
+    """Saves the rows of the current input element not yet yielded (plus the input)."""
+
+    _dataset: UnbatchDataset
+
+    def __init__(self, dataset: UnbatchDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        # The element being split and the C iterator over its rows (or row indices).
+        self._current: tuple[Any, Iterator[Any]] | None = None
+        self._rest: Any = None  # restored remaining rows, yielded first
+
+    def _run(self) -> Iterator[Any]:
+        return self._dataset._unbatch(self)
+
+    def _save(self) -> dict[str, Any]:
+        state = super()._save()
+        rest = self._rest
+        if self._current is not None:
+            element, rows = self._current
+            left = remaining(rows)
+            rest = None if left == 0 else _last_rows(element, left)
+        state["rest"] = rest
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._rest = state["rest"]
+
+
+def _last_rows(element: Any, count: int) -> Any:
+    """``element`` keeping only its last ``count`` rows in every component."""
+    if isinstance(element, np.ndarray):
+        return element[len(element) - count :]
+    flat = structure.flatten(element)
+    return structure.pack_sequence_as(element, [c[len(c) - count :] for c in flat])
+
+
 class _ListDataset(Dataset):
     """A finite dataset over elements held in memory: one component of a window."""
 
@@ -283,13 +348,35 @@ class _ListDataset(Dataset):
         self._spec = spec
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        return iter(self._elements)
+        return _ListIterator(self, ctx)
 
     def _cardinality(self) -> int:
         return len(self._elements)
 
     def _compute_element_spec(self) -> Any:
         return self._spec
+
+
+class _ListIterator(NodeIterator):
+    """Saves the position in the list (counted by the list iterator itself)."""
+
+    _dataset: _ListDataset
+
+    def __init__(self, dataset: _ListDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._begin = 0
+        self._left: Iterator[Any] | None = None
+
+    def _run(self) -> Iterator[Any]:
+        self._left = left = iter(self._dataset._elements[self._begin :])
+        return left
+
+    def _save(self) -> dict[str, Any]:
+        n = len(self._dataset._elements)
+        return {"position": self._begin if self._left is None else n - remaining(self._left)}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self._begin = int(state["position"])
 
 
 class WindowDataset(UnaryDataset):
@@ -331,12 +418,16 @@ class WindowDataset(UnaryDataset):
         return structure.pack_sequence_as(spec, columns)
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
+        return _WindowIterator(self, ctx)
+
+    def _windows(self, it: _WindowIterator) -> Iterator[Any]:
         size, shift, stride = self._size, self._shift, self._stride
         span = (size - 1) * stride + 1
-        source = self._input._iterator(ctx)
-        buf: list[Any] = []  # input elements from position `base` on
-        base = start = 0
-        exhausted = False
+        source = iter(it._input)
+        # Input elements from position `base` on; the next window starts at `start`. Kept
+        # on the iterator object between windows, which is what a checkpoint saves.
+        buf: list[Any] = it._buf
+        base, start, exhausted = it._base, it._start, it._exhausted
         while True:
             while not exhausted and base + len(buf) < start + span:
                 try:
@@ -349,6 +440,7 @@ class WindowDataset(UnaryDataset):
             items = buf[offset : offset + span : stride]
             if len(items) < size and self._drop_remainder:
                 return
+            it._start, it._exhausted = start + shift, exhausted
             yield self._window(items)
             start += shift
             drop = min(start - base, len(buf))
@@ -360,6 +452,7 @@ class WindowDataset(UnaryDataset):
                     base += 1
                 except StopIteration:
                     exhausted = True
+            it._base, it._start, it._exhausted = base, start, exhausted
 
     def _cardinality(self) -> int:
         n = self._input._cardinality()
@@ -372,3 +465,39 @@ class WindowDataset(UnaryDataset):
 
     def _compute_element_spec(self) -> Any:
         return structure.map_structure(DatasetSpec, self._input.element_spec)
+
+
+class _WindowIterator(UnaryIterator):
+    """Saves the buffered input elements the next windows need and their positions.
+
+    At a ``yield`` the buffer still holds the window just delivered; the saved state drops
+    what the next window no longer needs, as the generator does when it resumes.
+    """
+
+    _dataset: WindowDataset
+
+    def __init__(self, dataset: WindowDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._buf: list[Any] = []
+        self._base = 0
+        self._start = 0
+        self._exhausted = False
+
+    def _run(self) -> Iterator[Any]:
+        return self._dataset._windows(self)
+
+    def _save(self) -> dict[str, Any]:
+        state = super()._save()
+        drop = min(max(0, self._start - self._base), len(self._buf))
+        state["buffer"] = self._buf[drop:]
+        state["base"] = self._base + drop
+        state["start"] = self._start
+        state["exhausted"] = self._exhausted
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._buf = list(state["buffer"])
+        self._base = int(state["base"])
+        self._start = int(state["start"])
+        self._exhausted = bool(state["exhausted"])

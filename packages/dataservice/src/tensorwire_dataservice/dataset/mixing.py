@@ -10,8 +10,9 @@ from tensorwire import errors
 
 from . import structure
 from .base import INFINITE, UNKNOWN, DatasetBase, IterationContext
+from .checkpoint import MultiInputIterator
 from .dataset import Dataset
-from .sources import epoch_seed
+from .sources import claim_epoch, epoch_seed, resume_epoch
 from .structure import TensorSpec
 
 __all__ = ["SampleDataset", "ChooseDataset"]
@@ -88,11 +89,16 @@ class SampleDataset(Dataset):
         self._spec = spec
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        epoch = self._epochs if self._rerandomize else 0
-        self._epochs += 1
-        rng = epoch_seed(self._seed, epoch)
-        its: list[Iterator[Any] | None] = [ds._iterator(ctx) for ds in self._input_datasets]
-        weights = self._weights.copy()
+        return _SampleIterator(self, ctx)
+
+    def _sample(self, state: _SampleIterator) -> Iterator[Any]:
+        if state._rng is None:
+            state._epoch = claim_epoch(self, self._rerandomize)
+            state._rng = epoch_seed(self._seed, state._epoch)
+        rng = state._rng
+        inputs = state._inputs  # a dropped input becomes None there, as a checkpoint saves
+        its: list[Iterator[Any] | None] = [None if i is None else iter(i) for i in inputs]
+        weights = state._weights
         try:
             while weights.sum() > 0:
                 i = int(rng.choice(len(its), p=weights / weights.sum()))
@@ -102,7 +108,7 @@ class SampleDataset(Dataset):
                 except StopIteration:
                     if self._stop_on_empty:
                         return
-                    its[i] = None
+                    its[i] = inputs[i] = None
                     weights[i] = 0.0
         finally:
             for it in its:
@@ -117,6 +123,37 @@ class SampleDataset(Dataset):
 
     def _compute_element_spec(self) -> Any:
         return self._spec
+
+
+class _SampleIterator(MultiInputIterator):
+    """Saves the inputs, their current weights (0 once dropped) and the random generator."""
+
+    _dataset: SampleDataset
+
+    def __init__(self, dataset: SampleDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._weights = dataset._weights.copy()
+        self._epoch: int | None = None
+        self._rng: np.random.Generator | None = None
+
+    def _run(self) -> Iterator[Any]:
+        return self._dataset._sample(self)
+
+    def _save(self) -> dict[str, Any]:
+        state = super()._save()
+        state["weights"] = self._weights.tolist()
+        state["epoch"] = self._epoch
+        state["rng"] = None if self._rng is None else self._rng.bit_generator.state
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._weights = np.asarray(state["weights"], dtype=np.float64)
+        if state["rng"] is not None:
+            self._epoch = int(state["epoch"])
+            self._rng = epoch_seed(self._dataset._seed, self._epoch)
+            self._rng.bit_generator.state = state["rng"]
+            resume_epoch(self._dataset, self._epoch)
 
 
 class ChooseDataset(Dataset):
@@ -146,8 +183,12 @@ class ChooseDataset(Dataset):
         self._spec = spec
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        choices = self._input_datasets[0]._iterator(ctx)
-        its: list[Iterator[Any] | None] = [ds._iterator(ctx) for ds in self._input_datasets[1:]]
+        return MultiInputIterator(self, ctx, self._choose)
+
+    def _choose(self, inputs: list[Any]) -> Iterator[Any]:
+        # A dropped input becomes None in `inputs` too, which is what a checkpoint saves.
+        choices = iter(inputs[0])
+        its: list[Iterator[Any] | None] = [None if i is None else iter(i) for i in inputs[1:]]
         try:
             for choice in choices:
                 i = int(choice)
@@ -164,7 +205,7 @@ class ChooseDataset(Dataset):
                 except StopIteration:
                     if self._stop_on_empty:
                         return
-                    its[i] = None
+                    its[i] = inputs[i + 1] = None
         finally:
             _close(choices)
             for it in its:

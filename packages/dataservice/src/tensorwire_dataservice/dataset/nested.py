@@ -3,6 +3,10 @@
 The nested datasets are iterated with ``ctx.without_splits()``: under dynamic sharding only
 the outer pipeline's source reads splits (e.g. the file names fed to ``interleave``), as in
 TensorFlow.
+
+Checkpoints save, for every nested dataset open, the input element it was made from and
+its iterator's state; a restore calls ``map_func`` on that element again (so ``map_func``
+must be deterministic) and restores the nested iterator.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 from tensorwire import errors
 
 from .base import AUTOTUNE, DatasetBase, IterationContext
+from .checkpoint import UnaryIterator, close_iterator, restore_iterator, save_iterator
 from .dataset import UnaryDataset, _first_element, call_with_element, trace_function_outputs
 from .threaded import PrefetchDataset
 
@@ -29,10 +34,23 @@ def _dataset_of(fn: Callable[..., Any], element: Any) -> DatasetBase:
     return result
 
 
-def _close(it: Any) -> None:
-    close = getattr(it, "close", None)
-    if close is not None:
-        close()
+_close = close_iterator
+
+
+class _Open:
+    """A nested dataset being read: the input element it came from, the dataset whose
+    iterator is read (for a parallel interleave, a prefetch around the nested dataset),
+    and that iterator."""
+
+    __slots__ = ("element", "dataset", "iterator")
+
+    def __init__(self, element: Any, dataset: DatasetBase, iterator: Any) -> None:
+        self.element = element
+        self.dataset = dataset
+        self.iterator = iterator
+
+    def save(self) -> dict[str, Any]:
+        return {"element": self.element, "state": save_iterator(self.iterator, self.dataset)}
 
 
 class _NestedDataset(UnaryDataset):
@@ -69,13 +87,65 @@ class FlatMapDataset(_NestedDataset):
     _op_name = "FlatMapDataset"
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        inner_ctx = ctx.without_splits()
-        for element in self._input._iterator(ctx):
-            inner = _dataset_of(self._fn, element)._iterator(inner_ctx)
+        return _FlatMapIterator(self, ctx)
+
+    def _flat_map(self, it: _FlatMapIterator) -> Iterator[Any]:
+        inner_ctx = it._inner_ctx
+        if it._open is not None:  # restored inside a nested dataset
+            try:
+                yield from it._open.iterator
+            finally:
+                _close(it._open.iterator)
+        for element in it._input:
+            dataset = _dataset_of(self._fn, element)
+            inner = dataset._iterator(inner_ctx)
+            it._open = _Open(element, dataset, inner)
             try:
                 yield from inner
             finally:
                 _close(inner)
+        it._open = None
+
+
+class _FlatMapIterator(UnaryIterator):
+    """Saves the input's state and the nested dataset being read (see the module doc)."""
+
+    _dataset: FlatMapDataset
+
+    def __init__(self, dataset: FlatMapDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._inner_ctx = ctx.without_splits()
+        self._open: _Open | None = None
+
+    def _run(self) -> Iterator[Any]:
+        return self._dataset._flat_map(self)
+
+    def _save(self) -> dict[str, Any]:
+        state = super()._save()
+        state["open"] = None if self._open is None else self._open.save()
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._open = _reopen(self._dataset._fn, state["open"], self._inner_ctx, None)
+
+    def _close_unstarted(self) -> None:
+        super()._close_unstarted()
+        if self._open is not None:
+            _close(self._open.iterator)
+
+
+def _reopen(
+    fn: Callable[..., Any], saved: Any, ctx: IterationContext, prefetch: int | None
+) -> _Open | None:
+    """The nested dataset of a checkpoint (``saved`` from ``_Open.save``), restored."""
+    if saved is None:
+        return None
+    element = saved["element"]
+    dataset = _dataset_of(fn, element)
+    if prefetch is not None:
+        dataset = PrefetchDataset(dataset, prefetch)
+    return _Open(element, dataset, restore_iterator(dataset, ctx, saved["state"]))
 
 
 class InterleaveDataset(_NestedDataset):
@@ -111,61 +181,116 @@ class InterleaveDataset(_NestedDataset):
         self._block_length = block_length
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        inner_ctx = ctx.without_splits()
-        source = self._input._iterator(ctx)
-        cycle: list[Iterator[Any] | None] = [None] * self._cycle_length
-        index = 0
-        block = 0
-        num_open = 0
-        end_of_input = False
+        return _InterleaveIterator(self, ctx)
+
+    def _interleave(self, it: _InterleaveIterator) -> Iterator[Any]:
+        inner_ctx = it._inner_ctx
+        source = iter(it._input)
+        slots = it._slots  # what a checkpoint saves: element, dataset, iterator per slot
+        # The running iterators of the slots (generators), read in the hot loop.
+        cycle: list[Iterator[Any] | None] = [None if s is None else iter(s.iterator) for s in slots]
+        index, block = it._index, it._block
+        num_open = sum(1 for s in slots if s is not None)
+        cycle_length, block_length = self._cycle_length, self._block_length
+
         def open_slot(slot: int) -> bool:
             """Open the dataset of the next input element in ``slot``; False at the end."""
-            nonlocal end_of_input, num_open
+            nonlocal num_open
             try:
                 element = next(source)
             except StopIteration:
-                end_of_input = True
+                it._end_of_input = True
                 return False
             inner = _dataset_of(self._fn, element)
             if self._parallel:
-                cycle[slot] = PrefetchDataset(inner, self._block_length).started_iterator(
-                    inner_ctx
-                )
+                inner = PrefetchDataset(inner, block_length)
+                iterator = inner.started_iterator(inner_ctx)
             else:
-                cycle[slot] = inner._iterator(inner_ctx)
+                iterator = inner._iterator(inner_ctx)
+            slots[slot] = _Open(element, inner, iterator)
+            cycle[slot] = iter(iterator)
             num_open += 1
             return True
 
         try:
-            if self._parallel:
+            if self._parallel and not it._opened:
                 # Every slot is read ahead at once, as TensorFlow opens cycle_length inputs
                 # together. Filling a slot as soon as it empties gives it the same input
                 # element the cycle would give it on its next visit: the order is unchanged.
-                for slot in range(self._cycle_length):
+                for slot in range(cycle_length):
                     if not open_slot(slot):
                         break
-            while not end_of_input or num_open > 0:
+            it._opened = True
+            while not it._end_of_input or num_open > 0:
                 current = cycle[index]
                 if current is not None:
                     try:
                         value = next(current)
                     except StopIteration:
-                        cycle[index] = None
+                        cycle[index] = slots[index] = None
                         num_open -= 1
-                        if self._parallel and not end_of_input:
+                        if self._parallel and not it._end_of_input:
                             open_slot(index)
-                        index, block = (index + 1) % self._cycle_length, 0
+                        index, block = (index + 1) % cycle_length, 0
                         continue
                     block += 1
-                    if block == self._block_length:
-                        index, block = (index + 1) % self._cycle_length, 0
+                    if block == block_length:
+                        index, block = (index + 1) % cycle_length, 0
+                    it._index, it._block = index, block
                     yield value
-                elif not end_of_input:
+                elif not it._end_of_input:
                     open_slot(index)
                 else:
-                    index, block = (index + 1) % self._cycle_length, 0
+                    index, block = (index + 1) % cycle_length, 0
         finally:
-            for it in cycle:
-                if it is not None:
-                    _close(it)
+            for running in cycle:
+                if running is not None:
+                    _close(running)
             _close(source)
+
+
+class _InterleaveIterator(UnaryIterator):
+    """Saves the input's state, each slot's nested dataset (see the module doc; in
+    parallel mode with the elements its thread has read ahead) and the cycle position."""
+
+    _dataset: InterleaveDataset
+
+    def __init__(self, dataset: InterleaveDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._inner_ctx = ctx.without_splits()
+        self._slots: list[_Open | None] = [None] * dataset._cycle_length
+        self._index = 0
+        self._block = 0
+        self._end_of_input = False
+        self._opened = False  # parallel mode: the slots were first filled
+
+    def _run(self) -> Iterator[Any]:
+        return self._dataset._interleave(self)
+
+    def _save(self) -> dict[str, Any]:
+        state = super()._save()
+        state["slots"] = [None if s is None else s.save() for s in self._slots]
+        state["index"], state["block"] = self._index, self._block
+        state["end_of_input"] = self._end_of_input
+        state["opened"] = self._opened or self._started()
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        ds = self._dataset
+        if len(state["slots"]) != ds._cycle_length:
+            raise errors.InvalidArgumentError(
+                f"The checkpoint of InterleaveDataset has {len(state['slots'])} slots, the "
+                f"pipeline's cycle_length is {ds._cycle_length}"
+            )
+        prefetch = ds._block_length if ds._parallel else None
+        self._slots = [_reopen(ds._fn, s, self._inner_ctx, prefetch) for s in state["slots"]]
+        self._index, self._block = int(state["index"]), int(state["block"])
+        self._end_of_input = bool(state["end_of_input"])
+        self._opened = bool(state["opened"])
+
+    def _close_unstarted(self) -> None:
+        super()._close_unstarted()
+        for slot in self._slots:
+            if slot is not None:
+                _close(slot.iterator)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from tensorwire import errors
 
 from . import structure
 from .base import IterationContext
+from .checkpoint import NodeIterator, counter, position, remaining
 from .dataset import Dataset
 from .sharding import IndexSplitProvider, SplitProvider, default_split_size
 from .structure import STRING, TensorSpec
@@ -40,13 +41,29 @@ def epoch_seed(seed: int | None, epoch: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, epoch])
 
 
+def claim_epoch(dataset: Any, counts: bool = True) -> int:
+    """The epoch number of a new iteration of ``dataset`` (its transient ``_epochs``
+    counter, advanced here); always 0 when ``counts`` is False (same order every time)."""
+    epoch = dataset._epochs if counts else 0
+    dataset._epochs += 1
+    return int(epoch)
+
+
+def resume_epoch(dataset: Any, epoch: int) -> None:
+    """After restoring an iteration of epoch ``epoch``: later iterations of ``dataset`` in
+    this process continue the count, as they would have without the restart."""
+    dataset._epochs = max(dataset._epochs, int(epoch) + 1)
+
+
 class IndexedSource(Dataset):
     """A source of ``n`` elements addressable by position; splittable by index ranges."""
 
     def _num_elements(self) -> int:
         raise NotImplementedError
 
-    def _elements(self, begin: int, end: int) -> Iterator[Any]:
+    def _elements(self, begin: int, end: int) -> tuple[Iterator[Any], Iterator[Any]]:
+        """The elements ``[begin, end)``, and an iterator whose ``remaining`` count says how
+        many of them are still to come (the position a checkpoint saves)."""
         raise NotImplementedError
 
     def _cardinality(self) -> int:
@@ -57,10 +74,13 @@ class IndexedSource(Dataset):
         return IndexSplitProvider(n, split_size or default_split_size(n))
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
+        if ctx.split_provider_for(self) is None:
+            return _IndexedIterator(self, ctx)
+        return self._split_iterator(ctx)
+
+    def _split_iterator(self, ctx: IterationContext) -> Iterator[Any]:
         provider = ctx.split_provider_for(self)
-        if provider is None:
-            yield from self._elements(0, self._num_elements())
-            return
+        assert provider is not None
         n = self._num_elements()
         while not ctx.closed.is_set():
             split = provider.get_next()
@@ -75,7 +95,33 @@ class IndexedSource(Dataset):
                 raise errors.InvalidArgumentError(
                     f"Split {split!r} is outside {self._op_name} of {n} elements"
                 )
-            yield from self._elements(begin, end)
+            yield from self._elements(begin, end)[0]
+
+
+class _IndexedIterator(NodeIterator):
+    """Saves the position in ``[0, n)``; the count lives in a C iterator (no per-element
+    bookkeeping)."""
+
+    _dataset: IndexedSource
+
+    def __init__(self, dataset: IndexedSource, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._begin = 0
+        self._n = dataset._num_elements()
+        self._left: Iterator[Any] | None = None
+
+    def _run(self) -> Iterator[Any]:
+        # The C-level iterator itself, not a generator around it: a finished one saves
+        # position n, which restores to nothing, so "finished" needs no generator state.
+        elements, self._left = self._dataset._elements(self._begin, self._n)
+        return elements
+
+    def _save(self) -> dict[str, Any]:
+        left = self._left
+        return {"position": self._begin if left is None else self._n - remaining(left)}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self._begin = min(int(state["position"]), self._n)
 
 
 class RangeDataset(IndexedSource):
@@ -101,8 +147,9 @@ class RangeDataset(IndexedSource):
     def _num_elements(self) -> int:
         return len(self._range)
 
-    def _elements(self, begin: int, end: int) -> Iterator[Any]:
-        return map(self._dtype.type, self._range[begin:end])
+    def _elements(self, begin: int, end: int) -> tuple[Iterator[Any], Iterator[Any]]:
+        values = iter(self._range[begin:end])
+        return map(self._dtype.type, values), values
 
     def _compute_element_spec(self) -> Any:
         return TensorSpec((), self._dtype)
@@ -154,15 +201,15 @@ class TensorSliceDataset(IndexedSource):
         clone._n = len(clone._arrays[0])
         return clone
 
-    def _elements(self, begin: int, end: int) -> Iterator[Any]:
+    def _elements(self, begin: int, end: int) -> tuple[Iterator[Any], Iterator[Any]]:
         arrays = self._arrays
         if len(arrays) == 1 and not isinstance(self._structure, (tuple, dict)):
-            yield from arrays[0][begin:end]
-            return
+            slices = iter(arrays[0][begin:end])
+            return slices, slices
         pack = structure.pack_sequence_as
         template = self._structure
-        for i in range(begin, end):
-            yield pack(template, [a[i] for a in arrays])
+        indices = iter(range(begin, end))
+        return (pack(template, [a[i] for a in arrays]) for i in indices), indices
 
     def _compute_element_spec(self) -> Any:
         specs = [TensorSpec(a.shape[1:], a.dtype) for a in self._arrays]
@@ -182,13 +229,32 @@ class TensorDataset(Dataset):
         self._value = structure.normalize_element(tensors)
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        yield self._value
+        return _OnceIterator(self, ctx)
 
     def _cardinality(self) -> int:
         return 1
 
     def _compute_element_spec(self) -> Any:
         return structure.spec_from_value(self._value)
+
+
+class _OnceIterator(NodeIterator):
+    _dataset: TensorDataset
+
+    def __init__(self, dataset: TensorDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._done = False
+
+    def _run(self) -> Iterator[Any]:
+        if not self._done:
+            self._done = True
+            yield self._dataset._value
+
+    def _save(self) -> dict[str, Any]:
+        return {"done": self._done}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self._done = bool(state["done"])
 
 
 def _spec_of_signature(signature: Any) -> Any:
@@ -274,9 +340,14 @@ class GeneratorDataset(Dataset):
         return self._spec
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
+        return _GeneratorIterator(self, ctx)
+
+    def _source(self) -> Iterator[Any]:
+        return iter(self._generator(*self._args))
+
+    def _checked(self, it: Iterator[Any]) -> Iterator[Any]:
         spec = self._spec
         flat_specs = structure.flatten(spec)
-        it = iter(self._generator(*self._args))
         try:
             for value in it:
                 if type(value) is list:
@@ -298,6 +369,45 @@ class GeneratorDataset(Dataset):
             close = getattr(it, "close", None)
             if close is not None:
                 close()
+
+
+class _GeneratorIterator(NodeIterator):
+    """Checkpointable only when the callable returns an iterator with ``state_dict()`` and
+    ``load_state_dict(state)`` (a Python generator's position cannot be saved)."""
+
+    _dataset: GeneratorDataset
+
+    def __init__(self, dataset: GeneratorDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._it: Iterator[Any] | None = None
+
+    def _run(self) -> Iterator[Any]:
+        if self._it is None:
+            self._it = self._dataset._source()
+        return self._dataset._checked(self._it)
+
+    def _unsupported(self) -> Exception:
+        name = getattr(self._dataset._generator, "__qualname__", repr(self._dataset._generator))
+        return errors.UnimplementedError(
+            f"GeneratorDataset (from_generator) cannot be checkpointed: {name} returned "
+            f"{type(self._it).__name__}, whose position cannot be saved; return an iterator "
+            "with state_dict() and load_state_dict(state) methods to make it checkpointable"
+        )
+
+    def _save(self) -> dict[str, Any]:
+        if self._it is None:
+            return {"source": None}  # nothing read yet: a restore calls the callable afresh
+        if not hasattr(self._it, "state_dict") or not hasattr(self._it, "load_state_dict"):
+            raise self._unsupported()
+        return {"source": self._it.state_dict()}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state["source"] is None:
+            return
+        self._it = self._dataset._source()
+        if not hasattr(self._it, "load_state_dict"):
+            raise self._unsupported()
+        self._it.load_state_dict(state["source"])
 
 
 def _as_structure(types: Any) -> Any:
@@ -408,27 +518,67 @@ class ListFilesDataset(IndexedSource):
         clone._files = self._files[index::num_shards]
         return clone
 
-    def _order(self) -> list[str]:
+    def _order(self) -> tuple[list[str], int]:
+        """The file order of a new iteration and its epoch number."""
         if not self._shuffle:
-            return self._files
-        rng = epoch_seed(self._seed, self._epochs)
-        self._epochs += 1
-        return [self._files[i] for i in rng.permutation(len(self._files))]
+            return self._files, 0
+        epoch = claim_epoch(self)
+        rng = epoch_seed(self._seed, epoch)
+        return [self._files[i] for i in rng.permutation(len(self._files))], epoch
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
         if ctx.split_provider_for(self) is not None:
             # Splits are positions in the sorted list; the dispatcher decides the order.
-            yield from super()._iterator(ctx)
-            return
-        for name in self._order():
-            yield os.fsencode(name)
+            return super()._iterator(ctx)
+        return _ListFilesIterator(self, ctx)
 
-    def _elements(self, begin: int, end: int) -> Iterator[Any]:
-        for name in self._files[begin:end]:
-            yield os.fsencode(name)
+    def _elements(self, begin: int, end: int) -> tuple[Iterator[Any], Iterator[Any]]:
+        names = iter(self._files[begin:end])
+        return map(os.fsencode, names), names
 
     def _compute_element_spec(self) -> Any:
         return TensorSpec((), STRING)
+
+
+class _ListFilesIterator(NodeIterator):
+    """Saves the position and, when shuffled, the order drawn for this iteration."""
+
+    _dataset: ListFilesDataset
+
+    def __init__(self, dataset: ListFilesDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._order: list[str] | None = None
+        self._epoch = 0
+        self._begin = 0
+        self._left: Iterator[Any] | None = None
+
+    def _run(self) -> Iterator[Any]:
+        if self._order is None:
+            self._order, self._epoch = self._dataset._order()
+        names = iter(self._order[self._begin :])
+        self._left = names
+        return map(os.fsencode, names)
+
+    def _save(self) -> dict[str, Any]:
+        if self._order is None:
+            return {"position": 0, "files": None, "epoch": None}
+        left = self._left
+        at = self._begin if left is None else len(self._order) - remaining(left)
+        shuffled = self._dataset._shuffle
+        return {
+            "position": at,
+            "files": list(self._order) if shuffled else None,
+            "epoch": self._epoch if shuffled else None,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self._begin = int(state["position"])
+        if state["files"] is not None:
+            self._order = list(state["files"])
+            self._epoch = int(state["epoch"])
+            resume_epoch(self._dataset, self._epoch)
+        elif self._begin:
+            self._order = self._dataset._files
 
 
 class CounterDataset(Dataset):
@@ -442,10 +592,7 @@ class CounterDataset(Dataset):
         self._dtype = np.dtype(dtype)
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        value, step, make = self._start, self._step, self._dtype.type
-        while True:
-            yield make(value)
-            value += step
+        return _CounterIterator(self, ctx)
 
     def _cardinality(self) -> int:
         from .base import INFINITE
@@ -454,6 +601,27 @@ class CounterDataset(Dataset):
 
     def _compute_element_spec(self) -> Any:
         return TensorSpec((), self._dtype)
+
+
+class _CounterIterator(NodeIterator):
+    _dataset: CounterDataset
+
+    def __init__(self, dataset: CounterDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._produced = 0
+        self._count: Iterator[int] | None = None
+
+    def _run(self) -> Iterator[Any]:
+        count = self._count = counter(self._produced)
+        start, step, make = self._dataset._start, self._dataset._step, self._dataset._dtype.type
+        for i in count:
+            yield make(start + i * step)
+
+    def _save(self) -> dict[str, Any]:
+        return {"produced": self._produced if self._count is None else position(self._count)}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self._produced = int(state["produced"])
 
 
 class RandomDataset(Dataset):
@@ -468,11 +636,7 @@ class RandomDataset(Dataset):
         self._rerandomize = bool(rerandomize_each_iteration)
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        epoch = self._epochs if self._rerandomize else 0
-        self._epochs += 1
-        rng = epoch_seed(self._seed, epoch)
-        while True:
-            yield from rng.integers(0, 2**63 - 1, size=1024, dtype=np.int64)
+        return _RandomIterator(self, ctx)
 
     def _cardinality(self) -> int:
         from .base import INFINITE
@@ -481,3 +645,51 @@ class RandomDataset(Dataset):
 
     def _compute_element_spec(self) -> Any:
         return TensorSpec((), np.int64)
+
+
+_RANDOM_CHUNK = 1024
+
+
+class _RandomIterator(NodeIterator):
+    """Saves the generator's state before the current chunk of values and the offset in it."""
+
+    _dataset: RandomDataset
+
+    def __init__(self, dataset: RandomDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._epoch: int | None = None
+        self._rng_state: Mapping[str, Any] | None = None
+        self._offset = 0
+        self._chunk: Iterator[Any] | None = None
+
+    def _run(self) -> Iterator[Any]:
+        ds = self._dataset
+        if self._epoch is None:
+            self._epoch = claim_epoch(ds, ds._rerandomize)
+        rng = epoch_seed(ds._seed, self._epoch)
+        if self._rng_state is not None:
+            rng.bit_generator.state = self._rng_state
+        skip = self._offset
+        while True:
+            self._rng_state = rng.bit_generator.state
+            chunk = iter(rng.integers(0, 2**63 - 1, size=_RANDOM_CHUNK, dtype=np.int64))
+            self._chunk = chunk
+            for _ in range(skip):
+                next(chunk)
+            skip = 0
+            yield from chunk
+
+    def _save(self) -> dict[str, Any]:
+        chunk = self._chunk
+        return {
+            "epoch": self._epoch,
+            "rng": self._rng_state,
+            "offset": self._offset if chunk is None else _RANDOM_CHUNK - remaining(chunk),
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self._epoch = None if state["epoch"] is None else int(state["epoch"])
+        self._rng_state = state["rng"]
+        self._offset = int(state["offset"])
+        if self._epoch is not None:
+            resume_epoch(self._dataset, self._epoch)

@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 from tensorwire import errors
 
 from .base import DatasetBase, IterationContext
+from .checkpoint import NodeIterator, close_iterator, remaining, restore_iterator, save_iterator
 from .dataset import Dataset
 from .sharding import FileSplitProvider, SplitProvider
 from .structure import STRING, TensorSpec
@@ -224,11 +225,31 @@ def _read_exact(f: BinaryIO, n: int, path: str, offset: int) -> bytes:
     return data
 
 
-def read_tfrecords(path: str, compression_type: Any = None) -> Iterator[bytes]:
-    """The records of one TFRecord file, checksums verified."""
+def _seek(f: BinaryIO, offset: int, path: str) -> None:
+    """Position ``f`` at ``offset`` of the (decompressed) stream."""
+    if not offset:
+        return
+    if f.seekable():
+        f.seek(offset)
+        return
+    left = offset  # a ZLIB stream: read up to the offset
+    while left:
+        chunk = f.read(min(left, _READ_CHUNK))
+        if not chunk:
+            raise errors.DataLossError(f"{path}: shorter than the checkpointed offset {offset}")
+        left -= len(chunk)
+
+
+def read_tfrecords(
+    path: str, compression_type: Any = None, start: int = 0, where: list[int] | None = None
+) -> Iterator[bytes]:
+    """The records of one TFRecord file, checksums verified, from offset ``start`` (of the
+    decompressed stream). ``where[0]``, if given, is the offset after the last record
+    yielded (what a checkpoint saves)."""
     compression = _compression(compression_type)
     with _open(path, compression) as f:
-        offset = 0
+        _seek(f, start, path)
+        offset = start
         while True:
             try:
                 header = f.read(12)
@@ -251,14 +272,24 @@ def read_tfrecords(path: str, compression_type: Any = None) -> Iterator[bytes]:
             if expected != masked_crc32c(data):
                 raise errors.DataLossError(f"{path}: corrupted record at {offset} (data checksum)")
             offset += 16 + length
+            if where is not None:
+                where[0] = offset
             yield data
 
 
-def read_lines(path: str, compression_type: Any = None) -> Iterator[bytes]:
-    """The lines of one text file without their line endings ("\\n" or "\\r\\n")."""
+def read_lines(
+    path: str, compression_type: Any = None, start: int = 0, where: list[int] | None = None
+) -> Iterator[bytes]:
+    """The lines of one text file without their line endings ("\\n" or "\\r\\n"), from
+    offset ``start``; ``where`` as for :func:`read_tfrecords`."""
     compression = _compression(compression_type)
     with _open(path, compression) as f:
+        _seek(f, start, path)
+        offset = start
         for line in f:
+            if where is not None:
+                offset += len(line)
+                where[0] = offset
             if line.endswith(b"\n"):
                 line = line[:-1]
                 if line.endswith(b"\r"):
@@ -336,18 +367,12 @@ class _FileReaderDataset(Dataset):
     def _make_split_provider(self, split_size: int | None) -> SplitProvider:
         return FileSplitProvider(list(self._files or ()))
 
-    def _read(self, path: str) -> Iterator[bytes]:
+    def _read(self, path: str, start: int = 0, where: list[int] | None = None) -> Iterator[bytes]:
         raise NotImplementedError
 
-    def _names(self, ctx: IterationContext) -> Iterator[str]:
-        if self._files is None:
-            for name in self._input_datasets[0]._iterator(ctx):
-                yield os.fsdecode(name)
-            return
+    def _split_names(self, ctx: IterationContext) -> Iterator[str]:
         provider = ctx.split_provider_for(self)
-        if provider is None:
-            yield from self._files
-            return
+        assert provider is not None
         while not ctx.closed.is_set():
             split = provider.get_next()
             if split is None:
@@ -359,7 +384,12 @@ class _FileReaderDataset(Dataset):
             yield split
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        names = self._names(ctx)
+        if self._files is not None and ctx.split_provider_for(self) is not None:
+            # Reading data-service splits: the service tracks positions, not this iterator.
+            return self._split_iterator(self._split_names(ctx))
+        return _ReaderIterator(self, ctx)
+
+    def _split_iterator(self, names: Iterator[str]) -> Iterator[Any]:
         if not self._parallel_reads or self._parallel_reads == 1:
             for name in names:
                 yield from self._read(name)
@@ -387,8 +417,100 @@ class _FileReaderDataset(Dataset):
             for it in cycle:
                 it.close()  # type: ignore[attr-defined]
 
+    def _records(self, it: _ReaderIterator) -> Iterator[Any]:
+        """The checkpointable reading: as ``_split_iterator`` (same order), with the open
+        files and the round-robin position kept on ``it``."""
+        names = it._names()
+        opened = it._open  # [name, where] of each open file; where[0] is its offset
+        readers = [self._read(name, where[0], where) for name, where in opened]
+        parallel = self._parallel_reads or 1
+        i = it._round
+        try:
+            while True:
+                if i == 0:
+                    # A round starts: open files up to `parallel` (TensorFlow reads that many
+                    # at once, one record from each in turn).
+                    while len(readers) < parallel:
+                        name = next(names, None)
+                        if name is None:
+                            break
+                        where = [0]
+                        opened.append([name, where])
+                        readers.append(self._read(name, 0, where))
+                if not readers:
+                    return
+                if i >= len(readers):
+                    i = it._round = 0
+                    continue
+                try:
+                    value = next(readers[i])
+                except StopIteration:
+                    del readers[i], opened[i]  # the round goes on with the next file
+                    continue
+                i += 1
+                it._round = i
+                yield value
+        finally:
+            for reader in readers:
+                reader.close()  # type: ignore[attr-defined]
+
     def _compute_element_spec(self) -> Any:
         return TensorSpec((), STRING)
+
+
+class _ReaderIterator(NodeIterator):
+    """Saves the next file to open (an index in the list, or the file-name dataset's
+    state), the open files with their offsets, and the round-robin position."""
+
+    _dataset: _FileReaderDataset
+
+    def __init__(self, dataset: _FileReaderDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._input: Any = None
+        if dataset._files is None:
+            self._input = dataset._input_datasets[0]._iterator(ctx)
+        self._next_file = 0
+        self._files_left: Iterator[int] | None = None
+        self._open: list[list[Any]] = []
+        self._round = 0
+
+    def _names(self) -> Iterator[str]:
+        files = self._dataset._files
+        if files is None:
+            return map(os.fsdecode, self._input)
+        left = self._files_left = iter(range(self._next_file, len(files)))
+        return map(files.__getitem__, left)
+
+    def _run(self) -> Iterator[Any]:
+        return self._dataset._records(self)
+
+    def _save(self) -> dict[str, Any]:
+        files = self._dataset._files
+        next_file = self._next_file
+        if files is not None and self._files_left is not None:
+            next_file = len(files) - remaining(self._files_left)
+        return {
+            "next_file": next_file,
+            "names": None
+            if self._input is None
+            else save_iterator(self._input, self._dataset._input_datasets[0]),
+            "open": [[name, where[0]] for name, where in self._open],
+            "round": self._round,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self._next_file = int(state["next_file"])
+        if self._input is not None:
+            close_iterator(self._input)
+            self._input = restore_iterator(
+                self._dataset._input_datasets[0], self._ctx, state["names"]
+            )
+        self._open = [[str(name), [int(offset)]] for name, offset in state["open"]]
+        self._round = int(state["round"])
+
+    def _close_unstarted(self) -> None:
+        if self._input is not None:
+            close_iterator(self._input)
 
 
 class TFRecordDataset(_FileReaderDataset):
@@ -397,8 +519,8 @@ class TFRecordDataset(_FileReaderDataset):
 
     _op_name = "TFRecordDataset"
 
-    def _read(self, path: str) -> Iterator[bytes]:
-        return read_tfrecords(path, self._compression)
+    def _read(self, path: str, start: int = 0, where: list[int] | None = None) -> Iterator[bytes]:
+        return read_tfrecords(path, self._compression, start, where)
 
 
 class TextLineDataset(_FileReaderDataset):
@@ -406,5 +528,5 @@ class TextLineDataset(_FileReaderDataset):
 
     _op_name = "TextLineDataset"
 
-    def _read(self, path: str) -> Iterator[bytes]:
-        return read_lines(path, self._compression)
+    def _read(self, path: str, start: int = 0, where: list[int] | None = None) -> Iterator[bytes]:
+        return read_lines(path, self._compression, start, where)

@@ -1,5 +1,11 @@
 """Transforms that run work in background threads: parallel ``map`` and ``prefetch``.
 
+Checkpoints: parallel ``map`` runs its input on the consumer's thread, so a checkpoint
+saves the input's state plus the tasks in flight: outputs already computed are saved as
+they are, inputs still being mapped are saved and mapped again after a restore (``map``
+functions are assumed pure). ``prefetch`` pauses its thread at a consistent point (between
+two reads of its input) and saves the buffered elements with the input's state.
+
 Ownership: every thread is started through ``IterationContext.start_thread``, so the
 iterator that owns the iteration joins it on close. Each thread polls a stop event every
 ``POLL_INTERVAL`` seconds while it waits, and stops when its consumer generator is closed
@@ -21,6 +27,7 @@ from tensorwire import errors
 
 from . import structure
 from .base import AUTOTUNE, POLL_INTERVAL, THREAD_JOIN_TIMEOUT, DatasetBase, IterationContext
+from .checkpoint import UnaryIterator, remaining
 from .dataset import UnaryDataset, trace_function_spec
 
 __all__ = ["ParallelMapDataset", "PrefetchDataset", "DEFAULT_PREFETCH_BUFFER"]
@@ -80,6 +87,10 @@ class ParallelMapDataset(UnaryDataset):
         return trace_function_spec(self, self._fn, self._input.element_spec)
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
+        return _ParallelMapIterator(self, ctx)
+
+    def _parallel_map(self, it: _ParallelMapIterator) -> Iterator[Any]:
+        ctx = it._ctx
         fn = self._fn
         normalize = structure.normalize_function_output
         todo: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
@@ -105,7 +116,6 @@ class ParallelMapDataset(UnaryDataset):
                 except BaseException as exc:  # noqa: BLE001 - handed to the consumer in order
                     task.error = exc
                 task.seconds = time.perf_counter() - started
-                task.elements = []
                 task.done.set()
                 finished.put(task)
 
@@ -114,12 +124,26 @@ class ParallelMapDataset(UnaryDataset):
         if deterministic is None and ctx.options is not None:
             deterministic = ctx.options.effective_deterministic()
         deterministic = True if deterministic is None else bool(deterministic)
-        pending: collections.deque[_Task] = collections.deque()
+        # Tasks in flight, oldest first; a checkpoint reads them (see _ParallelMapIterator).
+        pending = it._pending
+        for task in it._restored_tasks:
+            pending.append(task)
+            if not task.done.is_set():
+                todo.put(task)
+            elif not deterministic:
+                finished.put(task)
+        it._restored_tasks = []
         window = 2 * self._parallelism
         task_size = 1
-        source = self._input._iterator(ctx)
+        source = iter(it._input)
         exhausted = False
         try:
+            if it._restored_values:
+                values = it._restored_values
+                it._restored_values = []
+                rest = iter(values)
+                it._current = (values, rest, None)
+                yield from rest
             while True:
                 while not exhausted and len(pending) < window:
                     elements = list(itertools.islice(source, task_size))
@@ -147,7 +171,10 @@ class ParallelMapDataset(UnaryDataset):
                             if closed.is_set():
                                 return
                     pending.remove(task)
-                yield from task.values
+                rest = iter(task.values)
+                it._current = (task.values, rest, task)
+                yield from rest
+                it._current = None
                 if task.error is not None:
                     raise task.error
                 per_element = task.seconds / max(1, len(task.values))
@@ -168,6 +195,64 @@ class ParallelMapDataset(UnaryDataset):
                 deadline = time.monotonic() + THREAD_JOIN_TIMEOUT
                 for thread in threads:
                     thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class _ParallelMapIterator(UnaryIterator):
+    """Saves the input's state, the outputs of the current task not yet yielded, and the
+    tasks in flight in order: their outputs when mapped, else their inputs.
+
+    With ``deterministic=False`` the restored iterator yields the same elements, in an order
+    that again depends on timing.
+    """
+
+    _dataset: ParallelMapDataset
+
+    def __init__(self, dataset: ParallelMapDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._pending: collections.deque[_Task] = collections.deque()
+        # (outputs, iterator over them, their task or None) while yielding a task's outputs.
+        self._current: tuple[list[Any], Iterator[Any], _Task | None] | None = None
+        self._restored_values: list[Any] = []
+        self._restored_tasks: list[_Task] = []
+
+    def _run(self) -> Iterator[Any]:
+        return self._dataset._parallel_map(self)
+
+    def _save(self) -> dict[str, Any]:
+        state = super()._save()
+        ready: list[Any] = list(self._restored_values)
+        tasks: list[dict[str, list[Any]]] = [_task_state(t) for t in self._restored_tasks]
+        if self._current is not None:
+            values, rest, task = self._current
+            left = remaining(rest)
+            ready = values[len(values) - left :] if left else []
+            if task is not None and task.error is not None:
+                # Map the failing element again after a restore: it fails again there.
+                tasks.append({"elements": task.elements[len(task.values) :]})
+        tasks.extend(_task_state(t) for t in self._pending)
+        state["ready"] = ready
+        state["tasks"] = tasks
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._restored_values = list(state["ready"])
+        self._restored_tasks = []
+        for saved in state["tasks"]:
+            if "values" in saved:
+                task = _Task([])
+                task.values = list(saved["values"])
+                task.done.set()
+            else:
+                task = _Task(list(saved["elements"]))
+            self._restored_tasks.append(task)
+
+
+def _task_state(task: _Task) -> dict[str, list[Any]]:
+    # `done` is set after the worker's last write to the task: read it first.
+    if task.done.is_set() and task.error is None:
+        return {"values": list(task.values)}
+    return {"elements": list(task.elements)}
 
 
 _VALUE, _END, _ERROR = 0, 1, 2
@@ -191,6 +276,13 @@ class _Buffer:
         self._consumer_waiting = False
         self._producer_waiting = False
         self._stops = stops
+        # Checkpoint hand-shake: the consumer asks (`_pause`), the producer parks where it
+        # is between two reads of its input (`_paused`), holding at most one item (`_held`)
+        # that did not fit yet.
+        self._pause = False
+        self._paused = False
+        self._held: tuple[int, Any] | None = None
+        self._parked = threading.Condition(lock)
 
     def _stopped(self) -> bool:
         return any(e.is_set() for e in self._stops)
@@ -201,13 +293,53 @@ class _Buffer:
             while len(self._items) >= self._capacity:
                 if self._stopped():
                     return False
+                if self._pause:
+                    self._park(item)
+                    continue
                 self._producer_waiting = True
                 self._not_full.wait(POLL_INTERVAL)
                 self._producer_waiting = False
             self._items.append(item)
             if self._consumer_waiting:
                 self._not_empty.notify()
+            if self._pause:
+                self._park(None)
         return True
+
+    def _park(self, held: tuple[int, Any] | None) -> None:
+        """(Producer, lock held.) Wait while the consumer takes a checkpoint."""
+        self._held, self._paused = held, True
+        self._parked.notify_all()
+        while self._pause and not self._stopped():
+            self._parked.wait(POLL_INTERVAL)
+        self._held, self._paused = None, False
+
+    def pause(self, producer: threading.Thread) -> list[tuple[int, Any]]:
+        """(Consumer.) Park the producer between two reads of its input, or wait for it to
+        end, and return the items it has produced and the consumer has not taken."""
+        with self._not_full:
+            self._pause = True
+            self._not_full.notify_all()
+            while not self._paused:
+                if self._stopped():
+                    raise errors.CancelledError("Iterator was closed during a checkpoint")
+                if not producer.is_alive():
+                    break
+                self._parked.wait(POLL_INTERVAL)
+            items = list(self._items)
+            if self._held is not None:
+                items.append(self._held)
+            return items
+
+    def resume(self) -> None:
+        """(Consumer.) Let the producer go on after :meth:`pause`."""
+        with self._not_full:
+            self._pause = False
+            self._parked.notify_all()
+
+    def preload(self, items: list[tuple[int, Any]]) -> None:
+        """Put restored items first, before the producer starts (capacity not enforced)."""
+        self._items.extend(items)
 
     def get(self) -> tuple[int, Any] | None:
         """The oldest item, or None after ``POLL_INTERVAL`` without one."""
@@ -243,22 +375,33 @@ class PrefetchDataset(UnaryDataset):
         self._buffer_size = DEFAULT_PREFETCH_BUFFER if buffer_size == AUTOTUNE else buffer_size
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
+        if self._buffer_size == 0:
+            return self._input._iterator(ctx)
         # The thread starts with the first next(), as TensorFlow's prefetch.
-        yield from self.started_iterator(ctx)
+        return _PrefetchIterator(self, ctx)
 
     def started_iterator(self, ctx: IterationContext) -> Iterator[Any]:
         """An iterator whose thread is producing already (a parallel interleave opens all
         its inputs at once). Closing it before its first next() leaves the thread to
         ``ctx``, which stops and joins it when the whole iteration ends."""
-        if self._buffer_size == 0:
-            return self._input._iterator(ctx)
+        it = self._iterator(ctx)
+        iter(it)  # starts the thread
+        return it
+
+    def _start(self, it: _PrefetchIterator) -> Iterator[Any]:
+        ctx = it._ctx
         stop = threading.Event()
         closed = ctx.closed
         buf = _Buffer(self._buffer_size, stop, closed)
-        source = self._input._iterator(ctx)
+        buf.preload([(_VALUE, value) for value in it._restored])
+        it._restored = []
 
         def produce() -> None:
+            # Started here, as before checkpoints existed: what starting the input does
+            # (its own threads, files) happens on this thread, errors included.
+            source: Iterator[Any] = iter(())
             try:
+                source = iter(it._input)
                 for element in source:
                     if not buf.put((_VALUE, element)):
                         return
@@ -274,7 +417,51 @@ class PrefetchDataset(UnaryDataset):
                         pass
 
         thread = ctx.start_thread(produce, "tw-data-prefetch")
+        it._buffer, it._thread = buf, thread
         return _drain(buf, stop, closed, thread)
+
+
+class _PrefetchIterator(UnaryIterator):
+    """Saves the buffered elements and the input's state, taken while the thread is
+    parked between two reads of the input (so the two agree)."""
+
+    _dataset: PrefetchDataset
+
+    def __init__(self, dataset: PrefetchDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._restored: list[Any] = []
+        self._buffer: _Buffer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> Iterator[Any]:
+        return self._dataset._start(self)
+
+    def _save(self) -> dict[str, Any]:
+        buf, thread = self._buffer, self._thread
+        if buf is None or thread is None:
+            state = super()._save()
+            state["buffer"] = list(self._restored)
+            return state
+        items = buf.pause(thread)
+        try:
+            values = []
+            for kind, value in items:
+                if kind == _ERROR:
+                    raise errors.FailedPreconditionError(
+                        f"Cannot checkpoint {self._dataset._op_name}: its input failed with "
+                        f"{type(value).__name__}: {value} (raised by the next elements)"
+                    )
+                if kind == _VALUE:
+                    values.append(value)
+            state = super()._save()
+        finally:
+            buf.resume()
+        state["buffer"] = values
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._restored = list(state["buffer"])
 
 
 def _drain(

@@ -9,6 +9,7 @@ that open nested datasets (``flat_map``, ``interleave``) in :mod:`.nested`; ``ca
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,8 +19,20 @@ from tensorwire import errors
 
 from . import structure
 from .base import INFINITE, UNKNOWN, DatasetBase, IterationContext
+from .checkpoint import (
+    MultiInputIterator,
+    NodeIterator,
+    UnaryIterator,
+    close_iterator,
+    counter,
+    position,
+    remaining,
+    restore_iterator,
+    save_iterator,
+)
 from .dataset import Dataset, UnaryDataset, call_with_element, trace_function_spec
 from .sharding import SHARD_HINT
+from .sources import claim_epoch, resume_epoch
 from .structure import STRING, TensorSpec
 
 __all__ = [
@@ -52,10 +65,13 @@ class MapDataset(UnaryDataset):
         self._fn = fn
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
+        return UnaryIterator(self, ctx, self._map)
+
+    def _map(self, source: Iterator[Any]) -> Iterator[Any]:
         fn = self._fn
         normalize = structure.normalize_function_output
         ready = structure.NUMPY_LEAVES
-        for element in self._input._iterator(ctx):
+        for element in source:
             value = fn(*element) if type(element) is tuple else fn(element)
             # Most functions return NumPy values: skip the normalizing call for those.
             yield value if isinstance(value, ready) else normalize(value)
@@ -76,8 +92,11 @@ class FilterDataset(UnaryDataset):
         self._predicate = predicate
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
+        return UnaryIterator(self, ctx, self._filter)
+
+    def _filter(self, source: Iterator[Any]) -> Iterator[Any]:
         predicate = self._predicate
-        for element in self._input._iterator(ctx):
+        for element in source:
             keep = call_with_element(predicate, element)
             if keep is True or keep is False:
                 if keep:
@@ -131,15 +150,17 @@ class ShuffleDataset(UnaryDataset):
         self._epochs = 0
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        epoch = self._epochs if self._reshuffle else 0
-        self._epochs += 1
+        return _ShuffleIterator(self, ctx)
+
+    def _rng(self, epoch: int) -> random.Random:
         # Unseeded: fresh OS randomness per iteration, so copies of the pipeline on different
         # workers shuffle differently.
-        rng = random.Random() if self._seed is None else random.Random(f"{self._seed}/{epoch}")
-        buf: list[Any] = []
+        return random.Random() if self._seed is None else random.Random(f"{self._seed}/{epoch}")
+
+    def _shuffle(self, source: Iterator[Any], rng: random.Random, buf: list[Any]) -> Iterator[Any]:
         size = self._buffer_size
         randrange = rng.randrange
-        for element in self._input._iterator(ctx):
+        for element in source:
             if len(buf) < size:
                 buf.append(element)
                 continue
@@ -150,6 +171,43 @@ class ShuffleDataset(UnaryDataset):
             i = randrange(len(buf))
             buf[i], buf[-1] = buf[-1], buf[i]
             yield buf.pop()
+
+
+class _ShuffleIterator(UnaryIterator):
+    """Saves the random generator's state and the buffer (so an unseeded shuffle resumes
+    exactly too, within the iteration it was saved in)."""
+
+    _dataset: ShuffleDataset
+
+    def __init__(self, dataset: ShuffleDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._epoch = 0
+        self._random: random.Random | None = None
+        self._buffer: list[Any] = []
+
+    def _run(self) -> Iterator[Any]:
+        ds = self._dataset
+        if self._random is None:
+            self._epoch = claim_epoch(ds, ds._reshuffle)
+            self._random = ds._rng(self._epoch)
+        return ds._shuffle(self._input, self._random, self._buffer)
+
+    def _save(self) -> dict[str, Any]:
+        state = super()._save()
+        state["epoch"] = self._epoch if self._random is not None else None
+        state["rng"] = self._random.getstate() if self._random is not None else None
+        state["buffer"] = list(self._buffer)
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._buffer = list(state["buffer"])
+        if state["rng"] is not None:
+            version, internal, gauss = state["rng"]
+            self._random = random.Random()
+            self._random.setstate((version, tuple(internal), gauss))
+            self._epoch = int(state["epoch"])
+            resume_epoch(self._dataset, self._epoch)
 
 
 class RepeatDataset(UnaryDataset):
@@ -170,15 +228,7 @@ class RepeatDataset(UnaryDataset):
         return self._count
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        done = 0
-        while self._count < 0 or done < self._count:
-            produced = False
-            for element in self._input._iterator(ctx):
-                produced = True
-                yield element
-            done += 1
-            if not produced and (self._count < 0 or ctx.split_provider is not None):
-                return
+        return _RepeatIterator(self, ctx)
 
     def _cardinality(self) -> int:
         n = self._input._cardinality()
@@ -191,6 +241,43 @@ class RepeatDataset(UnaryDataset):
         return n * self._count
 
 
+class _RepeatIterator(UnaryIterator):
+    """Saves the passes done and the current pass's input iterator."""
+
+    _dataset: RepeatDataset
+
+    def __init__(self, dataset: RepeatDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._done = 0
+        self._produced = False  # the current pass has yielded an element
+
+    def _run(self) -> Iterator[Any]:
+        count = self._dataset._count
+        ctx = self._ctx
+        while count < 0 or self._done < count:
+            produced = self._produced
+            for element in self._input:
+                produced = True
+                yield element
+            self._done += 1
+            if not produced and (count < 0 or ctx.split_provider is not None):
+                return
+            self._produced = False
+            self._input = self._input_dataset._iterator(ctx)
+
+    def _save(self) -> dict[str, Any]:
+        state = super()._save()
+        state["done"] = self._done
+        # Suspended means suspended at the yield inside a pass: it has produced.
+        state["produced"] = True if self._started() else self._produced
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._done = int(state["done"])
+        self._produced = bool(state["produced"])
+
+
 class TakeDataset(UnaryDataset):
     """``take(count)``: the first ``count`` elements (-1: all)."""
 
@@ -201,24 +288,7 @@ class TakeDataset(UnaryDataset):
         self._count = int(count)
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        if self._count < 0:
-            yield from self._input._iterator(ctx)
-            return
-        if self._count == 0:
-            return
-        left = self._count
-        it = self._input._iterator(ctx)
-        try:
-            for element in it:
-                yield element
-                left -= 1
-                if left == 0:
-                    return
-        finally:
-            # Stop upstream work (threads, files) as soon as the count is reached.
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()
+        return _TakeIterator(self, ctx)
 
     def _cardinality(self) -> int:
         n = self._input._cardinality()
@@ -231,6 +301,41 @@ class TakeDataset(UnaryDataset):
         return min(n, self._count)
 
 
+class _TakeIterator(UnaryIterator):
+    """Saves how many elements are left to take; a ``range`` iterator counts them in C."""
+
+    _dataset: TakeDataset
+
+    def __init__(self, dataset: TakeDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._left = dataset._count
+        self._counting: Iterator[int] | None = None
+
+    def _run(self) -> Iterator[Any]:
+        source = self._input
+        if self._left < 0:
+            yield from source
+            return
+        counting = self._counting = iter(range(self._left))
+        try:
+            # zip asks `counting` first, so the input is not read past the count.
+            for _, element in zip(counting, source, strict=False):
+                yield element
+        finally:
+            # Stop upstream work (threads, files) as soon as the count is reached.
+            close_iterator(source)
+
+    def _save(self) -> dict[str, Any]:
+        state = super()._save()
+        counting = self._counting
+        state["left"] = self._left if counting is None else remaining(counting)
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._left = int(state["left"])
+
+
 class SkipDataset(UnaryDataset):
     """``skip(count)``: all but the first ``count`` elements (-1: skip everything)."""
 
@@ -241,17 +346,7 @@ class SkipDataset(UnaryDataset):
         self._count = int(count)
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        it = self._input._iterator(ctx)
-        if self._count < 0:
-            for _ in it:
-                pass
-            return
-        skipped = 0
-        for element in it:
-            if skipped < self._count:
-                skipped += 1
-                continue
-            yield element
+        return _StrideIterator(self, ctx, self._count, None)
 
     def _cardinality(self) -> int:
         n = self._input._cardinality()
@@ -260,6 +355,41 @@ class SkipDataset(UnaryDataset):
         if self._count < 0:
             return 0
         return max(0, n - self._count)
+
+
+class _StrideIterator(UnaryIterator):
+    """``skip`` and ``shard``: elements ``first, first + step, ...`` of the input (``step``
+    None: all from ``first``; ``first`` < 0: none). ``islice`` reads exactly up to each
+    element it yields, so at a ``yield`` the node's own state is only how many input
+    elements to pass over before the next one: ``first`` before the first, ``step - 1``
+    after."""
+
+    def __init__(
+        self, dataset: DatasetBase, ctx: IterationContext, first: int, step: int | None
+    ) -> None:
+        super().__init__(dataset, ctx)
+        self._first = first
+        self._step = step
+
+    def _run(self) -> Iterator[Any]:
+        source = iter(self._input)
+        if self._first < 0:
+            for _ in source:
+                pass
+            return
+        yield from itertools.islice(source, self._first, None, self._step)
+
+    def _save(self) -> dict[str, Any]:
+        state = super()._save()
+        if not self._started():
+            state["first"] = self._first
+        else:
+            state["first"] = 0 if self._step is None else self._step - 1
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._first = int(state["first"])
 
 
 class ShardDataset(UnaryDataset):
@@ -294,10 +424,7 @@ class ShardDataset(UnaryDataset):
                 "ShardingPolicy.HINT before the dataset is iterated "
                 f"(currently num_shards = {self._num_shards})."
             )
-        n, index = self._num_shards, self._index
-        for i, element in enumerate(self._input._iterator(ctx)):
-            if i % n == index:
-                yield element
+        return _StrideIterator(self, ctx, self._index, self._num_shards)
 
     def _cardinality(self) -> int:
         n = self._input._cardinality()
@@ -316,13 +443,36 @@ class EnumerateDataset(UnaryDataset):
         self._start = int(start)
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        i = self._start
-        for element in self._input._iterator(ctx):
-            yield (np.int64(i), element)
-            i += 1
+        return _EnumerateIterator(self, ctx)
 
     def _compute_element_spec(self) -> Any:
         return (TensorSpec((), np.int64), self._input.element_spec)
+
+
+class _EnumerateIterator(UnaryIterator):
+    """Saves the next index; a ``range`` iterator counts in C."""
+
+    _dataset: EnumerateDataset
+
+    def __init__(self, dataset: EnumerateDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._next = dataset._start
+        self._indices: Iterator[int] | None = None
+
+    def _run(self) -> Iterator[Any]:
+        indices = self._indices = counter(self._next)
+        int64 = np.int64
+        for i, element in zip(indices, self._input, strict=False):
+            yield (int64(i), element)
+
+    def _save(self) -> dict[str, Any]:
+        state = super()._save()
+        state["next"] = self._next if self._indices is None else position(self._indices)
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._next = int(state["next"])
 
 
 class ZipDataset(Dataset):
@@ -345,7 +495,10 @@ class ZipDataset(Dataset):
         self._input_datasets = tuple(flat)
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        its = [ds._iterator(ctx) for ds in self._input_datasets]
+        return _ZipIterator(self, ctx)
+
+    def _zip(self, inputs: list[Iterator[Any]]) -> Iterator[Any]:
+        its = [iter(it) for it in inputs]
         try:
             while True:
                 values = []
@@ -357,9 +510,7 @@ class ZipDataset(Dataset):
                 yield structure.pack_sequence_as(self._structure, values)
         finally:
             for it in its:
-                close = getattr(it, "close", None)
-                if close is not None:
-                    close()
+                close_iterator(it)
 
     def _cardinality(self) -> int:
         result = INFINITE
@@ -375,6 +526,11 @@ class ZipDataset(Dataset):
         return structure.pack_sequence_as(
             self._structure, [ds.element_spec for ds in self._input_datasets]
         )
+
+
+class _ZipIterator(MultiInputIterator):
+    def __init__(self, dataset: ZipDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx, dataset._zip)
 
 
 class ConcatenateDataset(Dataset):
@@ -397,8 +553,7 @@ class ConcatenateDataset(Dataset):
         self._spec = spec
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        for ds in self._input_datasets:
-            yield from ds._iterator(ctx)
+        return _ConcatenateIterator(self, ctx)
 
     def _cardinality(self) -> int:
         a, b = (ds._cardinality() for ds in self._input_datasets)
@@ -410,6 +565,37 @@ class ConcatenateDataset(Dataset):
 
     def _compute_element_spec(self) -> Any:
         return structure.merge_specs(*(ds.element_spec for ds in self._input_datasets))
+
+
+class _ConcatenateIterator(NodeIterator):
+    """Saves which input is being read and that input's iterator."""
+
+    def __init__(self, dataset: ConcatenateDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._index = 0
+        self._current = dataset._input_datasets[0]._iterator(ctx)
+
+    def _run(self) -> Iterator[Any]:
+        inputs = self._dataset._inputs()
+        while True:
+            yield from self._current
+            self._index += 1
+            if self._index == len(inputs):
+                return
+            self._current = inputs[self._index]._iterator(self._ctx)
+
+    def _save(self) -> dict[str, Any]:
+        current = self._dataset._inputs()[self._index]
+        return {"index": self._index, "input": save_iterator(self._current, current)}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        close_iterator(self._current)
+        self._index = int(state["index"])
+        dataset = self._dataset._inputs()[self._index]
+        self._current = restore_iterator(dataset, self._ctx, state["input"])
+
+    def _close_unstarted(self) -> None:
+        close_iterator(self._current)
 
 
 class UniqueDataset(UnaryDataset):
@@ -431,8 +617,11 @@ class UniqueDataset(UnaryDataset):
             )
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        seen: set[Any] = set()
-        for element in self._input._iterator(ctx):
+        return _UniqueIterator(self, ctx)
+
+    @staticmethod
+    def _unique(source: Iterator[Any], seen: set[Any]) -> Iterator[Any]:
+        for element in source:
             key = element if isinstance(element, bytes) else int(element)
             if key not in seen:
                 seen.add(key)
@@ -441,6 +630,26 @@ class UniqueDataset(UnaryDataset):
     def _cardinality(self) -> int:
         n = self._input._cardinality()
         return INFINITE if n == INFINITE else UNKNOWN
+
+
+class _UniqueIterator(UnaryIterator):
+    """Saves the keys seen so far."""
+
+    def __init__(self, dataset: UniqueDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._seen: set[Any] = set()
+
+    def _run(self) -> Iterator[Any]:
+        return UniqueDataset._unique(self._input, self._seen)
+
+    def _save(self) -> dict[str, Any]:
+        state = super()._save()
+        state["seen"] = sorted(self._seen)
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._seen = set(state["seen"])
 
 
 class OptionsDataset(UnaryDataset):
@@ -472,7 +681,9 @@ class TakeWhileDataset(UnaryDataset):
         self._predicate = predicate
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        it = self._input._iterator(ctx)
+        return UnaryIterator(self, ctx, self._take_while)
+
+    def _take_while(self, it: Iterator[Any]) -> Iterator[Any]:
         try:
             for element in it:
                 keep = call_with_element(self._predicate, element)
@@ -485,9 +696,7 @@ class TakeWhileDataset(UnaryDataset):
                     return
                 yield element
         finally:
-            close = getattr(it, "close", None)
-            if close is not None:
-                close()
+            close_iterator(it)
 
     def _cardinality(self) -> int:
         return UNKNOWN
@@ -525,10 +734,7 @@ class ScanDataset(UnaryDataset):
         return new_state, structure.normalize_function_output(result[1])
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
-        state = self._initial_state
-        for element in self._input._iterator(ctx):
-            state, output = self._step(state, element)
-            yield output
+        return _ScanIterator(self, ctx)
 
     def _compute_element_spec(self) -> Any:
         from .dataset import _first_element, _placeholder
@@ -541,3 +747,28 @@ class ScanDataset(UnaryDataset):
             return structure.merge_specs(structure.spec_from_value(a), structure.spec_from_value(b))
         except Exception:  # noqa: BLE001 - fall back to a real element
             return structure.spec_from_value(_first_element(self))
+
+
+class _ScanIterator(UnaryIterator):
+    """Saves the carried state (a NumPy structure)."""
+
+    _dataset: ScanDataset
+
+    def __init__(self, dataset: ScanDataset, ctx: IterationContext) -> None:
+        super().__init__(dataset, ctx)
+        self._state = dataset._initial_state
+
+    def _run(self) -> Iterator[Any]:
+        step = self._dataset._step
+        for element in self._input:
+            self._state, output = step(self._state, element)
+            yield output
+
+    def _save(self) -> dict[str, Any]:
+        state = super()._save()
+        state["state"] = self._state
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        super()._restore(state)
+        self._state = state["state"]
