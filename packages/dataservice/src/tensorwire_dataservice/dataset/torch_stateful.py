@@ -31,7 +31,7 @@ from .base import DatasetBase, DatasetIterator
 __all__ = ["TorchIterableDataset"]
 
 
-class TorchIterableDataset(IterableDataset):  # type: ignore[misc,type-arg]
+class TorchIterableDataset(IterableDataset):
     """``dataset`` as a PyTorch ``IterableDataset`` whose iterators checkpoint (see the
     module documentation)."""
 
