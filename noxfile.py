@@ -38,8 +38,12 @@ def tests(session: nox.Session) -> None:
     Python, proto staleness, then the grpc+verbs tests in the Soft-RoCE guests."""
     args = session.posargs or []
     gates = not args  # a focused run (pytest arguments given) runs just those tests
-    install_all(session, "-r", "requirements-test.txt",
-                *(("-r", "docs/requirements.txt", *CHECKERS) if gates else ()))
+    install_all(
+        session,
+        "-r",
+        "requirements-test.txt",
+        *(("-r", "docs/requirements.txt", *CHECKERS) if gates else ()),
+    )
     session.run("tensorwire", "info")
     if gates:  # first, so a lint, format or type error fails the run within a minute
         _lint(session)
@@ -50,11 +54,27 @@ def tests(session: nox.Session) -> None:
     preparing = _prepare_rdma_in_background(session) if rdma_next else None
     try:
         for protocol in ("grpc", "inproc"):  # the same suite on every installed transport
-            session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        f"--tensorwire-protocol={protocol}", *args)
+            session.run(
+                "python",
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"--tensorwire-protocol={protocol}",
+                *args,
+            )
         # The pure-Python twin of the codec must behave exactly like the compiled one.
-        session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                    "packages/core/tests/codec", env={"TENSORWIRE_PURE_PYTHON": "1"})
+        session.run(
+            "python",
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "packages/core/tests/codec",
+            env={"TENSORWIRE_PURE_PYTHON": "1"},
+        )
         session.run("python", "tools/gen_protos.py", "--check")
         if gates:
             _docs(session)
@@ -82,7 +102,9 @@ def _prepare_rdma_in_background(
     with open(log_path, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "packages/transport-rdma/harness/run_vm.py", "--prepare"],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     session.log(f"preparing the RDMA guest in the background (pid {process.pid}, {log_path})")
     return process, log_path
@@ -166,8 +188,9 @@ def docs(session: nox.Session) -> None:
 
 
 def _docs(session: nox.Session) -> None:
-    session.run("mkdocs", "build", "--strict", "--site-dir", "site",
-                env={"NO_MKDOCS_2_WARNING": "1"})
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", "site", env={"NO_MKDOCS_2_WARNING": "1"}
+    )
     session.run("python", "tools/run_doc_snippets.py", "docs")
 
 
@@ -222,13 +245,26 @@ def install_check(session: nox.Session) -> None:
     try:
         # Two workers: most of the time goes to pip unpacking wheels and to servers starting.
         session.run(
-            "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
-            "--dist", "loadgroup", "--durations=12", "tests/install", *session.posargs,
+            "python",
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "2",
+            "--dist",
+            "loadgroup",
+            "--durations=12",
+            "tests/install",
+            *session.posargs,
             env={"TENSORWIRE_WHEELHOUSE": str(DIST), "TENSORWIRE_NOX_PYTHON": sys.executable},
         )
     finally:
-        session.log(f"install check: wheelhouse {built - start:.0f}s, "
-                    f"install tests {time.monotonic() - built:.0f}s")
+        session.log(
+            f"install check: wheelhouse {built - start:.0f}s, "
+            f"install tests {time.monotonic() - built:.0f}s"
+        )
 
 
 @nox.session(python=False)
@@ -249,9 +285,11 @@ def bump(session: nox.Session) -> None:
     if new <= Version(current):
         session.error(f"{new} is not above the current version {current}")
     VERSION_FILE.write_text(f"{new}\n", encoding="utf-8")
-    session.log(f"version {current} -> {new} (VERSION); the five distributions and their pins "
-                "follow at their next build or install (pip install -e ... again for a "
-                "development environment)")
+    session.log(
+        f"version {current} -> {new} (VERSION); the five distributions and their pins "
+        "follow at their next build or install (pip install -e ... again for a "
+        "development environment)"
+    )
 
 
 @nox.session(python=PYTHON)
@@ -284,16 +322,26 @@ def rdma_suite(session: nox.Session) -> None:
     uses the chosen protocol (runtime, data service, testing helpers, conformance) plus the
     RDMA tests. About 20 minutes under emulation, so CI runs `rdma` instead."""
     _ensure_rdma_host_packages(session)
-    session.run(sys.executable, "packages/transport-rdma/harness/run_vm.py", "--suite",
-                *session.posargs)
+    session.run(
+        sys.executable, "packages/transport-rdma/harness/run_vm.py", "--suite", *session.posargs
+    )
 
 
 def _ensure_rdma_host_packages(session: nox.Session) -> None:
     if shutil.which("qemu-system-x86_64") and shutil.which("debootstrap"):
         return
     if os.geteuid() != 0:
-        session.error(f"the RDMA harness needs {' '.join(RDMA_HOST_PACKAGES)}; "
-                      "install them (as root) or run as root")
+        session.error(
+            f"the RDMA harness needs {' '.join(RDMA_HOST_PACKAGES)}; "
+            "install them (as root) or run as root"
+        )
     session.run("apt-get", "update", "-qq", external=True)
-    session.run("apt-get", "install", "-y", "-qq", *RDMA_HOST_PACKAGES, external=True,
-                env={"DEBIAN_FRONTEND": "noninteractive"})
+    session.run(
+        "apt-get",
+        "install",
+        "-y",
+        "-qq",
+        *RDMA_HOST_PACKAGES,
+        external=True,
+        env={"DEBIAN_FRONTEND": "noninteractive"},
+    )

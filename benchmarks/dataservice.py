@@ -73,10 +73,14 @@ class Cluster:
         if token is not None:
             env["TENSORWIRE_CLUSTER_TOKEN"] = token
         self.dispatcher = DataServiceProcess(
-            "dispatcher", ["--protocol", protocol], env=env).start()
+            "dispatcher", ["--protocol", protocol], env=env
+        ).start()
         self.workers = [
-            DataServiceProcess("worker", ["--protocol", protocol, "--dispatcher_address",
-                                          self.dispatcher.address], env=env).start()
+            DataServiceProcess(
+                "worker",
+                ["--protocol", protocol, "--dispatcher_address", self.dispatcher.address],
+                env=env,
+            ).start()
             for _ in range(num_workers)
         ]
         self.target = f"{protocol}://{self.dispatcher.address}"
@@ -108,13 +112,16 @@ def service_figures(cluster: Cluster, n1: int, nb: int, big: int) -> dict[str, f
     figures = {}
     for mode in ("parallel_epochs", "distributed_epoch"):
         figures[f"batch 1, {mode} (el/s)"] = best_rate(
-            lambda mode=mode: cluster.distribute(pipeline(n1, 1), mode), 1)
+            lambda mode=mode: cluster.distribute(pipeline(n1, 1), mode), 1
+        )
         figures[f"batch 256, {mode} (batch/s)"] = best_rate(
-            lambda mode=mode: cluster.distribute(pipeline(nb * 256, 256), mode), 1)
+            lambda mode=mode: cluster.distribute(pipeline(nb * 256, 256), mode), 1
+        )
     element = np.random.default_rng(0).random(MiB // 4).astype(np.float32)
     big_ds = tw.data.Dataset.from_tensors(element).repeat(big)
-    figures["1 MiB float32 elements (MB/s)"] = best_rate(
-        lambda: cluster.distribute(big_ds, "parallel_epochs"), 1) * MiB / 1e6
+    figures["1 MiB float32 elements (MB/s)"] = (
+        best_rate(lambda: cluster.distribute(big_ds, "parallel_epochs"), 1) * MiB / 1e6
+    )
     median, _ = first_element_ms(cluster, repeats=9)
     figures["first element (1/s, from the median ms)"] = 1e3 / median
     return figures
@@ -144,11 +151,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", default="grpc")
     parser.add_argument("--quick", action="store_true", help="smaller sizes, one repeat")
-    parser.add_argument("--token", action="store_true",
-                        help="compare the service with a cluster token and without, "
-                             "interleaved in this run")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="with --token: alternating rounds (default 3, 6 without --quick)")
+    parser.add_argument(
+        "--token",
+        action="store_true",
+        help="compare the service with a cluster token and without, interleaved in this run",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="with --token: alternating rounds (default 3, 6 without --quick)",
+    )
     args = parser.parse_args()
     repeats = 1 if args.quick else 3
     n1 = 100_000 if args.quick else 300_000
@@ -156,8 +169,11 @@ def main() -> None:
     big = 200 if args.quick else 1000
     if args.token:
         rounds = args.rounds or (3 if args.quick else 6)
-        print(f"protocol {args.protocol}, codec {tw.codec.IMPLEMENTATION}, with and without "
-              f"a cluster token, {rounds} alternating rounds", flush=True)
+        print(
+            f"protocol {args.protocol}, codec {tw.codec.IMPLEMENTATION}, with and without "
+            f"a cluster token, {rounds} alternating rounds",
+            flush=True,
+        )
         compare_token(args.protocol, rounds, n1, nb, big)
         return
 
@@ -175,15 +191,22 @@ def main() -> None:
     try:
         for mode in ("parallel_epochs", "distributed_epoch"):
             rate = best_rate(lambda mode=mode: one.distribute(pipeline(n1, 1), mode), repeats)
-            row(f"batch 1, {mode}, 1 worker", f"{rate:,.0f} el/s",
+            row(
+                f"batch 1, {mode}, 1 worker",
+                f"{rate:,.0f} el/s",
                 f"{rate / 25_000:.2f}x goal 25,000; local {local1:,.0f} el/s "
-                f"({rate / local1:.2f}x)")
+                f"({rate / local1:.2f}x)",
+            )
         for mode in ("parallel_epochs", "distributed_epoch"):
             rate = best_rate(
-                lambda mode=mode: one.distribute(pipeline(nb * 256, 256), mode), repeats)
-            row(f"batch 256, {mode}, 1 worker", f"{rate:,.0f} batch/s",
+                lambda mode=mode: one.distribute(pipeline(nb * 256, 256), mode), repeats
+            )
+            row(
+                f"batch 256, {mode}, 1 worker",
+                f"{rate:,.0f} batch/s",
                 f"{rate / 500:.2f}x goal 500; local {local256:,.0f} batch/s "
-                f"({rate / local256:.2f}x)")
+                f"({rate / local256:.2f}x)",
+            )
         element = np.random.default_rng(0).random(MiB // 4).astype(np.float32)
         big_ds = tw.data.Dataset.from_tensors(element).repeat(big)
         # Alternate the two measurements and keep the best of each: on a shared machine
@@ -192,20 +215,25 @@ def main() -> None:
         grpc_peer = _limits.GrpcPeer()
         try:
             for _ in range(repeats + 2):
-                rate = max(rate, best_rate(lambda: one.distribute(big_ds, "parallel_epochs"),
-                                           1))
+                rate = max(rate, best_rate(lambda: one.distribute(big_ds, "parallel_epochs"), 1))
                 start = time.perf_counter()
                 grpc_peer.stream(big * MiB)
                 grpc_gbs = max(grpc_gbs, big * MiB / (time.perf_counter() - start) / 1e9)
         finally:
             grpc_peer.close()
         mbs = rate * MiB / 1e6
-        row("1 MiB float32 elements, 1 worker", f"{mbs:,.0f} MB/s",
+        row(
+            "1 MiB float32 elements, 1 worker",
+            f"{mbs:,.0f} MB/s",
             f"raw grpcio stream {grpc_gbs * 1e3:,.0f} MB/s ({mbs / (grpc_gbs * 1e3):.2f}x, "
-            "goal 0.7x)")
+            "goal 0.7x)",
+        )
         median, best = first_element_ms(one)
-        row("first element after iterator creation", f"{median:.1f} ms",
-            f"median of 15 (min {best:.1f} ms), goal 15 ms")
+        row(
+            "first element after iterator creation",
+            f"{median:.1f} ms",
+            f"median of 15 (min {best:.1f} ms), goal 15 ms",
+        )
     finally:
         one.stop()
 
@@ -213,8 +241,7 @@ def main() -> None:
     try:
         for mode in ("parallel_epochs", "distributed_epoch"):
             n = n1 if mode == "distributed_epoch" else n1 // 2
-            rate = best_rate(lambda n=n, mode=mode: two.distribute(pipeline(n, 1), mode),
-                             repeats)
+            rate = best_rate(lambda n=n, mode=mode: two.distribute(pipeline(n, 1), mode), repeats)
             row(f"batch 1, {mode}, 2 workers", f"{rate:,.0f} el/s", "")
     finally:
         two.stop()

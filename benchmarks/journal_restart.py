@@ -30,13 +30,15 @@ from tensorwire_dataservice.service.journal import recover
 
 def config(work_dir: Path) -> tw.data.service.DispatcherConfig:
     return tw.data.service.DispatcherConfig(
-        protocol="inproc", work_dir=str(work_dir), fault_tolerant_mode=True)
+        protocol="inproc", work_dir=str(work_dir), fault_tolerant_mode=True
+    )
 
 
 def run_jobs(work_dir: Path, jobs: int) -> float:
     core = _Dispatcher(config(work_dir))
     dataset_id = core.get_or_register_dataset(
-        {"dataset_def": pipeline.serialize(tw.data.Dataset.range(10))})["dataset_id"]
+        {"dataset_def": pipeline.serialize(tw.data.Dataset.range(10))}
+    )["dataset_id"]
     start = time.perf_counter()
     for _ in range(jobs):
         reply = core.get_or_create_job({"dataset_id": dataset_id, "policy": 0, "acquire": True})
@@ -73,9 +75,11 @@ def measure(base: Path, name: str, jobs: int) -> None:
         size = work_dir_bytes(work_dir)
         found = recover(str(work_dir))
         restart = restart_seconds(work_dir)
-        print(f"{name:>13}: {jobs} jobs in {create:.1f} s ({jobs / create:,.0f} jobs/s); "
-              f"work_dir {size / 1e3:,.0f} kB; restart (snapshot of generation "
-              f"{found.generation} + {len(found.entries)} records) in {restart:.3f} s")
+        print(
+            f"{name:>13}: {jobs} jobs in {create:.1f} s ({jobs / create:,.0f} jobs/s); "
+            f"work_dir {size / 1e3:,.0f} kB; restart (snapshot of generation "
+            f"{found.generation} + {len(found.entries)} records) in {restart:.3f} s"
+        )
     finally:
         shutil.rmtree(work_dir)
 

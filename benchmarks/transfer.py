@@ -59,7 +59,8 @@ def measure_sizes(protocol: str, sizes_mib: list[int], rounds: int) -> list[dict
                     "read": lambda var=var: var.read(timeout=300),
                     "assign": lambda var=var, value=value: var.assign(value),
                     "run(identity)": lambda value=value: sess.run(
-                        identity, value, device="/job:ps/task:0", timeout=300),
+                        identity, value, device="/job:ps/task:0", timeout=300
+                    ),
                     "raw_grpc": lambda nbytes=nbytes: grpc_peer.stream(nbytes),
                     "raw_tcp": lambda nbytes=nbytes: tcp_peer.receive(nbytes),
                 }
@@ -148,12 +149,10 @@ def measure_torch(protocol: str, rounds: int, calls: int) -> dict[str, float] | 
 
 def measure_startup(protocol: str) -> tuple[float, float]:
     code = (
-        "import time; t=time.perf_counter(); import tensorwire as tw; "
-        "print(time.perf_counter()-t)"
+        "import time; t=time.perf_counter(); import tensorwire as tw; print(time.perf_counter()-t)"
     )
     import_time = min(
-        float(subprocess.check_output([sys.executable, "-c", code], text=True))
-        for _ in range(3)
+        float(subprocess.check_output([sys.executable, "-c", code], text=True)) for _ in range(3)
     )
     start = time.perf_counter()
     workers, ps = tw.test.create_local_cluster(2, 1, protocol=protocol)
@@ -168,33 +167,47 @@ def measure_startup(protocol: str) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", default="grpc")
-    parser.add_argument("--token", action="store_true",
-                        help="the tasks and this session use a cluster token (to compare with "
-                             "a run without: the ratios to the limits should not move)")
+    parser.add_argument(
+        "--token",
+        action="store_true",
+        help="the tasks and this session use a cluster token (to compare with "
+        "a run without: the ratios to the limits should not move)",
+    )
     parser.add_argument("--sizes-mib", type=int, nargs="+", default=[1, 4, 16, 64, 256])
     parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--no-torch", action="store_true",
-                        help="skip the torch-beside-NumPy part")
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="interleaved rounds per size (x3 below 64 MiB, x20 below 16 MiB)")
+    parser.add_argument("--no-torch", action="store_true", help="skip the torch-beside-NumPy part")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        help="interleaved rounds per size (x3 below 64 MiB, x20 below 16 MiB)",
+    )
     args = parser.parse_args()
     if args.token:  # the task processes inherit it; this process's sessions read it too
         os.environ["TENSORWIRE_CLUSTER_TOKEN"] = "benchmark-token"
 
-    print(f"tensorwire {tw.__version__}, codec {tw.info()['codec']}, protocol {args.protocol}, "
-          f"token {'on' if args.token else 'off'}")
-    print("\nTensor transfers, GB/s, best of interleaved rounds "
-          "(ratio to raw grpcio streaming / to raw TCP)")
-    print(f"{'size':>8} {'read':>22} {'assign':>22} {'run(identity)':>22} "
-          f"{'raw grpc':>9} {'raw TCP':>8}")
+    print(
+        f"tensorwire {tw.__version__}, codec {tw.info()['codec']}, protocol {args.protocol}, "
+        f"token {'on' if args.token else 'off'}"
+    )
+    print(
+        "\nTensor transfers, GB/s, best of interleaved rounds "
+        "(ratio to raw grpcio streaming / to raw TCP)"
+    )
+    print(
+        f"{'size':>8} {'read':>22} {'assign':>22} {'run(identity)':>22} "
+        f"{'raw grpc':>9} {'raw TCP':>8}"
+    )
     rows = measure_sizes(args.protocol, args.sizes_mib, args.rounds)
     for row in rows:
         cells = [
             f"{row[k]:6.2f} ({row[k] / row['raw_grpc']:.2f}/{row[k] / row['raw_tcp']:.2f})"
             for k in ("read", "assign", "run(identity)")
         ]
-        print(f"{row['MiB']:>5}MiB {cells[0]:>22} {cells[1]:>22} {cells[2]:>22} "
-              f"{row['raw_grpc']:9.2f} {row['raw_tcp']:8.2f}")
+        print(
+            f"{row['MiB']:>5}MiB {cells[0]:>22} {cells[1]:>22} {cells[2]:>22} "
+            f"{row['raw_grpc']:9.2f} {row['raw_tcp']:8.2f}"
+        )
     kinds = ("read", "assign", "run(identity)")
     worst_tcp = min(row[k] / row["raw_tcp"] for row in rows for k in kinds)
     print(f"  lowest ratio to raw TCP over all sizes: {worst_tcp:.2f} (goal >= 0.5)")
@@ -215,8 +228,10 @@ def main() -> int:
             print("\ntorch tensors beside NumPy arrays, run(identity) on the ps")
             for size, what in (("16MiB", "best"), ("16B", "p50")):
                 t_np, t_torch = figures[f"{size} numpy"], figures[f"{size} torch"]
-                print(f"  {size:>5} {what}: numpy {t_np * 1e6:9.1f} us  torch "
-                      f"{t_torch * 1e6:9.1f} us  ratio {t_torch / t_np:.2f} (goal <= 1.1)")
+                print(
+                    f"  {size:>5} {what}: numpy {t_np * 1e6:9.1f} us  torch "
+                    f"{t_torch * 1e6:9.1f} us  ratio {t_torch / t_np:.2f} (goal <= 1.1)"
+                )
     import_time, cluster_time = measure_startup(args.protocol)
     print("\nStart-up")
     print(f"  import tensorwire                          {import_time * 1e3:7.1f} ms")

@@ -148,11 +148,17 @@ def main() -> None:
     parser.add_argument("--inline-bytes", type=int, default=None)
     parser.add_argument("--chunk-bytes", type=int, default=None)
     parser.add_argument(
-        "--bulk", choices=("default", "on", "off"), default="default",
+        "--bulk",
+        choices=("default", "on", "off"),
+        default="default",
         help="the bulk TCP side channel (extra['bulk_tcp']) on both sides",
     )
-    parser.add_argument("--bulk-threshold", type=int, default=None,
-                        help="extra['bulk_tcp_threshold_bytes'] on both sides")
+    parser.add_argument(
+        "--bulk-threshold",
+        type=int,
+        default=None,
+        help="extra['bulk_tcp_threshold_bytes'] on both sides",
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -178,9 +184,11 @@ def main() -> None:
         ours = get_transport("grpc").connect(f"127.0.0.1:{our_port}", options)
 
         print(f"# tensorwire grpc transport vs raw references, {time.strftime('%Y-%m-%d %H:%M')}")
-        print(f"# grpcio {grpc.__version__}, python {sys.version.split()[0]}, "
-              f"inline={args.inline_bytes or 'default'} chunk={args.chunk_bytes or 'default'} "
-              f"bulk={args.bulk} bulk_threshold={args.bulk_threshold or 'default'}")
+        print(
+            f"# grpcio {grpc.__version__}, python {sys.version.split()[0]}, "
+            f"inline={args.inline_bytes or 'default'} chunk={args.chunk_bytes or 'default'} "
+            f"bulk={args.bulk} bulk_threshold={args.bulk_threshold or 'default'}"
+        )
         print()
         header = (
             f"{'size':>8} {'raw TCP':>9} {'raw grpc':>9} {'ours down':>10} {'ours up':>9}"

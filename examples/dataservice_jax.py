@@ -34,8 +34,7 @@ def step(params, x, y):
 
 
 def train(service: str, epochs: int = 3) -> float:
-    dataset = make_pipeline(2048, 64).apply(
-        tw.data.service.distribute("parallel_epochs", service))
+    dataset = make_pipeline(2048, 64).apply(tw.data.service.distribute("parallel_epochs", service))
     params = {"w": jnp.zeros(4), "b": jnp.zeros(())}
     value = jnp.inf
     for _ in range(epochs):

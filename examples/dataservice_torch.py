@@ -31,20 +31,29 @@ def make_pipeline(num_examples: int, batch_size: int):
     def augment(example):
         return {"x": example["x"] * np.float32(1.0), "y": example["y"]}
 
-    return (tw.data.Dataset.from_tensor_slices({"x": features, "y": labels})
-            .map(augment)
-            .batch(batch_size))
+    return (
+        tw.data.Dataset.from_tensor_slices({"x": features, "y": labels})
+        .map(augment)
+        .batch(batch_size)
+    )
 
 
 def make_dataset(service: str, num_examples: int, batch_size: int):
     """The pipeline, run by the service; each batch of an epoch read once."""
     dataset = make_pipeline(num_examples, batch_size).apply(
-        tw.data.service.distribute("distributed_epoch", service))
+        tw.data.service.distribute("distributed_epoch", service)
+    )
     return tw.data.service.to_torch(dataset)
 
 
-def train(service: str, num_examples: int = 4096, batch_size: int = 64, num_workers: int = 0,
-          multiprocessing_context: str | None = None, epochs: int = 1) -> int:
+def train(
+    service: str,
+    num_examples: int = 4096,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    multiprocessing_context: str | None = None,
+    epochs: int = 1,
+) -> int:
     """Trains a linear model; returns the number of examples seen over all epochs."""
     model = torch.nn.Linear(8, 2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -81,8 +90,11 @@ def main() -> None:
         if args.protocol == "inproc":
             args.num_workers = 0  # inproc cannot reach other processes
     try:
-        train(args.service or local.target, num_workers=args.num_workers,
-              multiprocessing_context=context)
+        train(
+            args.service or local.target,
+            num_workers=args.num_workers,
+            multiprocessing_context=context,
+        )
     finally:
         if local is not None:
             local.stop()

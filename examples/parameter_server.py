@@ -53,8 +53,11 @@ def train_step(service: str, batch_size: int, learning_rate: float) -> float:
     task = tw.current_task()
     batches = task.storage.get("batches")
     if batches is None:  # first step on this task: join the shared input job
-        dataset = make_dataset(batch_size).apply(tw.data.service.distribute(
-            processing_mode="parallel_epochs", service=service, job_name="train"))
+        dataset = make_dataset(batch_size).apply(
+            tw.data.service.distribute(
+                processing_mode="parallel_epochs", service=service, job_name="train"
+            )
+        )
         batches = task.storage["batches"] = dataset.as_numpy_iterator()
     x, y = next(batches)
     sess = task.session
@@ -90,8 +93,9 @@ def train(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--processes", action="store_true",
-                        help="run every task in its own process")
+    parser.add_argument(
+        "--processes", action="store_true", help="run every task in its own process"
+    )
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=0.05)
@@ -101,16 +105,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.processes:
         dispatcher = tw.test.DataServiceProcess("dispatcher", ["--protocol", args.protocol])
         dispatcher.start()
-        data_worker = tw.test.DataServiceProcess("worker", [
-            "--dispatcher_address", dispatcher.address, "--protocol", args.protocol])
+        data_worker = tw.test.DataServiceProcess(
+            "worker", ["--dispatcher_address", dispatcher.address, "--protocol", args.protocol]
+        )
         data_worker.start()
         tasks = tw.test.start_process_cluster(2, 1, protocol=args.protocol)
         try:
-            print("processes: " + ", ".join(
-                f"{t.device} pid {t.pid}" for ts in tasks.values() for t in ts)
-                + f", dispatcher pid {dispatcher.pid}, data worker pid {data_worker.pid}")
-            losses = train(tasks["worker"][0].target, f"{args.protocol}://{dispatcher.address}",
-                           args.steps, args.batch_size, args.learning_rate)
+            print(
+                "processes: "
+                + ", ".join(f"{t.device} pid {t.pid}" for ts in tasks.values() for t in ts)
+                + f", dispatcher pid {dispatcher.pid}, data worker pid {data_worker.pid}"
+            )
+            losses = train(
+                tasks["worker"][0].target,
+                f"{args.protocol}://{dispatcher.address}",
+                args.steps,
+                args.batch_size,
+                args.learning_rate,
+            )
         finally:
             tw.test.stop_all(tasks)
             data_worker.kill()
@@ -119,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         service = tw.test.create_local_data_service(num_workers=1, protocol=args.protocol)
         workers, ps = tw.test.create_local_cluster(2, 1, protocol=args.protocol)
         try:
-            losses = train(workers[0].target, service.target, args.steps, args.batch_size,
-                           args.learning_rate)
+            losses = train(
+                workers[0].target, service.target, args.steps, args.batch_size, args.learning_rate
+            )
         finally:
             for server in workers + ps:
                 server.stop()

@@ -163,8 +163,11 @@ def check(produced: dict[str, str]) -> int:
             more = f"\n    ... {len(diff) - 20} more diff lines" if len(diff) > 20 else ""
             problems.append(f"stale: {name}\n{shown}{more}")
     if problems:
-        print("Generated protobuf code is stale; run `nox -s protos` (or "
-              "`python tools/gen_protos.py`) and commit the result:", file=sys.stderr)
+        print(
+            "Generated protobuf code is stale; run `nox -s protos` (or "
+            "`python tools/gen_protos.py`) and commit the result:",
+            file=sys.stderr,
+        )
         for problem in problems:
             print("  " + problem, file=sys.stderr)
         return 1
@@ -186,18 +189,28 @@ def write(produced: dict[str, str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="regenerate into a temporary directory and fail if stale")
-    parser.add_argument("--no-bootstrap", action="store_true",
-                        help="fail instead of creating a virtualenv with the pinned toolchain")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="regenerate into a temporary directory and fail if stale",
+    )
+    parser.add_argument(
+        "--no-bootstrap",
+        action="store_true",
+        help="fail instead of creating a virtualenv with the pinned toolchain",
+    )
     args = parser.parse_args(argv)
 
     pins = _pins()
     mismatches = _toolchain_mismatches(pins)
     if mismatches:
         if args.no_bootstrap:
-            print("gen_protos: wrong toolchain: " + "; ".join(mismatches)
-                  + f". Install it with: pip install -r {REQUIREMENTS}", file=sys.stderr)
+            print(
+                "gen_protos: wrong toolchain: "
+                + "; ".join(mismatches)
+                + f". Install it with: pip install -r {REQUIREMENTS}",
+                file=sys.stderr,
+            )
             return 2
         python = _bootstrap_python(pins)
         rerun = [str(python), str(Path(__file__).resolve()), "--no-bootstrap"]

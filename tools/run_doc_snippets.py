@@ -82,9 +82,13 @@ def main(argv: list[str] | None = None) -> int:
             start = time.monotonic()
             with tempfile.TemporaryDirectory() as cwd:
                 try:
-                    result = subprocess.run([sys.executable, "-c", code], cwd=cwd,
-                                            capture_output=True, text=True,
-                                            timeout=args.timeout)
+                    result = subprocess.run(
+                        [sys.executable, "-c", code],
+                        cwd=cwd,
+                        capture_output=True,
+                        text=True,
+                        timeout=args.timeout,
+                    )
                 except subprocess.TimeoutExpired:
                     failed += 1
                     print(f"FAIL {where}: no exit within {args.timeout:.0f} s")
@@ -92,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             took = time.monotonic() - start
             if result.returncode != 0:
                 failed += 1
-                print(f"FAIL {where} (exit {result.returncode}, {took:.1f} s)\n"
-                      f"{result.stdout}{result.stderr}")
+                print(
+                    f"FAIL {where} (exit {result.returncode}, {took:.1f} s)\n"
+                    f"{result.stdout}{result.stderr}"
+                )
             else:
                 print(f"ok   {where} ({took:.1f} s)")
                 for out in result.stdout.splitlines()[:5]:

@@ -161,7 +161,7 @@ def wheel_metadata(wheel: Path) -> list[tuple[str, str]]:
         name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
         text = archive.read(name).decode("utf-8")
     header = text.split("\n\n", 1)[0]
-    return [tuple(line.split(": ", 1)) for line in header.splitlines() if ": " in line]  # type: ignore[misc]
+    return [tuple(line.split(": ", 1)) for line in header.splitlines() if ": " in line]
 
 
 @dataclass

@@ -33,8 +33,10 @@ def test_verbose_counts_before_and_after_the_subcommand(argv, command, expected)
 
 
 @pytest.mark.skipif(not HAS_DATASERVICE, reason="needs tensorwire-dataservice")
-@pytest.mark.parametrize("argv", [["-v", "dispatcher"], ["dispatcher", "-v"],
-                                  ["worker", "--dispatcher_address", "h:1", "-v"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["-v", "dispatcher"], ["dispatcher", "-v"], ["worker", "--dispatcher_address", "h:1", "-v"]],
+)
 def test_a_plugin_subcommand_takes_the_common_options_too(argv):
     args = build_parser().parse_args(argv)
     assert verbosity(args) == 1
@@ -50,7 +52,11 @@ def test_version_prints_the_version_and_exits_0(argv, capsys):
 
 
 def test_version_from_the_installed_command():
-    result = subprocess.run([sys.executable, "-m", "tensorwire", "--version"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "tensorwire", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"tensorwire {tw.__version__}"

@@ -52,8 +52,18 @@ def test_the_namespaces_export_only_what_they_list():
 
 def test_dir_lists_every_public_name_including_lazy_ones():
     names = dir(tw)
-    for name in ("register_function", "Server", "Session", "ClusterSpec", "ServerDef",
-                 "train", "distribute", "data", "test", "__version__"):
+    for name in (
+        "register_function",
+        "Server",
+        "Session",
+        "ClusterSpec",
+        "ServerDef",
+        "train",
+        "distribute",
+        "data",
+        "test",
+        "__version__",
+    ):
         assert name in names
     assert set(tw.__all__) <= set(names)
     # Only the package's own names: not the helpers its module imports for itself.
@@ -67,8 +77,9 @@ def test_every_listed_name_resolves(name):
 
 def run_fresh(code: str) -> str:
     """Run ``code`` in a new interpreter; its stdout."""
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout
 
@@ -92,13 +103,16 @@ def test_train_and_distribute_import_in_every_form():
 
 
 @needs_dataservice
-@pytest.mark.parametrize("statement", [
-    "import tensorwire.data.service",
-    "from tensorwire.data.service import distribute",
-    "from tensorwire.data import service",
-    "from tensorwire.data.experimental import service",
-    "from tensorwire.data import Dataset",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import tensorwire.data.service",
+        "from tensorwire.data.service import distribute",
+        "from tensorwire.data import service",
+        "from tensorwire.data.experimental import service",
+        "from tensorwire.data import Dataset",
+    ],
+)
 def test_data_service_imports_as_tensorflow_users_write_them(statement):
     # Each form, alone in a fresh interpreter, gives the modules of tensorwire_dataservice
     # themselves (not copies), and tw.data is the same module.

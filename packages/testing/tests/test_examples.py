@@ -16,7 +16,10 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 def run_example(*args: str, timeout: float = 240) -> str:
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / "parameter_server.py"), *args],
-        capture_output=True, text=True, timeout=timeout, env=user_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=user_environment(),
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     assert core_log_lines(result.stdout + result.stderr) == [], result.stderr[-4000:]
@@ -25,7 +28,7 @@ def run_example(*args: str, timeout: float = 240) -> str:
 
 def final_losses(output: str) -> tuple[float, float]:
     last = [line for line in output.splitlines() if line.startswith("loss ")][-1]
-    first, _, final = last[len("loss "):].partition(" -> ")
+    first, _, final = last[len("loss ") :].partition(" -> ")
     return float(first), float(final)
 
 

@@ -56,7 +56,6 @@ TOLERANCE = 3
 SEED_ENV = "TENSORWIRE_FUZZ_SEED"
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Surface:
     """What a server serves: its service, its methods (those that stream), and how its
@@ -79,9 +78,18 @@ TASK_SERVER = Surface(
 )
 DISPATCHER = Surface(
     "tensorwire.data.Dispatcher",
-    ("WorkerHeartbeat", "GetOrRegisterDataset", "GetDatasetDef", "GetDataServiceMetadata",
-     "GetOrCreateJob", "AcquireClient", "ReleaseClient", "ClientHeartbeat", "GetSplits",
-     "GetWorkers"),
+    (
+        "WorkerHeartbeat",
+        "GetOrRegisterDataset",
+        "GetDatasetDef",
+        "GetDataServiceMetadata",
+        "GetOrCreateJob",
+        "AcquireClient",
+        "ReleaseClient",
+        "ClientHeartbeat",
+        "GetSplits",
+        "GetWorkers",
+    ),
     frozenset(),
     codec.encode,
 )
@@ -95,7 +103,11 @@ WORKER = Surface(
 #: so that a mutation that still decodes neither registers a phantom worker (which the
 #: correct read afterwards would wait for) nor blocks a handler for long.
 BASE_MESSAGES: list[dict[str, Any]] = [
-    {}, {"dataset_id": "1"}, {"job_id": 1}, {"name": "v"}, {"consumer_index": 0},
+    {},
+    {"dataset_id": "1"},
+    {"job_id": 1},
+    {"name": "v"},
+    {"consumer_index": 0},
 ]
 
 
@@ -123,7 +135,7 @@ def _mutated(rng: random.Random, data: bytes) -> bytes:
     out = bytearray(data)
     choice = rng.randrange(4)
     if choice == 0 and out:
-        del out[rng.randrange(len(out)):]
+        del out[rng.randrange(len(out)) :]
     elif choice == 1:
         out += _random_bytes(rng, 64)
     else:
@@ -170,9 +182,12 @@ def _h2_frames(rng: random.Random) -> bytes:
     for _ in range(rng.randint(1, 6)):
         payload = _random_bytes(rng, 64)
         length = len(payload) if rng.random() < 0.8 else rng.randrange(1 << 24)
-        out += struct.pack(">I", length)[1:] + bytes(
-            [rng.randrange(11), rng.randrange(256)]
-        ) + struct.pack(">I", rng.randrange(1 << 31)) + payload
+        out += (
+            struct.pack(">I", length)[1:]
+            + bytes([rng.randrange(11), rng.randrange(256)])
+            + struct.pack(">I", rng.randrange(1 << 31))
+            + payload
+        )
     return bytes(out)
 
 
@@ -222,9 +237,7 @@ def _grpc_calls(rng: random.Random, port: int, surface: Surface) -> Iterator[Non
                     for _ in call(iter(chunks), timeout=CALL_SECONDS):
                         pass
                 elif path.endswith(STREAM_SUFFIX) or path == FETCH_PATH:
-                    for _ in channel.unary_stream(path, None, None)(
-                        message, timeout=CALL_SECONDS
-                    ):
+                    for _ in channel.unary_stream(path, None, None)(message, timeout=CALL_SECONDS):
                         pass
                 else:
                     channel.unary_unary(path, None, None)(message, timeout=CALL_SECONDS)
@@ -287,8 +300,10 @@ def _bulk_op(rng: random.Random, surface: Surface, names: list[str]) -> bytes:
         name = rng.choice(names).encode() if rng.random() < 0.7 else _random_bytes(rng, 40)
         metadata = rng.choice([b"", b"k\0v\0", _random_bytes(rng, 20)])
         head = struct.pack(
-            "<HII", len(name) if rng.random() < 0.9 else rng.randrange(1 << 16),
-            len(metadata), rng.randrange(3000),
+            "<HII",
+            len(name) if rng.random() < 0.9 else rng.randrange(1 << 16),
+            len(metadata),
+            rng.randrange(3000),
         )
         body = b"".join(_random_frames(rng, surface))
         return bytes([op]) + head + name + metadata + struct.pack("<I", n) + lengths + body
@@ -352,9 +367,7 @@ def _read_exactly(sock: socket.socket, size: int) -> bytes | None:
     return data
 
 
-def _fuzz_port(
-    what: str, pid: int, generators: list[tuple[Iterator[None], int]]
-) -> int:
+def _fuzz_port(what: str, pid: int, generators: list[tuple[Iterator[None], int]]) -> int:
     """Run each generator for its number of requests, within :data:`PORT_SECONDS`; the
     requests sent. Checks every 100 requests that the process still runs."""
     deadline = time.monotonic() + scaled(PORT_SECONDS)
@@ -382,25 +395,40 @@ def _running(pid: int) -> bool:
 
 
 def _fuzz_server(
-    what: str, pid: int, port: int, surface: Surface, rng: random.Random,
+    what: str,
+    pid: int,
+    port: int,
+    surface: Surface,
+    rng: random.Random,
     correct_call: Callable[[], None],
 ) -> None:
     correct_call()  # warm up: what a first call creates for good is in the baseline
     side_port = _bulk_port(port)
     before = resources(pid)
-    grpc_sent = _fuzz_port(f"{what} (gRPC port {port})", pid, [
-        (_raw_tcp(rng, port), 500),
-        (_grpc_calls(rng, port, surface), 800),
-        (_channel_calls(rng, port, surface), REQUESTS_PER_PORT - 1300),
-    ])
-    bulk_sent = _fuzz_port(f"{what} (side port {side_port})", pid, [
-        (_bulk_requests(rng, side_port, surface), REQUESTS_PER_PORT),
-    ])
+    grpc_sent = _fuzz_port(
+        f"{what} (gRPC port {port})",
+        pid,
+        [
+            (_raw_tcp(rng, port), 500),
+            (_grpc_calls(rng, port, surface), 800),
+            (_channel_calls(rng, port, surface), REQUESTS_PER_PORT - 1300),
+        ],
+    )
+    bulk_sent = _fuzz_port(
+        f"{what} (side port {side_port})",
+        pid,
+        [
+            (_bulk_requests(rng, side_port, surface), REQUESTS_PER_PORT),
+        ],
+    )
     assert min(grpc_sent, bulk_sent) >= REQUESTS_PER_PORT
     assert _running(pid), f"{what} died during the fuzz"
     correct_call()
     wait_for_release(
-        lambda: resources(pid), before, tolerance=TOLERANCE, timeout=30,
+        lambda: resources(pid),
+        before,
+        tolerance=TOLERANCE,
+        timeout=30,
         what=f"{what} (pid {pid}) after the fuzz",
     )
 
@@ -412,7 +440,7 @@ def _assert_no_traceback(process: Any, seed: int) -> None:
     failures = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
     assert not failures, (
         f"{process.name} logged {len(failures)} traceback(s) under the fuzz (seed {seed}), "
-        "the first:\n" + "\n".join(lines[max(0, failures[0] - 1):failures[0] + 15])
+        "the first:\n" + "\n".join(lines[max(0, failures[0] - 1) : failures[0] + 15])
     )
 
 
@@ -437,8 +465,16 @@ def test_task_server_survives_malformed_requests(protocol: str, seed: int) -> No
             with tw.Session(target) as sess:
                 assert sess.run(abs, -3, device="/job:w/task:0") == 3
 
-        _with_seed(seed, _fuzz_server, "the task server", pid, port, TASK_SERVER,
-                   random.Random(seed), correct_call)
+        _with_seed(
+            seed,
+            _fuzz_server,
+            "the task server",
+            pid,
+            port,
+            TASK_SERVER,
+            random.Random(seed),
+            correct_call,
+        )
         assert task.process is not None and task.process.poll() is None
         _assert_no_traceback(task, seed)
     finally:
@@ -456,8 +492,9 @@ def test_dispatcher_and_worker_survive_malformed_requests(protocol: str, seed: i
         service = f"{protocol}://{dispatcher.address}"
 
         def correct_call() -> None:
-            dataset = tw.data.Dataset.range(20).apply(tw.data.service.distribute(
-                processing_mode="parallel_epochs", service=service))
+            dataset = tw.data.Dataset.range(20).apply(
+                tw.data.service.distribute(processing_mode="parallel_epochs", service=service)
+            )
             assert [int(x) for x in dataset.as_numpy_iterator()] == list(range(20))
 
         rng = random.Random(seed)
@@ -467,8 +504,9 @@ def test_dispatcher_and_worker_survive_malformed_requests(protocol: str, seed: i
             ("the worker", worker, WORKER),
         ):
             assert process.pid is not None
-            _with_seed(seed, _fuzz_server, what, process.pid, process.port, surface, rng,
-                       correct_call)
+            _with_seed(
+                seed, _fuzz_server, what, process.pid, process.port, surface, rng, correct_call
+            )
         for process in (dispatcher, worker):
             assert process.process is not None and process.process.poll() is None
             _assert_no_traceback(process, seed)

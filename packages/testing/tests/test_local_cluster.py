@@ -79,8 +79,9 @@ def test_import_error_without_portpicker():
             print("ImportError")
         """
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.stdout.strip() == "ImportError", result.stderr
 
 

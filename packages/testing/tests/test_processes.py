@@ -28,9 +28,7 @@ def test_cluster_of_processes_trains_together(process_cluster_factory, protocol)
     assert len(pids) == 3 and os.getpid() not in pids
     with tw.Session(tasks["worker"][0].target) as sess:
         w = sess.variable("w", np.zeros(4, np.float32), device="/job:ps/task:0")
-        futures = [
-            sess.run_async(_push, i, device=f"/job:worker/task:{i}") for i in range(2)
-        ]
+        futures = [sess.run_async(_push, i, device=f"/job:worker/task:{i}") for i in range(2)]
         for f in futures:
             f.result(timeout=30)
         np.testing.assert_array_equal(w.read(), np.full(4, 3, np.float32))
@@ -69,15 +67,20 @@ def test_kill_and_restart_on_the_same_port(process_cluster_factory, protocol):
 def test_server_reads_tf_config(protocol):
     port = portpicker.pick_unused_port()
     env = dict(os.environ)
-    env["TF_CONFIG"] = json.dumps({
-        "cluster": {"ps": [f"localhost:{port}"]},
-        "task": {"type": "ps", "index": 0},
-        "rpc_layer": protocol,
-    })
+    env["TF_CONFIG"] = json.dumps(
+        {
+            "cluster": {"ps": [f"localhost:{port}"]},
+            "task": {"type": "ps", "index": 0},
+            "rpc_layer": protocol,
+        }
+    )
     # Started through TF_CONFIG only: no --cluster_spec.
     process = subprocess.Popen(
-        [sys.executable, "-m", "tensorwire", "server"], stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, env=env,
+        [sys.executable, "-m", "tensorwire", "server"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
     try:
         line = process.stdout.readline()
@@ -92,9 +95,21 @@ def test_server_reads_tf_config(protocol):
 
 def test_server_command_rejects_bad_cluster_spec():
     result = subprocess.run(
-        [sys.executable, "-m", "tensorwire", "server", "--cluster_spec", "nonsense",
-         "--job_name", "ps", "--task_index", "0"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "tensorwire",
+            "server",
+            "--cluster_spec",
+            "nonsense",
+            "--job_name",
+            "ps",
+            "--task_index",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "job=host:port" in result.stderr

@@ -41,5 +41,8 @@ def test_cut_connection_gives_unavailable_not_hang(grpc_server, tensorwire_proto
             proxy.refuse = False
             # Once the proxy lets connections through again, the channel recovers.
             with pytest.raises(tw.errors.NotFoundError):
-                eventually(lambda: sess._call_address(
-                    proxy.address, "VarRead", {"name": "x"}, 10, where="proxy"))
+                eventually(
+                    lambda: sess._call_address(
+                        proxy.address, "VarRead", {"name": "x"}, 10, where="proxy"
+                    )
+                )

@@ -55,8 +55,11 @@ def grpc_protocol(tensorwire_protocol: str) -> str:
 
 def run_script(**env: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-        env=user_environment(**env), timeout=scaled(120),
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        env=user_environment(**env),
+        timeout=scaled(120),
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
@@ -72,8 +75,9 @@ def test_a_script_with_cluster_session_and_data_service_prints_no_grpc_core_line
     assert output.splitlines()[-1] == "done"
 
 
-@pytest.mark.parametrize("asked", [{"GRPC_VERBOSITY": "debug"}, {"GRPC_TRACE": "api"}],
-                         ids=["verbosity", "trace"])
+@pytest.mark.parametrize(
+    "asked", [{"GRPC_VERBOSITY": "debug"}, {"GRPC_TRACE": "api"}], ids=["verbosity", "trace"]
+)
 def test_grpc_log_lines_the_user_asked_for_are_printed(grpc_protocol, asked):
     # At debug, gRPC logs (at least) its warning about the level when it starts; a trace
     # logs the traced calls (grpc_init first of all).
@@ -82,12 +86,16 @@ def test_grpc_log_lines_the_user_asked_for_are_printed(grpc_protocol, asked):
 
 
 def test_task_server_cli_is_quiet_through_sigterm(grpc_protocol):
-    cluster = {"worker": [f"localhost:{portpicker.pick_unused_port()}"],
-               "ps": [f"localhost:{portpicker.pick_unused_port()}"]}
+    cluster = {
+        "worker": [f"localhost:{portpicker.pick_unused_port()}"],
+        "ps": [f"localhost:{portpicker.pick_unused_port()}"],
+    }
     # --grace 0: a server that stops cancels the calls of its peers' connections at once
     # with a GOAWAY, which gRPC's client side logs ("Got goaway") when left alone.
-    ps, worker = (TaskProcess(cluster, job, 0, extra_args=["--grace", "0"],
-                              env=user_environment()) for job in ("ps", "worker"))
+    ps, worker = (
+        TaskProcess(cluster, job, 0, extra_args=["--grace", "0"], env=user_environment())
+        for job in ("ps", "worker")
+    )
     try:
         ps.start()
         worker.start()
@@ -117,10 +125,12 @@ def test_dispatcher_and_worker_clis_are_quiet_through_sigterm(grpc_protocol):
     try:
         dispatcher.start()
         worker = DataServiceProcess(
-            "worker", ["--dispatcher_address", dispatcher.address], env=user_environment())
+            "worker", ["--dispatcher_address", dispatcher.address], env=user_environment()
+        )
         worker.start()
-        dataset = tw.data.Dataset.range(5).apply(tw.data.service.distribute(
-            "parallel_epochs", service=f"grpc://{dispatcher.address}"))
+        dataset = tw.data.Dataset.range(5).apply(
+            tw.data.service.distribute("parallel_epochs", service=f"grpc://{dispatcher.address}")
+        )
         assert [int(x) for x in dataset.as_numpy_iterator()] == [0, 1, 2, 3, 4]
         # The dispatcher first, while the worker's heartbeat channel to it is open.
         assert dispatcher.terminate() == 0
@@ -157,14 +167,16 @@ def test_the_default_gives_way_to_what_the_user_set(environ, expected):
 
 
 def test_core_log_lines_recognises_what_grpc_writes():
-    output = "\n".join([
-        "step 1 loss 0.5",
-        "I0000 00:00:1733120000.123456   12345 chttp2_transport.cc:1403] ipv4:127.0.0.1:5: "
-        "Got goaway [2] err=UNAVAILABLE",
-        "WARNING: All log messages before absl::InitializeLog() is called are written to "
-        "STDERR",
-        "E1202 04:15:52.030974   18704 add_port.cc:83] Failed to add port to server",
-        "2026-12-02 04:14:29,902 INFO tensorwire_dataservice.cli: dispatcher: SIGTERM",
-    ])
+    output = "\n".join(
+        [
+            "step 1 loss 0.5",
+            "I0000 00:00:1733120000.123456   12345 chttp2_transport.cc:1403] ipv4:127.0.0.1:5: "
+            "Got goaway [2] err=UNAVAILABLE",
+            "WARNING: All log messages before absl::InitializeLog() is called are written to "
+            "STDERR",
+            "E1202 04:15:52.030974   18704 add_port.cc:83] Failed to add port to server",
+            "2026-12-02 04:14:29,902 INFO tensorwire_dataservice.cli: dispatcher: SIGTERM",
+        ]
+    )
     assert [line[:5] for line in core_log_lines(output)] == ["I0000", "WARNI", "E1202"]
     assert core_log_lines("done\n") == []

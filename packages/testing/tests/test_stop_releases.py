@@ -96,7 +96,9 @@ print(json.dumps({
 def _cycle_in_child(kind: str, protocol: str, start: bool) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, kind, protocol, "1" if start else "0"],
-        capture_output=True, text=True, timeout=scaled(120),
+        capture_output=True,
+        text=True,
+        timeout=scaled(120),
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -114,20 +116,25 @@ def test_stop_gives_back_every_thread_and_file_descriptor(kind, start, tensorwir
     assert result["error"] is None, result
 
 
-def _make(kind: str, protocol: str, port: int, start: bool):  # type: ignore[no-untyped-def]
+def _make(kind: str, protocol: str, port: int, start: bool):
     if kind == "server":
-        return tw.Server({"w": [f"localhost:{port}"]}, job_name="w", task_index=0,
-                         protocol=protocol, start=start)
+        return tw.Server(
+            {"w": [f"localhost:{port}"]}, job_name="w", task_index=0, protocol=protocol, start=start
+        )
     if kind == "dispatcher":
         return tw.data.service.DispatchServer(
-            tw.data.service.DispatcherConfig(port=port, protocol=protocol), start=start)
+            tw.data.service.DispatcherConfig(port=port, protocol=protocol), start=start
+        )
     # A worker never started needs no dispatcher; a started one registers with this one.
     return tw.data.service.WorkerServer(
-        tw.data.service.WorkerConfig(dispatcher_address="localhost:1", port=port,
-                                     protocol=protocol), start=False)
+        tw.data.service.WorkerConfig(
+            dispatcher_address="localhost:1", port=port, protocol=protocol
+        ),
+        start=False,
+    )
 
 
-def _port(server) -> int:  # type: ignore[no-untyped-def]
+def _port(server) -> int:
     return int(server.port if isinstance(server, tw.Server) else server._port)
 
 
@@ -136,15 +143,20 @@ def _port(server) -> int:  # type: ignore[no-untyped-def]
 def test_the_port_binds_again_as_soon_as_stop_returns(kind, start, tensorwire_protocol):
     if kind == "worker" and start:
         dispatcher = tw.data.service.DispatchServer(
-            tw.data.service.DispatcherConfig(protocol=tensorwire_protocol))
+            tw.data.service.DispatcherConfig(protocol=tensorwire_protocol)
+        )
         try:
             config = tw.data.service.WorkerConfig(
-                dispatcher_address=dispatcher._address, protocol=tensorwire_protocol)
+                dispatcher_address=dispatcher._address, protocol=tensorwire_protocol
+            )
             first = tw.data.service.WorkerServer(config)
             port = first._port
             first.stop()
-            again = tw.data.service.WorkerServer(tw.data.service.WorkerConfig(
-                dispatcher_address=dispatcher._address, port=port, protocol=tensorwire_protocol))
+            again = tw.data.service.WorkerServer(
+                tw.data.service.WorkerConfig(
+                    dispatcher_address=dispatcher._address, port=port, protocol=tensorwire_protocol
+                )
+            )
             assert again._port == port
             again.stop()
         finally:
@@ -163,8 +175,13 @@ def test_the_port_binds_again_as_soon_as_stop_returns(kind, start, tensorwire_pr
 def test_the_port_of_a_stopped_server_is_free_for_anyone(tensorwire_protocol):
     if tensorwire_protocol == "inproc":
         pytest.skip("inproc ports are not OS ports")
-    server = tw.Server({"w": ["localhost:0"]}, job_name="w", task_index=0,
-                       protocol=tensorwire_protocol, start=False)
+    server = tw.Server(
+        {"w": ["localhost:0"]},
+        job_name="w",
+        task_index=0,
+        protocol=tensorwire_protocol,
+        start=False,
+    )
     port = server.port
     server.stop()
     with socket.socket() as sock:  # a plain socket, without SO_REUSEPORT

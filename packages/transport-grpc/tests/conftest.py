@@ -15,7 +15,7 @@ pytest.register_assert_rewrite("tensorwire_testing.conformance")
 
 
 @pytest.fixture
-def transport():  # type: ignore[no-untyped-def]
+def transport():
     """A fresh transport per test, so channel caches start empty; closed afterwards."""
     from tensorwire_grpc.transport import GrpcTransport
 
@@ -25,7 +25,7 @@ def transport():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def certs(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def certs(tmp_path_factory: pytest.TempPathFactory):
     pytest.importorskip(
         "cryptography", reason="TLS tests need cryptography: pip install 'tensorwire-grpc[test]'"
     )

@@ -37,25 +37,25 @@ service.unary("Zeros")(lambda frames, context: [np.zeros(int(bytes(frames[0])), 
 
 
 @service.unary("Context")
-def _context(frames, context):  # type: ignore[no-untyped-def]
+def _context(frames, context):
     remaining = context.time_remaining()
     described = f"{context.peer}|{context.metadata.get('x-test', '')}|{remaining}"
     return [described.encode(), frames[-1]]
 
 
 @service.unary("Fail")
-def _fail(frames, context):  # type: ignore[no-untyped-def]
+def _fail(frames, context):
     raise errors.FailedPreconditionError(f"refused {len(frames[0])} bytes")
 
 
 @service.unary("Sleep")
-def _sleep(frames, context):  # type: ignore[no-untyped-def]
+def _sleep(frames, context):
     time.sleep(float(bytes(frames[0])))
     return [frames[1]]
 
 
 @service.stream("Repeat")
-def _repeat(frames, context):  # type: ignore[no-untyped-def]
+def _repeat(frames, context):
     count = int(bytes(frames[0]))
     for i in range(count):
         yield [np.full(3 * MiB + i, i, np.uint8), frames[1]]
@@ -70,7 +70,7 @@ def _address(view: memoryview) -> int:
 
 
 @pytest.fixture
-def served(transport):  # type: ignore[no-untyped-def]
+def served(transport):
     """A listener with the side channel on, reached through a proxy that counts gRPC bytes."""
     listener = transport.serve("127.0.0.1:0", [service], TransportOptions(extra=ON))
     listener.start()
@@ -100,7 +100,7 @@ def test_environment_sets_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert opts.bulk_threshold(TransportOptions()) == 12345
 
 
-def test_large_messages_both_ways_are_byte_exact_and_skip_grpc(transport, served) -> None:  # type: ignore[no-untyped-def]
+def test_large_messages_both_ways_are_byte_exact_and_skip_grpc(transport, served) -> None:
     listener, proxy = served
     assert listener.bulk is not None
     channel = transport.connect(f"127.0.0.1:{proxy.port}", TransportOptions(extra=ON))
@@ -130,7 +130,7 @@ def _raw_connection(port: int) -> Wire:
     return wire
 
 
-def test_large_frames_start_on_page_boundaries_of_their_message(served) -> None:  # type: ignore[no-untyped-def]
+def test_large_frames_start_on_page_boundaries_of_their_message(served) -> None:
     """The answer's large frame follows zero padding up to a multiple of 4096 bytes after
     the status byte; small frames get none. (The kernel copies such a frame between page-
     aligned buffers, about twice as fast as at some other offsets.)"""
@@ -141,7 +141,9 @@ def test_large_frames_start_on_page_boundaries_of_their_message(served) -> None:
         name = b"/t.Bulk/Echo"
         views = [memoryview(small), memoryview(big).cast("B")]
         head = (
-            bytes([bulk.OP_CALL]) + bulk._CALL_HEAD.pack(len(name), 0, 10_000) + name
+            bytes([bulk.OP_CALL])
+            + bulk._CALL_HEAD.pack(len(name), 0, 10_000)
+            + name
             + bulk._encode_lengths(views)
         )
         wire.send(bulk._message(head, views), time.monotonic() + 5)
@@ -162,7 +164,7 @@ def test_large_frames_start_on_page_boundaries_of_their_message(served) -> None:
         wire.close()
 
 
-def _grpc_bytes_of_one_small_call(channel, proxy) -> int:  # type: ignore[no-untyped-def]
+def _grpc_bytes_of_one_small_call(channel, proxy) -> int:
     before = proxy.bytes
     channel.call("t.Bulk", "Zeros", [b"1"], timeout=30)
     cost = proxy.bytes - before
@@ -170,7 +172,7 @@ def _grpc_bytes_of_one_small_call(channel, proxy) -> int:  # type: ignore[no-unt
     return cost
 
 
-def test_a_large_call_goes_whole_over_the_side_channel(transport, served) -> None:  # type: ignore[no-untyped-def]
+def test_a_large_call_goes_whole_over_the_side_channel(transport, served) -> None:
     listener, proxy = served
     channel = transport.connect(f"127.0.0.1:{proxy.port}", TransportOptions(extra=ON))
     channel.call("t.Bulk", "Echo", [_payload(MiB)], timeout=30)  # learns the side port
@@ -187,7 +189,7 @@ def test_a_large_call_goes_whole_over_the_side_channel(transport, served) -> Non
     channel.close()
 
 
-def test_an_announced_large_response_takes_the_side_channel(transport, served) -> None:  # type: ignore[no-untyped-def]
+def test_an_announced_large_response_takes_the_side_channel(transport, served) -> None:
     listener, proxy = served
     channel = transport.connect(f"127.0.0.1:{proxy.port}", TransportOptions(extra=ON))
     hint = {RESPONSE_BYTES_METADATA_KEY: str(4 * MiB)}
@@ -208,7 +210,7 @@ def test_an_announced_large_response_takes_the_side_channel(transport, served) -
     channel.close()
 
 
-def test_side_channel_calls_keep_errors_context_and_deadlines(transport, served) -> None:  # type: ignore[no-untyped-def]
+def test_side_channel_calls_keep_errors_context_and_deadlines(transport, served) -> None:
     listener, proxy = served
     channel = transport.connect(listener.address, TransportOptions(extra=ON))
     big = _payload(MiB)
@@ -242,7 +244,7 @@ def test_side_channel_calls_keep_errors_context_and_deadlines(transport, served)
     channel.close()
 
 
-def test_stop_lets_side_channel_calls_in_flight_finish_within_grace(transport) -> None:  # type: ignore[no-untyped-def]
+def test_stop_lets_side_channel_calls_in_flight_finish_within_grace(transport) -> None:
     listener = transport.serve("127.0.0.1:0", [service], TransportOptions(extra=ON))
     listener.start()
     channel = transport.connect(listener.address, TransportOptions(extra=ON))
@@ -258,7 +260,7 @@ def test_stop_lets_side_channel_calls_in_flight_finish_within_grace(transport) -
     channel.close()
 
 
-def test_large_stream_messages_come_over_the_side_channel(transport, served) -> None:  # type: ignore[no-untyped-def]
+def test_large_stream_messages_come_over_the_side_channel(transport, served) -> None:
     listener, proxy = served
     channel = transport.connect(f"127.0.0.1:{proxy.port}", TransportOptions(extra=ON))
     tail = _payload(2 * MiB, seed=7)
@@ -271,7 +273,7 @@ def test_large_stream_messages_come_over_the_side_channel(transport, served) -> 
     channel.close()
 
 
-def test_async_call_uses_the_side_channel(transport, served) -> None:  # type: ignore[no-untyped-def]
+def test_async_call_uses_the_side_channel(transport, served) -> None:
     listener, proxy = served
     channel = transport.connect(f"127.0.0.1:{proxy.port}", TransportOptions(extra=ON))
     big = _payload(8 * MiB, seed=3)
@@ -281,7 +283,7 @@ def test_async_call_uses_the_side_channel(transport, served) -> None:  # type: i
     channel.close()
 
 
-def test_unreachable_side_port_falls_back_to_grpc_chunks(transport, served) -> None:  # type: ignore[no-untyped-def]
+def test_unreachable_side_port_falls_back_to_grpc_chunks(transport, served) -> None:
     listener, proxy = served
     listener.bulk.close()  # the advertised port now refuses connections
     channel = transport.connect(f"127.0.0.1:{proxy.port}", TransportOptions(extra=ON))
@@ -295,7 +297,7 @@ def test_unreachable_side_port_falls_back_to_grpc_chunks(transport, served) -> N
     channel.close()
 
 
-def test_server_without_side_channel_is_served_over_grpc(transport) -> None:  # type: ignore[no-untyped-def]
+def test_server_without_side_channel_is_served_over_grpc(transport) -> None:
     off = TransportOptions(extra={"bulk_tcp": False})
     listener = transport.serve("127.0.0.1:0", [service], off)
     listener.start()
@@ -312,7 +314,7 @@ def test_server_without_side_channel_is_served_over_grpc(transport) -> None:  # 
         listener.stop(0)
 
 
-def test_tls_listener_opens_no_side_port(transport, certs) -> None:  # type: ignore[no-untyped-def]
+def test_tls_listener_opens_no_side_port(transport, certs) -> None:
     options = TransportOptions(tls_cert=certs.server_cert, tls_key=certs.server_key, extra=ON)
     listener = transport.serve("127.0.0.1:0", [service], options)
     try:
@@ -344,7 +346,7 @@ def _handshake(port: int, mac: bytes) -> tuple[int, str, bytes]:
         return code, message, rest
 
 
-def test_side_channel_requires_the_token(transport) -> None:  # type: ignore[no-untyped-def]
+def test_side_channel_requires_the_token(transport) -> None:
     options = TransportOptions(token="s3cret", extra=ON)
     listener = transport.serve("127.0.0.1:0", [service], options)
     listener.start()
@@ -374,13 +376,13 @@ def test_side_channel_requires_the_token(transport) -> None:  # type: ignore[no-
         listener.stop(0)
 
 
-def test_the_token_never_crosses_the_side_channel(transport, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_token_never_crosses_the_side_channel(transport, monkeypatch) -> None:
     """Connections prove the token by HMAC; calls over them carry none of it (the server
     puts its own in the call's metadata for the usual check)."""
     sent: list[bytes] = []
     real_send = Wire.send
 
-    def recording_send(self, parts, deadline):  # type: ignore[no-untyped-def]
+    def recording_send(self, parts, deadline):
         sent.append(b"".join(bytes(p) for p in parts))
         return real_send(self, parts, deadline)
 
@@ -403,7 +405,7 @@ def test_the_token_never_crosses_the_side_channel(transport, monkeypatch) -> Non
         listener.stop(0)
 
 
-def test_tickets_are_single_use_and_unknown_ones_fail(transport, served) -> None:  # type: ignore[no-untyped-def]
+def test_tickets_are_single_use_and_unknown_ones_fail(transport, served) -> None:
     listener, _ = served
     peer = bulk.BulkPeer("127.0.0.1", listener.bulk.port, None)
     deadline = time.monotonic() + 10
@@ -416,7 +418,7 @@ def test_tickets_are_single_use_and_unknown_ones_fail(transport, served) -> None
     peer.close()
 
 
-def test_pushed_requests_expire(transport, served) -> None:  # type: ignore[no-untyped-def]
+def test_pushed_requests_expire(transport, served) -> None:
     listener, _ = served
     peer = bulk.BulkPeer("127.0.0.1", listener.bulk.port, None)
     # A deadline 0.05 s away: the server keeps the bytes that long plus a second of slack.
@@ -428,7 +430,7 @@ def test_pushed_requests_expire(transport, served) -> None:  # type: ignore[no-u
     peer.close()
 
 
-def test_server_message_limit_applies_to_pushes_and_calls(transport) -> None:  # type: ignore[no-untyped-def]
+def test_server_message_limit_applies_to_pushes_and_calls(transport) -> None:
     options = TransportOptions(max_message_bytes=2 * MiB, extra=ON)
     listener = transport.serve("127.0.0.1:0", [service], options)
     listener.start()
@@ -438,8 +440,12 @@ def test_server_message_limit_applies_to_pushes_and_calls(transport) -> None:  #
             bulk.push(peer, [memoryview(_payload(8 * MiB))], time.monotonic() + 10, "test")
         with pytest.raises(errors.ResourceExhaustedError, match="max_message_bytes"):
             bulk.call(
-                peer, "/t.Bulk/Echo", [memoryview(_payload(8 * MiB))], (),
-                time.monotonic() + 10, None,
+                peer,
+                "/t.Bulk/Echo",
+                [memoryview(_payload(8 * MiB))],
+                (),
+                time.monotonic() + 10,
+                None,
             )
         # The refused bytes were drained: the same connection serves the next call.
         (got,) = bulk.call(peer, "/t.Bulk/Echo", [memoryview(b"ok")], (), None, None)
@@ -453,7 +459,7 @@ def test_server_message_limit_applies_to_pushes_and_calls(transport) -> None:  #
         listener.stop(0)
 
 
-def test_concurrent_large_calls_are_byte_exact(transport, served) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_large_calls_are_byte_exact(transport, served) -> None:
     listener, _ = served
     channel = transport.connect(listener.address, TransportOptions(extra=ON))
     failures: list[BaseException] = []
@@ -511,27 +517,27 @@ def peer_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
         [sys.executable, "-c", PEER_SCRIPT], stdout=subprocess.PIPE, text=True
     )
     try:
-        line = process.stdout.readline()  # type: ignore[union-attr]
+        line = process.stdout.readline()
         assert line.startswith("ADDRESS"), line
         yield process, line.split()[1]
     finally:
         if process.poll() is None:
             process.kill()
         process.wait(30)
-        process.stdout.close()  # type: ignore[union-attr]
+        process.stdout.close()
 
 
 def _kill_when(process: subprocess.Popen[str], marker: str) -> None:
     end = time.monotonic() + 30
     while time.monotonic() < end:
-        line = process.stdout.readline()  # type: ignore[union-attr]
+        line = process.stdout.readline()
         if not line or marker in line:
             break
     os.kill(process.pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("direction", ["request", "announced response", "fetched response"])
-def test_peer_killed_mid_transfer_is_unavailable_in_time(  # type: ignore[no-untyped-def]
+def test_peer_killed_mid_transfer_is_unavailable_in_time(
     transport, peer_process, direction
 ) -> None:
     process, address = peer_process
@@ -549,9 +555,7 @@ def test_peer_killed_mid_transfer_is_unavailable_in_time(  # type: ignore[no-unt
 
     def call() -> None:
         try:
-            outcome.append(
-                channel.call("t.Bulk", method, frames, timeout=30, metadata=metadata)
-            )
+            outcome.append(channel.call("t.Bulk", method, frames, timeout=30, metadata=metadata))
         except BaseException as exc:  # noqa: BLE001 - checked below
             outcome.append(exc)
 
@@ -567,7 +571,7 @@ def test_peer_killed_mid_transfer_is_unavailable_in_time(  # type: ignore[no-unt
     channel.close()
 
 
-def test_a_large_inline_response_teaches_the_channel_the_side_port(transport, served) -> None:  # type: ignore[no-untyped-def]
+def test_a_large_inline_response_teaches_the_channel_the_side_port(transport, served) -> None:
     listener, proxy = served
     channel = transport.connect(f"127.0.0.1:{proxy.port}", TransportOptions(extra=ON))
     # A small request and a 2 MiB (inline-sized) response: the first goes over gRPC ...
@@ -582,7 +586,7 @@ def test_a_large_inline_response_teaches_the_channel_the_side_port(transport, se
     channel.close()
 
 
-def test_stopping_a_stream_early_releases_parked_messages(transport, served) -> None:  # type: ignore[no-untyped-def]
+def test_stopping_a_stream_early_releases_parked_messages(transport, served) -> None:
     listener, _ = served
     channel = transport.connect(listener.address, TransportOptions(extra=ON))
     stream = channel.stream("t.Bulk", "Repeat", [b"50", b"x"], timeout=60)
@@ -596,7 +600,7 @@ def test_stopping_a_stream_early_releases_parked_messages(transport, served) -> 
     channel.close()
 
 
-def test_a_restarted_server_is_reached_over_its_new_side_port(transport) -> None:  # type: ignore[no-untyped-def]
+def test_a_restarted_server_is_reached_over_its_new_side_port(transport) -> None:
     first = transport.serve("127.0.0.1:0", [service], TransportOptions(extra=ON))
     first.start()
     port = first.port
@@ -624,7 +628,7 @@ def test_a_restarted_server_is_reached_over_its_new_side_port(transport) -> None
         second.stop(0)
 
 
-def test_stop_closes_the_side_port_and_its_threads(transport) -> None:  # type: ignore[no-untyped-def]
+def test_stop_closes_the_side_port_and_its_threads(transport) -> None:
     listener = transport.serve("127.0.0.1:0", [service], TransportOptions(extra=ON))
     listener.start()
     side = listener.bulk
@@ -644,7 +648,7 @@ def test_stop_closes_the_side_port_and_its_threads(transport) -> None:  # type: 
 
 
 @pytest.mark.parametrize("start", [True, False], ids=["started", "never-started"])
-def test_stop_returns_once_the_side_channel_holds_nothing(transport, start) -> None:  # type: ignore[no-untyped-def]
+def test_stop_returns_once_the_side_channel_holds_nothing(transport, start) -> None:
     listener = transport.serve("127.0.0.1:0", [service], TransportOptions(extra=ON))
     if start:
         listener.start()
@@ -665,7 +669,7 @@ def test_stop_returns_once_the_side_channel_holds_nothing(transport, start) -> N
 
 def test_a_call_with_metadata_that_is_not_utf8_is_refused_and_its_connection_ends(
     transport, caplog: pytest.LogCaptureFixture
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     listener = transport.serve("127.0.0.1:0", [service], TransportOptions(extra=ON))
     listener.start()
     try:
@@ -676,8 +680,16 @@ def test_a_call_with_metadata_that_is_not_utf8_is_refused_and_its_connection_end
             wire.send([bulk.MAGIC + bytes(bulk.MAC_BYTES)], deadline)  # no token: any MAC
             assert wire.read(1, deadline) == b"\x00"
             name, metadata = b"/t.Bulk/Echo", b"\xff\xfe\0v\0"
-            wire.send([bytes([bulk.OP_CALL]) + struct.pack("<HII", len(name), len(metadata), 0)
-                       + name + metadata + struct.pack("<I", 0)], deadline)
+            wire.send(
+                [
+                    bytes([bulk.OP_CALL])
+                    + struct.pack("<HII", len(name), len(metadata), 0)
+                    + name
+                    + metadata
+                    + struct.pack("<I", 0)
+                ],
+                deadline,
+            )
             # Refused with a status saying why, then closed: the request made no sense.
             assert wire.read(1, deadline)[0] == int(errors.DATA_LOSS)
             (size,) = struct.unpack("<I", wire.read(4, deadline))
@@ -692,8 +704,8 @@ def test_a_call_with_metadata_that_is_not_utf8_is_refused_and_its_connection_end
 
 def test_an_unexpected_failure_of_a_connection_is_one_warning_line(
     transport, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:  # type: ignore[no-untyped-def]
-    def broken_push(self, wire, peer):  # type: ignore[no-untyped-def]
+) -> None:
+    def broken_push(self, wire, peer):
         raise RuntimeError("a bug in the push path")
 
     monkeypatch.setattr(bulk.BulkServer, "_push", broken_push)

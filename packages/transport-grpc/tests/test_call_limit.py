@@ -88,9 +88,9 @@ def test_waiting_streams_count_against_the_limit(
             within(DEADLINE, lambda: channel.call(SERVICE, "Echo", [b"x"], timeout=DEADLINE))
     finally:
         state.release.set()
-    assert within(DEADLINE, lambda: [[bytes(m[0]) for m in s] for s in streams]) == [
-        [b"end"]
-    ] * LIMIT
+    assert (
+        within(DEADLINE, lambda: [[bytes(m[0]) for m in s] for s in streams]) == [[b"end"]] * LIMIT
+    )
 
 
 def test_the_limit_comes_from_the_environment_when_options_do_not_say(
@@ -108,7 +108,7 @@ def test_the_limit_comes_from_the_environment_when_options_do_not_say(
         opts.max_workers(TransportOptions(extra={"grpc_max_workers": 0}))
 
 
-class _Refused(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+class _Refused(grpc.RpcError, grpc.Call):
     """What a gRPC call refused by the server's ``maximum_concurrent_rpcs`` raises."""
 
     def code(self) -> grpc.StatusCode:

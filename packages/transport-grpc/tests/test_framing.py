@@ -14,7 +14,7 @@ def _frames(*sizes: int) -> list[bytes]:
     return [bytes((i + j) % 251 for j in range(n)) for i, n in enumerate(sizes)]
 
 
-def _roundtrip(frames, *, inline_bytes: int, chunk_bytes: int, flags: int = 0):  # type: ignore[no-untyped-def]
+def _roundtrip(frames, *, inline_bytes: int, chunk_bytes: int, flags: int = 0):
     views, total = framing.as_byte_views(frames)
     messages = list(
         framing.encode(
@@ -59,7 +59,7 @@ def test_inline_limit_counts_payload_and_lengths() -> None:
 
 @pytest.mark.parametrize("inline", [False, True])
 @pytest.mark.parametrize("sizes", [(1, 3, 0, 100, 65), (0, framing.SMALL_MESSAGE_BYTES, 5)])
-def test_received_frames_are_aligned_writable_memoryviews(sizes, inline: bool) -> None:  # type: ignore[no-untyped-def]
+def test_received_frames_are_aligned_writable_memoryviews(sizes, inline: bool) -> None:
     frames = _frames(*sizes)
     inline_bytes = 10 * sum(sizes) + 100 if inline else 0
     _, (got,), _ = _roundtrip(frames, inline_bytes=inline_bytes, chunk_bytes=7777)
@@ -101,7 +101,7 @@ def test_non_byte_buffers_are_flattened() -> None:
 
 
 @pytest.mark.parametrize("bad", [b"bytes", "text", memoryview(b"mv")])
-def test_a_single_buffer_is_not_a_message(bad) -> None:  # type: ignore[no-untyped-def]
+def test_a_single_buffer_is_not_a_message(bad) -> None:
     with pytest.raises(errors.InvalidArgumentError, match="list of frames"):
         framing.as_byte_views(bad)
 
@@ -173,7 +173,7 @@ def test_large_frames_get_buffers_of_their_own() -> None:
     _, (got,), _ = _roundtrip(frames, inline_bytes=0, chunk_bytes=big // 3)
     assert [bytes(f) for f in got] == frames
     arrays = [np.frombuffer(f, np.uint8) for f in got]
-    owners = {id(a.base.obj) if a.base is not None else None for a in arrays[1:4:2]}  # type: ignore[union-attr]
+    owners = {id(a.base.obj) if a.base is not None else None for a in arrays[1:4:2]}
     assert len(owners) == 2  # the two large frames do not share memory
     for array in arrays:
         if array.size:

@@ -44,7 +44,7 @@ handled: dict[str, int] = {}
 
 
 @service.unary("Count")
-def _count(frames, context):  # type: ignore[no-untyped-def]
+def _count(frames, context):
     handled["Count"] = handled.get("Count", 0) + 1
     return [str(len(frames)).encode()]
 
@@ -53,7 +53,7 @@ service.unary("Echo")(lambda frames, context: frames)
 
 
 @service.stream("Repeat")
-def _repeat(frames, context):  # type: ignore[no-untyped-def]
+def _repeat(frames, context):
     handled["Repeat"] = handled.get("Repeat", 0) + 1
     yield frames
 
@@ -64,11 +64,11 @@ def _reset_counts() -> None:
 
 
 @pytest.fixture
-def serve(transport):  # type: ignore[no-untyped-def]
+def serve(transport):
     """``serve(**options)``: a started listener of ``service``, stopped afterwards."""
     listeners = []
 
-    def start(**kwargs):  # type: ignore[no-untyped-def]
+    def start(**kwargs):
         listener = transport.serve("127.0.0.1:0", [service], TransportOptions(**kwargs))
         listener.start()
         listeners.append(listener)
@@ -89,7 +89,7 @@ def raw_channel() -> Iterator[grpc.Channel]:
         channels.append(channel)
         return channel
 
-    yield connect  # type: ignore[misc]
+    yield connect
     for channel in channels:
         channel.close()
 
@@ -112,7 +112,7 @@ def _inline(lengths: list[int], payload: bytes = b"") -> bytes:
 )
 def test_a_call_without_the_token_is_refused_before_its_request_is_read(
     serve, raw_channel, path: str, kind: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """The request never comes; the refusal does, so the server did not wait to read it."""
     listener = serve(token="s3cret", extra=ON)
     release = threading.Event()
@@ -152,12 +152,14 @@ MEMORY_SERVER = textwrap.dedent(
 )
 
 
-def test_requests_without_the_token_do_not_grow_the_server(raw_channel) -> None:  # type: ignore[no-untyped-def]
+def test_requests_without_the_token_do_not_grow_the_server(raw_channel) -> None:
     """Three 96 MiB requests without a token: the server's peak memory barely moves (it
     grew by more than the requests' size when it read them before checking the token)."""
     server = subprocess.Popen(
         [sys.executable, "-c", MEMORY_SERVER],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert server.stdin is not None and server.stdout is not None
@@ -165,9 +167,9 @@ def test_requests_without_the_token_do_not_grow_the_server(raw_channel) -> None:
         assert line.startswith("ADDRESS"), line
 
         def peak_kib() -> int:
-            server.stdin.write("rss\n")  # type: ignore[union-attr]
-            server.stdin.flush()  # type: ignore[union-attr]
-            return int(server.stdout.readline())  # type: ignore[union-attr]
+            server.stdin.write("rss\n")
+            server.stdin.flush()
+            return int(server.stdout.readline())
 
         call = raw_channel(line.split()[1]).unary_unary(f"/{SERVICE}/Echo")
         before = peak_kib()
@@ -176,7 +178,8 @@ def test_requests_without_the_token_do_not_grow_the_server(raw_channel) -> None:
             with pytest.raises(grpc.RpcError) as caught:
                 call(request, timeout=60)
             assert caught.value.code() in (
-                grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.RESOURCE_EXHAUSTED
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
             ), caught.value
         grown_mib = (peak_kib() - before) / 1024
         assert grown_mib < 48, f"the server grew by {grown_mib:.0f} MiB for 288 MiB refused"
@@ -200,7 +203,7 @@ def test_the_servers_receive_limit_is_finite_and_follows_the_options() -> None:
 
 def test_a_grpc_message_above_the_receive_limit_is_refused_with_the_reason(
     transport, serve
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     listener = serve(extra=OFF)
     # A client that sends 16 MiB as one gRPC message, past the server's limit.
     inline = transport.connect(
@@ -216,16 +219,14 @@ def test_a_grpc_message_above_the_receive_limit_is_refused_with_the_reason(
 
 
 # -- amplification -------------------------------------------------------------------------------
-def test_a_request_of_too_many_frames_is_refused_from_its_manifest(serve, raw_channel) -> None:  # type: ignore[no-untyped-def]
+def test_a_request_of_too_many_frames_is_refused_from_its_manifest(serve, raw_channel) -> None:
     """2**17 empty frames in a 1 MiB request: refused, saying so, before any frame exists."""
     listener = serve(extra=ON)
     channel = raw_channel(listener.address)
     many = [0] * (framing.MAX_FRAMES * 2)
     with pytest.raises(grpc.RpcError) as inline:
         channel.unary_unary(f"/{SERVICE}/Count")(_inline(many), timeout=30)
-    chunked_manifest = struct.pack(
-        f"<BBHI{len(many)}Q", framing.CHUNKED, 0, 0, len(many), *many
-    )
+    chunked_manifest = struct.pack(f"<BBHI{len(many)}Q", framing.CHUNKED, 0, 0, len(many), *many)
     with pytest.raises(grpc.RpcError) as chunked:
         chunks = channel.stream_stream(f"/{SERVICE}/Count:chunked")
         list(chunks(iter([chunked_manifest]), timeout=30))
@@ -235,7 +236,7 @@ def test_a_request_of_too_many_frames_is_refused_from_its_manifest(serve, raw_ch
     assert not handled
 
 
-def test_each_frame_counts_against_max_message_bytes(transport, serve) -> None:  # type: ignore[no-untyped-def]
+def test_each_frame_counts_against_max_message_bytes(transport, serve) -> None:
     listener = serve(max_message_bytes=MiB, extra=ON)
     channel = transport.connect(listener.address, TransportOptions(extra=ON))
     # No payload at all, but 4096 frames cost the receiver about 2 MiB.
@@ -245,7 +246,7 @@ def test_each_frame_counts_against_max_message_bytes(transport, serve) -> None: 
     assert handled == {"Count": 1}
 
 
-def test_a_message_of_too_many_frames_is_not_sent(transport, serve) -> None:  # type: ignore[no-untyped-def]
+def test_a_message_of_too_many_frames_is_not_sent(transport, serve) -> None:
     listener = serve(extra=ON)
     channel = transport.connect(listener.address, TransportOptions(extra=ON))
     with pytest.raises(errors.InvalidArgumentError, match=f"at most {framing.MAX_FRAMES} frames"):
@@ -283,20 +284,32 @@ def _call_head(name: bytes, lengths: list[int], timeout_ms: int = 2000) -> bytes
         # 2**40 bytes announced: no room among the pushed requests; the bytes never come.
         (None, _push_head([1 << 40]), errors.Code.RESOURCE_EXHAUSTED, "pushed requests"),
         (MiB, _push_head([8 * MiB]), errors.Code.RESOURCE_EXHAUSTED, "max_message_bytes"),
-        (MiB, _call_head(b"/t.Limits/Echo", [8 * MiB]), errors.Code.RESOURCE_EXHAUSTED,
-         "max_message_bytes"),
+        (
+            MiB,
+            _call_head(b"/t.Limits/Echo", [8 * MiB]),
+            errors.Code.RESOURCE_EXHAUSTED,
+            "max_message_bytes",
+        ),
         # The frame count alone, without the lengths it announces.
-        (None, bytes([bulk.OP_PUSH]) + bulk._PUSH_HEAD.pack(bytes(16), 3000, 1 << 17),
-         errors.Code.RESOURCE_EXHAUSTED, f"limit of {framing.MAX_FRAMES} frames"),
-        (None, bytes([bulk.OP_CALL]) + bulk._CALL_HEAD.pack(60_000, 0, 0),
-         errors.Code.INVALID_ARGUMENT, "method name"),
+        (
+            None,
+            bytes([bulk.OP_PUSH]) + bulk._PUSH_HEAD.pack(bytes(16), 3000, 1 << 17),
+            errors.Code.RESOURCE_EXHAUSTED,
+            f"limit of {framing.MAX_FRAMES} frames",
+        ),
+        (
+            None,
+            bytes([bulk.OP_CALL]) + bulk._CALL_HEAD.pack(60_000, 0, 0),
+            errors.Code.INVALID_ARGUMENT,
+            "method name",
+        ),
         (None, bytes([99]), errors.Code.INVALID_ARGUMENT, "unknown bulk side-channel operation"),
     ],
     ids=["push-2**40", "push-over-limit", "call-over-limit", "frames", "name", "op"],
 )
 def test_a_refused_side_channel_request_gets_its_reason_at_once(
     serve, max_bytes: int | None, head: bytes, code: errors.Code, reason: str
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     """Only the header is sent; the status comes without waiting for a payload."""
     listener = serve(max_message_bytes=max_bytes, extra=ON)
     wire = _raw_connection(listener.bulk.port)
@@ -313,7 +326,7 @@ def test_a_refused_side_channel_request_gets_its_reason_at_once(
     assert not handled
 
 
-def test_a_client_refused_mid_send_gets_the_reason_and_the_next_call_works(serve) -> None:  # type: ignore[no-untyped-def]
+def test_a_client_refused_mid_send_gets_the_reason_and_the_next_call_works(serve) -> None:
     listener = serve(max_message_bytes=2 * MiB, extra=ON)
     peer = bulk.BulkPeer("127.0.0.1", listener.bulk.port, None)
     try:
@@ -327,7 +340,7 @@ def test_a_client_refused_mid_send_gets_the_reason_and_the_next_call_works(serve
 
 
 # -- refused connections ------------------------------------------------------------------------
-def test_a_connection_beyond_the_limit_is_refused_with_the_reason(serve, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_connection_beyond_the_limit_is_refused_with_the_reason(serve, monkeypatch) -> None:
     monkeypatch.setattr(bulk, "MAX_SERVER_CONNECTIONS", 2)
     listener = serve(extra=ON)
     held = [_raw_connection(listener.bulk.port) for _ in range(2)]
@@ -351,14 +364,14 @@ def test_a_connection_beyond_the_limit_is_refused_with_the_reason(serve, monkeyp
             wire.close()
 
 
-def test_a_connection_without_the_proof_is_refused_with_the_reason(serve) -> None:  # type: ignore[no-untyped-def]
+def test_a_connection_without_the_proof_is_refused_with_the_reason(serve) -> None:
     listener = serve(token="s3cret", extra=ON)
     peer = bulk.BulkPeer("127.0.0.1", listener.bulk.port, "wrong")
     with pytest.raises(ConnectionError, match="did not prove the cluster token"):
         peer._connect(time.monotonic() + 30)
 
 
-def test_refused_connections_do_not_flood_the_log(serve, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_refused_connections_do_not_flood_the_log(serve, caplog) -> None:
     """Fifty failed handshakes: one warning, the rest at debug level, none lost."""
     listener = serve(token="s3cret", extra=ON)
     caplog.set_level(logging.DEBUG, logger=bulk.__name__)
@@ -458,7 +471,7 @@ def test_the_side_channel_keeps_accepting_after_accept_fails() -> None:
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"exit {done.returncode}: {done.stdout}\n{done.stderr}"
-    result = json.loads(lines[0][len("RESULT "):])
+    result = json.loads(lines[0][len("RESULT ") :])
     assert any("cannot accept a connection" in w for w in result["warnings"]), result
     assert result["accepting"], result
     assert result["first"] is True and result["second"] is True, result

@@ -33,7 +33,9 @@ def test_stop_returns_when_grpc_could_not_start_its_thread() -> None:
     # shutdown; a stop() that then shut it down would wait for ever.
     try:
         done = subprocess.run(
-            [sys.executable, "-c", _CHILD], capture_output=True, text=True,
+            [sys.executable, "-c", _CHILD],
+            capture_output=True,
+            text=True,
             timeout=scaled(60),
         )
     except subprocess.TimeoutExpired as exc:

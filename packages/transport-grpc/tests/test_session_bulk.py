@@ -13,7 +13,7 @@ def bulk_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     made: list[str] = []
     real = bulk.call
 
-    def counting(peer, name, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def counting(peer, name, *args, **kwargs):
         made.append(name)
         return real(peer, name, *args, **kwargs)
 
@@ -21,7 +21,7 @@ def bulk_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return made
 
 
-def _identity(x):  # type: ignore[no-untyped-def]
+def _identity(x):
     return x
 
 

@@ -16,13 +16,13 @@ echo = Service("tls.Echo")
 echo.unary("Echo")(lambda frames, context: frames)
 
 
-def _serve(transport, options: TransportOptions):  # type: ignore[no-untyped-def]
+def _serve(transport, options: TransportOptions):
     listener = transport.serve("127.0.0.1:0", [echo], options)
     listener.start()
     return listener
 
 
-def _server_tls(certs, *, mutual: bool = False, **more) -> TransportOptions:  # type: ignore[no-untyped-def]
+def _server_tls(certs, *, mutual: bool = False, **more) -> TransportOptions:
     return TransportOptions(
         tls_cert=certs.server_cert,
         tls_key=certs.server_key,
@@ -31,7 +31,7 @@ def _server_tls(certs, *, mutual: bool = False, **more) -> TransportOptions:  # 
     )
 
 
-def test_tls_call_succeeds(transport, certs) -> None:  # type: ignore[no-untyped-def]
+def test_tls_call_succeeds(transport, certs) -> None:
     listener = _serve(transport, _server_tls(certs))
     try:
         channel = transport.connect(listener.address, TransportOptions(tls_root_ca=certs.ca))
@@ -40,7 +40,7 @@ def test_tls_call_succeeds(transport, certs) -> None:  # type: ignore[no-untyped
         listener.stop(0)
 
 
-def test_plaintext_client_cannot_talk_to_a_tls_server(transport, certs) -> None:  # type: ignore[no-untyped-def]
+def test_plaintext_client_cannot_talk_to_a_tls_server(transport, certs) -> None:
     listener = _serve(transport, _server_tls(certs))
     try:
         channel = transport.connect(listener.address, TransportOptions())
@@ -50,7 +50,7 @@ def test_plaintext_client_cannot_talk_to_a_tls_server(transport, certs) -> None:
         listener.stop(0)
 
 
-def test_client_rejects_a_server_its_ca_did_not_sign(transport, certs) -> None:  # type: ignore[no-untyped-def]
+def test_client_rejects_a_server_its_ca_did_not_sign(transport, certs) -> None:
     listener = _serve(
         transport, TransportOptions(tls_cert=certs.stranger_cert, tls_key=certs.stranger_key)
     )
@@ -62,7 +62,7 @@ def test_client_rejects_a_server_its_ca_did_not_sign(transport, certs) -> None: 
         listener.stop(0)
 
 
-def test_tls_server_name_override(transport, certs) -> None:  # type: ignore[no-untyped-def]
+def test_tls_server_name_override(transport, certs) -> None:
     listener = _serve(transport, _server_tls(certs))
     try:
         options = TransportOptions(tls_root_ca=certs.ca, tls_server_name="tensorwire.test")
@@ -75,7 +75,7 @@ def test_tls_server_name_override(transport, certs) -> None:  # type: ignore[no-
         listener.stop(0)
 
 
-def test_mutual_tls_accepts_a_client_certificate(transport, certs) -> None:  # type: ignore[no-untyped-def]
+def test_mutual_tls_accepts_a_client_certificate(transport, certs) -> None:
     listener = _serve(transport, _server_tls(certs, mutual=True))
     try:
         options = TransportOptions(
@@ -87,7 +87,7 @@ def test_mutual_tls_accepts_a_client_certificate(transport, certs) -> None:  # t
         listener.stop(0)
 
 
-def test_mutual_tls_rejects_a_client_without_a_certificate(transport, certs) -> None:  # type: ignore[no-untyped-def]
+def test_mutual_tls_rejects_a_client_without_a_certificate(transport, certs) -> None:
     listener = _serve(transport, _server_tls(certs, mutual=True))
     try:
         channel = transport.connect(listener.address, TransportOptions(tls_root_ca=certs.ca))
@@ -97,7 +97,7 @@ def test_mutual_tls_rejects_a_client_without_a_certificate(transport, certs) -> 
         listener.stop(0)
 
 
-def test_mutual_tls_rejects_a_certificate_from_another_ca(transport, certs) -> None:  # type: ignore[no-untyped-def]
+def test_mutual_tls_rejects_a_certificate_from_another_ca(transport, certs) -> None:
     listener = _serve(transport, _server_tls(certs, mutual=True))
     try:
         options = TransportOptions(
@@ -109,7 +109,7 @@ def test_mutual_tls_rejects_a_certificate_from_another_ca(transport, certs) -> N
         listener.stop(0)
 
 
-def test_mutual_tls_and_a_wrong_token_is_permission_denied(transport, certs) -> None:  # type: ignore[no-untyped-def]
+def test_mutual_tls_and_a_wrong_token_is_permission_denied(transport, certs) -> None:
     listener = _serve(transport, _server_tls(certs, mutual=True, token="t0ken"))
     try:
         base = dict(tls_root_ca=certs.ca, tls_cert=certs.client_cert, tls_key=certs.client_key)
@@ -125,17 +125,15 @@ def test_mutual_tls_and_a_wrong_token_is_permission_denied(transport, certs) -> 
         listener.stop(0)
 
 
-def test_server_with_a_cert_but_no_key_is_invalid(transport, certs) -> None:  # type: ignore[no-untyped-def]
+def test_server_with_a_cert_but_no_key_is_invalid(transport, certs) -> None:
     with pytest.raises(errors.InvalidArgumentError, match="tls_key"):
         transport.serve("127.0.0.1:0", [echo], TransportOptions(tls_cert=certs.server_cert))
 
 
-def test_missing_certificate_file_names_the_file(transport, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_missing_certificate_file_names_the_file(transport, tmp_path) -> None:
     missing = str(tmp_path / "nope.pem")
     with pytest.raises(errors.InvalidArgumentError, match="nope.pem"):
-        transport.serve(
-            "127.0.0.1:0", [echo], TransportOptions(tls_cert=missing, tls_key=missing)
-        )
+        transport.serve("127.0.0.1:0", [echo], TransportOptions(tls_cert=missing, tls_key=missing))
     with pytest.raises(errors.InvalidArgumentError, match="nope.pem"):
         transport.connect("127.0.0.1:1", TransportOptions(tls_root_ca=missing))
 
@@ -144,11 +142,11 @@ class TestMutualTLSConformance(BaseEchoTests, BaseStreamTests, BaseAuthTests):
     """Unary, streaming and token checks of the conformance suite, over mutual TLS."""
 
     @pytest.fixture
-    def server_options(self, certs) -> TransportOptions:  # type: ignore[no-untyped-def]
+    def server_options(self, certs) -> TransportOptions:
         return _server_tls(certs, mutual=True)
 
     @pytest.fixture
-    def channel_options(self, certs) -> TransportOptions:  # type: ignore[no-untyped-def]
+    def channel_options(self, certs) -> TransportOptions:
         return TransportOptions(
             tls_root_ca=certs.ca, tls_cert=certs.client_cert, tls_key=certs.client_key
         )
@@ -160,9 +158,9 @@ class TestTLSLargeMessages(BaseLargeMessageTests):
     max_test_message_bytes = 24_000_000
 
     @pytest.fixture
-    def server_options(self, certs) -> TransportOptions:  # type: ignore[no-untyped-def]
+    def server_options(self, certs) -> TransportOptions:
         return _server_tls(certs)
 
     @pytest.fixture
-    def channel_options(self, certs) -> TransportOptions:  # type: ignore[no-untyped-def]
+    def channel_options(self, certs) -> TransportOptions:
         return TransportOptions(tls_root_ca=certs.ca)

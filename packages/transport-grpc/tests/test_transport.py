@@ -27,7 +27,7 @@ echo.unary("Zeros")(lambda frames, context: [np.zeros(int(bytes(frames[0])), np.
 
 
 @pytest.fixture
-def listener(transport):  # type: ignore[no-untyped-def]
+def listener(transport):
     listener = transport.serve("127.0.0.1:0", [echo], TransportOptions())
     listener.start()
     yield listener
@@ -57,14 +57,14 @@ def test_plugin_discovery_does_not_import_grpc() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-def test_status_reports_the_grpc_version(transport) -> None:  # type: ignore[no-untyped-def]
+def test_status_reports_the_grpc_version(transport) -> None:
     import grpc
 
     assert transport.status()["grpc_version"] == grpc.__version__
 
 
 # -- channels --------------------------------------------------------------------------------
-def test_equal_options_share_one_grpc_channel(transport, listener) -> None:  # type: ignore[no-untyped-def]
+def test_equal_options_share_one_grpc_channel(transport, listener) -> None:
     a = transport.connect(listener.address, TransportOptions(token="a"))
     b = transport.connect(listener.address, TransportOptions(token="b"))
     assert transport.open_channels() == 1
@@ -80,7 +80,7 @@ def test_equal_options_share_one_grpc_channel(transport, listener) -> None:  # t
     assert transport.open_channels() == 0
 
 
-def _server_restarted_on_its_port(transport):  # type: ignore[no-untyped-def]
+def _server_restarted_on_its_port(transport):
     """A channel that found its server gone (so gRPC backs off, >= 1 s, before trying
     again), and a new server started on the same port: ``(channel, new server)``."""
     first = transport.serve("127.0.0.1:0", [echo], TransportOptions())
@@ -95,7 +95,7 @@ def _server_restarted_on_its_port(transport):  # type: ignore[no-untyped-def]
     return channel, second
 
 
-def test_reconnects_to_a_task_restarted_on_its_port(transport) -> None:  # type: ignore[no-untyped-def]
+def test_reconnects_to_a_task_restarted_on_its_port(transport) -> None:
     channel, second = _server_restarted_on_its_port(transport)
     try:
         deadline = time.monotonic() + 10
@@ -110,7 +110,7 @@ def test_reconnects_to_a_task_restarted_on_its_port(transport) -> None:  # type:
         second.stop(0)
 
 
-def test_a_new_caller_does_not_inherit_a_channel_in_reconnect_backoff(transport) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_caller_does_not_inherit_a_channel_in_reconnect_backoff(transport) -> None:
     old, second = _server_restarted_on_its_port(transport)
     try:
         # A caller that connects now reaches it at once: it gets its own gRPC channel.
@@ -171,7 +171,7 @@ class CountingProxy:
 
 
 @pytest.mark.parametrize("compression", ["none", "gzip"])
-def test_compression_option_is_honoured_on_the_wire(transport, compression: str) -> None:  # type: ignore[no-untyped-def]
+def test_compression_option_is_honoured_on_the_wire(transport, compression: str) -> None:
     # Without the bulk side channel: every byte must cross the counted gRPC connection.
     options = TransportOptions(compression=compression, extra={"bulk_tcp": False})
     listener = transport.serve("127.0.0.1:0", [echo], options)
@@ -194,7 +194,7 @@ def test_compression_option_is_honoured_on_the_wire(transport, compression: str)
         listener.stop(0)
 
 
-def test_unknown_compression_is_invalid(transport) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_compression_is_invalid(transport) -> None:
     with pytest.raises(errors.InvalidArgumentError, match="brotli"):
         transport.serve("127.0.0.1:0", [echo], TransportOptions(compression="brotli"))
     with pytest.raises(errors.InvalidArgumentError, match="brotli"):
@@ -202,7 +202,7 @@ def test_unknown_compression_is_invalid(transport) -> None:  # type: ignore[no-u
 
 
 # -- large responses to unary calls ------------------------------------------------------------
-def test_a_large_unary_response_is_fetched_and_released(transport, listener) -> None:  # type: ignore[no-untyped-def]
+def test_a_large_unary_response_is_fetched_and_released(transport, listener) -> None:
     channel = transport.connect(listener.address, TransportOptions())
     size = opts.DEFAULT_INLINE_BYTES + 3
     (frame,) = channel.call("t.Echo", "Zeros", [str(size).encode()], timeout=30)
@@ -226,7 +226,7 @@ def test_a_parked_response_is_fetched_once() -> None:
         pending.take(ticket)
 
 
-def test_fetching_an_unknown_ticket_is_not_found(transport, listener) -> None:  # type: ignore[no-untyped-def]
+def test_fetching_an_unknown_ticket_is_not_found(transport, listener) -> None:
     import grpc
 
     with grpc.insecure_channel(listener.address) as raw:
@@ -237,7 +237,7 @@ def test_fetching_an_unknown_ticket_is_not_found(transport, listener) -> None:  
 
 
 # -- options and binding -----------------------------------------------------------------------
-def test_bad_transport_specific_option_is_invalid(transport) -> None:  # type: ignore[no-untyped-def]
+def test_bad_transport_specific_option_is_invalid(transport) -> None:
     with pytest.raises(errors.InvalidArgumentError, match="grpc_chunk_bytes"):
         transport.connect("127.0.0.1:1", TransportOptions(extra={"grpc_chunk_bytes": 0}))
 
@@ -252,19 +252,19 @@ def test_keepalive_arguments_follow_the_options() -> None:
     assert server["grpc.so_reuseport"] == 0
 
 
-def test_port_in_use_says_so(transport, listener) -> None:  # type: ignore[no-untyped-def]
+def test_port_in_use_says_so(transport, listener) -> None:
     with pytest.raises(errors.UnavailableError, match=f"{listener.port}.*in use"):
         transport.serve(listener.address, [echo], TransportOptions())
 
 
-def test_port_held_by_a_plain_socket_is_refused(transport) -> None:  # type: ignore[no-untyped-def]
+def test_port_held_by_a_plain_socket_is_refused(transport) -> None:
     with socket.create_server(("127.0.0.1", 0)) as holder:
         port = holder.getsockname()[1]
         with pytest.raises(errors.UnavailableError, match=str(port)):
             transport.serve(f"127.0.0.1:{port}", [echo], TransportOptions())
 
 
-def test_localhost_port_zero(transport) -> None:  # type: ignore[no-untyped-def]
+def test_localhost_port_zero(transport) -> None:
     listener = transport.serve("localhost:0", [echo], TransportOptions())
     listener.start()
     try:
@@ -275,7 +275,7 @@ def test_localhost_port_zero(transport) -> None:  # type: ignore[no-untyped-def]
         listener.stop(0)
 
 
-def test_reserved_service_name_is_refused(transport) -> None:  # type: ignore[no-untyped-def]
+def test_reserved_service_name_is_refused(transport) -> None:
     with pytest.raises(errors.InvalidArgumentError, match="tensorwire.grpc.Pending"):
         transport.serve("127.0.0.1:0", [Service("tensorwire.grpc.Pending")], TransportOptions())
 
@@ -339,7 +339,7 @@ class TestTinyChunksConformance(BaseEchoTests, BaseStreamTests, BaseErrorTests):
 
 
 # -- what a foreign or broken client gets ------------------------------------------------------
-def test_token_is_checked_before_the_request_is_read(transport) -> None:  # type: ignore[no-untyped-def]
+def test_token_is_checked_before_the_request_is_read(transport) -> None:
     import grpc
 
     listener = transport.serve("127.0.0.1:0", [echo], TransportOptions(token="tok"))
@@ -358,7 +358,7 @@ def test_token_is_checked_before_the_request_is_read(transport) -> None:  # type
         listener.stop(0)
 
 
-def test_a_truncated_chunk_stream_is_data_loss(transport, listener) -> None:  # type: ignore[no-untyped-def]
+def test_a_truncated_chunk_stream_is_data_loss(transport, listener) -> None:
     import struct
 
     import grpc
@@ -380,7 +380,7 @@ def _has_ipv6_loopback() -> bool:
 
 
 @pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this host")
-def test_ipv6_address(transport) -> None:  # type: ignore[no-untyped-def]
+def test_ipv6_address(transport) -> None:
     listener = transport.serve("[::1]:0", [echo], TransportOptions())
     listener.start()
     try:
@@ -419,9 +419,11 @@ PEER_SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture
-def peer_process():  # type: ignore[no-untyped-def]
+def peer_process():
     process = subprocess.Popen(
-        [sys.executable, "-c", PEER_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [sys.executable, "-c", PEER_SCRIPT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         text=True,
     )
     try:
@@ -433,7 +435,7 @@ def peer_process():  # type: ignore[no-untyped-def]
         process.wait(timeout=30)
 
 
-def test_peer_killed_mid_stream_is_unavailable(transport, peer_process) -> None:  # type: ignore[no-untyped-def]
+def test_peer_killed_mid_stream_is_unavailable(transport, peer_process) -> None:
     process, address = peer_process
     stream = transport.connect(address, TransportOptions()).stream("x.Peer", "Forever", [])
     assert bytes(next(stream)[0]) == b"0"
@@ -445,7 +447,7 @@ def test_peer_killed_mid_stream_is_unavailable(transport, peer_process) -> None:
     assert time.monotonic() - start < 10
 
 
-def test_peer_killed_during_a_call_is_unavailable(transport, peer_process) -> None:  # type: ignore[no-untyped-def]
+def test_peer_killed_during_a_call_is_unavailable(transport, peer_process) -> None:
     process, address = peer_process
     channel = transport.connect(address, TransportOptions())
     future = channel.call_async("x.Peer", "Hang", [])

@@ -47,7 +47,7 @@ def test_small_fields_come_from_one_recv_and_frames_land_in_place() -> None:
     try:
         sender = Wire(a)
         counting = CountingSocket(b)
-        receiver = Wire(counting)  # type: ignore[arg-type]
+        receiver = Wire(counting)
         payload = np.frombuffer(os.urandom(1 << 20), np.uint8)
         fields = [b"\x03", b"\x00\x01\x02\x03", b"name", b"\xff" * 8]
         done = threading.Thread(target=sender.send, args=([*fields, payload], None))
@@ -68,7 +68,7 @@ def test_a_header_and_its_frames_go_in_one_sendmsg() -> None:
     a, b = socket.socketpair()
     try:
         counting = CountingSocket(a)
-        sender = Wire(counting)  # type: ignore[arg-type]
+        sender = Wire(counting)
         parts = [b"head", b"", memoryview(b"x" * 100), np.arange(10, dtype=np.float64)]
         sender.send(parts, time.monotonic() + 5)
         assert counting.sends == 1

@@ -37,8 +37,13 @@ _SUBMODULES = {*_NAMESPACES, "runtime", "cluster", "protos", "transport"}
 
 # Derived from the tables above, so that a name added there is public everywhere at once.
 __all__ = [
-    "__version__", "codec", "errors", "info",
-    *_LAZY_ATTRS, *_NAMESPACES, *_optional.OPTIONAL_MODULES,
+    "__version__",
+    "codec",
+    "errors",
+    "info",
+    *_LAZY_ATTRS,
+    *_NAMESPACES,
+    *_optional.OPTIONAL_MODULES,
 ]
 
 _optional.install_finder()  # `import tensorwire.data.service` and friends

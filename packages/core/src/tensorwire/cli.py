@@ -53,10 +53,20 @@ _VERBOSE_AFTER_COMMAND = "verbose_after_command"
 def _add_common_options(parser: argparse.ArgumentParser, verbose_dest: str) -> None:
     from . import __version__
 
-    parser.add_argument("-v", "--verbose", dest=verbose_dest, action="count", default=0,
-                        help="more logging (-v: info, -v -v: debug)")
-    parser.add_argument("--version", action="version", version=f"tensorwire {__version__}",
-                        help="print the version and exit")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        dest=verbose_dest,
+        action="count",
+        default=0,
+        help="more logging (-v: info, -v -v: debug)",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"tensorwire {__version__}",
+        help="print the version and exit",
+    )
 
 
 def verbosity(args: argparse.Namespace) -> int:

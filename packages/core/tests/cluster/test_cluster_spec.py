@@ -50,10 +50,12 @@ def test_two_processes():
 
 
 def test_two_jobs():
-    cluster_def = ClusterSpec({
-        "ps": ["ps0:2222", "ps1:2222"],
-        "worker": ["worker0:2222", "worker1:2222", "worker2:2222"],
-    }).as_cluster_def()
+    cluster_def = ClusterSpec(
+        {
+            "ps": ["ps0:2222", "ps1:2222"],
+            "worker": ["worker0:2222", "worker1:2222", "worker2:2222"],
+        }
+    ).as_cluster_def()
     server_def = ServerDef(cluster=cluster_def, job_name="worker", task_index=2, protocol="grpc")
     assert_proto_equals(
         """
@@ -72,10 +74,12 @@ def test_two_jobs():
 
 
 def test_dense_and_sparse_jobs():
-    cluster_def = ClusterSpec({
-        "ps": ["ps0:2222", "ps1:2222"],
-        "worker": {0: "worker0:2222", 2: "worker2:2222"},
-    }).as_cluster_def()
+    cluster_def = ClusterSpec(
+        {
+            "ps": ["ps0:2222", "ps1:2222"],
+            "worker": {0: "worker0:2222", 2: "worker2:2222"},
+        }
+    ).as_cluster_def()
     server_def = ServerDef(cluster=cluster_def, job_name="worker", task_index=2, protocol="grpc")
     assert_proto_equals(
         """
@@ -112,14 +116,17 @@ _TWO_JOBS_PROTO = """
 
 
 def test_proto_dict_def_equivalences():
-    cluster_spec = ClusterSpec({
-        "ps": ["ps0:2222", "ps1:2222"],
-        "worker": ["worker0:2222", "worker1:2222", "worker2:2222"],
-    })
+    cluster_spec = ClusterSpec(
+        {
+            "ps": ["ps0:2222", "ps1:2222"],
+            "worker": ["worker0:2222", "worker1:2222", "worker2:2222"],
+        }
+    )
     assert_proto_equals(_TWO_JOBS_PROTO, cluster_spec.as_cluster_def())
     assert_proto_equals(_TWO_JOBS_PROTO, ClusterSpec(cluster_spec).as_cluster_def())
     assert_proto_equals(
-        _TWO_JOBS_PROTO, ClusterSpec(cluster_spec.as_cluster_def()).as_cluster_def())
+        _TWO_JOBS_PROTO, ClusterSpec(cluster_spec.as_cluster_def()).as_cluster_def()
+    )
     assert_proto_equals(_TWO_JOBS_PROTO, ClusterSpec(cluster_spec.as_dict()).as_cluster_def())
 
 
@@ -191,7 +198,8 @@ def test_ne():
     assert ClusterSpec({"job1": ["host:2222"]}) != ClusterSpec({"job2": ["host:2222"]})
     assert ClusterSpec({"job": ["host:2222"]}) != ClusterSpec({"job": ["host:2223"]})
     assert ClusterSpec({"job": ["host:2222", "host:2223"]}) != (
-        ClusterSpec({"job": ["host:2223", "host:2222"]}))
+        ClusterSpec({"job": ["host:2223", "host:2222"]})
+    )
 
 
 # ------------------------------------------------------------ beyond TensorFlow's tests
@@ -232,7 +240,8 @@ def test_as_cluster_def_is_sorted_by_job_name_and_task_index():
     # Deterministic bytes: equal clusters written in any order give equal bytes.
     other = ClusterSpec({"chief": ["c:1"], "worker": {2: "w2:1", 5: "w5:1"}})
     assert cluster_def.SerializeToString(deterministic=True) == (
-        other.as_cluster_def().SerializeToString(deterministic=True))
+        other.as_cluster_def().SerializeToString(deterministic=True)
+    )
 
 
 def test_jobs_keep_the_order_they_were_given_in():

@@ -54,15 +54,19 @@ def test_to_string():
     assert DeviceSpec(job="foo").to_string() == "/job:foo"
     assert DeviceSpec(job="foo", task=3).to_string() == "/job:foo/task:3"
     assert DeviceSpec(job="foo", task=3, device_type="cpu", device_index=0).to_string() == (
-        "/job:foo/task:3/device:CPU:0")
+        "/job:foo/task:3/device:CPU:0"
+    )
     assert DeviceSpec(job="foo", replica=12, device_type="cpu", device_index=0).to_string() == (
-        "/job:foo/replica:12/device:CPU:0")
+        "/job:foo/replica:12/device:CPU:0"
+    )
     assert DeviceSpec(job="foo", replica=12, device_type="gpu", device_index=2).to_string() == (
-        "/job:foo/replica:12/device:GPU:2")
+        "/job:foo/replica:12/device:GPU:2"
+    )
     assert DeviceSpec(job="foo", replica=12).to_string() == "/job:foo/replica:12"
     # A device type without index is the wildcard.
     assert DeviceSpec(job="foo", replica=12, task=3, device_type="GPU").to_string() == (
-        "/job:foo/replica:12/task:3/device:GPU:*")
+        "/job:foo/replica:12/task:3/device:GPU:*"
+    )
 
 
 def test_to_from_string():
@@ -110,7 +114,8 @@ def test_combine():
 def test_merge_is_make_merged_spec():
     base = DeviceSpec.from_string("/job:ps/task:0")
     assert base.merge(DeviceSpec(device_type="CPU", device_index=0)).to_string() == (
-        "/job:ps/task:0/device:CPU:0")
+        "/job:ps/task:0/device:CPU:0"
+    )
 
 
 def test_merge_removed_from_the_immutable_class():
@@ -139,8 +144,14 @@ def test_short_task_names(name, job, task):
 
 @pytest.mark.parametrize(
     ("name", "device_type", "index"),
-    [("/cpu:0", "CPU", 0), ("/GPU:1", "GPU", 1), ("/gpu:*", "GPU", None), ("/CPU", "CPU", None),
-     ("/device:CPU:*", "CPU", None), ("/tpu:3", "TPU", 3)],
+    [
+        ("/cpu:0", "CPU", 0),
+        ("/GPU:1", "GPU", 1),
+        ("/gpu:*", "GPU", None),
+        ("/CPU", "CPU", None),
+        ("/device:CPU:*", "CPU", None),
+        ("/tpu:3", "TPU", 3),
+    ],
 )
 def test_legacy_and_wildcard_device_forms(name, device_type, index):
     d = DeviceSpec.from_string(name)
@@ -162,7 +173,8 @@ def test_equality_and_hash_follow_the_string():
 def test_repr_and_str():
     d = DeviceSpec.from_string("/job:ps/task:0")
     assert repr(d) == (
-        "<DeviceSpec(job=ps, replica=None, task=0, device_type=None, device_index=None)>")
+        "<DeviceSpec(job=ps, replica=None, task=0, device_type=None, device_index=None)>"
+    )
     assert str(d) == "/job:ps/task:0"
 
 
@@ -173,12 +185,11 @@ def test_unknown_attribute_message_is_tensorflows():
     with pytest.raises(ValueError) as info:
         DeviceSpec.from_string("/job:ps/tsk:0")
     assert str(info.value) == (
-        "Unknown attribute 'tsk' is encountered while parsing the device spec: "
-        "'/job:ps/tsk:0'.")
+        "Unknown attribute 'tsk' is encountered while parsing the device spec: '/job:ps/tsk:0'."
+    )
 
 
-@pytest.mark.parametrize("name", ["/job:ps/task:x", "/replica:one", "/device:CPU:zero",
-                                  "/cpu:a"])
+@pytest.mark.parametrize("name", ["/job:ps/task:x", "/replica:one", "/device:CPU:zero", "/cpu:a"])
 def test_non_integer_index_is_a_value_error_naming_the_spec(name):
     with pytest.raises(ValueError, match="while parsing the device spec") as info:
         DeviceSpec.from_string(name)

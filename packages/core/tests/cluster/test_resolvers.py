@@ -18,8 +18,10 @@ from tensorwire.cluster import (
 )
 from tensorwire.protos import ClusterDef
 
-TWO_JOBS = {"ps": ["ps0:2222", "ps1:2222"],
-            "worker": ["worker0:2222", "worker1:2222", "worker2:2222"]}
+TWO_JOBS = {
+    "ps": ["ps0:2222", "ps1:2222"],
+    "worker": ["worker0:2222", "worker1:2222", "worker2:2222"],
+}
 
 
 def tf_config(**config) -> dict[str, str]:
@@ -30,16 +32,20 @@ def tf_config(**config) -> dict[str, str]:
 
 
 def test_normal_cluster_spec_read(monkeypatch):
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": TWO_JOBS,
-                                                "task": {"type": "ps", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": TWO_JOBS, "task": {"type": "ps", "index": 0}})
+    )
     spec = TFConfigClusterResolver().cluster_spec()
     expected = ClusterDef()
-    text_format.Parse("""
+    text_format.Parse(
+        """
         job { name: 'ps' tasks { key: 0 value: 'ps0:2222' } tasks { key: 1 value: 'ps1:2222' } }
         job { name: 'worker' tasks { key: 0 value: 'worker0:2222' }
                              tasks { key: 1 value: 'worker1:2222' }
                              tasks { key: 2 value: 'worker2:2222' } }
-    """, expected)
+    """,
+        expected,
+    )
     assert spec.as_cluster_def() == expected
     assert ClusterSpec(spec).as_cluster_def() == expected
     assert ClusterSpec(spec.as_cluster_def()).as_cluster_def() == expected
@@ -57,8 +63,9 @@ def test_specified_task_type_and_index_master_read():
 
 
 def test_session_master_read():
-    env = tf_config(cluster=TWO_JOBS, session_master="sessionmaster:2222",
-                    task={"type": "ps", "index": 0})
+    env = tf_config(
+        cluster=TWO_JOBS, session_master="sessionmaster:2222", task={"type": "ps", "index": 0}
+    )
     assert TFConfigClusterResolver(environ=env).master() == "sessionmaster:2222"
 
 
@@ -87,8 +94,11 @@ def test_parameter_overrides():
 
 
 def test_task_type_cast_to_string():
-    env = tf_config(cluster={"123456": ["ps0:2222", "ps1:2222"], "worker": ["w:1"]},
-                    rpc_layer="grpc", task={"type": 123456, "index": 0})
+    env = tf_config(
+        cluster={"123456": ["ps0:2222", "ps1:2222"], "worker": ["w:1"]},
+        rpc_layer="grpc",
+        task={"type": 123456, "index": 0},
+    )
     assert TFConfigClusterResolver(environ=env).task_type == "123456"
 
 
@@ -98,8 +108,9 @@ def test_task_index_cast_to_integer():
 
 
 def test_task_index_override():
-    env = tf_config(cluster={"worker": ["worker0:2222", "worker1:2222"]},
-                    task={"type": "worker", "index": "0"})
+    env = tf_config(
+        cluster={"worker": ["worker0:2222", "worker1:2222"]}, task={"type": "worker", "index": "0"}
+    )
     assert TFConfigClusterResolver(task_id=1, environ=env).task_id == 1
 
 
@@ -116,9 +127,12 @@ def test_one_item_in_cluster_spec_master_read():
 
 
 def test_resolve_tf_config_returns_what_a_server_needs():
-    env = tf_config(cluster={"chief": ["c:1"], "worker": {"1": "w1:1"}},
-                    task={"type": "worker", "index": 1}, rpc_layer="grpc",
-                    environment="cloud")
+    env = tf_config(
+        cluster={"chief": ["c:1"], "worker": {"1": "w1:1"}},
+        task={"type": "worker", "index": 1},
+        rpc_layer="grpc",
+        environment="cloud",
+    )
     resolution = resolve_tf_config(env)
     assert isinstance(resolution, ClusterResolution)
     spec, job, index, layer = resolution
@@ -129,8 +143,9 @@ def test_resolve_tf_config_returns_what_a_server_needs():
 
 
 def test_resolve_tf_config_reads_os_environ(monkeypatch):
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"w": ["a:1"]},
-                                                "task": {"type": "w", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": {"w": ["a:1"]}, "task": {"type": "w", "index": 0}})
+    )
     assert resolve_tf_config().job_name == "w"
 
 
@@ -196,8 +211,9 @@ def test_expand_hostlist(hostlist, hosts):
     assert expand_hostlist(hostlist) == hosts
 
 
-@pytest.mark.parametrize("bad", ["n[1-", "n]1[", "n[[1]]", "n[a-b]", "n[3-1]", "a,,b", "a,",
-                                 "n[1-2-3]"])
+@pytest.mark.parametrize(
+    "bad", ["n[1-", "n]1[", "n[[1]]", "n[a-b]", "n[3-1]", "a,,b", "a,", "n[1-2-3]"]
+)
 def test_expand_hostlist_errors_name_the_hostlist(bad):
     with pytest.raises(ValueError, match="Invalid hostlist") as info:
         expand_hostlist(bad)
@@ -225,16 +241,19 @@ def slurm_env(procid, nodelist="node[01-02]", tasks_per_node="2(x2)", ntasks="4"
 
 def test_default_is_one_worker_job_with_every_task():
     spec, job, index, layer = resolve_slurm(environ=slurm_env(3))
-    assert spec.as_dict() == {"worker": ["node01:8888", "node01:8889",
-                                         "node02:8888", "node02:8889"]}
+    assert spec.as_dict() == {
+        "worker": ["node01:8888", "node01:8889", "node02:8888", "node02:8889"]
+    }
     assert (job, index, layer) == ("worker", 3, "grpc")
 
 
 def test_jobs_take_ranks_in_job_name_order_like_tensorflow():
     jobs = {"worker": 3, "ps": 1}
     spec, job, index, _ = resolve_slurm(jobs, environ=slurm_env(0), port_base=2000)
-    assert spec.as_dict() == {"ps": ["node01:2000"],
-                              "worker": ["node01:2001", "node02:2000", "node02:2001"]}
+    assert spec.as_dict() == {
+        "ps": ["node01:2000"],
+        "worker": ["node01:2001", "node02:2000", "node02:2001"],
+    }
     assert (job, index) == ("ps", 0)
     assert resolve_slurm(jobs, environ=slurm_env(2))[1:3] == ("worker", 1)
 
@@ -248,17 +267,24 @@ def test_job_level_variables_are_used_outside_a_step():
 def test_uneven_tasks_per_node_follow_node_list_order():
     env = slurm_env(4, "node[9-10]", "3,2", "5")
     spec, _, index, _ = resolve_slurm({"worker": 5}, environ=env)
-    assert spec.job_tasks("worker") == ["node9:8888", "node9:8889", "node9:8890",
-                                        "node10:8888", "node10:8889"]
+    assert spec.job_tasks("worker") == [
+        "node9:8888",
+        "node9:8889",
+        "node9:8890",
+        "node10:8888",
+        "node10:8889",
+    ]
     assert index == 4
 
 
 def test_tasks_per_node_argument_int_and_mapping():
     env = {"SLURM_PROCID": "1", "SLURM_STEP_NODELIST": "a,b"}
     assert resolve_slurm({"w": 4}, tasks_per_node=2, environ=env).cluster_spec.as_dict() == {
-        "w": ["a:8888", "a:8889", "b:8888", "b:8889"]}
-    explicit = resolve_slurm({"w": 3}, tasks_per_node={"x": 1, "y": 2},
-                             environ={"SLURM_PROCID": "2"})
+        "w": ["a:8888", "a:8889", "b:8888", "b:8889"]
+    }
+    explicit = resolve_slurm(
+        {"w": 3}, tasks_per_node={"x": 1, "y": 2}, environ={"SLURM_PROCID": "2"}
+    )
     assert explicit.cluster_spec.as_dict() == {"w": ["x:8888", "y:8888", "y:8889"]}
     assert explicit.task_index == 2
 
@@ -269,8 +295,10 @@ def test_more_tasks_requested_than_assigned_is_tensorflows_runtime_error():
 
 
 def test_missing_procid_says_not_in_a_slurm_step():
-    with pytest.raises(RuntimeError, match="SLURM_PROCID not found in environment. "
-                                           "Not running inside a SLURM step?"):
+    with pytest.raises(
+        RuntimeError,
+        match="SLURM_PROCID not found in environment. Not running inside a SLURM step?",
+    ):
         resolve_slurm(environ={})
 
 
@@ -295,8 +323,7 @@ def test_bad_procid():
 
 
 def test_slurm_cluster_resolver_object():
-    resolver = SlurmClusterResolver({"ps": 1, "worker": 3}, port_base=9000,
-                                    environ=slurm_env(1))
+    resolver = SlurmClusterResolver({"ps": 1, "worker": 3}, port_base=9000, environ=slurm_env(1))
     assert resolver.get_task_info() == ("worker", 0)
     assert resolver.cluster_spec().task_address("ps", 0) == "node01:9000"
     assert resolver.master() == "grpc://node01:9001"

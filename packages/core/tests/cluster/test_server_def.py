@@ -12,8 +12,7 @@ from tensorwire.protos import ConfigProto, RPCOptions, ServerDef
 
 def test_single_job_single_task_is_inferred_with_grpc_default():
     server_def = make_server_def({"local": ["localhost:2222"]})
-    assert (server_def.job_name, server_def.task_index, server_def.protocol) == (
-        "local", 0, "grpc")
+    assert (server_def.job_name, server_def.task_index, server_def.protocol) == ("local", 0, "grpc")
     assert ClusterSpec(server_def.cluster) == ClusterSpec({"local": ["localhost:2222"]})
 
 
@@ -45,14 +44,21 @@ def test_task_inferred_in_the_named_job():
 def test_every_cluster_form_gives_the_same_server_def(cluster_input):
     assert make_server_def(cluster_input) == ServerDef(
         cluster=ClusterSpec({"local": ["localhost:2222"]}).as_cluster_def(),
-        job_name="local", task_index=0, protocol="grpc")
+        job_name="local",
+        task_index=0,
+        protocol="grpc",
+    )
 
 
 def test_explicit_arguments_are_used():
     server_def = make_server_def(
-        {"ps": ["p:1"], "worker": ["a:1", "b:1"]}, "worker", 1, "grpc+verbs")
+        {"ps": ["p:1"], "worker": ["a:1", "b:1"]}, "worker", 1, "grpc+verbs"
+    )
     assert (server_def.job_name, server_def.task_index, server_def.protocol) == (
-        "worker", 1, "grpc+verbs")
+        "worker",
+        1,
+        "grpc+verbs",
+    )
 
 
 # ------------------------------------------------------------ errors
@@ -106,7 +112,11 @@ def test_unconvertible_input_raises_tensorflows_type_error(bad):
 def _server_def() -> ServerDef:
     return ServerDef(
         cluster=ClusterSpec({"ps": ["p:1"], "worker": ["a:1", "b:1"]}).as_cluster_def(),
-        job_name="worker", task_index=1, protocol="grpc+verbs", port=7777, replica=2,
+        job_name="worker",
+        task_index=1,
+        protocol="grpc+verbs",
+        port=7777,
+        replica=2,
         default_session_config=ConfigProto(operation_timeout_in_ms=10, device_filters=["/job:ps"]),
     )
 
@@ -130,8 +140,11 @@ def test_arguments_override_server_def_fields():
 
 def test_config_merges_into_the_server_defs_config():
     # TensorFlow's testSetConfiguration, with a field we declare.
-    config = ConfigProto(operation_timeout_in_ms=99, rpc_options=RPCOptions(
-        compression_algorithm="gzip"), device_filters=["/job:worker"])
+    config = ConfigProto(
+        operation_timeout_in_ms=99,
+        rpc_options=RPCOptions(compression_algorithm="gzip"),
+        device_filters=["/job:worker"],
+    )
     result = make_server_def(_server_def(), config=config)
     merged = result.default_session_config
     assert merged.operation_timeout_in_ms == 99  # scalar: overridden
@@ -193,8 +206,7 @@ def test_validate_unknown_job_or_task():
     with pytest.raises(errors.InvalidArgumentError, match='Job "ps" was not defined in cluster'):
         validate_server_def(server_def)
     server_def = make_server_def({"local": {3: "localhost:1"}}, task_index=4)
-    with pytest.raises(errors.InvalidArgumentError,
-                       match='Task 4 was not defined in job "local"'):
+    with pytest.raises(errors.InvalidArgumentError, match='Task 4 was not defined in job "local"'):
         validate_server_def(server_def)
 
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
     "(e.g. /tmp/tfenv/bin/python); run by hand when touching tensorwire.cluster",
 )
 
-_SCRIPT = r'''
+_SCRIPT = r"""
 import json, sys
 import tensorflow as tf
 from google.protobuf import text_format
@@ -134,16 +134,22 @@ for a, b in MERGES:
         outcome(lambda: dev_view(merged(tf, a, b))),
         outcome(lambda: dev_view(merged(twc, a, b)))])
 print("RESULTS" + json.dumps(results, default=repr))
-'''
+"""
+
 
 @pytest.fixture(scope="module")
 def results():
     env = dict(os.environ, PYTHONPATH=str(SRC), TF_CPP_MIN_LOG_LEVEL="3")
-    completed = subprocess.run([os.environ["TENSORWIRE_TF_PYTHON"], "-c", _SCRIPT],
-                               capture_output=True, text=True, env=env, timeout=600)
+    completed = subprocess.run(
+        [os.environ["TENSORWIRE_TF_PYTHON"], "-c", _SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stderr[-4000:]
     line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULTS"))
-    return json.loads(line[len("RESULTS"):])
+    return json.loads(line[len("RESULTS") :])
 
 
 @pytest.mark.parametrize("kind", ["cluster", "eq", "lookup", "server_def", "device"])

@@ -16,7 +16,7 @@ from tensorwire.codec import codec_py
 HERE = Path(__file__).parent
 
 
-def load_cases():  # type: ignore[no-untyped-def]
+def load_cases():
     spec = importlib.util.spec_from_file_location(
         "tensorwire_golden_cases", HERE / "golden_cases.py"
     )

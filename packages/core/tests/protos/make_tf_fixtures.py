@@ -179,8 +179,14 @@ CONFIG_UNKNOWN_FIELDS = {
 MAKE_SERVER_DEF_CASES = [
     ("single_task_inferred", {"local": ["localhost:2222"]}, None, None, None, None),
     ("sparse_single_task_inferred", {"local": {37: "localhost:0"}}, None, None, None, None),
-    ("explicit_with_config", {"ps": ["ps0:1", "ps1:1"], "worker": {2: "w2:1"}}, "ps", 1,
-     "grpc+verbs", {"operation_timeout_in_ms": "9", "device_filters": ["/job:ps"]}),
+    (
+        "explicit_with_config",
+        {"ps": ["ps0:1", "ps1:1"], "worker": {2: "w2:1"}},
+        "ps",
+        1,
+        "grpc+verbs",
+        {"operation_timeout_in_ms": "9", "device_filters": ["/job:ps"]},
+    ),
     ("job_inferred_task_explicit", {"worker": ["w0:1", "w1:1"]}, None, 1, None, None),
 ]
 
@@ -230,14 +236,19 @@ def tensorflow_side() -> None:
             )
 
     # The ClusterDef also goes through TensorFlow's own ClusterSpec, for as_dict parity.
-    spec = server_lib.ClusterSpec(
-        json_format.ParseDict(CLUSTER_DEF, cluster_pb2.ClusterDef())
+    spec = server_lib.ClusterSpec(json_format.ParseDict(CLUSTER_DEF, cluster_pb2.ClusterDef()))
+    (OUT / "cluster_def.tf_cluster_spec.json").write_text(
+        json.dumps(
+            {
+                "repr": repr(spec),
+                "as_dict": {k: v for k, v in spec.as_dict().items()},
+                "jobs": spec.jobs,
+            },
+            indent=1,
+            default=str,
+        )
+        + "\n"
     )
-    (OUT / "cluster_def.tf_cluster_spec.json").write_text(json.dumps({
-        "repr": repr(spec),
-        "as_dict": {k: v for k, v in spec.as_dict().items()},
-        "jobs": spec.jobs,
-    }, indent=1, default=str) + "\n")
 
     config = json_format.ParseDict(CONFIG_UNKNOWN_FIELDS, config_pb2.ConfigProto())
     (OUT / "config_unknown_fields.tf.pb").write_bytes(config.SerializeToString(deterministic=True))
@@ -251,7 +262,8 @@ def tensorflow_side() -> None:
     cases = {}
     for case, cluster, job_name, task_index, protocol, config_values in MAKE_SERVER_DEF_CASES:
         config_proto = (
-            None if config_values is None
+            None
+            if config_values is None
             else json_format.ParseDict(config_values, config_pb2.ConfigProto())
         )
         server_def = server_lib._make_server_def(  # noqa: SLF001 - the behaviour we mirror
@@ -260,11 +272,17 @@ def tensorflow_side() -> None:
         cases[case] = text(server_def)
     (OUT / "server_lib_make_server_def.json").write_text(json.dumps(cases, indent=1) + "\n")
 
-    (OUT / "manifest.json").write_text(json.dumps({
-        "tensorflow": tf.__version__,
-        "protobuf": google.protobuf.__version__,
-        "written_by": "packages/core/tests/protos/make_tf_fixtures.py --side tensorflow",
-    }, indent=1) + "\n")
+    (OUT / "manifest.json").write_text(
+        json.dumps(
+            {
+                "tensorflow": tf.__version__,
+                "protobuf": google.protobuf.__version__,
+                "written_by": "packages/core/tests/protos/make_tf_fixtures.py --side tensorflow",
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote TensorFlow {tf.__version__} fixtures to {OUT}")
 
 
@@ -274,7 +292,8 @@ def tensorwire_side() -> None:
     json_format = _json_format()
     OUT.mkdir(exist_ok=True)
     classes = {
-        getattr(protos, n).DESCRIPTOR.full_name: getattr(protos, n) for n in protos.__all__
+        getattr(protos, n).DESCRIPTOR.full_name: getattr(protos, n)
+        for n in protos.__all__
         if hasattr(getattr(protos, n), "DESCRIPTOR")
     }
     for name, (full_name, values) in FIXTURES.items():
@@ -287,8 +306,7 @@ def tensorwire_side() -> None:
             config.SerializeToString(deterministic=True)
         )
     else:
-        print("config_unknown_fields.tf.pb missing: run --side tensorflow first",
-              file=sys.stderr)
+        print("config_unknown_fields.tf.pb missing: run --side tensorflow first", file=sys.stderr)
     print(f"wrote tensorwire fixtures to {OUT}")
 
 

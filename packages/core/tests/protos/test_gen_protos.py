@@ -77,15 +77,23 @@ def _pinned_toolchain_installed() -> bool:
     "CI runs `python tools/gen_protos.py --check`, which bootstraps it",
 )
 def test_committed_generated_code_is_fresh():
-    result = subprocess.run([sys.executable, str(SCRIPT), "--check", "--no-bootstrap"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--check", "--no-bootstrap"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
 
 
 def test_no_bootstrap_with_the_wrong_toolchain_says_what_to_install():
     if _pinned_toolchain_installed():
         pytest.skip("this interpreter has the pinned toolchain, so nothing is wrong")
-    result = subprocess.run([sys.executable, str(SCRIPT), "--check", "--no-bootstrap"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--check", "--no-bootstrap"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "requirements-protos.txt" in result.stderr

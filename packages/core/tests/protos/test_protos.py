@@ -22,42 +22,79 @@ TF_FIELD_NUMBERS = {
     "tensorflow.JobDef": {"name": 1, "tasks": 2},
     "tensorflow.ClusterDef": {"job": 1},
     "tensorflow.ServerDef": {
-        "cluster": 1, "job_name": 2, "replica": 8, "task_index": 3,
-        "default_session_config": 4, "protocol": 5, "port": 6, "cluster_device_filters": 7,
+        "cluster": 1,
+        "job_name": 2,
+        "replica": 8,
+        "task_index": 3,
+        "default_session_config": 4,
+        "protocol": 5,
+        "port": 6,
+        "cluster_device_filters": 7,
     },
     "tensorflow.TaskDeviceFilters": {"device_filters": 1},
     "tensorflow.JobDeviceFilters": {"name": 1, "tasks": 2},
     "tensorflow.ClusterDeviceFilters": {"jobs": 1},
     "tensorflow.RPCOptions": {
-        "use_rpc_for_inprocess_master": 1, "compression_algorithm": 2, "compression_level": 3,
-        "cache_rpc_response": 4, "disable_session_connection_sharing": 5,
+        "use_rpc_for_inprocess_master": 1,
+        "compression_algorithm": 2,
+        "compression_level": 3,
+        "cache_rpc_response": 4,
+        "disable_session_connection_sharing": 5,
         "num_channels_per_target": 6,
     },
     "tensorflow.SessionMetadata": {"name": 1, "version": 2},
     "tensorflow.ConfigProto": {
-        "device_count": 1, "intra_op_parallelism_threads": 2,
-        "inter_op_parallelism_threads": 5, "use_per_session_threads": 9, "device_filters": 4,
-        "allow_soft_placement": 7, "log_device_placement": 8, "operation_timeout_in_ms": 11,
-        "rpc_options": 13, "cluster_def": 14, "isolate_session_state": 15,
-        "share_cluster_devices_in_session": 17, "experimental": 16,
+        "device_count": 1,
+        "intra_op_parallelism_threads": 2,
+        "inter_op_parallelism_threads": 5,
+        "use_per_session_threads": 9,
+        "device_filters": 4,
+        "allow_soft_placement": 7,
+        "log_device_placement": 8,
+        "operation_timeout_in_ms": 11,
+        "rpc_options": 13,
+        "cluster_def": 14,
+        "isolate_session_state": 15,
+        "share_cluster_devices_in_session": 17,
+        "experimental": 16,
     },
     "tensorflow.ConfigProto.Experimental": {
-        "collective_group_leader": 1, "executor_type": 3, "recv_buf_max_chunk": 4,
-        "use_numa_affinity": 5, "share_session_state_in_clusterspec_propagation": 8,
-        "disable_thread_spinning": 9, "share_cluster_devices_in_session": 10,
+        "collective_group_leader": 1,
+        "executor_type": 3,
+        "recv_buf_max_chunk": 4,
+        "use_numa_affinity": 5,
+        "share_session_state_in_clusterspec_propagation": 8,
+        "disable_thread_spinning": 9,
+        "share_cluster_devices_in_session": 10,
         "session_metadata": 11,
     },
     "tensorflow.data.experimental.DispatcherConfig": {
-        "port": 1, "protocol": 2, "work_dir": 3, "fault_tolerant_mode": 4,
-        "worker_addresses": 7, "deployment_mode": 9, "job_gc_check_interval_ms": 5,
-        "job_gc_timeout_ms": 6, "gc_dynamic_sharding_jobs": 11, "client_timeout_ms": 8,
-        "worker_timeout_ms": 10, "worker_max_concurrent_snapshots": 12,
+        "port": 1,
+        "protocol": 2,
+        "work_dir": 3,
+        "fault_tolerant_mode": 4,
+        "worker_addresses": 7,
+        "deployment_mode": 9,
+        "job_gc_check_interval_ms": 5,
+        "job_gc_timeout_ms": 6,
+        "gc_dynamic_sharding_jobs": 11,
+        "client_timeout_ms": 8,
+        "worker_timeout_ms": 10,
+        "worker_max_concurrent_snapshots": 12,
     },
     "tensorflow.data.experimental.WorkerConfig": {
-        "port": 1, "protocol": 2, "dispatcher_address": 3, "worker_address": 4,
-        "worker_tags": 10, "heartbeat_interval_ms": 5, "dispatcher_timeout_ms": 6,
-        "data_transfer_protocol": 7, "data_transfer_port": 13, "data_transfer_address": 8,
-        "cross_trainer_cache_size_bytes": 11, "snapshot_max_chunk_size_bytes": 12,
+        "port": 1,
+        "protocol": 2,
+        "dispatcher_address": 3,
+        "worker_address": 4,
+        "worker_tags": 10,
+        "heartbeat_interval_ms": 5,
+        "dispatcher_timeout_ms": 6,
+        "data_transfer_protocol": 7,
+        "data_transfer_port": 13,
+        "data_transfer_address": 8,
+        "cross_trainer_cache_size_bytes": 11,
+        "snapshot_max_chunk_size_bytes": 12,
         "shutdown_quiet_period_ms": 9,
     },
     "tensorflow.data.ProcessingModeDef": {"sharding_policy": 1},
@@ -68,14 +105,23 @@ TF_FIELD_NUMBERS = {
 
 TF_ENUMS = {
     "tensorflow.data.ProcessingModeDef.ShardingPolicy": {
-        "OFF": 0, "DYNAMIC": 1, "FILE": 2, "DATA": 3, "FILE_OR_DATA": 4, "HINT": 5,
+        "OFF": 0,
+        "DYNAMIC": 1,
+        "FILE": 2,
+        "DATA": 3,
+        "FILE_OR_DATA": 4,
+        "HINT": 5,
     },
     "tensorflow.data.DeploymentMode": {
-        "DEPLOYMENT_MODE_UNSPECIFIED": 0, "DEPLOYMENT_MODE_COLOCATED": 1,
-        "DEPLOYMENT_MODE_REMOTE": 2, "DEPLOYMENT_MODE_HYBRID": 3,
+        "DEPLOYMENT_MODE_UNSPECIFIED": 0,
+        "DEPLOYMENT_MODE_COLOCATED": 1,
+        "DEPLOYMENT_MODE_REMOTE": 2,
+        "DEPLOYMENT_MODE_HYBRID": 3,
     },
     "tensorflow.data.DataServiceMetadata.Compression": {
-        "COMPRESSION_UNSPECIFIED": 0, "COMPRESSION_OFF": 1, "COMPRESSION_SNAPPY": 2,
+        "COMPRESSION_UNSPECIFIED": 0,
+        "COMPRESSION_OFF": 1,
+        "COMPRESSION_SNAPPY": 2,
         "COMPRESSION_FORCED_SNAPPY": 3,
     },
 }
@@ -106,8 +152,9 @@ def test_tensorwire_options_are_far_from_tensorflow_numbers_in_their_own_package
     field = protos.ConfigProto.DESCRIPTOR.fields_by_name["tensorwire"]
     assert field.number == 1000
     assert field.message_type.full_name == "tensorwire.TensorwireOptions"
-    config = protos.ConfigProto(tensorwire={"cluster_token": "s3cret", "tls": {
-        "require_client_auth": True}})
+    config = protos.ConfigProto(
+        tensorwire={"cluster_token": "s3cret", "tls": {"require_client_auth": True}}
+    )
     again = protos.ConfigProto.FromString(config.SerializeToString())
     assert again.tensorwire.cluster_token == "s3cret"
     assert again.tensorwire.tls.require_client_auth
@@ -180,8 +227,9 @@ def test_coexists_with_tensorflow_names_in_the_default_pool(tensorflow_first):
         print("ok")
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
 
@@ -218,8 +266,13 @@ def test_coexists_with_real_tensorflow_in_one_process():
         """
     )
     env = dict(os.environ, PYTHONPATH=str(SRC), TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([os.environ["TENSORWIRE_TF_PYTHON"], "-c", script],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [os.environ["TENSORWIRE_TF_PYTHON"], "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
 
@@ -246,7 +299,8 @@ def test_convert_reads_a_foreign_class_of_the_same_full_name_through_bytes():
         pool.Add(dep_proto)
     pool.Add(file_proto)
     foreign_class = message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("tensorflow.ConfigProto"))
+        pool.FindMessageTypeByName("tensorflow.ConfigProto")
+    )
     foreign = foreign_class(operation_timeout_in_ms=42)
     converted = protos.convert(foreign, protos.ConfigProto)
     assert type(converted) is protos.ConfigProto

@@ -96,39 +96,44 @@ def test_server_def_values_individually():
     assert filters.name == "worker"
     assert list(filters.tasks[2].device_filters) == ["/job:ps", "/job:worker/task:2"]
     assert ClusterSpec(dense.cluster).as_dict() == {
-        "ps": ["ps0:2222", "ps1:2222"], "worker": ["w0:2222", "w1:2222", "w2:2222"]}
+        "ps": ["ps0:2222", "ps1:2222"],
+        "worker": ["w0:2222", "w1:2222", "w2:2222"],
+    }
 
     sparse = protos.ServerDef.FromString((FIXTURES_DIR / "server_def_sparse.tf.pb").read_bytes())
     assert (sparse.job_name, sparse.task_index, sparse.protocol) == ("worker", 7, "grpc+verbs")
     assert sparse.default_session_config.operation_timeout_in_ms == 5
     assert ClusterSpec(sparse.cluster).as_dict() == {
-        "ps": ["ps0:2222"], "worker": {1: "w1:2222", 7: "w7:2222"}}
+        "ps": ["ps0:2222"],
+        "worker": {1: "w1:2222", 7: "w7:2222"},
+    }
 
 
 def test_data_service_values_individually():
     dispatcher = protos.DispatcherConfig.FromString(
-        (FIXTURES_DIR / "dispatcher_config.tf.pb").read_bytes())
+        (FIXTURES_DIR / "dispatcher_config.tf.pb").read_bytes()
+    )
     assert (dispatcher.port, dispatcher.work_dir) == (5050, "/tmp/dispatcher")
     assert dispatcher.fault_tolerant_mode
     assert list(dispatcher.worker_addresses) == ["w0:6000", "w1:6000"]
     assert dispatcher.deployment_mode == protos.DeploymentMode.DEPLOYMENT_MODE_REMOTE
-    assert (dispatcher.job_gc_check_interval_ms, dispatcher.job_gc_timeout_ms) == (
-        600000, 300000)
+    assert (dispatcher.job_gc_check_interval_ms, dispatcher.job_gc_timeout_ms) == (600000, 300000)
     assert (dispatcher.client_timeout_ms, dispatcher.worker_timeout_ms) == (60000, 30000)
 
     worker = protos.WorkerConfig.FromString((FIXTURES_DIR / "worker_config.tf.pb").read_bytes())
-    assert (worker.dispatcher_address, worker.worker_address) == (
-        "dispatcher:5050", "w0:%port%")
+    assert (worker.dispatcher_address, worker.worker_address) == ("dispatcher:5050", "w0:%port%")
     assert (worker.heartbeat_interval_ms, worker.dispatcher_timeout_ms) == (30000, 3600000)
     assert worker.cross_trainer_cache_size_bytes == 10 * 2**30
     assert list(worker.worker_tags) == ["COLOCATED", "gpu"]
 
     mode = protos.ProcessingModeDef.FromString(
-        (FIXTURES_DIR / "processing_mode_def.tf.pb").read_bytes())
+        (FIXTURES_DIR / "processing_mode_def.tf.pb").read_bytes()
+    )
     assert mode.sharding_policy == protos.ShardingPolicy.FILE_OR_DATA
 
     metadata = protos.DataServiceMetadata.FromString(
-        (FIXTURES_DIR / "data_service_metadata.tf.pb").read_bytes())
+        (FIXTURES_DIR / "data_service_metadata.tf.pb").read_bytes()
+    )
     assert metadata.element_spec == b"\x00\x01\x02\xff"
     assert metadata.compression == protos.DataServiceMetadata.COMPRESSION_SNAPPY
     assert metadata.cardinality == -2
@@ -136,8 +141,9 @@ def test_data_service_values_individually():
 
 def test_cluster_def_reads_as_tensorflows_cluster_spec_did():
     recorded = json.loads((FIXTURES_DIR / "cluster_def.tf_cluster_spec.json").read_text())
-    spec = ClusterSpec(protos.ClusterDef.FromString(
-        (FIXTURES_DIR / "cluster_def.tf.pb").read_bytes()))
+    spec = ClusterSpec(
+        protos.ClusterDef.FromString((FIXTURES_DIR / "cluster_def.tf.pb").read_bytes())
+    )
     assert repr(spec) == recorded["repr"]
     assert spec.jobs == recorded["jobs"]
     as_dict = spec.as_dict()
@@ -153,22 +159,27 @@ def test_tensorflow_fields_we_do_not_declare_survive_a_round_trip():
     assert again.SerializeToString() == config.SerializeToString()
     # TensorFlow read our re-serialization of its bytes as its original message.
     assert (FIXTURES_DIR / "config_unknown_fields.roundtrip.tw.tf.txt").read_text() == (
-        (FIXTURES_DIR / "config_unknown_fields.tf.txt").read_text())
+        (FIXTURES_DIR / "config_unknown_fields.tf.txt").read_text()
+    )
     # And we still keep every byte of the unknown fields (gpu_options, graph_options,
     # experimental.use_tfrt): the recorded round trip parses to an equal message.
     recorded = protos.ConfigProto.FromString(
-        (FIXTURES_DIR / "config_unknown_fields.roundtrip.tw.pb").read_bytes())
+        (FIXTURES_DIR / "config_unknown_fields.roundtrip.tw.pb").read_bytes()
+    )
     assert len(recorded.SerializeToString()) == len(original)
     assert recorded.SerializeToString(deterministic=True) == config.SerializeToString(
-        deterministic=True)
+        deterministic=True
+    )
 
 
 def test_make_server_def_matches_tensorflows_for_the_recorded_inputs():
     recorded = json.loads((FIXTURES_DIR / "server_lib_make_server_def.json").read_text())
     assert set(recorded) == {case[0] for case in GEN.MAKE_SERVER_DEF_CASES}
-    for case, cluster, job_name, task_index, protocol, config_values in (
-            GEN.MAKE_SERVER_DEF_CASES):
-        config = (None if config_values is None
-                  else json_format.ParseDict(config_values, protos.ConfigProto()))
+    for case, cluster, job_name, task_index, protocol, config_values in GEN.MAKE_SERVER_DEF_CASES:
+        config = (
+            None
+            if config_values is None
+            else json_format.ParseDict(config_values, protos.ConfigProto())
+        )
         ours = make_server_def(cluster, job_name, task_index, protocol, config)
         assert text_format.MessageToString(ours) == recorded[case], case

@@ -21,7 +21,7 @@ PENDING = 500
 DEADLINE = 60.0
 
 
-def _wait_while_progressing(count, done) -> None:  # type: ignore[no-untyped-def]
+def _wait_while_progressing(count, done) -> None:
     """Poll until ``done()``, or until ``count()`` has not changed for :data:`DEADLINE`."""
     last, since = count(), time.monotonic()
     while not done() and time.monotonic() - since < DEADLINE:
@@ -60,9 +60,7 @@ def test_500_pending_recvs_on_one_task_all_complete(local_server, monkeypatch) -
             except BaseException as exc:  # noqa: BLE001 - reported by the test
                 failures.append(exc)
 
-        threads = [
-            threading.Thread(target=receive, args=(i,), daemon=True) for i in range(PENDING)
-        ]
+        threads = [threading.Thread(target=receive, args=(i,), daemon=True) for i in range(PENDING)]
         for thread in threads:
             thread.start()
         _wait_while_progressing(lambda: reached[0], lambda: reached[0] == PENDING or failures)
@@ -108,8 +106,7 @@ def test_500_concurrent_sessions_against_one_task_all_complete(local_server) -> 
             failures.append(exc)
             started.abort()  # the others stop waiting for this one at once
 
-    threads = [threading.Thread(target=session_of, args=(i,), daemon=True)
-               for i in range(PENDING)]
+    threads = [threading.Thread(target=session_of, args=(i,), daemon=True) for i in range(PENDING)]
     for thread in threads:
         thread.start()
     try:

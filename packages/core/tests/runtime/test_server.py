@@ -111,8 +111,9 @@ def test_interpreter_exits_cleanly_with_servers_running():
         """
     )
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
     assert time.monotonic() - start < 30

@@ -141,9 +141,7 @@ def test_remote_op_error_keeps_its_class(session):
 
 def test_run_async_runs_in_parallel(session):
     start = time.monotonic()
-    futures = [
-        session.run_async(time.sleep, 0.5, device=f"/job:worker/task:{i}") for i in range(2)
-    ]
+    futures = [session.run_async(time.sleep, 0.5, device=f"/job:worker/task:{i}") for i in range(2)]
     for f in futures:
         assert f.result(timeout=10) is None
     assert time.monotonic() - start < 0.95

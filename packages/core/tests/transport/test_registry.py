@@ -25,8 +25,11 @@ def run_python(code: str, path: list[str] | None = None, env_extra: dict | None 
         env["PYTHONPATH"] = os.pathsep.join(path + [env.get("PYTHONPATH", "")])
     env.update(env_extra or {})
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-        env=env, timeout=120,
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
@@ -81,7 +84,7 @@ def test_install_command_names_the_checkout_or_the_pinned_version():
 
 def test_protocol_must_be_a_string():
     with pytest.raises(TypeError, match="protocol must be a string"):
-        TransportRegistry().get(7)  # type: ignore[arg-type]
+        TransportRegistry().get(7)
 
 
 def test_transport_instances_are_cached():
@@ -107,7 +110,7 @@ def test_invalid_registrations_are_refused():
     with pytest.raises(ValueError, match="invalid protocol name"):
         registry.register("a://b", InprocTransport)
     with pytest.raises(TypeError, match="not callable"):
-        registry.register("x", 42)  # type: ignore[arg-type]
+        registry.register("x", 42)
 
 
 def test_factories_can_be_swapped_by_tests(monkeypatch):
@@ -123,9 +126,21 @@ def toy_site(tmp_path_factory) -> Path:
     """The toy distribution pip-installed into a folder of its own."""
     target = tmp_path_factory.mktemp("toy-site")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(TOY)],
-        check=True, timeout=300, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(TOY),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
     )
     return target
 
@@ -200,8 +215,11 @@ def test_plugin_that_fails_to_import_degrades_visibly(tmp_path):
     )
     errors = json.loads(out.strip().splitlines()[-1])
     assert errors == [
-        {"plugin": "broken", "distribution": "broken-plugin",
-         "reason": "ImportError: No module named 'a_module_that_is_not_there'"}
+        {
+            "plugin": "broken",
+            "distribution": "broken-plugin",
+            "reason": "ImportError: No module named 'a_module_that_is_not_there'",
+        }
     ]
 
 
@@ -215,9 +233,15 @@ def test_plugin_that_raises_something_else_propagates(tmp_path):
 
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     result = subprocess.run(
-        [sys.executable, "-c",
-         "from tensorwire.transport import get_transport; get_transport('inproc')"],
-        capture_output=True, text=True, env=env, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "from tensorwire.transport import get_transport; get_transport('inproc')",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "bug in plugin" in result.stderr

@@ -163,13 +163,13 @@ def _blocking_service(release: threading.Event, entered: threading.Semaphore) ->
     service = Service("test.Block")
 
     @service.unary("Wait")
-    def wait(frames, context):  # type: ignore[no-untyped-def]
+    def wait(frames, context):
         entered.release()
         release.wait(DEADLINE)
         return frames
 
     @service.stream("WaitStream")
-    def wait_stream(frames, context):  # type: ignore[no-untyped-def]
+    def wait_stream(frames, context):
         entered.release()
         release.wait(DEADLINE)
         yield frames
@@ -192,8 +192,10 @@ def test_inproc_refuses_calls_past_its_limit_with_the_reason(
     try:
         waiting = [
             threading.Thread(
-                target=channel.call, args=("test.Block", "Wait", [b"x"]),
-                kwargs={"timeout": DEADLINE}, daemon=True,
+                target=channel.call,
+                args=("test.Block", "Wait", [b"x"]),
+                kwargs={"timeout": DEADLINE},
+                daemon=True,
             )
             for _ in range(3)
         ]
@@ -210,9 +212,7 @@ def test_inproc_refuses_calls_past_its_limit_with_the_reason(
             thread.join(DEADLINE)
         # Served again once the waiting calls are done.
         assert _eventually(lambda: listener._pool.busy == 0)
-        assert [bytes(f) for f in channel.call("test.Block", "Wait", [b"ok"], timeout=5)] == [
-            b"ok"
-        ]
+        assert [bytes(f) for f in channel.call("test.Block", "Wait", [b"ok"], timeout=5)] == [b"ok"]
     finally:
         release.set()
         channel.close()

@@ -122,8 +122,7 @@ def _refuse_port_in_use(kind: str, protocol: str, port: int) -> None:
 
     host = configured_bind_host()
     try:
-        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (OSError, OverflowError):
         return  # a bad host or port: the transport's error says what is wrong
     for family, socktype, proto, _, sockaddr in addresses:
@@ -224,16 +223,22 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     signals = _Signals()  # before the ready line, so no signal is missed
     _refuse_port_in_use("worker", config.protocol, config.port)
     server = WorkerServer(config, start=False)
-    log.info("worker %s: registering with the dispatcher at %s", server._worker_address,
-             config.dispatcher_address)
+    log.info(
+        "worker %s: registering with the dispatcher at %s",
+        server._worker_address,
+        config.dispatcher_address,
+    )
 
     def register() -> Any:
         server.start()
         return server
 
     if _start_up(signals, register, cancel=server.stop) is None:
-        log.info("worker: %s while waiting for the dispatcher at %s; exiting", signals.name,
-                 config.dispatcher_address)
+        log.info(
+            "worker: %s while waiting for the dispatcher at %s; exiting",
+            signals.name,
+            config.dispatcher_address,
+        )
         return 0
     print(
         f"tensorwire worker serving at {server._worker_address} "
@@ -254,23 +259,43 @@ def register(subparsers: Any) -> None:
 
     def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         add_security_arguments(parser)
-        parser.add_argument("--import", dest="imports", action="append", metavar="MODULE",
-                            help="import MODULE first (one that calls register_pipeline); "
-                                 "repeatable")
-        parser.add_argument("--registered_pipelines_only", "--registered-pipelines-only",
-                            dest="registered_pipelines_only", action="store_true",
-                            help="run only registered pipelines: refuse datasets sent as code")
+        parser.add_argument(
+            "--import",
+            dest="imports",
+            action="append",
+            metavar="MODULE",
+            help="import MODULE first (one that calls register_pipeline); repeatable",
+        )
+        parser.add_argument(
+            "--registered_pipelines_only",
+            "--registered-pipelines-only",
+            dest="registered_pipelines_only",
+            action="store_true",
+            help="run only registered pipelines: refuse datasets sent as code",
+        )
 
     d = subparsers.add_parser("dispatcher", help="run a tf.data service dispatcher")
     d.add_argument("--port", type=int, default=0, help="port to bind (0: any free port)")
     d.add_argument("--protocol", default=None, help="transport protocol (default grpc)")
-    d.add_argument("--host", default=None,
-                   help="interface to bind (default 127.0.0.1; 0.0.0.0 for other hosts)")
+    d.add_argument(
+        "--host",
+        default=None,
+        help="interface to bind (default 127.0.0.1; 0.0.0.0 for other hosts)",
+    )
     d.add_argument("--work_dir", "--work-dir", default=None, help="journal directory")
-    d.add_argument("--fault_tolerant", "--fault-tolerant", action="store_true",
-                   help="journal every state change in --work_dir and recover from it")
-    d.add_argument("--worker_addresses", "--worker-addresses", nargs="*", default=None,
-                   help="fixed worker list for static sharding")
+    d.add_argument(
+        "--fault_tolerant",
+        "--fault-tolerant",
+        action="store_true",
+        help="journal every state change in --work_dir and recover from it",
+    )
+    d.add_argument(
+        "--worker_addresses",
+        "--worker-addresses",
+        nargs="*",
+        default=None,
+        help="fixed worker list for static sharding",
+    )
     d.add_argument("--job_gc_check_interval_ms", type=int, default=None)
     d.add_argument("--job_gc_timeout_ms", type=int, default=None)
     d.add_argument("--worker_timeout_ms", type=int, default=None)
@@ -278,14 +303,25 @@ def register(subparsers: Any) -> None:
     d.set_defaults(func=_cmd_dispatcher)
 
     w = subparsers.add_parser("worker", help="run a tf.data service worker")
-    w.add_argument("--dispatcher_address", "--dispatcher-address", required=True,
-                   help="host:port of the dispatcher")
+    w.add_argument(
+        "--dispatcher_address",
+        "--dispatcher-address",
+        required=True,
+        help="host:port of the dispatcher",
+    )
     w.add_argument("--port", type=int, default=0, help="port to bind (0: any free port)")
     w.add_argument("--protocol", default=None, help="transport protocol (default grpc)")
-    w.add_argument("--host", default=None,
-                   help="interface to bind (default 127.0.0.1; 0.0.0.0 for other hosts)")
-    w.add_argument("--worker_address", "--worker-address", default=None,
-                   help="address clients use to reach this worker (default localhost:%%port%%)")
+    w.add_argument(
+        "--host",
+        default=None,
+        help="interface to bind (default 127.0.0.1; 0.0.0.0 for other hosts)",
+    )
+    w.add_argument(
+        "--worker_address",
+        "--worker-address",
+        default=None,
+        help="address clients use to reach this worker (default localhost:%%port%%)",
+    )
     w.add_argument("--heartbeat_interval_ms", type=int, default=None)
     w.add_argument("--dispatcher_timeout_ms", type=int, default=None)
     add_pipeline_arguments(w)

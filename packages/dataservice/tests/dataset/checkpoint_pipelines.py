@@ -91,9 +91,9 @@ def _pipelines(tmp: str) -> dict[str, Callable[[], DatasetBase]]:
             os.path.join(tmp, "records-*"), shuffle=True, seed=4
         ).repeat(3),
         "shuffle_seeded_epochs": lambda: D.range(30).shuffle(8, seed=1).repeat(3),
-        "shuffle_same_order": lambda: D.range(30).shuffle(
-            8, seed=2, reshuffle_each_iteration=False
-        ).repeat(2),
+        "shuffle_same_order": lambda: (
+            D.range(30).shuffle(8, seed=2, reshuffle_each_iteration=False).repeat(2)
+        ),
         "repeat_take": lambda: D.range(5).repeat().take(23),
         "skip_take": lambda: D.range(30).skip(3).take(20),
         "skip_all": lambda: D.range(5).skip(-1).concatenate(D.range(3)),
@@ -101,9 +101,9 @@ def _pipelines(tmp: str) -> dict[str, Callable[[], DatasetBase]]:
         "batch_drop": lambda: D.range(23).batch(4, drop_remainder=True),
         "padded_batch": lambda: D.range(10).map(lambda x: np.arange(x)).padded_batch(3),
         "unbatch": lambda: D.range(20).batch(6).unbatch(),
-        "unbatch_tuple": lambda: D.from_tensor_slices((np.arange(12), np.arange(12) * 2))
-        .batch(5)
-        .unbatch(),
+        "unbatch_tuple": lambda: (
+            D.from_tensor_slices((np.arange(12), np.arange(12) * 2)).batch(5).unbatch()
+        ),
         "filter": lambda: D.range(40).filter(lambda x: x % 3 == 0),
         "map": lambda: D.range(20).map(_square),
         "parallel_map": lambda: D.range(300).map(_square, num_parallel_calls=3),
@@ -111,16 +111,16 @@ def _pipelines(tmp: str) -> dict[str, Callable[[], DatasetBase]]:
             lambda i: D.range(i * 10, i * 10 + 7), cycle_length=3, block_length=2
         ),
         "parallel_interleave": lambda: D.range(7).interleave(
-            lambda i: D.range(i * 10, i * 10 + 5 + i), cycle_length=3, block_length=2,
+            lambda i: D.range(i * 10, i * 10 + 5 + i),
+            cycle_length=3,
+            block_length=2,
             num_parallel_calls=3,
         ),
         "flat_map": lambda: D.range(7).flat_map(lambda i: D.range(i).map(lambda x: x + i)),
         "prefetch": lambda: D.range(60).prefetch(5),
-        "prefetch_chain": lambda: D.range(200)
-        .map(_square, num_parallel_calls=2)
-        .batch(3)
-        .prefetch(2)
-        .prefetch(3),
+        "prefetch_chain": lambda: (
+            D.range(200).map(_square, num_parallel_calls=2).batch(3).prefetch(2).prefetch(3)
+        ),
         "prefetch_zero": lambda: D.range(10).prefetch(0),
         "zip": lambda: D.zip((D.range(10), {"b": D.range(10, 40).batch(2)})),
         "concatenate": lambda: D.range(5).concatenate(D.range(10, 14)),
@@ -136,9 +136,7 @@ def _pipelines(tmp: str) -> dict[str, Callable[[], DatasetBase]]:
             stop_on_empty_dataset=False,
         ),
         "scan": lambda: D.range(12).scan(np.int64(0), lambda s, x: (s + x, s * 2)),
-        "window_flat_map": lambda: D.range(13)
-        .window(4, shift=3)
-        .flat_map(lambda w: w.batch(4)),
+        "window_flat_map": lambda: D.range(13).window(4, shift=3).flat_map(lambda w: w.batch(4)),
         "window_sparse": lambda: D.range(20).window(2, shift=5).flat_map(lambda w: w),
         "shard": lambda: D.range(20).shard(3, 1),
         "unique": lambda: D.from_tensor_slices(np.array([1, 2, 1, 3, 2, 4, 4, 5])).unique(),
@@ -148,14 +146,14 @@ def _pipelines(tmp: str) -> dict[str, Callable[[], DatasetBase]]:
         "tfrecord_parallel_reads": lambda: TFRecordDataset(_records(tmp), num_parallel_reads=3),
         "tfrecord_gzip": lambda: TFRecordDataset(_records(tmp, "GZIP"), compression_type="GZIP"),
         "textline_gzip": lambda: TextLineDataset(_text(tmp), compression_type="GZIP"),
-        "files_interleave_composite": lambda: D.list_files(
-            os.path.join(tmp, "records-*.tfrecord"), shuffle=True, seed=7
-        )
-        .interleave(TFRecordDataset, cycle_length=2, num_parallel_calls=2)
-        .shuffle(6, seed=8)
-        .map(lambda r: np.int64(len(r)), num_parallel_calls=2)
-        .batch(3)
-        .prefetch(2),
+        "files_interleave_composite": lambda: (
+            D.list_files(os.path.join(tmp, "records-*.tfrecord"), shuffle=True, seed=7)
+            .interleave(TFRecordDataset, cycle_length=2, num_parallel_calls=2)
+            .shuffle(6, seed=8)
+            .map(lambda r: np.int64(len(r)), num_parallel_calls=2)
+            .batch(3)
+            .prefetch(2)
+        ),
     }
 
 

@@ -152,8 +152,9 @@ def test_parallel_map_saves_tasks_in_flight() -> None:
     gate.wait_seen(6)
     state = it.state_dict()
     saved = state["iterator"]
-    assert any("elements" in task and 6 in [int(e) for e in task["elements"]]
-               for task in saved["tasks"]), saved["tasks"]
+    assert any(
+        "elements" in task and 6 in [int(e) for e in task["elements"]] for task in saved["tasks"]
+    ), saved["tasks"]
     gate.released.set()
     tail = [int(x) for x in it]
     assert head + tail == [x * 10 for x in range(40)]
@@ -178,7 +179,9 @@ def test_parallel_interleave_saves_read_ahead_elements() -> None:
     def make() -> Any:
         return Dataset.range(5).interleave(
             lambda i: Dataset.range(int(i) * 100, int(i) * 100 + 20).map(gates[int(i)]),
-            cycle_length=3, block_length=4, num_parallel_calls=3,
+            cycle_length=3,
+            block_length=4,
+            num_parallel_calls=3,
         )
 
     expected = [int(x) // 10 for x in make()]
@@ -322,6 +325,7 @@ def test_a_closed_or_failed_iterator_has_no_state() -> None:
     it.close()
     with pytest.raises(errors.FailedPreconditionError, match="closed"):
         it.state_dict()
+
     def fails_on_two(x: Any) -> Any:
         if x == 2:
             raise ZeroDivisionError("two")

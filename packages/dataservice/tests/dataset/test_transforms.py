@@ -448,7 +448,8 @@ def test_parallel_interleave_keeps_the_order_and_reads_ahead_concurrently() -> N
         return Dataset.from_generator(gen, output_types=np.int64)
 
     sequential = Dataset.range(4).interleave(
-        lambda x: source(x, False), cycle_length=4, block_length=1)
+        lambda x: source(x, False), cycle_length=4, block_length=1
+    )
     parallel = Dataset.range(4).interleave(
         lambda x: source(x, True), cycle_length=4, block_length=1, num_parallel_calls=4
     )

@@ -25,8 +25,9 @@ def service_factory(protocol: str) -> Iterator[Callable[..., Any]]:
     """``factory(num_workers=1, **dispatcher_fields)`` -> (dispatcher, [workers])."""
     made: list[Any] = []
 
-    def factory(num_workers: int = 1, worker_config: dict[str, Any] | None = None,
-                **fields: Any) -> tuple[Any, list[Any]]:
+    def factory(
+        num_workers: int = 1, worker_config: dict[str, Any] | None = None, **fields: Any
+    ) -> tuple[Any, list[Any]]:
         fields.setdefault("protocol", protocol)
         dispatcher = tw.data.service.DispatchServer(tw.data.service.DispatcherConfig(**fields))
         made.append(dispatcher)
@@ -36,11 +37,12 @@ def service_factory(protocol: str) -> Iterator[Callable[..., Any]]:
     def add_worker(dispatcher: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("protocol", dispatcher.target.split("://")[0])
         worker = tw.data.service.WorkerServer(
-            tw.data.service.WorkerConfig(dispatcher_address=dispatcher._address, **kwargs))
+            tw.data.service.WorkerConfig(dispatcher_address=dispatcher._address, **kwargs)
+        )
         made.append(worker)
         return worker
 
-    factory.add_worker = add_worker  # type: ignore[attr-defined]
+    factory.add_worker = add_worker
     yield factory
     for server in reversed(made):
         server.stop()

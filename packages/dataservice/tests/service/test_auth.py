@@ -49,14 +49,13 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Any:
 @pytest.fixture
 def grpc_only(protocol: str) -> None:
     if protocol != "grpc":
-        pytest.skip("uses the grpc transport (TLS, its side channel, real binds); "
-                    "runs in the grpc suite")
+        pytest.skip(
+            "uses the grpc transport (TLS, its side channel, real binds); runs in the grpc suite"
+        )
 
 
 def _servers(protocol: str, **security: Any) -> tuple[Any, Any]:
-    dispatcher = service.DispatchServer(
-        service.DispatcherConfig(protocol=protocol, **security)
-    )
+    dispatcher = service.DispatchServer(service.DispatcherConfig(protocol=protocol, **security))
     try:
         worker = service.WorkerServer(
             service.WorkerConfig(dispatcher._address, protocol=protocol, **security)
@@ -78,8 +77,13 @@ def _all_methods(server: Any) -> list[tuple[str, str, bool]]:
     return [(svc.name, name, m.streaming) for name, m in svc.methods.items()]
 
 
-def _call_every_method(address: str, protocol: str, server: Any, options: TransportOptions,
-                       expected: type[errors.OpError]) -> None:
+def _call_every_method(
+    address: str,
+    protocol: str,
+    server: Any,
+    options: TransportOptions,
+    expected: type[errors.OpError],
+) -> None:
     channel = get_transport(protocol).connect(address, options)
     try:
         for svc, method, streaming in _all_methods(server):
@@ -97,12 +101,20 @@ def _call_every_method(address: str, protocol: str, server: Any, options: Transp
 def test_a_token_protects_every_method_of_the_dispatcher_and_the_worker(protocol: str) -> None:
     dispatcher, worker = _servers(protocol, cluster_token=TOKEN)
     try:
-        for server, address in ((dispatcher, dispatcher._address),
-                                (worker, worker._worker_address)):
-            _call_every_method(address, protocol, server, TransportOptions(),
-                               errors.UnauthenticatedError)
-            _call_every_method(address, protocol, server, TransportOptions(token="wrong"),
-                               errors.PermissionDeniedError)
+        for server, address in (
+            (dispatcher, dispatcher._address),
+            (worker, worker._worker_address),
+        ):
+            _call_every_method(
+                address, protocol, server, TransportOptions(), errors.UnauthenticatedError
+            )
+            _call_every_method(
+                address,
+                protocol,
+                server,
+                TransportOptions(token="wrong"),
+                errors.PermissionDeniedError,
+            )
         # A reader without the token is refused at once, with the reason.
         with pytest.raises(errors.UnauthenticatedError, match="token"):
             service.register_dataset(dispatcher.target, Dataset.range(3))
@@ -122,14 +134,16 @@ def test_a_token_protects_every_method_of_the_task_server(protocol):
 
     with _task_server_with(TOKEN, protocol=protocol) as server:
         svc = make_worker_service(server.state)
-        channel = get_transport(protocol).connect(f"localhost:{server.port}",
-                                                  TransportOptions())
-        wrong = get_transport(protocol).connect(f"localhost:{server.port}",
-                                                TransportOptions(token="wrong"))
+        channel = get_transport(protocol).connect(f"localhost:{server.port}", TransportOptions())
+        wrong = get_transport(protocol).connect(
+            f"localhost:{server.port}", TransportOptions(token="wrong")
+        )
         try:
             for name, method in svc.methods.items():
-                for ch, expected in ((channel, errors.UnauthenticatedError),
-                                     (wrong, errors.PermissionDeniedError)):
+                for ch, expected in (
+                    (channel, errors.UnauthenticatedError),
+                    (wrong, errors.PermissionDeniedError),
+                ):
                     with pytest.raises(expected):
                         if method.streaming:
                             list(ch.stream(svc.name, name, [b"x"], timeout=10))
@@ -246,8 +260,12 @@ def test_side_channel_ports_refuse_no_proof_a_wrong_one_and_a_replayed_one(grpc_
 
 # -- TLS and mutual TLS ----------------------------------------------------------------------
 def _tls(certs: Any, *, cert: str, key: str, mutual: bool = True) -> dict[str, Any]:
-    return {"certificate_chain_file": cert, "private_key_file": key,
-            "root_certificates_file": certs.ca, "require_client_auth": mutual}
+    return {
+        "certificate_chain_file": cert,
+        "private_key_file": key,
+        "root_certificates_file": certs.ca,
+        "require_client_auth": mutual,
+    }
 
 
 def test_mutual_tls_data_service_refuses_a_strangers_certificate(grpc_only, certs):
@@ -257,11 +275,14 @@ def test_mutual_tls_data_service_refuses_a_strangers_certificate(grpc_only, cert
         assert dispatcher._listener.bulk is None  # plaintext side channel: off under TLS
         configure_client(tls=_tls(certs, cert=certs.client_cert, key=certs.client_key))
         assert _read_all(dispatcher) == list(range(20))
-        stranger = TransportOptions(tls_root_ca=certs.ca, tls_cert=certs.stranger_cert,
-                                    tls_key=certs.stranger_key)
+        stranger = TransportOptions(
+            tls_root_ca=certs.ca, tls_cert=certs.stranger_cert, tls_key=certs.stranger_key
+        )
         plaintext = TransportOptions()
-        for server, address in ((dispatcher, dispatcher._address),
-                                (worker, worker._worker_address)):
+        for server, address in (
+            (dispatcher, dispatcher._address),
+            (worker, worker._worker_address),
+        ):
             for options in (stranger, plaintext):
                 _call_every_method(address, "grpc", server, options, errors.UnavailableError)
     finally:
@@ -274,8 +295,9 @@ def test_mutual_tls_task_server_refuses_a_strangers_certificate(grpc_only, certs
 
     with tw.Server({"ps": ["localhost:0"]}, config=tls_config(certs, mutual=True)) as server:
         assert server._listener.bulk is None
-        stranger = TransportOptions(tls_root_ca=certs.ca, tls_cert=certs.stranger_cert,
-                                    tls_key=certs.stranger_key)
+        stranger = TransportOptions(
+            tls_root_ca=certs.ca, tls_cert=certs.stranger_cert, tls_key=certs.stranger_key
+        )
         channel = get_transport("grpc").connect(f"localhost:{server.port}", stranger)
         try:
             with pytest.raises(errors.UnavailableError):
@@ -294,8 +316,9 @@ def _make(kind: str, protocol: str, monkeypatch: pytest.MonkeyPatch, **security:
             config.tensorwire.cluster_token = security["cluster_token"]
         for name, value in (security.get("tls") or {}).items():
             setattr(config.tensorwire.tls, name, value)
-        return [tw.Server({"ps": ["0.0.0.0:0"]}, protocol=protocol, config=config,
-                          insecure=insecure)]
+        return [
+            tw.Server({"ps": ["0.0.0.0:0"]}, protocol=protocol, config=config, insecure=insecure)
+        ]
     monkeypatch.setenv(BIND_HOST_ENV, "0.0.0.0")
     if kind == "dispatcher":
         return [service.DispatchServer(service.DispatcherConfig(protocol=protocol, **security))]
@@ -304,9 +327,12 @@ def _make(kind: str, protocol: str, monkeypatch: pytest.MonkeyPatch, **security:
     dispatcher = service.DispatchServer(service.DispatcherConfig(protocol=protocol, **security))
     monkeypatch.setenv(BIND_HOST_ENV, "0.0.0.0")
     try:
-        return [service.WorkerServer(
-            service.WorkerConfig(dispatcher._address, protocol=protocol, **security)
-        ), dispatcher]
+        return [
+            service.WorkerServer(
+                service.WorkerConfig(dispatcher._address, protocol=protocol, **security)
+            ),
+            dispatcher,
+        ]
     except BaseException:
         dispatcher.stop()
         raise
@@ -334,8 +360,10 @@ def test_insecure_opt_out_starts_and_warns(grpc_only, kind, monkeypatch, caplog)
     caplog.set_level(logging.WARNING, logger="tensorwire.transport.security")
     for server in _make(kind, "grpc", monkeypatch, insecure=True):
         server.stop()
-    assert any("insecure=True" in r.getMessage() and "beyond loopback" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "insecure=True" in r.getMessage() and "beyond loopback" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -358,13 +386,17 @@ def test_insecure_from_the_environment(grpc_only, monkeypatch):
 def test_questionable_tls_settings_are_warned_about(grpc_only, certs, caplog):
     caplog.set_level(logging.WARNING, logger="tensorwire.transport.security")
     # A root CA without a certificate: the server would serve plaintext.
-    service.DispatchServer(service.DispatcherConfig(
-        tls={"root_certificates_file": certs.ca})).stop()
+    service.DispatchServer(
+        service.DispatcherConfig(tls={"root_certificates_file": certs.ca})
+    ).stop()
     assert any("serves plaintext" in r.getMessage() for r in caplog.records)
     caplog.clear()
     # TLS that authenticates only the server, and no token: anyone may call.
-    service.DispatchServer(service.DispatcherConfig(tls=_tls(
-        certs, cert=certs.server_cert, key=certs.server_key, mutual=False))).stop()
+    service.DispatchServer(
+        service.DispatcherConfig(
+            tls=_tls(certs, cert=certs.server_cert, key=certs.server_key, mutual=False)
+        )
+    ).stop()
     assert any("authenticates only this server" in r.getMessage() for r in caplog.records)
 
 
@@ -382,16 +414,23 @@ def test_a_channel_never_sends_its_token_in_plaintext_beyond_loopback(grpc_only,
         transport.connect(address, options).close()
 
 
-
-@pytest.mark.parametrize("command", [
-    ["dispatcher", "--host", "0.0.0.0"],
-    ["worker", "--host", "0.0.0.0", "--dispatcher_address", "localhost:1"],
-    ["server", "--cluster_spec", "ps=0.0.0.0:0", "--job_name", "ps", "--task_index", "0"],
-    ["dispatcher", "--host", "0.0.0.0", "--token", TOKEN],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["dispatcher", "--host", "0.0.0.0"],
+        ["worker", "--host", "0.0.0.0", "--dispatcher_address", "localhost:1"],
+        ["server", "--cluster_spec", "ps=0.0.0.0:0", "--job_name", "ps", "--task_index", "0"],
+        ["dispatcher", "--host", "0.0.0.0", "--token", TOKEN],
+    ],
+)
 def test_cli_servers_refuse_to_listen_beyond_loopback_unauthenticated(command):
-    done = subprocess.run([sys.executable, "-m", "tensorwire", *command], capture_output=True,
-                          text=True, timeout=120, env=_env_without_security())
+    done = subprocess.run(
+        [sys.executable, "-m", "tensorwire", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env_without_security(),
+    )
     assert done.returncode == 2, done.stderr
     assert "beyond loopback" in done.stderr and "--insecure" in done.stderr
     assert "Traceback" not in done.stderr
@@ -410,8 +449,18 @@ def test_malformed_requests_are_invalid_argument_with_the_field(service_factory,
     INVALID_ARGUMENT naming the method and what was wrong, never UNKNOWN, for every method
     of the dispatcher and the worker."""
     dispatcher, (worker,) = service_factory(1)
-    malformed = ({}, {"task_id": "not a number", "job_id": [], "dataset_id": {},
-                      "tasks": 5, "worker_address": 3, "client_id": "x", "position": "y"})
+    malformed = (
+        {},
+        {
+            "task_id": "not a number",
+            "job_id": [],
+            "dataset_id": {},
+            "tasks": 5,
+            "worker_address": 3,
+            "client_id": "x",
+            "position": "y",
+        },
+    )
     refused: set[str] = set()
     for server, address in ((dispatcher, dispatcher._address), (worker, worker._worker_address)):
         channel = get_transport(protocol).connect(address, TransportOptions())
@@ -431,6 +480,13 @@ def test_malformed_requests_are_invalid_argument_with_the_field(service_factory,
         finally:
             channel.close()
     # Everything that reads a field refused the malformed requests with the reason.
-    assert refused >= {"GetElements", "TakeElements", "GetRoundElement", "GetSplits",
-                       "WorkerHeartbeat", "GetOrRegisterDataset", "GetOrCreateJob",
-                       "ClientHeartbeat"}, refused
+    assert refused >= {
+        "GetElements",
+        "TakeElements",
+        "GetRoundElement",
+        "GetSplits",
+        "WorkerHeartbeat",
+        "GetOrRegisterDataset",
+        "GetOrCreateJob",
+        "ClientHeartbeat",
+    }, refused

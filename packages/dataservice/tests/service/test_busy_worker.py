@@ -18,11 +18,14 @@ def test_80_readers_with_open_iterators_each_get_their_epoch_once(service_factor
     # A short worker timeout: should the heartbeats of the busy worker fall behind, the
     # dispatcher drops it, and the worker's tasks must carry on when it is back.
     dispatcher, _ = service_factory(
-        1, worker_timeout_ms=1000, worker_config={"heartbeat_interval_ms": 50})
+        1, worker_timeout_ms=1000, worker_config={"heartbeat_interval_ms": 50}
+    )
     n = 300
     # Endless epochs: every reader's stream stays open while the others read.
-    iterators = [iter(distribute(Dataset.range(10**9), dispatcher, "parallel_epochs"))
-                 for _ in range(READERS)]
+    iterators = [
+        iter(distribute(Dataset.range(10**9), dispatcher, "parallel_epochs"))
+        for _ in range(READERS)
+    ]
     results: list[list[int] | BaseException | None] = [None] * READERS
     everyone_read = threading.Barrier(READERS, timeout=120)
 
@@ -46,9 +49,13 @@ def test_80_readers_with_open_iterators_each_get_their_epoch_once(service_factor
     wrong = [i for i, r in enumerate(results) if r != list(range(n))]
     if wrong:
         first = results[wrong[0]]
-        at = next((i for i, (a, b) in enumerate(zip(first, range(n), strict=False)) if a != b),
-                  min(len(first), n))
-        raise AssertionError(f"{len(wrong)} readers saw elements lost or repeated, e.g. "
-                             f"{first[max(0, at - 3):at + 5]} at position {at}")
+        at = next(
+            (i for i, (a, b) in enumerate(zip(first, range(n), strict=False)) if a != b),
+            min(len(first), n),
+        )
+        raise AssertionError(
+            f"{len(wrong)} readers saw elements lost or repeated, e.g. "
+            f"{first[max(0, at - 3) : at + 5]} at position {at}"
+        )
     for it in iterators:
         it.close()

@@ -42,15 +42,22 @@ def _slow(x):
 def chaos_service(cross_process_protocol, tmp_path, monkeypatch):
     monkeypatch.setattr(client, "CLIENT_TIMEOUT", scaled(60.0))
     dispatcher = DataServiceProcess(
-        "dispatcher", ["--protocol", cross_process_protocol, "--work_dir", str(tmp_path),
-                       "--fault_tolerant"])
+        "dispatcher",
+        ["--protocol", cross_process_protocol, "--work_dir", str(tmp_path), "--fault_tolerant"],
+    )
     dispatcher.start(timeout=30)
     workers = []
     try:
         for _ in range(2):
-            workers.append(service.WorkerServer(service.WorkerConfig(
-                dispatcher.address, protocol=cross_process_protocol,
-                heartbeat_interval_ms=50)))
+            workers.append(
+                service.WorkerServer(
+                    service.WorkerConfig(
+                        dispatcher.address,
+                        protocol=cross_process_protocol,
+                        heartbeat_interval_ms=50,
+                    )
+                )
+            )
         yield cross_process_protocol, dispatcher
     finally:
         for worker in workers:
@@ -67,10 +74,12 @@ def _read_through_chaos(protocol, dispatcher, seed):
     points = sorted(rng.sample(range(0, N // 2), DISRUPTIONS))
     target = f"{protocol}://{dispatcher.address}"
     source = Dataset.range(N).map(_slow)
-    distributed = iter(source.apply(service.distribute(
-        "distributed_epoch", target, job_name=f"chaos-d-{seed}")))
-    parallel = iter(source.apply(service.distribute(
-        "parallel_epochs", target, job_name=f"chaos-p-{seed}")))
+    distributed = iter(
+        source.apply(service.distribute("distributed_epoch", target, job_name=f"chaos-d-{seed}"))
+    )
+    parallel = iter(
+        source.apply(service.distribute("parallel_epochs", target, job_name=f"chaos-p-{seed}"))
+    )
     got_distributed: list[int] = []
     got_parallel: list[int] = []
     for point in points:

@@ -47,16 +47,33 @@ def cluster(tmp_path_factory):
     if protocol not in default_registry.protocols():
         pytest.skip("needs the grpc transport to reach servers in other processes")
     work_dir = tmp_path_factory.mktemp("chaos-workers")
-    dispatcher = DataServiceProcess("dispatcher", [
-        "--protocol", protocol, "--work_dir", str(work_dir), "--fault_tolerant",
-        "--worker_timeout_ms", str(int(scaled(WORKER_TIMEOUT_MS)))])
+    dispatcher = DataServiceProcess(
+        "dispatcher",
+        [
+            "--protocol",
+            protocol,
+            "--work_dir",
+            str(work_dir),
+            "--fault_tolerant",
+            "--worker_timeout_ms",
+            str(int(scaled(WORKER_TIMEOUT_MS))),
+        ],
+    )
     workers: list[DataServiceProcess] = []
     try:
         dispatcher.start(timeout=30)
         for _ in range(2):
-            worker = DataServiceProcess("worker", [
-                "--protocol", protocol, "--dispatcher_address", dispatcher.address,
-                "--heartbeat_interval_ms", "100"])
+            worker = DataServiceProcess(
+                "worker",
+                [
+                    "--protocol",
+                    protocol,
+                    "--dispatcher_address",
+                    dispatcher.address,
+                    "--heartbeat_interval_ms",
+                    "100",
+                ],
+            )
             workers.append(worker.start(timeout=30))
         yield protocol, dispatcher, workers
     finally:
@@ -68,8 +85,11 @@ def _read_through_chaos(protocol, dispatcher, workers, seed):
     rng = random.Random(seed)
     points = sorted(rng.sample(range(0, N // 2), KILLS))
     target = f"{protocol}://{dispatcher.address}"
-    it = iter(Dataset.range(N).map(_slow).apply(service.distribute(
-        "distributed_epoch", target, job_name=f"chaos-w-{seed}")))
+    it = iter(
+        Dataset.range(N)
+        .map(_slow)
+        .apply(service.distribute("distributed_epoch", target, job_name=f"chaos-w-{seed}"))
+    )
     got: list[int] = []
     for point in points:
         while len(got) < point:
@@ -94,6 +114,8 @@ def test_exactly_once_through_worker_and_dispatcher_kills(cluster, seed, monkeyp
     got = _read_through_chaos(protocol, dispatcher, workers, seed)
     counts = Counter(got)
     assert not [x for x, c in counts.items() if c > 1], (
-        f"repeated: {sorted(x for x, c in counts.items() if c > 1)[:20]}")
+        f"repeated: {sorted(x for x, c in counts.items() if c > 1)[:20]}"
+    )
     assert sorted(counts) == list(range(N)), (
-        f"lost {N - len(counts)}: {sorted(set(range(N)) - set(counts))[:20]}")
+        f"lost {N - len(counts)}: {sorted(set(range(N)) - set(counts))[:20]}"
+    )

@@ -30,8 +30,9 @@ def processes(cross_process_protocol: str) -> Iterator[list[DataServiceProcess]]
         process.kill()
 
 
-def _launch(processes: list[DataServiceProcess], kind: str, protocol: str, *args: str,
-            port: int = 0) -> DataServiceProcess:
+def _launch(
+    processes: list[DataServiceProcess], kind: str, protocol: str, *args: str, port: int = 0
+) -> DataServiceProcess:
     process = DataServiceProcess(kind, ["--protocol", protocol, *args], port=port)
     processes.append(process)
     return process.launch()
@@ -60,8 +61,9 @@ def test_worker_waiting_for_its_dispatcher_says_so_and_exits_on_signal(
     processes, cross_process_protocol, silent_port, signum
 ):
     dispatcher = f"localhost:{silent_port}"
-    worker = _launch(processes, "worker", cross_process_protocol,
-                     "--dispatcher_address", dispatcher)
+    worker = _launch(
+        processes, "worker", cross_process_protocol, "--dispatcher_address", dispatcher
+    )
     line = worker.wait_for_line(f"waiting for the tf.data service dispatcher at {dispatcher}")
     assert "retrying" in line
     assert worker.terminate(timeout=EXIT_DEADLINE, signum=signum) == 0
@@ -89,9 +91,14 @@ def test_dispatcher_stuck_replaying_its_journal_says_so_and_exits_on_sigterm(
     # A journal that never delivers a byte (a FIFO nobody writes to) stands for a work_dir
     # on a file system that stopped answering: reading it blocks for good.
     os.mkfifo(tmp_path / journal_file(0))
-    dispatcher = _launch(processes, "dispatcher", cross_process_protocol,
-                         "--work_dir", str(tmp_path), "--fault_tolerant")
+    dispatcher = _launch(
+        processes,
+        "dispatcher",
+        cross_process_protocol,
+        "--work_dir",
+        str(tmp_path),
+        "--fault_tolerant",
+    )
     dispatcher.wait_for_line(f"recovering its state from the journal in {tmp_path}")
     assert dispatcher.terminate(timeout=EXIT_DEADLINE) == 0
     assert "Traceback" not in dispatcher.output
-

@@ -28,7 +28,8 @@ def test_compression_roundtrip(service_factory, compression):
     dispatcher, _ = service_factory(1)
     for data in (COMPRESSIBLE, NOISE):
         ds = Dataset.from_tensor_slices(data).apply(
-            service.distribute("parallel_epochs", dispatcher.target, compression=compression))
+            service.distribute("parallel_epochs", dispatcher.target, compression=compression)
+        )
         np.testing.assert_array_equal(np.stack(list(ds.as_numpy_iterator())), data)
 
 
@@ -42,8 +43,11 @@ def test_snappy_dataset_travels_snappy_compressed(service_factory, monkeypatch):
 
     monkeypatch.setattr(worker_module, "encode_elements", recording)
     dispatcher, _ = service_factory(1)
-    ds = Dataset.from_tensor_slices(NOISE).apply(service.distribute(
-        "parallel_epochs", dispatcher.target, compression=service.COMPRESSION_SNAPPY))
+    ds = Dataset.from_tensor_slices(NOISE).apply(
+        service.distribute(
+            "parallel_epochs", dispatcher.target, compression=service.COMPRESSION_SNAPPY
+        )
+    )
     np.testing.assert_array_equal(np.stack(list(ds.as_numpy_iterator())), NOISE)
     assert sent, "the worker sent no element message"
     assert all(set(message) == {"snappy"} for message in sent), [list(m) for m in sent]
@@ -51,9 +55,11 @@ def test_snappy_dataset_travels_snappy_compressed(service_factory, monkeypatch):
 
 def test_snappy_compresses_every_message_even_incompressible_ones():
     compressor = Compressor("SNAPPY")
-    for elements in ([np.zeros(10_000, np.float32)],
-                     [np.random.default_rng(2).integers(0, 256, 40_000, dtype=np.uint8)],
-                     [np.int64(3)]):
+    for elements in (
+        [np.zeros(10_000, np.float32)],
+        [np.random.default_rng(2).integers(0, 256, 40_000, dtype=np.uint8)],
+        [np.int64(3)],
+    ):
         frames = encode_elements(elements, compressor)
         message = _message(frames)
         assert set(message) == {"snappy"}
@@ -106,14 +112,14 @@ def test_distribute_accepts_every_compression_constant(compression):
 
 @pytest.mark.parametrize("compression", ["snappy", "gzip", "ZSTD", ""])
 def test_other_compressions_are_refused_with_tensorflows_message(compression):
-    expected = (f"Invalid `compression` argument: {compression}. "
-                "Must be one of ['AUTO', None, 'SNAPPY'].")
+    expected = (
+        f"Invalid `compression` argument: {compression}. Must be one of ['AUTO', None, 'SNAPPY']."
+    )
     with pytest.raises(ValueError) as distribute_error:
         service.distribute("parallel_epochs", "grpc://localhost:5000", compression=compression)
     assert str(distribute_error.value) == expected
     with pytest.raises(ValueError) as register_error:
-        service.register_dataset("grpc://localhost:5000", Dataset.range(3),
-                                 compression=compression)
+        service.register_dataset("grpc://localhost:5000", Dataset.range(3), compression=compression)
     assert str(register_error.value) == expected
 
 

@@ -13,9 +13,15 @@ service = tw.data.service
 
 
 def _consumer(dispatcher, index, num_consumers, dataset, job_name="coordinated"):
-    return dataset.apply(service.distribute(
-        "parallel_epochs", dispatcher.target, job_name=job_name,
-        consumer_index=index, num_consumers=num_consumers))
+    return dataset.apply(
+        service.distribute(
+            "parallel_epochs",
+            dispatcher.target,
+            job_name=job_name,
+            consumer_index=index,
+            num_consumers=num_consumers,
+        )
+    )
 
 
 def _read_rounds(dispatcher, num_consumers, rounds, dataset):
@@ -35,8 +41,7 @@ def _read_rounds(dispatcher, num_consumers, rounds, dataset):
 
 
 @pytest.mark.parametrize("num_workers,num_consumers", [(1, 3), (2, 2), (3, 4)])
-def test_rounds_are_consecutive_elements_of_one_worker(service_factory, num_workers,
-                                                       num_consumers):
+def test_rounds_are_consecutive_elements_of_one_worker(service_factory, num_workers, num_consumers):
     dispatcher, _ = service_factory(num_workers)
     rounds = 12
     out = _read_rounds(dispatcher, num_consumers, rounds, Dataset.range(10**6).repeat())
@@ -67,7 +72,6 @@ def test_consumer_index_out_of_range(service_factory):
     dispatcher, _ = service_factory(1)
     with pytest.raises(ValueError, match="consumer_index"):
         _consumer(dispatcher, 2, 2, Dataset.range(10).repeat())
-
 
 
 def _explode(x):

@@ -30,8 +30,7 @@ def test_elements_are_numpy_int64(service_factory):
 
 def test_parallel_epochs_two_workers_each_element_twice(service_factory):
     dispatcher, _ = service_factory(2)
-    assert sorted(values(distribute(Dataset.range(10), dispatcher))) == sorted(
-        list(range(10)) * 2)
+    assert sorted(values(distribute(Dataset.range(10), dispatcher))) == sorted(list(range(10)) * 2)
 
 
 def test_distributed_epoch_two_workers_each_element_once(service_factory):
@@ -58,8 +57,9 @@ def test_transformations_before_and_after(service_factory):
 
 def test_nested_structures_and_batches(service_factory):
     dispatcher, _ = service_factory(1)
-    ds = Dataset.from_tensor_slices({"a": np.arange(8, dtype=np.float32),
-                                     "b": np.arange(8).reshape(8, 1)}).batch(3)
+    ds = Dataset.from_tensor_slices(
+        {"a": np.arange(8, dtype=np.float32), "b": np.arange(8).reshape(8, 1)}
+    ).batch(3)
     got = list(distribute(ds, dispatcher).as_numpy_iterator())
     assert [g["a"].tolist() for g in got] == [[0, 1, 2], [3, 4, 5], [6, 7]]
     assert got[0]["b"].shape == (3, 1) and got[0]["a"].dtype == np.float32
@@ -116,8 +116,9 @@ def test_register_same_dataset_twice_returns_same_id(service_factory):
 
 def test_register_with_explicit_id(service_factory):
     dispatcher, _ = service_factory(1)
-    dataset_id = service.register_dataset(dispatcher.target, Dataset.range(10),
-                                          dataset_id="my_dataset")
+    dataset_id = service.register_dataset(
+        dispatcher.target, Dataset.range(10), dataset_id="my_dataset"
+    )
     assert dataset_id == "my_dataset"
     again = service.register_dataset(dispatcher.target, Dataset.range(10), dataset_id="my_dataset")
     assert again == "my_dataset"
@@ -136,8 +137,7 @@ def test_from_dataset_id(service_factory):
     dispatcher, _ = service_factory(1)
     src = Dataset.range(10)
     dataset_id = service.register_dataset(dispatcher.target, src)
-    ds = service.from_dataset_id("parallel_epochs", dispatcher.target, dataset_id,
-                                 src.element_spec)
+    ds = service.from_dataset_id("parallel_epochs", dispatcher.target, dataset_id, src.element_spec)
     assert values(ds) == list(range(10))
 
 
@@ -186,8 +186,9 @@ def test_bad_service(bad):
 
 def test_consumer_index_without_num_consumers(service_factory):
     dispatcher, _ = service_factory(1)
-    with pytest.raises(ValueError, match="Must either set both `consumer_index` and "
-                       "`num_consumers`, or neither"):
+    with pytest.raises(
+        ValueError, match="Must either set both `consumer_index` and `num_consumers`, or neither"
+    ):
         distribute(Dataset.range(1).repeat(), dispatcher, job_name="j", consumer_index=0)
 
 
@@ -320,7 +321,8 @@ def test_two_level_distribute(service_factory):
     dispatcher, _ = service_factory(1)
     inner = distribute(Dataset.range(5), dispatcher)
     outer = inner.map(lambda x: x + 100).apply(
-        service.distribute("parallel_epochs", dispatcher.target))
+        service.distribute("parallel_epochs", dispatcher.target)
+    )
     assert values(outer) == [100, 101, 102, 103, 104]
 
 
@@ -335,11 +337,25 @@ def test_concurrent_iterators_of_one_dataset_get_full_epochs(service_factory):
 
 def test_public_names():
     assert tw.data.experimental.service.DispatchServer is service.DispatchServer
-    for name in ("DispatchServer", "WorkerServer", "DispatcherConfig", "WorkerConfig",
-                 "distribute", "register_dataset", "from_dataset_id", "ShardingPolicy"):
+    for name in (
+        "DispatchServer",
+        "WorkerServer",
+        "DispatcherConfig",
+        "WorkerConfig",
+        "distribute",
+        "register_dataset",
+        "from_dataset_id",
+        "ShardingPolicy",
+    ):
         assert hasattr(service, name)
     assert [p.name for p in service.ShardingPolicy] == [
-        "OFF", "DYNAMIC", "FILE", "DATA", "FILE_OR_DATA", "HINT"]
+        "OFF",
+        "DYNAMIC",
+        "FILE",
+        "DATA",
+        "FILE_OR_DATA",
+        "HINT",
+    ]
     assert tw.data.Dataset is not None and tw.data.INFINITE == -1 and tw.data.UNKNOWN == -2
 
 

@@ -21,8 +21,9 @@ def test_range_each_element_once(service_factory, num_workers):
 
 def test_from_tensor_slices_with_map_and_filter(service_factory):
     dispatcher, _ = service_factory(2)
-    ds = Dataset.from_tensor_slices(np.arange(300)).map(lambda x: x * 2).filter(
-        lambda x: x % 3 == 0)
+    ds = (
+        Dataset.from_tensor_slices(np.arange(300)).map(lambda x: x * 2).filter(lambda x: x % 3 == 0)
+    )
     got = values(distribute(ds, dispatcher, "distributed_epoch"))
     assert sorted(got) == [x * 2 for x in range(300) if (x * 2) % 3 == 0]
 
@@ -48,8 +49,10 @@ def test_empty_dataset(service_factory):
 def test_shared_job_consumers_split_the_epoch(service_factory):
     dispatcher, _ = service_factory(2)
     ds = distribute(Dataset.range(500), dispatcher, "distributed_epoch", job_name="shared")
-    it1, it2 = iter(ds), iter(
-        distribute(Dataset.range(500), dispatcher, "distributed_epoch", job_name="shared"))
+    it1, it2 = (
+        iter(ds),
+        iter(distribute(Dataset.range(500), dispatcher, "distributed_epoch", job_name="shared")),
+    )
     got = []
     for it in (it1, it2):
         got.extend(int(x) for x in it)
@@ -58,8 +61,9 @@ def test_shared_job_consumers_split_the_epoch(service_factory):
 
 def test_unsplittable_source_is_an_error(service_factory):
     dispatcher, _ = service_factory(1)
-    ds = Dataset.from_generator(lambda: iter(range(3)), output_signature=tw.data.TensorSpec(
-        (), np.int64))
+    ds = Dataset.from_generator(
+        lambda: iter(range(3)), output_signature=tw.data.TensorSpec((), np.int64)
+    )
     with pytest.raises(errors.OpError):
         values(distribute(ds, dispatcher, "distributed_epoch"))
 
@@ -94,9 +98,12 @@ def test_interleave_over_files(service_factory, tmp_path):
         files.append(str(path))
     dispatcher, _ = service_factory(2)
     ds = Dataset.list_files(files, shuffle=False).interleave(
-        tw.data.TextLineDataset, cycle_length=2)
-    got = [x.decode() if isinstance(x, bytes) else str(x)
-           for x in distribute(ds, dispatcher, "distributed_epoch").as_numpy_iterator()]
+        tw.data.TextLineDataset, cycle_length=2
+    )
+    got = [
+        x.decode() if isinstance(x, bytes) else str(x)
+        for x in distribute(ds, dispatcher, "distributed_epoch").as_numpy_iterator()
+    ]
     assert sorted(got) == sorted(f"{i}:{j}" for i in range(6) for j in range(5))
 
 
@@ -104,4 +111,5 @@ def test_shuffle_and_repeat_each_epoch_complete(service_factory):
     dispatcher, _ = service_factory(2)
     ds = Dataset.range(40).shuffle(40, seed=1).repeat(2)
     assert sorted(values(distribute(ds, dispatcher, "distributed_epoch"))) == sorted(
-        list(range(40)) * 2)
+        list(range(40)) * 2
+    )

@@ -35,7 +35,8 @@ def _exactly_once(got: list[int], n: int) -> None:
 
 
 def test_elements_taken_by_a_worker_that_dies_before_sending_them_are_not_lost(
-        protocol, monkeypatch):
+    protocol, monkeypatch
+):
     """The worker takes a message's elements from its buffer and dies before they reach
     the reader (a kill -9 with the response in flight). A new worker process at the same
     address replays the task; the reader gets those elements from it, and nothing twice."""
@@ -60,14 +61,16 @@ def test_elements_taken_by_a_worker_that_dies_before_sending_them_are_not_lost(
     monkeypatch.setattr(_Task, "take_chunk", dies_with_a_message_in_flight)
     second = None
     try:
-        it = iter(Dataset.range(n).apply(service.distribute("distributed_epoch",
-                                                            dispatcher.target)))
+        it = iter(
+            Dataset.range(n).apply(service.distribute("distributed_epoch", dispatcher.target))
+        )
         got = []
         while not dead.is_set():
             got.append(int(next(it)))
         first.stop()
         second = service.WorkerServer(
-            service.WorkerConfig(dispatcher._address, protocol=protocol, port=port))
+            service.WorkerConfig(dispatcher._address, protocol=protocol, port=port)
+        )
         got.extend(int(x) for x in it)
         assert taken[3], "the message lost in flight held elements"
         _exactly_once(got, n)
@@ -81,13 +84,19 @@ def test_a_worker_dropped_for_good_has_its_tasks_replayed_on_another(protocol):
     """A worker that stops for good is dropped after worker_timeout_ms; its task moves to
     the other worker, which replays its splits: nothing lost, nothing twice."""
     n = 600
-    dispatcher = service.DispatchServer(service.DispatcherConfig(
-        protocol=protocol, worker_timeout_ms=500))
-    workers = [service.WorkerServer(service.WorkerConfig(
-        dispatcher._address, protocol=protocol, heartbeat_interval_ms=50)) for _ in range(2)]
+    dispatcher = service.DispatchServer(
+        service.DispatcherConfig(protocol=protocol, worker_timeout_ms=500)
+    )
+    workers = [
+        service.WorkerServer(
+            service.WorkerConfig(dispatcher._address, protocol=protocol, heartbeat_interval_ms=50)
+        )
+        for _ in range(2)
+    ]
     try:
-        it = iter(Dataset.range(n).apply(service.distribute("distributed_epoch",
-                                                            dispatcher.target)))
+        it = iter(
+            Dataset.range(n).apply(service.distribute("distributed_epoch", dispatcher.target))
+        )
         got = [int(next(it)) for _ in range(150)]
         workers[1].stop()  # (every task of the job has been given splits by now)
         got.extend(int(x) for x in it)
@@ -107,15 +116,28 @@ def _exact_job(work_dir: Any) -> tuple[_Dispatcher, int, int, list[int]]:
     WORKER (process "p1") and six splits handed to it."""
     core = _Dispatcher(DispatcherConfig(work_dir=str(work_dir), fault_tolerant_mode=True))
     core.worker_heartbeat({"worker_address": WORKER, "incarnation": "p1", "tasks": []})
-    dataset_id = core.get_or_register_dataset({
-        "dataset_def": pipeline.serialize(Dataset.range(100)), "metadata": {},
-        "dataset_id": ""})["dataset_id"]
-    job = core.get_or_create_job({"dataset_id": dataset_id, "job_name": "j",
-                                  "policy": int(ShardingPolicy.DYNAMIC), "acquire": True})
+    dataset_id = core.get_or_register_dataset(
+        {"dataset_def": pipeline.serialize(Dataset.range(100)), "metadata": {}, "dataset_id": ""}
+    )["dataset_id"]
+    job = core.get_or_create_job(
+        {
+            "dataset_id": dataset_id,
+            "job_name": "j",
+            "policy": int(ShardingPolicy.DYNAMIC),
+            "acquire": True,
+        }
+    )
     clients = [job["client_id"], core.acquire_client({"job_id": job["job_id"]})["client_id"]]
     (task,) = core.state.tasks_for_worker(WORKER)
-    ask = {"job_id": job["job_id"], "task_id": task.task_id, "max": 6, "position": 0,
-           "worker": "p1", "worker_address": WORKER, "generation": 0}
+    ask = {
+        "job_id": job["job_id"],
+        "task_id": task.task_id,
+        "max": 6,
+        "position": 0,
+        "worker": "p1",
+        "worker_address": WORKER,
+        "generation": 0,
+    }
     assert len(core.get_splits(ask)["splits"]) == 6
     return core, job["job_id"], task.task_id, clients
 
@@ -126,17 +148,33 @@ def test_a_replay_survives_a_dispatcher_restart_in_the_middle_of_recovery(tmp_pa
     first report, and then hands the replay the same six splits and both readers' elements
     to leave out."""
     core, job_id, task_id, (c1, c2) = _exact_job(tmp_path)
-    recorded = core.get_splits({"job_id": job_id, "task_id": task_id, "max": 6,
-                                "position": 0, "worker": "p1", "worker_address": WORKER,
-                                "generation": 0})["splits"]
+    recorded = core.get_splits(
+        {
+            "job_id": job_id,
+            "task_id": task_id,
+            "max": 6,
+            "position": 0,
+            "worker": "p1",
+            "worker_address": WORKER,
+            "generation": 0,
+        }
+    )["splits"]
     core.worker_heartbeat({"worker_address": WORKER, "incarnation": "p2", "tasks": []})
     view = core.client_heartbeat({"client_id": c1})
     (entry,) = view["tasks"]
     assert entry["generation"] == 1 and entry["report"]
-    core.client_heartbeat({"client_id": c1, "delivered": [
-        {"task_id": task_id, "generation": 1, "ranges": [[0, 5]]}]})
-    replay = {"job_id": job_id, "task_id": task_id, "max": 6, "position": 0, "worker": "p2",
-              "worker_address": WORKER, "generation": 1}
+    core.client_heartbeat(
+        {"client_id": c1, "delivered": [{"task_id": task_id, "generation": 1, "ranges": [[0, 5]]}]}
+    )
+    replay = {
+        "job_id": job_id,
+        "task_id": task_id,
+        "max": 6,
+        "position": 0,
+        "worker": "p2",
+        "worker_address": WORKER,
+        "generation": 1,
+    }
     assert core.get_splits(replay).get("wait"), "replayed before every reader reported"
     assert core.journal is not None
     core.journal.close()  # the dispatcher dies here
@@ -145,8 +183,12 @@ def test_a_replay_survives_a_dispatcher_restart_in_the_middle_of_recovery(tmp_pa
     task = again.state.tasks[task_id]
     assert (task.generation, task.awaiting, task.delivered) == (1, {c2}, [[0, 5]])
     assert again.get_splits(replay).get("wait")
-    again.client_heartbeat({"client_id": c2, "delivered": [
-        {"task_id": task_id, "generation": 1, "ranges": [[5, 9], [20, 22]]}]})
+    again.client_heartbeat(
+        {
+            "client_id": c2,
+            "delivered": [{"task_id": task_id, "generation": 1, "ranges": [[5, 9], [20, 22]]}],
+        }
+    )
     reply = again.get_splits(replay)
     assert reply["splits"] == recorded  # the same splits, in the same order
     assert reply["skip"] == [[0, 9], [20, 22]]
@@ -163,16 +205,22 @@ def test_a_nondeterministic_pipeline_keeps_at_most_once_and_says_so(protocol, ca
     second = None
     try:
         with caplog.at_level(logging.WARNING):
-            it = iter(Dataset.range(n).shuffle(50).apply(
-                service.distribute("distributed_epoch", dispatcher.target)))
+            it = iter(
+                Dataset.range(n)
+                .shuffle(50)
+                .apply(service.distribute("distributed_epoch", dispatcher.target))
+            )
             got = [int(next(it)) for _ in range(100)]
-        assert any("ShuffleDataset without a seed" in r.getMessage()
-                   and "at most once" in r.getMessage() for r in caplog.records)
+        assert any(
+            "ShuffleDataset without a seed" in r.getMessage() and "at most once" in r.getMessage()
+            for r in caplog.records
+        )
         (job,) = dispatcher._core.state.jobs.values()
         assert not job.exact
         first.stop()
         second = service.WorkerServer(
-            service.WorkerConfig(dispatcher._address, protocol=protocol, port=port))
+            service.WorkerConfig(dispatcher._address, protocol=protocol, port=port)
+        )
         got.extend(int(x) for x in it)
         assert max(Counter(got).values()) == 1
         assert set(got) <= set(range(n))
@@ -180,4 +228,3 @@ def test_a_nondeterministic_pipeline_keeps_at_most_once_and_says_so(protocol, ca
         for server in (second, first, dispatcher):
             if server is not None:
                 server.stop()
-

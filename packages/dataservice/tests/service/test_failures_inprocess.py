@@ -21,8 +21,9 @@ def test_restart_without_fault_tolerance_fails_readers_clearly(cross_process_pro
     protocol = cross_process_protocol
     dispatcher = service.DispatchServer(service.DispatcherConfig(protocol=protocol))
     port = int(dispatcher._address.split(":")[1])
-    worker = service.WorkerServer(service.WorkerConfig(dispatcher._address, protocol=protocol,
-                                                       heartbeat_interval_ms=50))
+    worker = service.WorkerServer(
+        service.WorkerConfig(dispatcher._address, protocol=protocol, heartbeat_interval_ms=50)
+    )
     reader = distribute(Dataset.range(10**9), dispatcher)._read()
     next(reader)
     dispatcher.stop()
@@ -41,12 +42,24 @@ def test_restart_without_fault_tolerance_fails_readers_clearly(cross_process_pro
 
 
 def test_coordinated_reads_fail_within_the_client_timeout_when_a_worker_dies(
-        service_factory, monkeypatch):
+    service_factory, monkeypatch
+):
     """Coordinated reads do not survive the loss of a worker; readers fail, bounded."""
     monkeypatch.setattr(client, "CLIENT_TIMEOUT", 2.0)
     dispatcher, (w1, w2) = service_factory(2)
-    ds = Dataset.range(10**9).repeat().apply(service.distribute(
-        "parallel_epochs", dispatcher.target, job_name="c", consumer_index=0, num_consumers=1))
+    ds = (
+        Dataset.range(10**9)
+        .repeat()
+        .apply(
+            service.distribute(
+                "parallel_epochs",
+                dispatcher.target,
+                job_name="c",
+                consumer_index=0,
+                num_consumers=1,
+            )
+        )
+    )
     it = iter(ds)
     next(it)
     w2.stop()

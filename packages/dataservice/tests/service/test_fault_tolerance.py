@@ -49,8 +49,15 @@ def procs(cross_process_protocol, monkeypatch):
 
 
 def _dispatcher(procs, tmp_path, *extra, worker_timeout_ms=1500):
-    return procs("dispatcher", "--work_dir", str(tmp_path), "--fault_tolerant",
-                 "--worker_timeout_ms", str(int(scaled(worker_timeout_ms))), *extra)
+    return procs(
+        "dispatcher",
+        "--work_dir",
+        str(tmp_path),
+        "--fault_tolerant",
+        "--worker_timeout_ms",
+        str(int(scaled(worker_timeout_ms))),
+        *extra,
+    )
 
 
 #: A restarted worker must register again before the dispatcher drops it for missed
@@ -61,8 +68,14 @@ RESTART_WORKER_TIMEOUT_MS = 10_000
 
 
 def _worker(procs, dispatcher, port=0):
-    return procs("worker", "--dispatcher_address", dispatcher.address,
-                 "--heartbeat_interval_ms", "100", port=port)
+    return procs(
+        "worker",
+        "--dispatcher_address",
+        dispatcher.address,
+        "--heartbeat_interval_ms",
+        "100",
+        port=port,
+    )
 
 
 def _target(protocol, dispatcher):
@@ -73,14 +86,22 @@ def _workers_known(protocol, dispatcher):
     return call(protocol, dispatcher.address, DISPATCHER_SERVICE, "GetWorkers", {})["workers"]
 
 
-def test_dispatcher_restart_distributed_epoch_no_duplicates(procs, tmp_path,
-                                                            cross_process_protocol):
+def test_dispatcher_restart_distributed_epoch_no_duplicates(
+    procs, tmp_path, cross_process_protocol
+):
     """Dispatcher kill -9 + restart, distributed_epoch: no element twice, none lost."""
     d = _dispatcher(procs, tmp_path)
     _worker(procs, d)
     n = 3000
-    ds = Dataset.range(n).map(_slow).apply(service.distribute(
-        "distributed_epoch", _target(cross_process_protocol, d), job_name="ft"))
+    ds = (
+        Dataset.range(n)
+        .map(_slow)
+        .apply(
+            service.distribute(
+                "distributed_epoch", _target(cross_process_protocol, d), job_name="ft"
+            )
+        )
+    )
     it = iter(ds)
     got = [int(next(it)) for _ in range(300)]
     d.kill()
@@ -92,8 +113,9 @@ def test_dispatcher_restart_distributed_epoch_no_duplicates(procs, tmp_path,
     assert sorted(got) == list(range(n))
 
 
-def test_dispatcher_restart_recovers_datasets_jobs_and_workers(procs, tmp_path,
-                                                               cross_process_protocol):
+def test_dispatcher_restart_recovers_datasets_jobs_and_workers(
+    procs, tmp_path, cross_process_protocol
+):
     d = _dispatcher(procs, tmp_path)
     w = _worker(procs, d)
     target = _target(cross_process_protocol, d)
@@ -106,15 +128,19 @@ def test_dispatcher_restart_recovers_datasets_jobs_and_workers(procs, tmp_path,
     assert got == list(range(7))
 
 
-def test_dispatcher_restart_parallel_epochs_each_element_once(procs, tmp_path,
-                                                              cross_process_protocol):
+def test_dispatcher_restart_parallel_epochs_each_element_once(
+    procs, tmp_path, cross_process_protocol
+):
     """Dispatcher kill -9 + restart, parallel_epochs: the worker keeps its task, so each
     element of its epoch arrives exactly once."""
     d = _dispatcher(procs, tmp_path)
     _worker(procs, d)
     n = 3000
-    ds = Dataset.range(n).map(_slow).apply(
-        service.distribute("parallel_epochs", _target(cross_process_protocol, d)))
+    ds = (
+        Dataset.range(n)
+        .map(_slow)
+        .apply(service.distribute("parallel_epochs", _target(cross_process_protocol, d)))
+    )
     it = iter(ds)
     got = [int(next(it)) for _ in range(200)]
     d.kill()
@@ -123,15 +149,17 @@ def test_dispatcher_restart_parallel_epochs_each_element_once(procs, tmp_path,
     assert sorted(got) == list(range(n))
 
 
-def test_worker_restart_parallel_epochs_repeats_its_epoch(procs, tmp_path,
-                                                          cross_process_protocol):
+def test_worker_restart_parallel_epochs_repeats_its_epoch(procs, tmp_path, cross_process_protocol):
     """Worker kill -9 + restart on its port, parallel_epochs: the task restarts from the
     beginning, so every element arrives at least once (some twice)."""
     d = _dispatcher(procs, tmp_path, worker_timeout_ms=RESTART_WORKER_TIMEOUT_MS)
     w = _worker(procs, d)
     n = 3000
-    ds = Dataset.range(n).map(_slow).apply(
-        service.distribute("parallel_epochs", _target(cross_process_protocol, d)))
+    ds = (
+        Dataset.range(n)
+        .map(_slow)
+        .apply(service.distribute("parallel_epochs", _target(cross_process_protocol, d)))
+    )
     it = iter(ds)
     got = [int(next(it)) for _ in range(500)]
     w.kill()
@@ -148,8 +176,11 @@ def test_worker_restart_distributed_epoch_exactly_once(procs, tmp_path, cross_pr
     d = _dispatcher(procs, tmp_path, worker_timeout_ms=RESTART_WORKER_TIMEOUT_MS)
     w = _worker(procs, d)
     n = 3000
-    ds = Dataset.range(n).map(_slow).apply(
-        service.distribute("distributed_epoch", _target(cross_process_protocol, d)))
+    ds = (
+        Dataset.range(n)
+        .map(_slow)
+        .apply(service.distribute("distributed_epoch", _target(cross_process_protocol, d)))
+    )
     it = iter(ds)
     got = [int(next(it)) for _ in range(500)]
     w.kill()
@@ -167,8 +198,11 @@ def test_dead_worker_dropped_reader_finishes(procs, tmp_path, cross_process_prot
     _worker(procs, d)
     w2 = _worker(procs, d)
     n = 3000
-    ds = Dataset.range(n).map(_slow).apply(
-        service.distribute("distributed_epoch", _target(cross_process_protocol, d)))
+    ds = (
+        Dataset.range(n)
+        .map(_slow)
+        .apply(service.distribute("distributed_epoch", _target(cross_process_protocol, d)))
+    )
     it = iter(ds)
     got = [int(next(it)) for _ in range(200)]
     w2.kill()
@@ -180,13 +214,17 @@ def test_dead_worker_dropped_reader_finishes(procs, tmp_path, cross_process_prot
     assert len(_workers_known(cross_process_protocol, d)) == 1
 
 
-def test_reader_never_hangs_when_everything_dies(procs, tmp_path, cross_process_protocol,
-                                                 monkeypatch):
+def test_reader_never_hangs_when_everything_dies(
+    procs, tmp_path, cross_process_protocol, monkeypatch
+):
     monkeypatch.setattr(client, "CLIENT_TIMEOUT", scaled(3.0))
     d = _dispatcher(procs, tmp_path)
     w = _worker(procs, d)
-    ds = Dataset.range(10**9).map(_slow).apply(
-        service.distribute("parallel_epochs", _target(cross_process_protocol, d)))
+    ds = (
+        Dataset.range(10**9)
+        .map(_slow)
+        .apply(service.distribute("parallel_epochs", _target(cross_process_protocol, d)))
+    )
     it = iter(ds)
     next(it)
     d.kill()
@@ -205,8 +243,7 @@ def test_cli_processes_exit_cleanly_on_sigterm(procs, tmp_path):
     assert d.terminate() == 0
 
 
-def test_static_sharding_worker_restart_redoes_its_shard(procs, tmp_path,
-                                                         cross_process_protocol):
+def test_static_sharding_worker_restart_redoes_its_shard(procs, tmp_path, cross_process_protocol):
     """Static sharding (DATA), worker kill -9 + restart on its port: the worker processes
     its shard again from the beginning (every element at least once)."""
     import socket
@@ -218,14 +255,20 @@ def test_static_sharding_worker_restart_redoes_its_shard(procs, tmp_path,
             ports.append(s.getsockname()[1])
     addresses = [f"localhost:{p}" for p in ports]
     d = _dispatcher(
-        procs, tmp_path, "--worker_addresses", *addresses,
+        procs,
+        tmp_path,
+        "--worker_addresses",
+        *addresses,
         worker_timeout_ms=RESTART_WORKER_TIMEOUT_MS,
     )
     _worker(procs, d, port=ports[0])
     w2 = _worker(procs, d, port=ports[1])
     n = 3000
-    ds = Dataset.range(n).map(_slow).apply(service.distribute(
-        service.ShardingPolicy.DATA, _target(cross_process_protocol, d)))
+    ds = (
+        Dataset.range(n)
+        .map(_slow)
+        .apply(service.distribute(service.ShardingPolicy.DATA, _target(cross_process_protocol, d)))
+    )
     it = iter(ds)
     got = [int(next(it)) for _ in range(400)]
     w2.kill()

@@ -22,16 +22,22 @@ def _load(name):
 
 
 def test_basic_example_prints_range():
-    result = subprocess.run([sys.executable, str(EXAMPLES / "dataservice_basic.py")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "dataservice_basic.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(list(range(10)))
 
 
 def test_torch_iterable_dataset_shares_received_buffers(service_factory):
     torch = pytest.importorskip(
-        "torch", reason="needs torch (pip install 'tensorwire-dataservice[torch]'); CI "
-        "installs the CPU build")
+        "torch",
+        reason="needs torch (pip install 'tensorwire-dataservice[torch]'); CI "
+        "installs the CPU build",
+    )
     example = _load("dataservice_torch")
     dispatcher, _ = service_factory(2)
     pipeline = example.make_pipeline(256, 32)
@@ -40,8 +46,13 @@ def test_torch_iterable_dataset_shares_received_buffers(service_factory):
     b = batches[0]
     assert b["x"].dtype == torch.float32 and b["x"].shape == (32, 8)
     # torch.from_numpy made no copy: the tensor's memory is the received array's.
-    raw = next(iter(pipeline.apply(tw.data.service.distribute(
-        "parallel_epochs", dispatcher.target)).as_numpy_iterator()))["x"]
+    raw = next(
+        iter(
+            pipeline.apply(
+                tw.data.service.distribute("parallel_epochs", dispatcher.target)
+            ).as_numpy_iterator()
+        )
+    )["x"]
     tensor = torch.from_numpy(raw)
     assert tensor.data_ptr() == raw.__array_interface__["data"][0]
 

@@ -25,8 +25,11 @@ def _wait(predicate, timeout=10.0):
 
 def test_unused_job_is_collected(service_factory):
     dispatcher, (worker,) = service_factory(
-        1, job_gc_check_interval_ms=50, job_gc_timeout_ms=200,
-        worker_config={"heartbeat_interval_ms": 50})
+        1,
+        job_gc_check_interval_ms=50,
+        job_gc_timeout_ms=200,
+        worker_config={"heartbeat_interval_ms": 50},
+    )
     ds = distribute(Dataset.range(10**9), dispatcher)
     it = iter(ds)
     next(it)
@@ -65,7 +68,8 @@ def test_reading_a_collected_job_fails_clearly(service_factory):
 
 def test_dead_worker_is_dropped(service_factory):
     dispatcher, (w1, w2) = service_factory(
-        2, worker_timeout_ms=300, worker_config={"heartbeat_interval_ms": 50})
+        2, worker_timeout_ms=300, worker_config={"heartbeat_interval_ms": 50}
+    )
     assert dispatcher._num_workers() == 2
     w2.stop()
     assert _wait(lambda: dispatcher._num_workers() == 1, 10)
@@ -92,13 +96,13 @@ def test_named_job_waits_for_the_gc_timeout(service_factory):
 
 
 @pytest.mark.parametrize("mode", ["parallel_epochs", "distributed_epoch"])
-def test_worker_dropped_for_missed_heartbeats_resumes_its_tasks(service_factory, monkeypatch,
-                                                                mode):
+def test_worker_dropped_for_missed_heartbeats_resumes_its_tasks(service_factory, monkeypatch, mode):
     """A worker that misses heartbeats (busy, cut off) is dropped; when it comes back still
     running its task, the task carries on: its readers see no element twice and none lost
     (a new task would start the epoch again: [0, 0, 1, 2, ...])."""
     dispatcher, (worker,) = service_factory(
-        1, worker_timeout_ms=300, worker_config={"heartbeat_interval_ms": 50})
+        1, worker_timeout_ms=300, worker_config={"heartbeat_interval_ms": 50}
+    )
     n = 2000
     it = iter(distribute(Dataset.range(n), dispatcher, mode, max_outstanding_requests=1))
     got = [int(next(it)) for _ in range(100)]

@@ -31,8 +31,9 @@ Dataset = tw.data.Dataset
 
 
 def _records(n):
-    return [{"op": "register_worker", "address": f"localhost:{i}", "blob": b"x" * i}
-            for i in range(n)]
+    return [
+        {"op": "register_worker", "address": f"localhost:{i}", "blob": b"x" * i} for i in range(n)
+    ]
 
 
 def _journal_with(work_dir, records) -> Path:
@@ -95,8 +96,14 @@ def _frame_offsets(path):
 
 # Offsets inside a frame: its length field, payload CRC, header CRC, the payload's first and
 # last byte, and the end marker.
-_PLACES = {"length": 1, "payload_crc": 5, "header_crc": 9, "payload_start": 12,
-           "payload_end": -5, "end_marker": -1}
+_PLACES = {
+    "length": 1,
+    "payload_crc": 5,
+    "header_crc": 9,
+    "payload_start": 12,
+    "payload_end": -5,
+    "end_marker": -1,
+}
 
 
 def _flip(path, offset):
@@ -207,8 +214,11 @@ def test_bad_dataset_ids_are_refused_and_a_restart_works(protocol, tmp_path, bad
     port = int(dispatcher._address.split(":")[1])
     try:
         address = dispatcher._address
-        request = {"dataset_def": pipeline.serialize(Dataset.range(3)), "metadata": {},
-                   "dataset_id": bad}
+        request = {
+            "dataset_def": pipeline.serialize(Dataset.range(3)),
+            "metadata": {},
+            "dataset_id": bad,
+        }
         with pytest.raises(errors.InvalidArgumentError, match="printable ASCII"):
             call(protocol, address, DISPATCHER_SERVICE, "GetOrRegisterDataset", request)
         if isinstance(bad, str):
@@ -233,19 +243,21 @@ def _write_raw_journal(work_dir, payloads):
 
 
 def test_records_that_pass_their_checksum_but_cannot_be_applied_are_skipped(tmp_path, caplog):
-    dataset = {"op": "register_dataset", "fingerprint": "f", "dataset_def": b"",
-               "metadata": {}}
-    path = _write_raw_journal(tmp_path, [
-        {"op": "register_worker", "address": "localhost:1"},
-        {**dataset, "dataset_id": "²"},  # written by an older dispatcher before validation
-        {**dataset, "dataset_id": 7},
-        {"op": "create_task", "task_id": 5, "job_id": 12345, "worker_address": "localhost:1"},
-        {"op": "acquire_client", "client_id": 9, "job_id": 12345},
-        {"op": "no_such_op"},
-        b"not a codec message",
-        ["not", "a", "dict"],
-        {"op": "register_worker", "address": "localhost:2"},
-    ])
+    dataset = {"op": "register_dataset", "fingerprint": "f", "dataset_def": b"", "metadata": {}}
+    path = _write_raw_journal(
+        tmp_path,
+        [
+            {"op": "register_worker", "address": "localhost:1"},
+            {**dataset, "dataset_id": "²"},  # written by an older dispatcher before validation
+            {**dataset, "dataset_id": 7},
+            {"op": "create_task", "task_id": 5, "job_id": 12345, "worker_address": "localhost:1"},
+            {"op": "acquire_client", "client_id": 9, "job_id": 12345},
+            {"op": "no_such_op"},
+            b"not a codec message",
+            ["not", "a", "dict"],
+            {"op": "register_worker", "address": "localhost:2"},
+        ],
+    )
     offsets = _frame_offsets(path)
     with caplog.at_level(logging.ERROR, logger="tensorwire_dataservice.service.dispatcher"):
         core = _Dispatcher(_config(tmp_path))
@@ -267,8 +279,9 @@ def test_records_that_pass_their_checksum_but_cannot_be_applied_are_skipped(tmp_
 
 
 def _config(work_dir, **kw):
-    return service.DispatcherConfig(protocol="inproc", work_dir=str(work_dir),
-                                    fault_tolerant_mode=True, **kw)
+    return service.DispatcherConfig(
+        protocol="inproc", work_dir=str(work_dir), fault_tolerant_mode=True, **kw
+    )
 
 
 def _anonymous_job(core, dataset_id):
@@ -296,13 +309,14 @@ def fast_work_dir(tmp_path_factory):
         yield tmp_path_factory.mktemp("journal")
 
 
-def test_compaction_bounds_the_work_dir_and_a_restart_after_100k_jobs_replays_little(
-        fast_work_dir):
+def test_compaction_bounds_the_work_dir_and_a_restart_after_100k_jobs_replays_little(fast_work_dir):
     core = _Dispatcher(_config(fast_work_dir))
     dataset_id = core.get_or_register_dataset(
-        {"dataset_def": pipeline.serialize(Dataset.range(3))})["dataset_id"]
+        {"dataset_def": pipeline.serialize(Dataset.range(3))}
+    )["dataset_id"]
     kept = core.get_or_create_job(
-        {"dataset_id": dataset_id, "policy": 0, "job_name": "kept", "acquire": True})
+        {"dataset_id": dataset_id, "policy": 0, "job_name": "kept", "acquire": True}
+    )
     first = _anonymous_job(core, dataset_id)
     sizes = []
     for i in range(1, 100_000):
@@ -339,9 +353,11 @@ def _busy_core(work_dir):
     twice would show)."""
     core = _Dispatcher(_config(work_dir))
     dataset_id = core.get_or_register_dataset(
-        {"dataset_def": pipeline.serialize(Dataset.range(100))})["dataset_id"]
+        {"dataset_def": pipeline.serialize(Dataset.range(100))}
+    )["dataset_id"]
     named = core.get_or_create_job(
-        {"dataset_id": dataset_id, "policy": 1, "job_name": "named", "acquire": True})
+        {"dataset_id": dataset_id, "policy": 1, "job_name": "named", "acquire": True}
+    )
     task_id = _add_task(core, named["job_id"])
     _anonymous_job(core, dataset_id)
     with core.lock:
@@ -349,8 +365,9 @@ def _busy_core(work_dir):
     ask = {"job_id": named["job_id"], "task_id": task_id, "max": 3, **_WORKER}
     assert core.get_splits({**ask, "position": 0})["splits"]
     assert core.get_splits({**ask, "position": 3})["splits"]
-    gone = core.get_or_create_job(
-        {"dataset_id": dataset_id, "policy": 0, "job_name": "gone"})["job_id"]
+    gone = core.get_or_create_job({"dataset_id": dataset_id, "policy": 0, "job_name": "gone"})[
+        "job_id"
+    ]
     with core.lock:
         core._collect(core.state.jobs[gone])
     _anonymous_job(core, dataset_id)
@@ -448,11 +465,24 @@ def _same_but_id_base(state, expected):
 
 
 _V1_RECORDS = [
-    {"op": "register_dataset", "dataset_id": "1000", "fingerprint": "f", "dataset_def": b"d",
-     "metadata": {}},
+    {
+        "op": "register_dataset",
+        "dataset_id": "1000",
+        "fingerprint": "f",
+        "dataset_def": b"d",
+        "metadata": {},
+    },
     {"op": "register_worker", "address": "localhost:1"},
-    {"op": "create_job", "job_id": 50, "job_name": "", "iteration": 0, "dataset_id": "1000",
-     "policy": 0, "num_consumers": -1, "target_workers": "AUTO"},
+    {
+        "op": "create_job",
+        "job_id": 50,
+        "job_name": "",
+        "iteration": 0,
+        "dataset_id": "1000",
+        "policy": 0,
+        "num_consumers": -1,
+        "target_workers": "AUTO",
+    },
     {"op": "create_task", "task_id": 60, "job_id": 50, "worker_address": "localhost:1"},
     {"op": "produce_splits", "job_id": 50, "count": 4, "exhausted": False},
     {"op": "acquire_client", "client_id": 70, "job_id": 50},
@@ -468,7 +498,9 @@ def test_a_version_1_journal_is_recovered_then_compacted(tmp_path):
     try:
         assert _same_but_id_base(core.state, expected)
         assert sorted(p.name for p in tmp_path.iterdir()) == [
-            "journal-0000000001.log", "snapshot-0000000001.tws"]
+            "journal-0000000001.log",
+            "snapshot-0000000001.tws",
+        ]
         client_id = core.acquire_client({"job_id": 50})["client_id"]
     finally:
         core.journal.close()
@@ -530,8 +562,7 @@ def test_named_jobs_stay_known_after_they_are_collected_and_forgotten(tmp_path):
     try:
         dataset_id = next(iter(restarted.state.datasets))
         with pytest.raises(errors.NotFoundError, match="garbage collected"):
-            restarted.get_or_create_job(
-                {"dataset_id": dataset_id, "policy": 0, "job_name": "gone"})
+            restarted.get_or_create_job({"dataset_id": dataset_id, "policy": 0, "job_name": "gone"})
         assert all(not j.garbage_collected for j in restarted.state.jobs.values())
     finally:
         restarted.journal.close()
@@ -573,9 +604,13 @@ def test_a_damaged_snapshot_refuses_to_start(tmp_path):
 
 # -- recovery in one process ------------------------------------------------------------------
 
+
 def _ft_dispatcher(protocol, work_dir, port=0, **kw):
-    return service.DispatchServer(service.DispatcherConfig(
-        port=port, protocol=protocol, work_dir=str(work_dir), fault_tolerant_mode=True, **kw))
+    return service.DispatchServer(
+        service.DispatcherConfig(
+            port=port, protocol=protocol, work_dir=str(work_dir), fault_tolerant_mode=True, **kw
+        )
+    )
 
 
 def test_restart_recovers_datasets_and_workers(protocol, tmp_path):
@@ -593,8 +628,9 @@ def test_restart_recovers_datasets_and_workers(protocol, tmp_path):
     try:
         assert restarted._num_workers() == 1  # known from the journal until it times out
         assert service.register_dataset(restarted.target, Dataset.range(3)) == other
-        worker = service.WorkerServer(service.WorkerConfig(
-            restarted._address, protocol=protocol, heartbeat_interval_ms=50))
+        worker = service.WorkerServer(
+            service.WorkerConfig(restarted._address, protocol=protocol, heartbeat_interval_ms=50)
+        )
         got = values(service.from_dataset_id("parallel_epochs", restarted.target, dataset_id))
         assert got == list(range(10))
         # fresh ids continue after the recovered ones
@@ -605,8 +641,9 @@ def test_restart_recovers_datasets_and_workers(protocol, tmp_path):
 
 
 def test_without_fault_tolerance_nothing_is_journaled(protocol, tmp_path):
-    dispatcher = service.DispatchServer(service.DispatcherConfig(
-        protocol=protocol, work_dir=str(tmp_path)))
+    dispatcher = service.DispatchServer(
+        service.DispatcherConfig(protocol=protocol, work_dir=str(tmp_path))
+    )
     service.register_dataset(dispatcher.target, Dataset.range(3))
     dispatcher.stop()
     assert not list(tmp_path.iterdir())
@@ -633,11 +670,17 @@ def test_recovered_split_position(protocol, tmp_path):
         assert job.num_splits > 0 and job.job_name == "splits"
         # The next split handed out follows the ones given out before the restart.
         task = core.state.tasks[job.task_ids[0]]
-        reply = core.get_splits({
-            "job_id": job.job_id, "task_id": task.task_id, "max": 1,
-            "position": task.num_recorded_splits, "generation": task.generation,
-            "worker_address": task.worker_address,
-            "worker": core.state.workers[task.worker_address]["incarnation"]})
+        reply = core.get_splits(
+            {
+                "job_id": job.job_id,
+                "task_id": task.task_id,
+                "max": 1,
+                "position": task.num_recorded_splits,
+                "generation": task.generation,
+                "worker_address": task.worker_address,
+                "worker": core.state.workers[task.worker_address]["incarnation"],
+            }
+        )
         begin, _ = decode_split(reply["splits"][0])
         assert begin > max(first)
     finally:
@@ -671,12 +714,11 @@ def test_lost_split_reply_is_handed_out_again_after_a_restart(protocol, tmp_path
         assert core.get_splits({**ask, "worker": "w2", "position": 0})["wait"]
         # Once it registered (its heartbeat), it replays the task's splits from the first,
         # in the order they were handed out: its readers had no elements to report.
-        core.worker_heartbeat({"worker_address": "localhost:1", "incarnation": "w2",
-                               "tasks": []})
+        core.worker_heartbeat({"worker_address": "localhost:1", "incarnation": "w2", "tasks": []})
         replay = {**ask, "worker": "w2", "generation": 1}
         again = core.get_splits({**replay, "position": 0})["splits"]
         again += core.get_splits({**replay, "position": len(again)})["splits"]
-        assert again[:len(first) + len(second)] == first + second
+        assert again[: len(first) + len(second)] == first + second
     finally:
         restarted.stop()
 
@@ -690,8 +732,14 @@ def _add_task(core, job_id):
     with core.lock:
         core._commit({"op": "register_worker", "address": "localhost:1", "incarnation": "w1"})
         job = core.state.jobs[job_id]
-        core._commit({"op": "create_task", "task_id": core.state.next_task_id,
-                      "job_id": job_id, "worker_address": "localhost:1"})
+        core._commit(
+            {
+                "op": "create_task",
+                "task_id": core.state.next_task_id,
+                "job_id": job_id,
+                "worker_address": "localhost:1",
+            }
+        )
         return job.task_ids[-1]
 
 
@@ -700,11 +748,17 @@ def test_many_restarts_while_reading_distributed_epoch(cross_process_protocol, t
     protocol = cross_process_protocol
     dispatcher = _ft_dispatcher(protocol, tmp_path)
     port = int(dispatcher._address.split(":")[1])
-    worker = service.WorkerServer(service.WorkerConfig(dispatcher._address, protocol=protocol,
-                                                       heartbeat_interval_ms=50))
+    worker = service.WorkerServer(
+        service.WorkerConfig(dispatcher._address, protocol=protocol, heartbeat_interval_ms=50)
+    )
     n = 3000
-    ds = distribute(Dataset.range(n), dispatcher, "distributed_epoch", job_name="many",
-                    max_outstanding_requests=1)
+    ds = distribute(
+        Dataset.range(n),
+        dispatcher,
+        "distributed_epoch",
+        job_name="many",
+        max_outstanding_requests=1,
+    )
     it = iter(ds)
     got = []
     try:
@@ -722,8 +776,9 @@ def test_many_restarts_while_reading_distributed_epoch(cross_process_protocol, t
 def test_restart_between_iterations(protocol, tmp_path):
     dispatcher = _ft_dispatcher(protocol, tmp_path)
     port = int(dispatcher._address.split(":")[1])
-    worker = service.WorkerServer(service.WorkerConfig(dispatcher._address, protocol=protocol,
-                                                       heartbeat_interval_ms=50))
+    worker = service.WorkerServer(
+        service.WorkerConfig(dispatcher._address, protocol=protocol, heartbeat_interval_ms=50)
+    )
     try:
         ds = distribute(Dataset.range(20), dispatcher, "distributed_epoch")
         assert sorted(values(ds)) == list(range(20))
@@ -738,17 +793,22 @@ def test_restart_between_iterations(protocol, tmp_path):
 def test_change_processing_mode_after_restart_is_refused(protocol, tmp_path):
     dispatcher = _ft_dispatcher(protocol, tmp_path)
     port = int(dispatcher._address.split(":")[1])
-    worker = service.WorkerServer(service.WorkerConfig(dispatcher._address, protocol=protocol,
-                                                       heartbeat_interval_ms=50))
+    worker = service.WorkerServer(
+        service.WorkerConfig(dispatcher._address, protocol=protocol, heartbeat_interval_ms=50)
+    )
     try:
-        it = iter(distribute(Dataset.range(10**6), dispatcher, "parallel_epochs",
-                             job_name="job"))
+        it = iter(distribute(Dataset.range(10**6), dispatcher, "parallel_epochs", job_name="job"))
         next(it)
         dispatcher.stop()
         dispatcher = _ft_dispatcher(protocol, tmp_path, port=port)
         with pytest.raises(errors.InvalidArgumentError, match="already an existing job"):
-            next(iter(distribute(Dataset.range(10**6), dispatcher, "distributed_epoch",
-                                 job_name="job")))
+            next(
+                iter(
+                    distribute(
+                        Dataset.range(10**6), dispatcher, "distributed_epoch", job_name="job"
+                    )
+                )
+            )
         it.close()
     finally:
         worker.stop()

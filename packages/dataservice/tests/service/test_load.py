@@ -30,7 +30,7 @@ DEADLINE = 60.0
 GATE = threading.Event()
 
 
-def _second_element_waits_for_the_gate(x):  # type: ignore[no-untyped-def]
+def _second_element_waits_for_the_gate(x):
     if x == 1:
         GATE.wait(DEADLINE * 5)
     return x
@@ -39,7 +39,7 @@ def _second_element_waits_for_the_gate(x):  # type: ignore[no-untyped-def]
 class _Readers:
     """The iterators one reading thread owns, and what it read from them."""
 
-    def __init__(self, dataset, count: int) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, dataset, count: int) -> None:
         self.dataset = dataset
         self.count = count
         self.first: list[int] = []
@@ -61,9 +61,7 @@ class _Readers:
             self.done.set()
 
 
-def test_500_concurrent_readers_of_one_worker_all_complete(
-    service_factory, protocol, monkeypatch
-):
+def test_500_concurrent_readers_of_one_worker_all_complete(service_factory, protocol, monkeypatch):
     # Each reader asks the dispatcher for task changes twice a second: 1000 calls a second
     # that this test (one worker, tasks known from the start) does not need and a loaded
     # two-core machine can barely serve. Less often; a no-op if the setting is renamed.

@@ -31,8 +31,12 @@ service.register_pipeline("squares", _squares)
 
 
 def _only_registered(service_factory, num_workers=1, **fields):
-    return service_factory(num_workers, registered_pipelines_only=True,
-                           worker_config={"registered_pipelines_only": True}, **fields)
+    return service_factory(
+        num_workers,
+        registered_pipelines_only=True,
+        worker_config={"registered_pipelines_only": True},
+        **fields,
+    )
 
 
 @pytest.mark.parametrize("mode", ["parallel_epochs", "distributed_epoch"])
@@ -50,8 +54,9 @@ def test_a_registered_pipeline_crosses_the_wire_as_data_only(service_factory, mo
 
 
 def test_a_dataset_sent_as_code_is_refused_with_the_reason(service_factory, tmp_path):
-    dispatcher, _ = _only_registered(service_factory, work_dir=str(tmp_path),
-                                     fault_tolerant_mode=True)
+    dispatcher, _ = _only_registered(
+        service_factory, work_dir=str(tmp_path), fault_tolerant_mode=True
+    )
     with pytest.raises(errors.PermissionDeniedError, match="registered pipelines only"):
         service.register_dataset(dispatcher.target, Dataset.range(3).map(lambda x: x + 1))
     # A transformed registered pipeline is code again (the transformation is).
@@ -60,15 +65,17 @@ def test_a_dataset_sent_as_code_is_refused_with_the_reason(service_factory, tmp_
             dispatcher.target, service.registered_pipeline("squares", n=3).map(lambda x: x)
         )
     # Nothing of the refused registrations was journaled: a restart recovers nothing of them.
-    assert service.register_dataset(dispatcher.target,
-                                    service.registered_pipeline("squares", n=3))
+    assert service.register_dataset(dispatcher.target, service.registered_pipeline("squares", n=3))
 
 
 def test_a_worker_that_runs_registered_pipelines_only_refuses_code(service_factory):
     """Even behind a dispatcher that accepts code, the worker never unpickles a pipeline."""
     dispatcher, (worker,) = service_factory(1, worker_config={"registered_pipelines_only": True})
-    ds = Dataset.range(5).map(lambda x: x + 1).apply(
-        service.distribute("parallel_epochs", dispatcher.target))
+    ds = (
+        Dataset.range(5)
+        .map(lambda x: x + 1)
+        .apply(service.distribute("parallel_epochs", dispatcher.target))
+    )
     with pytest.raises(errors.PermissionDeniedError, match="registered pipelines only"):
         list(ds)
 
@@ -102,7 +109,8 @@ def test_cli_servers_import_pipelines_and_run_no_code(tmp_path, cross_process_pr
     from tensorwire_testing.data_service import DataServiceProcess
 
     module = tmp_path / "tw_test_pipelines.py"
-    module.write_text(textwrap.dedent("""
+    module.write_text(
+        textwrap.dedent("""
         import numpy as np
         import tensorwire as tw
 
@@ -110,10 +118,16 @@ def test_cli_servers_import_pipelines_and_run_no_code(tmp_path, cross_process_pr
             return tw.data.Dataset.range(n).map(lambda i: np.full((size,), i, np.int32))
 
         tw.data.service.register_pipeline("tiles", tiles)
-    """))
+    """)
+    )
     env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
-    common = ["--protocol", cross_process_protocol, "--import", "tw_test_pipelines",
-              "--registered_pipelines_only"]
+    common = [
+        "--protocol",
+        cross_process_protocol,
+        "--import",
+        "tw_test_pipelines",
+        "--registered_pipelines_only",
+    ]
     made = []
     try:
         d = DataServiceProcess("dispatcher", common, env=env).start(timeout=scaled(30))
@@ -127,7 +141,8 @@ def test_cli_servers_import_pipelines_and_run_no_code(tmp_path, cross_process_pr
 
         target = f"{cross_process_protocol}://{d.address}"
         ds = service.registered_pipeline("tiles", n=6, size=3).apply(
-            service.distribute("distributed_epoch", target))
+            service.distribute("distributed_epoch", target)
+        )
         got = sorted(int(x[0]) for x in ds)
         assert got == list(range(6))
         with pytest.raises(errors.PermissionDeniedError):
@@ -143,7 +158,9 @@ def test_cli_servers_import_pipelines_and_run_no_code(tmp_path, cross_process_pr
 def test_bad_import_is_a_clear_cli_error():
     done = subprocess.run(
         [sys.executable, "-m", "tensorwire", "dispatcher", "--import", "no_such_module_xyz"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 2
     assert "--import no_such_module_xyz" in done.stderr and "Traceback" not in done.stderr

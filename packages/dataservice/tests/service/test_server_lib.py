@@ -25,7 +25,8 @@ def test_start_is_idempotent(protocol):
     dispatcher.start()
     dispatcher.start()
     worker = service.WorkerServer(
-        service.WorkerConfig(dispatcher._address, protocol=protocol), start=False)
+        service.WorkerConfig(dispatcher._address, protocol=protocol), start=False
+    )
     worker.start()
     worker.start()
     worker.stop()
@@ -66,8 +67,9 @@ def test_default_protocol_is_grpc():
 
 
 def test_fault_tolerant_mode_needs_work_dir():
-    with pytest.raises(ValueError, match="Cannot enable fault tolerant mode without configuring "
-                       "a work dir"):
+    with pytest.raises(
+        ValueError, match="Cannot enable fault tolerant mode without configuring a work dir"
+    ):
         service.DispatchServer(service.DispatcherConfig(fault_tolerant_mode=True))
 
 
@@ -98,13 +100,19 @@ def test_join_returns_after_stop(protocol):
 
 
 def test_configs_accept_protos(protocol, tmp_path):
-    proto = DispatcherConfigProto(port=0, protocol=protocol, work_dir=str(tmp_path),
-                                  fault_tolerant_mode=True, job_gc_timeout_ms=1234)
+    proto = DispatcherConfigProto(
+        port=0,
+        protocol=protocol,
+        work_dir=str(tmp_path),
+        fault_tolerant_mode=True,
+        job_gc_timeout_ms=1234,
+    )
     dispatcher = service.DispatchServer(proto)
     try:
         assert dispatcher.target.startswith(f"{protocol}://")
         worker = service.WorkerServer(
-            WorkerConfigProto(dispatcher_address=dispatcher._address, protocol=protocol))
+            WorkerConfigProto(dispatcher_address=dispatcher._address, protocol=protocol)
+        )
         assert dispatcher._num_workers() == 1
         worker.stop()
     finally:
@@ -134,12 +142,28 @@ def test_config_fields_match_tensorflow():
     tensorwire's own, all with defaults."""
     ours = ("cluster_token", "tls", "insecure", "registered_pipelines_only")
     assert service.DispatcherConfig._fields == (
-        "port", "protocol", "work_dir", "fault_tolerant_mode", "worker_addresses",
-        "job_gc_check_interval_ms", "job_gc_timeout_ms", "worker_timeout_ms",
-        "worker_max_concurrent_snapshots", *ours)
+        "port",
+        "protocol",
+        "work_dir",
+        "fault_tolerant_mode",
+        "worker_addresses",
+        "job_gc_check_interval_ms",
+        "job_gc_timeout_ms",
+        "worker_timeout_ms",
+        "worker_max_concurrent_snapshots",
+        *ours,
+    )
     assert service.WorkerConfig._fields == (
-        "dispatcher_address", "worker_address", "port", "protocol", "heartbeat_interval_ms",
-        "dispatcher_timeout_ms", "data_transfer_protocol", "data_transfer_address", *ours)
+        "dispatcher_address",
+        "worker_address",
+        "port",
+        "protocol",
+        "heartbeat_interval_ms",
+        "dispatcher_timeout_ms",
+        "data_transfer_protocol",
+        "data_transfer_address",
+        *ours,
+    )
 
 
 def test_bad_config_type():
@@ -158,8 +182,9 @@ def test_script_exits_without_stop(protocol):
             processing_mode="parallel_epochs", service=dispatcher.target))
         print(sorted(int(x) for x in ds.as_numpy_iterator()))
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[0, 1, 2, 3, 4]"
 
@@ -180,8 +205,9 @@ def test_seed_example_prints_range(protocol):
         print([int(x) for x in dataset.as_numpy_iterator()])
         print(list(dataset.as_numpy_iterator()))
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     first, second = result.stdout.strip().splitlines()
     assert first == str(list(range(10)))

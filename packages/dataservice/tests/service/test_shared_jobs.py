@@ -59,8 +59,9 @@ def _check_shared(got, after_end, expected, num_consumers):
 def test_consumers_of_a_shared_job_each_keep_receiving(service_factory, mode, num_workers):
     dispatcher, _ = service_factory(num_workers)
     n = 400
-    its = [iter(distribute(Dataset.range(n), dispatcher, mode, job_name="shared"))
-           for _ in range(2)]
+    its = [
+        iter(distribute(Dataset.range(n), dispatcher, mode, job_name="shared")) for _ in range(2)
+    ]
     got, after_end = _alternate(its)
     per_worker = num_workers if mode == "parallel_epochs" else 1
     _check_shared(got, after_end, list(range(n)) * per_worker, 2)
@@ -70,12 +71,15 @@ def test_consumers_of_a_shared_job_each_keep_receiving(service_factory, mode, nu
 def test_from_dataset_id_several_datasets_and_consumers(service_factory, mode):
     dispatcher, _ = service_factory(2)
     n = 200
-    ids = [service.register_dataset(dispatcher.target, Dataset.range(k * 1000, k * 1000 + n))
-           for k in range(2)]
+    ids = [
+        service.register_dataset(dispatcher.target, Dataset.range(k * 1000, k * 1000 + n))
+        for k in range(2)
+    ]
     readers = {
-        dataset_id: [iter(service.from_dataset_id(mode, dispatcher.target, dataset_id,
-                                                  job_name="same-name"))
-                     for _ in range(3)]
+        dataset_id: [
+            iter(service.from_dataset_id(mode, dispatcher.target, dataset_id, job_name="same-name"))
+            for _ in range(3)
+        ]
         for dataset_id in ids
     }
     everything = [it for its in readers.values() for it in its]
@@ -93,7 +97,8 @@ def test_same_job_name_for_two_datasets_is_two_jobs(service_factory):
     first = iter(distribute(Dataset.range(10), dispatcher, job_name="job"))
     assert int(next(first)) == 0
     assert values(distribute(Dataset.range(100, 120), dispatcher, job_name="job")) == list(
-        range(100, 120))
+        range(100, 120)
+    )
     assert [0] + [int(x) for x in first] == list(range(10))
 
 
@@ -109,8 +114,12 @@ def test_joining_a_finished_job_yields_nothing_and_warns(service_factory, caplog
 def test_max_outstanding_requests_bounds_a_shared_consumers_read_ahead(service_factory):
     dispatcher, _ = service_factory(1)
     n = 60
-    its = [iter(distribute(Dataset.range(n), dispatcher, job_name="bounded",
-                           max_outstanding_requests=2)) for _ in range(2)]
+    its = [
+        iter(
+            distribute(Dataset.range(n), dispatcher, job_name="bounded", max_outstanding_requests=2)
+        )
+        for _ in range(2)
+    ]
     got, after_end = _alternate(its)
     assert sorted(sum(got, [])) == list(range(n))
     assert max(after_end) <= 2

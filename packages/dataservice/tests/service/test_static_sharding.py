@@ -56,8 +56,10 @@ def test_file_sharding(service_factory, protocol, tmp_path):
         files.append(str(path))
     dispatcher = _cluster(service_factory, protocol, 2)
     ds = Dataset.list_files(files, shuffle=False).flat_map(tw.data.TextLineDataset)
-    got = sorted(x.decode() if isinstance(x, bytes) else str(x)
-                 for x in distribute(ds, dispatcher, ShardingPolicy.FILE).as_numpy_iterator())
+    got = sorted(
+        x.decode() if isinstance(x, bytes) else str(x)
+        for x in distribute(ds, dispatcher, ShardingPolicy.FILE).as_numpy_iterator()
+    )
     assert got == sorted(f"{i}-{j}" for i in range(4) for j in range(3))
 
 
@@ -76,6 +78,10 @@ def test_static_sharding_needs_worker_addresses(service_factory):
 def test_unlisted_worker_is_refused(service_factory):
     dispatcher, _ = service_factory(0, worker_addresses=["otherhost:1"])
     with pytest.raises(errors.OpError, match="Failed to assign an index for worker"):
-        tw.data.service.WorkerServer(tw.data.service.WorkerConfig(
-            dispatcher._address, protocol=dispatcher.target.split("://")[0],
-            dispatcher_timeout_ms=2000))
+        tw.data.service.WorkerServer(
+            tw.data.service.WorkerConfig(
+                dispatcher._address,
+                protocol=dispatcher.target.split("://")[0],
+                dispatcher_timeout_ms=2000,
+            )
+        )

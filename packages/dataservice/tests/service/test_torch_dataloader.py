@@ -26,8 +26,9 @@ from tensorwire_testing.data_service import DataServiceProcess
 from tensorwire_testing.waiting import scaled
 
 torch = pytest.importorskip(
-    "torch", reason="needs torch (pip install 'tensorwire-dataservice[torch]'); CI installs "
-    "the CPU build")
+    "torch",
+    reason="needs torch (pip install 'tensorwire-dataservice[torch]'); CI installs the CPU build",
+)
 
 pytestmark = pytest.mark.timeout(scaled(300))
 
@@ -39,18 +40,19 @@ LOADER_TIMEOUT = scaled(150)
 
 def _pipeline():
     # No user functions: the service's worker processes need not import this module.
-    return tw.data.Dataset.from_tensor_slices({
-        "i": np.arange(NUM_ELEMENTS, dtype=np.int64),
-        "x": np.arange(NUM_ELEMENTS * 4, dtype=np.float32).reshape(NUM_ELEMENTS, 4),
-    })
+    return tw.data.Dataset.from_tensor_slices(
+        {
+            "i": np.arange(NUM_ELEMENTS, dtype=np.int64),
+            "x": np.arange(NUM_ELEMENTS * 4, dtype=np.float32).reshape(NUM_ELEMENTS, 4),
+        }
+    )
 
 
 def _loader(dataset, num_workers, context=None, **kwargs):
     if num_workers:
         kwargs.setdefault("timeout", LOADER_TIMEOUT)
         kwargs["multiprocessing_context"] = context
-    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers,
-                                       **kwargs)
+    return torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=num_workers, **kwargs)
 
 
 def _epoch(loader):
@@ -64,16 +66,20 @@ EACH_ONCE = Counter(range(NUM_ELEMENTS))
 def remote_service(tensorwire_protocol):
     """A dispatcher and two workers, each in its own process: ``grpc://localhost:port``."""
     if tensorwire_protocol == "inproc":
-        pytest.skip("needs a network transport (grpc) to reach servers in other processes; "
-                    "runs wherever tensorwire-grpc is installed")
+        pytest.skip(
+            "needs a network transport (grpc) to reach servers in other processes; "
+            "runs wherever tensorwire-grpc is installed"
+        )
     made = []
     try:
         dispatcher = DataServiceProcess("dispatcher", ["--protocol", tensorwire_protocol])
         made.append(dispatcher)
         dispatcher.start(timeout=scaled(30))
         for _ in range(2):
-            worker = DataServiceProcess("worker", ["--protocol", tensorwire_protocol,
-                                                   "--dispatcher_address", dispatcher.address])
+            worker = DataServiceProcess(
+                "worker",
+                ["--protocol", tensorwire_protocol, "--dispatcher_address", dispatcher.address],
+            )
             made.append(worker)
             worker.start(timeout=scaled(30))
         yield f"{tensorwire_protocol}://{dispatcher.address}"
@@ -91,35 +97,40 @@ def _distributed(service, **kwargs):
 
 # Spawned workers each import torch (seconds of CPU), hence the slow marks.
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 4 workers on 2 cores
-@pytest.mark.parametrize("context,num_workers", [
-    ("fork", 2), ("fork", 4), pytest.param("spawn", 2, marks=pytest.mark.slow),
-    pytest.param("spawn", 4, marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "context,num_workers",
+    [
+        ("fork", 2),
+        ("fork", 4),
+        pytest.param("spawn", 2, marks=pytest.mark.slow),
+        pytest.param("spawn", 4, marks=pytest.mark.slow),
+    ],
+)
 def test_workers_read_each_element_once_per_epoch(remote_service, context, num_workers):
-    loader = _loader(tw.data.service.to_torch(_distributed(remote_service)), num_workers,
-                     context)
+    loader = _loader(tw.data.service.to_torch(_distributed(remote_service)), num_workers, context)
     assert _epoch(loader) == EACH_ONCE
     assert _epoch(loader) == EACH_ONCE  # a second epoch: a new job, read whole again
 
 
 @pytest.mark.parametrize("context", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
 def test_persistent_workers_read_each_element_once_per_epoch(remote_service, context):
-    loader = _loader(tw.data.service.to_torch(_distributed(remote_service)), 2, context,
-                     persistent_workers=True)
+    loader = _loader(
+        tw.data.service.to_torch(_distributed(remote_service)), 2, context, persistent_workers=True
+    )
     for _ in range(3):
         assert _epoch(loader) == EACH_ONCE
 
 
 @pytest.mark.slow
-def test_workers_of_a_process_serving_grpc_can_be_spawned(service_factory,
-                                                          cross_process_protocol):
+def test_workers_of_a_process_serving_grpc_can_be_spawned(service_factory, cross_process_protocol):
     dispatcher, _ = service_factory(2)
     loader = _loader(tw.data.service.to_torch(_distributed(dispatcher.target)), 2, "spawn")
     assert _epoch(loader) == EACH_ONCE
 
 
-def test_workers_forked_from_a_process_serving_grpc_fail_clearly(service_factory,
-                                                                 cross_process_protocol):
+def test_workers_forked_from_a_process_serving_grpc_fail_clearly(
+    service_factory, cross_process_protocol
+):
     # gRPC cannot run in a child forked while the parent's server threads are inside it:
     # instead of a crash or hang, the worker says what to do.
     dispatcher, _ = service_factory(1)
@@ -142,7 +153,8 @@ def test_elements_are_tensors_without_read_only_warnings(service_factory):
     dispatcher, _ = service_factory(1)
     big = np.arange(1 << 18, dtype=np.float32)  # large enough to arrive as a read-only view
     dataset = tw.data.Dataset.from_tensors({"big": big, "n": np.int64(3)}).apply(
-        tw.data.service.distribute("parallel_epochs", dispatcher.target))
+        tw.data.service.distribute("parallel_epochs", dispatcher.target)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         (element,) = list(tw.data.service.to_torch(dataset))
@@ -165,18 +177,22 @@ def test_to_torch_needs_a_data_service_dataset():
 
 
 def test_import_tensorwire_does_not_import_torch():
-    code = ("import sys, tensorwire as tw; tw.data.service.DispatchServer; "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=scaled(60))
+    code = (
+        "import sys, tensorwire as tw; tw.data.service.DispatchServer; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(60)
+    )
     assert result.returncode == 0, result.stderr
 
 
 # -- a plain data-service dataset in DataLoader workers ----------------------------------------
 
 
-def test_plain_dataset_in_workers_warns_that_every_worker_reads_everything(remote_service,
-                                                                           tmp_path):
+def test_plain_dataset_in_workers_warns_that_every_worker_reads_everything(
+    remote_service, tmp_path
+):
     logs = tmp_path / "worker-logs"
     logs.mkdir()
 
@@ -256,11 +272,13 @@ def test_inproc_servers_are_unreachable_from_a_forked_child_not_hung(protocol):
         pytest.skip("about the inproc transport; runs with --tensorwire-protocol=inproc")
     dispatcher = tw.data.service.DispatchServer(tw.data.service.DispatcherConfig(protocol="inproc"))
     try:
+
         def report() -> str:
             name, address = service_protocol.parse_service(dispatcher.target)
             try:
-                service_protocol.call(name, address, service_protocol.DISPATCHER_SERVICE,
-                                      "GetWorkers", {})
+                service_protocol.call(
+                    name, address, service_protocol.DISPATCHER_SERVICE, "GetWorkers", {}
+                )
             except errors.FailedPreconditionError as exc:
                 return str(exc)
             return ""
@@ -279,7 +297,8 @@ def test_pipeline_of_torch_tensors_reaches_the_trainer_as_torch(service_factory)
     weights = torch.arange(12, dtype=torch.float32).reshape(4, 3).to(torch.bfloat16)
     labels = torch.tensor([True, False, True, True])
     dataset = tw.data.Dataset.from_tensor_slices({"w": weights, "y": labels}).apply(
-        tw.data.service.distribute("parallel_epochs", dispatcher.target))
+        tw.data.service.distribute("parallel_epochs", dispatcher.target)
+    )
     # Inside the service elements are NumPy (their specs are NumPy dtypes; bfloat16 is ml_dtypes).
     assert dataset.element_spec["w"].dtype.name == "bfloat16"
     with warnings.catch_warnings():

@@ -41,8 +41,11 @@ def _unavailable() -> None:
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name == PROTOCOL_LOGGER and r.levelno == logging.WARNING]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == PROTOCOL_LOGGER and r.levelno == logging.WARNING
+    ]
 
 
 def _wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -60,8 +63,12 @@ def test_retries_warn_at_the_first_failure_naming_whom_and_how_long(caplog, monk
     monkeypatch.setattr(protocol, "RETRY_WARNING_INTERVAL", 3600.0)  # only the first one
     attempts = iter([_unavailable, _unavailable, _unavailable, lambda: "answer"])
     with caplog.at_level(logging.WARNING, logger=PROTOCOL_LOGGER):
-        got = call_with_retries(lambda: next(attempts)(), deadline=time.monotonic() + 60,
-                                what="GetWorkers", waiting_for="the dispatcher at here:1")
+        got = call_with_retries(
+            lambda: next(attempts)(),
+            deadline=time.monotonic() + 60,
+            what="GetWorkers",
+            waiting_for="the dispatcher at here:1",
+        )
     assert got == "answer"
     [warning] = _warnings(caplog)
     assert warning.startswith("waiting for the dispatcher at here:1: GetWorkers failed")
@@ -73,8 +80,11 @@ def test_retries_warn_again_once_the_interval_has_passed(caplog, monkeypatch):
     monkeypatch.setattr(protocol, "RETRY_WARNING_INTERVAL", 0.0)  # every failure is "later"
     attempts = iter([_unavailable, _unavailable, lambda: "answer"])
     with caplog.at_level(logging.WARNING, logger=PROTOCOL_LOGGER):
-        call_with_retries(lambda: next(attempts)(), deadline=time.monotonic() + 60,
-                          what="GetWorkers to the dispatcher at here:1")
+        call_with_retries(
+            lambda: next(attempts)(),
+            deadline=time.monotonic() + 60,
+            what="GetWorkers to the dispatcher at here:1",
+        )
     assert len(_warnings(caplog)) == 2
 
 
@@ -95,8 +105,9 @@ def test_setting_stop_wakes_a_retry_from_its_back_off():
 
     def wait() -> None:
         try:
-            call_with_retries(attempt, deadline=time.monotonic() + 3600, what="GetWorkers",
-                              stop=stop)
+            call_with_retries(
+                attempt, deadline=time.monotonic() + 3600, what="GetWorkers", stop=stop
+            )
         except BaseException as exc:  # noqa: BLE001 - examined below
             outcome.append(exc)
 
@@ -134,7 +145,8 @@ def test_worker_server_stop_ends_its_wait_for_an_unreachable_dispatcher(
     protocol, unreachable, caplog
 ):
     config = tw.data.service.WorkerConfig(
-        dispatcher_address=unreachable, protocol=protocol,
+        dispatcher_address=unreachable,
+        protocol=protocol,
         # Were stop() to wait for the registration instead of ending it, this test would
         # fail after a minute rather than hang for the default hour.
         dispatcher_timeout_ms=int(scaled(60_000)),
@@ -152,8 +164,10 @@ def test_worker_server_stop_ends_its_wait_for_an_unreachable_dispatcher(
     with caplog.at_level(logging.WARNING, logger=PROTOCOL_LOGGER):
         thread.start()
         try:
-            _wait_until(lambda: any(unreachable in w for w in _warnings(caplog)),
-                        f"the worker to say it waits for {unreachable}")
+            _wait_until(
+                lambda: any(unreachable in w for w in _warnings(caplog)),
+                f"the worker to say it waits for {unreachable}",
+            )
         finally:
             server.stop()
     thread.join(scaled(DEADLINE))

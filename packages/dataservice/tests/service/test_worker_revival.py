@@ -34,14 +34,18 @@ def _dispatcher_with_a_task() -> tuple[_Dispatcher, int, list[dict[str, Any]]]:
         records.append(dict(record))
         commit(record)
 
-    core._commit = recording_commit  # type: ignore[method-assign]
+    core._commit = recording_commit
     core.worker_heartbeat({"worker_address": WORKER, "tasks": []})
-    dataset = core.get_or_register_dataset({
-        "dataset_def": pipeline.serialize(tw.data.Dataset.range(10)),
-        "metadata": {}, "dataset_id": "",
-    })
-    core.get_or_create_job({"dataset_id": dataset["dataset_id"],
-                            "policy": int(ShardingPolicy.OFF), "acquire": True})
+    dataset = core.get_or_register_dataset(
+        {
+            "dataset_def": pipeline.serialize(tw.data.Dataset.range(10)),
+            "metadata": {},
+            "dataset_id": "",
+        }
+    )
+    core.get_or_create_job(
+        {"dataset_id": dataset["dataset_id"], "policy": int(ShardingPolicy.OFF), "acquire": True}
+    )
     (task,) = core.state.tasks_for_worker(WORKER)
     return core, task.task_id, records
 
@@ -85,13 +89,16 @@ def test_registration_never_makes_two_live_tasks_of_one_job_on_a_worker():
     new task of the same job; replaying it must not bring the old one back."""
     core, old, records = _dispatcher_with_a_task()
     job_id = core.state.tasks[old].job_id
-    records = [*records,
-               {"op": "remove_worker", "address": WORKER},
-               {"op": "register_worker", "address": WORKER}]
+    records = [
+        *records,
+        {"op": "remove_worker", "address": WORKER},
+        {"op": "register_worker", "address": WORKER},
+    ]
     state = _replay(records)
     new_id = max(state.tasks) + 1
-    state.apply({"op": "create_task", "task_id": new_id, "job_id": job_id,
-                 "worker_address": WORKER})
+    state.apply(
+        {"op": "create_task", "task_id": new_id, "job_id": job_id, "worker_address": WORKER}
+    )
     state.apply({"op": "remove_worker", "address": WORKER})
     state.apply({"op": "register_worker", "address": WORKER})
     live = [t for t in state.tasks_for_worker(WORKER) if t.job_id == job_id]
@@ -103,8 +110,9 @@ def test_a_restarted_dispatcher_leases_its_known_workers_from_when_it_serves(tmp
     workers it recovered get a full timeout plus a reconnect grace from when it serves."""
     from tensorwire_dataservice.service.dispatcher import RECONNECT_GRACE_S, DispatchServer
 
-    config = DispatcherConfig(work_dir=str(tmp_path), fault_tolerant_mode=True,
-                              worker_timeout_ms=1000)
+    config = DispatcherConfig(
+        work_dir=str(tmp_path), fault_tolerant_mode=True, worker_timeout_ms=1000
+    )
     first = DispatchServer(config, start=False)
     first._core.worker_heartbeat({"worker_address": WORKER, "tasks": []})
     first.stop()

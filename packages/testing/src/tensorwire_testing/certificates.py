@@ -34,10 +34,13 @@ def _write(directory: Path, stem: str, cert: Any, key: Any) -> tuple[str, str]:
 
     cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return str(cert_path), str(key_path)
 
 
@@ -59,29 +62,34 @@ def make_test_certificates(directory: Path | str) -> TestCertificates:
         key = ec.generate_private_key(ec.SECP256R1())
         issuer_cert, issuer_key = issuer if issuer is not None else (None, key)
         builder = (
-            x509.CertificateBuilder().subject_name(name(common))
+            x509.CertificateBuilder()
+            .subject_name(name(common))
             .issuer_name(issuer_cert.subject if issuer_cert is not None else name(common))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None),
-                           critical=True)
+            .add_extension(
+                x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True
+            )
         )
         if usages:
             builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
         if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)),
-                                            critical=False)
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
         return builder.sign(issuer_key, hashes.SHA256()), key
 
     ca = issue("tensorwire test CA")
     # A task is a server and, through its own session, a client of the other tasks: its
     # certificate serves both purposes.
     server = issue(
-        "localhost", ca,
+        "localhost",
+        ca,
         usages=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
-        sans=[*(x509.DNSName(n) for n in SERVER_NAMES),
-              x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        sans=[
+            *(x509.DNSName(n) for n in SERVER_NAMES),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ],
     )
     client = issue("tensorwire client", ca, usages=[ExtendedKeyUsageOID.CLIENT_AUTH])
     stranger = issue("stranger", issue("another CA"), usages=[ExtendedKeyUsageOID.CLIENT_AUTH])
@@ -95,9 +103,7 @@ def make_test_certificates(directory: Path | str) -> TestCertificates:
     )
 
 
-def tls_config(
-    certs: TestCertificates, *, role: str = "server", mutual: bool = False
-) -> Any:
+def tls_config(certs: TestCertificates, *, role: str = "server", mutual: bool = False) -> Any:
     """A ``ConfigProto`` using ``certs``: ``role="server"`` for servers, ``"client"`` for
     sessions (presenting the client certificate when ``mutual``)."""
     import tensorwire as tw

@@ -37,8 +37,9 @@ class _Output:
         self.lines: list[str] = []
         self.closed = False  # the child closed its output: it has exited
         self._changed = threading.Condition()
-        threading.Thread(target=self._read, args=(stream,), name="tensorwire-child-output",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._read, args=(stream,), name="tensorwire-child-output", daemon=True
+        ).start()
 
     def _read(self, stream: Iterable[str]) -> None:
         for line in stream:
@@ -145,7 +146,10 @@ class ChildProcess:
             raise errors.FailedPreconditionError(f"{self.name} is already running")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tensorwire", *self.command()],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self.env,
             start_new_session=True,
         )
         assert self.process.stdout is not None

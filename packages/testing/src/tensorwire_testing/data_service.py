@@ -65,8 +65,9 @@ class LocalDataService:
         2 [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     """
 
-    def __init__(self, dispatcher: Any, workers: list[Any], protocol: str,
-                 worker_kwargs: dict[str, Any]) -> None:
+    def __init__(
+        self, dispatcher: Any, workers: list[Any], protocol: str, worker_kwargs: dict[str, Any]
+    ) -> None:
         self.dispatcher = dispatcher
         self.workers = workers
         self.protocol = protocol
@@ -102,8 +103,9 @@ class LocalDataService:
         service = _service()
         kwargs = {**self._worker_kwargs, **overrides}
         worker = service.WorkerServer(
-            service.WorkerConfig(dispatcher_address=self.dispatcher_address,
-                                 protocol=self.protocol, **kwargs)
+            service.WorkerConfig(
+                dispatcher_address=self.dispatcher_address, protocol=self.protocol, **kwargs
+            )
         )
         self.workers.append(worker)
         return worker
@@ -197,8 +199,9 @@ class DataServiceProcess(ChildProcess):
         >>> worker.kill(); dispatcher.kill()
     """
 
-    def __init__(self, kind: str, args: Sequence[str] = (), port: int = 0,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, kind: str, args: Sequence[str] = (), port: int = 0, env: dict[str, str] | None = None
+    ) -> None:
         if kind not in ("dispatcher", "worker"):
             raise ValueError(f"kind must be 'dispatcher' or 'worker', got {kind!r}")
         super().__init__(env)
@@ -260,8 +263,13 @@ def data_service_process_factory() -> Iterator[Callable[..., DataServiceProcess]
     at the end of the test. ``ready=False`` only launches it (no wait for its ready line)."""
     made: list[DataServiceProcess] = []
 
-    def factory(kind: str, args: Sequence[str] = (), port: int = 0,
-                timeout: float = 30.0, ready: bool = True) -> DataServiceProcess:
+    def factory(
+        kind: str,
+        args: Sequence[str] = (),
+        port: int = 0,
+        timeout: float = 30.0,
+        ready: bool = True,
+    ) -> DataServiceProcess:
         process = DataServiceProcess(kind, args, port)
         made.append(process)
         if not ready:

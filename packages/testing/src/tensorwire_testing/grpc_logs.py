@@ -24,10 +24,7 @@ GRPC_LOG_VARIABLES = ("GRPC_VERBOSITY", "GRPC_TRACE")
 
 def core_log_lines(output: str) -> list[str]:
     """The lines of ``output`` that gRPC's C core (or absl, on its behalf) wrote."""
-    return [
-        line for line in output.splitlines()
-        if _CORE_LINE.search(line) or _ABSL_NOTICE in line
-    ]
+    return [line for line in output.splitlines() if _CORE_LINE.search(line) or _ABSL_NOTICE in line]
 
 
 def user_environment(**overrides: str) -> dict[str, str]:

@@ -95,13 +95,22 @@ def _bind(
     for _ in range(_BIND_ATTEMPTS):
         try:
             return tw.Server(
-                _cluster(ports), job_name=job, task_index=index, protocol=protocol,
-                config=config, start=False,
+                _cluster(ports),
+                job_name=job,
+                task_index=index,
+                protocol=protocol,
+                config=config,
+                start=False,
             )
         except (errors.UnavailableError, errors.AlreadyExistsError) as exc:
             # The port was taken after it was picked: pick another one.
-            log.info("port %d for /job:%s/task:%d was taken (%s); picking another",
-                     ports[job][index], job, index, exc)
+            log.info(
+                "port %d for /job:%s/task:%d was taken (%s); picking another",
+                ports[job][index],
+                job,
+                index,
+                exc,
+            )
             ports[job][index] = _pick_port()
     raise errors.UnavailableError(
         f"could not bind a port for /job:{job}/task:{index} in {_BIND_ATTEMPTS} attempts"
@@ -112,6 +121,4 @@ def create_local_server(
     config: Any = None, start: bool = True, protocol: str = "grpc"
 ) -> tw.Server:
     """A single-task server on a free loopback port, as ``Server.create_local_server``."""
-    return tw.Server(
-        {"localhost": ["localhost:0"]}, protocol=protocol, config=config, start=start
-    )
+    return tw.Server({"localhost": ["localhost:0"]}, protocol=protocol, config=config, start=start)

@@ -91,10 +91,14 @@ class TaskProcess(ChildProcess):
         """``server --cluster_spec ... --job_name ... --task_index ... --protocol ...``."""
         return [
             "server",
-            "--cluster_spec", json.dumps(self.cluster),
-            "--job_name", self.job_name,
-            "--task_index", str(self.task_index),
-            "--protocol", self.protocol,
+            "--cluster_spec",
+            json.dumps(self.cluster),
+            "--job_name",
+            self.job_name,
+            "--task_index",
+            str(self.task_index),
+            "--protocol",
+            self.protocol,
             *self.extra_args,
         ]
 
@@ -108,7 +112,10 @@ class TaskProcess(ChildProcess):
 
 
 def start_process_cluster(
-    num_workers: int, num_ps: int, protocol: str = "grpc", extra_args: Sequence[str] = (),
+    num_workers: int,
+    num_ps: int,
+    protocol: str = "grpc",
+    extra_args: Sequence[str] = (),
     timeout: float = 60.0,
 ) -> dict[str, list[TaskProcess]]:
     """Every task of a ``worker``/``ps`` cluster in its own process, on loopback.

@@ -27,9 +27,7 @@ class Resources:
 
     def within(self, baseline: Resources, tolerance: int = 0) -> bool:
         """Whether neither count exceeds ``baseline``'s by more than ``tolerance``."""
-        return (
-            self.fds <= baseline.fds + tolerance and self.threads <= baseline.threads + tolerance
-        )
+        return self.fds <= baseline.fds + tolerance and self.threads <= baseline.threads + tolerance
 
     def to_json(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -42,9 +40,7 @@ class Resources:
 def resources(pid: int | None = None) -> Resources:
     """The counts of process ``pid`` (this process when None), from ``/proc``."""
     where = f"/proc/{'self' if pid is None else pid}"
-    return Resources(
-        fds=len(os.listdir(f"{where}/fd")), threads=len(os.listdir(f"{where}/task"))
-    )
+    return Resources(fds=len(os.listdir(f"{where}/fd")), threads=len(os.listdir(f"{where}/task")))
 
 
 def open_files(pid: int | None = None) -> dict[int, str]:

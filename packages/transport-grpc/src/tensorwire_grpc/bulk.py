@@ -93,9 +93,7 @@ from tensorwire.transport.threads import join_threads
 from . import framing
 from .wire import Wire
 
-__all__ = [
-    "Arrivals", "BulkServer", "BulkPeer", "BulkUnavailable", "push", "fetch", "call"
-]
+__all__ = ["Arrivals", "BulkServer", "BulkPeer", "BulkUnavailable", "push", "fetch", "call"]
 
 log = logging.getLogger(__name__)
 
@@ -330,8 +328,13 @@ class _ThrottledWarning:
         if unlogged < 0:
             log.debug("%s %s", self._source, event)
         elif unlogged:
-            log.warning("%s %s (and %d more refusals in the last %.0f s)",
-                        self._source, event, unlogged, REFUSAL_LOG_SECONDS)
+            log.warning(
+                "%s %s (and %d more refusals in the last %.0f s)",
+                self._source,
+                event,
+                unlogged,
+                REFUSAL_LOG_SECONDS,
+            )
         else:
             log.warning("%s %s", self._source, event)
 
@@ -395,8 +398,9 @@ class BulkServer:
                     self._connection_threads.add(thread)
             if closed or full:
                 reason = (
-                    "the server is stopping" if closed else
-                    f"the server serves at most {MAX_SERVER_CONNECTIONS} side-channel "
+                    "the server is stopping"
+                    if closed
+                    else f"the server serves at most {MAX_SERVER_CONNECTIONS} side-channel "
                     "connections at once; this call uses gRPC"
                 )
                 self._refuse_connection(conn, peer, reason)
@@ -414,8 +418,9 @@ class BulkServer:
                 continue
             if failures:
                 log.warning(
-                    "bulk side channel on port %d accepts connections again after %d "
-                    "failures", self.port, failures,
+                    "bulk side channel on port %d accepts connections again after %d failures",
+                    self.port,
+                    failures,
                 )
                 failures = 0
 
@@ -427,7 +432,9 @@ class BulkServer:
             log.warning(
                 "bulk side channel on port %d %s; retrying every %.0f ms at most, new "
                 "side-channel connections wait in the backlog meanwhile",
-                self.port, reason, ACCEPT_RETRY_MAX_SECONDS * 1000,
+                self.port,
+                reason,
+                ACCEPT_RETRY_MAX_SECONDS * 1000,
             )
         else:
             log.debug("bulk side channel on port %d %s (failure %d)", self.port, reason, failures)
@@ -566,13 +573,9 @@ class BulkServer:
             return
         try:  # counted in flight until the response is sent, so that drain() waits for it
             try:
-                views, total = self._serve_call(
-                    name, frames, metadata, deadline, caller
-                )
+                views, total = self._serve_call(name, frames, metadata, deadline, caller)
             except errors.OpError as exc:
-                wire.send(
-                    [_status(int(exc.code), exc.message)], time.monotonic() + CONNECT_SECONDS
-                )
+                wire.send([_status(int(exc.code), exc.message)], time.monotonic() + CONNECT_SECONDS)
                 return
             del frames
             log.debug("bulk call %s sending %d bytes to %s", name, total, peer)
@@ -694,7 +697,7 @@ class BulkPeer:
             try:
                 wire = self._connect(deadline)
             except (OSError, ConnectionError) as exc:
-                backoff = min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2**min(self.failures, 10))
+                backoff = min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2 ** min(self.failures, 10))
                 self.failures += 1
                 self.failed_until = time.monotonic() + backoff
                 log.info("bulk port %s unusable, using gRPC: %s", self.address, exc)
@@ -830,9 +833,7 @@ def _exchange(peer: BulkPeer, request: Callable[[Wire], T], deadline: float | No
         peer.release(wire, ok)
 
 
-def push(
-    peer: BulkPeer, views: list[memoryview], deadline: float | None, what: str
-) -> bytes:
+def push(peer: BulkPeer, views: list[memoryview], deadline: float | None, what: str) -> bytes:
     """Send a large request; its ticket once the server holds it all."""
     ticket = secrets.token_bytes(framing.TICKET_BYTES)
     ttl_ms = 0

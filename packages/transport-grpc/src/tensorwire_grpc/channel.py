@@ -47,6 +47,7 @@ __all__ = ["GrpcChannel", "SharedChannel"]
 #: After a failed Hello (other than "not served"), ask again after this long.
 _HELLO_RETRY_SECONDS = 5.0
 
+
 class SharedChannel:
     """One gRPC channel and its cached multi-callables, shared by equal tensorwire channels."""
 
@@ -244,9 +245,7 @@ class GrpcChannel(Channel):
             return None
         return self._shared.bulk_peer(self.options.token, md, deadline)
 
-    def _wants_bulk_call(
-        self, total: int, metadata: Mapping[str, str] | None
-    ) -> bool:
+    def _wants_bulk_call(self, total: int, metadata: Mapping[str, str] | None) -> bool:
         """Whether a unary call should go whole over the side channel: its request, or the
         response its caller expects, is large."""
         if not self._bulk_on:

@@ -319,8 +319,7 @@ def decode_inline(message: bytes, max_bytes: int | None = None) -> list[memoryvi
     total = check_size(lengths, max_bytes)
     if start + total != len(message):
         raise errors.DataLossError(
-            f"tensorwire message announces {total} payload bytes but carries "
-            f"{len(message) - start}"
+            f"tensorwire message announces {total} payload bytes but carries {len(message) - start}"
         )
     if not lengths:
         return []

@@ -124,7 +124,8 @@ def _noting_grpc_threads(action: Callable[[], T]) -> tuple[T, list[threading.Thr
     before = set(threading.enumerate())
     result = action()
     started = [
-        t for t in threading.enumerate()
+        t
+        for t in threading.enumerate()
         if t not in before and t.name.endswith(_GRPC_THREAD_FUNCTIONS)
     ]
     return result, started
@@ -256,9 +257,7 @@ class _MethodHandlers:
         try:
             return framing.as_byte_views(message)
         except (errors.InvalidArgumentError, TypeError) as exc:
-            raise errors.InternalError(
-                f"{self.name} returned an invalid message: {exc}"
-            ) from None
+            raise errors.InternalError(f"{self.name} returned an invalid message: {exc}") from None
 
     def _encode(
         self, message: Frames, flags: int, context: CallContext, gctx: grpc.ServicerContext
@@ -380,9 +379,7 @@ class _MethodHandlers:
         return {
             self.method.name: grpc.stream_unary_rpc_method_handler(self.unary),
             self.method.name + STREAM_SUFFIX: grpc.stream_stream_rpc_method_handler(self.stream),
-            self.method.name + CHUNKED_SUFFIX: grpc.stream_stream_rpc_method_handler(
-                self.chunked
-            ),
+            self.method.name + CHUNKED_SUFFIX: grpc.stream_stream_rpc_method_handler(self.chunked),
         }
 
 
@@ -418,9 +415,7 @@ class GrpcListener(Listener):
         self.bulk_threshold = opts.bulk_threshold(options)
         use_bulk = opts.bulk_tcp(options) and credentials is None
         self.max_calls = opts.max_workers(options)
-        self._pool = DaemonThreadPool(
-            self.max_calls + REFUSAL_THREADS, f"tensorwire-grpc-{port}"
-        )
+        self._pool = DaemonThreadPool(self.max_calls + REFUSAL_THREADS, f"tensorwire-grpc-{port}")
         self._server = grpc.server(
             self._pool,
             options=opts.server_arguments(options),
@@ -555,9 +550,7 @@ class GrpcListener(Listener):
 
     def _fetch_chunks(self, frames: list[memoryview], context: CallContext) -> Iterator[bytes]:
         views, total = self.pending.take(bytes(frames[0]))
-        return framing.encode(
-            views, total, inline_bytes=0, chunk_bytes=self.chunk_bytes
-        )
+        return framing.encode(views, total, inline_bytes=0, chunk_bytes=self.chunk_bytes)
 
     def start(self) -> None:
         with self._lock:
@@ -591,8 +584,12 @@ class GrpcListener(Listener):
                 except RuntimeError as exc:
                     # No thread to be had (memory, pid limit): gRPC may count the server
                     # as started with nothing to finish its shutdown, which would never end.
-                    log.warning("grpc server at %s keeps its port until it is garbage-collected:"
-                                " it could not be started to be shut down (%s)", self.address, exc)
+                    log.warning(
+                        "grpc server at %s keeps its port until it is garbage-collected:"
+                        " it could not be started to be shut down (%s)",
+                        self.address,
+                        exc,
+                    )
                     done = threading.Event()
                     done.set()
                 else:
@@ -626,4 +623,3 @@ class GrpcListener(Listener):
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
-

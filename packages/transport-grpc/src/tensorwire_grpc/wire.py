@@ -117,9 +117,7 @@ class Wire:
             self._wait(deadline)
             n = self.sock.recv_into(view[got:])
             if n == 0:
-                raise ConnectionError(
-                    f"the peer closed the connection {size - got} bytes early"
-                )
+                raise ConnectionError(f"the peer closed the connection {size - got} bytes early")
             got += n
 
     def skip(self, size: int, deadline: float | None) -> None:

@@ -73,7 +73,8 @@ class ClusterSpec:
         elif _is_cluster_def(getattr(cluster, "as_cluster_def", lambda: None)()):
             # Another implementation's ClusterSpec, e.g. TensorFlow's tf.train.ClusterSpec.
             self._cluster_def = convert(
-                cluster.as_cluster_def(), ClusterDef  # type: ignore[attr-defined]
+                cluster.as_cluster_def(),  # type: ignore[attr-defined]
+                ClusterDef,
             )
             self._cluster_spec = _spec_from_cluster_def(self._cluster_def)
         else:
@@ -195,8 +196,7 @@ def _make_cluster_def(spec: dict[Any, dict[int, Address]]) -> ClusterDef:
         for index, address in sorted(spec[job_name].items()):
             if not 0 <= index <= _INT32_MAX:
                 raise ValueError(
-                    f"Task index {index!r} of job {job_name!r} must be between 0 and "
-                    f"{_INT32_MAX}"
+                    f"Task index {index!r} of job {job_name!r} must be between 0 and {_INT32_MAX}"
                 )
             job_def.tasks[index] = _as_text(address, "Task address")
     return cluster_def

@@ -178,8 +178,7 @@ def _parse(spec: str | None) -> tuple[Any, ...]:
         elif len(fields) in (1, 2) and key.upper() in _SHORT_FORM_DEVICE_TYPES:
             if device_type is not None:
                 raise ValueError(
-                    f"Multiple device types are not allowed while parsing the device "
-                    f"spec: {spec}."
+                    f"Multiple device types are not allowed while parsing the device spec: {spec}."
                 )
             device_type = key.upper()
             if len(fields) == 2 and fields[1] != "*":
@@ -187,16 +186,14 @@ def _parse(spec: str | None) -> tuple[Any, ...]:
         elif len(fields) == 3 and key == "device":
             if device_type is not None:
                 raise ValueError(
-                    f"Multiple device types are not allowed while parsing the device "
-                    f"spec: {spec}."
+                    f"Multiple device types are not allowed while parsing the device spec: {spec}."
                 )
             device_type = fields[1]
             if fields[2] != "*":
                 device_index = _parse_index(fields[2], "device index", spec)
         elif key != "":
             raise ValueError(
-                f"Unknown attribute '{key}' is encountered while parsing the device "
-                f"spec: '{spec}'."
+                f"Unknown attribute '{key}' is encountered while parsing the device spec: '{spec}'."
             )
     return job, replica, task, device_type, device_index
 

@@ -129,8 +129,7 @@ def load_tf_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         ) from None
     if not isinstance(config, dict):
         raise ValueError(
-            f"{TF_CONFIG_ENV} must be a JSON object, got {type(config).__name__}: "
-            f"{_shorten(raw)}"
+            f"{TF_CONFIG_ENV} must be a JSON object, got {type(config).__name__}: {_shorten(raw)}"
         )
     return config
 
@@ -178,8 +177,7 @@ def resolve_tf_config(
     cluster = config.get("cluster", {})
     if not isinstance(cluster, dict):
         raise ValueError(
-            f"{TF_CONFIG_ENV} 'cluster' must map job names to lists of addresses, got "
-            f"{cluster!r}"
+            f"{TF_CONFIG_ENV} 'cluster' must map job names to lists of addresses, got {cluster!r}"
         )
     try:
         spec = ClusterSpec(cluster)
@@ -344,9 +342,7 @@ class TFConfigClusterResolver:
         job = task_type if task_type is not None else resolved.job_name
         index = task_id if task_id is not None else resolved.task_index
         if job is None or index is None:
-            raise ValueError(
-                f"{TF_CONFIG_ENV} has no 'task' section; pass task_type and task_id"
-            )
+            raise ValueError(f"{TF_CONFIG_ENV} has no 'task' section; pass task_type and task_id")
         layer = rpc_layer if rpc_layer is not None else resolved.rpc_layer
         return format_master_url(str(spec.task_address(job, index)), layer)
 
@@ -418,7 +414,7 @@ def _expand_name(name: str, hostlist: str) -> list[str]:
     if match is None:
         return [name]
     prefix, ranges = match.group(1), match.group(2)
-    rest = name[match.end():]
+    rest = name[match.end() :]
     tails = _expand_name(rest, hostlist) if rest else [""]
     expanded: list[str] = []
     for number in _expand_ranges(ranges, hostlist):
@@ -563,9 +559,7 @@ def resolve_slurm(
         jobs = {"worker": num_tasks}
     requested = sum(jobs.values())
     if requested != len(addresses):
-        raise RuntimeError(
-            f"Requested {requested} tasks but only {len(addresses)} were assigned."
-        )
+        raise RuntimeError(f"Requested {requested} tasks but only {len(addresses)} were assigned.")
     if not 0 <= rank < len(addresses):
         raise ValueError(f"SLURM_PROCID {rank} is outside the {len(addresses)} tasks of the step")
 
@@ -574,7 +568,7 @@ def resolve_slurm(
     task_index: int | None = None
     start = 0
     for name, count in sorted(jobs.items()):
-        cluster[name] = addresses[start:start + count]
+        cluster[name] = addresses[start : start + count]
         if start <= rank < start + count:
             job_name, task_index = name, rank - start
         start += count
@@ -621,8 +615,11 @@ class SlurmClusterResolver:
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self._resolution = resolve_slurm(
-            jobs, port_base=port_base, tasks_per_node=tasks_per_node,
-            rpc_layer=rpc_layer, environ=environ,
+            jobs,
+            port_base=port_base,
+            tasks_per_node=tasks_per_node,
+            rpc_layer=rpc_layer,
+            environ=environ,
         )
         self.task_type = self._resolution.job_name
         self.task_id = self._resolution.task_index

@@ -96,16 +96,14 @@ def validate_server_def(server_def: ServerDef) -> tuple[str, int]:
     """
     server_def = convert(server_def, ServerDef)
     if not server_def.protocol:
-        raise errors.InvalidArgumentError("ServerDef.protocol must be set, e.g. \"grpc\"")
+        raise errors.InvalidArgumentError('ServerDef.protocol must be set, e.g. "grpc"')
     job = next((j for j in server_def.cluster.job if j.name == server_def.job_name), None)
     if job is None:
-        raise errors.InvalidArgumentError(
-            f"Job \"{server_def.job_name}\" was not defined in cluster"
-        )
+        raise errors.InvalidArgumentError(f'Job "{server_def.job_name}" was not defined in cluster')
     address = job.tasks.get(server_def.task_index)
     if address is None:
         raise errors.InvalidArgumentError(
-            f"Task {server_def.task_index} was not defined in job \"{server_def.job_name}\""
+            f'Task {server_def.task_index} was not defined in job "{server_def.job_name}"'
         )
     host, sep, port_text = address.rpartition(":")
     if not sep or not host:
@@ -113,9 +111,7 @@ def validate_server_def(server_def: ServerDef) -> tuple[str, int]:
     host = host.strip("[]")
     if server_def.port:
         if not 0 < server_def.port <= 65535:
-            raise errors.InvalidArgumentError(
-                f"ServerDef.port {server_def.port} is out of range"
-            )
+            raise errors.InvalidArgumentError(f"ServerDef.port {server_def.port} is out of range")
         return host, server_def.port
     try:
         port = int(port_text)
@@ -123,7 +119,7 @@ def validate_server_def(server_def: ServerDef) -> tuple[str, int]:
         port = -1
     if not 0 <= port <= 65535:
         raise errors.InvalidArgumentError(
-            f"Could not parse port for local server from \"{address}\"."
+            f'Could not parse port for local server from "{address}".'
         )
     return host, port
 

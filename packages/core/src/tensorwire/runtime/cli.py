@@ -62,21 +62,30 @@ def _server_args(args: argparse.Namespace) -> tuple[Any, str | None, int | None,
 def add_security_arguments(parser: argparse.ArgumentParser) -> None:
     """The token, TLS and insecure flags every server command takes (one spelling each,
     with TensorFlow-style underscores and dashed aliases)."""
-    parser.add_argument("--token", help="cluster token every call must carry "
-                        "(default: TENSORWIRE_CLUSTER_TOKEN)")
+    parser.add_argument(
+        "--token", help="cluster token every call must carry (default: TENSORWIRE_CLUSTER_TOKEN)"
+    )
     for name, what in (
         ("certificate_chain_file", "PEM certificate chain this server presents"),
         ("private_key_file", "PEM private key of that certificate"),
-        ("root_certificates_file", "PEM CA that verifies peers (and clients, with "
-                                   "--require_client_auth)"),
+        (
+            "root_certificates_file",
+            "PEM CA that verifies peers (and clients, with --require_client_auth)",
+        ),
     ):
         parser.add_argument(f"--{name}", f"--{name.replace('_', '-')}", dest=name, help=what)
-    parser.add_argument("--require_client_auth", "--require-client-auth",
-                        dest="require_client_auth", action="store_true",
-                        help="mutual TLS: callers must present a certificate of the root CA")
-    parser.add_argument("--insecure", action="store_true",
-                        help="allow listening beyond loopback without authentication "
-                             "(logged as a warning)")
+    parser.add_argument(
+        "--require_client_auth",
+        "--require-client-auth",
+        dest="require_client_auth",
+        action="store_true",
+        help="mutual TLS: callers must present a certificate of the root CA",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow listening beyond loopback without authentication (logged as a warning)",
+    )
 
 
 def security_message(args: argparse.Namespace) -> Any:
@@ -111,8 +120,15 @@ def _cmd_server(args: argparse.Namespace) -> int:
     from .server import Server
 
     cluster, job, task, protocol = _server_args(args)
-    server = Server(cluster, job_name=job, task_index=task, protocol=protocol,
-                    config=_config(args), start=True, insecure=args.insecure)
+    server = Server(
+        cluster,
+        job_name=job,
+        task_index=task,
+        protocol=protocol,
+        config=_config(args),
+        start=True,
+        insecure=args.insecure,
+    )
     stop_requested = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -138,9 +154,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--task_index", type=int)
     parser.add_argument("--protocol", help="transport protocol (default grpc)")
     add_security_arguments(parser)
-    parser.add_argument("--registered_functions_only", action="store_true",
-                        help="refuse functions sent by value")
+    parser.add_argument(
+        "--registered_functions_only", action="store_true", help="refuse functions sent by value"
+    )
     parser.add_argument("--operation_timeout_ms", type=int, default=0)
-    parser.add_argument("--grace", type=float, default=5.0,
-                        help="seconds calls in flight get to finish at shutdown")
+    parser.add_argument(
+        "--grace", type=float, default=5.0, help="seconds calls in flight get to finish at shutdown"
+    )
     parser.set_defaults(func=_cmd_server)

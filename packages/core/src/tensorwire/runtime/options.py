@@ -74,9 +74,7 @@ def security_options(ours: Any, insecure: bool = False) -> TransportOptions:
     """Token, TLS and the insecure opt-out from a ``TensorwireOptions`` message (or None),
     each falling back to its environment variable; the one place both ``tw.Server`` and
     the data service turn security settings into :class:`TransportOptions`."""
-    token = (ours.cluster_token if ours is not None else "") or os.environ.get(
-        CLUSTER_TOKEN_ENV
-    )
+    token = (ours.cluster_token if ours is not None else "") or os.environ.get(CLUSTER_TOKEN_ENV)
     tls = ours.tls if ours is not None and ours.HasField("tls") else None
     options = TransportOptions(token=token or None)
     options.tls_cert = _tls_setting(tls, "certificate_chain_file")

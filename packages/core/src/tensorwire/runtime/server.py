@@ -90,8 +90,10 @@ class Server:
             # TensorFlow binds every interface; a loopback address binds loopback only.
             # "localhost" binds 127.0.0.1 alone: binding the name would take whichever of
             # ::1 / 127.0.0.1 is free and hide a port that is already in use.
-            bind = "0.0.0.0" if not is_loopback(host) else (
-                "127.0.0.1" if host in ("localhost", "ip6-localhost") else host
+            bind = (
+                "0.0.0.0"
+                if not is_loopback(host)
+                else ("127.0.0.1" if host in ("localhost", "ip6-localhost") else host)
             )
         check_listen(f"tensorwire server {self.task_name}", bind, self._options)
         self._transport = get_transport(self._server_def.protocol)
@@ -149,9 +151,7 @@ class Server:
             >>> server.target                                 # doctest: +SKIP
             'grpc://localhost:41234'
         """
-        return Server(
-            {"localhost": ["localhost:0"]}, protocol="grpc", config=config, start=start
-        )
+        return Server({"localhost": ["localhost:0"]}, protocol="grpc", config=config, start=start)
 
     # -- beyond TensorFlow -----------------------------------------------------------------
     def stop(self, grace: float | None = None) -> None:

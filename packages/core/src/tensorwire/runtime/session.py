@@ -251,9 +251,7 @@ class Session:
                 raise errors.CancelledError("the session is closed")
             channel = self._channels.get(address)
             if channel is None:
-                channel = self._channels[address] = self._transport.connect(
-                    address, self._options
-                )
+                channel = self._channels[address] = self._transport.connect(address, self._options)
             return channel
 
     def _deadline(self, timeout: float | None) -> float | None:
@@ -480,7 +478,12 @@ class Variable:
     """
 
     def __init__(
-        self, session: Session, name: str, job: str, task: int, shape: tuple[int, ...],
+        self,
+        session: Session,
+        name: str,
+        job: str,
+        task: int,
+        shape: tuple[int, ...],
         dtype: np.dtype[Any],
     ) -> None:
         self._session = session

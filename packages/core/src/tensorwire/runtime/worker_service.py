@@ -136,9 +136,7 @@ class _Rendezvous:
             try:
                 while True:
                     if self._closed:
-                        raise errors.CancelledError(
-                            f"recv of {key!r}: the task is shutting down"
-                        )
+                        raise errors.CancelledError(f"recv of {key!r}: the task is shutting down")
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         raise errors.DeadlineExceededError(
@@ -370,4 +368,3 @@ def make_worker_service(state: WorkerState) -> Service:
     unary("Send", state.send)
     unary("Recv", state.recv)
     return service
-

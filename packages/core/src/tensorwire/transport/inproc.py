@@ -98,8 +98,7 @@ def _max_workers(options: TransportOptions) -> int:
     value = options.extra.get(MAX_WORKERS_OPTION, DEFAULT_MAX_THREADS)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise errors.InvalidArgumentError(
-            f"TransportOptions.extra[{MAX_WORKERS_OPTION!r}] must be a positive int, got "
-            f"{value!r}"
+            f"TransportOptions.extra[{MAX_WORKERS_OPTION!r}] must be a positive int, got {value!r}"
         )
     return value
 

@@ -218,13 +218,13 @@ class TransportRegistry:
                     from .._version import __version__
 
                     self._load_plugin(
-                        name, functools.partial(importlib.import_module, module), "tensorwire",
+                        name,
+                        functools.partial(importlib.import_module, module),
+                        "tensorwire",
                         __version__,
                     )
 
-    def _load_plugin(
-        self, name: str, loader: Callable[[], Any], dist: str, version: str
-    ) -> None:
+    def _load_plugin(self, name: str, loader: Callable[[], Any], dist: str, version: str) -> None:
         try:
             plugin = loader()
         except ImportError as exc:

@@ -44,9 +44,7 @@ from typing import Any
 
 from .. import errors
 
-__all__ = [
-    "DEFAULT_MAX_THREADS", "IDLE_SECONDS", "DaemonThreadPool", "background", "join_threads"
-]
+__all__ = ["DEFAULT_MAX_THREADS", "IDLE_SECONDS", "DaemonThreadPool", "background", "join_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +125,10 @@ class DaemonThreadPool(concurrent.futures.Executor):
         return self._submit(fn, args, kwargs, refuse=True)
 
     def _submit(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         refuse: bool,
     ) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -164,7 +165,10 @@ class DaemonThreadPool(concurrent.futures.Executor):
                     ) from None
                 log.error(
                     "%s: could not start a thread (%s) with %d running; the work waits for "
-                    "one of them", self.name, exc, self._threads,
+                    "one of them",
+                    self.name,
+                    exc,
+                    self._threads,
                 )
         self._queue.put((future, fn, args, kwargs))
         return future
@@ -262,7 +266,9 @@ def join_threads(
     if alive:
         log.warning(
             "%s: %d thread(s) still running after the stop deadline: %s",
-            owner, len(alive), ", ".join(t.name for t in alive),
+            owner,
+            len(alive),
+            ", ".join(t.name for t in alive),
         )
     return alive
 

@@ -53,8 +53,7 @@ def __getattr__(name: str) -> Any:
             if exc.name != "torch" and not (exc.name or "").startswith("torch."):
                 raise
             raise ImportError(
-                f"tw.data.service.{name} needs PyTorch: pip install "
-                "'tensorwire-dataservice[torch]'"
+                f"tw.data.service.{name} needs PyTorch: pip install 'tensorwire-dataservice[torch]'"
             ) from exc
         value = getattr(module, name)
         globals()[name] = value

@@ -80,9 +80,7 @@ _TARGET_WORKERS = ("AUTO", "ANY", "LOCAL")
 def _validate_compression(compression: Any) -> None:
     valid = [COMPRESSION_AUTO, COMPRESSION_NONE, COMPRESSION_SNAPPY]
     if compression not in valid:
-        raise ValueError(
-            f"Invalid `compression` argument: {compression}. Must be one of {valid}."
-        )
+        raise ValueError(f"Invalid `compression` argument: {compression}. Must be one of {valid}.")
 
 
 def _validate_job_name(job_name: Any) -> None:
@@ -278,8 +276,10 @@ def distribute(
         raise errors.UnimplementedError(
             "cross_trainer_cache is not supported by tensorwire's data service"
         )
-    if data_transfer_protocol is not None and compression == COMPRESSION_AUTO and (
-        data_transfer_protocol != "grpc"
+    if (
+        data_transfer_protocol is not None
+        and compression == COMPRESSION_AUTO
+        and (data_transfer_protocol != "grpc")
     ):
         compression = COMPRESSION_NONE  # as TensorFlow: AUTO compresses over gRPC only
 
@@ -381,8 +381,9 @@ def _from_dataset_id(
         dataset_id = dataset_id.decode()
     dataset_id = str(dataset_id)
     if element_spec is None or cardinality is None:
-        reply = _dispatcher_call(protocol, address, "GetDataServiceMetadata",
-                                 {"dataset_id": dataset_id})
+        reply = _dispatcher_call(
+            protocol, address, "GetDataServiceMetadata", {"dataset_id": dataset_id}
+        )
         metadata = reply["metadata"]
         if element_spec is None:
             element_spec = _registered_spec(metadata.get("pipeline"))
@@ -476,8 +477,12 @@ class DataServiceDataset(_DatasetClass):
         watcher = None
         closed = getattr(ctx, "closed", None)
         if isinstance(closed, threading.Event):
-            watcher = threading.Thread(target=_close_when, args=(closed, weakref.ref(reader)),
-                                       name="tw-data-reader-watch", daemon=True)
+            watcher = threading.Thread(
+                target=_close_when,
+                args=(closed, weakref.ref(reader)),
+                name="tw-data-reader-watch",
+                daemon=True,
+            )
             watcher.start()
         try:
             yield from reader
@@ -508,8 +513,16 @@ class _TaskState:
     so the replay leaves them out; and never delivered twice), and whether the dispatcher
     awaits that report."""
 
-    __slots__ = ("task_id", "address", "done", "removed", "thread", "generation",
-                 "received", "report")
+    __slots__ = (
+        "task_id",
+        "address",
+        "done",
+        "removed",
+        "thread",
+        "generation",
+        "received",
+        "report",
+    )
 
     def __init__(self, task_id: int, address: str, generation: int = 0) -> None:
         self.task_id = task_id
@@ -538,9 +551,7 @@ class _Reader(Iterator[Any]):
         self._credit_cond = threading.Condition()
         maxsize = 0 if self._shared else ds._max_outstanding or _PREFETCH_MESSAGES
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=maxsize)
-        self._sem = (
-            threading.Semaphore(ds._max_outstanding) if ds._max_outstanding else None
-        )
+        self._sem = threading.Semaphore(ds._max_outstanding) if ds._max_outstanding else None
         self._tasks: dict[int, _TaskState] = {}
         self._ended: set[int] = set()  # tasks whose end of sequence this reader received
         self._current: list[Any] = []
@@ -567,22 +578,35 @@ class _Reader(Iterator[Any]):
                 "job %r of dataset %s has already finished, so this reader gets no elements "
                 "(as in TensorFlow). To read the dataset again, start a new epoch: a new "
                 "iterator of the same dataset object, or another job_name (one per epoch).",
-                ds._job_name, ds._dataset_id)
+                ds._job_name,
+                ds._dataset_id,
+            )
         self._finalizer = weakref.finalize(
             self, _release, ds._dispatcher_protocol, ds._address, self.client_id, self._stop
         )
         self._update_tasks(job)
-        threading.Thread(target=_heartbeat_loop, args=(weakref.ref(self), self._stop),
-                         name=f"tw-data-client-{self.client_id}", daemon=True).start()
+        threading.Thread(
+            target=_heartbeat_loop,
+            args=(weakref.ref(self), self._stop),
+            name=f"tw-data-client-{self.client_id}",
+            daemon=True,
+        ).start()
         if ds._num_consumers is not None:
-            threading.Thread(target=self._read_rounds, name=f"tw-data-rounds-{self.client_id}",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._read_rounds, name=f"tw-data-rounds-{self.client_id}", daemon=True
+            ).start()
 
     # -- dispatcher ---------------------------------------------------------------------------
     def _dispatcher(self, method: str, request: dict[str, Any]) -> dict[str, Any]:
         return call_with_retries(
-            lambda: call(self.ds._dispatcher_protocol, self.ds._address, DISPATCHER_SERVICE,
-                         method, request, timeout=10.0),
+            lambda: call(
+                self.ds._dispatcher_protocol,
+                self.ds._address,
+                DISPATCHER_SERVICE,
+                method,
+                request,
+                timeout=10.0,
+            ),
             deadline=time.monotonic() + CLIENT_TIMEOUT,
             what=f"{method} to the tf.data service dispatcher at {self.ds._address}",
             should_stop=self._stop.is_set,
@@ -595,15 +619,22 @@ class _Reader(Iterator[Any]):
             # replay leaves out. Sent until the dispatcher stops asking (a reply may be lost).
             delivered = [
                 {"task_id": t.task_id, "generation": t.generation, "ranges": t.received.ranges()}
-                for t in self._tasks.values() if t.report
+                for t in self._tasks.values()
+                if t.report
             ]
         # The tasks this reader saw end are reported, so the dispatcher knows the job has
         # finished before this reader ends (a reader joining it later is told so).
         request: dict[str, Any] = {"client_id": self.client_id, "finished": ended}
         if delivered:
             request["delivered"] = delivered
-        reply = call(self.ds._dispatcher_protocol, self.ds._address, DISPATCHER_SERVICE,
-                     "ClientHeartbeat", request, timeout=10.0)
+        reply = call(
+            self.ds._dispatcher_protocol,
+            self.ds._address,
+            DISPATCHER_SERVICE,
+            "ClientHeartbeat",
+            request,
+            timeout=10.0,
+        )
         self._last_dispatcher_ok = time.monotonic()
         self._update_tasks(reply)
 
@@ -653,8 +684,9 @@ class _Reader(Iterator[Any]):
                 return True
             return False
 
-    def _accept(self, state: _TaskState, generation: int, elements: list[Any],
-                first: int | None) -> list[Any] | None:
+    def _accept(
+        self, state: _TaskState, generation: int, elements: list[Any], first: int | None
+    ) -> list[Any] | None:
         """The elements of a message to deliver: None when they come from a generation
         since replaced (not recorded as received: the replay produces them again); without
         those this reader received already (an exact job's replay)."""
@@ -665,8 +697,7 @@ class _Reader(Iterator[Any]):
                 return elements
             stop = first + len(elements)
             if state.received.overlaps(first, stop):
-                elements = [e for i, e in enumerate(elements, first)
-                            if i not in state.received]
+                elements = [e for i, e in enumerate(elements, first) if i not in state.received]
             state.received.add(first, stop)
             return elements
 
@@ -677,9 +708,12 @@ class _Reader(Iterator[Any]):
             return True
         except RETRYABLE as exc:
             if time.monotonic() - self._last_dispatcher_ok > CLIENT_TIMEOUT:
-                self._fail(errors.UnavailableError(
-                    f"the tf.data service dispatcher at {self.ds._address} has been unreachable "
-                    f"for {CLIENT_TIMEOUT:.0f}s: {exc}"))
+                self._fail(
+                    errors.UnavailableError(
+                        f"the tf.data service dispatcher at {self.ds._address} has been "
+                        f"unreachable for {CLIENT_TIMEOUT:.0f}s: {exc}"
+                    )
+                )
         except errors.OpError as exc:
             self._fail(exc)
         return False
@@ -704,9 +738,13 @@ class _Reader(Iterator[Any]):
         with self._lock:
             generation, address = state.generation, state.address
         channel = channel_to(self.ds._protocol, address)
-        request = pack({"task_id": state.task_id,
-                        "max_elements": self.ds._max_outstanding or _STREAM_MESSAGE_ELEMENTS,
-                        "generation": generation})
+        request = pack(
+            {
+                "task_id": state.task_id,
+                "max_elements": self.ds._max_outstanding or _STREAM_MESSAGE_ELEMENTS,
+                "generation": generation,
+            }
+        )
         retry = _Retry(self, state)
         while not self._reader_exits(state, generation):
             try:
@@ -750,11 +788,18 @@ class _Reader(Iterator[Any]):
             wanted = self._take_credits(max(1, live))
             if not wanted:
                 continue
-            request = pack({"task_id": state.task_id, "max_elements": wanted,
-                            "wait_s": _TAKE_WAIT_S, "generation": generation})
+            request = pack(
+                {
+                    "task_id": state.task_id,
+                    "max_elements": wanted,
+                    "wait_s": _TAKE_WAIT_S,
+                    "generation": generation,
+                }
+            )
             try:
-                frames = channel.call(WORKER_SERVICE, "TakeElements", request,
-                                      timeout=_TAKE_WAIT_S + 30.0)
+                frames = channel.call(
+                    WORKER_SERVICE, "TakeElements", request, timeout=_TAKE_WAIT_S + 30.0
+                )
                 got, eos, first = decode_chunk(frames)
             except _RETRY_TAKE as exc:
                 self._return_credits(wanted)
@@ -828,19 +873,26 @@ class _Reader(Iterator[Any]):
         round_index = 0
         while not self._stop.is_set():
             with self._lock:
-                tasks = sorted((t for t in self._tasks.values() if not t.removed),
-                               key=lambda t: t.task_id)
+                tasks = sorted(
+                    (t for t in self._tasks.values() if not t.removed), key=lambda t: t.task_id
+                )
             if not tasks:
                 self._stop.wait(0.05)
                 continue
             task = tasks[round_index % len(tasks)]
-            request = pack({"task_id": task.task_id, "consumer_index": ds._consumer_index,
-                            "round": round_index // len(tasks)})
+            request = pack(
+                {
+                    "task_id": task.task_id,
+                    "consumer_index": ds._consumer_index,
+                    "round": round_index // len(tasks),
+                }
+            )
             channel = channel_to(ds._protocol, task.address)
             try:
                 frames = call_with_retries(
-                    functools.partial(channel.call, WORKER_SERVICE, "GetRoundElement",
-                                      request, timeout=30.0),
+                    functools.partial(
+                        channel.call, WORKER_SERVICE, "GetRoundElement", request, timeout=30.0
+                    ),
                     deadline=time.monotonic() + CLIENT_TIMEOUT,
                     what=f"round {round_index} from {task.address}",
                     should_stop=self._stop.is_set,
@@ -911,7 +963,8 @@ class _Reader(Iterator[Any]):
                     self.close()
                     raise errors.UnavailableError(
                         f"no tf.data service worker served job {self.job_id} for "
-                        f"{CLIENT_TIMEOUT:.0f}s")
+                        f"{CLIENT_TIMEOUT:.0f}s"
+                    )
                 if self.ds._num_consumers is None and self._finished():
                     # A task's last elements are queued before it is marked done: they may
                     # have arrived after the queue was found empty above. Read them first.
@@ -959,12 +1012,19 @@ class _Retry:
         now = time.monotonic()
         self.since = self.since or now
         if now - self.since > CLIENT_TIMEOUT:
-            self.reader._fail(errors.UnavailableError(
-                f"tf.data service worker {self.state.address} unreachable for "
-                f"{CLIENT_TIMEOUT:.0f}s: {exc}"))
+            self.reader._fail(
+                errors.UnavailableError(
+                    f"tf.data service worker {self.state.address} unreachable for "
+                    f"{CLIENT_TIMEOUT:.0f}s: {exc}"
+                )
+            )
             return False
-        log.debug("reading task %d from %s failed (%s); retrying",
-                  self.state.task_id, self.state.address, exc)
+        log.debug(
+            "reading task %d from %s failed (%s); retrying",
+            self.state.task_id,
+            self.state.address,
+            exc,
+        )
         self.reader._stop.wait(self.delay)
         self.delay = min(self.delay * 2, 0.5)
         return True
@@ -998,8 +1058,14 @@ def _release(protocol: str, address: str, client_id: int, stop: threading.Event)
 
     def release() -> None:
         try:
-            call(protocol, address, DISPATCHER_SERVICE, "ReleaseClient",
-                 {"client_id": client_id}, timeout=2.0)
+            call(
+                protocol,
+                address,
+                DISPATCHER_SERVICE,
+                "ReleaseClient",
+                {"client_id": client_id},
+                timeout=2.0,
+            )
         except errors.OpError as exc:  # the dispatcher times the client out instead
             log.debug("releasing client %d failed: %s", client_id, exc)
 

@@ -141,12 +141,19 @@ class _Dispatcher:
                     skipped += 1
                     log.error(
                         "journal %s: the record at byte %d cannot be applied and is skipped: "
-                        "%s: %s", entry.path, entry.offset, type(exc).__name__, exc,
+                        "%s: %s",
+                        entry.path,
+                        entry.offset,
+                        type(exc).__name__,
+                        exc,
                     )
             log.info(
                 "dispatcher recovered generation %d from %s: a snapshot and %d journal "
-                "records (%d skipped)", recovery.generation, config.work_dir,
-                len(recovery.entries), skipped,
+                "records (%d skipped)",
+                recovery.generation,
+                config.work_dir,
+                len(recovery.entries),
+                skipped,
             )
             self.journal = Journal(config.work_dir, recovery)
             self._maybe_compact()  # also turns a version-1 journal into generation 1
@@ -198,8 +205,9 @@ class _Dispatcher:
         try:
             self._compact()
         except Exception:  # noqa: BLE001 - the dispatcher must keep serving
-            log.exception("dispatcher journal compaction in %s failed; retried later",
-                          self.config.work_dir)
+            log.exception(
+                "dispatcher journal compaction in %s failed; retried later", self.config.work_dir
+            )
             self.journal.postpone_compaction()
 
     def _compact(self) -> None:
@@ -304,7 +312,11 @@ class _Dispatcher:
                 self._heartbeating = ""
 
     def _worker_heartbeat_locked(
-        self, address: str, current: set[int], finished: list[int], incarnation: str,
+        self,
+        address: str,
+        current: set[int],
+        finished: list[int],
+        incarnation: str,
         generations: dict[int, int],
     ) -> dict[str, Any]:
         if address not in self.state.workers:
@@ -317,16 +329,20 @@ class _Dispatcher:
             # worker that restarted gets them in this reply and starts them over, as it
             # would new ones.
             resumed = [t.task_id for t in self.state.removed_tasks_of(address)]
-            self._commit(
-                {"op": "register_worker", "address": address, "incarnation": incarnation}
+            self._commit({"op": "register_worker", "address": address, "incarnation": incarnation})
+            log.info(
+                "worker %s registered%s",
+                address,
+                f"; it resumes tasks {resumed}" if resumed else "",
             )
-            log.info("worker %s registered%s", address,
-                     f"; it resumes tasks {resumed}" if resumed else "")
             for job in self.state.active_jobs():
                 if job.coordinated:
                     continue  # rounds are fixed to the workers present at job start
-                if any(self.state.tasks[t].worker_address == address
-                       and not self.state.tasks[t].removed for t in job.task_ids):
+                if any(
+                    self.state.tasks[t].worker_address == address
+                    and not self.state.tasks[t].removed
+                    for t in job.task_ids
+                ):
                     continue
                 self._create_task(job, address)
             # (Its tasks of exact jobs were lost when it was dropped: whether it is the
@@ -351,7 +367,8 @@ class _Dispatcher:
         assigned = self.state.tasks_for_worker(address)
         assigned_ids = {t.task_id for t in assigned}
         new = [
-            self._task_def(t) for t in assigned
+            self._task_def(t)
+            for t in assigned
             if t.task_id not in current or generations.get(t.task_id, t.generation) < t.generation
         ]
         delete = sorted(t for t in current if t not in assigned_ids and t not in finished)
@@ -364,8 +381,7 @@ class _Dispatcher:
         known = self.state.workers[address].get("incarnation", "")
         if not incarnation or known == incarnation:
             return
-        lost = [t.task_id for t in self.state.tasks_for_worker(address)
-                if self.state.replayable(t)]
+        lost = [t.task_id for t in self.state.tasks_for_worker(address) if self.state.replayable(t)]
         self._commit({"op": "restart_worker", "address": address, "incarnation": incarnation})
         if lost:
             log.info("worker %s restarted; its tasks %s replay their splits", address, lost)
@@ -385,8 +401,13 @@ class _Dispatcher:
                 self._commit(
                     {"op": "move_task", "task_id": task.task_id, "worker_address": address}
                 )
-                log.info("task %d of job %d (lost with worker %s) is replayed on %s",
-                         task.task_id, job.job_id, task.worker_address, address)
+                log.info(
+                    "task %d of job %d (lost with worker %s) is replayed on %s",
+                    task.task_id,
+                    job.job_id,
+                    task.worker_address,
+                    address,
+                )
                 self._push(address, task)
 
     def get_dataset_def(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -446,9 +467,7 @@ class _Dispatcher:
             self.handouts[task_id] = splits
             return {"splits": splits, "end": end and not splits}
 
-    def _exact_splits(
-        self, job: Job, task: Task, req: dict[str, Any], want: int
-    ) -> dict[str, Any]:
+    def _exact_splits(self, job: Job, task: Task, req: dict[str, Any], want: int) -> dict[str, Any]:
         """GetSplits of an exact job. ``position`` counts the task's splits over all its
         generations: below the number recorded, it is a replay (or a reply that was lost)
         and gets the recorded splits again; at it, new splits, recorded first.
@@ -460,8 +479,11 @@ class _Dispatcher:
         address = str(req.get("worker_address") or "")
         worker = self.state.workers.get(task.worker_address)
         if (
-            task.removed or task.finished or worker is None
-            or generation != task.generation or address != task.worker_address
+            task.removed
+            or task.finished
+            or worker is None
+            or generation != task.generation
+            or address != task.worker_address
             or str(req.get("worker") or "") != worker.get("incarnation")
             or task.awaiting
         ):
@@ -473,8 +495,9 @@ class _Dispatcher:
             reply["skip"] = task.delivered
         if position < recorded:
             log_ = self._split_log(job)
-            reply.update(splits=[log_[n] for n in _split_numbers(task.splits, position, want)],
-                         end=False)
+            reply.update(
+                splits=[log_[n] for n in _split_numbers(task.splits, position, want)], end=False
+            )
             return reply
         if position > recorded:
             raise errors.DataLossError(
@@ -493,11 +516,17 @@ class _Dispatcher:
             if end:
                 break
             splits.append(pipeline.encode_split(split))
-        self._commit({
-            "op": "give_splits", "job_id": job.job_id, "task_id": task.task_id,
-            "position": position, "count": len(splits), "exhausted": end,
-            "worker": str(req.get("worker") or ""),
-        })
+        self._commit(
+            {
+                "op": "give_splits",
+                "job_id": job.job_id,
+                "task_id": task.task_id,
+                "position": position,
+                "count": len(splits),
+                "exhausted": end,
+                "worker": str(req.get("worker") or ""),
+            }
+        )
         log_.extend(splits)
         reply.update(splits=splits, end=end and not splits)
         return reply
@@ -672,7 +701,11 @@ class _Dispatcher:
             log.warning(
                 "job %d of dataset %s: %s, so a worker lost mid-job loses the elements it "
                 "held (at most once), as in TensorFlow; a deterministic pipeline gets every "
-                "element exactly once", job_id, ds.dataset_id, reason)
+                "element exactly once",
+                job_id,
+                ds.dataset_id,
+                reason,
+            )
             return False
         return True
 
@@ -691,13 +724,21 @@ class _Dispatcher:
         generation (read only that one) and whether this reader has to report what it
         received; a lost task waiting for a worker is listed without an address."""
         tasks = [
-            {"task_id": t.task_id, "worker_address": t.worker_address,
-             "generation": t.generation, "report": client_id in t.awaiting}
+            {
+                "task_id": t.task_id,
+                "worker_address": t.worker_address,
+                "generation": t.generation,
+                "report": client_id in t.awaiting,
+            }
             for t in self.state.live_tasks(job)
         ]
         tasks.extend(
-            {"task_id": t.task_id, "worker_address": "", "generation": t.generation,
-             "report": client_id in t.awaiting}
+            {
+                "task_id": t.task_id,
+                "worker_address": "",
+                "generation": t.generation,
+                "report": client_id in t.awaiting,
+            }
             for t in self.state.orphans(job)
         )
         return {
@@ -730,8 +771,11 @@ class _Dispatcher:
         self.client_seen.pop(client_id, None)
         self.job_idle_since[job_id] = time.monotonic()
         job = self.state.jobs[job_id]
-        if not job.job_name and not job.clients and not job.garbage_collected and (
-            self.gc_timeout_ms >= 0
+        if (
+            not job.job_name
+            and not job.clients
+            and not job.garbage_collected
+            and (self.gc_timeout_ms >= 0)
         ):
             # Nobody can join an anonymous job: collect it now rather than let its tasks
             # hold buffers on the workers until the GC timeout.
@@ -769,16 +813,31 @@ class _Dispatcher:
         """A reader's account of the elements it received from a lost task."""
         task = self.state.tasks.get(int(report["task_id"]))
         generation = int(report["generation"])
-        if (task is None or task.job_id != job.job_id or client_id not in task.awaiting
-                or generation != task.generation):
+        if (
+            task is None
+            or task.job_id != job.job_id
+            or client_id not in task.awaiting
+            or generation != task.generation
+        ):
             return  # already counted, or about a generation since replaced
         ranges = [[int(a), int(b)] for a, b in report["ranges"]]
-        self._commit({"op": "report_delivered", "task_id": task.task_id,
-                      "client_id": client_id, "generation": generation, "ranges": ranges})
+        self._commit(
+            {
+                "op": "report_delivered",
+                "task_id": task.task_id,
+                "client_id": client_id,
+                "generation": generation,
+                "ranges": ranges,
+            }
+        )
         if not task.awaiting:
-            log.info("task %d generation %d: every reader reported; the replay leaves out "
-                     "%d elements they received", task.task_id, generation,
-                     sum(b - a for a, b in task.delivered))
+            log.info(
+                "task %d generation %d: every reader reported; the replay leaves out "
+                "%d elements they received",
+                task.task_id,
+                generation,
+                sum(b - a for a, b in task.delivered),
+            )
 
     def get_workers(self, req: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
@@ -952,7 +1011,8 @@ class DispatchServer:
             self._nudge_thread = threading.Thread(
                 target=_nudge_loop,
                 args=(self._config.protocol, self._options, self._core.outbox),
-                name=f"tw-dispatcher-nudge-{self._port}", daemon=True,
+                name=f"tw-dispatcher-nudge-{self._port}",
+                daemon=True,
             )
             self._nudge_thread.start()
         # DEBUG: `tensorwire dispatcher` announces this event with its ready line on stdout,
@@ -1012,9 +1072,7 @@ class DispatchServer:
             )
 
 
-def _nudge_loop(
-    protocol: str, options: TransportOptions, outbox: queue.SimpleQueue[Any]
-) -> None:
+def _nudge_loop(protocol: str, options: TransportOptions, outbox: queue.SimpleQueue[Any]) -> None:
     """Send the nudges the dispatcher queued, until a None arrives."""
     while True:
         item = outbox.get()

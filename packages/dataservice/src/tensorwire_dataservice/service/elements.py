@@ -33,7 +33,11 @@ from tensorwire import codec, errors
 from .protocol import COMPRESSION_AUTO, COMPRESSION_NONE, COMPRESSION_SNAPPY, as_bytes
 
 __all__ = [
-    "encode_elements", "decode_elements", "decode_chunk", "eos_message", "Compressor",
+    "encode_elements",
+    "decode_elements",
+    "decode_chunk",
+    "eos_message",
+    "Compressor",
     "element_nbytes",
 ]
 

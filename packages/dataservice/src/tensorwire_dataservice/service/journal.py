@@ -323,10 +323,18 @@ class Journal:
             try:
                 _fsync_dir(self.work_dir)
             except OSError:
-                log.warning("journal %s: fsync after removing generation %d failed",
-                            self.work_dir, old, exc_info=True)
-        log.info("journal %s: compacted into generation %d (%d byte snapshot)",
-                 self.work_dir, new, snapshot_bytes)
+                log.warning(
+                    "journal %s: fsync after removing generation %d failed",
+                    self.work_dir,
+                    old,
+                    exc_info=True,
+                )
+        log.info(
+            "journal %s: compacted into generation %d (%d byte snapshot)",
+            self.work_dir,
+            new,
+            snapshot_bytes,
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -373,8 +381,9 @@ class Journal:
         return iter(entry.record for entry in recover(self.work_dir).entries)
 
 
-def _write_snapshot(path: str, generation: int, snapshot: dict[str, Any],
-                    meta: dict[str, Any]) -> int:
+def _write_snapshot(
+    path: str, generation: int, snapshot: dict[str, Any], meta: dict[str, Any]
+) -> int:
     """Write ``snapshot`` to ``path`` as frames (a head, chunks of each list, an end) and
     fsync it; returns the file's size."""
     lists = [key for key, value in snapshot.items() if isinstance(value, list)]

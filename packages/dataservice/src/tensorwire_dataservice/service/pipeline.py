@@ -182,7 +182,7 @@ def is_reference(dataset_def: bytes) -> bool:
 def reference_of(dataset_def: bytes) -> tuple[str, dict[str, Any]]:
     """(name, params) of a reference definition; InvalidArgumentError when malformed."""
     try:
-        message = codec.loads(bytes(dataset_def[len(REFERENCE_MAGIC):]))
+        message = codec.loads(bytes(dataset_def[len(REFERENCE_MAGIC) :]))
         name, params = message["name"], message["params"]
         if not isinstance(name, str) or not isinstance(params, dict):
             raise TypeError("name must be a string and params a dict")
@@ -297,8 +297,10 @@ def _node_nondeterminism(node: Any, default_deterministic: bool | None) -> str |
         getattr(node, "_seed", 0) is None
     ):
         return f"{name} without a seed"
-    if name == "ListFilesDataset" and getattr(node, "_seed", 0) is None and getattr(
-        node, "_shuffle", False
+    if (
+        name == "ListFilesDataset"
+        and getattr(node, "_seed", 0) is None
+        and getattr(node, "_shuffle", False)
     ):
         return "list_files shuffled without a seed"
     if name == "ParallelMapDataset":

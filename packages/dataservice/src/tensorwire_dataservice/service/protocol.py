@@ -155,13 +155,15 @@ def _malformed(method: str, exc: BaseException) -> errors.OpError:
     return errors.InvalidArgumentError(f"{method}: malformed request ({what})")
 
 
-def refusing_malformed(method: str, handler: Callable[..., Any], *,
-                       streaming: bool = False) -> Callable[..., Any]:
+def refusing_malformed(
+    method: str, handler: Callable[..., Any], *, streaming: bool = False
+) -> Callable[..., Any]:
     """``handler`` with a request that lacks a field, or has one of the wrong type, refused
     as InvalidArgumentError naming the method and the field (not UNKNOWN: the caller's
     mistake, said where it is known). Requests come from the network; handlers index them
     directly, so this is where their shape is checked."""
     if streaming:
+
         def stream(frames: Any, context: Any) -> Any:
             try:
                 yield from handler(frames, context)
@@ -262,8 +264,15 @@ os.register_at_fork(
 
 
 def _credentials(options: TransportOptions) -> tuple[Any, ...]:
-    return (options.token, options.tls_cert, options.tls_key, options.tls_root_ca,
-            options.tls_client_ca, options.tls_server_name, options.insecure)
+    return (
+        options.token,
+        options.tls_cert,
+        options.tls_key,
+        options.tls_root_ca,
+        options.tls_client_ca,
+        options.tls_server_name,
+        options.insecure,
+    )
 
 
 def channel_to(protocol: str, address: str, options: TransportOptions | None = None) -> Channel:
@@ -339,9 +348,7 @@ def call_with_retries(
     next_warning = started
 
     def stopped() -> bool:
-        return (stop is not None and stop.is_set()) or (
-            should_stop is not None and should_stop()
-        )
+        return (stop is not None and stop.is_set()) or (should_stop is not None and should_stop())
 
     while True:
         try:
@@ -359,8 +366,9 @@ def call_with_retries(
             if now >= next_warning:
                 next_warning = now + RETRY_WARNING_INTERVAL
                 subject = f"waiting for {waiting_for}: {what}" if waiting_for else what
-                log.warning("%s failed (%s); retrying for up to %.0fs more", subject, exc,
-                            deadline - now)
+                log.warning(
+                    "%s failed (%s); retrying for up to %.0fs more", subject, exc, deadline - now
+                )
             else:
                 log.debug("%s failed (%s); retrying", what, exc)
             pause = min(delay * (0.5 + random.random()), max(0.0, deadline - now))

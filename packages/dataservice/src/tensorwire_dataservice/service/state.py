@@ -133,7 +133,8 @@ class DispatcherState:
         if not job.exact or job.garbage_collected:
             return []
         return [
-            t for t in (self.tasks[i] for i in job.task_ids)
+            t
+            for t in (self.tasks[i] for i in job.task_ids)
             if t.removed and not t.finished and t.splits
         ]
 
@@ -142,8 +143,11 @@ class DispatcherState:
         live exact job that was given splits (without splits it produced nothing)."""
         job = self.jobs.get(task.job_id)
         return (
-            job is not None and job.exact and not job.garbage_collected
-            and not task.finished and bool(task.splits)
+            job is not None
+            and job.exact
+            and not job.garbage_collected
+            and not task.finished
+            and bool(task.splits)
         )
 
     def live_tasks(self, job: Job) -> list[Task]:
@@ -209,7 +213,8 @@ class DispatcherState:
 
     def _apply_register_worker(self, r: dict[str, Any]) -> None:
         self.workers[r["address"]] = {
-            "address": r["address"], "incarnation": str(r.get("incarnation") or "")
+            "address": r["address"],
+            "incarnation": str(r.get("incarnation") or ""),
         }
         # A worker dropped for missed heartbeats that registers again gets its unfinished
         # tasks back (it may still be running them: they carry on, and a new task would
@@ -465,7 +470,8 @@ def _from_row(cls: type, names: list[str], row: list[Any]) -> Any:
     hints = _hints(cls)
     kwargs = {name: _restore(value, hints[name]) for name, value in zip(names, row, strict=True)}
     missing = [
-        f.name for f in known.values()
+        f.name
+        for f in known.values()
         if f.name not in kwargs
         and f.init
         and f.default is dataclasses.MISSING

@@ -59,6 +59,7 @@ from .torch_workers import dataloader_worker
 
 __all__ = ["TorchDataset", "to_torch"]
 
+
 class TorchDataset(IterableDataset):
     """A ``torch.utils.data.IterableDataset`` of a tf.data service dataset.
 

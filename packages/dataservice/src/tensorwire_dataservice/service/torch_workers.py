@@ -43,5 +43,8 @@ def warn_if_every_worker_reads_everything(dataset: Any) -> None:
         "element arrives %d times per epoch. Wrap the dataset with "
         "tw.data.service.to_torch(dataset) (a torch IterableDataset whose workers share "
         "one job per epoch), or iterate it with num_workers=0.",
-        info.id, info.num_workers, getattr(dataset, "dataset_id", "?"), info.num_workers,
+        info.id,
+        info.num_workers,
+        getattr(dataset, "dataset_id", "?"),
+        info.num_workers,
     )

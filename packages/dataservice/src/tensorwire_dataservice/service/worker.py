@@ -82,8 +82,14 @@ class _RemoteSplitProvider:  # implements dataset.sharding.SplitProvider
     the same order, then new ones; the first reply also says which element indices the
     readers already received (``task.skip``)."""
 
-    def __init__(self, worker: _Worker, job_id: int, task_id: int, stopped: threading.Event,
-                 task: _Task | None = None):
+    def __init__(
+        self,
+        worker: _Worker,
+        job_id: int,
+        task_id: int,
+        stopped: threading.Event,
+        task: _Task | None = None,
+    ):
         self._worker = worker
         self._job_id = job_id
         self._task_id = task_id
@@ -102,11 +108,17 @@ class _RemoteSplitProvider:  # implements dataset.sharding.SplitProvider
     def _get_next_locked(self) -> Any:
         if not self._pending and not self._end:
             # Retried as is: a request whose reply was lost gets the same splits again.
-            request = {"job_id": self._job_id, "task_id": self._task_id, "max": self._batch,
-                       "position": self._position, "worker": self._worker.incarnation}
+            request = {
+                "job_id": self._job_id,
+                "task_id": self._task_id,
+                "max": self._batch,
+                "position": self._position,
+                "worker": self._worker.incarnation,
+            }
             if self._task is not None:
-                request.update(generation=self._task.generation,
-                               worker_address=self._worker.address)
+                request.update(
+                    generation=self._task.generation, worker_address=self._worker.address
+                )
             reply = self._call(request)
             if self._task is not None and "skip" in reply:
                 self._task.skip_from(reply["skip"])
@@ -194,8 +206,9 @@ class _Task:
         )
         policy = ShardingPolicy(int(d["policy"]))
         if policy == ShardingPolicy.DYNAMIC:
-            provider = _RemoteSplitProvider(self.worker, self.job_id, self.task_id, self.stopped,
-                                            self if self.exact else None)
+            provider = _RemoteSplitProvider(
+                self.worker, self.job_id, self.task_id, self.stopped, self if self.exact else None
+            )
             return pipeline.iterate_splits(dataset, provider)
         if policy in STATIC_POLICIES:
             return pipeline.iterate_shard(
@@ -324,8 +337,9 @@ class _Task:
                     continue
                 elements: list[Any] = []
                 while len(elements) < self.num_consumers:
-                    got, eos = self.take(self.num_consumers - len(elements),
-                                         max(0.0, deadline - time.monotonic()))
+                    got, eos = self.take(
+                        self.num_consumers - len(elements), max(0.0, deadline - time.monotonic())
+                    )
                     elements.extend(got)
                     if eos and len(elements) < self.num_consumers:
                         if self.error is not None:
@@ -387,9 +401,15 @@ class _Worker:
 
     def dispatcher_call(self, method: str, request: dict[str, Any], should_stop: Any = None) -> Any:
         def once() -> dict[str, Any]:
-            return call(self.config.protocol, self.config.dispatcher_address,
-                        DISPATCHER_SERVICE, method, request, timeout=10.0,
-                        options=self.options)
+            return call(
+                self.config.protocol,
+                self.config.dispatcher_address,
+                DISPATCHER_SERVICE,
+                method,
+                request,
+                timeout=10.0,
+                options=self.options,
+            )
 
         return call_with_retries(
             once,
@@ -406,8 +426,9 @@ class _Worker:
             cached = self.datasets.get(key)
         if cached is not None:
             return cached
-        reply = self.dispatcher_call("GetDatasetDef", {"dataset_id": dataset_id},
-                                     should_stop=stopped.is_set)
+        reply = self.dispatcher_call(
+            "GetDatasetDef", {"dataset_id": dataset_id}, should_stop=stopped.is_set
+        )
         data = as_bytes(reply["dataset_def"])
         with self.lock:
             self.datasets[key] = data
@@ -424,11 +445,21 @@ class _Worker:
             current = sorted(self.tasks)
             finished = sorted(self.finished - self.reported_finished)
             generations = {t.task_id: t.generation for t in self.tasks.values() if t.exact}
-        reply = call(self.config.protocol, self.config.dispatcher_address, DISPATCHER_SERVICE,
-                     "WorkerHeartbeat",
-                     {"worker_address": self.address, "tasks": current, "finished": finished,
-                      "incarnation": self.incarnation, "generations": generations},
-                     timeout=10.0, options=self.options)
+        reply = call(
+            self.config.protocol,
+            self.config.dispatcher_address,
+            DISPATCHER_SERVICE,
+            "WorkerHeartbeat",
+            {
+                "worker_address": self.address,
+                "tasks": current,
+                "finished": finished,
+                "incarnation": self.incarnation,
+                "generations": generations,
+            },
+            timeout=10.0,
+            options=self.options,
+        )
         with self.task_arrived:
             self.reported_finished.update(finished)
             self._add_tasks(reply["tasks"])
@@ -452,8 +483,7 @@ class _Worker:
                 del self.tasks[task_id]
                 self.finished.discard(task_id)
                 running = None
-            if (running is None and task_id not in self.finished
-                    and not self.stopped.is_set()):
+            if running is None and task_id not in self.finished and not self.stopped.is_set():
                 self.tasks[task_id] = _Task(self, definition)
         self.task_arrived.notify_all()
 
@@ -486,8 +516,10 @@ class _Worker:
         if task is None:
             yield eos_message()
             return
-        max_elements = max(1, min(int(req.get("max_elements", _MAX_ELEMENTS_PER_MESSAGE)),
-                                  _MAX_ELEMENTS_PER_MESSAGE))
+        max_elements = max(
+            1,
+            min(int(req.get("max_elements", _MAX_ELEMENTS_PER_MESSAGE)), _MAX_ELEMENTS_PER_MESSAGE),
+        )
         generation = _generation_of(req)
         compressor = Compressor(task.compression)
         # Small messages first so the first element leaves at once, then larger ones (up to
@@ -535,7 +567,8 @@ class _Worker:
             return eos_message()
         remaining = context.time_remaining()
         element, eos = task.round_element(
-            int(req["consumer_index"]), int(req["round"]),
+            int(req["consumer_index"]),
+            int(req["round"]),
             timeout=min(remaining, 30.0) if remaining is not None else 30.0,
         )
         if eos:
@@ -558,11 +591,16 @@ class _Worker:
 
     def service(self) -> Service:
         svc = Service(WORKER_SERVICE)
-        svc.add("GetElements", refusing_malformed("GetElements", self.get_elements,
-                                                  streaming=True), streaming=True)
-        for name, handler in (("TakeElements", self.take_elements),
-                              ("GetRoundElement", self.get_round_element),
-                              ("Nudge", self.nudge)):
+        svc.add(
+            "GetElements",
+            refusing_malformed("GetElements", self.get_elements, streaming=True),
+            streaming=True,
+        )
+        for name, handler in (
+            ("TakeElements", self.take_elements),
+            ("GetRoundElement", self.get_round_element),
+            ("Nudge", self.nudge),
+        ):
             svc.add(name, refusing_malformed(name, handler))
         return svc
 
@@ -632,8 +670,7 @@ class WorkerServer:
     def __init__(self, config: WorkerConfig | Any, start: bool = True) -> None:
         if getattr(config, "dispatcher_address", None) in (None, ""):
             raise ValueError(
-                "Must specify a `dispatcher_address` in the `config` passed "
-                "to `WorkerServer`."
+                "Must specify a `dispatcher_address` in the `config` passed to `WorkerServer`."
             )
         config = worker_config_from(config)
         self._config = config
@@ -687,12 +724,15 @@ class WorkerServer:
                     )
                 self._started = True
                 self._thread = threading.Thread(
-                    target=_heartbeat_loop, args=(weakref.ref(core),),
-                    name=f"tw-data-worker-heartbeat-{self._port}", daemon=True,
+                    target=_heartbeat_loop,
+                    args=(weakref.ref(core),),
+                    name=f"tw-data-worker-heartbeat-{self._port}",
+                    daemon=True,
                 )
                 self._thread.start()
-        log.info("worker %s registered with %s", self._core.address,
-                 self._config.dispatcher_address)
+        log.info(
+            "worker %s registered with %s", self._core.address, self._config.dispatcher_address
+        )
 
     def join(self) -> None:
         """Block until the worker is stopped."""

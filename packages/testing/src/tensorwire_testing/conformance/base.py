@@ -77,7 +77,10 @@ class BaseConformanceTests:
 
     @pytest.fixture
     def serve(
-        self, transport: Transport, address: str, server_options: TransportOptions,
+        self,
+        transport: Transport,
+        address: str,
+        server_options: TransportOptions,
         state: ConformanceState,
     ) -> Iterator[Callable[..., Listener]]:
         """``serve(**option_changes)`` -> a started listener of the conformance service."""

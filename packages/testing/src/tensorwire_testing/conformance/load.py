@@ -88,7 +88,5 @@ class BaseLoadTests(BaseConformanceTests):
             self._quick_call_answered(channel)  # while all n streams wait
         finally:
             state.release.set()
-        rest = within(
-            PHASE_DEADLINE_SECONDS, lambda: [[bytes(m[0]) for m in s] for s in streams]
-        )
+        rest = within(PHASE_DEADLINE_SECONDS, lambda: [[bytes(m[0]) for m in s] for s in streams])
         assert rest == [[b"end"]] * n
