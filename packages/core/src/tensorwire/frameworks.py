@@ -28,6 +28,7 @@ dtype back and a NumPy reader gets the bytes.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import threading
@@ -179,9 +180,8 @@ _torch_table_lock = threading.Lock()
 
 def _build_torch_table(torch: Any) -> dict[Any, tuple[int, np.dtype[Any], str]]:
     table: dict[Any, tuple[int, np.dtype[Any], str]] = {}
-    ml_dtypes: Any
     try:
-        import ml_dtypes
+        ml_dtypes: Any = importlib.import_module("ml_dtypes")
     except ImportError:  # bfloat16/float8 then travel as raw bytes with their name
         ml_dtypes = None
     for attr in dir(torch):
