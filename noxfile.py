@@ -54,27 +54,9 @@ def tests(session: nox.Session) -> None:
     preparing = _prepare_rdma_in_background(session) if rdma_next else None
     try:
         for protocol in ("grpc", "inproc"):  # the same suite on every installed transport
-            session.run(
-                "python",
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                f"--tensorwire-protocol={protocol}",
-                *args,
-            )
+            _pytest(session, f"--tensorwire-protocol={protocol}", *args)
         # The pure-Python twin of the codec must behave exactly like the compiled one.
-        session.run(
-            "python",
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "packages/core/tests/codec",
-            env={"TENSORWIRE_PURE_PYTHON": "1"},
-        )
+        _pytest(session, "packages/core/tests/codec", env={"TENSORWIRE_PURE_PYTHON": "1"})
         session.run("python", "tools/gen_protos.py", "--check")
         if gates:
             _docs(session)
@@ -85,6 +67,10 @@ def tests(session: nox.Session) -> None:
         session.notify("install_check")
     if rdma_next:
         session.notify("rdma")
+
+
+def _pytest(session: nox.Session, *args: str, env: dict[str, str] | None = None) -> None:
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, env=env)
 
 
 def _prepare_rdma_in_background(

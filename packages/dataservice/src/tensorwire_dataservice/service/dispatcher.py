@@ -445,14 +445,7 @@ class _Dispatcher:
                 return {"splits": self._last_handout(job, task), "end": False}
             if job.splits_exhausted:
                 return {"splits": [], "end": True}
-            provider = self._split_provider(job)
-            splits: list[bytes] = []
-            end = False
-            while len(splits) < want:
-                split, end = pipeline.split_provider_next(provider)
-                if end:
-                    break
-                splits.append(pipeline.encode_split(split))
+            splits, end = _draw_splits(self._split_provider(job), want)
             self._commit(
                 {
                     "op": "give_splits",
@@ -508,14 +501,7 @@ class _Dispatcher:
             reply.update(splits=[], end=True)
             return reply
         log_ = self._split_log(job)
-        provider = self._split_provider(job)
-        splits: list[bytes] = []
-        end = False
-        while len(splits) < want:
-            split, end = pipeline.split_provider_next(provider)
-            if end:
-                break
-            splits.append(pipeline.encode_split(split))
+        splits, end = _draw_splits(self._split_provider(job), want)
         self._commit(
             {
                 "op": "give_splits",
@@ -920,6 +906,17 @@ def _split_numbers(ranges: list[list[int]], position: int, count: int) -> list[i
         if len(numbers) == count:
             break
     return numbers
+
+
+def _draw_splits(provider: Any, want: int) -> tuple[list[bytes], bool]:
+    """Up to ``want`` encoded splits from ``provider``, and whether it ran out."""
+    splits: list[bytes] = []
+    while len(splits) < want:
+        split, end = pipeline.split_provider_next(provider)
+        if end:
+            return splits, True
+        splits.append(pipeline.encode_split(split))
+    return splits, False
 
 
 def _check_dataset_id(dataset_id: Any) -> None:
