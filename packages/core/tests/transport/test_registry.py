@@ -74,10 +74,12 @@ def test_install_command_names_the_checkout_or_the_pinned_version():
     # A checkout's core (editable or not) points at the sibling folder, which exists; any
     # other installation names the distribution at the core's own version.
     command = install_command("tensorwire-grpc")
-    core = Path(tw.__file__).resolve().parents[2]
+    # This test's own checkout: the core under test was installed from it (into a virtualenv
+    # by nox, so not found from tw.__file__).
+    packages = Path(__file__).resolve().parents[3]
     if command.startswith("pip install /"):
-        assert command == f"pip install {core.parent / 'transport-grpc'}"
-        assert (core.parent / "transport-grpc" / "pyproject.toml").is_file()
+        assert command == f"pip install {packages / 'transport-grpc'}"
+        assert (packages / "transport-grpc" / "pyproject.toml").is_file()
     else:
         assert command == f"pip install tensorwire-grpc=={tw.__version__.split('+')[0]}"
 
