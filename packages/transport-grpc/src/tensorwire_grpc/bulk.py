@@ -738,12 +738,17 @@ class BulkPeer:
             wire.close()
 
 
+def _read_message(wire: Wire, deadline: float | None) -> str:
+    """The message of a status whose code byte was read: u32 length, then utf-8."""
+    (size,) = _U32.unpack(wire.read(4, deadline))
+    return wire.read(size, deadline).decode(errors="replace")
+
+
 def _reason(wire: Wire, deadline: float) -> str:
     """The message of a refusal's status (its code byte already read), or why there is
     none."""
     try:
-        (size,) = _U32.unpack(wire.read(4, deadline))
-        return wire.read(size, deadline).decode(errors="replace")
+        return _read_message(wire, deadline)
     except (OSError, ConnectionError, struct.error):
         return "no reason given (a server older than this client)"
 
@@ -786,9 +791,7 @@ def _read_response(
     """The answer to a FETCH or CALL: the response frames, or the server's error raised."""
     status = wire.read(1, deadline)[0]
     if status:
-        (size,) = _U32.unpack(wire.read(4, deadline))
-        message = wire.read(size, deadline).decode(errors="replace")
-        raise _Answered(errors.from_code(status, message))
+        raise _Answered(errors.from_code(status, _read_message(wire, deadline)))
     # Raised before reading the frames: the connection is out of step and is closed.
     lengths = _lengths(wire, deadline)
     framing.check_size(lengths, max_bytes, f"{what}: response")
