@@ -110,6 +110,8 @@ def test_train_and_distribute_import_in_every_form():
         "from tensorwire.data.service import distribute",
         "from tensorwire.data import service",
         "from tensorwire.data.experimental import service",
+        "import tensorwire.data.experimental.service",
+        "from tensorwire.data.experimental.service import distribute",
         "from tensorwire.data import Dataset",
     ],
 )
