@@ -79,6 +79,17 @@ def _option_groups() -> list[type]:
     ]
 
 
+def _torch_adapter() -> type | None:
+    """``TorchIterableDataset``, or None where torch and torchdata are not installed (the
+    test environment has them: requirements-test.txt)."""
+    try:
+        import torchdata.stateful_dataloader  # noqa: F401 - its example needs it
+        from tensorwire_dataservice.dataset.torch_stateful import TorchIterableDataset
+    except ImportError:
+        return None
+    return TorchIterableDataset
+
+
 def _members(cls: type) -> list[tuple[str, Any]]:
     """Public methods and properties of ``cls`` and its bases (not ``object``'s)."""
     found = []
@@ -103,6 +114,9 @@ def documented_names() -> list[tuple[str, Any]]:
         if inspect.isclass(obj) or inspect.isfunction(obj):
             names.append((name, obj))
     names.extend((cls.__name__, cls) for cls in _option_groups())
+    torch_adapter = _torch_adapter()
+    if torch_adapter is not None:
+        names.append(("TorchIterableDataset", torch_adapter))
     names.extend(_members(Dataset))
     names.extend(_members(DatasetIterator))
     return names

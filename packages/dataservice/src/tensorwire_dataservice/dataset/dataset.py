@@ -386,7 +386,8 @@ class Dataset(DatasetBase):
           An infinite dataset of int64 scalars.
 
         Raises:
-          TypeError: while iterating, ``seed`` is neither None nor an integer.
+          TypeError: while iterating, ``seed`` is neither None nor a number.
+          ValueError: while iterating, ``seed`` is a string that is not an integer.
 
         Examples:
             >>> ds = tw.data.Dataset.random(seed=4).take(3)
@@ -639,9 +640,10 @@ class Dataset(DatasetBase):
           InvalidArgumentError: ``batch_size`` is not positive; while iterating, an element
             has another rank than its padded shape or is larger than it.
           ValueError: a component has unknown rank and no ``padded_shapes`` is given, or a
-            padded shape has another rank than its component, or ``padded_shapes`` does
-            not have the structure of the elements.
-          TypeError: ``padding_values`` does not have the structure of the elements.
+            padded shape has another rank than its component, or ``padded_shapes`` or
+            ``padding_values`` does not have the structure of the elements.
+          TypeError: ``padding_values`` is a structure of another kind than the elements
+            (a dict for a tuple, ...).
 
         Examples:
             >>> ds = tw.data.Dataset.range(1, 4).map(lambda n: np.arange(n))
@@ -705,7 +707,8 @@ class Dataset(DatasetBase):
           The repeated dataset.
 
         Raises:
-          TypeError: ``count`` is not an integer or None.
+          TypeError: ``count`` is neither a number nor None.
+          ValueError: ``count`` is a string that is not an integer.
 
         Examples:
             >>> [int(x) for x in tw.data.Dataset.range(2).repeat(3)]
@@ -726,7 +729,8 @@ class Dataset(DatasetBase):
           The shortened dataset.
 
         Raises:
-          TypeError: ``count`` is not an integer.
+          TypeError: ``count`` is not a number.
+          ValueError: ``count`` is a string that is not an integer.
 
         Examples:
             >>> [int(x) for x in tw.data.Dataset.range(10).take(3)]
@@ -745,7 +749,8 @@ class Dataset(DatasetBase):
           The dataset without its first ``count`` elements.
 
         Raises:
-          TypeError: ``count`` is not an integer.
+          TypeError: ``count`` is not a number.
+          ValueError: ``count`` is a string that is not an integer.
 
         Examples:
             >>> [int(x) for x in tw.data.Dataset.range(5).skip(3)]
@@ -880,7 +885,8 @@ class Dataset(DatasetBase):
           A dataset of ``(int64 index, element)`` tuples.
 
         Raises:
-          TypeError: ``start`` is not an integer.
+          TypeError: ``start`` is not a number.
+          ValueError: ``start`` is a string that is not an integer.
 
         Examples:
             >>> ds = tw.data.Dataset.range(10, 13).enumerate(start=1)

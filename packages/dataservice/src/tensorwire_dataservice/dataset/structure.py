@@ -61,7 +61,7 @@ class TensorSpec:
       name: an optional name, as in TensorFlow.
 
     Raises:
-      TypeError: ``dtype`` is not a NumPy dtype, or a dimension is not an integer.
+      TypeError: ``dtype`` is not a NumPy dtype.
 
     Examples:
         >>> spec = tw.data.TensorSpec((None, 3), np.float32)

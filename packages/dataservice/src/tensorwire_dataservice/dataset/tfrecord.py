@@ -106,7 +106,7 @@ def masked_crc32c(data: bytes) -> int:
 
     Examples:
         >>> hex(tw.data.masked_crc32c(b"hello"))
-        '0x...'
+        '0x191c1fbb'
     """
     crc = crc32c(data)
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
