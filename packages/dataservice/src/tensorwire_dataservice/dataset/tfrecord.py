@@ -577,7 +577,8 @@ class TFRecordDataset(_FileReaderDataset):
     """The records of TFRecord files, as ``bytes`` (``tf.data.TFRecordDataset``).
 
     The files are read one after another, or ``num_parallel_reads`` at a time with their
-    records interleaved one by one. Every record's checksums are verified. Given a list of
+    records interleaved one by one (on the consumer's thread). Every record's checksums
+    are verified. Given a list of
     files it is a splittable source (one split per file) and a file-based source for FILE
     auto-sharding; given a dataset of file names (e.g. ``list_files``) it passes splits to
     that dataset.
