@@ -212,6 +212,21 @@ class IterationContext:
                 logger.warning("Pipeline thread %s did not stop within %.1fs", thread.name, timeout)
 
 
+def integer_argument(value: Any, name: str) -> int:
+    """``int(value)`` for the argument ``name`` of a dataset op; its error names the argument.
+
+    The conversions of ``int()`` (a float is truncated, a numeric string parsed) and its
+    exception types, TypeError or ValueError, with a message that says which argument was
+    wrong (``int()``'s own does not).
+    """
+    try:
+        return int(value)
+    except TypeError:
+        raise TypeError(f"`{name}` must be an integer, got {value!r}") from None
+    except ValueError:
+        raise ValueError(f"`{name}` must be an integer, got {value!r}") from None
+
+
 def _exhausted() -> Any:
     raise StopIteration
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import structure
-from .base import AUTOTUNE, DatasetBase, DatasetIterator
+from .base import AUTOTUNE, DatasetBase, DatasetIterator, integer_argument
 from .structure import STRING, TensorSpec
 
 __all__ = ["Dataset", "UnaryDataset", "call_with_element", "trace_function_spec", "make_iterator"]
@@ -124,7 +124,7 @@ def make_iterator(dataset: DatasetBase, split_provider: Any = None) -> DatasetIt
 def _parallelism(num_parallel_calls: Any) -> int | None:
     if num_parallel_calls is None:
         return None
-    n = int(num_parallel_calls)
+    n = integer_argument(num_parallel_calls, "num_parallel_calls")
     if n == AUTOTUNE:
         return max(1, os.cpu_count() or 1)
     if n <= 0:
@@ -148,7 +148,9 @@ class Dataset(DatasetBase):
     the like run as plain Python on NumPy values (no graph tracing; the element type is
     inferred by calling them on placeholder values); parallelism is threads; the
     ``name`` arguments are accepted and ignored. Python ints and floats given as values
-    become int32/float32, as TensorFlow converts them.
+    become int32/float32, as TensorFlow converts them. An integer argument (``count``,
+    ``batch_size``, ...) that is not one raises TypeError, or ValueError for a string that
+    is not a number, naming the argument.
 
     Examples:
         >>> ds = tw.data.Dataset.range(6).filter(lambda x: x % 2 == 0).map(lambda x: x * 10)

@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 from tensorwire import errors
 
+from .base import integer_argument
+
 if TYPE_CHECKING:
     from .base import DatasetBase
 
@@ -583,7 +585,8 @@ def auto_shard(dataset: DatasetBase, num_shards: int, index: int, policy: Any) -
         [10, 40, 70]
     """
     policy = _coerce_policy(policy)
-    num_shards, index = int(num_shards), int(index)
+    num_shards = integer_argument(num_shards, "num_shards")
+    index = integer_argument(index, "index")
     if num_shards < 1:
         raise errors.InvalidArgumentError(
             f"Number of shards must be greater than zero (currently num_shards = {num_shards})."
