@@ -98,10 +98,26 @@ class _Shared:
 class IterationContext:
     """What one iteration of a pipeline shares: split provider, cancellation, threads.
 
+    Every :class:`DatasetIterator` makes one and passes it to ``_iterator(ctx)`` of the
+    dataset it iterates; a dataset of your own reads it there (see :class:`DatasetBase`).
     ``split_provider`` is set only while iterating with dynamic sharding; the source
     ``split_source`` (identified by object identity inside this pipeline copy) then reads
     only the splits it gets from the provider. Datasets created inside user functions
     (``flat_map``, ``interleave``) are iterated with :meth:`without_splits`, as in TensorFlow.
+
+    Args:
+      split_provider: where the splittable source gets its splits, or None to read
+        everything.
+      split_source: the dataset node that reads the splits (see
+        :func:`find_split_source`).
+
+    Examples:
+        >>> ctx = tw.data.IterationContext()
+        >>> ctx.closed.is_set(), ctx.split_provider_for(tw.data.Dataset.range(3))
+        (False, None)
+        >>> ctx.close()
+        >>> ctx.closed.is_set()
+        True
     """
 
     def __init__(
@@ -123,13 +139,25 @@ class IterationContext:
         return self._shared.closed
 
     def split_provider_for(self, dataset: Any) -> SplitProvider | None:
-        """The provider ``dataset`` must read its splits from, or None to read everything."""
+        """The provider ``dataset`` must read its splits from, or None to read everything.
+
+        Args:
+          dataset: the source node asking (compared by identity with ``split_source``).
+
+        Returns:
+          The split provider when ``dataset`` is the split source of this iteration, else
+          None.
+        """
         if self.split_provider is not None and dataset is self.split_source:
             return self.split_provider
         return None
 
     def without_splits(self) -> IterationContext:
-        """A context for nested datasets: same cancellation and threads, no split provider."""
+        """A context for nested datasets: same cancellation and threads, no split provider.
+
+        Returns:
+          A context sharing :attr:`closed` and the owned threads with this one.
+        """
         ctx = IterationContext(_shared=self._shared)
         ctx.options = self.options
         return ctx
@@ -138,6 +166,16 @@ class IterationContext:
         """Start a daemon thread owned by this iteration; closing the iterator joins it.
 
         ``target`` must return soon after :attr:`closed` is set (poll it, use timeouts).
+
+        Args:
+          target: what the thread runs.
+          name: the thread's name.
+
+        Returns:
+          The started thread.
+
+        Raises:
+          CancelledError: the iteration is closed already.
         """
         thread = threading.Thread(target=target, name=name, daemon=True)
         with self._shared.lock:
@@ -153,7 +191,13 @@ class IterationContext:
         return thread
 
     def close(self, timeout: float = THREAD_JOIN_TIMEOUT) -> None:
-        """Signal every owned thread to stop and wait for them up to ``timeout`` in total."""
+        """Signal every owned thread to stop and wait for them up to ``timeout`` in total.
+
+        A thread still running after ``timeout`` is logged and left to end on its own.
+
+        Args:
+          timeout: seconds to wait for all the threads together.
+        """
         self._shared.closed.set()
         with self._shared.lock:
             threads = list(self._shared.threads)
@@ -168,6 +212,21 @@ class IterationContext:
                 logger.warning("Pipeline thread %s did not stop within %.1fs", thread.name, timeout)
 
 
+def integer_argument(value: Any, name: str) -> int:
+    """``int(value)`` for the argument ``name`` of a dataset op; its error names the argument.
+
+    The conversions of ``int()`` (a float is truncated, a numeric string parsed) and its
+    exception types, TypeError or ValueError, with a message that says which argument was
+    wrong (``int()``'s own does not).
+    """
+    try:
+        return int(value)
+    except TypeError:
+        raise TypeError(f"`{name}` must be an integer, got {value!r}") from None
+    except ValueError:
+        raise ValueError(f"`{name}` must be an integer, got {value!r}") from None
+
+
 def _exhausted() -> Any:
     raise StopIteration
 
@@ -177,6 +236,23 @@ class DatasetIterator(Iterator[Any]):
 
     Owns the iteration: closing it (``close()``, leaving a ``with`` block, exhaustion, or
     garbage collection) stops the threads the pipeline started. ``next`` is thread-safe.
+    Its position can be saved with :meth:`state_dict` and restored into a fresh iterator
+    of the same pipeline, in this process or another, with :meth:`load_state_dict` (what
+    ``tf.train.Checkpoint`` does for a ``tf.data`` iterator).
+
+    Args:
+      dataset: the dataset to iterate.
+      split_provider: with dynamic sharding, where the splittable source gets its splits
+        (see :func:`make_iterator`).
+
+    Raises:
+      UnimplementedError: ``split_provider`` is given and the dataset has no splittable
+        source.
+
+    Examples:
+        >>> with iter(tw.data.Dataset.range(3)) as it:
+        ...     print(int(next(it)), int(it.get_next()))
+        0 1
     """
 
     def __init__(self, dataset: DatasetBase, split_provider: SplitProvider | None = None) -> None:
@@ -208,6 +284,12 @@ class DatasetIterator(Iterator[Any]):
 
     @property
     def element_spec(self) -> Any:
+        """The nested :class:`TensorSpec` structure of the elements (the dataset's).
+
+        Examples:
+            >>> iter(tw.data.Dataset.range(3)).element_spec
+            TensorSpec(shape=(), dtype=int64, name=None)
+        """
         return self._dataset.element_spec
 
     def __iter__(self) -> DatasetIterator:
@@ -232,9 +314,28 @@ class DatasetIterator(Iterator[Any]):
         """The position of this iterator: a picklable object of plain Python/NumPy data.
 
         ``load_state_dict`` on a fresh iterator of the same dataset resumes after the last
-        element this one returned, including elements buffered or in flight now. Raises
-        ``UnimplementedError`` naming the first dataset of the pipeline that cannot be
-        checkpointed; ``FailedPreconditionError`` after a failure or ``close()``.
+        element this one returned, including elements buffered or in flight now (a state
+        copies the elements held in ``shuffle`` and ``prefetch`` buffers). It can be called
+        between any two ``next()`` calls, and after the end.
+
+        Returns:
+          The state: a dict to pickle or store as it is.
+
+        Raises:
+          UnimplementedError: a dataset of the pipeline cannot be checkpointed (e.g.
+            ``from_generator`` over a plain generator); the message names it.
+          FailedPreconditionError: the iterator failed or was closed: it has no position.
+
+        Examples:
+            >>> ds = tw.data.Dataset.range(6).shuffle(6, seed=1)
+            >>> it = iter(ds)
+            >>> first = [int(next(it)) for _ in range(2)]
+            >>> state = it.state_dict()
+            >>> rest = [int(x) for x in it]
+            >>> resumed = iter(ds)
+            >>> resumed.load_state_dict(state)
+            >>> [int(x) for x in resumed] == rest
+            True
         """
         from . import checkpoint
 
@@ -250,8 +351,31 @@ class DatasetIterator(Iterator[Any]):
             )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from ``state`` (from ``state_dict()`` of an iterator of the same dataset,
-        possibly in another process). Only before the first ``next()`` of this iterator."""
+        """Resume from a position saved by :meth:`state_dict`.
+
+        ``state`` comes from ``state_dict()`` of an iterator of the same pipeline (an equal
+        definition, possibly in another process). Call it on a fresh iterator, before its
+        first ``next()``; the next element is the one after the last the saved iterator
+        returned.
+
+        Args:
+          state: what :meth:`state_dict` returned.
+
+        Raises:
+          FailedPreconditionError: ``next()`` was called on this iterator already.
+          UnimplementedError: this iterator reads data-service splits.
+          InvalidArgumentError: ``state`` is not a state of this pipeline (another
+            structure), or is malformed.
+
+        Examples:
+            >>> ds = tw.data.Dataset.range(5)
+            >>> it = iter(ds)
+            >>> _ = next(it), next(it)
+            >>> resumed = iter(ds)
+            >>> resumed.load_state_dict(it.state_dict())
+            >>> [int(x) for x in resumed]
+            [2, 3, 4]
+        """
         from . import checkpoint
 
         with self._lock:
@@ -272,7 +396,25 @@ class DatasetIterator(Iterator[Any]):
                 self._root = checkpoint.restore_iterator(self._dataset, self._ctx, root_state)
 
     def get_next(self) -> Any:
-        """The next element; raises ``OutOfRangeError`` at the end, like TensorFlow."""
+        """The next element, like ``next(iterator)``, but ``OutOfRangeError`` at the end.
+
+        TensorFlow's ``Iterator.get_next``.
+
+        Returns:
+          The next element.
+
+        Raises:
+          OutOfRangeError: the dataset has no more elements.
+
+        Examples:
+            >>> it = iter(tw.data.Dataset.range(1))
+            >>> int(it.get_next())
+            0
+            >>> it.get_next()
+            Traceback (most recent call last):
+            ...
+            tensorwire.errors.OutOfRangeError: End of sequence
+        """
         try:
             return self.__next__()
         except StopIteration:
@@ -284,7 +426,15 @@ class DatasetIterator(Iterator[Any]):
         A ``next`` blocked in another thread waiting on a background thread sees the close
         within ``POLL_INTERVAL`` and ends. One blocked inside user code cannot be
         interrupted: close then returns after ``THREAD_JOIN_TIMEOUT`` and the iterator ends
-        once that call returns.
+        once that call returns. After ``close()`` the iterator is exhausted.
+
+        Examples:
+            >>> it = iter(tw.data.Dataset.range(10).prefetch(2))
+            >>> int(next(it))
+            0
+            >>> it.close()
+            >>> list(it)
+            []
         """
         # Signal first: a next() holding the lock may be waiting for exactly this.
         self._ctx.closed.set()
@@ -336,7 +486,26 @@ class DatasetIterator(Iterator[Any]):
 
 
 class DatasetBase:
-    """The part of ``Dataset`` that defines the subclass contract (see module docstring)."""
+    """The part of :class:`Dataset` that defines the contract of a dataset of your own.
+
+    Subclass :class:`Dataset` (or :class:`UnaryDataset` for a transform of one input) and
+    implement ``_iterator(ctx)``, returning a fresh Python iterator over the elements, and
+    ``_compute_element_spec()``; optionally ``_cardinality()``. The module
+    ``tensorwire_dataservice.dataset.base`` states the whole contract (splits for dynamic
+    sharding, checkpoints, pickling for the data service). A dataset whose iterator is a
+    plain generator works everywhere but cannot be checkpointed.
+
+    Examples:
+        >>> class Squares(tw.data.Dataset):
+        ...     def __init__(self, n):
+        ...         self.n = n
+        ...     def _iterator(self, ctx):
+        ...         return (np.int64(i * i) for i in range(self.n))
+        ...     def _compute_element_spec(self):
+        ...         return tw.data.TensorSpec((), np.int64)
+        >>> [int(x) for x in Squares(4).batch(2).unbatch()]
+        [0, 1, 4, 9]
+    """
 
     _input_datasets: tuple[DatasetBase, ...] = ()
     _passes_splits: bool = False
@@ -380,7 +549,17 @@ class DatasetBase:
 
     @property
     def element_spec(self) -> Any:
-        """The nested :class:`TensorSpec` structure of the elements."""
+        """The type of the elements: a nested structure of :class:`TensorSpec`.
+
+        The structure is that of the elements (tuples, dicts, namedtuples); a dimension of
+        None is unknown (it varies). Computed once, without iterating when it can be.
+
+        Examples:
+            >>> ds = tw.data.Dataset.from_tensor_slices((np.zeros((4, 2)), ["a", "b", "c", "d"]))
+            >>> ds.element_spec
+            (TensorSpec(shape=(2,), dtype=float64, name=None),
+             TensorSpec(shape=(), dtype=string, name=None))
+        """
         spec = self.__dict__.get("_element_spec_cache")
         if spec is None:
             spec = self._compute_element_spec()
@@ -388,14 +567,34 @@ class DatasetBase:
         return spec
 
     def cardinality(self) -> int:
-        """The number of elements, or ``INFINITE`` / ``UNKNOWN`` as TensorFlow computes it."""
+        """The number of elements, as far as it is known without iterating.
+
+        Computed as TensorFlow does: ``filter`` makes it unknown, ``repeat()`` infinite.
+
+        Returns:
+          The number of elements, or :data:`INFINITE` (-1) or :data:`UNKNOWN` (-2).
+
+        Examples:
+            >>> tw.data.Dataset.range(10).batch(3).cardinality()
+            4
+            >>> tw.data.Dataset.range(10).filter(lambda x: x > 5).cardinality() == tw.data.UNKNOWN
+            True
+        """
         return self._cardinality()
 
     #: Options attached to this node by ``with_options`` (None for other nodes).
     _own_options: Any = None
 
     def options(self) -> Any:
-        """The ``Options`` of the pipeline: its inputs' merged, then this node's on top."""
+        """The :class:`Options` of the pipeline: its inputs' merged, then this node's on top.
+
+        Returns:
+          A new :class:`Options`; changing it changes nothing (use ``with_options``).
+
+        Examples:
+            >>> tw.data.Dataset.range(3).options().deterministic is None
+            True
+        """
         from .options import Options
 
         merged = Options()
@@ -409,7 +608,19 @@ class DatasetBase:
         return DatasetIterator(self)
 
     def as_numpy_iterator(self) -> DatasetIterator:
-        """An iterator of NumPy elements (elements already are NumPy; same as ``iter``)."""
+        """An iterator over the elements, which are NumPy values already.
+
+        The same as ``iter(dataset)``; TensorFlow's name, kept so its code runs unchanged.
+        Use it as a context manager to stop the pipeline's threads early.
+
+        Returns:
+          A new :class:`DatasetIterator`.
+
+        Examples:
+            >>> with tw.data.Dataset.range(3).as_numpy_iterator() as it:
+            ...     print([x.tolist() for x in it])
+            [0, 1, 2]
+        """
         return DatasetIterator(self)
 
     def __len__(self) -> int:

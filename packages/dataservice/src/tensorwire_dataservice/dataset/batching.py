@@ -9,7 +9,7 @@ import numpy as np
 from tensorwire import errors
 
 from . import structure
-from .base import INFINITE, UNKNOWN, DatasetBase, IterationContext
+from .base import INFINITE, UNKNOWN, DatasetBase, IterationContext, integer_argument
 from .checkpoint import NodeIterator, UnaryIterator, remaining
 from .dataset import Dataset, UnaryDataset
 from .structure import STRING, DatasetSpec, TensorSpec
@@ -24,7 +24,7 @@ def _batched_cardinality(n: int, batch_size: int, drop_remainder: bool) -> int:
 
 
 def _check_batch_size(batch_size: Any) -> int:
-    batch_size = int(batch_size)
+    batch_size = integer_argument(batch_size, "batch_size")
     if batch_size <= 0:
         raise errors.InvalidArgumentError("Batch size must be greater than zero.")
     return batch_size
@@ -399,9 +399,9 @@ class WindowDataset(UnaryDataset):
         drop_remainder: bool = False,
     ) -> None:
         super().__init__(input_dataset)
-        size = int(size)
-        shift = size if shift is None else int(shift)
-        stride = int(stride)
+        size = integer_argument(size, "size")
+        shift = size if shift is None else integer_argument(shift, "shift")
+        stride = integer_argument(stride, "stride")
         for name, value in (("size", size), ("shift", shift), ("stride", stride)):
             if value <= 0:
                 raise errors.InvalidArgumentError(f"Window {name} must be greater than zero.")

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import structure
-from .base import AUTOTUNE, DatasetBase, DatasetIterator
+from .base import AUTOTUNE, DatasetBase, DatasetIterator, integer_argument
 from .structure import STRING, TensorSpec
 
 __all__ = ["Dataset", "UnaryDataset", "call_with_element", "trace_function_spec", "make_iterator"]
@@ -95,8 +95,28 @@ def trace_function_spec(dataset: DatasetBase, fn: Callable[..., Any], input_spec
 def make_iterator(dataset: DatasetBase, split_provider: Any = None) -> DatasetIterator:
     """An iterator over ``dataset``; with ``split_provider``, its source reads only those splits.
 
-    This is how a data-service worker iterates under dynamic sharding. Raises
-    ``UnimplementedError`` when the dataset has no splittable source.
+    This is how a data-service worker iterates under dynamic sharding: the pipeline's
+    single splittable source (see :func:`find_split_source`) reads only the splits it gets
+    from ``split_provider``; every other op runs as usual.
+
+    Args:
+      dataset: the dataset to iterate.
+      split_provider: a :class:`SplitProvider` of the dataset's splits, or None to read
+        everything (the same as ``iter(dataset)``).
+
+    Returns:
+      A new :class:`DatasetIterator`.
+
+    Raises:
+      UnimplementedError: ``split_provider`` is given and the dataset has no splittable
+        source; the message names the op in the way.
+
+    Examples:
+        >>> ds = tw.data.Dataset.range(10).map(lambda x: x * 10)
+        >>> provider = tw.data.IndexSplitProvider(10, split_size=4)
+        >>> _ = provider.get_next()  # another worker takes [0, 4)
+        >>> [int(x) for x in tw.data.make_iterator(ds, provider)]
+        [40, 50, 60, 70, 80, 90]
     """
     return DatasetIterator(dataset, split_provider)
 
@@ -104,7 +124,7 @@ def make_iterator(dataset: DatasetBase, split_provider: Any = None) -> DatasetIt
 def _parallelism(num_parallel_calls: Any) -> int | None:
     if num_parallel_calls is None:
         return None
-    n = int(num_parallel_calls)
+    n = integer_argument(num_parallel_calls, "num_parallel_calls")
     if n == AUTOTUNE:
         return max(1, os.cpu_count() or 1)
     if n <= 0:
@@ -115,7 +135,30 @@ def _parallelism(num_parallel_calls: Any) -> int | None:
 
 
 class Dataset(DatasetBase):
-    """A pipeline of NumPy elements, as ``tf.data.Dataset``."""
+    """A pipeline of NumPy elements, as ``tf.data.Dataset``.
+
+    A dataset is an immutable description: sources are static methods
+    (:meth:`range`, :meth:`from_tensor_slices`, ...), transforms return new datasets
+    (``ds.map(f).batch(32)``), and iterating (``iter(ds)``, :meth:`as_numpy_iterator`)
+    makes a :class:`DatasetIterator` that owns all the work. An element is a nested
+    structure (tuples, dicts, namedtuples) of NumPy values: arrays, NumPy scalars, and
+    ``bytes`` for scalar strings (string tensors are object arrays of ``bytes``).
+
+    Where it differs from ``tf.data``: functions given to :meth:`map`, :meth:`filter` and
+    the like run as plain Python on NumPy values (no graph tracing; the element type is
+    inferred by calling them on placeholder values); parallelism is threads; the
+    ``name`` arguments are accepted and ignored. Python ints and floats given as values
+    become int32/float32, as TensorFlow converts them. An integer argument (``count``,
+    ``batch_size``, ...) that is not one raises TypeError, or ValueError for a string that
+    is not a number, naming the argument.
+
+    Examples:
+        >>> ds = tw.data.Dataset.range(6).filter(lambda x: x % 2 == 0).map(lambda x: x * 10)
+        >>> [int(x) for x in ds]
+        [0, 20, 40]
+        >>> [b.tolist() for b in ds.batch(2)]
+        [[0, 20], [40]]
+    """
 
     # -- sources ---------------------------------------------------------------------------
 
@@ -123,20 +166,90 @@ class Dataset(DatasetBase):
     def range(
         *args: int, dtype: Any = np.int64, output_type: Any = None, name: str | None = None
     ) -> Dataset:
-        """``range(stop)``, ``range(start, stop[, step])``: NumPy scalars of ``dtype``.
+        """A dataset of evenly spaced NumPy scalars, like Python's ``range``.
 
-        ``output_type`` is TensorFlow's name for ``dtype`` and wins when given.
+        ``range(stop)``, ``range(start, stop)`` or ``range(start, stop, step)``. The
+        result has a known cardinality and is a splittable source (dynamic sharding hands
+        out ranges of positions).
+
+        Args:
+          *args: ``stop``, ``start, stop`` or ``start, stop, step`` (integers).
+          dtype: the NumPy dtype of the elements (default int64).
+          output_type: TensorFlow's name for ``dtype``; wins when given.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          A dataset of scalars of ``dtype``.
+
+        Raises:
+          ValueError: not one to three positional arguments.
+          InvalidArgumentError: ``step`` is zero.
+
+        Examples:
+            >>> [int(x) for x in tw.data.Dataset.range(1, 8, 3)]
+            [1, 4, 7]
+            >>> tw.data.Dataset.range(3, dtype=np.float32).element_spec
+            TensorSpec(shape=(), dtype=float32, name=None)
         """
         return _sources.RangeDataset(*args, dtype=dtype if output_type is None else output_type)
 
     @staticmethod
     def from_tensor_slices(tensors: Any, name: str | None = None) -> Dataset:
-        """One element per slice along axis 0 of every component (lengths must match)."""
+        """A dataset of the slices of ``tensors`` along their first axis.
+
+        Every component (leaf of the structure) is sliced along axis 0; the element ``i``
+        has the structure of ``tensors`` with the ``i``-th slice of each component. Lists
+        and Python numbers are converted as TensorFlow converts them (ints to int32,
+        floats to float32, strings to ``bytes``). A splittable source.
+
+        Args:
+          tensors: an array, or a nested structure (tuple, dict, namedtuple) of arrays,
+            all with the same size along axis 0.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          A dataset with one element per slice.
+
+        Raises:
+          ValueError: ``tensors`` is an empty structure, has a scalar component, or its
+            components differ in their first dimension.
+          TypeError: a component is None or cannot become a NumPy array.
+
+        Examples:
+            >>> ds = tw.data.Dataset.from_tensor_slices({"x": np.arange(3), "y": ["a", "b", "c"]})
+            >>> for element in ds:
+            ...     print(int(element["x"]), element["y"])
+            0 b'a'
+            1 b'b'
+            2 b'c'
+        """
         return _sources.TensorSliceDataset(tensors)
 
     @staticmethod
     def from_tensors(tensors: Any, name: str | None = None) -> Dataset:
-        """A dataset with ``tensors`` as its only element."""
+        """A dataset with ``tensors`` as its only element.
+
+        Not splittable: under dynamic sharding use :meth:`from_tensor_slices`.
+
+        Args:
+          tensors: a value or a nested structure of values (arrays, numbers, strings).
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          A dataset of one element.
+
+        Raises:
+          TypeError: a component is None or cannot become a NumPy array.
+          ValueError: a component is a non-rectangular nested list.
+
+        Examples:
+            >>> ds = tw.data.Dataset.from_tensors(([1, 2, 3], "a"))
+            >>> ds.element_spec
+            (TensorSpec(shape=(3,), dtype=int32, name=None),
+             TensorSpec(shape=(), dtype=string, name=None))
+            >>> ds.cardinality()
+            1
+        """
         return _sources.TensorDataset(tensors)
 
     @staticmethod
@@ -148,7 +261,48 @@ class Dataset(DatasetBase):
         output_signature: Any = None,
         name: str | None = None,
     ) -> Dataset:
-        """Elements of ``generator(*args)``, checked against the declared signature."""
+        """A dataset of the elements a Python generator yields, checked against a signature.
+
+        ``generator(*args)`` is called at the start of each iteration; every value it
+        yields is checked against the signature and converted to its dtypes. The callable
+        travels with the dataset (cloudpickle), so a data-service worker calls it on its
+        side. An iterator over it can be checkpointed only when ``generator`` returns an
+        iterator with ``state_dict()`` and ``load_state_dict(state)`` methods. Not
+        splittable.
+
+        Args:
+          generator: a callable returning an iterable.
+          output_types: the dtypes of the components (a nested structure of NumPy dtypes,
+            ``str``/``bytes``/``"string"`` for strings); with ``output_shapes``, the
+            older way to give the signature.
+          output_shapes: the shapes of the components, in the structure of
+            ``output_types``; unknown rank when omitted.
+          args: a tuple of values passed to ``generator`` (as NumPy values).
+          output_signature: a nested structure of :class:`TensorSpec` (or of objects with
+            ``shape`` and ``dtype``, such as ``tf.TensorSpec``).
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          A dataset of the generated elements.
+
+        Raises:
+          TypeError: ``generator`` is not callable; both or neither of
+            ``output_signature`` and ``output_types`` are given; ``output_shapes`` is given
+            with ``output_signature``; ``output_signature`` holds something without a
+            shape and a dtype. While iterating: a yielded value has another structure.
+          ValueError: ``output_shapes`` does not have the structure of ``output_types``.
+          InvalidArgumentError: while iterating, a yielded value cannot be converted to
+            its dtype or has another shape.
+
+        Examples:
+            >>> def gen():
+            ...     for i in range(3):
+            ...         yield i, [i] * i
+            >>> spec = (tw.data.TensorSpec((), np.int64), tw.data.TensorSpec((None,), np.int64))
+            >>> ds = tw.data.Dataset.from_generator(gen, output_signature=spec)
+            >>> [(int(a), b.tolist()) for a, b in ds]
+            [(0, []), (1, [1]), (2, [2, 2])]
+        """
         return _sources.GeneratorDataset(
             generator, output_types, output_shapes, args, output_signature
         )
@@ -160,14 +314,57 @@ class Dataset(DatasetBase):
         seed: int | None = None,
         name: str | None = None,
     ) -> Dataset:
-        """File names matching ``file_pattern`` (a glob or list of globs), as bytes."""
+        """A dataset of the names of the files matching one or more glob patterns.
+
+        The patterns are expanded when the dataset is made, as TensorFlow does eagerly, so
+        the list travels with the dataset. The names are ``bytes``, sorted when ``shuffle``
+        is False and in a new random order every iteration otherwise. A splittable source
+        and a file-based source for FILE auto-sharding.
+
+        Args:
+          file_pattern: a glob pattern (``str``, ``bytes`` or path) or a list of them.
+          shuffle: shuffle the names (default True, as in TensorFlow).
+          seed: makes the sequence of orders reproducible.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          A dataset of scalar strings.
+
+        Raises:
+          InvalidArgumentError: no file matches (TensorFlow's message).
+
+        Examples:
+            >>> from pathlib import Path
+            >>> for file in ("b.txt", "a.txt"):
+            ...     _ = Path(file).write_text("x")
+            >>> list(tw.data.Dataset.list_files("*.txt", shuffle=False).as_numpy_iterator())
+            [b'a.txt', b'b.txt']
+        """
         return _sources.ListFilesDataset(file_pattern, shuffle, seed)
 
     @staticmethod
     def counter(
         start: int = 0, step: int = 1, dtype: Any = np.int64, name: str | None = None
     ) -> Dataset:
-        """``start, start + step, ...`` forever."""
+        """An endless dataset counting ``start, start + step, ...``.
+
+        Args:
+          start: the first value.
+          step: the difference between consecutive values.
+          dtype: the NumPy dtype of the elements (default int64).
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          An infinite dataset of scalars of ``dtype``.
+
+        Raises:
+          TypeError: ``dtype`` is not a NumPy dtype, or ``start`` or ``step`` is None.
+          ValueError: ``start`` or ``step`` is a string that is not an integer.
+
+        Examples:
+            >>> [int(x) for x in tw.data.Dataset.counter(10, 5).take(3)]
+            [10, 15, 20]
+        """
         return _sources.CounterDataset(start, step, dtype)
 
     @staticmethod
@@ -176,7 +373,29 @@ class Dataset(DatasetBase):
         rerandomize_each_iteration: bool | None = None,
         name: str | None = None,
     ) -> Dataset:
-        """Uniform random int64 values forever (reproducible with a ``seed``)."""
+        """An endless dataset of uniform random int64 values in ``[0, 2**63 - 1)``.
+
+        With a ``seed`` the stream is reproducible; the values are NumPy's
+        (``numpy.random.default_rng``), not TensorFlow's.
+
+        Args:
+          seed: the seed; None draws fresh randomness each iteration.
+          rerandomize_each_iteration: with a seed, give every iteration another stream
+            (default False: every iteration repeats the same values).
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          An infinite dataset of int64 scalars.
+
+        Raises:
+          TypeError: while iterating, ``seed`` is neither None nor a number.
+          ValueError: while iterating, ``seed`` is a string that is not an integer.
+
+        Examples:
+            >>> ds = tw.data.Dataset.random(seed=4).take(3)
+            >>> [int(x) for x in ds] == [int(x) for x in ds]
+            True
+        """
         return _sources.RandomDataset(seed, rerandomize_each_iteration)
 
     @staticmethod
@@ -187,7 +406,35 @@ class Dataset(DatasetBase):
         stop_on_empty_dataset: bool = False,
         rerandomize_each_iteration: bool | None = None,
     ) -> Dataset:
-        """Each element from a dataset picked at random with probability ``weights``."""
+        """A dataset whose every element comes from one of ``datasets``, picked at random.
+
+        When an input is exhausted it is dropped and the weights of the others are
+        renormalized, unless ``stop_on_empty_dataset`` ends the whole dataset then. Unlike
+        TensorFlow, ``weights`` cannot be a dataset.
+
+        Args:
+          datasets: a non-empty list of datasets with compatible element types.
+          weights: one non-negative weight per dataset (default: equal weights).
+          seed: makes the choices reproducible.
+          stop_on_empty_dataset: end when the chosen input is exhausted.
+          rerandomize_each_iteration: with a seed, choose differently every iteration
+            (default False: every iteration makes the same choices).
+
+        Returns:
+          A dataset with the element type of ``datasets``.
+
+        Raises:
+          ValueError: ``datasets`` is empty, or ``weights`` has another length.
+          TypeError: an entry of ``datasets`` is not a dataset, their element types are
+            incompatible, or ``weights`` is a dataset.
+          InvalidArgumentError: a weight is negative or not finite, or they sum to zero.
+
+        Examples:
+            >>> low, high = tw.data.Dataset.range(0, 3), tw.data.Dataset.range(100, 103)
+            >>> ds = tw.data.Dataset.sample_from_datasets([low, high], [0.5, 0.5], seed=1)
+            >>> sorted(int(x) for x in ds)
+            [0, 1, 2, 100, 101, 102]
+        """
         return _mixing.SampleDataset(
             datasets, weights, seed, stop_on_empty_dataset, rerandomize_each_iteration
         )
@@ -196,12 +443,60 @@ class Dataset(DatasetBase):
     def choose_from_datasets(
         datasets: Any, choice_dataset: Any, stop_on_empty_dataset: bool = True
     ) -> Dataset:
-        """Each element from ``datasets[i]`` where ``i`` is the next of ``choice_dataset``."""
+        """A dataset whose every element comes from the input ``choice_dataset`` names.
+
+        The next element of ``choice_dataset`` (an index ``i``) says that the next element
+        is the next one of ``datasets[i]``.
+
+        Args:
+          datasets: a non-empty list of datasets with compatible element types.
+          choice_dataset: a dataset of scalar int64 indices into ``datasets``.
+          stop_on_empty_dataset: end when the chosen input is exhausted (default); when
+            False, such a choice is skipped.
+
+        Returns:
+          A dataset with the element type of ``datasets``.
+
+        Raises:
+          ValueError: ``datasets`` is empty.
+          TypeError: an entry of ``datasets`` is not a dataset, their element types are
+            incompatible, or ``choice_dataset`` is not a dataset of scalar int64.
+          InvalidArgumentError: while iterating, an index is out of range.
+
+        Examples:
+            >>> a = tw.data.Dataset.from_tensors(b"a").repeat()
+            >>> b = tw.data.Dataset.from_tensors(b"b").repeat()
+            >>> choice = tw.data.Dataset.from_tensor_slices(np.array([0, 1, 1, 0], np.int64))
+            >>> list(tw.data.Dataset.choose_from_datasets([a, b], choice).as_numpy_iterator())
+            [b'a', b'b', b'b', b'a']
+        """
         return _mixing.ChooseDataset(datasets, choice_dataset, stop_on_empty_dataset)
 
     @staticmethod
     def zip(*args: Any, datasets: Any = None, name: str | None = None) -> Dataset:
-        """``zip(a, b)`` or ``zip((a, b))`` or ``zip({"x": a})``: lockstep elements."""
+        """A dataset of the elements of several datasets, taken in lockstep.
+
+        ``zip(a, b)``, ``zip((a, b))`` or ``zip({"x": a, "y": b})``: the elements have the
+        structure of the datasets given. It ends with the shortest input.
+
+        Args:
+          *args: the datasets, or one (nested) tuple or dict of datasets.
+          datasets: the same as a keyword argument (instead of ``*args``).
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          A dataset of structures of elements.
+
+        Raises:
+          TypeError: both or neither of ``*args`` and ``datasets`` are given, or a leaf of
+            the structure is not a dataset (a list is not a structure here: use a tuple).
+          ValueError: the structure is empty.
+
+        Examples:
+            >>> ds = tw.data.Dataset.zip(tw.data.Dataset.range(3), tw.data.Dataset.range(10, 12))
+            >>> [(int(a), int(b)) for a, b in ds]
+            [(0, 10), (1, 11)]
+        """
         if datasets is not None and args:
             raise TypeError("Both `*args` and `datasets` cannot be set.")
         if datasets is None:
@@ -219,14 +514,64 @@ class Dataset(DatasetBase):
         deterministic: bool | None = None,
         name: str | None = None,
     ) -> Dataset:
-        """Apply ``map_func`` to each element; in ``num_parallel_calls`` threads if given."""
+        """Apply ``map_func`` to every element.
+
+        ``map_func`` gets the element unpacked as in TensorFlow: a tuple element as
+        positional arguments, anything else as one argument. It runs as Python on NumPy
+        values (no graph); its output type is found by calling it on placeholder values
+        (or on the first element if that fails). With ``num_parallel_calls`` it runs in
+        that many threads (``AUTOTUNE``: one per CPU), which pays off when it releases the
+        GIL (NumPy, I/O). An exception from ``map_func`` is raised by ``next()``.
+
+        Args:
+          map_func: a function from an element to a new element.
+          num_parallel_calls: the number of threads, ``AUTOTUNE``, or None to run on the
+            consumer's thread.
+          deterministic: with threads, keep the input order (default: the pipeline's
+            ``Options.deterministic``, True when unset); False yields results as they are
+            ready.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The mapped dataset.
+
+        Raises:
+          TypeError: ``map_func`` is not callable.
+          InvalidArgumentError: ``num_parallel_calls`` is neither positive nor ``AUTOTUNE``.
+
+        Examples:
+            >>> ds = tw.data.Dataset.range(4).map(lambda x: x * 2, num_parallel_calls=2)
+            >>> [int(x) for x in ds]
+            [0, 2, 4, 6]
+            >>> pairs = tw.data.Dataset.from_tensor_slices((np.arange(2), np.arange(2) * 10))
+            >>> [int(x) for x in pairs.map(lambda a, b: a + b)]
+            [0, 11]
+        """
         n = _parallelism(num_parallel_calls)
         if n is None:
             return _transforms.MapDataset(self, map_func)
         return _threaded.ParallelMapDataset(self, map_func, n, deterministic)
 
     def filter(self, predicate: Callable[..., Any], name: str | None = None) -> Dataset:
-        """Keep the elements for which ``predicate`` returns a true scalar bool."""
+        """Keep the elements for which ``predicate`` returns True.
+
+        Args:
+          predicate: a function from an element (unpacked as for :meth:`map`) to a Python
+            bool or a NumPy scalar bool.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The filtered dataset (its cardinality is unknown).
+
+        Raises:
+          TypeError: ``predicate`` is not callable.
+          ValueError: while iterating, ``predicate`` returned something other than a
+            scalar bool.
+
+        Examples:
+            >>> [int(x) for x in tw.data.Dataset.range(6).filter(lambda x: x % 2 == 0)]
+            [0, 2, 4]
+        """
         return _transforms.FilterDataset(self, predicate)
 
     def batch(
@@ -237,7 +582,36 @@ class Dataset(DatasetBase):
         deterministic: bool | None = None,
         name: str | None = None,
     ) -> Dataset:
-        """Stack ``batch_size`` consecutive elements (the last one may be smaller)."""
+        """Stack consecutive elements into batches along a new first axis.
+
+        Every component is stacked separately; the elements of a batch must have equal
+        shapes (see :meth:`padded_batch` otherwise). The last batch may be smaller unless
+        ``drop_remainder``. Batching runs on the consumer's thread: ``num_parallel_calls``
+        is checked but adds no threads.
+
+        Args:
+          batch_size: elements per batch.
+          drop_remainder: drop a last, smaller batch (the batch dimension of
+            ``element_spec`` is then known).
+          num_parallel_calls: accepted for TensorFlow compatibility (checked as in
+            :meth:`map`).
+          deterministic: accepted for TensorFlow compatibility, unused.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The batched dataset.
+
+        Raises:
+          InvalidArgumentError: ``batch_size`` is not positive, or ``num_parallel_calls``
+            is neither positive nor ``AUTOTUNE``; while iterating, elements of a batch have
+            different shapes.
+
+        Examples:
+            >>> [b.tolist() for b in tw.data.Dataset.range(5).batch(2)]
+            [[0, 1], [2, 3], [4]]
+            >>> tw.data.Dataset.range(5).batch(2, drop_remainder=True).element_spec
+            TensorSpec(shape=(2,), dtype=int64, name=None)
+        """
         _parallelism(num_parallel_calls)
         return _batching.BatchDataset(self, batch_size, drop_remainder)
 
@@ -249,7 +623,37 @@ class Dataset(DatasetBase):
         drop_remainder: bool = False,
         name: str | None = None,
     ) -> Dataset:
-        """Batch elements of different shapes, padding each component."""
+        """Batch elements of different shapes, padding every component to a common shape.
+
+        Args:
+          batch_size: elements per batch.
+          padded_shapes: the shape to pad each component to, in the structure of the
+            elements; a dimension of None or -1 pads to the largest in the batch. Default:
+            every dimension to the largest in the batch.
+          padding_values: the value to pad each component with: one value for all, or a
+            structure like the elements. Default 0, or ``b""`` for strings.
+          drop_remainder: drop a last, smaller batch.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The batched dataset.
+
+        Raises:
+          InvalidArgumentError: ``batch_size`` is not positive; while iterating, an element
+            has another rank than its padded shape or is larger than it.
+          ValueError: a component has unknown rank and no ``padded_shapes`` is given, or a
+            padded shape has another rank than its component, or ``padded_shapes`` or
+            ``padding_values`` does not have the structure of the elements.
+          TypeError: ``padding_values`` is a structure of another kind than the elements
+            (a dict for a tuple, ...).
+
+        Examples:
+            >>> ds = tw.data.Dataset.range(1, 4).map(lambda n: np.arange(n))
+            >>> [b.tolist() for b in ds.padded_batch(2)]
+            [[[0, 0], [0, 1]], [[0, 1, 2]]]
+            >>> [b.tolist() for b in ds.padded_batch(3, padded_shapes=(4,), padding_values=-1)]
+            [[[0, -1, -1, -1], [0, 1, -1, -1], [0, 1, 2, -1]]]
+        """
         return _batching.PaddedBatchDataset(
             self, batch_size, padded_shapes, padding_values, drop_remainder
         )
@@ -261,23 +665,125 @@ class Dataset(DatasetBase):
         reshuffle_each_iteration: bool = True,
         name: str | None = None,
     ) -> Dataset:
-        """Randomly shuffle with a buffer of ``buffer_size`` elements."""
+        """Shuffle the elements by sampling from a buffer of ``buffer_size`` of them.
+
+        TensorFlow's algorithm: the buffer is filled, then each output is a uniformly
+        chosen buffer entry, replaced by the next input. A buffer as large as the dataset
+        gives a uniform shuffle. The random numbers are Python's, so a seed gives another
+        order than in TensorFlow.
+
+        Args:
+          buffer_size: the number of elements in the buffer.
+          seed: makes the sequence of orders reproducible.
+          reshuffle_each_iteration: a new order every iteration (default); False repeats
+            the first order.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The shuffled dataset.
+
+        Raises:
+          InvalidArgumentError: ``buffer_size`` is not positive.
+
+        Examples:
+            >>> ds = tw.data.Dataset.range(5).shuffle(5, seed=7)
+            >>> sorted(int(x) for x in ds)
+            [0, 1, 2, 3, 4]
+            >>> fixed = tw.data.Dataset.range(5).shuffle(5, reshuffle_each_iteration=False)
+            >>> [int(x) for x in fixed] == [int(x) for x in fixed]
+            True
+        """
         return _transforms.ShuffleDataset(self, buffer_size, seed, reshuffle_each_iteration)
 
     def repeat(self, count: int | None = None, name: str | None = None) -> Dataset:
-        """Repeat ``count`` times (forever when ``None`` or -1)."""
+        """Repeat the dataset ``count`` times, or forever.
+
+        An endless repeat of a dataset that turns out empty ends instead of spinning, as
+        in TensorFlow. Under dynamic sharding the splits are repeated instead.
+
+        Args:
+          count: the number of passes; None or -1 repeats forever.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The repeated dataset.
+
+        Raises:
+          TypeError: ``count`` is neither a number nor None.
+          ValueError: ``count`` is a string that is not an integer.
+
+        Examples:
+            >>> [int(x) for x in tw.data.Dataset.range(2).repeat(3)]
+            [0, 1, 0, 1, 0, 1]
+            >>> tw.data.Dataset.range(2).repeat().cardinality() == tw.data.INFINITE
+            True
+        """
         return _transforms.RepeatDataset(self, count)
 
     def take(self, count: int, name: str | None = None) -> Dataset:
-        """At most the first ``count`` elements (-1: all)."""
+        """At most the first ``count`` elements.
+
+        Args:
+          count: the number of elements; -1 takes them all.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The shortened dataset.
+
+        Raises:
+          TypeError: ``count`` is not a number.
+          ValueError: ``count`` is a string that is not an integer.
+
+        Examples:
+            >>> [int(x) for x in tw.data.Dataset.range(10).take(3)]
+            [0, 1, 2]
+        """
         return _transforms.TakeDataset(self, count)
 
     def skip(self, count: int, name: str | None = None) -> Dataset:
-        """Drop the first ``count`` elements (-1: all)."""
+        """All but the first ``count`` elements.
+
+        Args:
+          count: the number of elements to drop; -1 drops them all.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The dataset without its first ``count`` elements.
+
+        Raises:
+          TypeError: ``count`` is not a number.
+          ValueError: ``count`` is a string that is not an integer.
+
+        Examples:
+            >>> [int(x) for x in tw.data.Dataset.range(5).skip(3)]
+            [3, 4]
+        """
         return _transforms.SkipDataset(self, count)
 
     def shard(self, num_shards: int, index: int, name: str | None = None) -> Dataset:
-        """Every ``num_shards``-th element starting at ``index``."""
+        """Every ``num_shards``-th element, starting with element ``index``.
+
+        ``shard(tw.data.SHARD_HINT, tw.data.SHARD_HINT)`` marks where HINT auto-sharding
+        (:func:`auto_shard`, or the data service with ``ShardingPolicy.HINT``) shards; such
+        a placeholder cannot be iterated as it is.
+
+        Args:
+          num_shards: the number of shards, or ``SHARD_HINT``.
+          index: which shard to keep, from 0, or ``SHARD_HINT``.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The dataset of one shard.
+
+        Raises:
+          InvalidArgumentError: ``num_shards`` is not positive or ``index`` is not in
+            ``[0, num_shards)``; a ``SHARD_HINT`` placeholder is iterated without being
+            rewritten.
+
+        Examples:
+            >>> [int(x) for x in tw.data.Dataset.range(10).shard(3, 1)]
+            [1, 4, 7]
+        """
         return _transforms.ShardDataset(self, num_shards, index)
 
     def interleave(
@@ -289,10 +795,38 @@ class Dataset(DatasetBase):
         deterministic: bool | None = None,
         name: str | None = None,
     ) -> Dataset:
-        """Interleave the datasets ``map_func`` returns, ``block_length`` at a time.
+        """Interleave the datasets ``map_func`` makes of the elements.
 
-        With ``num_parallel_calls`` each open dataset is read ahead by its own thread; the
-        output order stays TensorFlow's deterministic order.
+        ``cycle_length`` of those datasets are open at once; ``block_length`` consecutive
+        elements are taken from each in turn, and an exhausted one is replaced by the
+        dataset of the next element. With ``num_parallel_calls`` every open dataset is read
+        ahead by a thread of its own; the output order is TensorFlow's deterministic order
+        in every case (``deterministic=False`` does not relax it).
+
+        Args:
+          map_func: a function from an element (unpacked as for :meth:`map`) to a dataset.
+          cycle_length: datasets open at once; None or ``AUTOTUNE``: one per CPU.
+          block_length: consecutive elements from each (default 1).
+          num_parallel_calls: read the open datasets in threads when given (a positive
+            number or ``AUTOTUNE``).
+          deterministic: accepted for TensorFlow compatibility; the order is always
+            deterministic.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The interleaved dataset.
+
+        Raises:
+          TypeError: ``map_func`` is not callable; while iterating, it returned something
+            that is not a dataset.
+          InvalidArgumentError: ``cycle_length``, ``block_length`` or
+            ``num_parallel_calls`` is not positive (and not ``AUTOTUNE``).
+
+        Examples:
+            >>> ds = tw.data.Dataset.range(1, 4).interleave(
+            ...     lambda x: tw.data.Dataset.from_tensors(x).repeat(2), cycle_length=2)
+            >>> [int(x) for x in ds]
+            [1, 2, 1, 2, 3, 3]
         """
         parallel = _parallelism(num_parallel_calls)
         return _nested.InterleaveDataset(
@@ -300,19 +834,88 @@ class Dataset(DatasetBase):
         )
 
     def flat_map(self, map_func: Callable[..., Any], name: str | None = None) -> Dataset:
-        """Concatenate the datasets ``map_func`` returns for each element."""
+        """Concatenate the datasets ``map_func`` makes of the elements.
+
+        Args:
+          map_func: a function from an element (unpacked as for :meth:`map`) to a dataset.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The flattened dataset.
+
+        Raises:
+          TypeError: ``map_func`` is not callable; while iterating, it returned something
+            that is not a dataset.
+
+        Examples:
+            >>> ds = tw.data.Dataset.range(1, 4).flat_map(lambda n: tw.data.Dataset.range(n))
+            >>> [int(x) for x in ds]
+            [0, 0, 1, 0, 1, 2]
+        """
         return _nested.FlatMapDataset(self, map_func)
 
     def prefetch(self, buffer_size: int, name: str | None = None) -> Dataset:
-        """Produce up to ``buffer_size`` elements ahead in a background thread."""
+        """Produce elements ahead of the consumer in a background thread.
+
+        The thread starts with the first ``next()`` and stops when the iterator is
+        closed. ``buffer_size`` 0 passes elements straight through.
+
+        Args:
+          buffer_size: the most elements held ready; ``AUTOTUNE`` chooses a default.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The prefetching dataset.
+
+        Raises:
+          InvalidArgumentError: ``buffer_size`` is below -1 (``AUTOTUNE``).
+
+        Examples:
+            >>> [int(x) for x in tw.data.Dataset.range(3).prefetch(tw.data.AUTOTUNE)]
+            [0, 1, 2]
+        """
         return _threaded.PrefetchDataset(self, buffer_size)
 
     def enumerate(self, start: int = 0, name: str | None = None) -> Dataset:
-        """``(index, element)`` pairs, indices from ``start`` (np.int64)."""
+        """Pair every element with its index: ``(index, element)``.
+
+        Args:
+          start: the first index.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          A dataset of ``(int64 index, element)`` tuples.
+
+        Raises:
+          TypeError: ``start`` is not a number.
+          ValueError: ``start`` is a string that is not an integer.
+
+        Examples:
+            >>> ds = tw.data.Dataset.range(10, 13).enumerate(start=1)
+            >>> [(int(i), int(x)) for i, x in ds]
+            [(1, 10), (2, 11), (3, 12)]
+        """
         return _transforms.EnumerateDataset(self, start)
 
     def concatenate(self, dataset: Dataset, name: str | None = None) -> Dataset:
-        """This dataset's elements followed by ``dataset``'s."""
+        """This dataset's elements, followed by those of ``dataset``.
+
+        Args:
+          dataset: a dataset with a compatible element type (the same structure and
+            dtypes; shapes may differ).
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The concatenated dataset.
+
+        Raises:
+          TypeError: ``dataset`` is not a dataset, or its element type is incompatible.
+
+        Examples:
+            >>> ds = tw.data.Dataset.range(2).concatenate(tw.data.Dataset.range(5, 7))
+            >>> [int(x) for x in ds]
+            [0, 1, 5, 6]
+        """
         return _transforms.ConcatenateDataset(self, dataset)
 
     def window(
@@ -323,23 +926,123 @@ class Dataset(DatasetBase):
         drop_remainder: bool = False,
         name: str | None = None,
     ) -> Dataset:
-        """Windows of ``size`` elements every ``shift``, as nested finite datasets."""
+        """Group elements into windows, each a structure of small finite datasets.
+
+        Window ``k`` holds the input elements ``k * shift + i * stride`` for
+        ``i < size``. A window has the structure of the elements, each component a
+        dataset (its spec a :class:`DatasetSpec`); ``flat_map`` with ``batch`` turns them
+        into arrays. Windows are made while their first element exists.
+
+        Args:
+          size: elements per window.
+          shift: the input elements between the starts of two windows (default ``size``).
+          stride: the input elements between two elements of a window.
+          drop_remainder: drop the windows shorter than ``size`` at the end.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          A dataset of windows.
+
+        Raises:
+          InvalidArgumentError: ``size``, ``shift`` or ``stride`` is not positive.
+
+        Examples:
+            >>> for window in tw.data.Dataset.range(5).window(3, shift=2):
+            ...     print([int(x) for x in window])
+            [0, 1, 2]
+            [2, 3, 4]
+            [4]
+        """
         return _batching.WindowDataset(self, size, shift, stride, drop_remainder)
 
     def unbatch(self, name: str | None = None) -> Dataset:
-        """Split every element along axis 0 into separate elements."""
+        """Split every element along its first axis into separate elements.
+
+        Args:
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The unbatched dataset.
+
+        Raises:
+          ValueError: a component is a scalar (by its spec).
+          InvalidArgumentError: while iterating, a component is a scalar, or the
+            components of an element differ in their first dimension.
+
+        Examples:
+            >>> ds = tw.data.Dataset.from_tensors(np.array([[1, 2], [3, 4]])).unbatch()
+            >>> [row.tolist() for row in ds]
+            [[1, 2], [3, 4]]
+        """
         return _batching.UnbatchDataset(self)
 
     def unique(self, name: str | None = None) -> Dataset:
-        """Drop repeated elements (scalar ints or strings)."""
+        """Drop the elements seen before: the first occurrence of each is kept.
+
+        Args:
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The dataset of distinct elements.
+
+        Raises:
+          TypeError: the elements are not scalar integers or scalar strings.
+
+        Examples:
+            >>> ds = tw.data.Dataset.from_tensor_slices([1, 1, 2, 3, 3, 1]).unique()
+            >>> [int(x) for x in ds]
+            [1, 2, 3]
+        """
         return _transforms.UniqueDataset(self)
 
     def cache(self, filename: str = "", name: str | None = None) -> Dataset:
-        """Remember the elements of the first full iteration (in memory, or in ``filename``)."""
+        """Remember the elements of the first complete iteration for the later ones.
+
+        In memory (``filename=""``) the elements are kept by the dataset object, for
+        every later iteration in this process. With a ``filename`` they are written to
+        ``<filename>.twcache`` (put in place only once the pass is complete) and read from
+        there by later iterations, also in other processes. The file holds pickles, not
+        TensorFlow's format: cache only to files you trust. A partial first pass caches
+        nothing.
+
+        Args:
+          filename: a file name prefix, or ``""`` to cache in memory.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The caching dataset.
+
+        Raises:
+          OSError: while iterating, the cache file cannot be written or read.
+
+        Examples:
+            >>> ds = tw.data.Dataset.range(3).map(lambda x: x * x).cache("squares")
+            >>> [int(x) for x in ds]
+            [0, 1, 4]
+            >>> import os
+            >>> os.path.exists("squares.twcache")
+            True
+        """
         return _cache.CacheDataset(self, filename)
 
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
-        """``transformation_func(self)``, which must return a Dataset."""
+        """``transformation_func(self)``: apply a function made of transforms.
+
+        Args:
+          transformation_func: a function from a dataset to a dataset.
+
+        Returns:
+          The dataset ``transformation_func`` returned.
+
+        Raises:
+          TypeError: ``transformation_func`` did not return a dataset.
+
+        Examples:
+            >>> def evens(ds):
+            ...     return ds.filter(lambda x: x % 2 == 0)
+            >>> [int(x) for x in tw.data.Dataset.range(5).apply(evens)]
+            [0, 2, 4]
+        """
         dataset = transformation_func(self)
         if not isinstance(dataset, DatasetBase):
             raise TypeError(
@@ -348,21 +1051,92 @@ class Dataset(DatasetBase):
         return dataset
 
     def with_options(self, options: Any, name: str | None = None) -> Dataset:
-        """This dataset with ``options`` (a ``tf.data.Options``) merged into its options."""
+        """This dataset with ``options`` merged into the pipeline's options.
+
+        A field set here wins over the same field set upstream; see :class:`Options` for
+        which fields have an effect.
+
+        Args:
+          options: an :class:`Options`.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The same elements, with the options attached.
+
+        Raises:
+          TypeError: ``options`` is not an :class:`Options`.
+
+        Examples:
+            >>> options = tw.data.Options()
+            >>> options.deterministic = False
+            >>> tw.data.Dataset.range(3).with_options(options).options().deterministic
+            False
+        """
         return _transforms.OptionsDataset(self, options)
 
     def take_while(self, predicate: Callable[..., Any], name: str | None = None) -> Dataset:
-        """Elements up to (not including) the first for which ``predicate`` is false."""
+        """The elements up to (not including) the first for which ``predicate`` is False.
+
+        Args:
+          predicate: a function from an element (unpacked as for :meth:`map`) to a scalar
+            bool.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The shortened dataset.
+
+        Raises:
+          TypeError: ``predicate`` is not callable.
+          ValueError: while iterating, ``predicate`` returned something other than a
+            scalar bool.
+
+        Examples:
+            >>> [int(x) for x in tw.data.Dataset.range(10).take_while(lambda x: x < 3)]
+            [0, 1, 2]
+        """
         return _transforms.TakeWhileDataset(self, predicate)
 
     def scan(
         self, initial_state: Any, scan_func: Callable[[Any, Any], Any], name: str | None = None
     ) -> Dataset:
-        """``scan_func(state, element) -> (new_state, output)`` carried across elements."""
+        """Carry a state across the elements: ``(state, output) = scan_func(state, element)``.
+
+        Args:
+          initial_state: the first state (a value or nested structure).
+          scan_func: a function of ``(state, element)`` returning ``(new_state, output)``;
+            the new state must have the structure of ``initial_state``.
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The dataset of outputs.
+
+        Raises:
+          TypeError: ``scan_func`` is not callable; while iterating, it did not return a
+            pair, or the new state has another structure.
+
+        Examples:
+            >>> ds = tw.data.Dataset.range(5).scan(np.int64(0), lambda s, x: (s + x, s + x))
+            >>> [int(x) for x in ds]
+            [0, 1, 3, 6, 10]
+        """
         return _transforms.ScanDataset(self, initial_state, scan_func)
 
     def get_single_element(self, name: str | None = None) -> Any:
-        """The only element; ``InvalidArgumentError`` if there are none or several."""
+        """The only element of the dataset.
+
+        Args:
+          name: accepted for TensorFlow compatibility, unused.
+
+        Returns:
+          The element.
+
+        Raises:
+          InvalidArgumentError: the dataset is empty or has more than one element.
+
+        Examples:
+            >>> int(tw.data.Dataset.range(5).skip(4).get_single_element())
+            4
+        """
         from tensorwire import errors
 
         with DatasetIterator(self) as it:
@@ -373,7 +1147,25 @@ class Dataset(DatasetBase):
         raise errors.InvalidArgumentError("Dataset was empty.")
 
     def reduce(self, initial_state: Any, reduce_func: Callable[[Any, Any], Any]) -> Any:
-        """Fold the elements into ``initial_state`` with ``reduce_func(state, element)``."""
+        """Fold the elements into a state: ``state = reduce_func(state, element)``.
+
+        Iterates the whole dataset (it must be finite).
+
+        Args:
+          initial_state: the first state (a value or nested structure).
+          reduce_func: a function of ``(state, element)`` returning the new state.
+
+        Returns:
+          The final state.
+
+        Raises:
+          TypeError: ``initial_state`` or a new state holds None or something that cannot
+            become a NumPy value. Whatever iterating the dataset raises.
+
+        Examples:
+            >>> int(tw.data.Dataset.range(5).reduce(np.int64(0), lambda s, x: s + x))
+            10
+        """
         state = structure.normalize_element(initial_state)
         with DatasetIterator(self) as it:
             for element in it:
@@ -382,7 +1174,28 @@ class Dataset(DatasetBase):
 
 
 class UnaryDataset(Dataset):
-    """A transform with one input; dynamic-sharding splits pass through to the input."""
+    """The base class of a transform with one input, for datasets of your own.
+
+    It keeps the input (``self._input``), takes its element spec and cardinality unless
+    overridden, and passes dynamic-sharding splits through to it. Implement
+    ``_iterator(ctx)``; iterate the input with ``self._input._iterator(ctx)``.
+
+    Args:
+      input_dataset: the dataset this one transforms.
+
+    Raises:
+      TypeError: ``input_dataset`` is not a dataset.
+
+    Examples:
+        >>> class Doubled(tw.data.UnaryDataset):
+        ...     def _iterator(self, ctx):
+        ...         return (x for e in self._input._iterator(ctx) for x in (e, e))
+        ...     def _cardinality(self):
+        ...         return 2 * self._input.cardinality()
+        >>> ds = Doubled(tw.data.Dataset.range(3))
+        >>> [int(x) for x in ds], ds.cardinality()
+        ([0, 0, 1, 1, 2, 2], 6)
+    """
 
     _passes_splits = True
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from tensorwire import errors
 
-from .base import AUTOTUNE, DatasetBase, IterationContext
+from .base import AUTOTUNE, DatasetBase, IterationContext, integer_argument
 from .checkpoint import UnaryIterator, close_iterator, restore_iterator, save_iterator
 from .dataset import UnaryDataset, _first_element, call_with_element, trace_function_outputs
 from .threaded import PrefetchDataset
@@ -170,11 +170,11 @@ class InterleaveDataset(_NestedDataset):
     ) -> None:
         super().__init__(input_dataset, fn)
         self._parallel = bool(parallel)
-        if cycle_length is None or int(cycle_length) == AUTOTUNE:
+        if cycle_length is None or integer_argument(cycle_length, "cycle_length") == AUTOTUNE:
             cycle_length = max(1, os.cpu_count() or 1)
         if int(cycle_length) <= 0:
             raise errors.InvalidArgumentError("cycle_length must be greater than zero.")
-        block_length = 1 if block_length is None else int(block_length)
+        block_length = 1 if block_length is None else integer_argument(block_length, "block_length")
         if block_length <= 0:
             raise errors.InvalidArgumentError("block_length must be greater than zero.")
         self._cycle_length = int(cycle_length)

@@ -19,7 +19,19 @@ __all__ = ["Options", "AutoShardPolicy"]
 
 
 class AutoShardPolicy:
-    """``tf.data.experimental.AutoShardPolicy`` values."""
+    """``tf.data.experimental.AutoShardPolicy``: the values of
+    ``Options().experimental_distribute.auto_shard_policy``.
+
+    Kept so TensorFlow code that sets the option runs unchanged; it has no effect here:
+    the data service takes its sharding from ``distribute(processing_mode=...)`` (see
+    :class:`ShardingPolicy`), and :func:`auto_shard` shards a pipeline explicitly.
+
+    Examples:
+        >>> options = tw.data.Options()
+        >>> options.experimental_distribute.auto_shard_policy = tw.data.AutoShardPolicy.DATA
+        >>> options.experimental_distribute.auto_shard_policy
+        2
+    """
 
     OFF = -1
     AUTO = 0
@@ -83,16 +95,55 @@ class _OptionGroup:
 
 
 class DistributeOptions(_OptionGroup):
+    """``tf.data.experimental.DistributeOptions``: ``Options().experimental_distribute``.
+
+    Fields: ``auto_shard_policy`` (an :class:`AutoShardPolicy` value, default AUTO) and
+    ``num_devices``. Accepted and kept, without effect on this runtime.
+
+    Examples:
+        >>> options = tw.data.Options()
+        >>> options.experimental_distribute.num_devices = 2
+        >>> options.experimental_distribute
+        DistributeOptions({'num_devices': 2})
+    """
+
     _group_name = "DistributeOptions"
     _defaults = {"auto_shard_policy": AutoShardPolicy.AUTO, "num_devices": None}
 
 
 class ThreadingOptions(_OptionGroup):
+    """``tf.data.ThreadingOptions``: ``Options().threading``.
+
+    Fields: ``max_intra_op_parallelism``, ``private_threadpool_size``. Accepted and kept,
+    without effect: each parallel op here runs the threads its own arguments ask for.
+
+    Examples:
+        >>> options = tw.data.Options()
+        >>> options.threading.private_threadpool_size = 4
+        >>> options.threading.private_threadpool_size
+        4
+    """
+
     _group_name = "ThreadingOptions"
     _defaults = {"max_intra_op_parallelism": None, "private_threadpool_size": None}
 
 
 class OptimizationOptions(_OptionGroup):
+    """``tf.data.experimental.OptimizationOptions``: ``Options().experimental_optimization``.
+
+    Fields: ``apply_default_optimizations``, ``filter_fusion``, ``inject_prefetch``,
+    ``map_and_batch_fusion``, ``map_and_filter_fusion``, ``map_fusion``,
+    ``map_parallelization``, ``noop_elimination``, ``parallel_batch``,
+    ``shuffle_and_repeat_fusion``. Accepted and kept, without effect: this runtime does
+    not rewrite pipelines.
+
+    Examples:
+        >>> options = tw.data.Options()
+        >>> options.experimental_optimization.map_fusion = True
+        >>> options.experimental_optimization.map_fusion
+        True
+    """
+
     _group_name = "OptimizationOptions"
     _defaults = {
         "apply_default_optimizations": None,
@@ -109,12 +160,51 @@ class OptimizationOptions(_OptionGroup):
 
 
 class AutotuneOptions(_OptionGroup):
+    """``tf.data.experimental.AutotuneOptions``: ``Options().autotune``.
+
+    Fields: ``enabled``, ``cpu_budget``, ``ram_budget``. Accepted and kept, without
+    effect: ``AUTOTUNE`` arguments take fixed defaults here (one thread per CPU).
+
+    Examples:
+        >>> options = tw.data.Options()
+        >>> options.autotune.enabled = False
+        >>> options.autotune.enabled
+        False
+    """
+
     _group_name = "AutotuneOptions"
     _defaults = {"enabled": None, "cpu_budget": None, "ram_budget": None}
 
 
 class Options(_OptionGroup):
-    """``tf.data.Options``."""
+    """``tf.data.Options``: pipeline-wide settings, attached with ``Dataset.with_options``.
+
+    Every field starts unset (reading it gives its default, None for plain fields) and is
+    set by assignment; the option groups (``experimental_distribute``,
+    ``experimental_optimization``, ``threading``, ``experimental_threading``,
+    ``autotune``) are objects whose fields are set the same way. Honoured here:
+    ``deterministic`` (and TensorFlow's older ``experimental_deterministic``), the default
+    of ``map(..., num_parallel_calls=n, deterministic=None)``. The other fields are kept so
+    TensorFlow code runs unchanged, without effect: ``experimental_slack``,
+    ``experimental_external_state_policy``, ``experimental_warm_start`` and the groups
+    (:class:`DistributeOptions`, :class:`OptimizationOptions`, :class:`ThreadingOptions`,
+    :class:`AutotuneOptions`).
+
+    Raises:
+      AttributeError: setting or reading a field that does not exist; the message lists
+        the fields.
+
+    Examples:
+        >>> options = tw.data.Options()
+        >>> options.deterministic = False
+        >>> ds = tw.data.Dataset.range(8).map(lambda x: x + 1, num_parallel_calls=2)
+        >>> sorted(int(x) for x in ds.with_options(options))
+        [1, 2, 3, 4, 5, 6, 7, 8]
+        >>> options.determinstic = True
+        Traceback (most recent call last):
+        ...
+        AttributeError: Cannot set the property determinstic on Options; options are ...
+    """
 
     _group_name = "Options"
     _defaults = {
@@ -131,12 +221,32 @@ class Options(_OptionGroup):
     }
 
     def merge(self, other: Options) -> Options:
-        """A new Options: these, overridden by every field ``other`` sets."""
+        """A new Options: these, overridden by every field ``other`` sets.
+
+        Args:
+          other: the options that win.
+
+        Returns:
+          A new :class:`Options`; neither input changes.
+
+        Examples:
+            >>> a, b = tw.data.Options(), tw.data.Options()
+            >>> a.deterministic, b.experimental_slack = True, True
+            >>> merged = a.merge(b)
+            >>> merged.deterministic, merged.experimental_slack
+            (True, True)
+        """
         merged = copy.deepcopy(self)
         merged._merge(other)
         return merged
 
     def effective_deterministic(self) -> bool | None:
+        """Whether parallel ops keep their input order under these options.
+
+        Returns:
+          ``deterministic`` if set, else ``experimental_deterministic``, else None (the
+          ops' default: True).
+        """
         value = self._values.get("deterministic")
         if value is None:
             value = self._values.get("experimental_deterministic")

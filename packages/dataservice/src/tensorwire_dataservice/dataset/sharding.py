@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any
 
 from tensorwire import errors
 
+from .base import integer_argument
+
 if TYPE_CHECKING:
     from .base import DatasetBase
 
@@ -74,7 +76,19 @@ DEFAULT_MAX_SPLIT_SIZE = 1024
 
 
 class ShardingPolicy(enum.IntEnum):
-    """``tf.data.experimental.service.ShardingPolicy``, with TensorFlow's numbers."""
+    """``tf.data.experimental.service.ShardingPolicy``, with TensorFlow's numbers.
+
+    How the data service splits a dataset between its workers: OFF (every worker reads
+    everything), DYNAMIC (workers fetch splits from the dispatcher, see
+    :func:`make_split_provider`) or a static policy applied by :func:`auto_shard` (FILE,
+    DATA, FILE_OR_DATA, HINT).
+
+    Examples:
+        >>> tw.data.ShardingPolicy.FILE_OR_DATA
+        <ShardingPolicy.FILE_OR_DATA: 4>
+        >>> tw.data.ShardingPolicy["DYNAMIC"] == 1
+        True
+    """
 
     OFF = 0
     DYNAMIC = 1
@@ -89,32 +103,88 @@ class SplitProvider(abc.ABC):
 
     Implementations must be thread-safe: a worker may ask from several threads. The data
     service implements a remote provider (fetching splits from the dispatcher) against this
-    interface; the ones below run where the dataset is.
+    interface; :class:`IndexSplitProvider`, :class:`FileSplitProvider` and
+    :class:`RepeatedSplitProvider` run where the dataset is. A split is a :data:`Split`:
+    ``(begin, end)`` positions of an indexed source, or a file name.
+
+    Examples:
+        >>> class OneRange(tw.data.SplitProvider):
+        ...     def __init__(self):
+        ...         self.done = False
+        ...     def get_next(self):
+        ...         if self.done:
+        ...             return None
+        ...         self.done = True
+        ...         return (2, 5)
+        ...     def reset(self):
+        ...         self.done = False
+        >>> [int(x) for x in tw.data.make_iterator(tw.data.Dataset.range(10), OneRange())]
+        [2, 3, 4]
     """
 
     @abc.abstractmethod
     def get_next(self) -> Split | None:
-        """The next split, or None when the provider is exhausted."""
+        """The next split, or None when the provider is exhausted.
+
+        Returns:
+          A :data:`Split`, or None at the end of the epoch.
+        """
 
     @abc.abstractmethod
     def reset(self) -> None:
         """Start again from the first split (a new epoch)."""
 
     def num_splits(self) -> int | None:
-        """How many splits one epoch has, or None when unknown or infinite."""
+        """How many splits one epoch has, or None when unknown or infinite.
+
+        Returns:
+          The number of splits, or None.
+        """
         return None
 
     def save(self) -> dict[str, Any]:
-        """A plain, codec-encodable snapshot of the position (for journaling)."""
+        """A plain, codec-encodable snapshot of the position (for journaling).
+
+        Returns:
+          A dict of plain values that :meth:`restore` takes back.
+
+        Raises:
+          UnimplementedError: the provider cannot save its position (the default).
+        """
         raise errors.UnimplementedError(f"{type(self).__name__} does not support save()")
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Return to a position captured by :meth:`save`."""
+        """Return to a position captured by :meth:`save`.
+
+        Args:
+          state: what :meth:`save` returned.
+
+        Raises:
+          UnimplementedError: the provider cannot restore a position (the default).
+        """
         raise errors.UnimplementedError(f"{type(self).__name__} does not support restore()")
 
 
 class IndexSplitProvider(SplitProvider):
-    """Splits ``[0, num_elements)`` into ``(begin, end)`` ranges of ``split_size`` elements."""
+    """Splits ``[0, num_elements)`` into ``(begin, end)`` ranges of ``split_size`` elements.
+
+    The provider of ``range``, ``from_tensor_slices`` and ``list_files``.
+
+    Args:
+      num_elements: the size of the source.
+      split_size: elements per split (the last split may be smaller).
+
+    Raises:
+      InvalidArgumentError: ``num_elements`` is negative (infinite or unknown), or
+        ``split_size`` is below 1.
+
+    Examples:
+        >>> provider = tw.data.IndexSplitProvider(5, split_size=2)
+        >>> [provider.get_next() for _ in range(4)]
+        [(0, 2), (2, 4), (4, 5), None]
+        >>> provider.num_splits()
+        3
+    """
 
     def __init__(self, num_elements: int, split_size: int = 1) -> None:
         if num_elements < 0:
@@ -153,7 +223,18 @@ class IndexSplitProvider(SplitProvider):
 
 
 class FileSplitProvider(SplitProvider):
-    """One split per file name, in the given order."""
+    """One split per file name, in the given order.
+
+    The provider of ``TFRecordDataset`` and ``TextLineDataset`` over a list of files.
+
+    Args:
+      files: the file names.
+
+    Examples:
+        >>> provider = tw.data.FileSplitProvider(["a.tfrecord", "b.tfrecord"])
+        >>> provider.get_next(), provider.get_next(), provider.get_next()
+        ('a.tfrecord', 'b.tfrecord', None)
+    """
 
     def __init__(self, files: list[str]) -> None:
         self._files = list(files)
@@ -186,7 +267,20 @@ class FileSplitProvider(SplitProvider):
 class RepeatedSplitProvider(SplitProvider):
     """Hands out the splits of ``inner`` ``count`` times (``count < 0``: forever).
 
-    An infinite repeat of a provider with no splits ends instead of spinning.
+    What :func:`make_split_provider` makes for a ``repeat(count)`` above the source. An
+    infinite repeat of a provider with no splits ends instead of spinning.
+
+    Args:
+      inner: the provider to repeat.
+      count: how many times; negative repeats forever.
+
+    Raises:
+      TypeError: ``count`` is not an integer.
+
+    Examples:
+        >>> provider = tw.data.RepeatedSplitProvider(tw.data.FileSplitProvider(["a", "b"]), 2)
+        >>> [provider.get_next() for _ in range(5)]
+        ['a', 'b', 'a', 'b', None]
     """
 
     def __init__(self, inner: SplitProvider, count: int) -> None:
@@ -238,7 +332,18 @@ def default_split_size(num_elements: int) -> int:
 
     One element per split (TensorFlow's choice) for small sources, so a few hundred elements
     still spread over several workers; larger splits for large sources, up to
-    :data:`DEFAULT_MAX_SPLIT_SIZE`, so the per-split round trip to the dispatcher stays cheap.
+    ``DEFAULT_MAX_SPLIT_SIZE`` (1024), so the per-split round trip to the dispatcher stays
+    cheap.
+
+    Args:
+      num_elements: the size of the source.
+
+    Returns:
+      ``num_elements // 256``, at least 1 and at most 1024.
+
+    Examples:
+        >>> tw.data.default_split_size(100), tw.data.default_split_size(10_000)
+        (1, 39)
     """
     return max(1, min(DEFAULT_MAX_SPLIT_SIZE, num_elements // 256))
 
@@ -275,16 +380,53 @@ def _walk_to_source(dataset: DatasetBase) -> tuple[DatasetBase, list[int]]:
 
 
 def find_split_source(dataset: DatasetBase) -> DatasetBase:
-    """The source node that reads splits when ``dataset`` is iterated with a provider."""
+    """The source node that reads splits when ``dataset`` is iterated with a provider.
+
+    The walk goes down from ``dataset`` through the transforms that pass splits to their
+    single input, to the first splittable source.
+
+    Args:
+      dataset: the pipeline.
+
+    Returns:
+      The splittable source dataset inside ``dataset``.
+
+    Raises:
+      UnimplementedError: the pipeline has no splittable source on that path (a source
+        such as ``from_generator``, or an op of several inputs such as ``zip``); the
+        message names the op.
+
+    Examples:
+        >>> source = tw.data.Dataset.range(4)
+        >>> tw.data.find_split_source(source.map(lambda x: x).batch(2)) is source
+        True
+    """
     return _walk_to_source(dataset)[0]
 
 
 def make_split_provider(dataset: DatasetBase, split_size: int | None = None) -> SplitProvider:
     """A local provider of the splits of ``dataset``'s splittable source.
 
-    ``split_size`` (elements per split, indexed sources only) defaults to
-    :func:`default_split_size`. Raises ``UnimplementedError`` naming the op that prevents
-    splitting.
+    What the dispatcher calls for ``ShardingPolicy.DYNAMIC``. ``repeat`` ops between the
+    dataset and its source wrap the provider in a :class:`RepeatedSplitProvider`.
+
+    Args:
+      dataset: the pipeline.
+      split_size: elements per split, for indexed sources only; default
+        :func:`default_split_size`.
+
+    Returns:
+      A :class:`SplitProvider` of the source's splits.
+
+    Raises:
+      UnimplementedError: the pipeline has no splittable source; the message names the
+        op that prevents splitting.
+      InvalidArgumentError: ``split_size`` is negative.
+
+    Examples:
+        >>> provider = tw.data.make_split_provider(tw.data.Dataset.range(5).repeat(2), 3)
+        >>> [provider.get_next() for _ in range(5)]
+        [(0, 3), (3, 5), (0, 3), (3, 5), None]
     """
     source, repeats = _walk_to_source(dataset)
     provider: SplitProvider = source._make_split_provider(split_size)  # type: ignore[attr-defined]
@@ -408,11 +550,43 @@ def _shard_by_hint(dataset: DatasetBase, num_shards: int, index: int) -> Dataset
 def auto_shard(dataset: DatasetBase, num_shards: int, index: int, policy: Any) -> DatasetBase:
     """A copy of ``dataset`` keeping shard ``index`` of ``num_shards`` under ``policy``.
 
-    ``policy`` is a :class:`ShardingPolicy`, anything with a matching ``.name`` (the data
-    service's enum), its number, or its name as a string. See the module docstring.
+    What a data-service worker does with a static sharding policy (TensorFlow's
+    auto-sharding rewrite):
+
+    - FILE: every file-based source (``list_files``, or a reader over a list of files)
+      keeps files ``index, index + num_shards, ...``;
+    - DATA: ``shard(num_shards, index)`` at the end of the pipeline (before trailing
+      ``prefetch`` ops);
+    - FILE_OR_DATA: FILE, falling back to DATA when FILE sharding is impossible;
+    - HINT: every ``shard(SHARD_HINT, SHARD_HINT)`` becomes ``shard(num_shards, index)``;
+    - OFF: ``dataset`` unchanged.
+
+    Args:
+      dataset: the pipeline.
+      num_shards: the number of workers.
+      index: this worker's index, from 0.
+      policy: a :class:`ShardingPolicy`, anything with a matching ``.name`` (the data
+        service's enum), its number, or its name as a string.
+
+    Returns:
+      The sharded pipeline (``dataset`` itself for OFF); ``dataset`` is not changed.
+
+    Raises:
+      InvalidArgumentError: ``num_shards`` is not positive, or ``index`` is not in
+        ``[0, num_shards)``; FILE sharding finds fewer files than shards (TensorFlow's
+        message).
+      NotFoundError: FILE sharding finds no file-based source.
+      ValueError: ``policy`` is DYNAMIC (not static) or not a sharding policy.
+
+    Examples:
+        >>> ds = tw.data.Dataset.range(10).map(lambda x: x * 10)
+        >>> shard = tw.data.auto_shard(ds, num_shards=3, index=1, policy="DATA")
+        >>> [int(x) for x in shard]
+        [10, 40, 70]
     """
     policy = _coerce_policy(policy)
-    num_shards, index = int(num_shards), int(index)
+    num_shards = integer_argument(num_shards, "num_shards")
+    index = integer_argument(index, "index")
     if num_shards < 1:
         raise errors.InvalidArgumentError(
             f"Number of shards must be greater than zero (currently num_shards = {num_shards})."

@@ -16,7 +16,7 @@ import numpy as np
 from tensorwire import errors
 
 from . import structure
-from .base import IterationContext
+from .base import IterationContext, integer_argument
 from .checkpoint import NodeIterator, counter, position, remaining
 from .dataset import Dataset
 from .sharding import IndexSplitProvider, SplitProvider, default_split_size
@@ -138,7 +138,10 @@ class RangeDataset(IndexedSource):
             (start, stop), step = args, 1
         else:
             start, stop, step = args
-        start, stop, step = (int(v) for v in (start, stop, step))
+        start, stop, step = (
+            integer_argument(v, name)
+            for v, name in ((start, "start"), (stop, "stop"), (step, "step"))
+        )
         if step == 0:
             raise errors.InvalidArgumentError("step must be a non-zero integer.")
         self._range = range(start, stop, step)
@@ -588,7 +591,8 @@ class CounterDataset(Dataset):
     _op_name = "CounterDataset"
 
     def __init__(self, start: int = 0, step: int = 1, dtype: Any = np.int64) -> None:
-        self._start, self._step = int(start), int(step)
+        self._start = integer_argument(start, "start")
+        self._step = integer_argument(step, "step")
         self._dtype = np.dtype(dtype)
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:

@@ -50,8 +50,25 @@ _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 class TensorSpec:
     """The type of one component of an element: a shape and a dtype (``tf.TensorSpec``).
 
-    ``shape`` is a tuple whose entries are ints or ``None`` (unknown size), or ``None`` for
-    unknown rank. ``dtype`` is a ``numpy.dtype``; strings use :data:`STRING` (object).
+    The leaves of ``Dataset.element_spec``, and what ``from_generator`` takes as its
+    ``output_signature``. Unlike ``tf.TensorSpec``, ``dtype`` is a ``numpy.dtype``; string
+    tensors use :data:`STRING` (object arrays of ``bytes``), shown as ``string``.
+
+    Args:
+      shape: a sequence of ints or None (a dimension of unknown size), or None for
+        unknown rank.
+      dtype: anything ``numpy.dtype`` takes.
+      name: an optional name, as in TensorFlow.
+
+    Raises:
+      TypeError: ``dtype`` is not a NumPy dtype.
+
+    Examples:
+        >>> spec = tw.data.TensorSpec((None, 3), np.float32)
+        >>> spec
+        TensorSpec(shape=(None, 3), dtype=float32, name=None)
+        >>> spec.is_compatible_with(np.zeros((5, 3), np.float32))
+        True
     """
 
     __slots__ = ("_shape", "_dtype", "_name")
@@ -63,18 +80,28 @@ class TensorSpec:
 
     @property
     def shape(self) -> tuple[int | None, ...] | None:
+        """The shape: a tuple of ints and None (unknown sizes), or None (unknown rank)."""
         return self._shape
 
     @property
     def dtype(self) -> np.dtype:
+        """The ``numpy.dtype`` of the component (:data:`STRING` for strings)."""
         return self._dtype
 
     @property
     def name(self) -> str | None:
+        """The optional name given at construction."""
         return self._name
 
     def is_compatible_with(self, other: Any) -> bool:
-        """Whether ``other`` (a TensorSpec or a value) could be described by this spec."""
+        """Whether ``other`` (a TensorSpec or a value) could be described by this spec.
+
+        Args:
+          other: a :class:`TensorSpec`, or a value (array, NumPy scalar, ``bytes``).
+
+        Returns:
+          True when the dtypes are equal and the shapes agree wherever both are known.
+        """
         if not isinstance(other, TensorSpec):
             other = spec_from_value(other)
             if not isinstance(other, TensorSpec):
@@ -91,7 +118,17 @@ class TensorSpec:
         )
 
     def most_specific_compatible_spec(self, other: TensorSpec) -> TensorSpec:
-        """The narrowest spec that describes both (dims that differ become ``None``)."""
+        """The narrowest spec that describes both (dims that differ become ``None``).
+
+        Args:
+          other: another spec of the same dtype.
+
+        Returns:
+          A new :class:`TensorSpec`: unknown rank when the ranks differ.
+
+        Raises:
+          TypeError: the dtypes differ.
+        """
         if self._dtype != other._dtype:
             raise TypeError(f"Incompatible dtypes: {self._dtype} vs {other._dtype}")
         if self._shape is None or other._shape is None or len(self._shape) != len(other._shape):
@@ -119,7 +156,17 @@ class TensorSpec:
 
 
 class DatasetSpec:
-    """The type of a component that is itself a dataset (``window`` elements)."""
+    """The type of a component that is itself a dataset (``tf.data.DatasetSpec``).
+
+    The components of ``window`` elements are datasets; their specs are DatasetSpecs.
+
+    Args:
+      element_spec: the element spec of the datasets it describes.
+
+    Examples:
+        >>> tw.data.Dataset.range(5).window(2).element_spec
+        DatasetSpec(TensorSpec(shape=(), dtype=int64, name=None))
+    """
 
     __slots__ = ("_element_spec",)
 
@@ -128,9 +175,21 @@ class DatasetSpec:
 
     @property
     def element_spec(self) -> Any:
+        """The element spec of the datasets this spec describes."""
         return self._element_spec
 
     def most_specific_compatible_spec(self, other: Any) -> DatasetSpec:
+        """The narrowest spec that describes both.
+
+        Args:
+          other: another :class:`DatasetSpec`.
+
+        Returns:
+          A DatasetSpec of the merged element specs.
+
+        Raises:
+          TypeError: ``other`` is not a DatasetSpec, or the element specs are incompatible.
+        """
         if not isinstance(other, DatasetSpec):
             raise TypeError(f"Incompatible specs: {self} vs {other}")
         return DatasetSpec(merge_specs(self._element_spec, other._element_spec))
@@ -393,6 +452,14 @@ class StringTensor(NamedTuple):
     The codec refuses object arrays; :func:`to_codec` swaps each for one of these and
     :func:`from_codec` swaps it back, so elements cross the wire losslessly (bytes may hold
     NULs, which fixed-width ``S`` arrays would drop).
+
+    Attributes:
+      shape: the shape of the string tensor.
+      values: its entries, flattened in C order.
+
+    Examples:
+        >>> tw.data.to_codec(np.array([b"a", b"b c"], dtype=object))
+        StringTensor(shape=(2,), values=[b'a', b'b c'])
     """
 
     shape: tuple[int, ...]
@@ -438,7 +505,22 @@ def _decode_leaf(value: Any) -> Any:
 
 
 def to_codec(element: Any) -> Any:
-    """``element`` with string tensors replaced by :class:`StringTensor` (cheap when none)."""
+    """``element`` with string tensors replaced by :class:`StringTensor` (cheap when none).
+
+    What a data-service worker sends: ``tensorwire.codec`` refuses object arrays.
+
+    Args:
+      element: an element (a nested structure of NumPy values).
+
+    Returns:
+      The element with every object array swapped for a :class:`StringTensor`; the
+      element itself when it has none.
+
+    Examples:
+        >>> element = {"tags": np.array([b"x", b"y"], dtype=object)}
+        >>> tw.data.to_codec(element)
+        {'tags': StringTensor(shape=(2,), values=[b'x', b'y'])}
+    """
     if not _has_object_arrays(element):
         return element
     return _swap(element, _encode_leaf)
@@ -455,7 +537,20 @@ def _has_string_tensors(value: Any) -> bool:
 
 
 def from_codec(element: Any) -> Any:
-    """Undo :func:`to_codec` (also when the codec rebuilt ``StringTensor`` by name only)."""
+    """Undo :func:`to_codec` (also when the codec rebuilt ``StringTensor`` by name only).
+
+    Args:
+      element: what :func:`to_codec` returned, possibly after a trip through the codec.
+
+    Returns:
+      The element with every :class:`StringTensor` swapped back for an object array.
+
+    Examples:
+        >>> wire = tw.data.to_codec((np.array([[b"a"], [b"b"]], dtype=object),))
+        >>> tw.data.from_codec(wire)
+        (array([[b'a'],
+               [b'b']], dtype=object),)
+    """
     if not _has_string_tensors(element):
         return element
     return _swap_decoded(element)

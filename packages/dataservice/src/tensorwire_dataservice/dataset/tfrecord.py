@@ -92,7 +92,22 @@ except ImportError:  # pragma: no cover - exercised where google-crc32c is absen
 
 
 def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC-32C of ``data``."""
+    """TFRecord's masked CRC-32C of ``data``: the checksum stored in the record frames.
+
+    ``((c >> 15) | (c << 17)) + 0xa282ead8`` modulo 2**32, where ``c`` is the CRC-32C
+    (Castagnoli) of ``data``; :data:`CRC32C_IMPLEMENTATION` says which implementation
+    computes ``c``.
+
+    Args:
+      data: the bytes to checksum.
+
+    Returns:
+      The masked checksum, an unsigned 32-bit int.
+
+    Examples:
+        >>> hex(tw.data.masked_crc32c(b"hello"))
+        '0x191c1fbb'
+    """
     crc = crc32c(data)
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
@@ -113,7 +128,23 @@ def _compression(value: Any) -> str:
 
 
 class TFRecordOptions:
-    """``tf.io.TFRecordOptions``: the compression of a TFRecord file."""
+    """``tf.io.TFRecordOptions``: the compression of a TFRecord file.
+
+    Args:
+      compression_type: None or ``""`` (none), ``"GZIP"`` or ``"ZLIB"`` (any case).
+      compression_level: the zlib level, 0 to 9; None or negative: 6.
+
+    Raises:
+      InvalidArgumentError: another compression type.
+
+    Examples:
+        >>> options = tw.data.TFRecordOptions("gzip")
+        >>> with tw.data.TFRecordWriter("data.tfrecord.gz", options) as writer:
+        ...     writer.write(b"compressed")
+        >>> ds = tw.data.TFRecordDataset("data.tfrecord.gz", compression_type="GZIP")
+        >>> list(ds.as_numpy_iterator())
+        [b'compressed']
+    """
 
     def __init__(self, compression_type: str | None = None, compression_level: int | None = None):
         self.compression_type = _compression(compression_type)
@@ -121,7 +152,27 @@ class TFRecordOptions:
 
 
 class TFRecordWriter:
-    """``tf.io.TFRecordWriter(path, options=None)``: writes records TensorFlow can read."""
+    """``tf.io.TFRecordWriter(path, options=None)``: writes records TensorFlow can read.
+
+    The file is created (or truncated) at once. Use it as a context manager, or call
+    :meth:`close`: a GZIP or ZLIB file is complete only once closed.
+
+    Args:
+      path: the file to write.
+      options: a :class:`TFRecordOptions`, or a compression type (``"GZIP"``,
+        ``"ZLIB"``, ``""``); None for no compression.
+
+    Raises:
+      InvalidArgumentError: an unknown compression type.
+      OSError: the file cannot be created.
+
+    Examples:
+        >>> with tw.data.TFRecordWriter("data.tfrecord") as writer:
+        ...     for record in (b"first", b"second"):
+        ...         writer.write(record)
+        >>> list(tw.data.TFRecordDataset("data.tfrecord").as_numpy_iterator())
+        [b'first', b'second']
+    """
 
     def __init__(self, path: str | os.PathLike[str], options: Any = None) -> None:
         self._compression = _compression(options)
@@ -137,7 +188,14 @@ class TFRecordWriter:
         self._closed = False
 
     def write(self, record: bytes) -> None:
-        """Append one record."""
+        """Append one record.
+
+        Args:
+          record: the record's bytes (anything ``bytes()`` takes).
+
+        Raises:
+          FailedPreconditionError: the writer is closed.
+        """
         if self._closed:
             raise errors.FailedPreconditionError("TFRecordWriter is closed")
         data = bytes(record)
@@ -149,11 +207,13 @@ class TFRecordWriter:
             self._file.write(frame)
 
     def flush(self) -> None:
+        """Push what was written so far to the file (a sync point in a ZLIB stream)."""
         if self._zlib is not None:
             self._file.write(self._zlib.flush(zlib.Z_SYNC_FLUSH))
         self._file.flush()
 
     def close(self) -> None:
+        """Finish the file (the compressed stream's end) and close it; idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -514,8 +574,37 @@ class _ReaderIterator(NodeIterator):
 
 
 class TFRecordDataset(_FileReaderDataset):
-    """``tf.data.TFRecordDataset(filenames, compression_type=None, buffer_size=None,
-    num_parallel_reads=None)``: the records of TFRecord files as ``bytes``."""
+    """The records of TFRecord files, as ``bytes`` (``tf.data.TFRecordDataset``).
+
+    The files are read one after another, or ``num_parallel_reads`` at a time with their
+    records interleaved one by one (on the consumer's thread). Every record's checksums
+    are verified. Given a list of
+    files it is a splittable source (one split per file) and a file-based source for FILE
+    auto-sharding; given a dataset of file names (e.g. ``list_files``) it passes splits to
+    that dataset.
+
+    Args:
+      filenames: a file name, a list of them, or a dataset of scalar strings.
+      compression_type: None or ``""``, ``"GZIP"`` or ``"ZLIB"``.
+      buffer_size: accepted for TensorFlow compatibility, unused.
+      num_parallel_reads: files read at once (default one).
+      name: accepted for TensorFlow compatibility, unused.
+
+    Raises:
+      TypeError: ``filenames`` is neither a file name, nor a list of them, nor a dataset
+        of scalar strings.
+      InvalidArgumentError: an unknown compression type.
+      NotFoundError: while iterating, a file does not exist.
+      DataLossError: while iterating, a record is truncated or its checksum is wrong.
+
+    Examples:
+        >>> for i in range(2):
+        ...     with tw.data.TFRecordWriter(f"part-{i}.tfrecord") as writer:
+        ...         writer.write(b"record %d" % i)
+        >>> files = tw.data.Dataset.list_files("part-*.tfrecord", shuffle=False)
+        >>> list(tw.data.TFRecordDataset(files).as_numpy_iterator())
+        [b'record 0', b'record 1']
+    """
 
     _op_name = "TFRecordDataset"
 
@@ -524,7 +613,29 @@ class TFRecordDataset(_FileReaderDataset):
 
 
 class TextLineDataset(_FileReaderDataset):
-    """``tf.data.TextLineDataset(filenames, compression_type=None, ...)``: lines as ``bytes``."""
+    """The lines of text files, as ``bytes`` without their line ends (``tf.data.TextLineDataset``).
+
+    Reads, shards and splits like :class:`TFRecordDataset`.
+
+    Args:
+      filenames: a file name, a list of them, or a dataset of scalar strings.
+      compression_type: None or ``""``, ``"GZIP"`` or ``"ZLIB"``.
+      buffer_size: accepted for TensorFlow compatibility, unused.
+      num_parallel_reads: files read at once (default one).
+      name: accepted for TensorFlow compatibility, unused.
+
+    Raises:
+      TypeError: ``filenames`` is neither a file name, nor a list of them, nor a dataset
+        of scalar strings.
+      InvalidArgumentError: an unknown compression type.
+      NotFoundError: while iterating, a file does not exist.
+
+    Examples:
+        >>> from pathlib import Path
+        >>> _ = Path("lines.txt").write_text("first\\nsecond\\n")
+        >>> list(tw.data.TextLineDataset("lines.txt").as_numpy_iterator())
+        [b'first', b'second']
+    """
 
     _op_name = "TextLineDataset"
 

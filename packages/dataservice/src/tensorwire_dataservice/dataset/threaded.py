@@ -26,7 +26,14 @@ from typing import Any
 from tensorwire import errors
 
 from . import structure
-from .base import AUTOTUNE, POLL_INTERVAL, THREAD_JOIN_TIMEOUT, DatasetBase, IterationContext
+from .base import (
+    AUTOTUNE,
+    POLL_INTERVAL,
+    THREAD_JOIN_TIMEOUT,
+    DatasetBase,
+    IterationContext,
+    integer_argument,
+)
 from .checkpoint import UnaryIterator, remaining
 from .dataset import UnaryDataset, trace_function_spec
 
@@ -367,7 +374,7 @@ class PrefetchDataset(UnaryDataset):
 
     def __init__(self, input_dataset: DatasetBase, buffer_size: int) -> None:
         super().__init__(input_dataset)
-        buffer_size = int(buffer_size)
+        buffer_size = integer_argument(buffer_size, "buffer_size")
         if buffer_size < AUTOTUNE:
             raise errors.InvalidArgumentError(
                 f"buffer_size must be >= -1 (AUTOTUNE), got {buffer_size}"

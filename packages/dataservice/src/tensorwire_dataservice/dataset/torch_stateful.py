@@ -32,8 +32,38 @@ __all__ = ["TorchIterableDataset"]
 
 
 class TorchIterableDataset(IterableDataset):
-    """``dataset`` as a PyTorch ``IterableDataset`` whose iterators checkpoint (see the
-    module documentation)."""
+    """``dataset`` as a PyTorch ``IterableDataset`` whose iterators checkpoint.
+
+    For torchdata's ``StatefulDataLoader``: its ``state_dict()`` then holds the pipeline
+    iterator's :meth:`DatasetIterator.state_dict`, and ``load_state_dict`` resumes after
+    the last element delivered. The DataLoader converts the NumPy elements to tensors
+    (``batch_size=None`` when the pipeline batches already). With ``num_workers > 1`` each
+    worker reads ``dataset.shard(num_workers, worker_id)``; a checkpoint then holds one
+    state per worker and must be restored with the same ``num_workers``. Import it from
+    ``tensorwire_dataservice.dataset.torch_stateful`` (it needs torch).
+
+    Args:
+      dataset: the pipeline.
+      shard_by_worker: shard between DataLoader workers (default); False makes every
+        worker read the whole dataset.
+
+    Raises:
+      TypeError: ``dataset`` is not a ``tw.data`` dataset.
+
+    Examples:
+        >>> from torchdata.stateful_dataloader import StatefulDataLoader
+        >>> from tensorwire_dataservice.dataset.torch_stateful import TorchIterableDataset
+        >>> pipeline = tw.data.Dataset.range(6).batch(2)
+        >>> loader = StatefulDataLoader(TorchIterableDataset(pipeline), batch_size=None)
+        >>> batches = iter(loader)
+        >>> next(batches).tolist()
+        [0, 1]
+        >>> state = loader.state_dict()
+        >>> resumed = StatefulDataLoader(TorchIterableDataset(pipeline), batch_size=None)
+        >>> resumed.load_state_dict(state)
+        >>> [batch.tolist() for batch in resumed]
+        [[2, 3], [4, 5]]
+    """
 
     def __init__(self, dataset: DatasetBase, shard_by_worker: bool = True) -> None:
         if not isinstance(dataset, DatasetBase):

@@ -18,7 +18,7 @@ import numpy as np
 from tensorwire import errors
 
 from . import structure
-from .base import INFINITE, UNKNOWN, DatasetBase, IterationContext
+from .base import INFINITE, UNKNOWN, DatasetBase, IterationContext, integer_argument
 from .checkpoint import (
     MultiInputIterator,
     NodeIterator,
@@ -138,7 +138,7 @@ class ShuffleDataset(UnaryDataset):
         reshuffle_each_iteration: bool = True,
     ) -> None:
         super().__init__(input_dataset)
-        buffer_size = int(buffer_size)
+        buffer_size = integer_argument(buffer_size, "buffer_size")
         if buffer_size <= 0:
             raise errors.InvalidArgumentError("buffer_size must be greater than zero.")
         self._buffer_size = buffer_size
@@ -221,7 +221,7 @@ class RepeatDataset(UnaryDataset):
 
     def __init__(self, input_dataset: DatasetBase, count: int | None = None) -> None:
         super().__init__(input_dataset)
-        self._count = -1 if count is None else int(count)
+        self._count = -1 if count is None else integer_argument(count, "count")
 
     @property
     def _split_repeat_count(self) -> int:
@@ -285,7 +285,7 @@ class TakeDataset(UnaryDataset):
 
     def __init__(self, input_dataset: DatasetBase, count: int) -> None:
         super().__init__(input_dataset)
-        self._count = int(count)
+        self._count = integer_argument(count, "count")
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
         return _TakeIterator(self, ctx)
@@ -343,7 +343,7 @@ class SkipDataset(UnaryDataset):
 
     def __init__(self, input_dataset: DatasetBase, count: int) -> None:
         super().__init__(input_dataset)
-        self._count = int(count)
+        self._count = integer_argument(count, "count")
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
         return _StrideIterator(self, ctx, self._count, None)
@@ -402,7 +402,8 @@ class ShardDataset(UnaryDataset):
 
     def __init__(self, input_dataset: DatasetBase, num_shards: int, index: int) -> None:
         super().__init__(input_dataset)
-        num_shards, index = int(num_shards), int(index)
+        num_shards = integer_argument(num_shards, "num_shards")
+        index = integer_argument(index, "index")
         self._is_hint = num_shards == SHARD_HINT or index == SHARD_HINT
         if not self._is_hint:
             if num_shards <= 0:
@@ -440,7 +441,7 @@ class EnumerateDataset(UnaryDataset):
 
     def __init__(self, input_dataset: DatasetBase, start: int = 0) -> None:
         super().__init__(input_dataset)
-        self._start = int(start)
+        self._start = integer_argument(start, "start")
 
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
         return _EnumerateIterator(self, ctx)
