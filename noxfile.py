@@ -53,8 +53,12 @@ def tests(session: nox.Session) -> None:
     # and disks: made beside the host suites, the rdma stage starts from a warm cache.
     preparing = _prepare_rdma_in_background(session) if rdma_next else None
     try:
+        # Two test processes: much of the suite waits (processes starting, restarts,
+        # deadlines), so the second core is used while the first waits; a focused run
+        # stays in one process, where a debugger and -x behave as usual.
+        spread = () if args else ("-n", "2")
         for protocol in ("grpc", "inproc"):  # the same suite on every installed transport
-            _pytest(session, f"--tensorwire-protocol={protocol}", *args)
+            _pytest(session, f"--tensorwire-protocol={protocol}", *spread, *args)
         # The pure-Python twin of the codec must behave exactly like the compiled one.
         _pytest(session, "packages/core/tests/codec", env={"TENSORWIRE_PURE_PYTHON": "1"})
         session.run("python", "tools/gen_protos.py", "--check")
