@@ -143,7 +143,12 @@ class Pod:
 
 
 def _qualified(name: str) -> list[str]:
-    return [name, f"{name}.{NAMESPACE}", f"{name}.{NAMESPACE}.svc", f"{name}.{NAMESPACE}.svc.cluster.local"]
+    return [
+        name,
+        f"{name}.{NAMESPACE}",
+        f"{name}.{NAMESPACE}.svc",
+        f"{name}.{NAMESPACE}.svc.cluster.local",
+    ]
 
 
 def pods_of(documents: Sequence[Mapping[str, Any]]) -> list[Pod]:

@@ -149,19 +149,26 @@ class VirtualNetwork:
         if not address:
             raise ValueError(f"no address left in {self.subnet}")
         host = VirtualHost(name, f"{self.prefix}-{self._token}-{index}", address)
-        outside, inside = f"{self.prefix}{self._token}h{index}", f"{self.prefix}{self._token}n{index}"
+        outside, inside = (
+            f"{self.prefix}{self._token}h{index}",
+            f"{self.prefix}{self._token}n{index}",
+        )
         _ip("netns", "add", host.namespace)
         self.hosts[name] = host
         _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
         self._links.append(outside)  # deleting one end of a veth pair deletes both
         _ip("link", "set", outside, "master", self.bridge, "up")
         _ip("link", "set", inside, "netns", host.namespace)
-        _ip("-n", host.namespace, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", inside)
+        _ip(
+            "-n", host.namespace, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", inside
+        )
         _ip("-n", host.namespace, "link", "set", inside, "up")
         _ip("-n", host.namespace, "link", "set", "lo", "up")
         return host
 
-    def set_hosts(self, names: Mapping[str, str], hosts: Iterable[VirtualHost] | None = None) -> None:
+    def set_hosts(
+        self, names: Mapping[str, str], hosts: Iterable[VirtualHost] | None = None
+    ) -> None:
         """Write the ``/etc/hosts`` that processes in ``hosts`` (default: every host) see:
         ``localhost`` and ``names`` (name -> address).
 
