@@ -7,9 +7,9 @@ part."""
 from __future__ import annotations
 
 import fnmatch
+import importlib.metadata
 import re
 import shlex
-import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,9 +55,8 @@ def test_the_image_runs_the_tensorwire_command_as_an_unprivileged_user():
     assert int(uid) >= 1000 and int(gid) >= 1000
     (entrypoint,) = [rest for kind, rest in final if kind == "ENTRYPOINT"]
     assert entrypoint == '["tensorwire"]'  # exec form: signals reach tensorwire, not a shell
-    with open(REPO / "packages/core/pyproject.toml", "rb") as f:
-        scripts = tomllib.load(f)["project"]["scripts"]
-    assert scripts["tensorwire"] == "tensorwire.cli:main"
+    (script,) = importlib.metadata.entry_points(group="console_scripts", name="tensorwire")
+    assert script.value == "tensorwire.cli:main"
 
 
 def test_everything_it_copies_is_in_the_build_context():
