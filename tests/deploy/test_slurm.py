@@ -51,15 +51,24 @@ def _why_not() -> str | None:
     return None
 
 
-def _free_port(span: int = 1) -> int:
-    """A port (the first of ``span`` consecutive ones) that is free now."""
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = sock.getsockname()[1]
-        if base + span <= 65535 and all(_is_free(base + i) for i in range(1, span)):
-            return base
-    raise RuntimeError(f"no {span} consecutive free ports found")
+def _free_ports(*spans: int) -> list[int]:
+    """For each span, the first of that many consecutive ports, free now and apart from the
+    others' ranges."""
+    taken: set[int] = set()
+    bases: list[int] = []
+    for span in spans:
+        for _ in range(50):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                base = sock.getsockname()[1]
+            ports = set(range(base, base + span))
+            if max(ports) <= 65535 and not ports & taken and all(map(_is_free, ports)):
+                taken |= ports
+                bases.append(base)
+                break
+        else:
+            raise RuntimeError(f"no {span} consecutive free ports found")
+    return bases
 
 
 def _is_free(port: int) -> bool:
@@ -91,13 +100,14 @@ class Slurm:
 
     def _config(self) -> str:
         root = self.root
+        controller_port, node_port = _free_ports(1, 1)
         return f"""\
 ClusterName=tensorwire
 SlurmctldHost=localhost(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={controller_port}
+SlurmdPort={node_port}
 AuthType=auth/munge
 AuthInfo=socket={root}/munge.socket
 CredType=cred/munge
@@ -233,14 +243,15 @@ def job_env(tmp_path) -> dict[str, str]:
         timeout=60,
     )
     bin_dir = Path(sys.executable).parent
+    data_port_base, train_port_base = _free_ports(3, 3)
     return {
         "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "PYTHON": sys.executable,
         "TENSORWIRE": str(bin_dir / "tensorwire"),
         "TENSORWIRE_AUTH_DIR": str(auth),
         "TENSORWIRE_LOGS": str(tmp_path / "logs"),
-        "DATA_PORT_BASE": str(_free_port(3)),
-        "TRAIN_PORT_BASE": str(_free_port(3)),
+        "DATA_PORT_BASE": str(data_port_base),
+        "TRAIN_PORT_BASE": str(train_port_base),
     }
 
 
