@@ -132,10 +132,13 @@ class Deployment:
         self._kubelet = kubelet
         self.processes: list[Any] = []
 
-    def launch(self, pod_name: str) -> Any:
-        """The pod's container, launched (not waited for)."""
+    def launch(self, pod_name: str, without: tuple[str, ...] = ()) -> Any:
+        """The pod's container, launched (not waited for); ``without`` leaves variables of
+        its environment out."""
         pod, host = self.pods[pod_name], self.hosts[pod_name]
         env = self.node.environment(pod, host)
+        for name in without:
+            del env[name]
         process = self._kubelet.PodProcess(pod, host, self.node.argv(pod, env), env)
         self.processes.append(process)
         return process.launch()
@@ -182,6 +185,12 @@ def test_a_reader_in_its_own_namespace_reads_through_the_dispatcher_and_both_wor
     # The dispatcher journals into its persistent volume (--work_dir on the claim's mount).
     volume = deployment.node.volume_dir(deployment.pods["tensorwire-dispatcher-0"], "work-dir")
     assert any((volume / "dispatcher").iterdir())
+
+
+def test_the_deployed_service_refuses_a_reader_without_the_secrets_token(deployment):
+    reader = deployment.launch("tensorwire-data-reader-0", without=("TENSORWIRE_CLUSTER_TOKEN",))
+    assert reader.wait(timeout=JOB_TIMEOUT) != 0
+    assert "UnauthenticatedError" in reader.output
 
 
 def test_the_tfjob_chief_trains_the_parameter_server_example_on_its_ps_and_workers(
