@@ -65,3 +65,14 @@ def test_a_task_started_as_the_wrong_kind_says_which_it_is(kind, rank, message):
         assert "srun --multi-prog" in process.output
     finally:
         process.kill()
+
+
+def test_a_worker_given_neither_a_dispatcher_address_nor_slurm_says_what_it_needs():
+    process = DataServiceProcess("worker").launch()
+    try:
+        assert process.wait(timeout=EXIT_DEADLINE) == 2
+        assert "give --dispatcher_address (host:port of the dispatcher), or --slurm" in (
+            process.output
+        )
+    finally:
+        process.kill()
