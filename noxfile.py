@@ -1,4 +1,5 @@
-"""Sessions: tests, demo, protos, lint, types, build, install_check, bump, bench, rdma.
+"""Sessions: tests, demo, protos, lint, types, build, install_check, bump, bench, rdma,
+deploy, slurm.
 
 ``nox -s tests`` is what CI runs (.ci/run) and what the README tells you to run.
 """
@@ -335,3 +336,53 @@ def _ensure_rdma_host_packages(session: nox.Session) -> None:
         external=True,
         env={"DEBIAN_FRONTEND": "noninteractive"},
     )
+
+
+#: What the deployment tests install besides the distributions (not the whole
+#: requirements-test.txt: they need neither torch nor jax).
+DEPLOY_TEST_REQUIREMENTS = ("pytest>=8.0", "pytest-timeout>=2.2", "pyyaml>=6")
+#: Debian's SLURM (controller, node daemon, client commands) and MUNGE, its authentication:
+#: what tests/deploy/test_slurm.py runs the examples/slurm scripts on.
+SLURM_HOST_PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
+
+
+@nox.session(python=PYTHON)
+def deploy(session: nox.Session) -> None:
+    """The deployment recipes (tests/deploy): the Dockerfile checked statically,
+    deploy/kubernetes run as processes in network namespaces, and examples/slurm on a
+    private single-node SLURM, installed with apt-get when missing. Needs root."""
+    _ensure_slurm_host_packages(session)
+    install_all(session, *DEPLOY_TEST_REQUIREMENTS)
+    _pytest(session, "--durations=10", "tests/deploy", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def slurm(session: nox.Session) -> None:
+    """Only the SLURM part of ``deploy``: installs slurm-wlm's daemons and munge with
+    apt-get when missing, then runs the examples/slurm scripts under sbatch."""
+    _ensure_slurm_host_packages(session)
+    install_all(session, *DEPLOY_TEST_REQUIREMENTS)
+    _pytest(session, "--durations=10", "tests/deploy/test_slurm.py", *session.posargs)
+
+
+def _ensure_slurm_host_packages(session: nox.Session) -> None:
+    if all(shutil.which(p) for p in ("slurmctld", "slurmd", "sbatch", "munged")):
+        return
+    if os.geteuid() != 0:
+        session.error(
+            f"the SLURM test needs {' '.join(SLURM_HOST_PACKAGES)}; install them (as root) "
+            "or run as root"
+        )
+    start = time.monotonic()
+    session.run("apt-get", "update", "-qq", external=True)
+    session.run(
+        "apt-get",
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        *SLURM_HOST_PACKAGES,
+        external=True,
+        env={"DEBIAN_FRONTEND": "noninteractive"},
+    )
+    session.log(f"SLURM installed in {time.monotonic() - start:.0f}s")

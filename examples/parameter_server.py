@@ -11,6 +11,12 @@ steps per second.
 
     python examples/parameter_server.py              # every task in this process
     python examples/parameter_server.py --processes  # every task in its own process
+    python examples/parameter_server.py --target grpc://worker-0:2222 \
+        --service grpc://dispatcher:5050             # a running cluster and data service
+
+The last form is what the deployment recipes run (deploy/kubernetes, examples/slurm): the
+tasks are ``tensorwire server`` processes, the service a ``tensorwire dispatcher`` with
+workers, and security settings come from the ``TENSORWIRE_*`` environment variables.
 """
 
 from __future__ import annotations
@@ -100,9 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=0.05)
     parser.add_argument("--protocol", default="grpc")
+    parser.add_argument(
+        "--target", help="train on a running cluster: the target of one of its tasks"
+    )
+    parser.add_argument(
+        "--service", help="with --target: the running data service (grpc://host:port)"
+    )
     args = parser.parse_args(argv)
+    if bool(args.target) != bool(args.service):
+        parser.error("--target and --service go together")
 
-    if args.processes:
+    if args.target:
+        losses = train(args.target, args.service, args.steps, args.batch_size, args.learning_rate)
+    elif args.processes:
         dispatcher = tw.test.DataServiceProcess("dispatcher", ["--protocol", args.protocol])
         dispatcher.start()
         data_worker = tw.test.DataServiceProcess(

@@ -9,6 +9,10 @@ does not answer logs whom it waits for (at once, then every few seconds) while i
 with back-off, and a dispatcher logs that it is replaying its journal; SIGTERM or SIGINT
 during either ends the process at once with exit code 0. A port already in use is one line
 on stderr and exit code 2, before the transport tries to bind.
+
+With ``--slurm``, both take their places from the SLURM job step they run in (one step
+launched by ``srun --multi-prog``): task 0 is the dispatcher, every other task a worker,
+each on ``--slurm_port_base`` plus its position on its node.
 """
 
 from __future__ import annotations
@@ -147,6 +151,44 @@ def _bind(args: argparse.Namespace) -> None:
         os.environ[BIND_HOST_ENV] = args.host
 
 
+def _apply_slurm(args: argparse.Namespace, kind: str) -> None:
+    """``--slurm``: set the port, the interface and the addresses from the job step, where
+    task 0 is the dispatcher and the other tasks are workers (see
+    :func:`tensorwire.cluster.resolve_slurm`)."""
+    if not args.slurm:
+        return
+    from tensorwire.cluster import resolve_slurm
+    from tensorwire.transport.base import split_address
+    from tensorwire.transport.security import is_loopback
+
+    try:
+        resolved = resolve_slurm(port_base=args.slurm_port_base)
+    except RuntimeError as exc:  # not inside a step
+        raise ValueError(f"--slurm: {exc}") from None
+    addresses = [str(address) for address in resolved.cluster_spec.job_tasks("worker")]
+    rank = int(resolved.task_index or 0)  # resolve_slurm checked it is a task of the step
+    if (rank == 0) != (kind == "dispatcher"):
+        role = "the dispatcher" if rank == 0 else "a worker"
+        raise ValueError(
+            f"--slurm: task {rank} of the job step is {role} (task 0 is the dispatcher, the "
+            "others are workers): launch the step with srun --multi-prog, running "
+            "'tensorwire dispatcher --slurm' as task 0 and 'tensorwire worker --slurm' as "
+            "the others"
+        )
+    if kind == "worker" and len(addresses) < 2:
+        raise ValueError("--slurm: the job step has one task, the dispatcher; add workers")
+    host, port = split_address(addresses[rank])
+    if args.port:
+        raise ValueError("--slurm sets the port (--slurm_port_base); leave --port out")
+    args.port = int(port)
+    if args.host is None and not is_loopback(host):
+        args.host = "0.0.0.0"  # other nodes must reach it, as tw.Server does for its task
+    if kind == "worker":
+        args.dispatcher_address = addresses[0]
+        args.worker_address = args.worker_address or addresses[rank]
+    log.info("%s: task %d of the SLURM job step, at %s", kind, rank, addresses[rank])
+
+
 def _security(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields the security flags set."""
     from tensorwire.runtime.cli import security_message
@@ -174,6 +216,7 @@ def _import_pipelines(args: argparse.Namespace) -> None:
 def _cmd_dispatcher(args: argparse.Namespace) -> int:
     from .service import DispatcherConfig, DispatchServer
 
+    _apply_slurm(args, "dispatcher")
     _bind(args)
     _import_pipelines(args)
     config = DispatcherConfig(
@@ -208,6 +251,9 @@ def _cmd_dispatcher(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     from .service import WorkerConfig, WorkerServer
 
+    _apply_slurm(args, "worker")
+    if not args.dispatcher_address:
+        raise ValueError("give --dispatcher_address (host:port of the dispatcher), or --slurm")
     _bind(args)
     _import_pipelines(args)
     config = WorkerConfig(
@@ -273,6 +319,20 @@ def register(subparsers: Any) -> None:
             action="store_true",
             help="run only registered pipelines: refuse datasets sent as code",
         )
+        parser.add_argument(
+            "--slurm",
+            action="store_true",
+            help="take the port and addresses from the SLURM job step (srun --multi-prog): "
+            "task 0 is the dispatcher, the other tasks are workers",
+        )
+        parser.add_argument(
+            "--slurm_port_base",
+            "--slurm-port-base",
+            type=int,
+            default=8888,
+            help="with --slurm: the port of a node's first task; its next tasks take the "
+            "next ports",
+        )
 
     d = subparsers.add_parser("dispatcher", help="run a tf.data service dispatcher")
     d.add_argument("--port", type=int, default=0, help="port to bind (0: any free port)")
@@ -306,8 +366,8 @@ def register(subparsers: Any) -> None:
     w.add_argument(
         "--dispatcher_address",
         "--dispatcher-address",
-        required=True,
-        help="host:port of the dispatcher",
+        default=None,
+        help="host:port of the dispatcher (required unless --slurm)",
     )
     w.add_argument("--port", type=int, default=0, help="port to bind (0: any free port)")
     w.add_argument("--protocol", default=None, help="transport protocol (default grpc)")

@@ -98,6 +98,11 @@ class ChildProcess:
         """Arguments after ``python -m tensorwire``."""
         raise NotImplementedError
 
+    def argv(self) -> list[str]:
+        """The whole command line: ``python -m tensorwire`` and :meth:`command`, unless a
+        subclass runs something else (a pod's command in a network namespace)."""
+        return [sys.executable, "-m", "tensorwire", *self.command()]
+
     def is_ready_line(self, line: str) -> bool:
         """Whether ``line`` is the one the child prints once it serves."""
         raise NotImplementedError
@@ -145,7 +150,7 @@ class ChildProcess:
         if self.process is not None and self.process.poll() is None:
             raise errors.FailedPreconditionError(f"{self.name} is already running")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tensorwire", *self.command()],
+            self.argv(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -1,7 +1,9 @@
 """``tensorwire server``: run one task of a cluster as its own process.
 
 The cluster comes from ``--cluster_spec`` (TensorFlow's flag format
-``ps=host:port,host:port;worker=host:port``, or JSON) or, when absent, from ``TF_CONFIG``.
+``ps=host:port,host:port;worker=host:port``, or JSON), from the SLURM job step the process
+runs in (``--slurm ps=1,worker=2``, one process per task launched by ``srun``) or, when
+neither is given, from ``TF_CONFIG``.
 Once serving, the command prints one line ``tensorwire server <task> serving <target>`` on
 stdout (launchers wait for it), and on SIGTERM or SIGINT it stops with a grace period and
 exits 0.
@@ -45,14 +47,36 @@ def parse_cluster_spec(text: str) -> dict[str, list[str]]:
     return cluster
 
 
+def parse_slurm_jobs(text: str) -> dict[str, int] | None:
+    """``"ps=1,worker=2"`` -> ``{"ps": 1, "worker": 2}``; ``""`` -> None (every task of the
+    step is a worker)."""
+    jobs: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        job, sep, count = (s.strip() for s in part.partition("="))
+        if not sep or not job or not count.isdigit():
+            raise ValueError(f"--slurm part {part!r} is not of the form job=number_of_tasks")
+        if job in jobs:
+            raise ValueError(f"--slurm names job {job!r} twice")
+        jobs[job] = int(count)
+    return jobs or None
+
+
 def _server_args(args: argparse.Namespace) -> tuple[Any, str | None, int | None, str | None]:
     if args.cluster_spec:
         return parse_cluster_spec(args.cluster_spec), args.job_name, args.task_index, args.protocol
-    from ..cluster import resolve_tf_config
+    from ..cluster import resolve_slurm, resolve_tf_config
 
-    resolved = resolve_tf_config()
+    if args.slurm is not None:
+        try:
+            resolved = resolve_slurm(parse_slurm_jobs(args.slurm), port_base=args.slurm_port_base)
+        except RuntimeError as exc:  # not inside a step, or the jobs do not fit it
+            raise ValueError(f"--slurm: {exc}") from None
+    else:
+        resolved = resolve_tf_config()
     if not resolved.cluster_spec:
-        raise ValueError("give --cluster_spec, or set TF_CONFIG with the cluster and this task")
+        raise ValueError(
+            "give --cluster_spec or --slurm, or set TF_CONFIG with the cluster and this task"
+        )
     job = args.job_name if args.job_name is not None else resolved.job_name
     task = args.task_index if args.task_index is not None else resolved.task_index
     protocol = args.protocol or resolved.rpc_layer or None
@@ -149,7 +173,23 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "server", help="run one task of a cluster (tf.distribute.Server) until SIGTERM"
     )
-    parser.add_argument("--cluster_spec", help="ps=host:port,...;worker=host:port,... or JSON")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--cluster_spec", help="ps=host:port,...;worker=host:port,... or JSON")
+    source.add_argument(
+        "--slurm",
+        nargs="?",
+        const="",
+        metavar="JOBS",
+        help="the cluster of the SLURM job step this task runs in (launch with srun); JOBS "
+        "splits its tasks into jobs by rank, e.g. ps=1,worker=2 (default: all workers)",
+    )
+    parser.add_argument(
+        "--slurm_port_base",
+        "--slurm-port-base",
+        type=int,
+        default=8888,
+        help="with --slurm: the port of a node's first task; its next tasks take the next ports",
+    )
     parser.add_argument("--job_name")
     parser.add_argument("--task_index", type=int)
     parser.add_argument("--protocol", help="transport protocol (default grpc)")

@@ -1,0 +1,102 @@
+"""``tensorwire server --slurm``: the cluster, job and task from the SLURM job step the
+process runs in (the variables srun sets), and one clear line for what does not fit."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from tensorwire.runtime.cli import parse_slurm_jobs
+
+#: Generous for a loaded machine; the server prints its line in about a second.
+DEADLINE = 60.0
+
+
+def _step(rank: int, tasks: int) -> dict[str, str]:
+    """What srun sets for one task of a single-node step of ``tasks`` tasks."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(
+        SLURM_PROCID=str(rank),
+        SLURM_STEP_NODELIST="localhost",
+        SLURM_STEP_TASKS_PER_NODE=str(tasks),
+        SLURM_STEP_NUM_TASKS=str(tasks),
+    )
+    return env
+
+
+def _free_port_base() -> int:
+    """A port base whose second port (the task under test, rank 1) is free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1] - 1
+
+
+def _tensorwire(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tensorwire", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_task_of_the_step_serves_its_place_in_the_jobs():
+    base = _free_port_base()
+    server = _tensorwire(
+        "server", "--slurm", "ps=1,worker=2", "--slurm_port_base", str(base), env=_step(1, 3)
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()  # the ready line, or "" when it exited
+        assert (
+            line.strip()
+            == f"tensorwire server /job:worker/task:0 serving grpc://localhost:{base + 1}"
+        ), line + (server.stderr.read() if server.poll() is not None else "")
+    finally:
+        server.terminate()
+        server.wait(timeout=DEADLINE)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--slurm"], {}, "--slurm: SLURM_PROCID not found in environment"),
+        (["--slurm", "ps=1,worker=1"], _step(0, 3), "Requested 2 tasks but only 3 were assigned"),
+        (["--slurm", "ps=one"], _step(0, 3), "--slurm part 'ps=one' is not of the form job="),
+    ],
+    ids=["outside a step", "jobs that do not fit the step", "malformed jobs"],
+)
+def test_what_does_not_fit_is_one_line_and_exit_code_2(args, env, message):
+    env = env or {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "tensorwire", "server", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_slurm_and_cluster_spec_exclude_each_other():
+    result = subprocess.run(
+        [sys.executable, "-m", "tensorwire", "server", "--slurm", "--cluster_spec", "w=h:1"],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert result.returncode == 2
+    assert "not allowed with argument" in result.stderr
+
+
+def test_jobs_are_read_as_name_equals_count():
+    assert parse_slurm_jobs("ps=1, worker=3") == {"ps": 1, "worker": 3}
+    assert parse_slurm_jobs("") is None
+    with pytest.raises(ValueError, match="names job 'ps' twice"):
+        parse_slurm_jobs("ps=1,ps=2")
