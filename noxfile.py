@@ -64,6 +64,11 @@ def tests(session: nox.Session) -> None:
         _pytest(session, "packages/core/tests/codec", env={"TENSORWIRE_PURE_PYTHON": "1"})
         session.run("python", "tools/gen_protos.py", "--check")
         if gates:
+            # The deployment recipes: Kubernetes pods as processes in network namespaces,
+            # the sbatch scripts on a private single-node SLURM (installed when missing).
+            if os.geteuid() == 0:  # otherwise the tests that need root skip and say so
+                _ensure_slurm_host_packages(session)
+            _pytest(session, "tests/deploy")
             _docs(session)
     finally:
         if preparing is not None:
