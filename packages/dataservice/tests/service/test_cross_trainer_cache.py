@@ -1,0 +1,123 @@
+"""Cross-trainer cache, as TensorFlow's cross_trainer_cache_test: several trainers read the
+elements of one job from a sliding window on each worker."""
+
+from __future__ import annotations
+
+import pytest
+import tensorwire as tw
+from tensorwire import errors
+
+from .helpers import distribute
+
+Dataset = tw.data.Dataset
+CrossTrainerCache = tw.data.experimental.service.CrossTrainerCache
+
+
+def _trainer(dispatcher, trainer_id, job_name="job", dataset=None, **kwargs):
+    dataset = dataset if dataset is not None else Dataset.range(10**7).repeat()
+    return distribute(
+        dataset,
+        dispatcher,
+        job_name=job_name,
+        cross_trainer_cache=CrossTrainerCache(trainer_id=trainer_id),
+        **kwargs,
+    )
+
+
+def _take(iterator, n):
+    return [int(next(iterator)) for _ in range(n)]
+
+
+def test_two_trainers_read_the_same_elements_in_the_same_order(service_factory):
+    dispatcher, _ = service_factory(1)
+    first = iter(_trainer(dispatcher, "trainer 1"))
+    second = iter(_trainer(dispatcher, "trainer 2"))
+    assert _take(first, 50) == list(range(50))
+    assert _take(second, 50) == list(range(50))
+    # Interleaved, within the window, they stay in step.
+    for _ in range(20):
+        assert _take(first, 3) == _take(second, 3)
+
+
+def test_without_the_cache_readers_of_a_job_split_it(service_factory):
+    dispatcher, _ = service_factory(1)
+    first = iter(distribute(Dataset.range(10**7).repeat(), dispatcher, job_name="job"))
+    assert _take(first, 10) == list(range(10))
+    second = iter(distribute(Dataset.range(10**7).repeat(), dispatcher, job_name="job"))
+    assert _take(second, 10)[0] >= 10
+
+
+def test_a_trainer_behind_the_window_skips_to_its_oldest_element(service_factory):
+    # int64 elements are 8 bytes: a window of 20 elements.
+    dispatcher, _ = service_factory(1, worker_config={"cross_trainer_cache_size_bytes": 160})
+    slow = iter(_trainer(dispatcher, "slow", max_outstanding_requests=1))
+    assert _take(slow, 5) == list(range(5))
+    fast = iter(_trainer(dispatcher, "fast", max_outstanding_requests=1))
+    assert _take(fast, 300) == list(range(300))
+    # The window moved on to (at least) elements 280..299: the slow trainer's next
+    # elements (after the one it may hold read ahead) come from there, contiguous.
+    rest = _take(slow, 30)
+    jump = next(i for i in range(1, len(rest)) if rest[i] != rest[i - 1] + 1)
+    assert rest[:jump] == list(range(5, 5 + jump)) and jump <= 2
+    assert rest[jump] >= 300 - 20
+    assert rest[jump:] == list(range(rest[jump], rest[jump] + len(rest) - jump))
+
+
+def test_readers_with_one_trainer_id_share_its_position(service_factory):
+    dispatcher, _ = service_factory(1)
+    first = iter(_trainer(dispatcher, "same", max_outstanding_requests=1))
+    assert _take(first, 10) == list(range(10))
+    second = iter(_trainer(dispatcher, "same", max_outstanding_requests=1))
+    assert _take(second, 10)[0] >= 10
+
+
+def test_a_job_name_is_required(service_factory):
+    dispatcher, _ = service_factory(1)
+    with pytest.raises(errors.InvalidArgumentError, match="requires named jobs"):
+        _trainer(dispatcher, "t", job_name=None)
+
+
+def test_a_finite_dataset_is_refused(service_factory):
+    dispatcher, _ = service_factory(1)
+    with pytest.raises(errors.InvalidArgumentError, match="requires the input dataset to be inf"):
+        _trainer(dispatcher, "t", dataset=Dataset.range(10))
+
+
+def test_coordinated_reads_are_refused(service_factory):
+    dispatcher, _ = service_factory(1)
+    with pytest.raises(errors.InvalidArgumentError, match="does not support coordinated reads"):
+        _trainer(dispatcher, "t", num_consumers=2, consumer_index=0)
+
+
+def test_a_second_iteration_of_one_dataset_is_refused(service_factory):
+    dispatcher, _ = service_factory(1)
+    ds = _trainer(dispatcher, "t")
+    assert _take(iter(ds), 3) == [0, 1, 2]
+    with pytest.raises(errors.InvalidArgumentError, match="disallows multiple repetitions"):
+        next(iter(ds))
+
+
+def test_a_reader_without_the_cache_cannot_join_a_cached_job(service_factory):
+    dispatcher, _ = service_factory(1)
+    assert _take(iter(_trainer(dispatcher, "t")), 3) == [0, 1, 2]
+    plain = distribute(Dataset.range(10**7).repeat(), dispatcher, job_name="job")
+    with pytest.raises(
+        errors.InvalidArgumentError, match="Existing cross-trainer cache: <enabled>; got <disabled>"
+    ):
+        next(iter(plain))
+
+
+def test_an_empty_trainer_id_is_refused():
+    with pytest.raises(ValueError, match="non-empty trainer ID"):
+        CrossTrainerCache(trainer_id=None)
+    with pytest.raises(ValueError, match="non-empty trainer ID"):
+        CrossTrainerCache(trainer_id="")
+
+
+def test_an_element_larger_than_the_window_is_an_error(service_factory):
+    import numpy as np
+
+    dispatcher, _ = service_factory(1, worker_config={"cross_trainer_cache_size_bytes": 64})
+    big = Dataset.from_tensors(np.zeros(100, np.float64)).repeat()
+    with pytest.raises(errors.InvalidArgumentError, match="larger than cache size"):
+        next(iter(_trainer(dispatcher, "t", dataset=big)))
