@@ -56,11 +56,11 @@ def test_a_trainer_behind_the_window_skips_to_its_oldest_element(service_factory
     assert _take(fast, 300) == list(range(300))
     # The window moved on to (at least) elements 280..299: the slow trainer's next
     # elements (after the one it may hold read ahead) come from there, contiguous.
-    rest = _take(slow, 30)
-    jump = next(i for i in range(1, len(rest)) if rest[i] != rest[i - 1] + 1)
-    assert rest[:jump] == list(range(5, 5 + jump)) and jump <= 2
-    assert rest[jump] >= 300 - 20
-    assert rest[jump:] == list(range(rest[jump], rest[jump] + len(rest) - jump))
+    seq = [4, *_take(slow, 30)]
+    jump = next(i for i in range(1, len(seq)) if seq[i] != seq[i - 1] + 1)
+    assert jump <= 2  # at most element 5, read ahead before the fast trainer started
+    assert seq[jump] >= 300 - 20
+    assert seq[jump:] == list(range(seq[jump], seq[jump] + len(seq) - jump))
 
 
 def test_readers_with_one_trainer_id_share_its_position(service_factory):
@@ -121,3 +121,51 @@ def test_an_element_larger_than_the_window_is_an_error(service_factory):
     big = Dataset.from_tensors(np.zeros(100, np.float64)).repeat()
     with pytest.raises(errors.InvalidArgumentError, match="larger than cache size"):
         next(iter(_trainer(dispatcher, "t", dataset=big)))
+
+
+def test_distributed_epoch_trainers_share_elements_as_in_tensorflow(service_factory):
+    # TensorFlow allows the cache with dynamic sharding: each worker's window holds its
+    # share of the splits, and a second trainer reads what the first one read.
+    dispatcher, _ = service_factory(2)
+    first = iter(_trainer(dispatcher, "trainer 1", mode="distributed_epoch"))
+    output1 = _take(first, 100)
+    second = iter(_trainer(dispatcher, "trainer 2", mode="distributed_epoch"))
+    output2 = _take(second, 100)
+    assert set(output1) & set(output2)
+
+
+def _counting_source():
+    import numpy as np
+
+    produced = []
+
+    def source(n, timeout):
+        start = len(produced)
+        batch = [np.int64(i) for i in range(start, start + n)]
+        produced.extend(batch)
+        return batch, False
+
+    return source, produced
+
+
+def test_the_window_keeps_the_newest_elements_within_its_budget():
+    from tensorwire_dataservice.service.trainer_cache import TrainerWindow
+
+    source, produced = _counting_source()
+    window = TrainerWindow(max_bytes=80, source=source)  # ten int64 elements
+    fast = [int(x) for _ in range(30) for x in window.get("fast", 1, timeout=1.0)]
+    assert fast == list(range(30))
+    assert window.start == 20  # elements 0..19 left the window, oldest first
+    # A new (or fallen-behind) trainer starts at the oldest element still there.
+    assert [int(x) for x in window.get("new", 3, timeout=1.0)] == [20, 21, 22]
+    # Reading what is cached produces nothing new.
+    assert len(produced) == 30
+
+
+def test_the_end_of_the_dataset_is_an_error_for_every_trainer():
+    from tensorwire_dataservice.service.trainer_cache import TrainerWindow
+
+    window = TrainerWindow(max_bytes=80, source=lambda n, t: ([], True))
+    for trainer in ("a", "b"):
+        with pytest.raises(errors.InvalidArgumentError, match="requires the input dataset"):
+            window.get(trainer, 1, timeout=1.0)

@@ -755,9 +755,6 @@ class _Reader(Iterator[Any]):
         )
 
     def _update_tasks(self, reply: dict[str, Any]) -> None:
-        if self.ds._num_consumers is not None:
-            with self._lock:
-                self._block_round = int(reply.get("block_round", -1))
         if self._host is not None:
             # Only the workers on this host are read: the others are not this reader's.
             reply = dict(reply)
@@ -795,6 +792,9 @@ class _Reader(Iterator[Any]):
             for task_id, state in self._tasks.items():
                 if task_id not in listed:
                     state.removed = True
+            # With the tasks, in one step: a round reader that saw the block lifted without
+            # the task that starts there would pick another task for that round.
+            self._block_round = int(reply.get("block_round", -1))
 
     def _reader_exits(self, state: _TaskState, generation: int) -> bool:
         """A reader thread whose task was removed (or whose reader stopped) ends, unless the
