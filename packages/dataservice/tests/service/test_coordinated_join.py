@@ -101,3 +101,37 @@ def test_a_job_started_without_workers_begins_when_one_registers(service_factory
     service_factory.add_worker(dispatcher)
     rows = [[int(next(c)) for c in consumers] for _ in range(5)]
     assert rows == [[2 * r, 2 * r + 1] for r in range(5)]
+
+
+def test_the_starting_round_is_journaled_and_survives_a_snapshot():
+    from tensorwire_dataservice.service.state import DispatcherState
+
+    state = DispatcherState()
+    state.apply(
+        {"op": "register_dataset", "dataset_id": "d", "fingerprint": "f", "dataset_def": b""}
+        | {"metadata": {}}
+    )
+    state.apply(
+        {
+            "op": "create_job",
+            "job_id": 1,
+            "job_name": "j",
+            "iteration": 0,
+            "dataset_id": "d",
+            "policy": 0,
+            "num_consumers": 2,
+            "target_workers": "AUTO",
+        }
+    )
+    state.apply({"op": "create_task", "task_id": 5, "job_id": 1, "worker_address": "w:1"})
+    state.apply(
+        {
+            "op": "create_task",
+            "task_id": 6,
+            "job_id": 1,
+            "worker_address": "w:2",
+            "starting_round": 149,
+        }
+    )
+    restored = DispatcherState.from_snapshot(state.snapshot())
+    assert [restored.tasks[t].starting_round for t in (5, 6)] == [0, 149]

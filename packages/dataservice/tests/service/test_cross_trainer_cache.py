@@ -169,3 +169,18 @@ def test_the_end_of_the_dataset_is_an_error_for_every_trainer():
     for trainer in ("a", "b"):
         with pytest.raises(errors.InvalidArgumentError, match="requires the input dataset"):
             window.get(trainer, 1, timeout=1.0)
+
+
+def test_a_failing_pipeline_reaches_every_trainer_with_its_error(service_factory):
+    dispatcher, _ = service_factory(1)
+
+    def explode(x):
+        if x >= 3:
+            raise ValueError(f"bad element {x}")
+        return x
+
+    failing = Dataset.range(10**7).repeat().map(explode)
+    reader = iter(_trainer(dispatcher, "t", dataset=failing))
+    assert _take(reader, 3) == [0, 1, 2]
+    with pytest.raises(errors.InvalidArgumentError, match="bad element 3"):
+        next(reader)

@@ -195,7 +195,7 @@ class _Task:
         # Cross-trainer cache: every trainer reads the task's elements from this window.
         self.window: TrainerWindow | None = None
         if definition.get("cross_trainer_cache"):
-            self.window = TrainerWindow(worker.cross_trainer_cache_bytes, self.take)
+            self.window = TrainerWindow(worker.cross_trainer_cache_bytes, self._take_for_window)
         self.thread = threading.Thread(
             target=self._produce, name=f"tw-data-task-{self.task_id}", daemon=True
         )
@@ -321,6 +321,13 @@ class _Task:
         if eos and not out and self.error is None:
             self.worker.task_finished(self.task_id)
         return out, eos, first
+
+    def _take_for_window(self, max_elements: int, timeout: float) -> tuple[list[Any], bool]:
+        """:meth:`take` for the cross-trainer window; a failed pipeline raises its error."""
+        out, eos = self.take(max_elements, timeout)
+        if eos and not out and self.error is not None:
+            raise self.error
+        return out, eos
 
     def round_element(self, consumer: int, round_index: int, timeout: float) -> tuple[Any, bool]:
         if not 0 <= consumer < self.num_consumers:
