@@ -163,6 +163,10 @@ def test_config_fields_match_tensorflow():
         "data_transfer_protocol",
         "data_transfer_address",
         *ours,
+        # The cross-trainer cache's budget (a field of TensorFlow's WorkerConfig proto, not
+        # of its Python namedtuple) and the host identity target_workers="LOCAL" compares.
+        "cross_trainer_cache_size_bytes",
+        "host_id",
     )
 
 

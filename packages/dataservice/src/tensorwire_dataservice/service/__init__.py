@@ -20,6 +20,7 @@ from .config import DispatcherConfig, WorkerConfig, configure_client
 from .dispatcher import DispatchServer
 from .pipeline import register_pipeline, registered_pipeline
 from .protocol import COMPRESSION_AUTO, COMPRESSION_NONE, COMPRESSION_SNAPPY, ShardingPolicy
+from .trainer_cache import CrossTrainerCache
 from .worker import WorkerServer
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "configure_client",
     "register_pipeline",
     "registered_pipeline",
+    "CrossTrainerCache",
 ]
 
 #: Public names that need torch, imported when first asked for (left out of ``__all__`` so

@@ -27,7 +27,8 @@ from tensorwire import errors
 
 # The public Dataset class, so .map/.batch/... work after distribute.
 from ..dataset import Dataset as _DatasetClass
-from . import pipeline, torch_workers
+from . import host, pipeline, torch_workers
+from .coordinated_join import task_for_round
 from .elements import decode_chunk, decode_elements
 from .positions import IndexRanges
 from .protocol import (
@@ -36,6 +37,7 @@ from .protocol import (
     COMPRESSION_SNAPPY,
     DISPATCHER_SERVICE,
     RETRYABLE,
+    STATIC_POLICIES,
     WORKER_SERVICE,
     ShardingPolicy,
     as_bytes,
@@ -46,6 +48,8 @@ from .protocol import (
     parse_service,
     sharding_policy_from,
 )
+from .specs import check_element_spec
+from .trainer_cache import CrossTrainerCache
 
 __all__ = ["distribute", "register_dataset", "from_dataset_id", "DataServiceDataset"]
 
@@ -249,8 +253,14 @@ def distribute(
         compression (off when not ``"grpc"``), elements always travel on the service's
         protocol.
       compression: ``"AUTO"``, ``"SNAPPY"`` or None.
-      cross_trainer_cache: not supported (must be None).
-      target_workers: accepted for compatibility; all workers are read.
+      cross_trainer_cache: a :class:`CrossTrainerCache`: the readers of the job (which
+        needs a ``job_name`` and an infinite dataset) each read all of its elements, from
+        a window the workers keep, instead of splitting them; a trainer falling behind
+        the window skips ahead.
+      target_workers: ``"AUTO"`` (the default; as ``"ANY"`` here, since workers carry no
+        tags), ``"ANY"`` (every worker of the job) or ``"LOCAL"`` (only the workers on
+        this reader's host, see :mod:`.host`; an error names the hosts there are when
+        none is local).
 
     Returns:
       A function from a dataset to a :class:`DataServiceDataset`.
@@ -258,7 +268,10 @@ def distribute(
     Raises:
       ValueError: an unknown processing mode or compression, a malformed ``service``,
         ``job_name`` or consumer arguments (TensorFlow's messages).
-      UnimplementedError: ``cross_trainer_cache`` was given.
+      InvalidArgumentError: ``cross_trainer_cache`` without a ``job_name``, with a finite
+        dataset or with coordinated reads; ``target_workers="LOCAL"`` with coordinated
+        reads (TensorFlow's messages). On iteration: ``"LOCAL"`` and no worker of the
+        job on this host; a second iteration of a cross-trainer cache dataset.
       FailedPreconditionError: on iteration, coordinated reads of a dataset of known,
         finite cardinality.
       UnavailableError: the dispatcher or workers did not answer within the client timeout.
@@ -272,10 +285,6 @@ def distribute(
     policy = sharding_policy_from(processing_mode)
     _validate_compression(compression)
     _validate_job_name(job_name)
-    if cross_trainer_cache is not None:
-        raise errors.UnimplementedError(
-            "cross_trainer_cache is not supported by tensorwire's data service"
-        )
     if (
         data_transfer_protocol is not None
         and compression == COMPRESSION_AUTO
@@ -297,6 +306,7 @@ def distribute(
             data_transfer_protocol=data_transfer_protocol,
             target_workers=target_workers,
             cardinality=pipeline.cardinality(dataset),
+            cross_trainer_cache=cross_trainer_cache,
         )
 
     return _apply_fn
@@ -312,6 +322,7 @@ def from_dataset_id(
     num_consumers: int | None = None,
     max_outstanding_requests: int | None = None,
     data_transfer_protocol: str | None = None,
+    cross_trainer_cache: Any = None,
     target_workers: str = "AUTO",
 ) -> DataServiceDataset:
     """A dataset reading the registered dataset ``dataset_id`` from the data service.
@@ -321,12 +332,15 @@ def from_dataset_id(
       service: the dispatcher, ``"grpc://host:port"``.
       dataset_id: what :func:`register_dataset` returned.
       element_spec: the structure of the elements; None takes the one the registrant sent
-        (or, for a registered pipeline, builds it from this process's registry).
+        (or, for a registered pipeline, builds it from this process's registry). When
+        given and the registered one is known, they must be compatible (same structure,
+        dtypes and compatible shapes).
       job_name: as for :func:`distribute`.
       consumer_index: as for :func:`distribute`.
       num_consumers: as for :func:`distribute`.
       max_outstanding_requests: as for :func:`distribute`.
       data_transfer_protocol: as for :func:`distribute`.
+      cross_trainer_cache: as for :func:`distribute`.
       target_workers: as for :func:`distribute`.
 
     Returns:
@@ -334,7 +348,9 @@ def from_dataset_id(
 
     Raises:
       ValueError: invalid arguments, as for :func:`distribute`.
-      NotFoundError: on iteration, when the dispatcher knows no such dataset.
+      InvalidArgumentError: ``element_spec`` does not match the spec of the registered
+        dataset (the message shows both); the restrictions of :func:`distribute`.
+      NotFoundError: when the dispatcher knows no such dataset.
 
     Examples:
         >>> dataset_id = register_dataset(service, tw.data.Dataset.range(5))   # doctest: +SKIP
@@ -352,6 +368,7 @@ def from_dataset_id(
         max_outstanding_requests=max_outstanding_requests,
         data_transfer_protocol=data_transfer_protocol,
         target_workers=target_workers,
+        cross_trainer_cache=cross_trainer_cache,
     )
 
 
@@ -368,6 +385,7 @@ def _from_dataset_id(
     data_transfer_protocol: str | None,
     target_workers: str,
     cardinality: int | None = None,
+    cross_trainer_cache: Any = None,
 ) -> DataServiceDataset:
     protocol, address = parse_service(service)
     _validate_job_name(job_name)
@@ -377,6 +395,11 @@ def _from_dataset_id(
         raise ValueError(
             f"Unrecognized `target_workers` {target_workers!r}; must be one of {_TARGET_WORKERS}"
         )
+    target_workers = target_workers.upper()
+    if target_workers == "LOCAL" and num_consumers is not None:
+        raise errors.InvalidArgumentError(
+            'Coordinated reads require non-local workers, but `target_workers` is "LOCAL".'
+        )
     if isinstance(dataset_id, bytes):
         dataset_id = dataset_id.decode()
     dataset_id = str(dataset_id)
@@ -385,13 +408,19 @@ def _from_dataset_id(
             protocol, address, "GetDataServiceMetadata", {"dataset_id": dataset_id}
         )
         metadata = reply["metadata"]
-        if element_spec is None:
-            element_spec = _registered_spec(metadata.get("pipeline"))
-        if element_spec is None and metadata.get("element_spec"):
+        registered = _registered_spec(metadata.get("pipeline"))
+        if registered is None and metadata.get("element_spec"):
             # The spec of a dataset registered as code, pickled by its registrant.
-            element_spec = pickle.loads(as_bytes(metadata["element_spec"]))
+            registered = pickle.loads(as_bytes(metadata["element_spec"]))
+        if element_spec is None:
+            element_spec = registered
+        elif registered is not None:
+            check_element_spec(element_spec, registered, dataset_id)
         if cardinality is None:
             cardinality = int(metadata.get("cardinality", -2))
+    trainer_id = _check_cross_trainer_cache(
+        cross_trainer_cache, job_name, num_consumers, cardinality
+    )
     return DataServiceDataset(
         protocol=protocol,  # workers serve elements on the service's protocol
         dispatcher_protocol=protocol,
@@ -403,9 +432,38 @@ def _from_dataset_id(
         consumer_index=consumer_index,
         num_consumers=num_consumers,
         max_outstanding_requests=max_outstanding,
-        target_workers=target_workers.upper(),
+        target_workers=target_workers,
         cardinality=cardinality,
+        trainer_id=trainer_id,
     )
+
+
+def _check_cross_trainer_cache(
+    cache: Any, job_name: str | None, num_consumers: int | None, cardinality: int | None
+) -> str | None:
+    """The trainer id of ``cache`` (None without one), after TensorFlow's checks."""
+    if cache is None:
+        return None
+    if not isinstance(cache, CrossTrainerCache):
+        raise TypeError(
+            "`cross_trainer_cache` must be a tw.data.experimental.service.CrossTrainerCache "
+            f"or None, got {type(cache).__name__}"
+        )
+    if not job_name:
+        raise errors.InvalidArgumentError(
+            "Cross-trainer caching requires named jobs. Got empty `job_name`."
+        )
+    if cardinality is None or not pipeline.is_infinite(cardinality):
+        raise errors.InvalidArgumentError(
+            "Cross-trainer caching requires the input dataset to be infinite. Got input with "
+            f"cardinality {cardinality} (add `.repeat()` at the end of the dataset)."
+        )
+    if num_consumers is not None:
+        raise errors.InvalidArgumentError(
+            "Cross-trainer caching does not support coordinated reads. Got number of "
+            f"coordinated consumers: {num_consumers}"
+        )
+    return cache.trainer_id
 
 
 # -- the dataset and its iterator -------------------------------------------------------------
@@ -431,6 +489,7 @@ class DataServiceDataset(_DatasetClass):
         max_outstanding_requests: int | None,
         target_workers: str,
         cardinality: int | None,
+        trainer_id: str | None = None,
     ) -> None:
         self._input_datasets = ()
         self._protocol = protocol
@@ -445,6 +504,7 @@ class DataServiceDataset(_DatasetClass):
         self._max_outstanding = max_outstanding_requests
         self._target_workers = target_workers
         self._source_cardinality = cardinality
+        self._trainer_id = trainer_id  # a cross-trainer cache job's reader
         self._iterations = itertools.count()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -522,6 +582,7 @@ class _TaskState:
         "generation",
         "received",
         "report",
+        "starting_round",
     )
 
     def __init__(self, task_id: int, address: str, generation: int = 0) -> None:
@@ -533,6 +594,7 @@ class _TaskState:
         self.generation = generation
         self.received = IndexRanges()
         self.report = False
+        self.starting_round = 0  # coordinated reads: the job round it joined at
 
 
 class _Reader(Iterator[Any]):
@@ -559,6 +621,17 @@ class _Reader(Iterator[Any]):
         self._error: BaseException | None = None
         self._last_dispatcher_ok = time.monotonic()
         self._no_workers_since: float | None = None
+        # target_workers="LOCAL": this reader's host, compared with each worker's.
+        self._host = host.host_id() if ds._target_workers == "LOCAL" else None
+        # Coordinated reads: the next job round this reader reads, and the round a joining
+        # task waits at (not read until that task is known; -1: none).
+        self._round = 0
+        self._block_round = -1
+        if ds._trainer_id is not None and iteration > 0:
+            raise errors.InvalidArgumentError(
+                "Cross-trainer caching requires infinite datasets and disallows multiple "
+                f"repetitions of the same dataset. Got repetition {iteration}"
+            )
         job = self._dispatcher(
             "GetOrCreateJob",
             {
@@ -568,6 +641,7 @@ class _Reader(Iterator[Any]):
                 "policy": int(ds._policy),
                 "num_consumers": ds._num_consumers if ds._num_consumers is not None else -1,
                 "target_workers": ds._target_workers,
+                "cross_trainer_cache": ds._trainer_id is not None,
                 "acquire": True,
             },
         )
@@ -584,6 +658,10 @@ class _Reader(Iterator[Any]):
         self._finalizer = weakref.finalize(
             self, _release, ds._dispatcher_protocol, ds._address, self.client_id, self._stop
         )
+        no_local = self._no_local_worker(job)
+        if no_local is not None:
+            self.close()
+            raise no_local
         self._update_tasks(job)
         threading.Thread(
             target=_heartbeat_loop,
@@ -627,6 +705,12 @@ class _Reader(Iterator[Any]):
         request: dict[str, Any] = {"client_id": self.client_id, "finished": ended}
         if delivered:
             request["delivered"] = delivered
+        if self.ds._num_consumers is not None:
+            with self._lock:
+                request["current_round"] = self._round
+                # A block heard while still before it is honoured: confirmed.
+                if 0 <= self._round <= self._block_round:
+                    request["blocked_round"] = self._block_round
         reply = call(
             self.ds._dispatcher_protocol,
             self.ds._address,
@@ -636,9 +720,45 @@ class _Reader(Iterator[Any]):
             timeout=10.0,
         )
         self._last_dispatcher_ok = time.monotonic()
+        if not self._tasks:
+            # No local worker yet (LOCAL): workers that registered since may all be remote.
+            no_local = self._no_local_worker(reply)
+            if no_local is not None:
+                raise no_local
         self._update_tasks(reply)
 
+    def _no_local_worker(self, reply: dict[str, Any]) -> errors.OpError | None:
+        """For ``target_workers="LOCAL"``: the error when the job's workers are known and
+        none is on this host (TensorFlow fails such a reader at once too); None otherwise,
+        also while the workers' hosts are not known yet or there are no workers."""
+        if self._host is None:
+            return None
+        hosts = {str(a): str(h) for a, h in dict(reply.get("worker_hosts") or {}).items()}
+        if not hosts or any(h == self._host for h in hosts.values()):
+            return None
+        if not all(hosts.values()):
+            return None  # a worker has not said where it runs yet (dispatcher restarted)
+        listed = ", ".join(f"{a} on host {h!r}" for a, h in sorted(hosts.items()))
+        policy = ShardingPolicy(self.ds._policy)
+        return errors.InvalidArgumentError(
+            (
+                f"Static sharding policy <{policy.name}> requires local tf.data workers, but "
+                if policy in STATIC_POLICIES
+                else "Local reads require local tf.data workers, but "
+            )
+            + f"no local worker is found: job {self.job_id} (job_name "
+            f"{self.ds._job_name!r}) of dataset {self.ds._dataset_id} has workers {listed}, "
+            f"and this reader runs on host {self._host!r}. You need to run local tf.data "
+            'service workers in your training workers (target_workers="LOCAL" reads only '
+            'those), or use target_workers="ANY". Host identities come from '
+            f"{host.HOST_ID_ENV} or the machine id."
+        )
+
     def _update_tasks(self, reply: dict[str, Any]) -> None:
+        if self._host is not None:
+            # Only the workers on this host are read: the others are not this reader's.
+            reply = dict(reply)
+            reply["tasks"] = [t for t in reply["tasks"] if t.get("worker_host") == self._host]
         listed = {int(t["task_id"]): t for t in reply["tasks"]}
         with self._lock:
             for task_id, entry in listed.items():
@@ -660,6 +780,7 @@ class _Reader(Iterator[Any]):
                     # running the task: read on from where the task is.
                     state.removed = False
                 state.report = bool(entry.get("report", False))
+                state.starting_round = int(entry.get("starting_round", 0))
                 if not address:
                     continue  # lost, waiting for a worker to replay it on
                 if self.ds._num_consumers is None and state.thread is None and not state.done:
@@ -671,6 +792,9 @@ class _Reader(Iterator[Any]):
             for task_id, state in self._tasks.items():
                 if task_id not in listed:
                     state.removed = True
+            # With the tasks, in one step: a round reader that saw the block lifted without
+            # the task that starts there would pick another task for that round.
+            self._block_round = int(reply.get("block_round", -1))
 
     def _reader_exits(self, state: _TaskState, generation: int) -> bool:
         """A reader thread whose task was removed (or whose reader stopped) ends, unless the
@@ -788,14 +912,15 @@ class _Reader(Iterator[Any]):
             wanted = self._take_credits(max(1, live))
             if not wanted:
                 continue
-            request = pack(
-                {
-                    "task_id": state.task_id,
-                    "max_elements": wanted,
-                    "wait_s": _TAKE_WAIT_S,
-                    "generation": generation,
-                }
-            )
+            request_fields: dict[str, Any] = {
+                "task_id": state.task_id,
+                "max_elements": wanted,
+                "wait_s": _TAKE_WAIT_S,
+                "generation": generation,
+            }
+            if self.ds._trainer_id is not None:
+                request_fields["trainer_id"] = self.ds._trainer_id
+            request = pack(request_fields)
             try:
                 frames = channel.call(
                     WORKER_SERVICE, "TakeElements", request, timeout=_TAKE_WAIT_S + 30.0
@@ -869,22 +994,40 @@ class _Reader(Iterator[Any]):
         self._put(("task_done", state.task_id))
 
     def _read_rounds(self) -> None:
+        """Coordinated reads: job round ``r`` is one element for each consumer from the
+        task :func:`task_for_round` picks, the task's own round being how many of the
+        job's earlier rounds it served. Every consumer computes the same schedule from the
+        tasks and the rounds they joined at; a task joining the running job waits at its
+        starting round (``block_round``) until this reader knows it."""
         ds = self.ds
-        round_index = 0
+        served: dict[int, int] = {}  # task id -> rounds of it read so far
+        waiting_since: float | None = None
         while not self._stop.is_set():
             with self._lock:
-                tasks = sorted(
-                    (t for t in self._tasks.values() if not t.removed), key=lambda t: t.task_id
-                )
-            if not tasks:
-                self._stop.wait(0.05)
+                tasks = [t for t in self._tasks.values() if not t.removed]
+                round_index, block = self._round, self._block_round
+            joining = round_index == block and not any(t.starting_round == block for t in tasks)
+            task = None if joining else task_for_round(tasks, round_index)
+            if task is None:
+                now = time.monotonic()
+                waiting_since = waiting_since or now
+                if joining and now - waiting_since > CLIENT_TIMEOUT:
+                    self._fail(
+                        errors.UnavailableError(
+                            f"consumer {ds._consumer_index} of job {self.job_id} waited "
+                            f"{CLIENT_TIMEOUT:.0f}s at round {round_index} for a joining "
+                            "worker's task to start"
+                        )
+                    )
+                    return
+                self._stop.wait(0.02)
                 continue
-            task = tasks[round_index % len(tasks)]
+            waiting_since = None
             request = pack(
                 {
                     "task_id": task.task_id,
                     "consumer_index": ds._consumer_index,
-                    "round": round_index // len(tasks),
+                    "round": served.get(task.task_id, 0),
                 }
             )
             channel = channel_to(ds._protocol, task.address)
@@ -905,9 +1048,11 @@ class _Reader(Iterator[Any]):
             if eos:
                 self._put(("end", None))
                 return
+            served[task.task_id] = served.get(task.task_id, 0) + 1
+            with self._lock:
+                self._round = round_index + 1
             if not self._put(("elements", elements)):
                 return
-            round_index += 1
 
     def _live_tasks_done(self) -> bool:
         live = [t for t in self._tasks.values() if not t.removed]

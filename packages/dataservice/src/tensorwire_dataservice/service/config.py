@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL_MS",
     "DEFAULT_DISPATCHER_TIMEOUT_MS",
     "DEFAULT_CLIENT_TIMEOUT_MS",
+    "DEFAULT_CROSS_TRAINER_CACHE_SIZE_BYTES",
     "BIND_HOST_ENV",
     "bind_host",
     "configured_bind_host",
@@ -51,6 +52,8 @@ DEFAULT_WORKER_TIMEOUT_MS = 60 * 60 * 1000 // 6  # 10 minutes
 DEFAULT_HEARTBEAT_INTERVAL_MS = 30 * 1000
 DEFAULT_DISPATCHER_TIMEOUT_MS = 60 * 60 * 1000
 DEFAULT_CLIENT_TIMEOUT_MS = 5 * 60 * 1000
+#: TensorFlow's default memory budget of a worker's cross-trainer cache (per task): 10 GiB.
+DEFAULT_CROSS_TRAINER_CACHE_SIZE_BYTES = 10 << 30
 
 
 #: Environment variable naming the interface servers bind (default loopback only). The
@@ -290,6 +293,8 @@ class WorkerConfig(
             "tls",
             "insecure",
             "registered_pipelines_only",
+            "cross_trainer_cache_size_bytes",
+            "host_id",
         ],
     )
 ):
@@ -309,6 +314,13 @@ class WorkerConfig(
       cluster_token, tls, insecure, registered_pipelines_only: (tensorwire) as in
         :class:`DispatcherConfig`; the worker uses the same token and certificate when it
         calls the dispatcher.
+      cross_trainer_cache_size_bytes: memory budget of the sliding window each task of a
+        ``cross_trainer_cache`` job keeps (TensorFlow's ``WorkerConfig`` proto field;
+        None: 10 GiB). Elements leave the window oldest first when a new one would not
+        fit; a trainer behind the window skips to its oldest element.
+      host_id: (tensorwire) the host identity this worker reports, which readers with
+        ``target_workers="LOCAL"`` compare with their own (None: this machine's, see
+        :func:`tensorwire_dataservice.service.host.host_id`).
 
     The fields are checked by :class:`WorkerServer`, which raises ``ValueError`` for an
     invalid one (e.g. no ``dispatcher_address``).
@@ -333,6 +345,8 @@ class WorkerConfig(
         tls: Any = None,
         insecure: bool = False,
         registered_pipelines_only: bool = False,
+        cross_trainer_cache_size_bytes: int | None = None,
+        host_id: str | None = None,
     ) -> WorkerConfig:
         if worker_address is None:
             worker_address = "localhost:%port%"
@@ -354,6 +368,8 @@ class WorkerConfig(
             tls,
             insecure,
             registered_pipelines_only,
+            cross_trainer_cache_size_bytes,
+            host_id,
         )
 
 
@@ -412,6 +428,8 @@ def worker_config_from(config: Any) -> WorkerConfig:
                 None,
                 False,
                 False,
+                int(getattr(config, "cross_trainer_cache_size_bytes", 0)) or None,
+                None,
             ]
         )
     raise TypeError(

@@ -33,6 +33,7 @@ from .config import (
     dispatcher_config_from,
     transport_options_of,
 )
+from .coordinated_join import PendingJoins
 from .journal import Journal, recover
 from .protocol import (
     DISPATCHER_SERVICE,
@@ -117,6 +118,11 @@ class _Dispatcher:
         # very splits its task was given (rebuilt from the deterministic provider).
         self.split_log: dict[int, list[bytes]] = {}
         self._heartbeating = ""  # worker whose heartbeat is being handled (under the lock)
+        # The host identity each worker reports in its heartbeats (target_workers="LOCAL");
+        # not journaled: a restarted dispatcher learns it again at the next heartbeat.
+        self.worker_hosts: dict[str, str] = {}
+        # Workers waiting to join running coordinated-read jobs (coordinated_join.py).
+        self.joins = PendingJoins()
         self.worker_timeout = _ms(config.worker_timeout_ms, DEFAULT_WORKER_TIMEOUT_MS) / 1000
         self.gc_interval = (
             _ms(config.job_gc_check_interval_ms, DEFAULT_JOB_GC_CHECK_INTERVAL_MS) / 1000
@@ -243,19 +249,21 @@ class _Dispatcher:
             "compression": ds.metadata.get("compression") or "",
             "exact": job.exact,
             "generation": task.generation,
+            "cross_trainer_cache": job.cross_trainer_cache,
         }
 
-    def _create_task(self, job: Job, address: str) -> None:
+    def _create_task(self, job: Job, address: str, starting_round: int = 0) -> None:
         if job.policy in STATIC_POLICIES:
             self.worker_index.resolve(address)
-        self._commit(
-            {
-                "op": "create_task",
-                "task_id": self.state.next_task_id,
-                "job_id": job.job_id,
-                "worker_address": address,
-            }
-        )
+        record: dict[str, Any] = {
+            "op": "create_task",
+            "task_id": self.state.next_task_id,
+            "job_id": job.job_id,
+            "worker_address": address,
+        }
+        if starting_round:
+            record["starting_round"] = starting_round
+        self._commit(record)
         self._push(address, self.state.tasks[self.state.next_task_id - 1])
 
     def _push(self, address: str, task: Task) -> None:
@@ -302,7 +310,10 @@ class _Dispatcher:
         # Generations of the exact tasks the worker runs: an older one is sent again, and
         # the worker starts it over (a replay).
         generations = {int(t): int(g) for t, g in dict(req.get("generations") or {}).items()}
+        host_id = str(req.get("host_id") or "")
         with self.lock:
+            if host_id:
+                self.worker_hosts[address] = host_id
             self._heartbeating = address
             try:
                 return self._worker_heartbeat_locked(
@@ -337,7 +348,8 @@ class _Dispatcher:
             )
             for job in self.state.active_jobs():
                 if job.coordinated:
-                    continue  # rounds are fixed to the workers present at job start
+                    self._plan_join(job, address)  # from a round no consumer has passed
+                    continue
                 if any(
                     self.state.tasks[t].worker_address == address
                     and not self.state.tasks[t].removed
@@ -409,6 +421,53 @@ class _Dispatcher:
                     address,
                 )
                 self._push(address, task)
+
+    def _plan_joins(self) -> None:
+        """Make each registered worker without a task of a running coordinated job a
+        pending task of it (also after a restart forgot the pending ones). Caller holds
+        the lock."""
+        for job in self.state.active_jobs():
+            if job.coordinated:
+                for address in sorted(self.state.workers):
+                    self._plan_join(job, address)
+
+    def _plan_join(self, job: Job, address: str) -> None:
+        """``address`` joins the coordinated ``job`` at a round no consumer has passed
+        (see coordinated_join.py). Caller holds the lock."""
+        live = self.state.live_tasks(job)
+        if any(t.worker_address == address for t in live) or self.joins.is_pending(
+            job.job_id, address
+        ):
+            return
+        if not live:
+            # Nobody reads while the job has no task: start at the furthest round reached.
+            pending = self.joins.add(job.job_id, address, set(job.clients), lookahead=False)
+        else:
+            pending = self.joins.add(job.job_id, address, set(job.clients))
+        log.info(
+            "worker %s joins coordinated job %d at round %d once its %d consumers agree",
+            address,
+            job.job_id,
+            pending.target_round,
+            len(job.clients),
+        )
+        self._advance_join(job)
+
+    def _advance_join(self, job: Job) -> None:
+        """Create the job's front pending task once every consumer confirmed its round."""
+        pending = self.joins.ready_to_join(job.job_id, set(job.clients))
+        if pending is None:
+            return
+        if pending.worker_address not in self.state.workers:
+            return
+        self._create_task(job, pending.worker_address, starting_round=pending.target_round)
+        log.info(
+            "worker %s joined coordinated job %d from round %d",
+            pending.worker_address,
+            job.job_id,
+            pending.target_round,
+        )
+        self._advance_join(job)  # the next pending task may be ready too
 
     def get_dataset_def(self, req: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
@@ -621,6 +680,8 @@ class _Dispatcher:
         iteration = int(req.get("iteration", 0))
         policy = ShardingPolicy(int(req["policy"]))
         num_consumers = int(req.get("num_consumers", -1))
+        cross_trainer_cache = bool(req.get("cross_trainer_cache", False))
+        target_workers = str(req.get("target_workers") or "AUTO")
         with self.lock:
             ds = self._dataset(dataset_id)
             if policy in STATIC_POLICIES and not self.config.worker_addresses:
@@ -649,10 +710,11 @@ class _Dispatcher:
                             f"{job.dataset_id} (processing mode "
                             f"{ShardingPolicy(job.policy).name})"
                         )
+                    _check_same_sharing(job, cross_trainer_cache, target_workers)
                     return self._job_reply(job, req)
             job_id = self.state.next_job_id
             exact = False
-            if policy == ShardingPolicy.DYNAMIC and num_consumers < 0:
+            if policy == ShardingPolicy.DYNAMIC and num_consumers < 0 and not cross_trainer_cache:
                 exact = self._exactly_once(ds, job_id)
             self._commit(
                 {
@@ -664,7 +726,8 @@ class _Dispatcher:
                     "dataset_id": dataset_id,
                     "policy": int(policy),
                     "num_consumers": num_consumers,
-                    "target_workers": str(req.get("target_workers") or "AUTO"),
+                    "target_workers": target_workers,
+                    "cross_trainer_cache": cross_trainer_cache,
                 }
             )
             self.job_idle_since[job_id] = time.monotonic()
@@ -715,6 +778,8 @@ class _Dispatcher:
                 "worker_address": t.worker_address,
                 "generation": t.generation,
                 "report": client_id in t.awaiting,
+                "starting_round": t.starting_round,
+                "worker_host": self.worker_hosts.get(t.worker_address, ""),
             }
             for t in self.state.live_tasks(job)
         ]
@@ -727,11 +792,16 @@ class _Dispatcher:
             }
             for t in self.state.orphans(job)
         )
+        pending = self.joins.front(job.job_id) if job.coordinated else None
         return {
             "tasks": tasks,
             "exact": job.exact,
             "job_finished": self.state.job_finished(job),
             "num_workers": len(self.state.workers),
+            # Every worker's host (target_workers="LOCAL" names them when none is local).
+            "worker_hosts": {a: self.worker_hosts.get(a, "") for a in sorted(self.state.workers)},
+            # Coordinated reads: the round a joining task waits at (-1: none).
+            "block_round": pending.target_round if pending is not None else -1,
         }
 
     def acquire_client(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -757,6 +827,9 @@ class _Dispatcher:
         self.client_seen.pop(client_id, None)
         self.job_idle_since[job_id] = time.monotonic()
         job = self.state.jobs[job_id]
+        self.joins.forget_client(client_id)
+        if job.coordinated and not job.garbage_collected:
+            self._advance_join(job)  # the consumers left may all have confirmed
         if (
             not job.job_name
             and not job.clients
@@ -793,6 +866,16 @@ class _Dispatcher:
                     self._commit({"op": "finish_task", "task_id": task.task_id})
             for report in req.get("delivered", ()):
                 self._report_delivered(job, client_id, report)
+            if job.coordinated and "current_round" in req:
+                self.joins.report(
+                    job.job_id,
+                    set(job.clients),
+                    client_id,
+                    int(req["current_round"]),
+                    int(req.get("blocked_round", -1)),
+                    time.monotonic(),
+                )
+                self._advance_join(job)
             return self._client_view(job, client_id)
 
     def _report_delivered(self, job: Job, client_id: int, report: dict[str, Any]) -> None:
@@ -854,7 +937,9 @@ class _Dispatcher:
                     self._commit({"op": "remove_worker", "address": address})
                     self.worker_seen.pop(address, None)
                     self.worker_index.assigned.pop(address, None)
+                    self.joins.drop_worker(address)
             self._place_orphans()
+            self._plan_joins()
             for client_id, seen in list(self.client_seen.items()):
                 if now - seen > self.client_timeout:
                     log.info("client %d timed out; releasing it", client_id)
@@ -873,6 +958,7 @@ class _Dispatcher:
         """Garbage-collect ``job`` and tell its workers to drop its tasks now."""
         self.gc_clients.update(c for c, j in self.state.clients.items() if j == job.job_id)
         self._commit({"op": "gc_job", "job_id": job.job_id})
+        self.joins.drop_job(job.job_id)
         self.split_providers.pop(job.job_id, None)
         self.split_log.pop(job.job_id, None)
         for task_id in job.task_ids:
@@ -917,6 +1003,25 @@ def _draw_splits(provider: Any, want: int) -> tuple[list[bytes], bool]:
             return splits, True
         splits.append(pipeline.encode_split(split))
     return splits, False
+
+
+def _check_same_sharing(job: Job, cross_trainer_cache: bool, target_workers: str) -> None:
+    """Readers of one named job must agree on how they share it (TensorFlow's check and
+    wording): the cross-trainer cache and ``target_workers``."""
+    diff = []
+    if job.cross_trainer_cache != cross_trainer_cache:
+        state = {True: "enabled", False: "disabled"}
+        diff.append(
+            f"Existing cross-trainer cache: <{state[job.cross_trainer_cache]}>; got "
+            f"<{state[cross_trainer_cache]}>."
+        )
+    if job.target_workers != target_workers:
+        diff.append(f"Existing target workers: <{job.target_workers}>; got <{target_workers}>.")
+    if diff:
+        raise errors.InvalidArgumentError(
+            f"Tried to create job with name {job.job_name}, but found an existing job with "
+            f"different parameters: {' '.join(diff)}"
+        )
 
 
 def _check_dataset_id(dataset_id: Any) -> None:

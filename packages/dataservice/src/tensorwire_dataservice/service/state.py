@@ -70,6 +70,9 @@ class Task:
     generation: int = 0
     delivered: list[list[int]] = dataclasses.field(default_factory=list)
     awaiting: set[int] = dataclasses.field(default_factory=set)
+    # Coordinated reads: the job-wide round from which this task takes part (a worker that
+    # joined the running job); 0 for the tasks made with the job.
+    starting_round: int = 0
 
     @property
     def num_recorded_splits(self) -> int:
@@ -93,6 +96,9 @@ class Job:
     # distributed_epoch of a deterministic pipeline: a lost worker's tasks are replayed, so
     # every element is delivered exactly once (see Task.splits).
     exact: bool = False
+    # Its readers share each task's elements through a per-trainer sliding window
+    # (trainer_cache.py) instead of splitting them.
+    cross_trainer_cache: bool = False
 
     @property
     def coordinated(self) -> bool:
@@ -273,6 +279,7 @@ class DispatcherState:
             r["num_consumers"],
             r["target_workers"],
             exact=bool(r.get("exact", False)),
+            cross_trainer_cache=bool(r.get("cross_trainer_cache", False)),
         )
         next_id = max(self.next_job_id, job.job_id + 1)
         self.jobs[job.job_id] = job
@@ -282,6 +289,7 @@ class DispatcherState:
 
     def _apply_create_task(self, r: dict[str, Any]) -> None:
         task = Task(r["task_id"], r["job_id"], r["worker_address"])
+        task.starting_round = int(r.get("starting_round", 0))
         job = self.jobs[task.job_id]
         next_id = max(self.next_task_id, task.task_id + 1)
         self.tasks[task.task_id] = task

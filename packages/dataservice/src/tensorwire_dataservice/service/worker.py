@@ -24,8 +24,9 @@ from tensorwire.transport import get_transport
 from tensorwire.transport.base import CallContext, Service
 from tensorwire.transport.threads import join_threads
 
-from . import pipeline
+from . import host, pipeline
 from .config import (
+    DEFAULT_CROSS_TRAINER_CACHE_SIZE_BYTES,
     DEFAULT_DISPATCHER_TIMEOUT_MS,
     DEFAULT_HEARTBEAT_INTERVAL_MS,
     WorkerConfig,
@@ -47,6 +48,7 @@ from .protocol import (
     refusing_malformed,
     unpack,
 )
+from .trainer_cache import TrainerWindow
 
 __all__ = ["WorkerServer"]
 
@@ -190,6 +192,10 @@ class _Task:
         self.rounds: dict[int, list[Any]] = {}
         self.round_taken: dict[int, set[int]] = {}
         self.next_round = 0
+        # Cross-trainer cache: every trainer reads the task's elements from this window.
+        self.window: TrainerWindow | None = None
+        if definition.get("cross_trainer_cache"):
+            self.window = TrainerWindow(worker.cross_trainer_cache_bytes, self._take_for_window)
         self.thread = threading.Thread(
             target=self._produce, name=f"tw-data-task-{self.task_id}", daemon=True
         )
@@ -316,6 +322,13 @@ class _Task:
             self.worker.task_finished(self.task_id)
         return out, eos, first
 
+    def _take_for_window(self, max_elements: int, timeout: float) -> tuple[list[Any], bool]:
+        """:meth:`take` for the cross-trainer window; a failed pipeline raises its error."""
+        out, eos = self.take(max_elements, timeout)
+        if eos and not out and self.error is not None:
+            raise self.error
+        return out, eos
+
     def round_element(self, consumer: int, round_index: int, timeout: float) -> tuple[Any, bool]:
         if not 0 <= consumer < self.num_consumers:
             raise errors.InvalidArgumentError(
@@ -369,6 +382,8 @@ class _Task:
 
     def stop(self) -> None:
         self.stopped.set()
+        if self.window is not None:
+            self.window.cancel(errors.CancelledError(f"task {self.task_id} was deleted"))
         with self.cond:
             self.cond.notify_all()
 
@@ -398,6 +413,17 @@ class _Worker:
         self.dispatcher_timeout = (
             config.dispatcher_timeout_ms or DEFAULT_DISPATCHER_TIMEOUT_MS
         ) / 1000
+        self.cross_trainer_cache_bytes = _positive_int(
+            "cross_trainer_cache_size_bytes",
+            config.cross_trainer_cache_size_bytes,
+            DEFAULT_CROSS_TRAINER_CACHE_SIZE_BYTES,
+        )
+        if config.host_id is not None and (
+            not isinstance(config.host_id, str) or not config.host_id.strip()
+        ):
+            raise ValueError(f"`host_id` must be a non-empty string, got {config.host_id!r}")
+        #: The host identity readers with target_workers="LOCAL" compare with theirs.
+        self.host_id = config.host_id.strip() if config.host_id else host.host_id()
 
     def dispatcher_call(self, method: str, request: dict[str, Any], should_stop: Any = None) -> Any:
         def once() -> dict[str, Any]:
@@ -456,6 +482,7 @@ class _Worker:
                 "finished": finished,
                 "incarnation": self.incarnation,
                 "generations": generations,
+                "host_id": self.host_id,
             },
             timeout=10.0,
             options=self.options,
@@ -553,6 +580,9 @@ class _Worker:
             wait = min(wait, max(0.0, remaining - 0.5))
         if self.stopped.is_set():
             raise errors.UnavailableError(f"worker {self.address} is stopping")
+        trainer_id = req.get("trainer_id")
+        if task.window is not None or trainer_id is not None:
+            return _take_from_window(task, trainer_id, max_elements, wait)
         out, eos, first = task.take_chunk(max_elements, wait, _generation_of(req))
         if not out and eos:
             if task.error is not None:
@@ -615,6 +645,29 @@ class _Worker:
         for task in tasks:
             task.stop()
         return [task.thread for task in tasks]
+
+
+def _take_from_window(task: _Task, trainer_id: Any, max_elements: int, wait: float) -> Any:
+    """TakeElements of a cross-trainer cache job: the trainer's next elements."""
+    if task.window is None or not trainer_id:
+        raise errors.InvalidArgumentError(
+            f"task {task.task_id} of job {task.job_id} "
+            + (
+                "uses a cross-trainer cache: every reader must pass a trainer id"
+                if task.window is not None
+                else "does not use a cross-trainer cache, but the reader passed a trainer id"
+            )
+        )
+    out = task.window.get(str(trainer_id), max_elements, wait)
+    return encode_elements(out, Compressor(task.compression))
+
+
+def _positive_int(name: str, value: Any, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}")
+    return value
 
 
 def _generation_of(request: dict[str, Any]) -> int | None:
