@@ -559,6 +559,10 @@ class _Reader(Iterator[Any]):
         self._error: BaseException | None = None
         self._last_dispatcher_ok = time.monotonic()
         self._no_workers_since: float | None = None
+        # Reported in heartbeats (the dispatcher's status and metrics): seconds next() waited
+        # for elements, and elements received.
+        self._waited = 0.0
+        self._received = 0
         job = self._dispatcher(
             "GetOrCreateJob",
             {
@@ -624,7 +628,12 @@ class _Reader(Iterator[Any]):
             ]
         # The tasks this reader saw end are reported, so the dispatcher knows the job has
         # finished before this reader ends (a reader joining it later is told so).
-        request: dict[str, Any] = {"client_id": self.client_id, "finished": ended}
+        request: dict[str, Any] = {
+            "client_id": self.client_id,
+            "finished": ended,
+            "wait_s": self._waited,
+            "elements": self._received,
+        }
         if delivered:
             request["delivered"] = delivered
         reply = call(
@@ -931,6 +940,7 @@ class _Reader(Iterator[Any]):
         return self
 
     def __next__(self) -> Any:
+        waiting_since: float | None = None
         while True:
             if self._pos < len(self._current):
                 element = self._current[self._pos]
@@ -940,6 +950,8 @@ class _Reader(Iterator[Any]):
                 return element
             if self.closed:
                 raise StopIteration
+            if waiting_since is None:
+                waiting_since = time.monotonic()
             try:
                 kind, payload = self._queue.get(timeout=0.05)
             except queue.Empty:
@@ -975,6 +987,8 @@ class _Reader(Iterator[Any]):
                 continue
             if kind == "elements":
                 self._current, self._pos = payload, 0
+                self._waited += time.monotonic() - waiting_since
+                self._received += len(payload)
             elif kind == "end":
                 self.close()
                 raise StopIteration

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from tensorwire.observe import DEFAULT_METRICS_HOST
 from tensorwire.protos import TensorwireOptions
 from tensorwire.runtime.options import security_environment, security_options
 from tensorwire.transport import TransportOptions
@@ -195,6 +196,8 @@ class DispatcherConfig(
             "tls",
             "insecure",
             "registered_pipelines_only",
+            "metrics_port",
+            "metrics_host",
         ],
     )
 ):
@@ -228,6 +231,11 @@ class DispatcherConfig(
         (``register_pipeline`` / ``registered_pipeline``); a dataset sent as code is
         refused with PermissionDeniedError, so nothing this server runs came from the
         network.
+      metrics_port: (tensorwire) serve Prometheus metrics at
+        ``http://<metrics_host>:<port>/metrics`` (0 picks a free port; the server's
+        ``metrics_url`` says which); None serves none.
+      metrics_host: (tensorwire) the interface the metrics port binds, loopback by
+        default; another one is your explicit choice (the metrics hold no secrets).
 
     The fields are checked by :class:`DispatchServer`, which raises ``ValueError`` for an
     invalid one (e.g. ``fault_tolerant_mode`` without ``work_dir``).
@@ -253,6 +261,8 @@ class DispatcherConfig(
         tls: Any = None,
         insecure: bool = False,
         registered_pipelines_only: bool = False,
+        metrics_port: int | None = None,
+        metrics_host: str = DEFAULT_METRICS_HOST,
     ) -> DispatcherConfig:
         if protocol is None:
             protocol = DEFAULT_PROTOCOL
@@ -271,6 +281,8 @@ class DispatcherConfig(
             tls,
             insecure,
             registered_pipelines_only,
+            metrics_port,
+            metrics_host,
         )
 
 
@@ -290,6 +302,8 @@ class WorkerConfig(
             "tls",
             "insecure",
             "registered_pipelines_only",
+            "metrics_port",
+            "metrics_host",
         ],
     )
 ):
@@ -306,9 +320,9 @@ class WorkerConfig(
       data_transfer_protocol: protocol used to move elements to clients (None: ``protocol``).
       data_transfer_address: accepted for compatibility, default
         ``"localhost:%dts_port%"``.
-      cluster_token, tls, insecure, registered_pipelines_only: (tensorwire) as in
-        :class:`DispatcherConfig`; the worker uses the same token and certificate when it
-        calls the dispatcher.
+      cluster_token, tls, insecure, registered_pipelines_only, metrics_port,
+        metrics_host: (tensorwire) as in :class:`DispatcherConfig`; the worker uses the
+        same token and certificate when it calls the dispatcher.
 
     The fields are checked by :class:`WorkerServer`, which raises ``ValueError`` for an
     invalid one (e.g. no ``dispatcher_address``).
@@ -333,6 +347,8 @@ class WorkerConfig(
         tls: Any = None,
         insecure: bool = False,
         registered_pipelines_only: bool = False,
+        metrics_port: int | None = None,
+        metrics_host: str = DEFAULT_METRICS_HOST,
     ) -> WorkerConfig:
         if worker_address is None:
             worker_address = "localhost:%port%"
@@ -354,6 +370,8 @@ class WorkerConfig(
             tls,
             insecure,
             registered_pipelines_only,
+            metrics_port,
+            metrics_host,
         )
 
 
@@ -385,6 +403,8 @@ def dispatcher_config_from(config: Any) -> DispatcherConfig:
                 None,
                 False,
                 False,
+                None,
+                DEFAULT_METRICS_HOST,
             ]
         )
     raise TypeError(
@@ -412,6 +432,8 @@ def worker_config_from(config: Any) -> WorkerConfig:
                 None,
                 False,
                 False,
+                None,
+                DEFAULT_METRICS_HOST,
             ]
         )
     raise TypeError(

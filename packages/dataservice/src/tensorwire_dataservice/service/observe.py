@@ -1,0 +1,442 @@
+"""Status snapshots and Prometheus families of the dispatcher and the workers.
+
+The dispatcher and worker modules keep plain totals (a worker's task counts what it
+produced and served, a reader what it received and how long it waited) and hand them on in
+the heartbeats they already send: a worker reports its tasks' totals (``stats``), a reader
+its wait and element count (``wait_s``, ``elements``). The dispatcher keeps the latest
+report of each, so its status shows every job with its workers, readers, rates and
+backlog. Everything here runs when a status is asked for or ``/metrics`` is scraped, never
+per element. The snapshot types and the metrics endpoint are the core's
+(:mod:`tensorwire.observe`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from tensorwire._version import __version__
+from tensorwire.observe import (
+    CallMeter,
+    DataJobStatus,
+    DataTaskStatus,
+    DataWorkerStatus,
+    DispatcherStatus,
+    MetricFamily,
+    MetricsEndpoint,
+    WorkerStatus,
+    call_families,
+)
+from tensorwire.transport import Listener, TransportOptions
+
+from .journal import snapshot_file
+from .protocol import ShardingPolicy
+
+if TYPE_CHECKING:
+    from .dispatcher import DispatchServer, _Dispatcher
+    from .worker import WorkerServer, _Task, _Worker
+
+__all__ = [
+    "TaskReport",
+    "ClientReport",
+    "metered",
+    "start_metrics",
+    "task_stats",
+    "task_reports",
+    "client_report",
+    "worker_status",
+    "dispatcher_status",
+    "worker_families",
+    "dispatcher_families",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskReport:
+    """A task's totals as its worker last reported them."""
+
+    elements_produced: int = 0
+    elements_served: int = 0
+    bytes_produced: int = 0
+    bytes_served: int = 0
+    buffered: int = 0
+    buffer_capacity: int = 0
+    elements_per_second: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientReport:
+    """A reader's totals as its last heartbeat reported them."""
+
+    job_id: int
+    wait_seconds: float
+    elements: int
+
+
+def metered(options: TransportOptions, metrics_port: int | None) -> TransportOptions:
+    """The listener's options: ``options`` with a fresh call meter when metrics are served
+    (a copy: the channels the server makes keep ``options`` as they are)."""
+    if metrics_port is None:
+        return options
+    return dataclasses.replace(options, call_meter=CallMeter())
+
+
+def start_metrics(
+    config: Any, collect: Callable[[], Iterable[MetricFamily]], what: str, listener: Listener
+) -> MetricsEndpoint | None:
+    """The metrics endpoint ``config.metrics_port`` asks for, or None; if it cannot be
+    made the server's ``listener`` is stopped before the error propagates."""
+    if config.metrics_port is None:
+        return None
+    try:
+        return MetricsEndpoint(collect, int(config.metrics_port), config.metrics_host, what)
+    except BaseException:
+        listener.stop(0)
+        raise
+
+
+# -- worker side ---------------------------------------------------------------------------
+
+
+def _report_of(task: _Task, now: float) -> TaskReport:
+    produced = task.elements_produced
+    return TaskReport(
+        elements_produced=produced,
+        elements_served=task.elements_served,
+        bytes_produced=produced * task.element_bytes,  # estimated from the first element
+        bytes_served=task.bytes_served,
+        buffered=len(task.buffer),
+        buffer_capacity=task.capacity,
+        elements_per_second=produced / max(now - task.started, 1e-3),
+    )
+
+
+_REPORT_FIELDS = [f.name for f in dataclasses.fields(TaskReport)]
+
+
+def task_stats(tasks: list[_Task]) -> list[list[Any]]:
+    """The ``stats`` a worker's heartbeat carries: per task ``[task_id, *TaskReport]``."""
+    now = time.monotonic()
+    return [[t.task_id, *dataclasses.astuple(_report_of(t, now))] for t in tasks]
+
+
+def task_reports(stats: Any) -> dict[int, TaskReport]:
+    """A heartbeat's ``stats`` read back (absent from older workers: none).
+
+    Raises:
+      ValueError: a row that is not ``[task_id, *TaskReport fields]`` of numbers.
+    """
+    reports: dict[int, TaskReport] = {}
+    for row in stats or ():
+        if len(row) != 1 + len(_REPORT_FIELDS):
+            raise ValueError(f"a task's stats have {len(_REPORT_FIELDS) + 1} numbers: {row!r}")
+        task_id, produced, served, bytes_produced, bytes_served, buffered, capacity = (
+            int(v) for v in row[:-1]
+        )
+        reports[task_id] = TaskReport(
+            produced, served, bytes_produced, bytes_served, buffered, capacity, float(row[-1])
+        )
+    return reports
+
+
+def client_report(job_id: int, request: dict[str, Any]) -> ClientReport:
+    """What a reader's heartbeat says it waited and received (0 from older readers)."""
+    return ClientReport(job_id, float(request.get("wait_s", 0.0)), int(request.get("elements", 0)))
+
+
+def _task_status(
+    task_id: int, job_id: int, worker: str, finished: bool, report: TaskReport
+) -> DataTaskStatus:
+    return DataTaskStatus(task_id, job_id, worker, finished, *dataclasses.astuple(report))
+
+
+def worker_status(server: WorkerServer, core: _Worker) -> WorkerStatus:
+    now = time.monotonic()
+    with core.lock:
+        tasks = sorted(core.tasks.values(), key=lambda t: t.task_id)
+        finished = set(core.finished)
+    return WorkerStatus(
+        kind="worker",
+        target=f"{server._config.protocol}://{server._address}",
+        worker_address=core.address,
+        dispatcher_address=server._config.dispatcher_address,
+        protocol=server._config.protocol,
+        version=__version__,
+        pid=os.getpid(),
+        uptime_seconds=now - server._created,
+        registered=server._started,
+        tasks=tuple(
+            _task_status(
+                t.task_id, t.job_id, core.address, t.task_id in finished, _report_of(t, now)
+            )
+            for t in tasks
+        ),
+        calls=tuple(server._meter.snapshot()) if server._meter is not None else (),
+    )
+
+
+# -- dispatcher side -----------------------------------------------------------------------
+
+_MODES = {ShardingPolicy.OFF: "parallel_epochs", ShardingPolicy.DYNAMIC: "distributed_epoch"}
+
+
+def _journal_facts(core: _Dispatcher) -> tuple[int, float | None]:
+    """Bytes of the journal and its snapshot, and when the snapshot was written (the last
+    compaction), read from the files."""
+    journal = core.journal
+    if journal is None or journal.closed:
+        return 0, None
+    size = 0
+    try:
+        size += os.path.getsize(journal.path)
+    except OSError:
+        pass
+    try:
+        stat = os.stat(os.path.join(journal.work_dir, snapshot_file(journal.generation)))
+    except OSError:
+        return size, None
+    return size + stat.st_size, stat.st_mtime
+
+
+def dispatcher_status(server: DispatchServer, core: _Dispatcher) -> DispatcherStatus:
+    now = time.monotonic()
+    with core.lock:
+        state = core.state
+        waits: dict[int, list[float]] = {}
+        for client in core.client_reports.values():
+            total = waits.setdefault(client.job_id, [0.0, 0])
+            total[0] += client.wait_seconds
+            total[1] += client.elements
+        jobs = []
+        for job in sorted(state.jobs.values(), key=lambda j: j.job_id):
+            tasks = tuple(
+                _task_status(
+                    t.task_id,
+                    job.job_id,
+                    t.worker_address,
+                    t.finished,
+                    core.task_reports.get(t.task_id, TaskReport()),
+                )
+                for t in (state.tasks[i] for i in job.task_ids if i in state.tasks)
+            )
+            policy = ShardingPolicy(job.policy)
+            wait, received = waits.get(job.job_id, (0.0, 0))
+            jobs.append(
+                DataJobStatus(
+                    job_id=job.job_id,
+                    job_name=job.job_name,
+                    dataset_id=job.dataset_id,
+                    processing_mode=_MODES.get(policy, policy.name.lower()),
+                    num_consumers=job.num_consumers,
+                    clients=tuple(sorted(job.clients)),
+                    num_splits=job.num_splits,
+                    splits_exhausted=job.splits_exhausted,
+                    finished=state.job_finished(job),
+                    garbage_collected=job.garbage_collected,
+                    tasks=tasks,
+                    client_wait_seconds=float(wait),
+                    client_elements=int(received),
+                )
+            )
+        workers = tuple(
+            DataWorkerStatus(
+                address,
+                tuple(t.task_id for t in state.tasks_for_worker(address)),
+                max(0.0, now - core.worker_seen.get(address, now)),
+            )
+            for address in sorted(state.workers)
+        )
+        datasets, clients, lost = len(state.datasets), len(state.clients), core.workers_lost
+    journal_bytes, last_compaction = _journal_facts(core)
+    config = server._config
+    return DispatcherStatus(
+        kind="dispatcher",
+        target=server.target,
+        protocol=config.protocol,
+        version=__version__,
+        pid=os.getpid(),
+        uptime_seconds=now - core.started,
+        fault_tolerant=bool(config.fault_tolerant_mode),
+        work_dir=config.work_dir or "",
+        datasets=datasets,
+        jobs=tuple(jobs),
+        workers=workers,
+        workers_lost=lost,
+        clients=clients,
+        journal_bytes=journal_bytes,
+        last_compaction=last_compaction,
+        calls=tuple(server._meter.snapshot()) if server._meter is not None else (),
+    )
+
+
+# -- metric families -----------------------------------------------------------------------
+
+
+def _server_families(kind: str, name: str, status: Any) -> list[MetricFamily]:
+    info = MetricFamily(
+        "tensorwire_server_info",
+        "gauge",
+        "Always 1; the labels say what the server is.",
+        ("kind", "name", "protocol", "version"),
+    )
+    info.add((kind, name, status.protocol, status.version), 1)
+    uptime = MetricFamily(
+        "tensorwire_server_uptime_seconds", "gauge", "Seconds since the server was made."
+    )
+    uptime.add((), status.uptime_seconds)
+    return [info, uptime, *call_families(list(status.calls))]
+
+
+_TASK_COUNTERS = (
+    ("elements_produced_total", "Elements produced", "elements_produced"),
+    ("elements_served_total", "Elements sent to readers", "elements_served"),
+    (
+        "produced_bytes_total",
+        "Bytes produced (estimated from the size of each task's first element)",
+        "bytes_produced",
+    ),
+    ("served_bytes_total", "Bytes of element messages sent (after compression)", "bytes_served"),
+)
+_TASK_GAUGES = (
+    ("buffered_elements", "Elements produced and waiting to be sent (the backlog)", "buffered"),
+    ("buffer_capacity_elements", "Elements the buffers may hold now", "buffer_capacity"),
+    (
+        "elements_per_second",
+        "Production rate, elements per second averaged over each task's life",
+        "elements_per_second",
+    ),
+)
+
+
+def _grouped(
+    prefix: str, what: str, labels: tuple[str, ...], rows: list[tuple[tuple[Any, ...], Any]]
+) -> list[MetricFamily]:
+    """The task counters and gauges summed per label values (a job, a worker, a task)."""
+    families = []
+    for specs, kind in ((_TASK_COUNTERS, "counter"), (_TASK_GAUGES, "gauge")):
+        for suffix, text, field in specs:
+            family = MetricFamily(f"{prefix}_{suffix}", kind, f"{text}, per {what}.", labels)
+            sums: dict[tuple[Any, ...], float] = {}
+            for key, item in rows:
+                sums[key] = sums.get(key, 0) + getattr(item, field)
+            for key, value in sums.items():
+                family.add(key, value)
+            families.append(family)
+    return families
+
+
+def worker_families(status: WorkerStatus) -> list[MetricFamily]:
+    """The families of a worker's ``/metrics``."""
+    tasks = MetricFamily("tensorwire_data_worker_tasks", "gauge", "Tasks the worker runs.")
+    tasks.add((), len(status.tasks))
+    rows = [((t.job_id, t.task_id), t) for t in status.tasks]
+    return [
+        *_server_families("worker", status.worker_address, status),
+        tasks,
+        *_grouped("tensorwire_data_task", "task", ("job", "task"), rows),
+    ]
+
+
+def dispatcher_families(status: DispatcherStatus) -> list[MetricFamily]:
+    """The families of a dispatcher's ``/metrics``."""
+
+    def gauge(name: str, text: str, value: float, labels: tuple[str, ...] = ()) -> MetricFamily:
+        family = MetricFamily(name, "gauge", text, labels)
+        if not labels:
+            family.add((), value)
+        return family
+
+    out = _server_families("dispatcher", status.target, status)
+    out.append(gauge("tensorwire_data_datasets", "Datasets registered.", status.datasets))
+    jobs = gauge("tensorwire_data_jobs", "Jobs, by state.", 0, ("state",))
+    states = {"active": 0, "finished": 0, "garbage_collected": 0}
+    for job in status.jobs:
+        state = (
+            "garbage_collected"
+            if job.garbage_collected
+            else "finished"
+            if job.finished
+            else "active"
+        )
+        states[state] += 1
+    for state, count in states.items():
+        jobs.add((state,), count)
+    out.append(jobs)
+    out.append(
+        gauge("tensorwire_data_clients", "Readers (iterations) holding a job.", status.clients)
+    )
+    workers = gauge("tensorwire_data_workers", "Workers, by state.", 0, ("state",))
+    workers.add(("alive",), len(status.workers))
+    out.append(workers)
+    lost = MetricFamily(
+        "tensorwire_data_workers_lost_total",
+        "counter",
+        "Workers dropped for missed heartbeats since the dispatcher started.",
+    )
+    lost.add((), status.workers_lost)
+    out.append(lost)
+    job_labels = ("job", "job_name")
+    per_job: list[tuple[str, str, str, Callable[[DataJobStatus], float]]] = [
+        (
+            "tensorwire_data_job_splits_total",
+            "counter",
+            "Splits handed out (distributed_epoch).",
+            lambda j: j.num_splits,
+        ),
+        (
+            "tensorwire_data_job_splits_exhausted",
+            "gauge",
+            "1 once the job's source has no splits left.",
+            lambda j: float(j.splits_exhausted),
+        ),
+        ("tensorwire_data_job_clients", "gauge", "Readers of the job.", lambda j: len(j.clients)),
+        (
+            "tensorwire_data_client_wait_seconds_total",
+            "counter",
+            "Seconds the job's readers waited for elements (as they reported).",
+            lambda j: j.client_wait_seconds,
+        ),
+        (
+            "tensorwire_data_client_elements_total",
+            "counter",
+            "Elements the job's readers received (as they reported).",
+            lambda j: j.client_elements,
+        ),
+    ]
+    for name, kind, text, value in per_job:
+        family = MetricFamily(name, kind, text, job_labels)
+        for job in status.jobs:
+            family.add((job.job_id, job.job_name), value(job))
+        out.append(family)
+    by_job = [((j.job_id, j.job_name), t) for j in status.jobs for t in j.tasks]
+    out.extend(_grouped("tensorwire_data_job", "job (as its workers reported)", job_labels, by_job))
+    alive = {w.address for w in status.workers}
+    by_worker = [
+        ((t.worker_address,), t) for j in status.jobs for t in j.tasks if t.worker_address in alive
+    ]
+    out.extend(
+        f
+        for f in _grouped(
+            "tensorwire_data_worker", "worker (as it reported)", ("worker",), by_worker
+        )
+        if not f.name.endswith("_bytes_total")
+    )
+    out.append(
+        gauge(
+            "tensorwire_data_journal_bytes",
+            "Bytes of the journal and its snapshot.",
+            status.journal_bytes,
+        )
+    )
+    if status.last_compaction is not None:
+        out.append(
+            gauge(
+                "tensorwire_data_journal_last_compaction_timestamp_seconds",
+                "Unix time of the last journal compaction.",
+                status.last_compaction,
+            )
+        )
+    return out
