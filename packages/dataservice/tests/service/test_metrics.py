@@ -51,12 +51,9 @@ def test_worker_metrics_count_elements_per_task_as_a_job_runs(metered_service):
     assert total(early, "tensorwire_data_task_served_bytes_total") > 0
     assert total(early, "tensorwire_data_task_buffer_capacity_elements") >= 2
     assert total(early, "tensorwire_calls_total") > 0
-    rest = list(iterator)
-    assert len(rest) == 480
-    late = _until(served_at_least(500))
-    assert total(late, "tensorwire_data_task_produced_bytes_total") > total(
-        early, "tensorwire_data_task_produced_bytes_total"
-    )
+    # (Once the task is done the worker deletes it, and its series with it: the
+    # dispatcher keeps the job's totals, see below.)
+    assert len(list(iterator)) == 480
 
 
 def test_dispatcher_metrics_show_jobs_workers_readers_and_progress(metered_service):
@@ -78,7 +75,12 @@ def test_dispatcher_metrics_show_jobs_workers_readers_and_progress(metered_servi
 
     running = _until(reported)
     assert total(running, "tensorwire_data_datasets") == 1
-    assert total(running, "tensorwire_data_jobs", state="active") == 1
+    # (A reader that prefetched everything may have finished the job already.)
+    assert (
+        total(running, "tensorwire_data_jobs", state="active")
+        + total(running, "tensorwire_data_jobs", state="finished")
+        == 1
+    )
     assert total(running, "tensorwire_data_clients") == 1
     assert total(running, "tensorwire_data_job_clients") == 1
     assert total(running, "tensorwire_data_job_splits_total") >= 1
