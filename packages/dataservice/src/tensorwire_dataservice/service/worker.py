@@ -195,7 +195,9 @@ class _Task:
         self.rounds: dict[int, list[Any]] = {}
         self.round_taken: dict[int, set[int]] = {}
         self.next_round = 0
-        # For status and metrics (service/observe.py): plain totals, one addition each.
+        # For status and metrics (service/observe.py): plain totals, one addition each
+        # (bytes_served may rarely miss an addition when readers share the task: it is
+        # for monitoring, not accounting).
         self.started = time.monotonic()
         self.elements_produced = 0
         self.elements_served = 0
