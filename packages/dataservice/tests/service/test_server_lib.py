@@ -140,7 +140,14 @@ def test_config_time_placeholders():
 def test_config_fields_match_tensorflow():
     """TensorFlow's fields, in its order (positional arguments port as they are); then
     tensorwire's own, all with defaults."""
-    ours = ("cluster_token", "tls", "insecure", "registered_pipelines_only")
+    ours = (
+        "cluster_token",
+        "tls",
+        "insecure",
+        "registered_pipelines_only",
+        "metrics_port",
+        "metrics_host",
+    )
     assert service.DispatcherConfig._fields == (
         "port",
         "protocol",
