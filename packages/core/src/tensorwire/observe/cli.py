@@ -99,7 +99,7 @@ def _task_rows(tasks: Sequence[Any]) -> list[Sequence[Any]]:
     ]
 
 
-_TASK_HEADER = ("TASK", "JOB", "WORKER", "PRODUCED", "SERVED", "BUFFER", "ELEM/S", "SENT", "STATE")
+_TASK_HEADER = ("TASK", "JOB", "WORKER", "PRODUCED", "SERVED", "BUFFER", "ELEM/S", "SENT~", "STATE")
 
 
 def _dispatcher(status: Any) -> list[str]:

@@ -99,8 +99,8 @@ class DataTaskStatus(_Snapshot):
     """One data-service task: a worker producing a job's elements.
 
     Element and byte counts are what the worker reported (to the dispatcher with its last
-    heartbeat). ``bytes_produced`` is estimated from the size of the task's first element;
-    ``bytes_served`` counts the messages as sent (after compression).
+    heartbeat). Bytes are estimated from the size of the task's first element (before
+    compression); the call metrics count the bytes actually sent.
     """
 
     task_id: int

@@ -195,13 +195,10 @@ class _Task:
         self.rounds: dict[int, list[Any]] = {}
         self.round_taken: dict[int, set[int]] = {}
         self.next_round = 0
-        # For status and metrics (service/observe.py): plain totals, one addition each
-        # (bytes_served may rarely miss an addition when readers share the task: it is
-        # for monitoring, not accounting).
+        # For status and metrics (service/observe.py): plain totals, one addition each.
         self.started = time.monotonic()
         self.elements_produced = 0
         self.elements_served = 0
-        self.bytes_served = 0
         self.thread = threading.Thread(
             target=self._produce, name=f"tw-data-task-{self.task_id}", daemon=True
         )
@@ -386,11 +383,6 @@ class _Task:
         with self.cond:
             self.cond.notify_all()
 
-    def sent(self, message: list[Any]) -> list[Any]:
-        """``message`` (elements of this task, about to be sent), its bytes counted."""
-        self.bytes_served += sum(memoryview(frame).nbytes for frame in message)
-        return message
-
 
 class _Worker:
     """The worker's logic, independent of how it is served."""
@@ -552,7 +544,7 @@ class _Worker:
             out, eos, first = task.take_chunk(batch, 1.0, generation)
             batch = min(batch * 4, max_elements)
             if out:
-                yield task.sent(encode_elements(out, compressor, first))
+                yield encode_elements(out, compressor, first)
             if eos:
                 if task.error is not None:
                     raise task.error
@@ -579,7 +571,7 @@ class _Worker:
             if task.error is not None:
                 raise task.error
             return eos_message()
-        return task.sent(encode_elements(out, Compressor(task.compression), first))
+        return encode_elements(out, Compressor(task.compression), first)
 
     def get_round_element(self, frames: list[memoryview], context: CallContext) -> Any:
         req = unpack(frames)
@@ -594,7 +586,7 @@ class _Worker:
         )
         if eos:
             return eos_message()
-        return task.sent(encode_elements([element], Compressor(task.compression)))
+        return encode_elements([element], Compressor(task.compression))
 
     def nudge(self, frames: list[memoryview], context: CallContext) -> Any:
         """The dispatcher pushes tasks it just assigned here, or deleted."""
