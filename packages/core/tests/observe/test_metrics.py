@@ -160,3 +160,21 @@ def test_a_failing_collector_does_not_break_the_endpoint():
     finally:
         endpoint.stop()
     assert any(name.startswith("process_") for name, _ in samples)
+
+
+def test_server_command_announces_and_serves_its_metrics_port():
+    import portpicker
+    from tensorwire_testing import TaskProcess
+
+    cluster = {"worker": [f"localhost:{portpicker.pick_unused_port()}"]}
+    with TaskProcess(cluster, "worker", 0, extra_args=["--metrics_port", "0"]) as task:
+        task.start(timeout=60)
+        url = task.wait_for_line("metrics at").split("metrics at ", 1)[1]
+        assert url.startswith("http://127.0.0.1:")
+        with tw.Session(task.target) as sess:
+            sess.variable("v", np.zeros(3, np.float32), device="/job:worker/task:0")
+        samples = scrape(url)
+    assert value(samples, "tensorwire_task_variables", task="/job:worker/task:0") == 1
+    assert (
+        total(samples, "tensorwire_calls_total", method="/tensorwire.WorkerService/GetStatus") >= 1
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import tensorwire as tw
+from tensorwire_testing.data_service import DataServiceProcess
 
 from .helpers import distribute
 from .scraping import scrape, total
@@ -129,3 +130,24 @@ def test_fault_tolerant_dispatcher_reports_its_journal(service_factory, tmp_path
     assert total(samples, "tensorwire_data_journal_bytes") > 0
     status = dispatcher.status()
     assert status.fault_tolerant and status.journal_bytes > 0
+
+
+def test_the_commands_announce_and_serve_their_metrics_port(cross_process_protocol):
+    args = ["--protocol", cross_process_protocol, "--metrics_port", "0"]
+    dispatcher = DataServiceProcess("dispatcher", args)
+    worker = None
+    try:
+        dispatcher.start()
+        worker = DataServiceProcess(
+            "worker", [*args, "--dispatcher_address", dispatcher.address]
+        ).start()
+        urls = [
+            p.wait_for_line("metrics at").split("metrics at ", 1)[1] for p in (dispatcher, worker)
+        ]
+        assert all(url.startswith("http://127.0.0.1:") for url in urls)
+        assert total(scrape(urls[0]), "tensorwire_data_workers", state="alive") == 1
+        assert total(scrape(urls[1]), "tensorwire_data_worker_tasks") == 0
+    finally:
+        for process in (worker, dispatcher):
+            if process is not None:
+                process.kill()
