@@ -106,3 +106,22 @@ def test_status_of_an_unreachable_server_fails_within_its_timeout():
 def test_status_from_dict_names_an_unknown_kind():
     with pytest.raises(ValueError, match="unknown status kind"):
         status_from_dict({"kind": "toaster"})
+
+
+def test_status_command_over_mutual_tls(tmp_path):
+    pytest.importorskip("cryptography", reason="cryptography makes the test certificates")
+    from tensorwire_testing.certificates import make_test_certificates, tls_config
+
+    certs = make_test_certificates(tmp_path)
+    config = tls_config(certs, mutual=True)
+    with tw.Server({"local": ["localhost:0"]}, protocol="grpc", config=config) as server:
+        plain = _status_cli(server.target, "--timeout", "5")
+        client = [
+            "--root_certificates_file", certs.ca,
+            "--certificate_chain_file", certs.client_cert,
+            "--private_key_file", certs.client_key,
+        ]  # fmt: skip
+        mutual = _status_cli(server.target, *client)
+    assert plain.returncode == 2
+    assert mutual.returncode == 0, mutual.stderr
+    assert "/job:local/task:0" in mutual.stdout
