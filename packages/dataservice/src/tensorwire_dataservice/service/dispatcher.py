@@ -35,16 +35,7 @@ from .config import (
     transport_options_of,
 )
 from .journal import Journal, recover
-from .observe import (
-    ClientReport,
-    TaskReport,
-    client_report,
-    dispatcher_families,
-    dispatcher_status,
-    metered,
-    start_metrics,
-    task_reports,
-)
+from .metrics import dispatcher_families, metered, start_metrics
 from .protocol import (
     DISPATCHER_SERVICE,
     STATIC_POLICIES,
@@ -57,6 +48,7 @@ from .protocol import (
     unpack,
 )
 from .state import DispatcherState, Job, Task
+from .status import ClientReport, TaskReport, client_report, dispatcher_status, task_reports
 
 if TYPE_CHECKING:
     from tensorwire.observe import DispatcherStatus
@@ -198,7 +190,7 @@ class _Dispatcher:
             "GetSplits": self.get_splits,
             "GetWorkers": self.get_workers,
         }
-        # For status and metrics (service/observe.py): what workers and readers reported.
+        # For status and metrics (status.py, metrics.py): what workers and readers reported.
         self.started = time.monotonic()
         self.workers_lost = 0
         self.task_reports: dict[int, TaskReport] = {}

@@ -35,7 +35,7 @@ from .config import (
     worker_config_from,
 )
 from .elements import Compressor, element_nbytes, encode_elements, eos_message
-from .observe import metered, start_metrics, task_stats, worker_families, worker_status
+from .metrics import metered, start_metrics, worker_families
 from .positions import IndexRanges, SkipCursor
 from .protocol import (
     DISPATCHER_SERVICE,
@@ -49,6 +49,7 @@ from .protocol import (
     refusing_malformed,
     unpack,
 )
+from .status import task_stats, worker_status
 
 if TYPE_CHECKING:
     from tensorwire.observe import WorkerStatus
@@ -195,7 +196,7 @@ class _Task:
         self.rounds: dict[int, list[Any]] = {}
         self.round_taken: dict[int, set[int]] = {}
         self.next_round = 0
-        # For status and metrics (service/observe.py): plain totals, one addition each.
+        # For status and metrics (status.py, metrics.py): plain totals, one addition each.
         self.started = time.monotonic()
         self.elements_produced = 0
         self.elements_served = 0
