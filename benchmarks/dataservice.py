@@ -2,6 +2,7 @@
 
     python benchmarks/dataservice.py [--protocol grpc] [--quick]
     python benchmarks/dataservice.py --token [--quick]   # with a cluster token vs without
+    python benchmarks/dataservice.py --metrics [--quick] # servers with a metrics port
 
 The dispatcher and the workers run as ``tensorwire dispatcher`` / ``tensorwire worker``
 processes (their own interpreters, as in production); this process is the client. Reported:
@@ -63,6 +64,8 @@ def best_rate(make, repeats: int) -> float:
 
 
 TOKEN = "benchmark-token"
+#: Extra flags of every server process (``--metrics`` adds a metrics port).
+SERVER_ARGS: list[str] = []
 
 
 class Cluster:
@@ -73,12 +76,18 @@ class Cluster:
         if token is not None:
             env["TENSORWIRE_CLUSTER_TOKEN"] = token
         self.dispatcher = DataServiceProcess(
-            "dispatcher", ["--protocol", protocol], env=env
+            "dispatcher", ["--protocol", protocol, *SERVER_ARGS], env=env
         ).start()
         self.workers = [
             DataServiceProcess(
                 "worker",
-                ["--protocol", protocol, "--dispatcher_address", self.dispatcher.address],
+                [
+                    "--protocol",
+                    protocol,
+                    "--dispatcher_address",
+                    self.dispatcher.address,
+                    *SERVER_ARGS,
+                ],
                 env=env,
             ).start()
             for _ in range(num_workers)
@@ -162,7 +171,14 @@ def main() -> None:
         default=None,
         help="with --token: alternating rounds (default 3, 6 without --quick)",
     )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="give every server a metrics port (never scraped): what counting calls costs",
+    )
     args = parser.parse_args()
+    if args.metrics:
+        SERVER_ARGS.extend(["--metrics_port", "0"])
     repeats = 1 if args.quick else 3
     n1 = 100_000 if args.quick else 300_000
     nb = 400 if args.quick else 1500

@@ -33,7 +33,7 @@ _LAZY_ATTRS: dict[str, tuple[str, str]] = {
 
 # Submodules imported on first access: the TensorFlow namespaces, then the building blocks.
 _NAMESPACES = ("train", "distribute")
-_SUBMODULES = {*_NAMESPACES, "runtime", "cluster", "protos", "transport"}
+_SUBMODULES = {*_NAMESPACES, "runtime", "cluster", "protos", "transport", "observe"}
 
 # Derived from the tables above, so that a name added there is public everywhere at once.
 __all__ = [

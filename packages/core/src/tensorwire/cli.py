@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         runtime_cli.register(sub)
+    from .observe import cli as observe_cli
+
+    observe_cli.register(sub)
     for ep in importlib.metadata.entry_points(group=CLI_ENTRY_POINT_GROUP):
         try:
             ep.load()(sub)

@@ -202,6 +202,11 @@ def _security(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _metrics(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields the metrics flags set."""
+    return {"metrics_port": args.metrics_port, "metrics_host": args.metrics_host}
+
+
 def _import_pipelines(args: argparse.Namespace) -> None:
     """Import the modules that register pipelines (``--import``), before serving."""
     import importlib
@@ -214,6 +219,8 @@ def _import_pipelines(args: argparse.Namespace) -> None:
 
 
 def _cmd_dispatcher(args: argparse.Namespace) -> int:
+    from tensorwire.runtime.cli import announce_metrics
+
     from .service import DispatcherConfig, DispatchServer
 
     _apply_slurm(args, "dispatcher")
@@ -229,6 +236,7 @@ def _cmd_dispatcher(args: argparse.Namespace) -> int:
         job_gc_timeout_ms=args.job_gc_timeout_ms,
         worker_timeout_ms=args.worker_timeout_ms,
         **_security(args),
+        **_metrics(args),
     )
     _dedicated_process()
     signals = _Signals()  # before the ready line, so no signal is missed
@@ -239,6 +247,7 @@ def _cmd_dispatcher(args: argparse.Namespace) -> int:
     if server is None:
         log.info("dispatcher: %s during start-up; exiting", signals.name)
         return 0
+    announce_metrics("dispatcher", server.metrics_url)
     print(f"tensorwire dispatcher serving at {server.target}", flush=True)
     try:
         signals.wait()
@@ -249,6 +258,8 @@ def _cmd_dispatcher(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    from tensorwire.runtime.cli import announce_metrics
+
     from .service import WorkerConfig, WorkerServer
 
     _apply_slurm(args, "worker")
@@ -264,6 +275,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         heartbeat_interval_ms=args.heartbeat_interval_ms,
         dispatcher_timeout_ms=args.dispatcher_timeout_ms,
         **_security(args),
+        **_metrics(args),
     )
     _dedicated_process()
     signals = _Signals()  # before the ready line, so no signal is missed
@@ -286,6 +298,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             config.dispatcher_address,
         )
         return 0
+    announce_metrics("worker", server.metrics_url)
     print(
         f"tensorwire worker serving at {server._worker_address} "
         f"(dispatcher {args.dispatcher_address})",
@@ -301,10 +314,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the ``dispatcher`` and ``worker`` subcommands to the ``tensorwire`` command."""
-    from tensorwire.runtime.cli import add_security_arguments
+    from tensorwire.runtime.cli import add_metrics_arguments, add_security_arguments
 
     def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         add_security_arguments(parser)
+        add_metrics_arguments(parser)
         parser.add_argument(
             "--import",
             dest="imports",

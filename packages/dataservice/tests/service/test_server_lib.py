@@ -140,7 +140,14 @@ def test_config_time_placeholders():
 def test_config_fields_match_tensorflow():
     """TensorFlow's fields, in its order (positional arguments port as they are); then
     tensorwire's own, all with defaults."""
-    ours = ("cluster_token", "tls", "insecure", "registered_pipelines_only")
+    ours = (
+        "cluster_token",
+        "tls",
+        "insecure",
+        "registered_pipelines_only",
+        "metrics_port",
+        "metrics_host",
+    )
     assert service.DispatcherConfig._fields == (
         "port",
         "protocol",
@@ -162,11 +169,12 @@ def test_config_fields_match_tensorflow():
         "dispatcher_timeout_ms",
         "data_transfer_protocol",
         "data_transfer_address",
-        *ours,
+        *ours[:4],
         # The cross-trainer cache's budget (a field of TensorFlow's WorkerConfig proto, not
         # of its Python namedtuple) and the host identity target_workers="LOCAL" compares.
         "cross_trainer_cache_size_bytes",
         "host_id",
+        *ours[4:],
     )
 
 

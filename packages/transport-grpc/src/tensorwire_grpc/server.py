@@ -57,7 +57,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 from tensorwire import errors
@@ -90,6 +90,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from tensorwire.observe import CallMeter
 
 T = TypeVar("T")
 
@@ -239,6 +242,25 @@ def _one_request(requests: Iterator[bytes], name: str) -> bytes:
     return request
 
 
+class _Tally:
+    """What one call moved, for ``TransportOptions.call_meter``: its path is
+    ``side_channel`` once any of its payload went over the side channel, else ``grpc``."""
+
+    __slots__ = ("started", "received", "answered", "side_channel", "failed")
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.received = 0
+        self.answered = 0
+        self.side_channel = False
+        self.failed = True
+
+    def record(self, meter: CallMeter, name: str) -> None:
+        path = "side_channel" if self.side_channel else "grpc"
+        seconds = time.monotonic() - self.started
+        meter.record(name, path, self.received, self.answered, seconds, self.failed)
+
+
 class _MethodHandlers:
     """The three gRPC handlers of one tensorwire method."""
 
@@ -260,11 +282,20 @@ class _MethodHandlers:
             raise errors.InternalError(f"{self.name} returned an invalid message: {exc}") from None
 
     def _encode(
-        self, message: Frames, flags: int, context: CallContext, gctx: grpc.ServicerContext
+        self,
+        message: Frames,
+        flags: int,
+        context: CallContext,
+        gctx: grpc.ServicerContext,
+        tally: _Tally | None,
     ) -> Iterator[bytes]:
         views, total = self._views(message)
         listener = self.listener
-        if flags & framing.FLAG_BULK_OK and listener.bulk_ok(total):
+        bulk_path = bool(flags & framing.FLAG_BULK_OK) and listener.bulk_ok(total)
+        if tally is not None:
+            tally.answered += total
+            tally.side_channel |= bulk_path
+        if bulk_path:
             pending = listener.pending
             ticket = pending.put(views, total, context.deadline)
             try:
@@ -278,6 +309,14 @@ class _MethodHandlers:
         yield from framing.encode(
             views, total, inline_bytes=listener.inline_bytes, chunk_bytes=listener.chunk_bytes
         )
+
+    def _tally(self, frames: list[memoryview], request: bytes | None) -> _Tally:
+        """A call's tally, its request counted (``request``: the gRPC message, when the
+        request came in one; a bulk descriptor there means the side channel)."""
+        tally = _Tally()
+        tally.received = sum(map(len, frames))
+        tally.side_channel = request is not None and request[:1] == bytes((framing.BULK,))
+        return tally
 
     def _request(self, request: bytes) -> list[memoryview]:
         listener = self.listener
@@ -306,10 +345,22 @@ class _MethodHandlers:
         """A whole unary call that came over the side channel (``bulk`` CALL)."""
         self._arity(False)
         context = CallContext(peer, metadata, deadline)
-        return self._views(invoke(self.method, frames, context, self.listener.options))
+        meter = self.listener.options.call_meter
+        if meter is None:
+            return self._views(invoke(self.method, frames, context, self.listener.options))
+        tally = self._tally(frames, None)
+        tally.side_channel = True
+        try:
+            views, total = self._views(invoke(self.method, frames, context, self.listener.options))
+            tally.answered, tally.failed = total, False
+            return views, total
+        finally:
+            tally.record(meter, self.name)
 
     def unary(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> bytes | None:
         listener = self.listener
+        meter = listener.options.call_meter
+        tally: _Tally | None = None
         try:
             listener.admit(self.name)
             context = _context(gctx)
@@ -317,22 +368,32 @@ class _MethodHandlers:
             self._arity(False)
             request = _one_request(requests, self.name)
             frames = self._request(request)
+            if meter is not None:
+                tally = self._tally(frames, request)
             views, total = self._views(invoke(self.method, frames, context, listener.options))
+            if tally is not None:
+                tally.answered, tally.failed = total, False
             if listener.bulk_ok(total):
                 if not request[1] & framing.FLAG_BULK_OK:
                     if total + 8 * len(views) <= listener.inline_bytes:
                         # Inline, with a hint that the side channel would have taken it.
                         return framing.encode_inline(views, framing.FLAG_BULK_OK)
-                # else parked below, fetched over the side channel (or gRPC Fetch)
+                elif tally is not None:
+                    tally.side_channel = True  # parked, fetched over the side channel
             elif total + 8 * len(views) <= listener.inline_bytes:
                 return framing.encode_inline(views)
             return framing.encode_pending(listener.pending.put(views, total, context.deadline))
         except errors.OpError as exc:
             status.abort(gctx, exc)
+        finally:
+            if tally is not None:
+                tally.record(meter, self.name)
         return None  # not reached: abort raises
 
     def stream(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> Iterator[bytes]:
         listener = self.listener
+        meter = listener.options.call_meter
+        tally: _Tally | None = None
         try:
             listener.admit(self.name)
             context = _context(gctx)
@@ -340,14 +401,23 @@ class _MethodHandlers:
             self._arity(True)
             request = _one_request(requests, self.name)
             frames = self._request(request)
+            if meter is not None:
+                tally = self._tally(frames, request)
             flags = request[1]
             for message in iterate(self.method, frames, context, listener.options):
-                yield from self._encode(message, flags, context, gctx)
+                yield from self._encode(message, flags, context, gctx, tally)
+            if tally is not None:
+                tally.failed = False
         except errors.OpError as exc:
             status.abort(gctx, exc)
+        finally:
+            if tally is not None:
+                tally.record(meter, self.name)
 
     def chunked(self, requests: Iterable[bytes], gctx: grpc.ServicerContext) -> Iterator[bytes]:
         listener = self.listener
+        meter = listener.options.call_meter
+        tally: _Tally | None = None
         try:
             listener.admit(self.name)
             context = _context(gctx)
@@ -364,14 +434,21 @@ class _MethodHandlers:
             streaming = bool(reassembler.flags & framing.FLAG_STREAM)
             self._arity(streaming)
             flags = reassembler.flags
+            if meter is not None:
+                tally = self._tally(frames, None)
             if streaming:
                 for message in iterate(self.method, frames, context, listener.options):
-                    yield from self._encode(message, flags, context, gctx)
+                    yield from self._encode(message, flags, context, gctx, tally)
             else:
                 message = invoke(self.method, frames, context, listener.options)
-                yield from self._encode(message, flags, context, gctx)
+                yield from self._encode(message, flags, context, gctx, tally)
+            if tally is not None:
+                tally.failed = False
         except errors.OpError as exc:
             status.abort(gctx, exc)
+        finally:
+            if tally is not None:
+                tally.record(meter, self.name)
 
     def grpc_handlers(self) -> dict[str, grpc.RpcMethodHandler]:
         # Request-streaming on every path, so the token is checked before gRPC reads a

@@ -128,6 +128,32 @@ def security_message(args: argparse.Namespace) -> Any:
     return message
 
 
+def add_metrics_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--metrics_port`` and ``--metrics_host``, for every server command."""
+    parser.add_argument(
+        "--metrics_port",
+        "--metrics-port",
+        dest="metrics_port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0: any free port)",
+    )
+    parser.add_argument(
+        "--metrics_host",
+        "--metrics-host",
+        dest="metrics_host",
+        default="127.0.0.1",
+        help="interface of the metrics port (default 127.0.0.1; 0.0.0.0 lets other hosts "
+        "read the metrics, which hold no secrets)",
+    )
+
+
+def announce_metrics(kind: str, url: str | None) -> None:
+    """One stdout line with the metrics URL, printed before the ready line."""
+    if url is not None:
+        print(f"tensorwire {kind} metrics at {url}", flush=True)
+
+
 def _config(args: argparse.Namespace) -> Any:
     from ..protos import ConfigProto
 
@@ -152,6 +178,8 @@ def _cmd_server(args: argparse.Namespace) -> int:
         config=_config(args),
         start=True,
         insecure=args.insecure,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
     )
     stop_requested = threading.Event()
 
@@ -160,6 +188,7 @@ def _cmd_server(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    announce_metrics("server", server.metrics_url)
     print(f"tensorwire server {server.task_name} serving {server.target}", flush=True)
     while not stop_requested.wait(0.5):
         if server.join(timeout=0):
@@ -198,6 +227,7 @@ def register(subparsers: Any) -> None:
         "--registered_functions_only", action="store_true", help="refuse functions sent by value"
     )
     parser.add_argument("--operation_timeout_ms", type=int, default=0)
+    add_metrics_arguments(parser)
     parser.add_argument(
         "--grace", type=float, default=5.0, help="seconds calls in flight get to finish at shutdown"
     )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
+from .._version import __version__
 from ..cluster import ClusterSpec, make_server_def, validate_server_def
 from ..lifecycle import forget, stop_at_exit
 from ..protos import ConfigProto, ServerDef
@@ -15,6 +18,9 @@ from ..transport.security import check_listen, is_loopback
 from .options import allow_code_from_wire, bind_host, transport_options
 from .task import TaskInfo
 from .worker_service import WorkerState, make_worker_service
+
+if TYPE_CHECKING:
+    from ..observe import MetricFamily, MetricsEndpoint, TaskServerStatus
 
 __all__ = ["Server"]
 
@@ -47,6 +53,10 @@ class Server:
       start: start serving at once (otherwise call :meth:`start`).
       insecure: allow listening beyond loopback without authentication (logged as a
         warning).
+      metrics_port: serve Prometheus metrics at ``http://<metrics_host>:<port>/metrics``
+        (0 picks a free port, see :attr:`metrics_url`); None (the default) serves none.
+      metrics_host: the interface the metrics port binds: loopback unless you choose
+        another (the metrics hold no secrets).
 
     Raises:
       TypeError: ``server_or_cluster_def`` cannot be read as a cluster.
@@ -75,7 +85,10 @@ class Server:
         start: bool = True,
         *,
         insecure: bool = False,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> None:
+        self._created = time.monotonic()
         self._server_def: ServerDef = make_server_def(
             server_or_cluster_def, job_name, task_index, protocol, config
         )
@@ -100,14 +113,31 @@ class Server:
         self._state = WorkerState(
             self, allow_code_from_wire(self._server_def.default_session_config)
         )
+        from ..observe import CallMeter, status_service
+
+        if metrics_port is not None:
+            self._options.call_meter = CallMeter()
         self._listener: Listener = self._transport.serve(
-            _join(bind, port), [make_worker_service(self._state)], self._options
+            _join(bind, port),
+            [make_worker_service(self._state), status_service(self.status)],
+            self._options,
         )
         bound = _join(host, self._listener.port)
         if self.cluster_spec.task_address(job, index) != bound:
             # Port 0 (or ServerDef.port) was asked for: the cluster carries the real one.
             self._set_task_address(job, index, bound)
         self._task_info = TaskInfo(job, index, lambda: self.cluster_spec, self._make_session)
+        self._metrics: MetricsEndpoint | None = None
+        if metrics_port is not None:
+            from ..observe import MetricsEndpoint
+
+            try:
+                self._metrics = MetricsEndpoint(
+                    self._collect_metrics, metrics_port, metrics_host, f"server {self.task_name}"
+                )
+            except BaseException:
+                self._listener.stop(0)
+                raise
         stop_at_exit(self)  # transports may run threads that would keep the process alive
         if start:
             self.start()
@@ -164,6 +194,8 @@ class Server:
         self._state.rendezvous.close()
         self._listener.stop(grace)
         self._task_info.close()
+        if self._metrics is not None:
+            self._metrics.stop()
 
     def __enter__(self) -> Server:
         return self
@@ -191,6 +223,84 @@ class Server:
     def state(self) -> WorkerState:
         """The task's variables and rendezvous (for tests and embedding)."""
         return self._state
+
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://host:port/metrics`` when the server has a metrics port, else None."""
+        return self._metrics.url if self._metrics is not None else None
+
+    def status(self) -> TaskServerStatus:
+        """A snapshot of what this task holds and serves.
+
+        Returns:
+          A :class:`tensorwire.observe.TaskServerStatus`: the task, its target, its
+          variables (name, shape, dtype, bytes), tensors sent to it and not yet received,
+          and, with a metrics port, the calls served per method and path. Also served to
+          other processes (``tensorwire status <target>``).
+
+        Examples:
+            >>> with tw.Server({"local": ["localhost:0"]}, job_name="local") as server:
+            ...     print(server.status().task)
+            /job:local/task:0
+        """
+        from ..observe import TaskServerStatus, VariableStatus
+
+        meter = self._options.call_meter
+        variables = tuple(
+            VariableStatus(name, tuple(var.value.shape), var.value.dtype.name, var.value.nbytes)
+            for name, var in sorted(list(self._state.variables.items()))
+        )
+        return TaskServerStatus(
+            kind="task_server",
+            task=self.task_name,
+            target=self.target,
+            protocol=self._server_def.protocol,
+            version=__version__,
+            pid=os.getpid(),
+            uptime_seconds=time.monotonic() - self._created,
+            cluster=self.cluster_spec.as_dict(),
+            variables=variables,
+            pending_sends=self._state.rendezvous.pending(),
+            calls=tuple(meter.snapshot()) if meter is not None else (),
+        )
+
+    def _collect_metrics(self) -> list[MetricFamily]:
+        from ..observe import MetricFamily, call_families
+
+        status = self.status()
+        labels = ("task",)
+        task = (status.task,)
+        count = MetricFamily(
+            "tensorwire_task_variables", "gauge", "Variables held by the task.", labels
+        )
+        count.add(task, len(status.variables))
+        size = MetricFamily(
+            "tensorwire_task_variable_bytes",
+            "gauge",
+            "Bytes of each variable held by the task.",
+            ("task", "variable"),
+        )
+        for var in status.variables:
+            size.add((status.task, var.name), var.nbytes)
+        pending = MetricFamily(
+            "tensorwire_task_pending_sends",
+            "gauge",
+            "Tensors sent to the task and not received yet.",
+            labels,
+        )
+        pending.add(task, status.pending_sends)
+        info = MetricFamily(
+            "tensorwire_server_info",
+            "gauge",
+            "Always 1; the labels say what the server is.",
+            ("kind", "name", "protocol", "version"),
+        )
+        info.add(("task_server", status.task, status.protocol, status.version), 1)
+        uptime = MetricFamily(
+            "tensorwire_server_uptime_seconds", "gauge", "Seconds since the server was made."
+        )
+        uptime.add((), status.uptime_seconds)
+        return [info, uptime, count, size, pending, *call_families(list(status.calls))]
 
     def __repr__(self) -> str:
         status = "stopped" if self._stopped else ("serving" if self._started else "bound")

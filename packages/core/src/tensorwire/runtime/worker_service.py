@@ -164,6 +164,11 @@ class _Rendezvous:
             del self._items[key]
         return value
 
+    def pending(self) -> int:
+        """Tensors sent and not received yet, over all keys."""
+        with self._lock:
+            return sum(len(queue) for queue in self._items.values())
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -312,6 +312,9 @@ class TransportOptions:
         :mod:`tensorwire.transport.security`.
       extra: transport-specific settings, e.g. ``{"rdma_device": "rxe0"}`` or
         ``{"inproc_max_workers": 8}``.
+      call_meter: (server side) a :class:`tensorwire.observe.CallMeter` the listener
+        records every call it serves in (method, path, bytes, duration, failure), once
+        per call when it ends; None (the default) records nothing.
 
     Examples:
         >>> from tensorwire.transport import TransportOptions
@@ -343,6 +346,9 @@ class TransportOptions:
     insecure: bool = False
     #: Anything transport specific (e.g. {"rdma_device": "rxe0"}).
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Server side: where the listener counts the calls it serves (a
+    #: ``tensorwire.observe.CallMeter``); None records nothing.
+    call_meter: Any = None
 
     @property
     def tls_enabled(self) -> bool:

@@ -217,8 +217,24 @@ class InprocChannel(Channel):
         name = f"/{service}/{method}"
 
         def run() -> list[memoryview]:
-            result = invoke(m, request, context, listener.options)
-            return _copy_output(result, name, self.options.max_message_bytes)
+            meter = listener.options.call_meter
+            if meter is None:
+                result = invoke(m, request, context, listener.options)
+                return _copy_output(result, name, self.options.max_message_bytes)
+            started, answer = time.monotonic(), None
+            try:
+                result = invoke(m, request, context, listener.options)
+                answer = _copy_output(result, name, self.options.max_message_bytes)
+                return answer
+            finally:
+                meter.record(
+                    name,
+                    "inproc",
+                    sum(map(len, request)),
+                    0 if answer is None else sum(map(len, answer)),
+                    time.monotonic() - started,
+                    answer is None,
+                )
 
         fut = listener.submit(run)
         try:
@@ -257,18 +273,32 @@ class InprocChannel(Channel):
             return False
 
         def produce() -> None:
+            meter = listener.options.call_meter
+            started, sent, failed = time.monotonic(), 0, True
             try:
                 for message in iterate(m, request, context, listener.options):
                     if listener.cancelled.is_set():
                         raise errors.UnavailableError(
                             f"inproc server {self.address} stopped during the stream"
                         )
-                    item = ("item", _copy_output(message, name, self.options.max_message_bytes))
-                    if not offer(item):
+                    copied = _copy_output(message, name, self.options.max_message_bytes)
+                    sent += sum(map(len, copied))
+                    if not offer(("item", copied)):
                         return
+                failed = False
                 offer(("end", None))
             except errors.OpError as exc:
                 offer(("error", exc))
+            finally:
+                if meter is not None:
+                    meter.record(
+                        name,
+                        "inproc",
+                        sum(map(len, request)),
+                        sent,
+                        time.monotonic() - started,
+                        failed,
+                    )
 
         listener.submit(produce)
         return self._consume(items, cancelled, context, name, timeout, listener)

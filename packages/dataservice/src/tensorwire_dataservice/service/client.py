@@ -632,6 +632,10 @@ class _Reader(Iterator[Any]):
                 "Cross-trainer caching requires infinite datasets and disallows multiple "
                 f"repetitions of the same dataset. Got repetition {iteration}"
             )
+        # Reported in heartbeats (the dispatcher's status and metrics): seconds next() waited
+        # for elements, and elements received.
+        self._waited = 0.0
+        self._received = 0
         job = self._dispatcher(
             "GetOrCreateJob",
             {
@@ -702,7 +706,12 @@ class _Reader(Iterator[Any]):
             ]
         # The tasks this reader saw end are reported, so the dispatcher knows the job has
         # finished before this reader ends (a reader joining it later is told so).
-        request: dict[str, Any] = {"client_id": self.client_id, "finished": ended}
+        request: dict[str, Any] = {
+            "client_id": self.client_id,
+            "finished": ended,
+            "wait_s": self._waited,
+            "elements": self._received,
+        }
         if delivered:
             request["delivered"] = delivered
         if self.ds._num_consumers is not None:
@@ -1076,6 +1085,7 @@ class _Reader(Iterator[Any]):
         return self
 
     def __next__(self) -> Any:
+        waiting_since: float | None = None
         while True:
             if self._pos < len(self._current):
                 element = self._current[self._pos]
@@ -1085,6 +1095,8 @@ class _Reader(Iterator[Any]):
                 return element
             if self.closed:
                 raise StopIteration
+            if waiting_since is None:
+                waiting_since = time.monotonic()
             try:
                 kind, payload = self._queue.get(timeout=0.05)
             except queue.Empty:
@@ -1120,6 +1132,8 @@ class _Reader(Iterator[Any]):
                 continue
             if kind == "elements":
                 self._current, self._pos = payload, 0
+                self._waited += time.monotonic() - waiting_since
+                self._received += len(payload)
             elif kind == "end":
                 self.close()
                 raise StopIteration

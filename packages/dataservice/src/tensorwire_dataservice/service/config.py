@@ -16,6 +16,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from tensorwire.observe import DEFAULT_METRICS_HOST
 from tensorwire.protos import TensorwireOptions
 from tensorwire.runtime.options import security_environment, security_options
 from tensorwire.transport import TransportOptions
@@ -198,6 +199,8 @@ class DispatcherConfig(
             "tls",
             "insecure",
             "registered_pipelines_only",
+            "metrics_port",
+            "metrics_host",
         ],
     )
 ):
@@ -231,6 +234,11 @@ class DispatcherConfig(
         (``register_pipeline`` / ``registered_pipeline``); a dataset sent as code is
         refused with PermissionDeniedError, so nothing this server runs came from the
         network.
+      metrics_port: (tensorwire) serve Prometheus metrics at
+        ``http://<metrics_host>:<port>/metrics`` (0 picks a free port; the server's
+        ``metrics_url`` says which); None serves none.
+      metrics_host: (tensorwire) the interface the metrics port binds, loopback by
+        default; another one is your explicit choice (the metrics hold no secrets).
 
     The fields are checked by :class:`DispatchServer`, which raises ``ValueError`` for an
     invalid one (e.g. ``fault_tolerant_mode`` without ``work_dir``).
@@ -256,6 +264,8 @@ class DispatcherConfig(
         tls: Any = None,
         insecure: bool = False,
         registered_pipelines_only: bool = False,
+        metrics_port: int | None = None,
+        metrics_host: str = DEFAULT_METRICS_HOST,
     ) -> DispatcherConfig:
         if protocol is None:
             protocol = DEFAULT_PROTOCOL
@@ -274,6 +284,8 @@ class DispatcherConfig(
             tls,
             insecure,
             registered_pipelines_only,
+            metrics_port,
+            metrics_host,
         )
 
 
@@ -295,6 +307,8 @@ class WorkerConfig(
             "registered_pipelines_only",
             "cross_trainer_cache_size_bytes",
             "host_id",
+            "metrics_port",
+            "metrics_host",
         ],
     )
 ):
@@ -311,9 +325,6 @@ class WorkerConfig(
       data_transfer_protocol: protocol used to move elements to clients (None: ``protocol``).
       data_transfer_address: accepted for compatibility, default
         ``"localhost:%dts_port%"``.
-      cluster_token, tls, insecure, registered_pipelines_only: (tensorwire) as in
-        :class:`DispatcherConfig`; the worker uses the same token and certificate when it
-        calls the dispatcher.
       cross_trainer_cache_size_bytes: memory budget of the sliding window each task of a
         ``cross_trainer_cache`` job keeps (TensorFlow's ``WorkerConfig`` proto field;
         None: 10 GiB). Elements leave the window oldest first when a new one would not
@@ -321,6 +332,9 @@ class WorkerConfig(
       host_id: (tensorwire) the host identity this worker reports, which readers with
         ``target_workers="LOCAL"`` compare with their own (None: this machine's, see
         :func:`tensorwire_dataservice.service.host.host_id`).
+      cluster_token, tls, insecure, registered_pipelines_only, metrics_port,
+        metrics_host: (tensorwire) as in :class:`DispatcherConfig`; the worker uses the
+        same token and certificate when it calls the dispatcher.
 
     The fields are checked by :class:`WorkerServer`, which raises ``ValueError`` for an
     invalid one (e.g. no ``dispatcher_address``).
@@ -347,6 +361,8 @@ class WorkerConfig(
         registered_pipelines_only: bool = False,
         cross_trainer_cache_size_bytes: int | None = None,
         host_id: str | None = None,
+        metrics_port: int | None = None,
+        metrics_host: str = DEFAULT_METRICS_HOST,
     ) -> WorkerConfig:
         if worker_address is None:
             worker_address = "localhost:%port%"
@@ -370,6 +386,8 @@ class WorkerConfig(
             registered_pipelines_only,
             cross_trainer_cache_size_bytes,
             host_id,
+            metrics_port,
+            metrics_host,
         )
 
 
@@ -401,6 +419,8 @@ def dispatcher_config_from(config: Any) -> DispatcherConfig:
                 None,
                 False,
                 False,
+                None,
+                DEFAULT_METRICS_HOST,
             ]
         )
     raise TypeError(
@@ -430,6 +450,8 @@ def worker_config_from(config: Any) -> WorkerConfig:
                 False,
                 int(getattr(config, "cross_trainer_cache_size_bytes", 0)) or None,
                 None,
+                None,
+                DEFAULT_METRICS_HOST,
             ]
         )
     raise TypeError(

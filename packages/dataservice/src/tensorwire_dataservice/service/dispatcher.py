@@ -14,10 +14,11 @@ import secrets
 import threading
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tensorwire import errors
 from tensorwire.lifecycle import stop_at_exit
+from tensorwire.observe import status_service
 from tensorwire.transport import get_transport
 from tensorwire.transport.base import CallContext, Service, TransportOptions
 from tensorwire.transport.threads import join_threads
@@ -35,6 +36,7 @@ from .config import (
 )
 from .coordinated_join import PendingJoins
 from .journal import Journal, recover
+from .metrics import dispatcher_families, metered, start_metrics
 from .protocol import (
     DISPATCHER_SERVICE,
     STATIC_POLICIES,
@@ -47,6 +49,10 @@ from .protocol import (
     unpack,
 )
 from .state import DispatcherState, Job, Task
+from .status import ClientReport, TaskReport, client_report, dispatcher_status, task_reports
+
+if TYPE_CHECKING:
+    from tensorwire.observe import DispatcherStatus
 
 __all__ = ["DispatchServer"]
 
@@ -190,6 +196,11 @@ class _Dispatcher:
             "GetSplits": self.get_splits,
             "GetWorkers": self.get_workers,
         }
+        # For status and metrics (status.py, metrics.py): what workers and readers reported.
+        self.started = time.monotonic()
+        self.workers_lost = 0
+        self.task_reports: dict[int, TaskReport] = {}
+        self.client_reports: dict[int, ClientReport] = {}
 
     # -- journaled changes ----------------------------------------------------------------
     def _commit(self, record: dict[str, Any]) -> None:
@@ -311,6 +322,7 @@ class _Dispatcher:
         # the worker starts it over (a replay).
         generations = {int(t): int(g) for t, g in dict(req.get("generations") or {}).items()}
         host_id = str(req.get("host_id") or "")
+        self.task_reports.update(task_reports(req.get("stats")))
         with self.lock:
             if host_id:
                 self.worker_hosts[address] = host_id
@@ -858,6 +870,7 @@ class _Dispatcher:
                     f"Unknown iteration client id {client_id}: it was released or timed out"
                 )
             self.client_seen[client_id] = time.monotonic()
+            self.client_reports[client_id] = client_report(job_id, req)
             job = self._job(job_id)
             for task_id in req.get("finished", ()):
                 # A reader received this task's end of sequence from its worker.
@@ -935,6 +948,7 @@ class _Dispatcher:
                         "worker %s missed heartbeats for %.1fs; dropping it", address, now - seen
                     )
                     self._commit({"op": "remove_worker", "address": address})
+                    self.workers_lost += 1
                     self.worker_seen.pop(address, None)
                     self.worker_index.assigned.pop(address, None)
                     self.joins.drop_worker(address)
@@ -963,6 +977,10 @@ class _Dispatcher:
         self.split_log.pop(job.job_id, None)
         for task_id in job.task_ids:
             self.handouts.pop(task_id, None)
+            self.task_reports.pop(task_id, None)
+        self.client_reports = {
+            c: r for c, r in self.client_reports.items() if r.job_id != job.job_id
+        }
         by_worker: dict[str, list[int]] = {}
         for task_id in job.task_ids:
             task = self.state.tasks[task_id]
@@ -1083,10 +1101,20 @@ class DispatchServer:
         host = bind_host("dispatcher", self._options)
         self._core = _Dispatcher(config)
         transport = get_transport(config.protocol)
+        server_options = metered(self._options, config.metrics_port)
+        self._meter = server_options.call_meter
         self._listener = transport.serve(
-            f"{host}:{int(config.port)}", [self._core.service()], self._options
+            f"{host}:{int(config.port)}",
+            [self._core.service(), status_service(self.status)],
+            server_options,
         )
         self._port = int(self._listener.port)
+        self._metrics = start_metrics(
+            config,
+            lambda: dispatcher_families(self.status()),
+            f"dispatcher {self._address}",
+            self._listener,
+        )
         self._gc_thread: threading.Thread | None = None
         self._nudge_thread: threading.Thread | None = None
         stop_at_exit(self)
@@ -1137,6 +1165,8 @@ class DispatchServer:
         self._core.outbox.put(None)
         try:
             self._listener.stop(0)
+            if self._metrics is not None:
+                self._metrics.stop()
         finally:
             if self._core.journal is not None:
                 self._core.journal.close()
@@ -1172,6 +1202,28 @@ class DispatchServer:
             return sum(
                 1 for j in self._core.state.jobs.values() if include_gc or not j.garbage_collected
             )
+
+    # -- observing ---------------------------------------------------------------------------
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://host:port/metrics`` when ``DispatcherConfig.metrics_port`` is set, else
+        None."""
+        return self._metrics.url if self._metrics is not None else None
+
+    def status(self) -> DispatcherStatus:
+        """A snapshot of the dispatcher: datasets, jobs with their tasks and readers,
+        workers, and the journal.
+
+        Returns:
+          A :class:`tensorwire.observe.DispatcherStatus`; also served to other processes
+          (``tensorwire status grpc://HOST:PORT``).
+
+        Examples:
+            >>> dispatcher = DispatchServer()                       # doctest: +SKIP
+            >>> [job.job_id for job in dispatcher.status().jobs]    # doctest: +SKIP
+            []
+        """
+        return dispatcher_status(self, self._core)
 
 
 def _nudge_loop(protocol: str, options: TransportOptions, outbox: queue.SimpleQueue[Any]) -> None:

@@ -16,10 +16,11 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tensorwire import errors
 from tensorwire.lifecycle import stop_at_exit
+from tensorwire.observe import status_service
 from tensorwire.transport import get_transport
 from tensorwire.transport.base import CallContext, Service
 from tensorwire.transport.threads import join_threads
@@ -35,6 +36,7 @@ from .config import (
     worker_config_from,
 )
 from .elements import Compressor, element_nbytes, encode_elements, eos_message
+from .metrics import metered, start_metrics, worker_families
 from .positions import IndexRanges, SkipCursor
 from .protocol import (
     DISPATCHER_SERVICE,
@@ -48,7 +50,11 @@ from .protocol import (
     refusing_malformed,
     unpack,
 )
+from .status import task_stats, worker_status
 from .trainer_cache import TrainerWindow
+
+if TYPE_CHECKING:
+    from tensorwire.observe import WorkerStatus
 
 __all__ = ["WorkerServer"]
 
@@ -196,6 +202,10 @@ class _Task:
         self.window: TrainerWindow | None = None
         if definition.get("cross_trainer_cache"):
             self.window = TrainerWindow(worker.cross_trainer_cache_bytes, self._take_for_window)
+        # For status and metrics (status.py, metrics.py): plain totals, one addition each.
+        self.started = time.monotonic()
+        self.elements_produced = 0
+        self.elements_served = 0
         self.thread = threading.Thread(
             target=self._produce, name=f"tw-data-task-{self.task_id}", daemon=True
         )
@@ -252,6 +262,7 @@ class _Task:
                     if self.stopped.is_set():
                         return
                     self.buffer.append(element)
+                    self.elements_produced += 1
                     if exact:
                         runs = self.runs
                         if runs and runs[-1][0] + runs[-1][1] == index:
@@ -315,6 +326,7 @@ class _Task:
                     run[0] += n
                     run[1] -= n
             out = [self.buffer.popleft() for _ in range(n)]
+            self.elements_served += n
             if blocked or len(self.buffer) + n >= self.capacity:
                 self.cond.notify_all()  # the producer may be waiting for room
             eos = self.exhausted and not self.buffer
@@ -471,6 +483,7 @@ class _Worker:
             current = sorted(self.tasks)
             finished = sorted(self.finished - self.reported_finished)
             generations = {t.task_id: t.generation for t in self.tasks.values() if t.exact}
+            tasks = list(self.tasks.values())
         reply = call(
             self.config.protocol,
             self.config.dispatcher_address,
@@ -483,6 +496,7 @@ class _Worker:
                 "incarnation": self.incarnation,
                 "generations": generations,
                 "host_id": self.host_id,
+                "stats": task_stats(tasks),
             },
             timeout=10.0,
             options=self.options,
@@ -734,14 +748,25 @@ class WorkerServer:
         self._stopped = False
         self._core = _Worker(config)
         host = bind_host("worker", self._core.options)
+        server_options = metered(self._core.options, config.metrics_port)
         # One listener for the dispatcher and the clients: data_transfer_protocol is accepted
         # for compatibility but elements travel over ``protocol`` too.
         self._listener = get_transport(config.protocol).serve(
-            f"{host}:{int(config.port)}", [self._core.service()], self._core.options
+            f"{host}:{int(config.port)}",
+            [self._core.service(), status_service(self.status)],
+            server_options,
         )
         self._port = int(self._listener.port)
         self._core.address = config.worker_address.replace("%port%", str(self._port))
         self._thread: threading.Thread | None = None
+        self._created = time.monotonic()
+        self._meter = server_options.call_meter
+        self._metrics = start_metrics(
+            config,
+            lambda: worker_families(self.status()),
+            f"worker {self._core.address}",
+            self._listener,
+        )
         stop_at_exit(self)
         if start:
             self.start()
@@ -803,6 +828,8 @@ class WorkerServer:
             heartbeat = self._thread
         threads = self._core.stop()
         self._listener.stop(0)
+        if self._metrics is not None:
+            self._metrics.stop()
         if heartbeat is not None:
             threads.append(heartbeat)
         join_threads(threads, time.monotonic() + _STOP_JOIN_SECONDS, f"worker {self._address}")
@@ -827,3 +854,18 @@ class WorkerServer:
         """Tasks currently held by this worker."""
         with self._core.lock:
             return len(self._core.tasks)
+
+    # -- observing ---------------------------------------------------------------------------
+    @property
+    def metrics_url(self) -> str | None:
+        """``http://host:port/metrics`` when ``WorkerConfig.metrics_port`` is set, else None."""
+        return self._metrics.url if self._metrics is not None else None
+
+    def status(self) -> WorkerStatus:
+        """A snapshot of this worker: its tasks, their buffers and what they produced.
+
+        Returns:
+          A :class:`tensorwire.observe.WorkerStatus`; also served to other processes
+          (``tensorwire status grpc://HOST:PORT``).
+        """
+        return worker_status(self, self._core)
