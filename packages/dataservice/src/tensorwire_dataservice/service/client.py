@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 from tensorwire import errors
@@ -46,6 +46,9 @@ from .protocol import (
     parse_service,
     sharding_policy_from,
 )
+
+if TYPE_CHECKING:
+    from .checkpoint import ServiceCheckpoint
 
 __all__ = ["distribute", "register_dataset", "from_dataset_id", "DataServiceDataset"]
 
@@ -471,23 +474,34 @@ class DataServiceDataset(_DatasetClass):
         return self._dataset_id
 
     def _iterator(self, ctx: Any) -> Iterator[Any]:
+        from .checkpoint import ServiceIterator  # it builds on _Reader, below
+
+        return ServiceIterator(self, ctx)
+
+    def _read_from(self, ctx: Any, reader: _Reader) -> Iterator[Any]:
+        """Yield ``reader``'s elements, closing it when ``ctx`` (the pipeline) is closed."""
         if self._job_name is None:  # PyTorch DataLoader workers would each read it all
             torch_workers.warn_if_every_worker_reads_everything(self)
-        reader = _Reader(self, next(self._iterations))
-        watcher = None
         closed = getattr(ctx, "closed", None)
         if isinstance(closed, threading.Event):
-            watcher = threading.Thread(
+            threading.Thread(
                 target=_close_when,
                 args=(closed, weakref.ref(reader)),
                 name="tw-data-reader-watch",
                 daemon=True,
-            )
-            watcher.start()
+            ).start()
         try:
             yield from reader
         finally:
             reader.close()
+
+    def _next_iteration(self) -> int:
+        return next(self._iterations)
+
+    def _restored_iteration(self, iteration: int) -> None:
+        """A reader of this dataset object was restored at ``iteration``: later readers
+        take later iteration numbers (a named job is one per iteration)."""
+        self._iterations = itertools.count(max(next(self._iterations), iteration + 1))
 
     def _read(self) -> _Reader:
         """A bare reader over one iteration (no pipeline iterator around it)."""
@@ -536,10 +550,17 @@ class _TaskState:
 
 
 class _Reader(Iterator[Any]):
-    """One iteration of a DataServiceDataset: a job client and its reader threads."""
+    """One iteration of a DataServiceDataset: a job client and its reader threads.
 
-    def __init__(self, ds: DataServiceDataset, iteration: int) -> None:
+    ``restore``: a checkpoint (:class:`.checkpoint.ServiceCheckpoint`) of a reader of the
+    same dataset; this reader then rejoins that job, which the dispatcher rewinds to it.
+    """
+
+    def __init__(
+        self, ds: DataServiceDataset, iteration: int, restore: ServiceCheckpoint | None = None
+    ) -> None:
         self.ds = ds
+        self.iteration = iteration
         self.closed = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -553,24 +574,40 @@ class _Reader(Iterator[Any]):
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=maxsize)
         self._sem = threading.Semaphore(ds._max_outstanding) if ds._max_outstanding else None
         self._tasks: dict[int, _TaskState] = {}
-        self._ended: set[int] = set()  # tasks whose end of sequence this reader received
+        # Tasks whose end of sequence this reader received, with the generation that sent it.
+        self._ended: dict[int, int] = {}
         self._current: list[Any] = []
         self._pos = 0
+        # Positions (task, indices) of the elements consumed, for checkpoints: folded in a
+        # message at a time (``_fold``), so consuming costs nothing per element.
+        self._current_task = -1
+        self._current_positions: range | list[int] | None = None
+        self._consumed: dict[int, IndexRanges] = {}
+        self._kept = False  # the dispatcher keeps the job for restores (see checkpoint())
         self._error: BaseException | None = None
         self._last_dispatcher_ok = time.monotonic()
         self._no_workers_since: float | None = None
-        job = self._dispatcher(
-            "GetOrCreateJob",
-            {
-                "dataset_id": ds._dataset_id,
-                "job_name": ds._job_name or "",
-                "iteration": iteration,
-                "policy": int(ds._policy),
-                "num_consumers": ds._num_consumers if ds._num_consumers is not None else -1,
-                "target_workers": ds._target_workers,
-                "acquire": True,
-            },
-        )
+        if restore is None:
+            job = self._dispatcher(
+                "GetOrCreateJob",
+                {
+                    "dataset_id": ds._dataset_id,
+                    "job_name": ds._job_name or "",
+                    "iteration": iteration,
+                    "policy": int(ds._policy),
+                    "num_consumers": ds._num_consumers if ds._num_consumers is not None else -1,
+                    "target_workers": ds._target_workers,
+                    "acquire": True,
+                },
+            )
+        else:
+            job = self._dispatcher("RestoreClient", restore.request())
+            # What the checkpoint consumed counts as received: never delivered again, and
+            # reported as such if the job is rewound again.
+            self._consumed = {t: IndexRanges(r) for t, r in restore.consumed}
+            self._kept = True
+        self._dedup = bool(job.get("exact", False))
+        self._not_restorable = str(job.get("not_restorable", ""))
         self.job_id = int(job["job_id"])
         self.client_id = int(job["client_id"])
         if job.get("job_finished") and ds._job_name:
@@ -614,7 +651,7 @@ class _Reader(Iterator[Any]):
 
     def _heartbeat_once(self) -> None:
         with self._lock:
-            ended = sorted(self._ended)
+            ended = sorted(self._ended.items())
             # Lost tasks of an exact job: what this reader received from them, which the
             # replay leaves out. Sent until the dispatcher stops asking (a reply may be lost).
             delivered = [
@@ -624,7 +661,11 @@ class _Reader(Iterator[Any]):
             ]
         # The tasks this reader saw end are reported, so the dispatcher knows the job has
         # finished before this reader ends (a reader joining it later is told so).
-        request: dict[str, Any] = {"client_id": self.client_id, "finished": ended}
+        request: dict[str, Any] = {
+            "client_id": self.client_id,
+            "finished": [task_id for task_id, _ in ended],
+            "finished_generations": [[task_id, gen] for task_id, gen in ended],
+        }
         if delivered:
             request["delivered"] = delivered
         reply = call(
@@ -647,13 +688,18 @@ class _Reader(Iterator[Any]):
                 state = self._tasks.get(task_id)
                 if state is None:
                     state = self._tasks[task_id] = _TaskState(task_id, address, generation)
+                    if task_id in self._consumed:  # (a restored reader)
+                        state.received.update(self._consumed[task_id])
                 elif generation > state.generation:
-                    # The task was lost with its worker and is replayed (exact job): from
-                    # now on, what its older generation still sends is ignored, so what
-                    # this reader reports having received is final.
+                    # The task was lost with its worker and is replayed (exact job), or a
+                    # reader of the job restored a checkpoint: from now on, what its older
+                    # generation still sends is ignored, so what this reader reports
+                    # having received is final. A rewound task produces again.
                     state.generation = generation
                     state.address = address
                     state.removed = False
+                    state.done = False
+                    self._ended.pop(task_id, None)
                     state.thread = None  # the old generation's reader ends by itself
                 elif state.removed and not state.done:
                     # Its worker missed heartbeats and was dropped, then came back still
@@ -686,20 +732,24 @@ class _Reader(Iterator[Any]):
 
     def _accept(
         self, state: _TaskState, generation: int, elements: list[Any], first: int | None
-    ) -> list[Any] | None:
-        """The elements of a message to deliver: None when they come from a generation
-        since replaced (not recorded as received: the replay produces them again); without
+    ) -> tuple[list[Any], range | list[int] | None] | None:
+        """The elements of a message to deliver and their positions (indices in the task's
+        stream; None when they have none): None when they come from a generation since
+        replaced (not recorded as received: the replay produces them again); without
         those this reader received already (an exact job's replay)."""
         with self._lock:
             if state.generation != generation:
                 return None
             if first is None or not elements:
-                return elements
+                return elements, None
             stop = first + len(elements)
-            if state.received.overlaps(first, stop):
-                elements = [e for i, e in enumerate(elements, first) if i not in state.received]
+            positions: range | list[int] = range(first, stop)
+            if self._dedup and state.received.overlaps(first, stop):
+                kept = [i for i in positions if i not in state.received]
+                elements = [elements[i - first] for i in kept]
+                positions = kept
             state.received.add(first, stop)
-            return elements
+            return elements, positions
 
     def heartbeat(self) -> bool:
         """One client heartbeat; False when the dispatcher could not be reached."""
@@ -752,10 +802,13 @@ class _Reader(Iterator[Any]):
                 for frames in _bounded(stream, self._sem):
                     got, eos, first = decode_chunk(frames)
                     retry.succeeded()
-                    elements = self._accept(state, generation, got, first)
-                    if elements is None:
+                    accepted = self._accept(state, generation, got, first)
+                    if accepted is None:
                         return  # a replaced generation
-                    if elements and not self._put(("elements", elements)):
+                    elements, positions = accepted
+                    if elements and not self._put(
+                        ("elements", (elements, state.task_id, positions))
+                    ):
                         return
                     if eos:
                         self._task_done(state, generation)
@@ -815,12 +868,13 @@ class _Reader(Iterator[Any]):
                 self._fail(exc)
                 return
             retry.succeeded()
-            elements = self._accept(state, generation, got, first)
-            if elements is None:
+            accepted = self._accept(state, generation, got, first)
+            if accepted is None:
                 self._return_credits(wanted)
                 return  # a replaced generation
+            elements, positions = accepted
             self._return_credits(wanted - len(elements))
-            if elements and not self._put(("elements", elements)):
+            if elements and not self._put(("elements", (elements, state.task_id, positions))):
                 return
             if eos:
                 self._task_done(state, generation)
@@ -854,7 +908,7 @@ class _Reader(Iterator[Any]):
                 return  # the end of a replaced generation: the replay has its own
             state.done = True
             state.thread = None
-            self._ended.add(state.task_id)
+            self._ended[state.task_id] = generation
         self._put(("task_done", state.task_id))
 
     def _task_deleted(self, state: _TaskState, generation: int) -> None:
@@ -905,7 +959,7 @@ class _Reader(Iterator[Any]):
             if eos:
                 self._put(("end", None))
                 return
-            if not self._put(("elements", elements)):
+            if not self._put(("elements", (elements, -1, None))):
                 return
             round_index += 1
 
@@ -974,10 +1028,63 @@ class _Reader(Iterator[Any]):
                     raise StopIteration
                 continue
             if kind == "elements":
-                self._current, self._pos = payload, 0
+                if self._current_positions is not None:
+                    self._fold(len(self._current))
+                self._current, self._current_task, self._current_positions = payload
+                self._pos = 0
             elif kind == "end":
                 self.close()
                 raise StopIteration
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _fold(self, count: int) -> None:
+        """Record the first ``count`` elements of the current message as consumed."""
+        positions = self._current_positions
+        if positions is None or not count:
+            return
+        consumed = self._consumed.get(self._current_task)
+        if consumed is None:
+            consumed = self._consumed[self._current_task] = IndexRanges()
+        if isinstance(positions, range):
+            consumed.add(positions.start, positions.start + count)
+        else:
+            for index in positions[:count]:
+                consumed.add(index, index + 1)
+
+    def checkpoint(self) -> ServiceCheckpoint:
+        """Where this reader's consumer is: the job and the positions of the elements it
+        consumed (those buffered or in flight are not, so a restore delivers them again).
+        Call between two ``next()`` calls, on the consumer's thread.
+
+        Raises:
+          FailedPreconditionError: the job cannot be restored (a non-deterministic
+            pipeline, coordinated reads), or the dispatcher collected it.
+          UnavailableError: the dispatcher did not answer within the client timeout.
+        """
+        from .checkpoint import ServiceCheckpoint
+
+        if self._not_restorable:
+            raise errors.FailedPreconditionError(
+                f"Cannot checkpoint an iterator of tf.data service job {self.job_id} "
+                f"(dataset {self.ds._dataset_id}): {self._not_restorable}"
+            )
+        if not self._kept:
+            # Once per reader: from now on the job outlives its readers by
+            # job_gc_timeout_ms, so the checkpoint can be restored after a crash.
+            self._dispatcher("KeepJob", {"job_id": self.job_id})
+            self._kept = True
+        self._fold(self._pos)
+        return ServiceCheckpoint(
+            dataset_id=self.ds._dataset_id,
+            job_id=self.job_id,
+            job_name=self.ds._job_name or "",
+            client_id=self.client_id,
+            iteration=self.iteration,
+            consumed=tuple(
+                (task_id, tuple((a, b) for a, b in ranges.ranges()))
+                for task_id, ranges in sorted(self._consumed.items())
+            ),
+        )
 
     def close(self) -> None:
         if self.closed:

@@ -93,6 +93,15 @@ class Job:
     # distributed_epoch of a deterministic pipeline: a lost worker's tasks are replayed, so
     # every element is delivered exactly once (see Task.splits).
     exact: bool = False
+    # Other jobs of a deterministic pipeline (parallel_epochs, static sharding): elements
+    # carry their position in their task's stream, so a reader's checkpoint can be
+    # restored (see checkpoint.py). Worker losses keep TensorFlow's semantics.
+    positions: bool = False
+    # Why the job's reader checkpoints cannot be restored ("" when they can).
+    not_restorable: str = ""
+    # A reader took a checkpoint: the job is kept job_gc_timeout_ms after its last reader
+    # left, even when it has no name (those are otherwise collected at once).
+    restorable: bool = False
 
     @property
     def coordinated(self) -> bool:
@@ -273,6 +282,8 @@ class DispatcherState:
             r["num_consumers"],
             r["target_workers"],
             exact=bool(r.get("exact", False)),
+            positions=bool(r.get("positions", False)),
+            not_restorable=str(r.get("not_restorable", "")),
         )
         next_id = max(self.next_job_id, job.job_id + 1)
         self.jobs[job.job_id] = job
@@ -337,6 +348,30 @@ class DispatcherState:
             self.jobs[job_id].clients.discard(r["client_id"])
             for task_id in self.jobs[job_id].task_ids:  # a reader gone reports nothing
                 self.tasks[task_id].awaiting.discard(r["client_id"])
+
+    def _apply_keep_job(self, r: dict[str, Any]) -> None:
+        self.jobs[r["job_id"]].restorable = True
+
+    def _apply_rewind_job(self, r: dict[str, Any]) -> None:
+        # A reader restored a checkpoint (client ``client_id``): every task that produced
+        # something starts over as a new generation that leaves out what the checkpoint
+        # had consumed and what the job's other readers report they received (they are
+        # awaited, as for a lost worker). Finished tasks are run again: what was consumed
+        # after the checkpoint is delivered again.
+        job = self.jobs[r["job_id"]]
+        client_id = int(r["client_id"])
+        consumed = {int(task_id): ranges for task_id, ranges in r["consumed"]}
+        for task_id in job.task_ids:
+            task = self.tasks[task_id]
+            if job.exact and not task.splits:
+                continue  # it produced nothing (yet): nothing to rewind
+            if not job.exact and task.removed:
+                continue  # its worker is gone; outside exact jobs nothing replays it
+            task.generation += 1
+            task.finished = False
+            task.delivered = IndexRanges(consumed.get(task_id, ())).ranges()
+            task.awaiting = set(job.clients) - {client_id}
+        job.restorable = True
 
     def _apply_gc_job(self, r: dict[str, Any]) -> None:
         job = self.jobs[r["job_id"]]

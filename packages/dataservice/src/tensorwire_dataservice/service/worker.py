@@ -183,6 +183,8 @@ class _Task:
         self.exact = bool(definition.get("exact", False))
         self.generation = int(definition.get("generation", 0))
         self.skip: SkipCursor | None = None
+        if definition.get("skip"):  # a parallel_epochs replay (exact jobs learn it later)
+            self.skip_from(definition["skip"])
         self.produced = 0
         self.runs: collections.deque[list[int]] = collections.deque()
         # Coordinated reads.
@@ -313,7 +315,7 @@ class _Task:
                 self.cond.notify_all()  # the producer may be waiting for room
             eos = self.exhausted and not self.buffer
         if eos and not out and self.error is None:
-            self.worker.task_finished(self.task_id)
+            self.worker.task_finished(self.task_id, self.generation)
         return out, eos, first
 
     def round_element(self, consumer: int, round_index: int, timeout: float) -> tuple[Any, bool]:
@@ -384,6 +386,9 @@ class _Worker:
         self.lock = threading.Lock()
         self.tasks: dict[int, _Task] = {}
         self.finished: set[int] = set()
+        # The generation each finished task of an exact job finished at: a restored reader
+        # checkpoint runs it again as a newer one.
+        self.finished_generation: dict[int, int] = {}
         self.reported_finished: set[int] = set()
         self.deleted: set[int] = set()
         self.datasets: dict[str, bytes] = {}
@@ -434,10 +439,11 @@ class _Worker:
             self.datasets[key] = data
         return data
 
-    def task_finished(self, task_id: int) -> None:
+    def task_finished(self, task_id: int, generation: int = 0) -> None:
         with self.lock:
             if task_id not in self.finished:
                 self.finished.add(task_id)
+                self.finished_generation[task_id] = generation
                 self.heartbeat_now.set()  # tell the dispatcher now, not at the next beat
 
     def heartbeat(self) -> None:
@@ -483,6 +489,12 @@ class _Worker:
                 del self.tasks[task_id]
                 self.finished.discard(task_id)
                 running = None
+            generation = int(definition.get("generation", 0))
+            if running is None and generation > self.finished_generation.get(task_id, generation):
+                # Finished, and run again from a reader's restored checkpoint.
+                self.finished.discard(task_id)
+                self.reported_finished.discard(task_id)
+                del self.finished_generation[task_id]
             if running is None and task_id not in self.finished and not self.stopped.is_set():
                 self.tasks[task_id] = _Task(self, definition)
         self.task_arrived.notify_all()
