@@ -241,33 +241,51 @@ _RESTORE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def procs(cross_process_protocol, monkeypatch):
-    monkeypatch.setattr(client, "CLIENT_TIMEOUT", scaled(30.0))
-    made: list[DataServiceProcess] = []
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A fault-tolerant dispatcher process and two worker processes, for the module."""
+    from tensorwire.transport import default_registry
 
-    def start(kind: str, *args: str) -> DataServiceProcess:
-        process = DataServiceProcess(kind, ["--protocol", cross_process_protocol, *args])
-        made.append(process)
-        return process.start(timeout=30)
+    if "grpc" not in default_registry.protocols():
+        pytest.skip("needs the grpc transport to reach servers in other processes")
+    work_dir = tmp_path_factory.mktemp("journal")
+    dispatcher = DataServiceProcess(
+        "dispatcher", ["--protocol", "grpc", "--work_dir", str(work_dir), "--fault_tolerant"]
+    )
+    workers: list[DataServiceProcess] = []
+    try:
+        dispatcher.start(timeout=30)
+        for _ in range(2):
+            worker = DataServiceProcess(
+                "worker",
+                [
+                    "--protocol",
+                    "grpc",
+                    "--dispatcher_address",
+                    dispatcher.address,
+                    "--heartbeat_interval_ms",
+                    "100",
+                ],
+            )
+            workers.append(worker.start(timeout=30))
+        yield dispatcher
+    finally:
+        for process in [*workers, dispatcher]:
+            process.kill()
 
-    yield start
-    for process in made:
-        process.kill()
 
-
-@pytest.mark.parametrize("job_name", ["", "named"])
-@pytest.mark.parametrize("mode", ["distributed_epoch", "parallel_epochs"])
+@pytest.mark.parametrize(
+    ("mode", "job_name"), [("distributed_epoch", ""), ("parallel_epochs", "named")]
+)
 def test_restore_in_a_new_process_after_a_dispatcher_kill(
-    procs, tmp_path, cross_process_protocol, mode, job_name
+    cluster, tmp_path, monkeypatch, mode, job_name
 ):
-    dispatcher = procs("dispatcher", "--work_dir", str(tmp_path / "journal"), "--fault_tolerant")
-    for _ in range(2):
-        procs(
-            "worker", "--dispatcher_address", dispatcher.address, "--heartbeat_interval_ms", "100"
-        )
-    target = f"{cross_process_protocol}://{dispatcher.address}"
-    dataset_id = service.register_dataset(target, Dataset.range(N).map(_slow))
+    monkeypatch.setattr(client, "CLIENT_TIMEOUT", scaled(30.0))
+    dispatcher = cluster
+    target = f"grpc://{dispatcher.address}"
+    dataset_id = service.register_dataset(
+        target, Dataset.range(N).map(_slow), dataset_id=f"restore-{mode}"
+    )
     dataset = service.from_dataset_id(mode, target, dataset_id, job_name=job_name or None)
     it = iter(dataset)
     head = _take(it, 21)
