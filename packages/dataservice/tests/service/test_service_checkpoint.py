@@ -305,3 +305,34 @@ def test_restore_in_a_new_process_after_a_dispatcher_kill(
     )
     rest = pickle.loads(out_path.read_bytes())
     _assert_counts(head + rest, _expected(mode, 2))
+
+
+# -- torchdata's StatefulDataLoader ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_stateful_dataloader_resumes_a_service_dataset_exactly_once(service_factory, num_workers):
+    pytest.importorskip("torch", reason="needs torch")
+    stateful = pytest.importorskip(
+        "torchdata.stateful_dataloader", reason="needs torchdata (pip install torchdata)"
+    )
+    dispatcher, _ = service_factory(num_workers=2)
+    dataset = distribute(Dataset.range(N).map(_slow), dispatcher, "distributed_epoch")
+
+    def loader() -> Any:
+        kwargs: dict[str, Any] = {"batch_size": None, "num_workers": num_workers}
+        if num_workers:
+            # Not fork: this process serves gRPC (the dispatcher and workers above).
+            kwargs.update(multiprocessing_context="spawn", timeout=60)
+        return stateful.StatefulDataLoader(service.to_torch(dataset), **kwargs)
+
+    first = loader()
+    it = iter(first)
+    head = [int(next(it)) for _ in range(13)]
+    state = pickle.loads(pickle.dumps(first.state_dict()))
+    for _ in range(5):  # consumed after the checkpoint: rolled back
+        next(it)
+    del it
+    resumed = loader()
+    resumed.load_state_dict(state)
+    _assert_counts(head + [int(x) for x in resumed], _expected("distributed_epoch", 1))
