@@ -145,6 +145,25 @@ def test_a_shared_job_restores_one_reader_while_another_reads_on(service_factory
     _assert_counts(got_a + got_b, _expected("distributed_epoch", 1))
 
 
+def test_a_shared_job_restore_leaves_out_what_a_departed_reader_consumed(service_factory):
+    dispatcher, _ = service_factory(num_workers=2)
+
+    def reader() -> Any:
+        return distribute(
+            Dataset.range(N).map(_slow), dispatcher, "distributed_epoch", job_name="departed"
+        )
+
+    a, b = iter(reader()), iter(reader())
+    got_b = _take(b, 20)
+    b.close()  # leaves the job, saying what it consumed (its buffered elements are not)
+    got_a = _take(a, 15)
+    state = a.state_dict()
+    _take(a, 10)  # rolled back
+    a.close()
+    got_a += _ints(_restored(reader(), state))
+    _assert_counts(got_a + got_b, _expected("distributed_epoch", 1))
+
+
 def test_a_restored_named_job_lets_the_next_epoch_start_a_new_job(service_factory):
     dispatcher, _ = service_factory(num_workers=1)
     dataset = distribute(Dataset.range(N), dispatcher, "distributed_epoch", job_name="epochs")

@@ -71,7 +71,13 @@ def restore_client(core: _Dispatcher, req: dict[str, Any]) -> dict[str, Any]:
         if core.state.clients.get(replaces) == job_id:
             core._release(replaces)  # the checkpointed reader: it reports nothing any more
         core._commit(
-            {"op": "rewind_job", "job_id": job_id, "client_id": client_id, "consumed": consumed}
+            {
+                "op": "rewind_job",
+                "job_id": job_id,
+                "client_id": client_id,
+                "replaces": replaces,
+                "consumed": consumed,
+            }
         )
         core.job_idle_since[job_id] = time.monotonic()
         for task in core.state.live_tasks(job):

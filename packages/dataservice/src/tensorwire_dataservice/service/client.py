@@ -618,8 +618,17 @@ class _Reader(Iterator[Any]):
                 ds._job_name,
                 ds._dataset_id,
             )
+        # Filled by close(): what this reader consumed, so a later restore of another
+        # reader of the job does not deliver it again.
+        self._release_report: dict[str, Any] = {}
         self._finalizer = weakref.finalize(
-            self, _release, ds._dispatcher_protocol, ds._address, self.client_id, self._stop
+            self,
+            _release,
+            ds._dispatcher_protocol,
+            ds._address,
+            self.client_id,
+            self._stop,
+            self._release_report,
         )
         self._update_tasks(job)
         threading.Thread(
@@ -1091,6 +1100,14 @@ class _Reader(Iterator[Any]):
             return
         self.closed = True
         self._stop.set()
+        if self._consumed or self._current_positions is not None:
+            try:
+                self._fold(self._pos)
+                self._release_report["consumed"] = [
+                    [task_id, ranges.ranges()] for task_id, ranges in self._consumed.items()
+                ]
+            except (RuntimeError, ValueError):  # closed from another thread mid-fold
+                pass
         self._finalizer()
 
     def __del__(self) -> None:
@@ -1160,7 +1177,9 @@ def _heartbeat_loop(reader_ref: weakref.ref[_Reader], stop: threading.Event) -> 
         del reader
 
 
-def _release(protocol: str, address: str, client_id: int, stop: threading.Event) -> None:
+def _release(
+    protocol: str, address: str, client_id: int, stop: threading.Event, report: dict[str, Any]
+) -> None:
     stop.set()
 
     def release() -> None:
@@ -1170,7 +1189,7 @@ def _release(protocol: str, address: str, client_id: int, stop: threading.Event)
                 address,
                 DISPATCHER_SERVICE,
                 "ReleaseClient",
-                {"client_id": client_id},
+                {"client_id": client_id, **report},
                 timeout=2.0,
             )
         except errors.OpError as exc:  # the dispatcher times the client out instead

@@ -789,14 +789,23 @@ class _Dispatcher:
     def release_client(self, req: dict[str, Any]) -> dict[str, Any]:
         client_id = int(req["client_id"])
         with self.lock:
-            self._release(client_id)
+            self._release(client_id, req.get("consumed"))
         return {}
 
-    def _release(self, client_id: int) -> None:
+    def _release(self, client_id: int, consumed: Any = None) -> None:
+        """``consumed``: what the reader says it consumed, per task ([[task id, ranges]]),
+        for jobs whose elements carry positions."""
         job_id = self.state.clients.get(client_id)
         if job_id is None:
             return
-        self._commit({"op": "release_client", "client_id": client_id})
+        record: dict[str, Any] = {"op": "release_client", "client_id": client_id}
+        job = self.state.jobs[job_id]
+        if consumed and (job.exact or job.positions):
+            record["consumed"] = [
+                [int(task_id), [[int(a), int(b)] for a, b in ranges]]
+                for task_id, ranges in consumed
+            ]
+        self._commit(record)
         self.former_clients[client_id] = job_id
         self.client_seen.pop(client_id, None)
         self.job_idle_since[job_id] = time.monotonic()

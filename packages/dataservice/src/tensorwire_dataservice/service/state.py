@@ -70,6 +70,9 @@ class Task:
     generation: int = 0
     delivered: list[list[int]] = dataclasses.field(default_factory=list)
     awaiting: set[int] = dataclasses.field(default_factory=set)
+    # What readers that left the job said they had consumed, as [client id, ranges]: left
+    # out of replays too (nobody is left to report it), except a restored reader's own.
+    departed: list[list[Any]] = dataclasses.field(default_factory=list)
 
     @property
     def num_recorded_splits(self) -> int:
@@ -219,6 +222,10 @@ class DispatcherState:
         if self.replayable(task):
             task.generation += 1
             task.awaiting = set(self.jobs[task.job_id].clients)
+            delivered = IndexRanges(task.delivered)
+            for _, ranges in task.departed:
+                delivered.update(IndexRanges(ranges))
+            task.delivered = delivered.ranges()
 
     def _apply_register_worker(self, r: dict[str, Any]) -> None:
         self.workers[r["address"]] = {
@@ -346,6 +353,14 @@ class DispatcherState:
         job_id = self.clients.pop(r["client_id"], None)
         if job_id is not None:
             self.jobs[job_id].clients.discard(r["client_id"])
+            for task_id, ranges in r.get("consumed", ()):
+                task = self.tasks.get(int(task_id))
+                if task is not None and task.job_id == job_id:
+                    task.departed.append([int(r["client_id"]), ranges])
+                    if r["client_id"] in task.awaiting:  # its account is its report
+                        delivered = IndexRanges(task.delivered)
+                        delivered.update(IndexRanges(ranges))
+                        task.delivered = delivered.ranges()
             for task_id in self.jobs[job_id].task_ids:  # a reader gone reports nothing
                 self.tasks[task_id].awaiting.discard(r["client_id"])
 
@@ -360,16 +375,23 @@ class DispatcherState:
         # after the checkpoint is delivered again.
         job = self.jobs[r["job_id"]]
         client_id = int(r["client_id"])
+        replaces = int(r.get("replaces", -1))
         consumed = {int(task_id): ranges for task_id, ranges in r["consumed"]}
         for task_id in job.task_ids:
             task = self.tasks[task_id]
+            # The checkpointed reader's account at its departure is superseded by the
+            # checkpoint (it consumed more after it).
+            task.departed = [d for d in task.departed if int(d[0]) != replaces]
             if job.exact and not task.splits:
                 continue  # it produced nothing (yet): nothing to rewind
             if not job.exact and task.removed:
                 continue  # its worker is gone; outside exact jobs nothing replays it
             task.generation += 1
             task.finished = False
-            task.delivered = IndexRanges(consumed.get(task_id, ())).ranges()
+            delivered = IndexRanges(consumed.get(task_id, ()))
+            for _, ranges in task.departed:
+                delivered.update(IndexRanges(ranges))
+            task.delivered = delivered.ranges()
             task.awaiting = set(job.clients) - {client_id}
         job.restorable = True
 
