@@ -84,11 +84,18 @@ def test_restored_iterator_yields_what_the_original_had_not(service_factory, mod
     _assert_counts(head + rest, _expected(mode, 2))
 
 
-def test_a_checkpoint_taken_before_the_first_element_restores_a_full_epoch(service_factory):
+@pytest.mark.parametrize("job_name", [None, "first"])
+def test_a_checkpoint_taken_before_the_first_element_restores_a_full_epoch(
+    service_factory, job_name
+):
     dispatcher, _ = service_factory(num_workers=1)
-    dataset = distribute(Dataset.range(N), dispatcher, "distributed_epoch")
-    state = iter(dataset).state_dict()
-    _assert_counts(_ints(_restored(dataset, state)), _expected("distributed_epoch", 1))
+    dataset = distribute(Dataset.range(N), dispatcher, "distributed_epoch", job_name=job_name)
+    it = iter(dataset)
+    state = it.state_dict()
+    _take(it, 30)  # read from the job the checkpoint names: rolled back
+    it.close()
+    fresh = distribute(Dataset.range(N), dispatcher, "distributed_epoch", job_name=job_name)
+    _assert_counts(_ints(_restored(fresh, state)), _expected("distributed_epoch", 1))
 
 
 def test_a_checkpoint_of_a_restored_iterator_restores_again(service_factory):

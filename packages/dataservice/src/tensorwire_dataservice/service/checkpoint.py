@@ -130,28 +130,36 @@ class ServiceIterator(NodeIterator):
         self._restored: ServiceCheckpoint | None = None
 
     def _run(self) -> Iterator[Any]:
+        if self._reader is None:
+            self._reader = self._new_reader()
+        return self._dataset._read_from(self._ctx, self._reader)
+
+    def _new_reader(self) -> _Reader:
         from .client import _Reader
 
         ds = self._dataset
         restored = self._restored
         if restored is None:
-            self._reader = _Reader(ds, ds._next_iteration())
-        else:
-            ds._restored_iteration(restored.iteration)
-            self._reader = _Reader(ds, restored.iteration, restore=restored)
-        return ds._read_from(self._ctx, self._reader)
+            return _Reader(ds, ds._next_iteration())
+        ds._restored_iteration(restored.iteration)
+        return _Reader(ds, restored.iteration, restore=restored)
 
     def _save(self) -> dict[str, Any]:
-        if self._reader is not None:
-            return {"reader": self._reader.checkpoint().to_state()}
-        if self._restored is not None:  # restored, not started: the same position
-            return {"reader": self._restored.to_state()}
-        return {"reader": None}  # not started: a restore starts a new job
+        if self._reader is None and self._restored is not None:
+            return {"reader": self._restored.to_state()}  # restored, not started: the same
+        if self._reader is None:
+            # Not started: join (or create) the job now, so the checkpoint names the job
+            # the first next() reads; a restore then rewinds that job, whatever this
+            # iterator read from it after the checkpoint (a named job is shared).
+            self._reader = self._new_reader()
+        return {"reader": self._reader.checkpoint().to_state()}
+
+    def _close_unstarted(self) -> None:
+        if self._reader is not None:  # made by a checkpoint before the first next()
+            self._reader.close()
 
     def _restore(self, state: dict[str, Any]) -> None:
         saved = state["reader"]
-        if saved is None:
-            return
         if not isinstance(saved, dict):
             raise errors.InvalidArgumentError(
                 f"The checkpoint of {op_name(self._dataset)} is malformed: {type(saved).__name__}"
