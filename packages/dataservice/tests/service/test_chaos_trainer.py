@@ -4,11 +4,11 @@ A trainer process reads a ``distributed_epoch`` job of a deterministic pipeline 
 worker processes and a fault-tolerant dispatcher process. Every ``EVERY`` elements it
 pickles, to a real file (written aside, then renamed), its iterator's ``state_dict()``
 together with the elements it has consumed so far (its "model"). Each seed kills the
-trainer with SIGKILL at random moments, and sometimes the dispatcher too (restarted on its
-journal) before the trainer comes back; each new trainer loads the last checkpoint and
-reads on. Elements consumed after the last checkpoint die with the trainer. Whatever the
-seed, the last trainer's model holds every element exactly once: exactly once relative
-to the checkpoint.
+trainer with SIGKILL at random moments, and sometimes the dispatcher (restarted on its
+journal) or a worker (its tasks replay) too before the trainer comes back; each new
+trainer loads the last checkpoint and reads on. Elements consumed after the last
+checkpoint die with the trainer. Whatever the seed, the last trainer's model holds every
+element exactly once: exactly once relative to the checkpoint.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def cluster(tmp_path_factory):
                 ],
             )
             workers.append(worker.start(timeout=30))
-        yield dispatcher
+        yield dispatcher, workers
     finally:
         for process in [*workers, dispatcher]:
             process.kill()
@@ -115,7 +115,7 @@ def _trainer(target: str, dataset_id: str, checkpoint: str, done: str) -> subpro
 @pytest.mark.parametrize("seed", SEEDS)
 def test_trainer_kill_restores_exactly_once_from_its_checkpoint(cluster, tmp_path, seed):
     rng = random.Random(seed)
-    dispatcher = cluster
+    dispatcher, workers = cluster
     target = f"grpc://{dispatcher.address}"
     # A dataset per seed (its own id, its own job).
     dataset_id = tw.data.service.register_dataset(
@@ -140,8 +140,11 @@ def test_trainer_kill_restores_exactly_once_from_its_checkpoint(cluster, tmp_pat
         if trainer.returncode == 0:
             break  # it finished before the kill
         kills += 1
-        if rng.random() < 0.5:
-            dispatcher.restart(timeout=30)  # kill -9 the dispatcher too; the journal stays
+        # Sometimes kill -9 a worker or the dispatcher too (restarted at once: the worker's
+        # tasks replay, the dispatcher recovers from its journal).
+        for victim in [dispatcher, rng.choice(workers)]:
+            if rng.random() < 0.4:
+                victim.restart(timeout=30)
     if not os.path.exists(done):
         trainer = _trainer(target, dataset_id, checkpoint, done)
         assert trainer.wait(timeout=scaled(120)) == 0, "the last trainer failed"
