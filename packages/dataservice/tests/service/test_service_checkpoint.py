@@ -362,3 +362,39 @@ def test_stateful_dataloader_resumes_a_service_dataset_exactly_once(service_fact
     resumed = loader()
     resumed.load_state_dict(state)
     _assert_counts(head + [int(x) for x in resumed], _expected("distributed_epoch", 1))
+
+
+# -- the dispatcher's records --------------------------------------------------------------------
+
+
+def test_rewind_records_survive_a_journal_snapshot():
+    """keep_job, a departure with its account and rewind_job: applied, then compacted into
+    a snapshot and read back, as a restarted dispatcher does."""
+    from tensorwire_dataservice.service.state import DispatcherState
+
+    state = DispatcherState()
+    for record in [
+        {"op": "create_job", "job_id": 1, "job_name": "j", "iteration": 0, "dataset_id": "7"}
+        | {"policy": 1, "num_consumers": -1, "target_workers": "AUTO", "exact": True},
+        {"op": "create_task", "task_id": 5, "job_id": 1, "worker_address": "w:1"},
+        {"op": "give_splits", "job_id": 1, "task_id": 5, "position": 0, "count": 3}
+        | {"worker": "a"},
+        {"op": "acquire_client", "client_id": 10, "job_id": 1},
+        {"op": "acquire_client", "client_id": 11, "job_id": 1},
+        {"op": "acquire_client", "client_id": 12, "job_id": 1},
+        {"op": "keep_job", "job_id": 1},
+        {"op": "release_client", "client_id": 11, "consumed": [[5, [[20, 30]]]]},
+        {"op": "release_client", "client_id": 10, "consumed": [[5, [[0, 9]]]]},
+        {"op": "acquire_client", "client_id": 13, "job_id": 1},
+        {"op": "rewind_job", "job_id": 1, "client_id": 13, "replaces": 10}
+        | {"consumed": [[5, [[0, 4]]]]},
+    ]:
+        state.apply(record)
+    for restored in (state, DispatcherState.from_snapshot(state.snapshot())):
+        task, job = restored.tasks[5], restored.jobs[1]
+        assert job.restorable
+        assert task.generation == 1
+        # The checkpoint's account replaces client 10's; client 11's departure stays.
+        assert task.delivered == [[0, 4], [20, 30]]
+        assert task.departed == [[11, [[20, 30]]]]
+        assert task.awaiting == {12}  # the other live reader reports
