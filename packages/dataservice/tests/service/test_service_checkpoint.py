@@ -268,12 +268,11 @@ _RESTORE_SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, tensorwire_protocol):
     """A fault-tolerant dispatcher process and two worker processes, for the module."""
-    from tensorwire.transport import default_registry
-
-    if "grpc" not in default_registry.protocols():
-        pytest.skip("needs the grpc transport to reach servers in other processes")
+    if tensorwire_protocol != "grpc":
+        # The processes speak grpc whatever the leg: running them once is enough.
+        pytest.skip("kills real processes over grpc; runs with --tensorwire-protocol=grpc")
     work_dir = tmp_path_factory.mktemp("journal")
     dispatcher = DataServiceProcess(
         "dispatcher", ["--protocol", "grpc", "--work_dir", str(work_dir), "--fault_tolerant"]
@@ -337,7 +336,11 @@ def test_restore_in_a_new_process_after_a_dispatcher_kill(
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_stateful_dataloader_resumes_a_service_dataset_exactly_once(service_factory, num_workers):
+def test_stateful_dataloader_resumes_a_service_dataset_exactly_once(
+    service_factory, num_workers, request
+):
+    if num_workers:  # DataLoader worker processes reach the service over the network
+        request.getfixturevalue("cross_process_protocol")
     pytest.importorskip("torch", reason="needs torch")
     stateful = pytest.importorskip(
         "torchdata.stateful_dataloader", reason="needs torchdata (pip install torchdata)"
