@@ -98,6 +98,25 @@ def test_a_checkpoint_taken_before_the_first_element_restores_a_full_epoch(
     _assert_counts(_ints(_restored(fresh, state)), _expected("distributed_epoch", 1))
 
 
+@pytest.mark.parametrize("mode", ["distributed_epoch", "parallel_epochs"])
+def test_a_job_read_to_its_end_after_the_checkpoint_runs_again(service_factory, mode):
+    """Every task finished (and its worker dropped it) before the restore: the rewind runs
+    them again, from the checkpoint's positions."""
+    dispatcher, workers = service_factory(
+        num_workers=2, worker_config={"heartbeat_interval_ms": 50}
+    )
+    dataset = distribute(Dataset.range(N), dispatcher, mode)
+    it = iter(dataset)
+    head = _take(it, 11)
+    state = it.state_dict()
+    _ints(it)  # to the end: the job finishes
+    deadline = time.monotonic() + scaled(15)
+    while any(w._num_tasks() for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.02)  # until the workers dropped the finished tasks
+    assert not any(w._num_tasks() for w in workers), "the workers kept the finished tasks"
+    _assert_counts(head + _ints(_restored(dataset, state)), _expected(mode, 2))
+
+
 def test_a_checkpoint_of_a_restored_iterator_restores_again(service_factory):
     dispatcher, _ = service_factory(num_workers=2)
     dataset = distribute(Dataset.range(N).map(_slow), dispatcher, "distributed_epoch")

@@ -386,9 +386,9 @@ class _Worker:
         self.lock = threading.Lock()
         self.tasks: dict[int, _Task] = {}
         self.finished: set[int] = set()
-        # The generation each finished task of an exact job finished at: a restored reader
-        # checkpoint runs it again as a newer one.
-        self.finished_generation: dict[int, int] = {}
+        # The generation each task had when it finished or was deleted: a restored reader
+        # checkpoint runs it again as a newer one, which readers then wait for.
+        self.ended_generation: dict[int, int] = {}
         self.reported_finished: set[int] = set()
         self.deleted: set[int] = set()
         self.datasets: dict[str, bytes] = {}
@@ -443,7 +443,7 @@ class _Worker:
         with self.lock:
             if task_id not in self.finished:
                 self.finished.add(task_id)
-                self.finished_generation[task_id] = generation
+                self.ended_generation[task_id] = generation
                 self.heartbeat_now.set()  # tell the dispatcher now, not at the next beat
 
     def heartbeat(self) -> None:
@@ -475,6 +475,7 @@ class _Worker:
                 if task is not None:
                     task.stop()
                     self.deleted.add(int(task_id))
+                    self.ended_generation[int(task_id)] = task.generation
             self.task_arrived.notify_all()
 
     def _add_tasks(self, definitions: list[dict[str, Any]]) -> None:
@@ -490,23 +491,40 @@ class _Worker:
                 self.finished.discard(task_id)
                 running = None
             generation = int(definition.get("generation", 0))
-            if running is None and generation > self.finished_generation.get(task_id, generation):
-                # Finished, and run again from a reader's restored checkpoint.
+            if running is None and generation > self.ended_generation.get(task_id, generation):
+                # Finished or deleted, and run again from a reader's restored checkpoint.
                 self.finished.discard(task_id)
                 self.reported_finished.discard(task_id)
-                del self.finished_generation[task_id]
+                self.deleted.discard(task_id)
+                del self.ended_generation[task_id]
             if running is None and task_id not in self.finished and not self.stopped.is_set():
                 self.tasks[task_id] = _Task(self, definition)
         self.task_arrived.notify_all()
 
-    def get_task(self, task_id: int) -> _Task | None:
-        """The task, or None when it finished and was since deleted (end of sequence)."""
+    def _rerun(self, definition: dict[str, Any]) -> bool:
+        """Whether ``definition`` runs a finished or deleted task again (a newer generation,
+        after a reader restored a checkpoint)."""
+        task_id = int(definition["task_id"])
+        generation = int(definition.get("generation", 0))
+        return generation > self.ended_generation.get(task_id, generation)
+
+    def get_task(self, task_id: int, generation: int | None = None) -> _Task | None:
+        """The task, or None when it finished and was since deleted (end of sequence).
+
+        ``generation``: the one the reader reads; when it is newer than the one that
+        finished or was deleted here, the task runs again (a restored checkpoint) and the
+        reader waits for it instead."""
         deadline = time.monotonic() + _TASK_WAIT
         with self.task_arrived:
+            running = self.tasks.get(task_id)
+            if running is not None and generation is not None and generation > running.generation:
+                self.heartbeat_now.set()  # the dispatcher has a newer generation for it
             while task_id not in self.tasks:
-                if task_id in self.finished:
+                ended = self.ended_generation.get(task_id)
+                rerun = generation is not None and ended is not None and generation > ended
+                if task_id in self.finished and not rerun:
                     return None
-                if task_id in self.deleted:
+                if task_id in self.deleted and not rerun:
                     raise errors.FailedPreconditionError(
                         f"task {task_id} was deleted from worker {self.address}"
                     )
@@ -524,7 +542,7 @@ class _Worker:
     # -- service -------------------------------------------------------------------------------
     def get_elements(self, frames: list[memoryview], context: CallContext) -> Iterator[Any]:
         req = unpack(frames)
-        task = self.get_task(int(req["task_id"]))
+        task = self.get_task(int(req["task_id"]), _generation_of(req))
         if task is None:
             yield eos_message()
             return
@@ -555,7 +573,7 @@ class _Worker:
         first: how consumers of a shared job read, on demand (an empty reply means "none
         yet, ask again")."""
         req = unpack(frames)
-        task = self.get_task(int(req["task_id"]))
+        task = self.get_task(int(req["task_id"]), _generation_of(req))
         if task is None:
             return eos_message()
         max_elements = max(1, min(int(req.get("max_elements", 1)), _MAX_ELEMENTS_PER_MESSAGE))
@@ -592,12 +610,17 @@ class _Worker:
         request = unpack(frames)
         with self.task_arrived:
             self._add_tasks(
-                [d for d in request.get("tasks", []) if int(d["task_id"]) not in self.deleted]
+                [
+                    d
+                    for d in request.get("tasks", [])
+                    if int(d["task_id"]) not in self.deleted or self._rerun(d)
+                ]
             )
             for task_id in request.get("delete", []):
                 task = self.tasks.pop(int(task_id), None)
                 if task is not None:
                     task.stop()
+                    self.ended_generation[int(task_id)] = task.generation
                 self.deleted.add(int(task_id))
         return pack({})
 
