@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 from tensorwire import errors
@@ -50,6 +50,9 @@ from .protocol import (
 )
 from .specs import check_element_spec
 from .trainer_cache import CrossTrainerCache
+
+if TYPE_CHECKING:
+    from .checkpoint import ServiceCheckpoint
 
 __all__ = ["distribute", "register_dataset", "from_dataset_id", "DataServiceDataset"]
 
@@ -531,23 +534,34 @@ class DataServiceDataset(_DatasetClass):
         return self._dataset_id
 
     def _iterator(self, ctx: Any) -> Iterator[Any]:
+        from .checkpoint import ServiceIterator  # it builds on _Reader, below
+
+        return ServiceIterator(self, ctx)
+
+    def _read_from(self, ctx: Any, reader: _Reader) -> Iterator[Any]:
+        """Yield ``reader``'s elements, closing it when ``ctx`` (the pipeline) is closed."""
         if self._job_name is None:  # PyTorch DataLoader workers would each read it all
             torch_workers.warn_if_every_worker_reads_everything(self)
-        reader = _Reader(self, next(self._iterations))
-        watcher = None
         closed = getattr(ctx, "closed", None)
         if isinstance(closed, threading.Event):
-            watcher = threading.Thread(
+            threading.Thread(
                 target=_close_when,
                 args=(closed, weakref.ref(reader)),
                 name="tw-data-reader-watch",
                 daemon=True,
-            )
-            watcher.start()
+            ).start()
         try:
             yield from reader
         finally:
             reader.close()
+
+    def _next_iteration(self) -> int:
+        return next(self._iterations)
+
+    def _restored_iteration(self, iteration: int) -> None:
+        """A reader of this dataset object was restored at ``iteration``: later readers
+        take later iteration numbers (a named job is one per iteration)."""
+        self._iterations = itertools.count(max(next(self._iterations), iteration + 1))
 
     def _read(self) -> _Reader:
         """A bare reader over one iteration (no pipeline iterator around it)."""
@@ -598,10 +612,17 @@ class _TaskState:
 
 
 class _Reader(Iterator[Any]):
-    """One iteration of a DataServiceDataset: a job client and its reader threads."""
+    """One iteration of a DataServiceDataset: a job client and its reader threads.
 
-    def __init__(self, ds: DataServiceDataset, iteration: int) -> None:
+    ``restore``: a checkpoint (:class:`.checkpoint.ServiceCheckpoint`) of a reader of the
+    same dataset; this reader then rejoins that job, which the dispatcher rewinds to it.
+    """
+
+    def __init__(
+        self, ds: DataServiceDataset, iteration: int, restore: ServiceCheckpoint | None = None
+    ) -> None:
         self.ds = ds
+        self.iteration = iteration
         self.closed = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -615,9 +636,16 @@ class _Reader(Iterator[Any]):
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=maxsize)
         self._sem = threading.Semaphore(ds._max_outstanding) if ds._max_outstanding else None
         self._tasks: dict[int, _TaskState] = {}
-        self._ended: set[int] = set()  # tasks whose end of sequence this reader received
+        # Tasks whose end of sequence this reader received, with the generation that sent it.
+        self._ended: dict[int, int] = {}
         self._current: list[Any] = []
         self._pos = 0
+        # Positions (task, indices) of the elements consumed, for checkpoints: folded in a
+        # message at a time (``_fold``), so consuming costs nothing per element.
+        self._current_task = -1
+        self._current_positions: range | list[int] | None = None
+        self._consumed: dict[int, IndexRanges] = {}
+        self._kept = False  # the dispatcher keeps the job for restores (see checkpoint())
         self._error: BaseException | None = None
         self._last_dispatcher_ok = time.monotonic()
         self._no_workers_since: float | None = None
@@ -636,19 +664,28 @@ class _Reader(Iterator[Any]):
         # for elements, and elements received.
         self._waited = 0.0
         self._received = 0
-        job = self._dispatcher(
-            "GetOrCreateJob",
-            {
-                "dataset_id": ds._dataset_id,
-                "job_name": ds._job_name or "",
-                "iteration": iteration,
-                "policy": int(ds._policy),
-                "num_consumers": ds._num_consumers if ds._num_consumers is not None else -1,
-                "target_workers": ds._target_workers,
-                "cross_trainer_cache": ds._trainer_id is not None,
-                "acquire": True,
-            },
-        )
+        if restore is None:
+            job = self._dispatcher(
+                "GetOrCreateJob",
+                {
+                    "dataset_id": ds._dataset_id,
+                    "job_name": ds._job_name or "",
+                    "iteration": iteration,
+                    "policy": int(ds._policy),
+                    "num_consumers": ds._num_consumers if ds._num_consumers is not None else -1,
+                    "target_workers": ds._target_workers,
+                    "cross_trainer_cache": ds._trainer_id is not None,
+                    "acquire": True,
+                },
+            )
+        else:
+            job = self._dispatcher("RestoreClient", restore.request())
+            # What the checkpoint consumed counts as received: never delivered again, and
+            # reported as such if the job is rewound again.
+            self._consumed = {t: IndexRanges(r) for t, r in restore.consumed}
+            self._kept = True
+        self._dedup = bool(job.get("exact", False))
+        self._not_restorable = str(job.get("not_restorable", ""))
         self.job_id = int(job["job_id"])
         self.client_id = int(job["client_id"])
         if job.get("job_finished") and ds._job_name:
@@ -659,8 +696,17 @@ class _Reader(Iterator[Any]):
                 ds._job_name,
                 ds._dataset_id,
             )
+        # Filled by close(): what this reader consumed, so a later restore of another
+        # reader of the job does not deliver it again.
+        self._release_report: dict[str, Any] = {}
         self._finalizer = weakref.finalize(
-            self, _release, ds._dispatcher_protocol, ds._address, self.client_id, self._stop
+            self,
+            _release,
+            ds._dispatcher_protocol,
+            ds._address,
+            self.client_id,
+            self._stop,
+            self._release_report,
         )
         no_local = self._no_local_worker(job)
         if no_local is not None:
@@ -696,7 +742,7 @@ class _Reader(Iterator[Any]):
 
     def _heartbeat_once(self) -> None:
         with self._lock:
-            ended = sorted(self._ended)
+            ended = sorted(self._ended.items())
             # Lost tasks of an exact job: what this reader received from them, which the
             # replay leaves out. Sent until the dispatcher stops asking (a reply may be lost).
             delivered = [
@@ -708,7 +754,8 @@ class _Reader(Iterator[Any]):
         # finished before this reader ends (a reader joining it later is told so).
         request: dict[str, Any] = {
             "client_id": self.client_id,
-            "finished": ended,
+            "finished": [task_id for task_id, _ in ended],
+            "finished_generations": [[task_id, gen] for task_id, gen in ended],
             "wait_s": self._waited,
             "elements": self._received,
         }
@@ -776,13 +823,18 @@ class _Reader(Iterator[Any]):
                 state = self._tasks.get(task_id)
                 if state is None:
                     state = self._tasks[task_id] = _TaskState(task_id, address, generation)
+                    if task_id in self._consumed:  # (a restored reader)
+                        state.received.update(self._consumed[task_id])
                 elif generation > state.generation:
-                    # The task was lost with its worker and is replayed (exact job): from
-                    # now on, what its older generation still sends is ignored, so what
-                    # this reader reports having received is final.
+                    # The task was lost with its worker and is replayed (exact job), or a
+                    # reader of the job restored a checkpoint: from now on, what its older
+                    # generation still sends is ignored, so what this reader reports
+                    # having received is final. A rewound task produces again.
                     state.generation = generation
                     state.address = address
                     state.removed = False
+                    state.done = False
+                    self._ended.pop(task_id, None)
                     state.thread = None  # the old generation's reader ends by itself
                 elif state.removed and not state.done:
                     # Its worker missed heartbeats and was dropped, then came back still
@@ -819,20 +871,24 @@ class _Reader(Iterator[Any]):
 
     def _accept(
         self, state: _TaskState, generation: int, elements: list[Any], first: int | None
-    ) -> list[Any] | None:
-        """The elements of a message to deliver: None when they come from a generation
-        since replaced (not recorded as received: the replay produces them again); without
+    ) -> tuple[list[Any], range | list[int] | None] | None:
+        """The elements of a message to deliver and their positions (indices in the task's
+        stream; None when they have none): None when they come from a generation since
+        replaced (not recorded as received: the replay produces them again); without
         those this reader received already (an exact job's replay)."""
         with self._lock:
             if state.generation != generation:
                 return None
             if first is None or not elements:
-                return elements
+                return elements, None
             stop = first + len(elements)
-            if state.received.overlaps(first, stop):
-                elements = [e for i, e in enumerate(elements, first) if i not in state.received]
+            positions: range | list[int] = range(first, stop)
+            if self._dedup and state.received.overlaps(first, stop):
+                kept = [i for i in positions if i not in state.received]
+                elements = [elements[i - first] for i in kept]
+                positions = kept
             state.received.add(first, stop)
-            return elements
+            return elements, positions
 
     def heartbeat(self) -> bool:
         """One client heartbeat; False when the dispatcher could not be reached."""
@@ -885,10 +941,13 @@ class _Reader(Iterator[Any]):
                 for frames in _bounded(stream, self._sem):
                     got, eos, first = decode_chunk(frames)
                     retry.succeeded()
-                    elements = self._accept(state, generation, got, first)
-                    if elements is None:
+                    accepted = self._accept(state, generation, got, first)
+                    if accepted is None:
                         return  # a replaced generation
-                    if elements and not self._put(("elements", elements)):
+                    elements, positions = accepted
+                    if elements and not self._put(
+                        ("elements", (elements, state.task_id, positions))
+                    ):
                         return
                     if eos:
                         self._task_done(state, generation)
@@ -949,12 +1008,13 @@ class _Reader(Iterator[Any]):
                 self._fail(exc)
                 return
             retry.succeeded()
-            elements = self._accept(state, generation, got, first)
-            if elements is None:
+            accepted = self._accept(state, generation, got, first)
+            if accepted is None:
                 self._return_credits(wanted)
                 return  # a replaced generation
+            elements, positions = accepted
             self._return_credits(wanted - len(elements))
-            if elements and not self._put(("elements", elements)):
+            if elements and not self._put(("elements", (elements, state.task_id, positions))):
                 return
             if eos:
                 self._task_done(state, generation)
@@ -988,7 +1048,7 @@ class _Reader(Iterator[Any]):
                 return  # the end of a replaced generation: the replay has its own
             state.done = True
             state.thread = None
-            self._ended.add(state.task_id)
+            self._ended[state.task_id] = generation
         self._put(("task_done", state.task_id))
 
     def _task_deleted(self, state: _TaskState, generation: int) -> None:
@@ -1060,7 +1120,7 @@ class _Reader(Iterator[Any]):
             served[task.task_id] = served.get(task.task_id, 0) + 1
             with self._lock:
                 self._round = round_index + 1
-            if not self._put(("elements", elements)):
+            if not self._put(("elements", (elements, -1, None))):
                 return
 
     def _live_tasks_done(self) -> bool:
@@ -1131,18 +1191,79 @@ class _Reader(Iterator[Any]):
                     raise StopIteration
                 continue
             if kind == "elements":
-                self._current, self._pos = payload, 0
+                if self._current_positions is not None:
+                    self._fold(len(self._current))
+                self._current, self._current_task, self._current_positions = payload
+                self._pos = 0
                 self._waited += time.monotonic() - waiting_since
-                self._received += len(payload)
+                self._received += len(self._current)
             elif kind == "end":
                 self.close()
                 raise StopIteration
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _fold(self, count: int) -> None:
+        """Record the first ``count`` elements of the current message as consumed."""
+        positions = self._current_positions
+        if positions is None or not count:
+            return
+        consumed = self._consumed.get(self._current_task)
+        if consumed is None:
+            consumed = self._consumed[self._current_task] = IndexRanges()
+        if isinstance(positions, range):
+            consumed.add(positions.start, positions.start + count)
+        else:
+            for index in positions[:count]:
+                consumed.add(index, index + 1)
+
+    def checkpoint(self) -> ServiceCheckpoint:
+        """Where this reader's consumer is: the job and the positions of the elements it
+        consumed (those buffered or in flight are not, so a restore delivers them again).
+        Call between two ``next()`` calls, on the consumer's thread.
+
+        Raises:
+          FailedPreconditionError: the job cannot be restored (a non-deterministic
+            pipeline, coordinated reads), or the dispatcher collected it.
+          UnavailableError: the dispatcher did not answer within the client timeout.
+        """
+        from .checkpoint import ServiceCheckpoint
+
+        if self._not_restorable:
+            raise errors.FailedPreconditionError(
+                f"Cannot checkpoint an iterator of tf.data service job {self.job_id} "
+                f"(dataset {self.ds._dataset_id}): {self._not_restorable}"
+            )
+        if not self._kept:
+            # Once per reader: from now on the job outlives its readers by
+            # job_gc_timeout_ms, so the checkpoint can be restored after a crash.
+            self._dispatcher("KeepJob", {"job_id": self.job_id})
+            self._kept = True
+        self._fold(self._pos)
+        return ServiceCheckpoint(
+            dataset_id=self.ds._dataset_id,
+            job_id=self.job_id,
+            job_name=self.ds._job_name or "",
+            client_id=self.client_id,
+            iteration=self.iteration,
+            consumed=tuple(
+                (task_id, tuple((a, b) for a, b in ranges.ranges()))
+                for task_id, ranges in sorted(self._consumed.items())
+            ),
+        )
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         self._stop.set()
+        if self._consumed or self._current_positions is not None:
+            try:
+                self._fold(self._pos)
+                self._release_report["consumed"] = [
+                    [task_id, ranges.ranges()] for task_id, ranges in self._consumed.items()
+                ]
+            except (RuntimeError, ValueError):  # closed from another thread mid-fold
+                pass
         self._finalizer()
 
     def __del__(self) -> None:
@@ -1212,7 +1333,9 @@ def _heartbeat_loop(reader_ref: weakref.ref[_Reader], stop: threading.Event) -> 
         del reader
 
 
-def _release(protocol: str, address: str, client_id: int, stop: threading.Event) -> None:
+def _release(
+    protocol: str, address: str, client_id: int, stop: threading.Event, report: dict[str, Any]
+) -> None:
     stop.set()
 
     def release() -> None:
@@ -1222,7 +1345,7 @@ def _release(protocol: str, address: str, client_id: int, stop: threading.Event)
                 address,
                 DISPATCHER_SERVICE,
                 "ReleaseClient",
-                {"client_id": client_id},
+                {"client_id": client_id, **report},
                 timeout=2.0,
             )
         except errors.OpError as exc:  # the dispatcher times the client out instead

@@ -8,6 +8,7 @@ before the RPC that caused it returns (see :mod:`.journal` and :mod:`.state`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import secrets
@@ -23,7 +24,7 @@ from tensorwire.transport import get_transport
 from tensorwire.transport.base import CallContext, Service, TransportOptions
 from tensorwire.transport.threads import join_threads
 
-from . import pipeline
+from . import checkpoint_dispatcher, pipeline
 from .config import (
     DEFAULT_CLIENT_TIMEOUT_MS,
     DEFAULT_JOB_GC_CHECK_INTERVAL_MS,
@@ -123,6 +124,7 @@ class _Dispatcher:
         # Exact jobs: every split handed out so far, by split number, so a replay gets the
         # very splits its task was given (rebuilt from the deterministic provider).
         self.split_log: dict[int, list[bytes]] = {}
+        self.nondeterminism: dict[str, str | None] = {}  # dataset id -> why (see below)
         self._heartbeating = ""  # worker whose heartbeat is being handled (under the lock)
         # The host identity each worker reports in its heartbeats (target_workers="LOCAL");
         # not journaled: a restarted dispatcher learns it again at the next heartbeat.
@@ -195,6 +197,8 @@ class _Dispatcher:
             "ClientHeartbeat": self.client_heartbeat,
             "GetSplits": self.get_splits,
             "GetWorkers": self.get_workers,
+            "KeepJob": functools.partial(checkpoint_dispatcher.keep_job, self),
+            "RestoreClient": functools.partial(checkpoint_dispatcher.restore_client, self),
         }
         # For status and metrics (status.py, metrics.py): what workers and readers reported.
         self.started = time.monotonic()
@@ -258,9 +262,13 @@ class _Dispatcher:
             "num_workers": len(self.config.worker_addresses or []),
             "worker_index": index,
             "compression": ds.metadata.get("compression") or "",
-            "exact": job.exact,
+            # (A job with positions has its workers number elements like an exact one.)
+            "exact": job.exact or job.positions,
             "generation": task.generation,
             "cross_trainer_cache": job.cross_trainer_cache,
+            # What a restored reader's replay of a parallel_epochs task leaves out (an exact
+            # job's replay learns it with its first splits).
+            "skip": task.delivered if job.positions else [],
         }
 
     def _create_task(self, job: Job, address: str, starting_round: int = 0) -> None:
@@ -386,17 +394,31 @@ class _Dispatcher:
             # An exact job's task is finished by its readers, once one received its end of
             # sequence: the worker may have sent its last elements into a connection that
             # then broke, and a replay must still be possible.
-            if task is not None and not task.finished and not self.state.jobs[task.job_id].exact:
+            # (A report about an older generation, run again since, is stale.)
+            if (
+                task is not None
+                and not task.finished
+                and not self.state.jobs[task.job_id].exact
+                and generations.get(task_id, task.generation) == task.generation
+            ):
                 self._commit({"op": "finish_task", "task_id": task_id})
         assigned = self.state.tasks_for_worker(address)
         assigned_ids = {t.task_id for t in assigned}
         new = [
             self._task_def(t)
             for t in assigned
-            if t.task_id not in current or generations.get(t.task_id, t.generation) < t.generation
+            if (t.task_id not in current or generations.get(t.task_id, t.generation) < t.generation)
+            and not self._replay_held(t)
         ]
         delete = sorted(t for t in current if t not in assigned_ids and t not in finished)
         return {"tasks": new, "delete": delete}
+
+    def _replay_held(self, task: Task) -> bool:
+        """Whether ``task`` (of a job with positions, restarted by a restored checkpoint)
+        waits for the job's other readers to report what they received before its worker
+        may start it over: its skip set travels with its definition. (An exact job's
+        replay waits in GetSplits instead.)"""
+        return bool(task.awaiting) and self.state.jobs[task.job_id].positions
 
     def _check_incarnation(self, address: str, incarnation: str) -> None:
         """A worker process that is not the one the state knows at ``address`` (it
@@ -725,13 +747,33 @@ class _Dispatcher:
                     _check_same_sharing(job, cross_trainer_cache, target_workers)
                     return self._job_reply(job, req)
             job_id = self.state.next_job_id
-            exact = False
-            if policy == ShardingPolicy.DYNAMIC and num_consumers < 0 and not cross_trainer_cache:
-                exact = self._exactly_once(ds, job_id)
+            reason = self._nondeterminism(ds)
+            exact = (
+                policy == ShardingPolicy.DYNAMIC and num_consumers < 0 and not cross_trainer_cache
+            )
+            if exact:
+                exact = self._exactly_once(ds, job_id, reason)
+            positions = not exact and num_consumers < 0 and reason is None
+            positions = positions and not cross_trainer_cache
+            not_restorable = ""
+            if num_consumers >= 0:
+                not_restorable = (
+                    "coordinated reads (num_consumers) cannot be checkpointed: their rounds "
+                    "are not replayed"
+                )
+            elif cross_trainer_cache:
+                not_restorable = (
+                    "jobs with a cross-trainer cache cannot be checkpointed: their trainers "
+                    "share a sliding window of elements, which is not replayed"
+                )
+            elif reason is not None:
+                not_restorable = f"its pipeline is not deterministic ({reason})"
             self._commit(
                 {
                     "op": "create_job",
                     "exact": exact,
+                    "positions": positions,
+                    "not_restorable": not_restorable,
                     "job_id": job_id,
                     "job_name": job_name,
                     "iteration": iteration,
@@ -748,16 +790,26 @@ class _Dispatcher:
                 self._create_task(job, address)
             return self._job_reply(job, req)
 
-    def _exactly_once(self, ds: Any, job_id: int) -> bool:
-        """Whether a distributed_epoch job of ``ds`` can be read exactly once through worker
-        failures (its pipeline is deterministic); if not, say why in the log."""
+    def _nondeterminism(self, ds: Any) -> str | None:
+        """Why ``ds``'s pipeline may produce different elements when run again, or None.
+        Worked out once per dataset (it deserializes the pipeline)."""
+        if ds.dataset_id not in self.nondeterminism:
+            self.nondeterminism[ds.dataset_id] = self._inspect_determinism(ds)
+        return self.nondeterminism[ds.dataset_id]
+
+    def _inspect_determinism(self, ds: Any) -> str | None:
         try:
             dataset = pipeline.deserialize(
                 ds.dataset_def, code_allowed=not self.config.registered_pipelines_only
             )
-            reason = pipeline.nondeterminism(dataset)
+            return pipeline.nondeterminism(dataset)
         except errors.OpError as exc:
-            reason = f"its pipeline cannot be inspected here ({exc})"
+            return f"its pipeline cannot be inspected here ({exc})"
+
+    def _exactly_once(self, ds: Any, job_id: int, reason: str | None) -> bool:
+        """Whether a distributed_epoch job of ``ds`` can be read exactly once through worker
+        failures: its pipeline is deterministic (``reason``, why not, is None); if not,
+        say why in the log."""
         if reason is not None:
             log.warning(
                 "job %d of dataset %s: %s, so a worker lost mid-job loses the elements it "
@@ -773,7 +825,7 @@ class _Dispatcher:
     def _job_reply(self, job: Job, req: dict[str, Any]) -> dict[str, Any]:
         """The job id and, when asked (``acquire``), a new client id and the job's tasks:
         one round trip from iterator creation to reading."""
-        reply: dict[str, Any] = {"job_id": job.job_id}
+        reply: dict[str, Any] = {"job_id": job.job_id, "not_restorable": job.not_restorable}
         if req.get("acquire"):
             acquired = self.acquire_client({"job_id": job.job_id})
             reply.update(acquired)
@@ -827,14 +879,23 @@ class _Dispatcher:
     def release_client(self, req: dict[str, Any]) -> dict[str, Any]:
         client_id = int(req["client_id"])
         with self.lock:
-            self._release(client_id)
+            self._release(client_id, req.get("consumed"))
         return {}
 
-    def _release(self, client_id: int) -> None:
+    def _release(self, client_id: int, consumed: Any = None) -> None:
+        """``consumed``: what the reader says it consumed, per task ([[task id, ranges]]),
+        for jobs whose elements carry positions."""
         job_id = self.state.clients.get(client_id)
         if job_id is None:
             return
-        self._commit({"op": "release_client", "client_id": client_id})
+        record: dict[str, Any] = {"op": "release_client", "client_id": client_id}
+        job = self.state.jobs[job_id]
+        if consumed and (job.exact or job.positions):
+            record["consumed"] = [
+                [int(task_id), [[int(a), int(b)] for a, b in ranges]]
+                for task_id, ranges in consumed
+            ]
+        self._commit(record)
         self.former_clients[client_id] = job_id
         self.client_seen.pop(client_id, None)
         self.job_idle_since[job_id] = time.monotonic()
@@ -846,6 +907,7 @@ class _Dispatcher:
             not job.job_name
             and not job.clients
             and not job.garbage_collected
+            and not job.restorable
             and (self.gc_timeout_ms >= 0)
         ):
             # Nobody can join an anonymous job: collect it now rather than let its tasks
@@ -872,10 +934,17 @@ class _Dispatcher:
             self.client_seen[client_id] = time.monotonic()
             self.client_reports[client_id] = client_report(job_id, req)
             job = self._job(job_id)
+            # (Generations: a task run again since, by a restored checkpoint, is not.)
+            ended_at = {int(t): int(g) for t, g in req.get("finished_generations", ())}
             for task_id in req.get("finished", ()):
                 # A reader received this task's end of sequence from its worker.
                 task = self.state.tasks.get(int(task_id))
-                if task is not None and task.job_id == job_id and not task.finished:
+                if (
+                    task is not None
+                    and task.job_id == job_id
+                    and not task.finished
+                    and ended_at.get(task.task_id, task.generation) == task.generation
+                ):
                     self._commit({"op": "finish_task", "task_id": task.task_id})
             for report in req.get("delivered", ()):
                 self._report_delivered(job, client_id, report)
@@ -913,6 +982,8 @@ class _Dispatcher:
             }
         )
         if not task.awaiting:
+            if job.positions and not task.removed:
+                self._push(task.worker_address, task)  # its replay may start now
             log.info(
                 "task %d generation %d: every reader reported; the replay leaves out "
                 "%d elements they received",

@@ -73,6 +73,9 @@ class Task:
     # Coordinated reads: the job-wide round from which this task takes part (a worker that
     # joined the running job); 0 for the tasks made with the job.
     starting_round: int = 0
+    # What readers that left the job said they had consumed, as [client id, ranges]: left
+    # out of replays too (nobody is left to report it), except a restored reader's own.
+    departed: list[list[Any]] = dataclasses.field(default_factory=list)
 
     @property
     def num_recorded_splits(self) -> int:
@@ -99,6 +102,15 @@ class Job:
     # Its readers share each task's elements through a per-trainer sliding window
     # (trainer_cache.py) instead of splitting them.
     cross_trainer_cache: bool = False
+    # Other jobs of a deterministic pipeline (parallel_epochs, static sharding): elements
+    # carry their position in their task's stream, so a reader's checkpoint can be
+    # restored (see checkpoint.py). Worker losses keep TensorFlow's semantics.
+    positions: bool = False
+    # Why the job's reader checkpoints cannot be restored ("" when they can).
+    not_restorable: str = ""
+    # A reader took a checkpoint: the job is kept job_gc_timeout_ms after its last reader
+    # left, even when it has no name (those are otherwise collected at once).
+    restorable: bool = False
 
     @property
     def coordinated(self) -> bool:
@@ -216,6 +228,10 @@ class DispatcherState:
         if self.replayable(task):
             task.generation += 1
             task.awaiting = set(self.jobs[task.job_id].clients)
+            delivered = IndexRanges(task.delivered)
+            for _, ranges in task.departed:
+                delivered.update(IndexRanges(ranges))
+            task.delivered = delivered.ranges()
 
     def _apply_register_worker(self, r: dict[str, Any]) -> None:
         self.workers[r["address"]] = {
@@ -280,6 +296,8 @@ class DispatcherState:
             r["target_workers"],
             exact=bool(r.get("exact", False)),
             cross_trainer_cache=bool(r.get("cross_trainer_cache", False)),
+            positions=bool(r.get("positions", False)),
+            not_restorable=str(r.get("not_restorable", "")),
         )
         next_id = max(self.next_job_id, job.job_id + 1)
         self.jobs[job.job_id] = job
@@ -343,8 +361,47 @@ class DispatcherState:
         job_id = self.clients.pop(r["client_id"], None)
         if job_id is not None:
             self.jobs[job_id].clients.discard(r["client_id"])
+            for task_id, ranges in r.get("consumed", ()):
+                task = self.tasks.get(int(task_id))
+                if task is not None and task.job_id == job_id:
+                    task.departed.append([int(r["client_id"]), ranges])
+                    if r["client_id"] in task.awaiting:  # its account is its report
+                        delivered = IndexRanges(task.delivered)
+                        delivered.update(IndexRanges(ranges))
+                        task.delivered = delivered.ranges()
             for task_id in self.jobs[job_id].task_ids:  # a reader gone reports nothing
                 self.tasks[task_id].awaiting.discard(r["client_id"])
+
+    def _apply_keep_job(self, r: dict[str, Any]) -> None:
+        self.jobs[r["job_id"]].restorable = True
+
+    def _apply_rewind_job(self, r: dict[str, Any]) -> None:
+        # A reader restored a checkpoint (client ``client_id``): every task that produced
+        # something starts over as a new generation that leaves out what the checkpoint
+        # had consumed and what the job's other readers report they received (they are
+        # awaited, as for a lost worker). Finished tasks are run again: what was consumed
+        # after the checkpoint is delivered again.
+        job = self.jobs[r["job_id"]]
+        client_id = int(r["client_id"])
+        replaces = int(r.get("replaces", -1))
+        consumed = {int(task_id): ranges for task_id, ranges in r["consumed"]}
+        for task_id in job.task_ids:
+            task = self.tasks[task_id]
+            # The checkpointed reader's account at its departure is superseded by the
+            # checkpoint (it consumed more after it).
+            task.departed = [d for d in task.departed if int(d[0]) != replaces]
+            if job.exact and not task.splits:
+                continue  # it produced nothing (yet): nothing to rewind
+            if not job.exact and task.removed:
+                continue  # its worker is gone; outside exact jobs nothing replays it
+            task.generation += 1
+            task.finished = False
+            delivered = IndexRanges(consumed.get(task_id, ()))
+            for _, ranges in task.departed:
+                delivered.update(IndexRanges(ranges))
+            task.delivered = delivered.ranges()
+            task.awaiting = set(job.clients) - {client_id}
+        job.restorable = True
 
     def _apply_gc_job(self, r: dict[str, Any]) -> None:
         job = self.jobs[r["job_id"]]

@@ -35,6 +35,16 @@ as long as the process that creates the DataLoader does not itself run a gRPC se
 such a process; those workers fail with ``FailedPreconditionError`` saying so. Use
 ``multiprocessing_context="spawn"`` there.
 
+Checkpoints: torchdata's ``StatefulDataLoader`` checkpoints a :class:`TorchDataset`: each
+iterator has ``state_dict()``/``load_state_dict()`` (the service iterator's, see
+``tensorwire_dataservice.service.checkpoint``), and a restored loader yields exactly the
+elements the checkpointed one had not yielded, also in a new process. The state names the
+job by id, so the restored loader's workers rejoin the checkpointed job whatever job name
+they would make now. Keep ``snapshot_every_n_steps=1`` (its default) with ``num_workers >
+0``: with a larger value StatefulDataLoader restores an older worker state and skips the
+batches yielded since by count, which assumes the restored worker yields them again in the
+same order; a service reader delivers the same elements, in another order.
+
 Limits: coordinated reads (``num_consumers``) cannot be split among DataLoader workers.
 A DataLoader whose ``generator`` is re-seeded to the same value before every epoch draws
 the same ``base_seed`` each epoch; with non-persistent workers its epochs would then
@@ -114,7 +124,7 @@ class TorchDataset(IterableDataset):
                 )
             dataset = _with_job_name(dataset, self.job_name(worker))
         self._iterations += 1
-        return _tensors(dataset)
+        return _TensorIterator(dataset)
 
     def __repr__(self) -> str:
         return f"TorchDataset({self.dataset!r})"
@@ -153,13 +163,34 @@ def _with_job_name(dataset: DataServiceDataset, job_name: str) -> DataServiceDat
     return clone
 
 
-def _tensors(dataset: DataServiceDataset) -> Iterator[Any]:
-    iterator = dataset.as_numpy_iterator()
-    try:
-        for element in iterator:
-            yield structure.map_structure(_to_tensor, element)
-    finally:
-        iterator.close()
+class _TensorIterator(Iterator[Any]):
+    """The dataset's iterator with elements made torch tensors, and its checkpoints:
+    ``state_dict()``/``load_state_dict()`` (torchdata's ``Stateful`` protocol) are the
+    service iterator's (see :mod:`.checkpoint`)."""
+
+    def __init__(self, dataset: DataServiceDataset) -> None:
+        self._iterator = dataset.as_numpy_iterator()
+
+    def __iter__(self) -> _TensorIterator:
+        return self
+
+    def __next__(self) -> Any:
+        return structure.map_structure(_to_tensor, next(self._iterator))
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._iterator.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._iterator.load_state_dict(state)
+
+    def close(self) -> None:
+        self._iterator.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - finalizer
+            pass
 
 
 def _to_tensor(value: Any) -> Any:

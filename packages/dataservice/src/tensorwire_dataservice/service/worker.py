@@ -191,6 +191,8 @@ class _Task:
         self.exact = bool(definition.get("exact", False))
         self.generation = int(definition.get("generation", 0))
         self.skip: SkipCursor | None = None
+        if definition.get("skip"):  # a parallel_epochs replay (exact jobs learn it later)
+            self.skip_from(definition["skip"])
         self.produced = 0
         self.runs: collections.deque[list[int]] = collections.deque()
         # Coordinated reads.
@@ -331,7 +333,7 @@ class _Task:
                 self.cond.notify_all()  # the producer may be waiting for room
             eos = self.exhausted and not self.buffer
         if eos and not out and self.error is None:
-            self.worker.task_finished(self.task_id)
+            self.worker.task_finished(self.task_id, self.generation)
         return out, eos, first
 
     def _take_for_window(self, max_elements: int, timeout: float) -> tuple[list[Any], bool]:
@@ -411,6 +413,9 @@ class _Worker:
         self.lock = threading.Lock()
         self.tasks: dict[int, _Task] = {}
         self.finished: set[int] = set()
+        # The generation each task had when it finished or was deleted: a restored reader
+        # checkpoint runs it again as a newer one, which readers then wait for.
+        self.ended_generation: dict[int, int] = {}
         self.reported_finished: set[int] = set()
         self.deleted: set[int] = set()
         self.datasets: dict[str, bytes] = {}
@@ -472,10 +477,11 @@ class _Worker:
             self.datasets[key] = data
         return data
 
-    def task_finished(self, task_id: int) -> None:
+    def task_finished(self, task_id: int, generation: int = 0) -> None:
         with self.lock:
             if task_id not in self.finished:
                 self.finished.add(task_id)
+                self.ended_generation[task_id] = generation
                 self.heartbeat_now.set()  # tell the dispatcher now, not at the next beat
 
     def heartbeat(self) -> None:
@@ -510,6 +516,7 @@ class _Worker:
                 if task is not None:
                     task.stop()
                     self.deleted.add(int(task_id))
+                    self.ended_generation[int(task_id)] = task.generation
             self.task_arrived.notify_all()
 
     def _add_tasks(self, definitions: list[dict[str, Any]]) -> None:
@@ -524,18 +531,41 @@ class _Worker:
                 del self.tasks[task_id]
                 self.finished.discard(task_id)
                 running = None
+            generation = int(definition.get("generation", 0))
+            if running is None and generation > self.ended_generation.get(task_id, generation):
+                # Finished or deleted, and run again from a reader's restored checkpoint.
+                self.finished.discard(task_id)
+                self.reported_finished.discard(task_id)
+                self.deleted.discard(task_id)
+                del self.ended_generation[task_id]
             if running is None and task_id not in self.finished and not self.stopped.is_set():
                 self.tasks[task_id] = _Task(self, definition)
         self.task_arrived.notify_all()
 
-    def get_task(self, task_id: int) -> _Task | None:
-        """The task, or None when it finished and was since deleted (end of sequence)."""
+    def _rerun(self, definition: dict[str, Any]) -> bool:
+        """Whether ``definition`` runs a finished or deleted task again (a newer generation,
+        after a reader restored a checkpoint)."""
+        task_id = int(definition["task_id"])
+        generation = int(definition.get("generation", 0))
+        return generation > self.ended_generation.get(task_id, generation)
+
+    def get_task(self, task_id: int, generation: int | None = None) -> _Task | None:
+        """The task, or None when it finished and was since deleted (end of sequence).
+
+        ``generation``: the one the reader reads; when it is newer than the one that
+        finished or was deleted here, the task runs again (a restored checkpoint) and the
+        reader waits for it instead."""
         deadline = time.monotonic() + _TASK_WAIT
         with self.task_arrived:
+            running = self.tasks.get(task_id)
+            if running is not None and generation is not None and generation > running.generation:
+                self.heartbeat_now.set()  # the dispatcher has a newer generation for it
             while task_id not in self.tasks:
-                if task_id in self.finished:
+                ended = self.ended_generation.get(task_id)
+                rerun = generation is not None and ended is not None and generation > ended
+                if task_id in self.finished and not rerun:
                     return None
-                if task_id in self.deleted:
+                if task_id in self.deleted and not rerun:
                     raise errors.FailedPreconditionError(
                         f"task {task_id} was deleted from worker {self.address}"
                     )
@@ -553,7 +583,7 @@ class _Worker:
     # -- service -------------------------------------------------------------------------------
     def get_elements(self, frames: list[memoryview], context: CallContext) -> Iterator[Any]:
         req = unpack(frames)
-        task = self.get_task(int(req["task_id"]))
+        task = self.get_task(int(req["task_id"]), _generation_of(req))
         if task is None:
             yield eos_message()
             return
@@ -584,7 +614,7 @@ class _Worker:
         first: how consumers of a shared job read, on demand (an empty reply means "none
         yet, ask again")."""
         req = unpack(frames)
-        task = self.get_task(int(req["task_id"]))
+        task = self.get_task(int(req["task_id"]), _generation_of(req))
         if task is None:
             return eos_message()
         max_elements = max(1, min(int(req.get("max_elements", 1)), _MAX_ELEMENTS_PER_MESSAGE))
@@ -624,12 +654,17 @@ class _Worker:
         request = unpack(frames)
         with self.task_arrived:
             self._add_tasks(
-                [d for d in request.get("tasks", []) if int(d["task_id"]) not in self.deleted]
+                [
+                    d
+                    for d in request.get("tasks", [])
+                    if int(d["task_id"]) not in self.deleted or self._rerun(d)
+                ]
             )
             for task_id in request.get("delete", []):
                 task = self.tasks.pop(int(task_id), None)
                 if task is not None:
                     task.stop()
+                    self.ended_generation[int(task_id)] = task.generation
                 self.deleted.add(int(task_id))
         return pack({})
 
