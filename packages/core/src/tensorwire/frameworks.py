@@ -48,6 +48,8 @@ __all__ = [
     "framework_of",
     "to_numpy",
     "ml_dtype",
+    "torch_native_name",
+    "torch_from_numpy",
 ]
 
 log = logging.getLogger("tensorwire.codec")
@@ -184,8 +186,9 @@ def _build_torch_table(torch: Any) -> dict[Any, tuple[int, np.dtype[Any], str]]:
         ml_dtypes: Any = importlib.import_module("ml_dtypes")
     except ImportError:  # bfloat16/float8 then travel as raw bytes with their name
         ml_dtypes = None
-    for attr in dir(torch):
-        dt = getattr(torch, attr, None)
+    # The dtypes are plain attributes of the module: read its namespace. (dir() + getattr()
+    # would run torch's module __getattr__, which imports its lazy submodules: seconds.)
+    for dt in list(vars(torch).values()):
         if not isinstance(dt, torch.dtype) or dt in table:
             continue
         name = str(dt).removeprefix("torch.")
@@ -259,6 +262,32 @@ def _torch_export_slow(torch: Any, t: Any) -> FrameworkArray:
     # ml_dtypes type (or raw bytes). Views, not copies; strides are kept.
     raw = t.view(getattr(torch, _UINT_OF_SIZE[npdt.itemsize])).numpy()
     return FrameworkArray(TORCH, name, raw.view(npdt))
+
+
+def torch_native_name(dtype: Any) -> str | None:
+    """The wire name of the torch dtype ``dtype`` when NumPy has it (``Tensor.numpy()`` views
+    such a tensor as it is), else None (bfloat16, float8, raw-byte types, unknown dtypes).
+
+    For the compiled codec's fast path, which caches the answer per dtype; torch is imported
+    (a tensor of it is in hand).
+    """
+    entry = _torch_dtypes(sys.modules["torch"]).get(dtype)
+    return entry[2] if entry is not None and entry[0] == _NATIVE else None
+
+
+def torch_from_numpy() -> Any:
+    """``torch.from_numpy``, imported on first need and ready for read-only arrays (torch's
+    one-time warning about them already taken, silenced); None when torch is not installed.
+
+    For the compiled codec's fast path, which calls it directly for the dtypes NumPy and torch
+    share (what :func:`restore` does for them, minus the Python calls in between).
+    """
+    torch = _import("torch")
+    if torch is None:
+        return None
+    if not _torch_warned_readonly:
+        _torch_from_numpy(torch, np.frombuffer(bytes(1), np.uint8))
+    return torch.from_numpy
 
 
 _torch_warned_readonly = False

@@ -17,8 +17,11 @@ cimport numpy as cnp
 
 import numpy as np
 
+import sys
+
 from ..errors import DataLossError, InvalidArgumentError
 from ..frameworks import FrameworkArray
+from .. import frameworks as FW
 from . import _format as F
 
 cnp.import_array()
@@ -42,6 +45,7 @@ cdef uint8_t T_NAMEDTUPLE = F.T_NAMEDTUPLE
 cdef uint8_t T_ARRAY = F.T_ARRAY
 cdef uint8_t T_SCALAR = F.T_SCALAR
 cdef uint8_t T_TENSOR = F.T_TENSOR
+cdef int FW_TORCH = FW.TORCH
 cdef uint8_t VERSION = F.VERSION
 cdef uint8_t VERSION_PLAIN = F.VERSION_PLAIN
 cdef uint8_t FLAG_PACKED = F.FLAG_PACKED
@@ -346,6 +350,8 @@ cdef int enc_dict(Writer* w, dict d, list arrays, int depth) except -1:
 cdef int enc_other(Writer* w, object obj, list arrays, int depth) except -1:
     # Subclasses and NumPy types, in the twin's order (np.float64 is a float, np.str_ a str).
     cdef bytes b
+    if type(obj) is TORCH_TENSOR:
+        return enc_torch(w, obj, arrays)
     if isinstance(obj, cnp.ndarray):
         return enc_array(w, obj, arrays)
     if isinstance(obj, np.generic):
@@ -386,8 +392,46 @@ cdef int enc_other(Writer* w, object obj, list arrays, int depth) except -1:
     raise TypeError(f"tensorwire.codec cannot encode objects of type {type(obj).__qualname__}")
 
 
+# The fast path for torch tensors (exact torch.Tensor; subclasses take enc_tensor). What it
+# writes is what enc_tensor writes; it only skips the Python layers in between (export, the
+# FrameworkArray, prepare_tensor), which cost several times the codec's own work at 16 bytes.
+# TORCH_TENSOR is set when the first torch tensor is recognised, so that torch is never
+# imported here.
+cdef object TORCH_TENSOR = None
+cdef object TORCH_NUMPY = None  # torch.Tensor.numpy, unbound
+# torch dtype -> T_TENSOR record head for the dtypes .numpy() views as they are, or None for
+# the rest (bfloat16, float8, raw bytes: enc_tensor). Bounded by the dtypes torch has.
+cdef dict TORCH_HEADS = {}
+
+
+cdef int enc_torch(Writer* w, object obj, list arrays) except -1:
+    dtype = obj.dtype
+    try:
+        head = TORCH_HEADS[dtype]
+    except KeyError:
+        name = FW.torch_native_name(dtype)
+        head = TORCH_HEADS[dtype] = None if name is None else F.tensor_head(FW.TORCH, name)
+    if head is not None:
+        try:
+            # One call that also refuses exactly what needs enc_tensor's careful path:
+            # gradients, another device, lazy conj/neg bits, sparse layouts.
+            a = TORCH_NUMPY(obj)
+        except (RuntimeError, TypeError):
+            pass
+        else:
+            w_raw(w, <bytes>head)
+            enc_array(w, a, arrays, True)
+            w.has_tensor = True
+            return 0
+    return enc_tensor(w, obj, arrays)
+
+
 cdef int enc_tensor(Writer* w, object obj, list arrays) except -1:
     # torch/JAX (a FrameworkArray after export): T_TENSOR head, then the array record.
+    global TORCH_TENSOR, TORCH_NUMPY
+    if TORCH_TENSOR is None and type(obj) is not FrameworkArray and FW.framework_of(obj) == FW.TORCH:
+        TORCH_NUMPY = sys.modules["torch"].Tensor.numpy
+        TORCH_TENSOR = sys.modules["torch"].Tensor
     t = obj if type(obj) is FrameworkArray else F.export_tensor(obj)
     if type(t) is not FrameworkArray:  # another DLPack producer: a plain array
         return enc_array(w, t, arrays, False)
@@ -707,12 +751,26 @@ cdef object r_value(Reader* r, int depth):
     raise DataLossError(f"unknown tag 0x{tag:02x} at offset {r.pos - 1}")
 
 
+# torch.from_numpy once a torch tensor has been decoded (None before; False: no torch here).
+cdef object TORCH_FROM_NUMPY = None
+
+
 cdef object r_tensor(Reader* r):
+    global TORCH_FROM_NUMPY
     cdef int framework = r_take(r, 1, "tensor framework")[0]
     name = r_str(r, "tensor dtype name")
     if r_take(r, 1, "tensor array tag")[0] != T_ARRAY:
         raise DataLossError(f"tensor record at offset {r.pos - 1} does not hold an array")
-    return F.tensor_value(framework, name, r_array(r), r.numpy, r.relay)
+    cdef Py_ssize_t code_at = r.pos  # r_array reads the dtype code there (bounds-checked)
+    arr = r_array(r)
+    if framework == FW_TORCH and not r.numpy and not r.relay:
+        if TORCH_FROM_NUMPY is None:
+            TORCH_FROM_NUMPY = FW.torch_from_numpy() or False
+        # The fixed-size dtypes of the wire are exactly those NumPy and torch share: what
+        # frameworks.restore does for them, without the Python calls in between.
+        if TORCH_FROM_NUMPY is not False and DESCRS[r.buf[code_at]] != NULL:
+            return TORCH_FROM_NUMPY(arr)
+    return F.tensor_value(framework, name, arr, r.numpy, r.relay)
 
 
 cdef object r_namedtuple(Reader* r, int depth):
