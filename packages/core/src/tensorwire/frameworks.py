@@ -48,7 +48,7 @@ __all__ = [
     "framework_of",
     "to_numpy",
     "ml_dtype",
-    "torch_native_name",
+    "torch_wire_dtype",
     "torch_from_numpy",
 ]
 
@@ -254,9 +254,9 @@ def _torch_export_slow(torch: Any, t: Any) -> FrameworkArray:
     # the memory does not hold the values until they are resolved (one copy).
     if t.is_neg():
         t = t.resolve_neg()
+    if t.is_conj():  # complex dtypes only, complex32 (raw bytes) included
+        t = t.resolve_conj()
     if how == _NATIVE:
-        if npdt.kind == "c" and t.is_conj():
-            t = t.resolve_conj()
         return FrameworkArray(TORCH, name, t.numpy())
     # No NumPy twin: view the same memory as an unsigned int of the same size, then as the
     # ml_dtypes type (or raw bytes). Views, not copies; strides are kept.
@@ -264,15 +264,15 @@ def _torch_export_slow(torch: Any, t: Any) -> FrameworkArray:
     return FrameworkArray(TORCH, name, raw.view(npdt))
 
 
-def torch_native_name(dtype: Any) -> str | None:
-    """The wire name of the torch dtype ``dtype`` when NumPy has it (``Tensor.numpy()`` views
-    such a tensor as it is), else None (bfloat16, float8, raw-byte types, unknown dtypes).
+def torch_wire_dtype(dtype: Any) -> tuple[str, np.dtype[Any]] | None:
+    """The wire name of the torch dtype ``dtype`` and the NumPy dtype its bytes are viewed as
+    (what :func:`export` gives a CPU tensor of it), or None for a dtype it refuses.
 
     For the compiled codec's fast path, which caches the answer per dtype; torch is imported
     (a tensor of it is in hand).
     """
     entry = _torch_dtypes(sys.modules["torch"]).get(dtype)
-    return entry[2] if entry is not None and entry[0] == _NATIVE else None
+    return None if entry is None else (entry[2], entry[1])
 
 
 def torch_from_numpy() -> Any:
