@@ -21,7 +21,8 @@ timeit repeats, and the goals are judged on ratios, never on absolute times:
 Every callable is called once before its loop count is chosen: a first call that builds a
 table or imports a module would otherwise set one call per run (the 130-180 us "16-byte
 torch round trip" of earlier runs was that: one cold call per timing run, after a first call
-that took seconds building the torch dtype table).
+that took seconds building the torch dtype table, most of it importing ml_dtypes, which is
+now imported only for bfloat16/float8 tensors).
 
 dumps must return new memory, so its bandwidth reference is np.copyto into a freshly
 allocated array (allocate + copy, the same work). np.copyto into a warm, preallocated array
