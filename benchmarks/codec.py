@@ -12,8 +12,17 @@ timeit repeats, and the goals are judged on ratios, never on absolute times:
 (c) dict of 10 small arrays: dumps+loads vs pickle protocol 5           goal: faster
 (d) torch tensors beside NumPy arrays of the same bytes (skipped without torch): 16-byte and
     64 MiB dumps+loads, and 64 MiB encode+decode (no copy either way)   goal: torch <= 1.1x
-    NumPy's time. The 64 MiB figures are the codec's work; the 16-byte ones are dominated by
-    torch's own per-call cost of ``Tensor.numpy()`` and ``torch.from_numpy`` (printed too).
+    NumPy's time, judged on the medians of interleaved runs. The 64 MiB dumps+loads figure is
+    the codec's work; the 16-byte ones and the (copy-free) 64 MiB encode+decode are bounded by
+    torch's own per-call cost of the calls the codec makes (``is_neg`` + ``to_dlpack`` on
+    encode, ``torch.from_numpy`` on decode), printed beside them with the ratio they alone
+    imply: about 2 us, more than NumPy's whole 16-byte round trip.
+
+Every callable is called once before its loop count is chosen: a first call that builds a
+table or imports a module would otherwise set one call per run (the 130-180 us "16-byte
+torch round trip" of earlier runs was that: one cold call per timing run, after a first call
+that took seconds building the torch dtype table, most of it importing ml_dtypes, which is
+now imported only for bfloat16/float8 tensors).
 
 dumps must return new memory, so its bandwidth reference is np.copyto into a freshly
 allocated array (allocate + copy, the same work). np.copyto into a warm, preallocated array
@@ -51,6 +60,8 @@ def measure(
 ) -> list[tuple[float, float]]:
     """(min, median) seconds per call of each fn; their runs interleave, so a burst of load
     from other processes on the machine hits all of them alike instead of skewing a ratio."""
+    for fn in fns:  # one-time costs (first-use tables, imports) must not set the loop count
+        fn()
     plans = [(timeit.Timer(fn), _loops(fn, budget)) for fn in fns]
     runs: list[list[float]] = [[] for _ in fns]
     for _ in range(repeat):
@@ -152,25 +163,39 @@ def bench_dict() -> None:
 def bench_torch() -> None:
     try:
         import torch
+        import torch.utils.dlpack
     except ImportError:
         print("(d) skipped: torch is not installed")
         return
     a = np.arange(4, dtype=np.float32)
     t = torch.from_numpy(a.copy())
-    # (d) is judged on dumps+loads and encode+decode; loads/decode return torch tensors.
-    t_np, t_torch = measure(
-        lambda: codec.loads(codec.dumps(a)), lambda: codec.loads(codec.dumps(t))
+    ro = codec.loads(codec.dumps(a))  # read-only, like every array decoded from bytes
+    to_dlpack, is_neg, from_numpy = (
+        torch.utils.dlpack.to_dlpack,
+        torch.Tensor.is_neg,
+        torch.from_numpy,
     )
-    # torch's own per-call costs, measured apart from the round trips. Open question: in
-    # this script the 16 B torch round trip measures 130-180 us, while the same call in a
-    # bare timeit loop measures 11-20 us on the same machine; not explained yet.
-    t_numpy, t_from = measure(lambda: t.numpy(), lambda: torch.from_numpy(a))
+    # (d) is judged on the median of interleaved runs of dumps+loads (loads returns a torch
+    # tensor). torch's own per-call costs are measured beside it: the calls the codec makes
+    # (encode: is_neg + to_dlpack; decode: from_numpy) cost more than NumPy's whole round
+    # trip, so they bound the ratio from below whatever the codec does.
+    t_np, t_torch, t_enc, t_from = measure(
+        lambda: codec.loads(codec.dumps(a)),
+        lambda: codec.loads(codec.dumps(t)),
+        lambda: (is_neg(t), to_dlpack(t)),
+        lambda: from_numpy(ro),
+    )
+    floor = (t_np[1] + t_enc[1] + t_from[1]) / t_np[1]
     row("(d) 16 B f32  numpy dumps+loads", t_np)
-    row("    16 B f32  torch dumps+loads", t_torch, f"{t_torch[0] / t_np[0]:.2f}x numpy")
-    row("    torch Tensor.numpy() alone", t_numpy, "torch's own cost, paid on encode")
+    row("    16 B f32  torch dumps+loads", t_torch, f"{t_torch[1] / t_np[1]:.2f}x numpy (median)")
+    row("    torch is_neg() + to_dlpack() alone", t_enc, "torch's own cost, paid on encode")
     row("    torch.from_numpy() alone", t_from, "torch's own cost, paid on decode")
-    ratio = t_torch[0] / t_np[0]
-    goal(f"(d) 16 B torch dumps+loads = {ratio:.2f}x numpy (goal <= 1.1x)", ratio <= 1.1)
+    ratio = t_torch[1] / t_np[1]
+    goal(
+        f"(d) 16 B torch dumps+loads = {ratio:.2f}x numpy (goal <= 1.1x; torch's own calls "
+        f"alone make it >= {floor:.2f}x)",
+        ratio <= 1.1,
+    )
 
     big = np.ones(64 * MiB // 4, dtype=np.float32)
     tbig = torch.ones(64 * MiB // 4, dtype=torch.float32)
@@ -181,20 +206,24 @@ def bench_torch() -> None:
         budget=0.3,
     )
     row("    64 MiB numpy dumps+loads", t_np)
-    row("    64 MiB torch dumps+loads", t_torch, f"{t_torch[0] / t_np[0]:.2f}x numpy")
-    ratio = t_torch[0] / t_np[0]
+    row("    64 MiB torch dumps+loads", t_torch, f"{t_torch[1] / t_np[1]:.2f}x numpy (median)")
+    ratio = t_torch[1] / t_np[1]
     goal(f"(d) 64 MiB torch dumps+loads = {ratio:.2f}x numpy (goal <= 1.1x)", ratio <= 1.1)
     t_np, t_torch = measure(
         lambda: codec.decode(codec.encode(big)), lambda: codec.decode(codec.encode(tbig))
     )
     row("    64 MiB numpy encode+decode", t_np, "views both ways")
-    row("    64 MiB torch encode+decode", t_torch, f"{t_torch[0] / t_np[0]:.2f}x numpy")
+    row("    64 MiB torch encode+decode", t_torch, f"{t_torch[1] / t_np[1]:.2f}x numpy (median)")
     frames = codec.encode(tbig)
     assert np.frombuffer(frames[1], np.uint8).ctypes.data == tbig.data_ptr(), "encode copied"
     out = codec.decode(frames)
     assert type(out) is torch.Tensor and out.data_ptr() == tbig.data_ptr(), "decode copied"
-    ratio = t_torch[0] / t_np[0]
-    goal(f"(d) 64 MiB torch encode+decode = {ratio:.2f}x numpy (goal <= 1.1x)", ratio <= 1.1)
+    ratio = t_torch[1] / t_np[1]
+    goal(
+        f"(d) 64 MiB torch encode+decode = {ratio:.2f}x numpy (goal <= 1.1x; a few us of "
+        "torch's per-call cost against views both ways: the 16 B case, not a copy)",
+        ratio <= 1.1,
+    )
 
 
 def main() -> int:

@@ -28,7 +28,6 @@ dtype back and a NumPy reader gets the bytes.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 import threading
@@ -48,6 +47,8 @@ __all__ = [
     "framework_of",
     "to_numpy",
     "ml_dtype",
+    "torch_wire_dtype",
+    "torch_from_numpy",
 ]
 
 log = logging.getLogger("tensorwire.codec")
@@ -178,15 +179,17 @@ _torch_table: dict[Any, tuple[int, np.dtype[Any], str]] | None = None
 _torch_table_lock = threading.Lock()
 
 
+# The ml_dtypes types (bfloat16, float8_*) of the table, each with what it travels as when
+# ml_dtypes is not installed (raw bytes, or None: refused). Resolved on first use, so that
+# ml_dtypes (a second or more to import: it registers its NumPy casts and ufuncs) is imported
+# only when such a tensor is sent, never for the first float32 one.
+_torch_ml_pending: dict[Any, tuple[str, tuple[int, np.dtype[Any], str] | None]] = {}
+
+
 def _build_torch_table(torch: Any) -> dict[Any, tuple[int, np.dtype[Any], str]]:
     table: dict[Any, tuple[int, np.dtype[Any], str]] = {}
-    try:
-        ml_dtypes: Any = importlib.import_module("ml_dtypes")
-    except ImportError:  # bfloat16/float8 then travel as raw bytes with their name
-        ml_dtypes = None
-    for attr in dir(torch):
-        dt = getattr(torch, attr, None)
-        if not isinstance(dt, torch.dtype) or dt in table:
+    for dt in list(vars(torch).values()):
+        if not isinstance(dt, torch.dtype) or dt in table or dt in _torch_ml_pending:
             continue
         name = str(dt).removeprefix("torch.")
         try:
@@ -194,17 +197,18 @@ def _build_torch_table(torch: Any) -> dict[Any, tuple[int, np.dtype[Any], str]]:
             continue
         except Exception:  # noqa: BLE001 - NumPy has no such dtype: see below
             pass
-        if ml_dtypes is not None and name in _ML_DTYPE_NAMES and hasattr(ml_dtypes, name):
-            table[dt] = (_VIEW, np.dtype(getattr(ml_dtypes, name)), name)
-            continue
         size = dt.itemsize
-        if size not in _UINT_OF_SIZE:
-            continue
-        try:  # raw bytes need a same-size unsigned view; quantized types have none
-            torch.empty(0, dtype=dt).view(getattr(torch, _UINT_OF_SIZE[size]))
-        except Exception:  # noqa: BLE001 - left out: export refuses it by name
-            continue
-        table[dt] = (_RAW, np.dtype(f"V{size}"), name)
+        raw: tuple[int, np.dtype[Any], str] | None = None
+        if size in _UINT_OF_SIZE:
+            try:  # raw bytes need a same-size unsigned view; quantized types have none
+                torch.empty(0, dtype=dt).view(getattr(torch, _UINT_OF_SIZE[size]))
+                raw = (_RAW, np.dtype(f"V{size}"), name)
+            except Exception:  # noqa: BLE001 - left out: export refuses it by name
+                pass
+        if name in _ML_DTYPE_NAMES:
+            _torch_ml_pending[dt] = (name, raw)
+        elif raw is not None:
+            table[dt] = raw
     return table
 
 
@@ -219,9 +223,22 @@ def _torch_dtypes(torch: Any) -> dict[Any, tuple[int, np.dtype[Any], str]]:
     return _torch_table
 
 
+def _torch_entry(dtype: Any) -> tuple[int, np.dtype[Any], str] | None:
+    """How a torch dtype is viewed: (_NATIVE/_VIEW/_RAW, NumPy dtype, name); None: refused."""
+    table = _torch_dtypes(sys.modules["torch"])
+    entry = table.get(dtype)
+    if entry is None and dtype in _torch_ml_pending:
+        name, raw = _torch_ml_pending[dtype]
+        ml = ml_dtype(name)  # bfloat16/float8 then travel as raw bytes with their name
+        entry = (_VIEW, ml, name) if ml is not None else raw
+        if entry is not None:
+            table[dtype] = entry
+    return entry
+
+
 def _torch_export(t: Any) -> FrameworkArray:
     torch = sys.modules["torch"]
-    entry = _torch_dtypes(torch).get(t.dtype)
+    entry = _torch_entry(t.dtype)
     if entry is not None and entry[0] == _NATIVE:
         # The common case in one call: .numpy() refuses (RuntimeError/TypeError) exactly what
         # needs the careful path below (gradients, another device, lazy bits, sparse layouts).
@@ -238,7 +255,7 @@ def _torch_export_slow(torch: Any, t: Any) -> FrameworkArray:
             f"tensorwire.codec cannot encode a torch tensor with layout {t.layout}; "
             "convert it with .to_dense() first"
         )
-    entry = _torch_dtypes(torch).get(t.dtype)
+    entry = _torch_entry(t.dtype)
     if entry is None:
         raise TypeError(f"tensorwire.codec cannot encode torch tensors of dtype {t.dtype}")
     how, npdt, name = entry
@@ -251,14 +268,40 @@ def _torch_export_slow(torch: Any, t: Any) -> FrameworkArray:
     # the memory does not hold the values until they are resolved (one copy).
     if t.is_neg():
         t = t.resolve_neg()
+    if t.is_conj():  # complex dtypes only, complex32 (raw bytes) included
+        t = t.resolve_conj()
     if how == _NATIVE:
-        if npdt.kind == "c" and t.is_conj():
-            t = t.resolve_conj()
         return FrameworkArray(TORCH, name, t.numpy())
     # No NumPy twin: view the same memory as an unsigned int of the same size, then as the
     # ml_dtypes type (or raw bytes). Views, not copies; strides are kept.
     raw = t.view(getattr(torch, _UINT_OF_SIZE[npdt.itemsize])).numpy()
     return FrameworkArray(TORCH, name, raw.view(npdt))
+
+
+def torch_wire_dtype(dtype: Any) -> tuple[str, np.dtype[Any]] | None:
+    """The wire name of the torch dtype ``dtype`` and the NumPy dtype its bytes are viewed as
+    (what :func:`export` gives a CPU tensor of it), or None for a dtype it refuses.
+
+    For the compiled codec's fast path, which caches the answer per dtype; torch is imported
+    (a tensor of it is in hand).
+    """
+    entry = _torch_entry(dtype)
+    return None if entry is None else (entry[2], entry[1])
+
+
+def torch_from_numpy() -> Any:
+    """``torch.from_numpy``, imported on first need and ready for read-only arrays (torch's
+    one-time warning about them already taken, silenced); None when torch is not installed.
+
+    For the compiled codec's fast path, which calls it directly for the dtypes NumPy and torch
+    share (what :func:`restore` does for them, minus the Python calls in between).
+    """
+    torch = _import("torch")
+    if torch is None:
+        return None
+    if not _torch_warned_readonly:
+        _torch_from_numpy(torch, np.frombuffer(bytes(1), np.uint8))
+    return torch.from_numpy
 
 
 _torch_warned_readonly = False

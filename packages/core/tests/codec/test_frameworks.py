@@ -7,6 +7,7 @@ on a machine with one (CUDA torch / JAX with a GPU backend).
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import textwrap
@@ -136,6 +137,68 @@ def test_requires_grad_conj_and_neg_tensors_send_their_values(codec):
     assert torch.equal(codec.loads(codec.dumps(c)), c.resolve_conj())
     neg = c.imag  # a lazily negated view
     assert torch.equal(codec.loads(codec.dumps(neg)), neg.resolve_neg())
+
+
+# The compiled codec's fast path (torch.Tensor viewed through DLPack, decoded with
+# torch.from_numpy) is armed by the first torch tensor it meets; these tests arm it first, so
+# that they hold the fast path to what the general path (and the twin) does.
+GRAD_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+FAST_PATH_VIEWS = {
+    "contiguous": lambda t: t,
+    "transposed": lambda t: t.t(),
+    "offset": lambda t: t[1:, 1:3],
+    "stride 0": lambda t: t[0].expand(5, 8),
+    "0-d": lambda t: t[2, 3],
+    "empty": lambda t: t[:0],
+    # Gradients and lazy negation where torch has them (its float8 and sub-byte types lack
+    # the kernels; a negated view is what x.conj().imag gives).
+    "requires_grad": lambda t: t.detach().requires_grad_() if t.dtype in GRAD_DTYPES else t,
+    "neg bit": lambda t: torch._neg_view(t) if t.dtype in GRAD_DTYPES else t,
+    "conj bit": lambda t: t.conj(),
+}
+
+
+@pytest.mark.parametrize("name", TORCH_DTYPES)
+def test_fast_path_writes_the_twins_bytes_for_every_dtype_and_view(name):
+    if tw_codec.codec_c is None:
+        pytest.skip("the compiled codec is not built")
+    tw_codec.codec_c.dumps(torch.ones(1))  # arms the fast path
+    for view, make in FAST_PATH_VIEWS.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = make(sample(getattr(torch, name), (6, 8)))
+        assert tw_codec.codec_c.dumps(t) == tw_codec.codec_py.dumps(t), view
+        c_frames = [bytes(f) for f in tw_codec.codec_c.encode(t)]
+        assert c_frames == [bytes(f) for f in tw_codec.codec_py.encode(t)], view
+
+
+def test_encoded_frames_keep_the_tensor_memory_alive(codec):
+    codec.dumps(torch.ones(1))  # arms the compiled codec's fast path
+    t = torch.arange(1000.0)
+    frames = codec.encode(t)
+    ptr = t.data_ptr()
+    del t
+    gc.collect()
+    assert np.frombuffer(frames[1], np.uint8).ctypes.data == ptr  # still the tensor's memory
+    assert torch.equal(codec.decode(frames), torch.arange(1000.0))
+
+
+def test_first_float32_torch_tensor_does_not_import_ml_dtypes():
+    # ml_dtypes (a second or more to import) is needed for bfloat16/float8 tensors only.
+    code = textwrap.dedent(
+        """
+        import sys
+        import torch
+        import tensorwire as tw
+        tw.codec.loads(tw.codec.dumps(torch.arange(3.0)))
+        print("ml_dtypes" in sys.modules)
+        tw.codec.loads(tw.codec.dumps(torch.arange(3.0).to(torch.bfloat16)))
+        print("ml_dtypes" in sys.modules)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True"]
 
 
 def test_sparse_tensor_is_refused_naming_the_layout(codec):

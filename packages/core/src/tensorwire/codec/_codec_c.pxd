@@ -3,9 +3,12 @@
 # fit: PyArray_NewFromDescr steals its descriptor, so it takes a raw PyArray_Descr pointer.
 
 from cpython.object cimport PyObject, PyTypeObject
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint64_t
 cimport numpy as cnp
 
 cdef extern from "Python.h":
+    bint PyCapsule_IsValid(object capsule, const char* name)
+    void* PyCapsule_GetPointer(object capsule, const char* name) except? NULL
     object PyMemoryView_FromObject(object obj)
     Py_buffer* PyMemoryView_GET_BUFFER(object mview)
     int PyBuffer_IsContiguous(const Py_buffer* view, char order)
@@ -56,3 +59,43 @@ cdef extern from *:
     }
     """
     void tw_advise_hugepages(char* p, Py_ssize_t n) nogil
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    /* DLPack's C ABI (dlpack.h; this layout is the same in every version since 0.2), spelled
+       out so that the build needs no header: what a "dltensor" capsule points to. */
+    typedef struct { int32_t device_type; int32_t device_id; } tw_DLDevice;
+    typedef struct { uint8_t code; uint8_t bits; uint16_t lanes; } tw_DLDataType;
+    typedef struct {
+        void *data;
+        tw_DLDevice device;
+        int32_t ndim;
+        tw_DLDataType dtype;
+        int64_t *shape;
+        int64_t *strides;
+        uint64_t byte_offset;
+    } tw_DLTensor;
+    typedef struct tw_DLManagedTensor {
+        tw_DLTensor dl_tensor;
+        void *manager_ctx;
+        void (*deleter)(struct tw_DLManagedTensor *self);
+    } tw_DLManagedTensor;
+    """
+    ctypedef struct tw_DLDevice:
+        int32_t device_type
+        int32_t device_id
+    ctypedef struct tw_DLDataType:
+        uint8_t code
+        uint8_t bits
+        uint16_t lanes
+    ctypedef struct tw_DLTensor:
+        void* data
+        tw_DLDevice device
+        int32_t ndim
+        tw_DLDataType dtype
+        int64_t* shape
+        int64_t* strides
+        uint64_t byte_offset
+    ctypedef struct tw_DLManagedTensor:
+        tw_DLTensor dl_tensor

@@ -17,8 +17,11 @@ cimport numpy as cnp
 
 import numpy as np
 
+import sys
+
 from ..errors import DataLossError, InvalidArgumentError
 from ..frameworks import FrameworkArray
+from .. import frameworks as FW
 from . import _format as F
 
 cnp.import_array()
@@ -42,6 +45,7 @@ cdef uint8_t T_NAMEDTUPLE = F.T_NAMEDTUPLE
 cdef uint8_t T_ARRAY = F.T_ARRAY
 cdef uint8_t T_SCALAR = F.T_SCALAR
 cdef uint8_t T_TENSOR = F.T_TENSOR
+cdef int FW_TORCH = FW.TORCH
 cdef uint8_t VERSION = F.VERSION
 cdef uint8_t VERSION_PLAIN = F.VERSION_PLAIN
 cdef uint8_t FLAG_PACKED = F.FLAG_PACKED
@@ -346,6 +350,8 @@ cdef int enc_dict(Writer* w, dict d, list arrays, int depth) except -1:
 cdef int enc_other(Writer* w, object obj, list arrays, int depth) except -1:
     # Subclasses and NumPy types, in the twin's order (np.float64 is a float, np.str_ a str).
     cdef bytes b
+    if type(obj) is TORCH_TENSOR:
+        return enc_torch(w, obj, arrays)
     if isinstance(obj, cnp.ndarray):
         return enc_array(w, obj, arrays)
     if isinstance(obj, np.generic):
@@ -386,8 +392,94 @@ cdef int enc_other(Writer* w, object obj, list arrays, int depth) except -1:
     raise TypeError(f"tensorwire.codec cannot encode objects of type {type(obj).__qualname__}")
 
 
+# The fast path for torch tensors (exact torch.Tensor; subclasses take enc_tensor). What it
+# writes is what enc_tensor writes; it skips the Python layers in between (export, the
+# FrameworkArray, prepare_tensor) and views the tensor's memory through DLPack (one C call
+# of torch's, a third of what Tensor.numpy() costs), which at 16 bytes is most of the time.
+# TORCH_TENSOR is set when the first torch tensor is recognised: torch is never imported here.
+cdef object TORCH_TENSOR = None
+cdef object TORCH_TO_DLPACK = None  # torch's C function behind torch.utils.dlpack.to_dlpack
+cdef object TORCH_IS_NEG = None
+cdef object TORCH_IS_CONJ = None
+# torch dtype -> (T_TENSOR record head, NumPy dtype of its bytes, whether it is complex), or
+# False for a dtype enc_tensor refuses. Bounded by the dtypes torch has.
+cdef dict TORCH_WIRE = {}
+cdef int DLPACK_CPU = 1  # DLDeviceType kDLCPU
+
+
+cdef object torch_wire(object dtype):
+    found = FW.torch_wire_dtype(dtype)
+    entry = False
+    if found is not None:
+        entry = (F.tensor_head(FW.TORCH, found[0]), found[1], bool(dtype.is_complex))
+    TORCH_WIRE[dtype] = entry
+    return entry
+
+
+cdef object torch_view(object obj, cnp.dtype npdt, bint is_complex):
+    # The tensor's memory as an ndarray of npdt (its strides kept, no copy), or None when
+    # enc_tensor must look at it: lazy neg/conj bits (the memory does not hold the values),
+    # another device, no data pointer, what DLPack cannot express (bits types, sparse).
+    if TORCH_IS_NEG(obj) or (is_complex and TORCH_IS_CONJ(obj)):
+        return None
+    try:
+        capsule = TORCH_TO_DLPACK(obj)
+    except (RuntimeError, BufferError, TypeError, ValueError):
+        return None
+    if not PyCapsule_IsValid(capsule, b"dltensor"):
+        return None
+    cdef tw_DLTensor* t = &(<tw_DLManagedTensor*>PyCapsule_GetPointer(capsule, b"dltensor")).dl_tensor
+    cdef Py_ssize_t itemsize = npdt.itemsize
+    if (t.device.device_type != DLPACK_CPU or t.data == NULL or t.ndim < 0 or t.ndim > MAX_NDIM
+            or <Py_ssize_t>t.dtype.bits * t.dtype.lanes != 8 * itemsize):
+        return None
+    cdef cnp.npy_intp dims[32]
+    cdef cnp.npy_intp strides[32]
+    cdef int i
+    for i in range(t.ndim):
+        dims[i] = <cnp.npy_intp>t.shape[i]
+        if t.strides != NULL:
+            strides[i] = <cnp.npy_intp>t.strides[i] * itemsize
+    Py_INCREF(<PyObject*>npdt)
+    arr = PyArray_NewFromDescr(&PyArray_Type, <cnp.PyArray_Descr*>npdt, t.ndim, dims,
+                               strides if t.strides != NULL else NULL,
+                               <char*>t.data + t.byte_offset, NPY_ARRAY_WRITEABLE, NULL)
+    # The capsule holds the tensor (its destructor releases it when the array goes).
+    cnp.set_array_base(<cnp.ndarray>arr, capsule)
+    return arr
+
+
+cdef int enc_torch(Writer* w, object obj, list arrays) except -1:
+    dtype = obj.dtype
+    entry = TORCH_WIRE.get(dtype)
+    if entry is None:
+        entry = torch_wire(dtype)
+    if entry is not False:
+        a = torch_view(obj, <cnp.dtype>(<tuple>entry)[1], (<tuple>entry)[2])
+        if a is not None:
+            w_raw(w, <bytes>(<tuple>entry)[0])
+            enc_array(w, a, arrays, True)
+            w.has_tensor = True
+            return 0
+    return enc_tensor(w, obj, arrays)
+
+
+cdef int torch_found(object torch) except -1:
+    # The first torch tensor: arm the fast path (unless this torch lacks what it calls).
+    global TORCH_TENSOR, TORCH_TO_DLPACK, TORCH_IS_NEG, TORCH_IS_CONJ
+    to_dlpack = getattr(torch._C, "_to_dlpack", None)
+    if to_dlpack is not None:
+        TORCH_TO_DLPACK = to_dlpack
+        TORCH_IS_NEG = torch.Tensor.is_neg
+        TORCH_IS_CONJ = torch.Tensor.is_conj
+        TORCH_TENSOR = torch.Tensor
+    return 0
+
+
 cdef int enc_tensor(Writer* w, object obj, list arrays) except -1:
     # torch/JAX (a FrameworkArray after export): T_TENSOR head, then the array record.
+    if TORCH_TENSOR is None and type(obj) is not FrameworkArray and FW.framework_of(obj) == FW.TORCH:
+        torch_found(sys.modules["torch"])
     t = obj if type(obj) is FrameworkArray else F.export_tensor(obj)
     if type(t) is not FrameworkArray:  # another DLPack producer: a plain array
         return enc_array(w, t, arrays, False)
@@ -562,7 +654,9 @@ cdef Py_ssize_t r_count(Reader* r, str what, Py_ssize_t min_item) except -1:
     return n
 
 cdef object r_str(Reader* r, str what):
-    cdef Py_ssize_t n = r_u32(r, what + " length")
+    if r.end - r.pos < 4:  # the length's name is spelled only for the error, not per string
+        truncated(r, 4, what + " length")
+    cdef Py_ssize_t n = r_u32(r, what)
     cdef const unsigned char* p = r_take(r, n, what)
     try:
         return PyUnicode_DecodeUTF8(<const char*>p, n, "surrogatepass")
@@ -707,12 +801,26 @@ cdef object r_value(Reader* r, int depth):
     raise DataLossError(f"unknown tag 0x{tag:02x} at offset {r.pos - 1}")
 
 
+# torch.from_numpy once a torch tensor has been decoded (None before; False: no torch here).
+cdef object TORCH_FROM_NUMPY = None
+
+
 cdef object r_tensor(Reader* r):
+    global TORCH_FROM_NUMPY
     cdef int framework = r_take(r, 1, "tensor framework")[0]
     name = r_str(r, "tensor dtype name")
     if r_take(r, 1, "tensor array tag")[0] != T_ARRAY:
         raise DataLossError(f"tensor record at offset {r.pos - 1} does not hold an array")
-    return F.tensor_value(framework, name, r_array(r), r.numpy, r.relay)
+    cdef Py_ssize_t code_at = r.pos  # r_array reads the dtype code there (bounds-checked)
+    arr = r_array(r)
+    if framework == FW_TORCH and not r.numpy and not r.relay:
+        if TORCH_FROM_NUMPY is None:
+            TORCH_FROM_NUMPY = FW.torch_from_numpy() or False
+        # The fixed-size dtypes of the wire are exactly those NumPy and torch share: what
+        # frameworks.restore does for them, without the Python calls in between.
+        if TORCH_FROM_NUMPY is not False and DESCRS[r.buf[code_at]] != NULL:
+            return TORCH_FROM_NUMPY(arr)
+    return F.tensor_value(framework, name, arr, r.numpy, r.relay)
 
 
 cdef object r_namedtuple(Reader* r, int depth):

@@ -266,13 +266,7 @@ def prepare_tensor(t: Any) -> tuple[bytes, np.ndarray[Any, Any]]:
     ``t`` is a ``frameworks.FrameworkArray``. The array's record follows the head, written
     like any array's (the encoders call ``prepare_array`` when it is not C-contiguous).
     """
-    head = _tensor_heads.get((t.framework, t.dtype_name))
-    if head is None:
-        if not 0 < t.framework < 256:
-            raise ValueError(f"framework id {t.framework} does not fit the wire")
-        head = bytes((T_TENSOR, t.framework)) + _str_record(t.dtype_name)
-        if len(_tensor_heads) < 1024:
-            _tensor_heads[(t.framework, t.dtype_name)] = head
+    head = tensor_head(t.framework, t.dtype_name)
     array = t.array
     if not isinstance(array, np.ndarray):
         array = np.asarray(array)
@@ -280,6 +274,18 @@ def prepare_tensor(t: Any) -> tuple[bytes, np.ndarray[Any, Any]]:
 
 
 _tensor_heads: dict[tuple[int, str], bytes] = {}
+
+
+def tensor_head(framework: int, dtype_name: str) -> bytes:
+    """T_TENSOR's record head: tag, framework id, dtype name (cached per pair)."""
+    head = _tensor_heads.get((framework, dtype_name))
+    if head is None:
+        if not 0 < framework < 256:
+            raise ValueError(f"framework id {framework} does not fit the wire")
+        head = bytes((T_TENSOR, framework)) + _str_record(dtype_name)
+        if len(_tensor_heads) < 1024:
+            _tensor_heads[(framework, dtype_name)] = head
+    return head
 
 
 def export_tensor(obj: Any) -> Any:
