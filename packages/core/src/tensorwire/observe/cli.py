@@ -188,20 +188,11 @@ def render(status: Any) -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ..protos import TensorwireOptions
+    from ..runtime.cli import security_message
     from ..runtime.options import security_options
     from .service import fetch_status
 
-    message = TensorwireOptions()
-    if args.token:
-        message.cluster_token = args.token
-    for name in ("certificate_chain_file", "private_key_file", "root_certificates_file"):
-        value = getattr(args, name)
-        if value:
-            setattr(message.tls, name, value)
-    if args.server_name_override:
-        message.tls.server_name_override = args.server_name_override
-    options = security_options(message, args.insecure)
+    options = security_options(security_message(args), args.insecure)
     status = fetch_status(args.target, options, timeout=args.timeout)
     if args.json:
         print(json.dumps(status.as_dict(), indent=2, sort_keys=True))
