@@ -1,7 +1,7 @@
 """``tensorwire status <target>``: a server's status snapshot, as tables or JSON.
 
 Works against a task server (``tensorwire server``), a dispatcher and a worker: each serves
-``tensorwire.Status`` (:mod:`.service`). The call carries the token and TLS settings of the
+``tensorwire.Status`` (``service``). The call carries the token and TLS settings of the
 flags, else of the ``TENSORWIRE_*`` variables, like every other call; a refusal (no token,
 a wrong one) is one line on stderr and exit code 2.
 """
@@ -177,8 +177,8 @@ def render(status: Any) -> str:
     """A status snapshot as the tables ``tensorwire status`` prints.
 
     Args:
-      status: a :class:`~.status.TaskServerStatus`, :class:`~.status.DispatcherStatus`
-        or :class:`~.status.WorkerStatus`.
+      status: a ``TaskServerStatus``, ``DispatcherStatus``
+        or ``WorkerStatus``.
 
     Returns:
       The text, lines joined by newlines.

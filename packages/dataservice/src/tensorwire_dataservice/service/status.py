@@ -6,8 +6,8 @@ the heartbeats they already send: a worker reports its tasks' totals (``stats``)
 its wait and element count (``wait_s``, ``elements``). The dispatcher keeps the latest
 report of each, so its status shows every job with its workers, readers, rates and
 backlog. Everything here runs when a status is asked for or ``/metrics`` is scraped, never
-per element. The snapshot types are the core's (:mod:`tensorwire.observe`); the metric
-families built from them are in :mod:`.metrics`.
+per element. The snapshot types are the core's (``tensorwire.observe``); the metric
+families built from them are in ``metrics``.
 """
 
 from __future__ import annotations
