@@ -1180,17 +1180,22 @@ class DispatchServer:
             server_options,
         )
         self._port = int(self._listener.port)
-        self._metrics = start_metrics(
-            config,
-            lambda: dispatcher_families(self.status()),
-            f"dispatcher {self._address}",
-            self._listener,
-        )
+        self._metrics = None
         self._gc_thread: threading.Thread | None = None
         self._nudge_thread: threading.Thread | None = None
-        stop_at_exit(self)
-        if start:
-            self.start()
+        try:
+            self._metrics = start_metrics(
+                config,
+                lambda: dispatcher_families(self.status()),
+                f"dispatcher {self._address}",
+                self._listener,
+            )
+            stop_at_exit(self)
+            if start:
+                self.start()
+        except BaseException:
+            self.stop()  # nothing bound or serving is left behind by a failed start
+            raise
 
     def start(self) -> None:
         """Start serving; idempotent. RuntimeError after ``stop``."""

@@ -796,15 +796,23 @@ class WorkerServer:
         self._thread: threading.Thread | None = None
         self._created = time.monotonic()
         self._meter = server_options.call_meter
-        self._metrics = start_metrics(
-            config,
-            lambda: worker_families(self.status()),
-            f"worker {self._core.address}",
-            self._listener,
-        )
-        stop_at_exit(self)
-        if start:
-            self.start()
+        self._metrics = None
+        try:
+            self._metrics = start_metrics(
+                config,
+                lambda: worker_families(self.status()),
+                f"worker {self._core.address}",
+                self._listener,
+            )
+            stop_at_exit(self)
+            if start:
+                self.start()
+        except BaseException:
+            # A worker that could not start (refused by its dispatcher, a metrics port in
+            # use, ...) leaves nothing bound or serving behind: the caller never gets the
+            # object, so nobody else could stop it.
+            self.stop()
+            raise
 
     def start(self) -> None:
         """Serve and register with the dispatcher; idempotent.
