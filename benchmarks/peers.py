@@ -33,6 +33,8 @@ measured here yet: its goal is printed as not measured.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 import os
 import selectors
@@ -144,7 +146,11 @@ def torch_rank(name: str, rank: int, port: int, tcp_only: bool) -> None:
 
 class TorchTrio:
     """Three PyTorch RPC ranks (``ps``, ``worker``, ``driver``) in child processes; the
-    driver measures on request and answers with its own timings."""
+    driver measures on request and answers with its own timings.
+
+    Made in two steps so that several trios (and tensorwire's tasks) start side by side:
+    the constructor spawns the ranks, :meth:`wait_ready` waits for their rendezvous.
+    """
 
     def __init__(self, tcp_only: bool) -> None:
         import portpicker
@@ -167,10 +173,13 @@ class TorchTrio:
                         env=env,
                     )
                 )
-            self.measure("tiny", 0, 50, timeout=START_TIMEOUT)  # rendezvous and warm-up
         except BaseException:
             self.close()
             raise
+
+    def wait_ready(self) -> None:
+        """Wait for the rendezvous (and warm the tiny path) within ``START_TIMEOUT``."""
+        self.measure("tiny", 0, 50, timeout=START_TIMEOUT)
 
     def measure(
         self, kind: str, nbytes: int, count: int, timeout: float = REPLY_TIMEOUT
@@ -190,16 +199,16 @@ class TorchTrio:
         return [float(s) for s in json.loads(line)]
 
     def close(self) -> None:
+        # Killed, not shut down: rpc.shutdown's graceful barrier takes seconds and the
+        # ranks hold nothing worth keeping.
         for process in self._processes:
+            process.kill()
+        for process in self._processes:
+            process.wait(timeout=10)
             if process.stdin is not None:
                 process.stdin.close()
-        deadline = time.monotonic() + 15
-        for process in self._processes:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+            if process.stdout is not None:
+                process.stdout.close()
 
 
 # -- tensorwire ----------------------------------------------------------------------------
@@ -400,7 +409,9 @@ def evaluate(figures: Figures, sizes: list[int], data_service: bool) -> Goals:
 
 
 def report(figures: Figures, sizes: list[int], data_service: bool) -> None:
-    systems = ["tensorwire", TORCH_DEFAULT, TORCH_TCP]
+    systems = ["tensorwire", TORCH_DEFAULT]
+    if f"tiny p50 {TORCH_TCP}" in figures.samples:
+        systems.append(TORCH_TCP)
     print(
         "\nTiny call (16-byte tensor sent and returned), microseconds: median [min-max] of rounds"
     )
@@ -419,7 +430,7 @@ def report(figures: Figures, sizes: list[int], data_service: bool) -> None:
         for kind, path in PATHS.items():
             cells = "".join(f" {figures.cell(f'{size} {kind} {label}'):>24}" for label in systems)
             print(f"  {size:>4}MiB {path:<14}{cells} {figures.cell(f'{size} memcpy'):>20}")
-    print("\n  ratios of medians, tensorwire to: torch default, torch TCP only, memcpy")
+    print(f"\n  ratios of medians, tensorwire to: {', '.join(systems[1:])}, memcpy")
     for size in sizes:
         for kind, path in PATHS.items():
             ours = figures.median(f"{size} {kind} tensorwire")
@@ -442,6 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=None, help="tiny calls a round and system")
     parser.add_argument("--no-data-service", action="store_true", help="skip the data-service row")
     parser.add_argument(
+        "--torch",
+        choices=("both", "default"),
+        default="both",
+        help="which TensorPipe configurations to start (default only: three fewer processes)",
+    )
+    parser.add_argument(
         "--report-only",
         "--no-fail",
         action="store_true",
@@ -452,30 +469,32 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (3 if args.quick else 5)
     calls = args.calls or (300 if args.quick else 1000)
     elements = 100 if args.quick else 300
-    try:
-        import torch
-    except ImportError:
+    if importlib.util.find_spec("torch") is None:
         print("peers.py: skipped, torch is not installed (pip install torch, the CPU wheel)")
         return 0
     import tensorwire as tw
 
     print(
         f"tensorwire {tw.__version__} (codec {tw.info()['codec']}, protocol {args.protocol}), "
-        f"torch {torch.__version__}; sizes {sizes} MiB, {rounds} rounds, {calls} tiny calls "
-        f"a round; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"torch {importlib.metadata.version('torch')}; sizes {sizes} MiB, {rounds} rounds, "
+        f"{calls} tiny calls a round; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         flush=True,
     )
     figures = Figures()
+    began = time.monotonic()
     closers: list[Callable[[], None]] = []
     try:
+        trios = {}
+        configurations = [(TORCH_DEFAULT, False), (TORCH_TCP, True)]
+        for label, tcp_only in configurations[: 1 if args.torch == "default" else 2]:
+            trios[label] = TorchTrio(tcp_only)  # starting while tensorwire's tasks start
+            closers.append(trios[label].close)
         ours = Ours(args.protocol)
         closers.append(ours.close)
         for size in sizes:
             ours.prepare(size * MiB)
-        trios = {}
-        for label, tcp_only in ((TORCH_DEFAULT, False), (TORCH_TCP, True)):
-            trios[label] = TorchTrio(tcp_only)
-            closers.append(trios[label].close)
+        for trio in trios.values():
+            trio.wait_ready()
         grpc_peer = _limits.GrpcPeer()
         closers.append(grpc_peer.close)
         tcp_peer = _limits.TcpPeer()
@@ -487,16 +506,18 @@ def main(argv: list[str] | None = None) -> int:
 
             service = dataservice.Cluster(args.protocol, 1)
             closers.append(service.stop)
+        print(f"every system up after {time.monotonic() - began:.1f} s", flush=True)
         # One untimed round warms every path (connections, caches, first allocations).
         measure_round(Figures(), ours, trios, grpc_peer, memcpy, sizes, 50)
         for r in range(rounds):
             measure_round(figures, ours, trios, grpc_peer, memcpy, sizes, calls)
             if service is not None:
                 measure_data_service(figures, service, tcp_peer, elements)
-            print(f"round {r + 1}/{rounds} done", flush=True)
+            print(f"round {r + 1}/{rounds} done ({time.monotonic() - began:.1f} s)", flush=True)
     finally:
         for close in reversed(closers):
             close()
+    print(f"every system stopped after {time.monotonic() - began:.1f} s")
     report(figures, sizes, service is not None)
     goals = evaluate(figures, sizes, service is not None)
     print(f"\nGoals (issue 15), ratios of medians; load average now {os.getloadavg()[0]:.2f}")

@@ -36,6 +36,8 @@ def test_one_round_prints_every_figure_and_goal() -> None:
             "--calls",
             "20",
             "--no-data-service",
+            "--torch",
+            "default",
             "--report-only",
         ],
         capture_output=True,
@@ -45,7 +47,7 @@ def test_one_round_prints_every_figure_and_goal() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for system in ("tensorwire", "torch rpc (default)", "torch rpc (TCP only)", "raw grpcio echo"):
+    for system in ("tensorwire", "torch rpc (default)", "raw grpcio echo", "memcpy"):
         assert system in out
     for goal in (
         "tiny call p50 / torch rpc default p50",
