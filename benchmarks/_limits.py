@@ -1,7 +1,7 @@
 """The limits tensorwire is measured against: memcpy in this process, the others each in a
 child process over loopback.
 
-- memcpy: ``np.copyto`` between two warm, page-aligned buffers (:class:`Memcpy`), what a
+- memcpy: ``np.copyto`` between two warm, page-aligned buffers (``Memcpy``), what a
   same-host transfer through shared memory is bound by;
 - raw TCP: one process ``sendall``s a buffer, the other ``recv_into``s a preallocated one;
   both page-aligned: the kernel's copies run much slower at some relative offsets (a
@@ -10,7 +10,7 @@ child process over loopback.
 - raw grpcio: a server streaming ``bytes`` chunks (4 MiB) to a client, and a unary echo of
   a small ``bytes`` payload, with grpcio's identity (de)serializers.
 
-Each peer (:class:`TcpPeer`, :class:`GrpcPeer`) starts its other end with ``python
+Each peer (``TcpPeer``, ``GrpcPeer``) starts its other end with ``python
 benchmarks/_limits.py <role> ...`` and reads the port it prints, so the figures cross
 processes exactly like tensorwire's do. Peers stay up, so a benchmark can interleave their
 rounds with its own and compare figures taken under the same load.

@@ -151,7 +151,7 @@ class TorchTrio:
     driver measures on request and answers with its own timings.
 
     Made in two steps so that several trios (and tensorwire's tasks) start side by side:
-    the constructor spawns the ranks, :meth:`wait_ready` waits for their rendezvous.
+    the constructor spawns the ranks, ``wait_ready`` waits for their rendezvous.
     """
 
     def __init__(self, tcp_only: bool) -> None:
