@@ -69,6 +69,7 @@ def tests(session: nox.Session) -> None:
             if os.geteuid() == 0:  # otherwise the tests that need root skip and say so
                 _ensure_slurm_host_packages(session)
             _pytest(session, "tests/deploy")
+            _pytest(session, "tests/benchmarks")  # the benchmarks still run (smoke)
             _docs(session)
     finally:
         if preparing is not None:
@@ -293,7 +294,9 @@ def bench(session: nox.Session) -> None:
     """Every benchmark, each reporting ratios to the limit measured in the same run."""
     install_all(session)
     for script in sorted((ROOT / "benchmarks").glob("*.py")):
-        session.run("python", str(script), *session.posargs)
+        # peers.py exits 3 when one of issue 15's goals is missed: reported in its output,
+        # not a reason to skip the benchmarks after it.
+        session.run("python", str(script), *session.posargs, success_codes=[0, 3])
 
 
 #: What the Soft-RoCE harness needs on the host (Debian): QEMU, debootstrap for the guest

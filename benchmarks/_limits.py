@@ -1,5 +1,8 @@
-"""The limits tensorwire is measured against, each in a child process over loopback.
+"""The limits tensorwire is measured against: memcpy in this process, the others each in a
+child process over loopback.
 
+- memcpy: ``np.copyto`` between two warm, page-aligned buffers (``Memcpy``), what a
+  same-host transfer through shared memory is bound by;
 - raw TCP: one process ``sendall``s a buffer, the other ``recv_into``s a preallocated one;
   both page-aligned: the kernel's copies run much slower at some relative offsets (a
   receive buffer 16 bytes past a page boundary, as ``bytearray`` gives, moved 16 MiB at
@@ -7,7 +10,7 @@
 - raw grpcio: a server streaming ``bytes`` chunks (4 MiB) to a client, and a unary echo of
   a small ``bytes`` payload, with grpcio's identity (de)serializers.
 
-Each peer (:class:`TcpPeer`, :class:`GrpcPeer`) starts its other end with ``python
+Each peer (``TcpPeer``, ``GrpcPeer``) starts its other end with ``python
 benchmarks/_limits.py <role> ...`` and reads the port it prints, so the figures cross
 processes exactly like tensorwire's do. Peers stay up, so a benchmark can interleave their
 rounds with its own and compare figures taken under the same load.
@@ -55,6 +58,25 @@ def _stop(process: subprocess.Popen[str]) -> None:
 
 
 # -- persistent peers, for measurements interleaved with tensorwire's ----------------------
+class Memcpy:
+    """Copies between two warm, page-aligned buffers of each size asked for, in this process
+    (no child: nothing crosses), kept between calls so a round copies into touched pages."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[int, tuple[memoryview, memoryview]] = {}
+
+    def copy(self, nbytes: int, times: int = 1) -> None:
+        """Copy ``nbytes`` ``times`` times (one timed batch of small copies)."""
+        import numpy as np
+
+        pair = self._buffers.get(nbytes)
+        if pair is None:
+            pair = self._buffers[nbytes] = (page_aligned(nbytes), page_aligned(nbytes))
+        source, destination = (np.frombuffer(view, np.uint8) for view in pair)
+        for _ in range(times):
+            np.copyto(destination, source)
+
+
 class TcpPeer:
     """A child process that sends any number of bytes over one loopback TCP connection on
     request (an 8-byte size, then ``sendall``), received into a preallocated buffer."""
