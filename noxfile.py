@@ -68,8 +68,8 @@ def tests(session: nox.Session) -> None:
             # the sbatch scripts on a private single-node SLURM (installed when missing).
             if os.geteuid() == 0:  # otherwise the tests that need root skip and say so
                 _ensure_slurm_host_packages(session)
-            _pytest(session, "tests/deploy")
-            _pytest(session, "tests/benchmarks")  # the benchmarks still run (smoke)
+            # ... and the benchmarks still run (a smoke round of each that has one).
+            _pytest(session, "tests/deploy", "tests/benchmarks")
             _docs(session)
     finally:
         if preparing is not None:
