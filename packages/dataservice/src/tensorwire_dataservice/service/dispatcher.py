@@ -1185,6 +1185,7 @@ class DispatchServer:
             lambda: dispatcher_families(self.status()),
             f"dispatcher {self._address}",
             self._listener,
+            self.status,
         )
         self._gc_thread: threading.Thread | None = None
         self._nudge_thread: threading.Thread | None = None
