@@ -42,17 +42,20 @@ def _root(server) -> str:
 
 class _Rows(html.parser.HTMLParser):
     """The text of every cell of the table rows carrying ``data-job`` / ``data-worker``,
-    and the ``data-polls`` of the body."""
+    the ``data-polls`` of the body and the text of the header line."""
 
     def __init__(self) -> None:
         super().__init__()
         self.rows: dict[tuple[str, str], list[str]] = {}
         self.polls = 0
+        self.head = ""
+        self._in_head = False
         self._row: list[str] | None = None
         self._cell: list[str] | None = None
 
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
+        self._in_head = attributes.get("id") == "head"
         if tag == "body":
             self.polls = int(attributes.get("data-polls") or 0)
         elif tag == "tr":
@@ -64,6 +67,8 @@ class _Rows(html.parser.HTMLParser):
             self._cell = []
 
     def handle_data(self, data):
+        if self._in_head:
+            self.head += data
         if self._cell is not None:
             self._cell.append(data)
 
@@ -159,7 +164,9 @@ def test_the_dashboard_shows_the_job_and_workers_and_updates_in_chromium(reading
     [job] = dispatcher.status().jobs
 
     first = _page(tmp_path, url)
-    assert first.polls >= 2, "the page did not poll status.json"
+    # The page polled more than once and drew the last poll: it redraws itself.
+    assert first.polls >= 2, "the page did not poll status.json again"
+    assert f"(poll {first.polls})" in first.head, first.head
     job_row = first.rows[("data-job", str(job.job_id))]
     assert job_row[1] == "training" and job_row[2] == "parallel_epochs"
     assert job_row[-1].startswith("readers wait ")
