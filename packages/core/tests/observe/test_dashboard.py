@@ -21,6 +21,7 @@ from tensorwire.observe import (
     status_from_dict,
 )
 from tensorwire.observe.cli import render
+from tensorwire.protos import ConfigProto
 
 
 def _get(url: str) -> tuple[int, dict[str, str], bytes]:
@@ -200,3 +201,17 @@ def test_a_failing_status_is_a_500_and_the_endpoint_keeps_serving():
         }
     finally:
         endpoint.stop()
+
+
+def test_the_page_and_status_json_reveal_no_cluster_token():
+    # The metrics port has no authentication: what it serves must not hold the secret the
+    # server's own port demands.
+    config = ConfigProto()
+    config.tensorwire.cluster_token = "s3cret-token-value"
+    with tw.Server(
+        {"local": ["localhost:0"]}, protocol="grpc", config=config, metrics_port=0
+    ) as server:
+        root = server.metrics_url.removesuffix("/metrics")
+        for path in ("/", "/status.json", "/metrics"):
+            code, _, body = _get(root + path)
+            assert code == 200 and b"s3cret-token-value" not in body, path
