@@ -153,12 +153,13 @@ class MetricsEndpoint:
             body, policy = dashboard_page()
             return body, "text/html; charset=utf-8", {"Content-Security-Policy": policy}
 
-        def snapshot() -> tuple[bytes, str, dict[str, str]]:
-            assert status is not None
-            return status_json(status()), "application/json", {}
-
         routes: dict[str, Callable[[], tuple[bytes, str, dict[str, str]]]] = {METRICS_PATH: metrics}
         if status is not None:
+            snapshot_of = status
+
+            def snapshot() -> tuple[bytes, str, dict[str, str]]:
+                return status_json(snapshot_of()), "application/json", {}
+
             routes.update({DASHBOARD_PATH: page, STATUS_PATH: snapshot})
         served = ", ".join(sorted(routes))
 
