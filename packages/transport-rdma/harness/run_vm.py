@@ -60,6 +60,7 @@ TEST_REQUIREMENTS = (
     "pluggy>=1.3",
     "cloudpickle>=2.2",
     "numpy>=1.26",
+    "prometheus_client>=0.16,<1",  # the core's; its metrics tests are in the --suite run
     "portpicker>=1.5",
 )
 DEBIAN_PYTHON = "/usr/bin/python3"

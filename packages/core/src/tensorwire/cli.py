@@ -5,7 +5,7 @@ each entry point is a function ``register(subparsers)`` that adds its parsers an
 ``func`` on them (``parser.set_defaults(func=...)``); ``func(args)`` returns an exit code.
 
 The common options (``-v``, ``--version``) are accepted before the subcommand and after it
-(``tensorwire -v server ...`` and ``tensorwire server -v ...``): :func:`build_parser` adds
+(``tensorwire -v server ...`` and ``tensorwire server -v ...``): ``build_parser`` adds
 them to every subcommand's parser, plugins' included, once all are registered.
 """
 

@@ -3,12 +3,12 @@
 The one place that knows about framework tensors. The codec, the variables of the runtime and
 the data service all go through it:
 
-- :func:`export` turns a tensor into a :class:`FrameworkArray`: the framework it came from, the
+- ``export`` turns a tensor into a ``FrameworkArray``: the framework it came from, the
   framework's dtype name, and a NumPy view of its memory. A CPU tensor is viewed, not copied
   (a non-contiguous one is copied once later, by the codec, into the wire layout). A GPU tensor
   (CUDA torch, JAX on a GPU) is copied to host memory exactly once, with the framework's own
   ``.cpu()`` / ``jax.device_get``; it is never pickled.
-- :func:`restore` turns a decoded NumPy array back into the framework's type, sharing its
+- ``restore`` turns a decoded NumPy array back into the framework's type, sharing its
   memory: ``torch.from_numpy`` for torch, ``jax.device_put`` onto the CPU for JAX (which aliases
   64-byte aligned host memory and copies otherwise, as XLA requires). Restored tensors are CPU
   tensors. When the framework cannot be imported the NumPy array is returned and one warning
@@ -79,7 +79,7 @@ _ML_DTYPE_NAMES = (
 class FrameworkArray:
     """A NumPy array that travels as a tensor of ``framework`` with dtype ``dtype_name``.
 
-    What :func:`export` returns and what the codec writes as a framework-tensor record. The
+    What ``export`` returns and what the codec writes as a framework-tensor record. The
     runtime also builds these directly (a variable created from a torch tensor is stored as
     NumPy and read back through one of these), so a process holding only NumPy can send a
     torch tensor without importing torch.
@@ -127,14 +127,14 @@ def framework_of(obj: Any) -> int:
 
 
 def is_tensor(obj: Any) -> bool:
-    """Whether ``obj`` is a tensor :func:`export` takes (torch, JAX or a DLPack producer)."""
+    """Whether ``obj`` is a tensor ``export`` takes (torch, JAX or a DLPack producer)."""
     if isinstance(obj, (np.ndarray, FrameworkArray)):
         return False
     return framework_of(obj) != 0 or hasattr(type(obj), "__dlpack_device__")
 
 
 def export(obj: Any) -> FrameworkArray | np.ndarray[Any, Any]:
-    """``obj`` as NumPy: a :class:`FrameworkArray` for torch/JAX, an array for other producers.
+    """``obj`` as NumPy: a ``FrameworkArray`` for torch/JAX, an array for other producers.
 
     Raises TypeError saying why when the tensor cannot be expressed (sparse or quantized torch
     tensors, a JAX tracer, a DLPack producer's tensor on a device other than the host).
@@ -280,7 +280,7 @@ def _torch_export_slow(torch: Any, t: Any) -> FrameworkArray:
 
 def torch_wire_dtype(dtype: Any) -> tuple[str, np.dtype[Any]] | None:
     """The wire name of the torch dtype ``dtype`` and the NumPy dtype its bytes are viewed as
-    (what :func:`export` gives a CPU tensor of it), or None for a dtype it refuses.
+    (what ``export`` gives a CPU tensor of it), or None for a dtype it refuses.
 
     For the compiled codec's fast path, which caches the answer per dtype; torch is imported
     (a tensor of it is in hand).
@@ -294,7 +294,7 @@ def torch_from_numpy() -> Any:
     one-time warning about them already taken, silenced); None when torch is not installed.
 
     For the compiled codec's fast path, which calls it directly for the dtypes NumPy and torch
-    share (what :func:`restore` does for them, minus the Python calls in between).
+    share (what ``restore`` does for them, minus the Python calls in between).
     """
     torch = _import("torch")
     if torch is None:

@@ -1,7 +1,7 @@
 """``tw.data``: a NumPy Dataset pipeline and the tf.data service.
 
 ``tw.data.Dataset`` and the pipeline's other public names come from
-:mod:`tensorwire_dataservice.dataset`; ``tw.data.service`` is the tf.data service
+``tensorwire_dataservice.dataset``; ``tw.data.service`` is the tf.data service
 (``DispatchServer``, ``WorkerServer``, ``distribute``, ...). Both are imported on first use,
 so ``import tensorwire_dataservice`` stays cheap.
 """

@@ -154,7 +154,7 @@ def _bind(args: argparse.Namespace) -> None:
 def _apply_slurm(args: argparse.Namespace, kind: str) -> None:
     """``--slurm``: set the port, the interface and the addresses from the job step, where
     task 0 is the dispatcher and the other tasks are workers (see
-    :func:`tensorwire.cluster.resolve_slurm`)."""
+    ``tensorwire.cluster.resolve_slurm``)."""
     if not args.slurm:
         return
     from tensorwire.cluster import resolve_slurm

@@ -182,6 +182,35 @@ def test_a_worker_without_the_token_cannot_join(protocol: str) -> None:
         dispatcher.stop()
 
 
+def test_a_worker_refused_by_its_dispatcher_leaves_its_port_free(
+    protocol: str, grpc_only: None
+) -> None:
+    """The constructor raised, so the caller holds no object to stop: the worker must have
+    released its port itself (a bound listener left behind also keeps gRPC serving in the
+    process, which a forked DataLoader worker then refuses to use)."""
+    import portpicker
+
+    port = portpicker.pick_unused_port()
+    dispatcher = service.DispatchServer(
+        service.DispatcherConfig(protocol=protocol, cluster_token=TOKEN)
+    )
+    try:
+        with pytest.raises(errors.UnauthenticatedError):
+            service.WorkerServer(
+                service.WorkerConfig(dispatcher._address, port=port, protocol=protocol)
+            )
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))  # EADDRINUSE if the refused worker still held it
+        worker = service.WorkerServer(
+            service.WorkerConfig(
+                dispatcher._address, port=port, protocol=protocol, cluster_token=TOKEN
+            )
+        )
+        worker.stop()
+    finally:
+        dispatcher.stop()
+
+
 def test_dispatcher_calls_to_workers_carry_the_token(protocol: str) -> None:
     """Worker-to-dispatcher and dispatcher-to-worker calls (heartbeats, splits, nudges) all
     authenticate: a job over two workers, each fed splits, completes exactly."""

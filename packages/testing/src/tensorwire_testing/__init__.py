@@ -1,6 +1,6 @@
 """Test utilities for tensorwire (``tw.test``): local clusters and data services, a pytest
 plugin, fault injection (task processes you can kill -9 and restart, a loopback proxy),
-and the transport conformance suite (:mod:`tensorwire_testing.conformance`)."""
+and the transport conformance suite (``tensorwire_testing.conformance``)."""
 
 from __future__ import annotations
 

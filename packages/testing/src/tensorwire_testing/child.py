@@ -1,11 +1,11 @@
 """A ``python -m tensorwire <command>`` child process for fault and CLI tests.
 
-The child prints one ready line once it serves; :meth:`ChildProcess.start` waits for it
+The child prints one ready line once it serves; ``ChildProcess.start`` waits for it
 with a deadline (retrying while a killed predecessor's port is still held), and the child
 can then be killed with SIGKILL, stopped with SIGTERM or SIGINT, or restarted. A child that
 is not expected to serve (one waiting for a peer, one that should fail) is started with
-:meth:`ChildProcess.launch`, which does not wait; :meth:`ChildProcess.wait_for_line` and
-:meth:`ChildProcess.wait` then wait, with deadlines, for what it prints and for its exit.
+``ChildProcess.launch``, which does not wait; ``ChildProcess.wait_for_line`` and
+``ChildProcess.wait`` then wait, with deadlines, for what it prints and for its exit.
 Subclasses say which command to run and which line means "ready".
 """
 
@@ -72,7 +72,7 @@ class _Output:
 
 
 class ChildProcess:
-    """Base of :class:`TaskProcess` and :class:`DataServiceProcess`.
+    """Base of ``TaskProcess`` and ``DataServiceProcess``.
 
     Runs ``python -m tensorwire <command()>`` with stdout and stderr collected, in a new
     session (so a signal to the child does not reach the test). Timeouts of its methods
@@ -99,7 +99,7 @@ class ChildProcess:
         raise NotImplementedError
 
     def argv(self) -> list[str]:
-        """The whole command line: ``python -m tensorwire`` and :meth:`command`, unless a
+        """The whole command line: ``python -m tensorwire`` and ``command``, unless a
         subclass runs something else (a pod's command in a network namespace)."""
         return [sys.executable, "-m", "tensorwire", *self.command()]
 
@@ -133,7 +133,7 @@ class ChildProcess:
     def launch(self) -> Any:
         """Start the child and return at once (self), without waiting for a ready line.
 
-        Its output is collected as it comes: :attr:`output`, :meth:`wait_for_line`. For a
+        Its output is collected as it comes: ``output``, ``wait_for_line``. For a
         child not expected to serve (one that waits for a peer, one that should fail).
 
         Returns:
@@ -171,7 +171,7 @@ class ChildProcess:
           timeout: seconds (scaled) the child may take to print its ready line.
 
         Returns:
-          self, serving; :meth:`on_ready` has read its ready line.
+          self, serving; ``on_ready`` has read its ready line.
 
         Raises:
           FailedPreconditionError: the child is already running, or it exited before
@@ -322,7 +322,7 @@ class ChildProcess:
         """Kill the child if it runs, then start it again (on the same port).
 
         Args:
-          timeout: as for :meth:`start`.
+          timeout: as for ``start``.
 
         Returns:
           self, serving again.

@@ -3,7 +3,7 @@ processes (``DataServiceProcess``, for kill -9 / restart fault tests and CLI tes
 plain fixture functions the pytest plugin exposes.
 
 ``create_local_data_service(num_workers)`` starts a dispatcher and ``num_workers`` workers in
-this process, each bound to a free loopback port, and returns a :class:`LocalDataService`
+this process, each bound to a free loopback port, and returns a ``LocalDataService``
 (context manager; ``stop()`` ends everything). ``DataServiceProcess`` runs
 ``tensorwire dispatcher`` / ``tensorwire worker`` in a child process, waits (with a deadline)
 for its ready line, and can be killed with SIGKILL and restarted on the same port; its
@@ -44,7 +44,7 @@ def _service() -> Any:
 class LocalDataService:
     """A dispatcher and its workers, all in this process.
 
-    Returned by :func:`create_local_data_service` (not constructed directly). A context
+    Returned by ``create_local_data_service`` (not constructed directly). A context
     manager: leaving the block stops every worker, then the dispatcher.
 
     ``dispatcher`` is the ``DispatchServer`` and ``workers`` the ``WorkerServer`` s, in
@@ -88,7 +88,7 @@ class LocalDataService:
 
         Args:
           **overrides: ``WorkerConfig`` fields for this worker, over the ``worker_config``
-            given to :func:`create_local_data_service`.
+            given to ``create_local_data_service``.
 
         Returns:
           The new ``WorkerServer`` (also appended to ``workers``).
@@ -172,10 +172,10 @@ class DataServiceProcess(ChildProcess):
     """``tensorwire dispatcher`` or ``tensorwire worker`` in a child process.
 
     ``kind`` is "dispatcher" or "worker"; ``args`` are the command's options. After
-    :meth:`start`, ``port`` is the bound port and later restarts reuse it. For kill -9 /
+    ``start``, ``port`` is the bound port and later restarts reuse it. For kill -9 /
     restart fault tests and CLI tests; the life-cycle methods (``start``, ``launch``,
     ``wait_for_line``, ``wait``, ``kill``, ``terminate``, ``restart``) are those of
-    :class:`TaskProcess`.
+    ``TaskProcess``.
 
     Args:
       kind: ``"dispatcher"`` or ``"worker"``.
@@ -211,7 +211,7 @@ class DataServiceProcess(ChildProcess):
 
     @property
     def address(self) -> str:
-        """``"localhost:<port>"``; the port is known after :meth:`start`."""
+        """``"localhost:<port>"``; the port is known after ``start``."""
         return f"localhost:{self.port}"
 
     @property
@@ -228,7 +228,7 @@ class DataServiceProcess(ChildProcess):
         return line.startswith(f"tensorwire {self.kind} serving at ")
 
     def on_ready(self, line: str) -> None:
-        """Set :attr:`port` from the ready line."""
+        """Set ``port`` from the ready line."""
         target = line.split("serving at ", 1)[1].split()[0]
         self.port = int(target.rsplit(":", 1)[1])
 

@@ -1,16 +1,16 @@
 """Test hosts on one machine: Linux network namespaces joined by a bridge.
 
-Each :class:`VirtualHost` is a network namespace with its own address on a private /24 and
-its own ``/etc/hosts``, so a process started in it (:meth:`VirtualHost.wrap`) sees a host of
+Each ``VirtualHost`` is a network namespace with its own address on a private /24 and
+its own ``/etc/hosts``, so a process started in it (``VirtualHost.wrap``) sees a host of
 its own: what it binds, whom it reaches and which names resolve are those of a separate
 machine. ``ip netns exec`` bind-mounts ``/etc/netns/<namespace>/hosts`` over ``/etc/hosts``
 for the command it runs (iproute2's convention for network-namespace-unaware programs);
-:meth:`VirtualNetwork.set_hosts` writes those files, which is how tests give service names
+``VirtualNetwork.set_hosts`` writes those files, which is how tests give service names
 (Kubernetes DNS names, SLURM node names) to the addresses of the namespaces.
 
-Needs root and iproute2 (:func:`unavailable_reason` says why not, for a skip). Every name
-(namespaces, links, the bridge, the subnet) is unique to one :class:`VirtualNetwork`, and
-:meth:`VirtualNetwork.close` removes everything it made, so concurrent runs do not collide and
+Needs root and iproute2 (``unavailable_reason`` says why not, for a skip). Every name
+(namespaces, links, the bridge, the subnet) is unique to one ``VirtualNetwork``, and
+``VirtualNetwork.close`` removes everything it made, so concurrent runs do not collide and
 nothing outlives a test. Traffic stays between the namespaces: the bridge has no address
 on the host and nothing routes beyond it.
 """
@@ -66,7 +66,7 @@ def _ip(*args: str) -> None:
 
 @dataclass(frozen=True)
 class VirtualHost:
-    """One network namespace of a :class:`VirtualNetwork`.
+    """One network namespace of a ``VirtualNetwork``.
 
     Attributes:
       name: the name the test gave it (``"dispatcher-0"``).
@@ -99,7 +99,7 @@ class VirtualNetwork:
 
     Raises:
       FailedPreconditionError: network namespaces cannot be made here (see
-        :func:`unavailable_reason`).
+        ``unavailable_reason``).
 
     Examples:
         >>> with VirtualNetwork() as network:                        # doctest: +SKIP
@@ -136,7 +136,7 @@ class VirtualNetwork:
           name: the host's name in this network (unique).
 
         Returns:
-          The :class:`VirtualHost`.
+          The ``VirtualHost``.
 
         Raises:
           ValueError: ``name`` is taken, or the /24 has no address left.

@@ -22,11 +22,11 @@ _READY_PREFIX = "tensorwire server "
 class TaskProcess(ChildProcess):
     """One task of a cluster running as ``tensorwire server`` in a child process.
 
-    For fault tests: the task can be killed with SIGKILL (:meth:`kill`), stopped cleanly
-    (:meth:`terminate`) and restarted on the same port (:meth:`restart`), which an
-    in-process server cannot. Nothing runs until :meth:`start` (or :meth:`launch`); as a
+    For fault tests: the task can be killed with SIGKILL (``kill``), stopped cleanly
+    (``terminate``) and restarted on the same port (``restart``), which an
+    in-process server cannot. Nothing runs until ``start`` (or ``launch``); as a
     context manager it kills the child on exit. The ports are the ones in ``cluster``
-    (fixed up front, so peers know them); see :func:`start_process_cluster` for a whole
+    (fixed up front, so peers know them); see ``start_process_cluster`` for a whole
     cluster on free ports.
 
     Once it serves, ``target`` is ``"grpc://localhost:<port>"`` (what ``tw.Session``
@@ -84,7 +84,7 @@ class TaskProcess(ChildProcess):
 
     @property
     def name(self) -> str:
-        """Same as :attr:`device`; how messages name this task."""
+        """Same as ``device``; how messages name this task."""
         return self.device
 
     def command(self) -> list[str]:
@@ -107,7 +107,7 @@ class TaskProcess(ChildProcess):
         return line.startswith(_READY_PREFIX) and " serving " in line
 
     def on_ready(self, line: str) -> None:
-        """Set :attr:`target` from the ready line."""
+        """Set ``target`` from the ready line."""
         self.target = line.rsplit(" ", 1)[-1]
 
 
@@ -174,7 +174,7 @@ def stop_all(tasks: Mapping[str, Sequence[TaskProcess]] | Sequence[TaskProcess])
     skipped, so it is safe in a ``finally``.
 
     Args:
-      tasks: what :func:`start_process_cluster` returned, or any list of tasks.
+      tasks: what ``start_process_cluster`` returned, or any list of tasks.
 
     Examples:
         >>> tasks = start_process_cluster(num_workers=1, num_ps=1)    # doctest: +SKIP

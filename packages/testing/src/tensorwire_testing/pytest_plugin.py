@@ -15,7 +15,7 @@ codec and pipeline tests that never touch a transport. Fixtures:
 - ``local_cluster``: a 2-worker, 1-ps cluster, stopped after the test.
 - ``local_server``: one server (``create_local_server``), stopped after the test.
 - ``process_cluster_factory``: like ``local_cluster_factory`` but every task is a real
-  process (:class:`tensorwire_testing.TaskProcess`), killed after the test.
+  process (``tensorwire_testing.TaskProcess``), killed after the test.
 - ``local_data_service_factory`` / ``local_data_service``: a tf.data service (dispatcher
   and workers) in this process on the chosen protocol, stopped after the test.
 - ``data_service_process_factory``: ``factory("dispatcher" | "worker", args, port)`` -> a

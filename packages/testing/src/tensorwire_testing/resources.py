@@ -1,7 +1,7 @@
 """What a process holds, to test that servers give it back: open file descriptors and threads.
 
 Linux only (``/proc``). A count taken right after a server stopped may still include
-connections the kernel or gRPC closes a moment later, so :func:`wait_for_release` polls,
+connections the kernel or gRPC closes a moment later, so ``wait_for_release`` polls,
 with a deadline, until the counts are back within a tolerance of a baseline, and otherwise
 fails saying what is still held.
 """

@@ -37,7 +37,7 @@ def timeout_scale() -> float:
 
 
 def scaled(seconds: float) -> float:
-    """``seconds`` stretched by :func:`timeout_scale`."""
+    """``seconds`` stretched by ``timeout_scale``."""
     return seconds * timeout_scale()
 
 
@@ -49,7 +49,7 @@ def eventually(
 ) -> T:
     """``action()``'s result, retrying while it raises one of ``retry_on``.
 
-    After ``timeout`` seconds (stretched by :func:`timeout_scale`) the last error
+    After ``timeout`` seconds (stretched by ``timeout_scale``) the last error
     propagates, so a test never waits forever for a task that does not come back.
 
     Args:

@@ -9,7 +9,7 @@ the last reference to it: every frame, memoryview and NumPy array made from it i
 live messages.
 
 The pool keeps at most ``TENSORWIRE_GRPC_BUFFER_POOL_BYTES`` bytes (default 1 GiB; 0 turns
-it off) and drops buffers unused for :data:`IDLE_SECONDS`, like an allocator that grows to
+it off) and drops buffers unused for ``IDLE_SECONDS``, like an allocator that grows to
 its peak and trims when idle.
 """
 

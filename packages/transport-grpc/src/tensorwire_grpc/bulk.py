@@ -17,7 +17,7 @@ call). A channel asks once, when it first has something large to move, and falls
 the chunked gRPC path by itself when the server has no side channel (an older peer, the
 feature off, TLS) or the port cannot be reached.
 
-Connections are always opened by the channel and pooled per peer (:class:`BulkPeer`). Each
+Connections are always opened by the channel and pooled per peer (``BulkPeer``). Each
 connection starts with a handshake that proves the cluster token: the server sends
 ``MAGIC`` and a random nonce, the client answers ``MAGIC`` and ``HMAC-SHA256(token, nonce)``,
 the server answers one zero byte, or a status (u8 code, u32 length, message) and closes the
@@ -34,8 +34,8 @@ connection::
            n x u64 lengths, payload
            -> u8 status; ok: u32 n, n x u64 lengths, payload; else u32 length, message
 
-A payload is its frames in order, each frame of :data:`ALIGNED_FRAME_BYTES` or more preceded
-by the zero bytes that make it start a multiple of :data:`FRAME_ALIGNMENT` bytes after the
+A payload is its frames in order, each frame of ``ALIGNED_FRAME_BYTES`` or more preceded
+by the zero bytes that make it start a multiple of ``FRAME_ALIGNMENT`` bytes after the
 first byte of its message (both sides compute them from the lengths). The kernel copies a
 message into its socket memory starting afresh at a page boundary, and copies between
 buffers at unlucky relative offsets run at half speed: a 1 MiB response after a 73-byte
@@ -51,7 +51,7 @@ request announcing 2**40 bytes costs the server one header, not a wait for bytes
 never come. Errors of the handler a CALL ran keep the connection, which is in step.
 
 The accept loop survives failures (EMFILE in a burst of connections, a thread that cannot
-start): it logs, backs off up to :data:`ACCEPT_RETRY_MAX_SECONDS` and accepts again; the
+start): it logs, backs off up to ``ACCEPT_RETRY_MAX_SECONDS`` and accepts again; the
 connections waiting in the backlog are served once it can.
 
 CALL runs the unary method on the connection's thread, through the listener's
@@ -59,7 +59,7 @@ CALL runs the unary method on the connection's thread, through the listener's
 those of ``tensorwire.errors``, so the caller raises the handler's class and message.
 
 PUSH is a large request: the server receives it into aligned, pooled memory (the receive
-buffers of ``framing``) and keeps it by ticket (:class:`Arrivals`) until the gRPC call that
+buffers of ``framing``) and keeps it by ticket (``Arrivals``) until the gRPC call that
 names the ticket takes it, or the caller's deadline passes. FETCH takes a large response the
 server parked in ``server.PendingResponses`` (the same tickets the gRPC ``Fetch`` uses).
 Senders hand a header and the frames' memoryviews to one gathered ``sendmsg`` (no joins,

@@ -9,7 +9,7 @@ caller as an error carrying gRPC's status and details, and our own events go thr
 
 The C core reads ``GRPC_VERBOSITY`` and ``GRPC_TRACE`` once, while ``grpc`` is first
 imported; setting them later has no effect. Every import of ``grpc`` in tensorwire is inside
-this package, whose ``__init__`` calls :func:`apply_default` before any of its modules
+this package, whose ``__init__`` calls ``apply_default`` before any of its modules
 loads, so this is the one place the default is set.
 
 What the user chose wins: with ``GRPC_VERBOSITY`` set (``debug``, ``info``, ``error``) gRPC

@@ -27,7 +27,7 @@ So, in a forked child (``os.register_at_fork``):
   never touched, so no finalizer calls into the copied core (only the child's copies of
   side-channel socket descriptors are closed, which the parent does not notice);
 - if a gRPC server was serving in the parent when it forked, gRPC is refused in the child
-  with :class:`~tensorwire.errors.FailedPreconditionError` saying what to do (start the
+  with ``FailedPreconditionError`` saying what to do (start the
   children with "spawn" or "forkserver", or run the servers in their own processes),
   instead of the crash or hang that would follow.
 

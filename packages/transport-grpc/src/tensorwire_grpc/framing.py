@@ -32,16 +32,16 @@ A PENDING manifest answers a unary call whose response is too large to send inli
 caller fetches it as a CHUNKED stream with the ticket (see ``server.PendingResponses``).
 
 Limits, checked from the manifest before anything else of the message is read or allocated
-(:func:`check_frames`, :func:`check_size`): a message has at most :data:`MAX_FRAMES`
-frames, and each frame counts :data:`FRAME_OVERHEAD_BYTES` on top of its bytes against
+(``check_frames``, ``check_size``): a message has at most ``MAX_FRAMES``
+frames, and each frame counts ``FRAME_OVERHEAD_BYTES`` on top of its bytes against
 ``TransportOptions.max_message_bytes``. A receiver makes Python objects per frame (a
 memoryview, usually a bytearray, its length), about 400 bytes measured; without these
 limits an 8 MiB request announcing 2**20 empty frames made a server allocate about 410 MiB.
 The side channel (``bulk``) applies the same two checks to its frame lists.
 
 Received frames are writable ``memoryview`` s. In a message larger than
-:data:`SMALL_MESSAGE_BYTES` every frame starts at a 64-byte aligned address, so the codec's
-aligned payloads stay aligned in memory: frames of :data:`OWN_BUFFER_BYTES` or more get a
+``SMALL_MESSAGE_BYTES`` every frame starts at a 64-byte aligned address, so the codec's
+aligned payloads stay aligned in memory: frames of ``OWN_BUFFER_BYTES`` or more get a
 buffer each (a tensor kept alive pins only itself), starting at a page boundary, where the
 kernel's copy from a socket runs fastest (the side channel puts large frames on page
 boundaries of its messages, see ``bulk``); the others share one. Frames of smaller
@@ -121,7 +121,7 @@ def _lengths_struct(n: int) -> struct.Struct:
 
 def check_frames(n: int) -> None:
     """Raise ``ResourceExhaustedError`` when a message announces more than
-    :data:`MAX_FRAMES` frames (before its lengths are even read)."""
+    ``MAX_FRAMES`` frames (before its lengths are even read)."""
     if n > MAX_FRAMES:
         raise errors.ResourceExhaustedError(
             f"a message of {n} frames exceeds the limit of {MAX_FRAMES} frames per message"
@@ -130,7 +130,7 @@ def check_frames(n: int) -> None:
 
 def check_size(lengths: Sequence[int], max_bytes: int | None, what: str = "message") -> int:
     """The payload size of a message with these frame lengths, after checking it against
-    ``max_bytes`` with :data:`FRAME_OVERHEAD_BYTES` counted per frame.
+    ``max_bytes`` with ``FRAME_OVERHEAD_BYTES`` counted per frame.
 
     Raises ``ResourceExhaustedError`` saying which limit was exceeded.
     """
@@ -148,7 +148,7 @@ def as_byte_views(frames: Sequence[Any]) -> tuple[list[memoryview], int]:
     """Flat unsigned-byte views of ``frames`` and their total size.
 
     Raises ``InvalidArgumentError`` for something that is not a C-contiguous buffer, or
-    for more than :data:`MAX_FRAMES` frames (the receiver would refuse them).
+    for more than ``MAX_FRAMES`` frames (the receiver would refuse them).
     """
     if isinstance(frames, (bytes, bytearray, memoryview, str)):
         raise errors.InvalidArgumentError(
@@ -287,7 +287,7 @@ def _aligned(nbytes: int, alignment: int = ALIGNMENT) -> memoryview:
 def _allocate(lengths: Sequence[int]) -> list[memoryview]:
     """Writable frames, each at a 64-byte aligned address, all allocated up front.
 
-    Each frame of :data:`OWN_BUFFER_BYTES` or more gets a buffer of its own, so a tensor
+    Each frame of ``OWN_BUFFER_BYTES`` or more gets a buffer of its own, so a tensor
     the caller keeps alive pins only its own memory; the smaller frames share one buffer.
     """
     frames: list[memoryview | None] = [None] * len(lengths)
@@ -305,7 +305,7 @@ def _allocate(lengths: Sequence[int]) -> list[memoryview]:
 
 def allocate(lengths: Sequence[int]) -> list[memoryview]:
     """Writable frames to receive a message with these frame lengths into, laid out as
-    :func:`decode_inline` lays out frames it copies (see the module docstring)."""
+    ``decode_inline`` lays out frames it copies (see the module docstring)."""
     if sum(lengths) <= SMALL_MESSAGE_BYTES:
         return [memoryview(bytearray(length)) for length in lengths]
     return _allocate(lengths)
@@ -344,8 +344,8 @@ def decode_inline(message: bytes, max_bytes: int | None = None) -> list[memoryvi
 class Reassembler:
     """Turns a sequence of received gRPC messages back into tensorwire messages.
 
-    Feed every received gRPC message to :meth:`feed`; it returns a complete list of
-    frames when one finishes, else None. :meth:`finish` checks nothing is half done.
+    Feed every received gRPC message to ``feed``; it returns a complete list of
+    frames when one finishes, else None. ``finish`` checks nothing is half done.
     """
 
     def __init__(self, max_bytes: int | None = None) -> None:

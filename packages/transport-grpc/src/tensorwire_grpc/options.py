@@ -1,6 +1,6 @@
 """Every knob the grpc transport turns, in one place, built from ``TransportOptions``.
 
-gRPC channel arguments set on both sides (:func:`channel_arguments`, :func:`server_arguments`):
+gRPC channel arguments set on both sides (``channel_arguments``, ``server_arguments``):
 
 =========================================== ===================================================
 ``grpc.max_send_message_length`` /          (channel) -1 (unlimited) unless
@@ -9,12 +9,12 @@ gRPC channel arguments set on both sides (:func:`channel_arguments`, :func:`serv
                                             larger than the inline or chunk size, and whole
                                             messages are checked against ``max_message_bytes``
                                             from their manifest.
-``grpc.max_receive_message_length``         (server) :func:`server_receive_bytes`, finite
+``grpc.max_receive_message_length``         (server) ``server_receive_bytes``, finite
                                             always (about 5 MiB by default): gRPC refuses a
                                             larger message from its length prefix, before
                                             holding it, whoever sent it.
 ``grpc.http2.lookahead_bytes``              16 MiB: the initial stream window (see
-                                            :data:`LOOKAHEAD_BYTES`).
+                                            ``LOOKAHEAD_BYTES``).
 ``grpc.keepalive_time_ms``                  ``keepalive_ms``: ping idle connections so a dead
                                             peer is noticed; 0 turns keepalive off.
 ``grpc.keepalive_timeout_ms``               20 s without a ping answer closes the connection.
@@ -37,24 +37,24 @@ gRPC channel arguments set on both sides (:func:`channel_arguments`, :func:`serv
 
 Transport-specific settings read from ``TransportOptions.extra``:
 
-- ``grpc_inline_bytes`` (default :data:`DEFAULT_INLINE_BYTES`): messages up to this size
+- ``grpc_inline_bytes`` (default ``DEFAULT_INLINE_BYTES``): messages up to this size
   travel as one gRPC message; larger ones are chunked.
-- ``grpc_chunk_bytes`` (default :data:`DEFAULT_CHUNK_BYTES`): size of each chunk.
-- ``grpc_max_workers`` (default :data:`DEFAULT_MAX_WORKERS`, 4096): calls and streams a
+- ``grpc_chunk_bytes`` (default ``DEFAULT_CHUNK_BYTES``): size of each chunk.
+- ``grpc_max_workers`` (default ``DEFAULT_MAX_WORKERS``, 4096): calls and streams a
   server serves at once. Threads are started as calls arrive and end after
   ``threads.IDLE_SECONDS`` idle, so the limit costs nothing until it is used; a call past it
   is refused at once with ``ResourceExhaustedError`` naming this option, never queued
   behind calls that may wait (a stream, a ``recv``). The environment variable
   ``TENSORWIRE_GRPC_MAX_WORKERS`` sets the default for options that do not say (servers
   built from a ``ConfigProto``, data-service workers).
-- ``bulk_tcp`` (bool, default :data:`DEFAULT_BULK_TCP`): make large unary calls whole over
+- ``bulk_tcp`` (bool, default ``DEFAULT_BULK_TCP``): make large unary calls whole over
   the plain TCP side channel of ``bulk``, and move the large messages of other calls there
   (gRPC carries a descriptor). Never used with TLS
   (a TLS listener opens no side port and a TLS channel never uses one) nor with
   compression (the side channel sends the bytes as they are). The environment
   variable ``TENSORWIRE_GRPC_BULK_TCP`` (``1``/``0``) sets the default for options that do
   not say.
-- ``bulk_tcp_threshold_bytes`` (default :data:`DEFAULT_BULK_THRESHOLD_BYTES`): a unary call
+- ``bulk_tcp_threshold_bytes`` (default ``DEFAULT_BULK_THRESHOLD_BYTES``): a unary call
   whose request has at least this many payload bytes, or whose caller announces a response
   that large (``RESPONSE_BYTES_METADATA_KEY``), goes over the side channel; so does any
   message of at least this size in other calls. Environment variable

@@ -9,7 +9,7 @@ way a caller may reach it (the caller picks by message size, see ``framing``):
   says whether the caller wants one response or a stream.
 
 Each path checks that the method has the arity the caller asked for. Handlers run through
-:func:`tensorwire.transport.invoke` / :func:`~tensorwire.transport.iterate` (token check and
+``tensorwire.transport.invoke`` / ``iterate`` (token check and
 error mapping); an ``OpError`` ends the call with its code and message.
 
 Memory before authentication. gRPC Python reads a unary request whole before it runs the
@@ -24,7 +24,7 @@ length prefix, before receiving it. Together: a call holds at most one message o
 before it is authenticated, only while it waits for its thread, and calls at once are
 bounded by ``grpc_max_workers`` (see below).
 
-A unary response too large to send inline is parked in :class:`PendingResponses` and the
+A unary response too large to send inline is parked in ``PendingResponses`` and the
 caller fetches it as a chunk stream from ``/tensorwire.grpc.Pending/Fetch``. This keeps small
 calls on the cheap unary path (a server-streaming call costs about twice as much per call)
 while large responses still stream. Handlers must not change the buffers they return until
@@ -38,11 +38,11 @@ PENDING, to fetch over TCP; in a stream the next message is produced only once t
 previous parked one was fetched, so a slow reader holds at most one message here.
 
 Every call and stream runs on a thread of its own from a
-:class:`~tensorwire.transport.threads.DaemonThreadPool` (started on demand, retired when
+``DaemonThreadPool`` (started on demand, retired when
 idle), so calls that wait (a stream, a ``recv``) never keep others from starting. At most
 ``grpc_max_workers`` run at once (``options``); the next one is refused at once with
 ``ResourceExhaustedError`` saying so and naming the option. The pool has
-:data:`REFUSAL_THREADS` more threads than that to run those refusals on, and gRPC's own
+``REFUSAL_THREADS`` more threads than that to run those refusals on, and gRPC's own
 ``maximum_concurrent_rpcs`` is set to the pool's size, so that even a flood of refusals
 never leaves a call queued for a thread: gRPC refuses it first ("Concurrent RPC limit
 exceeded!", which ``status`` explains the same way). gRPC counts a call until its handler
@@ -226,7 +226,7 @@ def _context(gctx: grpc.ServicerContext) -> CallContext:
 
 
 def _authenticate(context: CallContext, options: TransportOptions) -> None:
-    """Check the token before reading the request, through the same :func:`invoke`."""
+    """Check the token before reading the request, through the same ``invoke``."""
     if options.token is not None:
         invoke(_AUTH_ONLY, [], context, options)
 
@@ -644,7 +644,7 @@ class GrpcListener(Listener):
     def stop(self, grace: float | None = None) -> None:
         """Stop serving; calls in flight get ``grace`` seconds. Returns once the port, the
         side channel and every thread of the listener are released (threads of calls that
-        ignore the stop are waited for at most :data:`STOP_JOIN_SECONDS` past the grace).
+        ignore the stop are waited for at most ``STOP_JOIN_SECONDS`` past the grace).
         """
         with self._lock:
             if self._stopped.is_set():

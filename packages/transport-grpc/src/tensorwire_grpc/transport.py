@@ -24,13 +24,13 @@ class GrpcTransport(Transport):
     """The ``grpc`` protocol.
 
     Channels to the same address with options that build the same gRPC channel share one
-    connection: :meth:`connect` hands out a light :class:`GrpcChannel` per caller and the
-    gRPC channel closes when the last of them is closed (or at :meth:`close`). A shared
+    connection: ``connect`` hands out a light ``GrpcChannel`` per caller and the
+    gRPC channel closes when the last of them is closed (or at ``close``). A shared
     channel whose last call found the server unreachable is not handed to new callers:
     they get a fresh one that connects at once, instead of gRPC's reconnect backoff.
 
     In a process forked from this one the transport starts over: it forgets the parent's
-    channels and opens its own (see :mod:`.forking`).
+    channels and opens its own (see ``forking``).
     """
 
     protocols = (PROTOCOL,)

@@ -3,7 +3,7 @@
 A side-channel exchange is a handful of small fields (an op byte, a header, lengths, a
 status) around large frames. Read one ``recv`` at a time, each field costs a system call and,
 with a timeout set, a ``poll`` as well: on loopback that was about 150 us per large call,
-half the time TCP needs to move a whole MiB. So :class:`Wire` reads ahead into a small
+half the time TCP needs to move a whole MiB. So ``Wire`` reads ahead into a small
 buffer, from which the fields come without further calls, and receives large frames straight
 into their final memory (after the bytes already read ahead); and it writes a header and all
 its frames with one ``sendmsg`` (gather I/O) instead of one ``sendall`` each.
@@ -11,7 +11,7 @@ its frames with one ``sendmsg`` (gather I/O) instead of one ``sendall`` each.
 Reading ahead is safe because the protocol is strictly request/response on a connection:
 neither side sends before it has the other's answer, so what is read ahead always belongs
 to the message being read. A pooled connection that holds unread bytes is out of step and
-is not reused (:meth:`Wire.clean`).
+is not reused (``Wire.clean``).
 
 Every call takes an absolute deadline on the ``time.monotonic()`` clock (or None); passing
 it raises ``TimeoutError``. A peer that closes early raises ``ConnectionError``.

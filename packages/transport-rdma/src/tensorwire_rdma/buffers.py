@@ -3,11 +3,11 @@
 Registering memory with a NIC pins its pages and costs about as much as copying it, so it
 must not happen per transfer:
 
-* :class:`BufferPool` hands out registered receive buffers ("slabs", sized in powers of
+* ``BufferPool`` hands out registered receive buffers ("slabs", sized in powers of
   two). A slab given to the user as a received frame comes back to the pool by itself when
   the last object viewing it is gone, so each large tensor owns its own buffer (one live
   array never pins a whole message) and the next transfer of that size registers nothing.
-* :class:`RegistrationCache` registers a sender's own memory in place (zero copy) and keeps
+* ``RegistrationCache`` registers a sender's own memory in place (zero copy) and keeps
   the registration, and a reference to the memory, for the next send of the same buffer:
   holding the reference is what makes a cache hit safe, since memory we keep alive cannot be
   freed and reused at the same address behind a stale registration.
@@ -134,7 +134,7 @@ class RegistrationCache:
         self.misses = 0
 
     def acquire(self, buf: memoryview) -> tuple[int, int, int]:
-        """(addr, lkey, rkey) of ``buf``, registered; pair with :meth:`release`."""
+        """(addr, lkey, rkey) of ``buf``, registered; pair with ``release``."""
         import pyverbs.enums as e
         from pyverbs.mr import MR
 

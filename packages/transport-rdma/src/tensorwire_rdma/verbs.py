@@ -2,7 +2,7 @@
 
 Everything that touches ``pyverbs`` lives here, and ``pyverbs`` is imported only when a
 function below is called, so importing ``tensorwire_rdma`` costs nothing on a host without
-rdma-core. :func:`open_device` is where "no pyverbs" and "no device" become errors that say
+rdma-core. ``open_device`` is where "no pyverbs" and "no device" become errors that say
 how to fix them.
 """
 
@@ -42,7 +42,7 @@ class VerbsUnavailable(errors.FailedPreconditionError):
 
 
 def import_pyverbs() -> Any:
-    """The ``pyverbs`` package, or :class:`VerbsUnavailable` saying how to get it."""
+    """The ``pyverbs`` package, or ``VerbsUnavailable`` saying how to get it."""
     try:
         import pyverbs
         import pyverbs.device  # noqa: F401 - the compiled part; fails without libibverbs
@@ -187,7 +187,7 @@ class Device:
 def open_device(extra: dict[str, Any]) -> Device:
     """The device named by ``extra["rdma_device"]`` or $TENSORWIRE_RDMA_DEVICE, else the
     first device with an active port. Port and GID likewise (``rdma_port``,
-    ``rdma_gid_index``, ``rdma_address``). Raises :class:`VerbsUnavailable` saying what is
+    ``rdma_gid_index``, ``rdma_address``). Raises ``VerbsUnavailable`` saying what is
     missing and how to fix it."""
     import_pyverbs()
     from pyverbs.device import Context, get_device_list

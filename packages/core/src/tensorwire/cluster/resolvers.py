@@ -48,7 +48,7 @@ TF_CONFIG_ENV = "TF_CONFIG"
 class ClusterResolution(NamedTuple):
     """A resolved cluster and this process's place in it.
 
-    Returned by :func:`resolve_tf_config`, :func:`resolve_slurm` and the resolvers'
+    Returned by ``resolve_tf_config``, ``resolve_slurm`` and the resolvers'
     ``resolve()``; a named tuple that unpacks into the arguments of ``tw.Server``.
 
     Attributes:
@@ -103,7 +103,7 @@ def load_tf_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
       environ: the environment to read; default ``os.environ``.
 
     Returns:
-      The parsed JSON object, unvalidated (see :func:`resolve_tf_config` for that).
+      The parsed JSON object, unvalidated (see ``resolve_tf_config`` for that).
 
     Raises:
       ValueError: if the value is not JSON or not a JSON object, naming the variable and
@@ -155,7 +155,7 @@ def resolve_tf_config(
       rpc_layer: the protocol to report instead of ``TF_CONFIG``'s ``rpc_layer``.
 
     Returns:
-      A :class:`ClusterResolution` ``(cluster_spec, job_name, task_index, rpc_layer)``.
+      A ``ClusterResolution`` ``(cluster_spec, job_name, task_index, rpc_layer)``.
 
     Raises:
       ValueError: for malformed JSON, a ``cluster`` that is not a mapping of jobs, a ``task``
@@ -207,10 +207,10 @@ class TFConfigClusterResolver:
     every call so a changed environment is seen.
 
     ``task_type``, ``task_id`` and ``rpc_layer`` are properties that read ``TF_CONFIG``
-    (through :func:`resolve_tf_config`) unless overridden, here or by assigning to them;
+    (through ``resolve_tf_config``) unless overridden, here or by assigning to them;
     ``environment`` is ``TF_CONFIG``'s ``"environment"`` (or the override). Constructing the
     resolver reads nothing, so it never raises; the methods and properties raise
-    ``ValueError`` for a malformed ``TF_CONFIG`` (see :func:`resolve_tf_config`).
+    ``ValueError`` for a malformed ``TF_CONFIG`` (see ``resolve_tf_config``).
 
     Args:
       task_type: overrides the task type (job name) in ``TF_CONFIG``.
@@ -256,7 +256,7 @@ class TFConfigClusterResolver:
         self._environ = environ
 
     def resolve(self) -> ClusterResolution:
-        """Everything at once: :func:`resolve_tf_config` with this resolver's overrides.
+        """Everything at once: ``resolve_tf_config`` with this resolver's overrides.
 
         Raises:
           ValueError: ``TF_CONFIG`` is malformed.
@@ -506,7 +506,7 @@ def resolve_slurm(
       environ: the environment to read; default ``os.environ``.
 
     Returns:
-      A :class:`ClusterResolution` ``(cluster_spec, job_name, task_index, rpc_layer)``.
+      A ``ClusterResolution`` ``(cluster_spec, job_name, task_index, rpc_layer)``.
 
     Raises:
       RuntimeError: a needed variable is missing, or the jobs ask for a different number of
@@ -579,14 +579,14 @@ class SlurmClusterResolver:
     """TensorFlow-style object around ``resolve_slurm`` (same arguments), without TensorFlow's
     GPU assignment: set ``CUDA_VISIBLE_DEVICES`` yourself if you need it.
 
-    Unlike :class:`TFConfigClusterResolver` it resolves once, when constructed: the
+    Unlike ``TFConfigClusterResolver`` it resolves once, when constructed: the
     attributes ``task_type``, ``task_id`` and ``rpc_layer`` are plain values from then on.
 
     Args:
-      jobs: job name -> number of tasks (see :func:`resolve_slurm`).
+      jobs: job name -> number of tasks (see ``resolve_slurm``).
       port_base: the port of the first task on each node.
       tasks_per_node: tasks on every node, or host -> tasks; default from the environment.
-      rpc_layer: the protocol of :meth:`master` and ``rpc_layer``.
+      rpc_layer: the protocol of ``master`` and ``rpc_layer``.
       environ: the environment to read; default ``os.environ``.
 
     Raises:
@@ -626,7 +626,7 @@ class SlurmClusterResolver:
         self.rpc_layer = rpc_layer
 
     def resolve(self) -> ClusterResolution:
-        """The :class:`ClusterResolution` computed when the resolver was made."""
+        """The ``ClusterResolution`` computed when the resolver was made."""
         return self._resolution
 
     def cluster_spec(self) -> ClusterSpec:

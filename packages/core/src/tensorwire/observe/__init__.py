@@ -1,14 +1,14 @@
 """Observing servers: Prometheus metrics and status snapshots, for every server kind.
 
 One home for both. A server (``tw.Server``, ``tw.data.service.DispatchServer``,
-``WorkerServer``) given a metrics port starts a :class:`MetricsEndpoint` whose collector
-builds :class:`MetricFamily` lists from the server's state at scrape time, plus the
-:class:`CallMeter` totals the transport recorded (``TransportOptions.call_meter``). Each
-server also has ``status()``, a frozen dataclass of :mod:`.status`, served to other
-processes by the ``tensorwire.Status`` service (:mod:`.service`) and printed by
+``WorkerServer``) given a metrics port starts a ``MetricsEndpoint`` whose collector
+builds ``MetricFamily`` lists from the server's state at scrape time, plus the
+``CallMeter`` totals the transport recorded (``TransportOptions.call_meter``). Each
+server also has ``status()``, a frozen dataclass of ``status``, served to other
+processes by the ``tensorwire.Status`` service (``service``) and printed by
 ``tensorwire status grpc://HOST:PORT``.
 
-``prometheus_client`` is imported only when a :class:`MetricsEndpoint` is made.
+``prometheus_client`` is imported only when a ``MetricsEndpoint`` is made.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
-"""Counting the calls a listener serves: one :class:`CallMeter` per server.
+"""Counting the calls a listener serves: one ``CallMeter`` per server.
 
 A transport that is given a meter (``TransportOptions.call_meter``) records each call it
 serves once, when the call ends: the method, the path its payload took, the bytes in each
 direction, how long it took and whether it failed. That is one lock and a few integer
 additions per call, so the hot path stays cheap; the Prometheus families are built from the
-totals only when ``/metrics`` is scraped (:func:`call_families`).
+totals only when ``/metrics`` is scraped (``call_families``).
 
-Paths (:data:`CALL_PATHS`) name how a call's bytes moved, as the transport chose:
+Paths (``CALL_PATHS``) name how a call's bytes moved, as the transport chose:
 
 - ``grpc``: gRPC messages, inline or in chunks (also a response parked and fetched in
   chunks over gRPC).
@@ -53,17 +53,17 @@ LATENCY_BUCKETS_SECONDS = (
 
 @dataclasses.dataclass(frozen=True)
 class CallStats:
-    """The totals of one method over one path, as a :class:`CallMeter` counted them.
+    """The totals of one method over one path, as a ``CallMeter`` counted them.
 
     Args:
       method: ``"/<service>/<method>"``.
-      path: one of :data:`CALL_PATHS`.
+      path: one of ``CALL_PATHS``.
       calls: calls served (failed ones included).
       errors: calls that ended with an error status.
       request_bytes: payload bytes received (the frames' lengths).
       response_bytes: payload bytes answered (streams: every message).
       seconds: the calls' durations added up (a stream lasts until its last message).
-      buckets: per :data:`LATENCY_BUCKETS_SECONDS` bound and a last one for +Inf, how many
+      buckets: per ``LATENCY_BUCKETS_SECONDS`` bound and a last one for +Inf, how many
         calls took at most that long (not cumulative).
     """
 
@@ -118,7 +118,7 @@ class CallMeter:
 
         Args:
           method: ``"/<service>/<method>"``.
-          path: how its bytes moved, one of :data:`CALL_PATHS`.
+          path: how its bytes moved, one of ``CALL_PATHS``.
           request_bytes: payload bytes received.
           response_bytes: payload bytes answered.
           seconds: how long the call took.
@@ -155,7 +155,7 @@ class CallMeter:
 
 
 def call_families(stats: list[CallStats]) -> Iterator[MetricFamily]:
-    """The ``tensorwire_calls_*`` families of a meter's :meth:`CallMeter.snapshot`."""
+    """The ``tensorwire_calls_*`` families of a meter's ``CallMeter.snapshot``."""
     labels = ("method", "path")
     counters = (
         ("tensorwire_calls_total", "Calls served, by method and transport path.", "calls"),

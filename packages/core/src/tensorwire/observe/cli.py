@@ -1,7 +1,7 @@
 """``tensorwire status <target>``: a server's status snapshot, as tables or JSON.
 
 Works against a task server (``tensorwire server``), a dispatcher and a worker: each serves
-``tensorwire.Status`` (:mod:`.service`). The call carries the token and TLS settings of the
+``tensorwire.Status`` (``service``). The call carries the token and TLS settings of the
 flags, else of the ``TENSORWIRE_*`` variables, like every other call; a refusal (no token,
 a wrong one) is one line on stderr and exit code 2.
 """
@@ -180,8 +180,8 @@ def render(status: Any) -> str:
     """A status snapshot as the tables ``tensorwire status`` prints.
 
     Args:
-      status: a :class:`~.status.TaskServerStatus`, :class:`~.status.DispatcherStatus`
-        or :class:`~.status.WorkerStatus`.
+      status: a ``TaskServerStatus``, ``DispatcherStatus``
+        or ``WorkerStatus``.
 
     Returns:
       The text, lines joined by newlines.
@@ -191,20 +191,11 @@ def render(status: Any) -> str:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from ..protos import TensorwireOptions
+    from ..runtime.cli import security_message
     from ..runtime.options import security_options
     from .service import fetch_status
 
-    message = TensorwireOptions()
-    if args.token:
-        message.cluster_token = args.token
-    for name in ("certificate_chain_file", "private_key_file", "root_certificates_file"):
-        value = getattr(args, name)
-        if value:
-            setattr(message.tls, name, value)
-    if args.server_name_override:
-        message.tls.server_name_override = args.server_name_override
-    options = security_options(message, args.insecure)
+    options = security_options(security_message(args), args.insecure)
     status = fetch_status(args.target, options, timeout=args.timeout)
     if args.json:
         print(json.dumps(status.as_dict(), indent=2, sort_keys=True))

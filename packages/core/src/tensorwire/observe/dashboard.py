@@ -3,11 +3,11 @@
 The page (``dashboard.html``, package data) is self-contained: inline CSS and a small
 hand-written script that polls ``/status.json`` every 1.5 s and redraws the tables and
 the throughput charts (a ``<canvas>`` drawn by the script; the history is kept in the page).
-It fetches nothing else: :data:`CONTENT_SECURITY_POLICY` lets the browser run only that
+It fetches nothing else: the Content-Security-Policy sent with it lets the browser run only that
 inline script and style and connect only to the server that sent the page.
 
 ``/status.json`` is the server's ``status().as_dict()``, plus, for each job of a
-dispatcher, its ``diagnosis`` (:func:`~.diagnosis.input_diagnosis`), so the page and
+dispatcher, its ``diagnosis`` (``input_diagnosis``), so the page and
 ``tensorwire status`` say the same thing.
 """
 
@@ -58,12 +58,12 @@ def status_document(status: Any) -> dict[str, Any]:
     """``status.as_dict()`` with each dispatcher job's ``diagnosis`` added.
 
     Args:
-      status: a :class:`~.status.TaskServerStatus`, :class:`~.status.DispatcherStatus`
-        or :class:`~.status.WorkerStatus`.
+      status: a ``TaskServerStatus``, ``DispatcherStatus``
+        or ``WorkerStatus``.
 
     Returns:
       A JSON-ready dict; a job's ``diagnosis`` holds ``verdict``, ``wait_fraction`` and
-      ``text`` (:class:`~.diagnosis.InputDiagnosis`).
+      ``text`` (``InputDiagnosis``).
     """
     document: dict[str, Any] = status.as_dict()
     if status.kind == "dispatcher":
@@ -73,5 +73,5 @@ def status_document(status: Any) -> dict[str, Any]:
 
 
 def status_json(status: Any) -> bytes:
-    """:func:`status_document` encoded as UTF-8 JSON."""
+    """``status_document`` encoded as UTF-8 JSON."""
     return json.dumps(status_document(status), separators=(",", ":")).encode("utf-8")

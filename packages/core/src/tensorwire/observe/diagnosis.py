@@ -33,7 +33,7 @@ CLIENT_BOUND_WAIT_FRACTION = 0.05
 
 @dataclasses.dataclass(frozen=True)
 class InputDiagnosis:
-    """What :func:`input_diagnosis` concluded.
+    """What ``input_diagnosis`` concluded.
 
     Args:
       verdict: ``"input_bound"``, ``"balanced"``, ``"client_bound"`` or ``"unknown"``
@@ -55,7 +55,7 @@ def input_diagnosis(wait_seconds: float, reading_seconds: float) -> InputDiagnos
       reading_seconds: the seconds the same readers have been reading, summed over readers.
 
     Returns:
-      The :class:`InputDiagnosis`; ``"unknown"`` when ``reading_seconds`` is not positive
+      The ``InputDiagnosis``; ``"unknown"`` when ``reading_seconds`` is not positive
       (no reader has reported yet, or readers too old to report their reading time).
 
     Examples:

@@ -1,8 +1,8 @@
 """The metrics port: Prometheus text at ``/metrics``, and the dashboard at ``/``.
 
 Every server kind (``tw.Server``, ``DispatchServer``, ``WorkerServer``) that is given a
-metrics port starts one :class:`MetricsEndpoint` with a *collector*: a function that
-returns the server's :class:`~.families.MetricFamily` list, called once per scrape. Nothing
+metrics port starts one ``MetricsEndpoint`` with a *collector*: a function that
+returns the server's ``MetricFamily`` list, called once per scrape. Nothing
 is counted for Prometheus between scrapes beyond the servers' own totals, so an endpoint
 nobody scrapes costs nothing.
 
@@ -10,7 +10,7 @@ nobody scrapes costs nothing.
 ``import tensorwire``.
 
 Given a ``status`` function too (every server passes its ``status()``), the endpoint also
-serves the dashboard (:mod:`.dashboard`): the page at ``/`` and the snapshot it polls at
+serves the dashboard (``dashboard``): the page at ``/`` and the snapshot it polls at
 ``/status.json``.
 
 Security: the endpoint binds loopback (``127.0.0.1``) unless ``host`` names another
@@ -105,7 +105,7 @@ class MetricsEndpoint:
 
     Args:
       collect: returns the server's metric families; called on every scrape.
-      port: the port to bind, 0 for a free one (read it from :attr:`port`).
+      port: the port to bind, 0 for a free one (read it from ``port``).
       host: the interface to bind; loopback by default. Anything else is an explicit
         choice to let other hosts read the metrics (they hold no secrets).
       what: names the server in log lines.

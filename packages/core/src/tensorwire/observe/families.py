@@ -1,8 +1,8 @@
 """Metric families as plain data: what a server's collector returns at scrape time.
 
-Servers describe their metrics with :class:`MetricFamily` (a name, a kind, a help text,
+Servers describe their metrics with ``MetricFamily`` (a name, a kind, a help text,
 label names and samples) and never import ``prometheus_client``: the metrics endpoint
-(:mod:`.endpoint`) turns the families into ``prometheus_client`` objects when ``/metrics``
+(``endpoint``) turns the families into ``prometheus_client`` objects when ``/metrics``
 is read. So ``import tensorwire`` stays free of it, and a server without a metrics port
 never loads it.
 

@@ -2,12 +2,12 @@
 
 Every server kind serves it beside its own service, on the same listener, so the same
 token and TLS rules guard it as every other call (the transport checks the token before
-the handler runs; see :func:`tensorwire.transport.invoke`). One method:
+the handler runs; see ``tensorwire.transport.invoke``). One method:
 
 - ``GetStatus``: an empty request -> the server's snapshot, ``as_dict()`` encoded with
-  :mod:`tensorwire.codec` (see :mod:`.status`).
+  ``tensorwire.codec`` (see ``status``).
 
-:func:`fetch_status` is the client side, used by ``tensorwire status``.
+``fetch_status`` is the client side, used by ``tensorwire status``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def status_service(snapshot: Callable[[], Any]) -> Service:
       snapshot: returns the server's current status dataclass.
 
     Returns:
-      A :class:`~tensorwire.transport.Service` to serve beside the server's own.
+      A ``Service`` to serve beside the server's own.
 
     Examples:
         >>> from tensorwire.observe import status_service
@@ -60,8 +60,8 @@ def fetch_status(
       timeout: seconds to wait for the answer.
 
     Returns:
-      A :class:`~.status.TaskServerStatus`, :class:`~.status.DispatcherStatus` or
-      :class:`~.status.WorkerStatus`.
+      A ``TaskServerStatus``, ``DispatcherStatus`` or
+      ``WorkerStatus``.
 
     Raises:
       InvalidArgumentError: ``target`` is not ``protocol://host:port``.

@@ -1,10 +1,10 @@
 """Status snapshots: what a server is doing, as frozen dataclasses.
 
 ``tw.Server.status()``, ``DispatchServer.status()`` and ``WorkerServer.status()`` return
-one of :class:`TaskServerStatus`, :class:`DispatcherStatus`, :class:`WorkerStatus`. Each
+one of ``TaskServerStatus``, ``DispatcherStatus``, ``WorkerStatus``. Each
 is a frozen dataclass of plain values (numbers, strings, tuples of smaller snapshots);
 ``as_dict()`` gives the JSON-ready form, which is also what the ``tensorwire.Status``
-service sends (:mod:`.service`), and :func:`status_from_dict` reads it back.
+service sends (``service``), and ``status_from_dict`` reads it back.
 
 A ``kind`` field tells the three apart: ``"task_server"``, ``"dispatcher"``, ``"worker"``.
 Rates are elements per second averaged over the task's life so far (the Prometheus
@@ -127,7 +127,7 @@ class DataJobStatus(_Snapshot):
         received) it gives the wait per element.
       client_seconds: how long the same readers have been reading, summed over them (0
         from readers that do not report it); with ``client_wait_seconds`` it gives
-        :attr:`diagnosis`.
+        ``diagnosis``.
     """
 
     job_id: int
@@ -160,7 +160,7 @@ class DataJobStatus(_Snapshot):
 
     @property
     def diagnosis(self) -> InputDiagnosis:
-        """Whether the readers are input-bound (:func:`~.diagnosis.input_diagnosis`)."""
+        """Whether the readers are input-bound (``input_diagnosis``)."""
         return input_diagnosis(self.client_wait_seconds, self.client_seconds)
 
 
@@ -257,7 +257,7 @@ def status_from_dict(data: dict[str, Any]) -> Any:
       data: what ``as_dict()`` returned (or the ``tensorwire.Status`` service sent).
 
     Returns:
-      A :class:`TaskServerStatus`, :class:`DispatcherStatus` or :class:`WorkerStatus`.
+      A ``TaskServerStatus``, ``DispatcherStatus`` or ``WorkerStatus``.
 
     Raises:
       ValueError: ``data`` has no known ``kind``, or lacks a field.

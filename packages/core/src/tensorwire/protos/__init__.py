@@ -9,7 +9,7 @@ message ``tensorwire.TensorwireOptions``).
 
 The classes are registered in a descriptor pool of our own, not protobuf's default pool, so
 they coexist with a real TensorFlow in one process (see ``_pool.py``). To use a message
-object built by TensorFlow's own classes, pass it through :func:`convert`.
+object built by TensorFlow's own classes, pass it through ``convert``.
 
 The ``.proto`` sources sit beside the generated ``*_pb2.py`` / ``*_pb2.pyi`` files, which are
 committed; ``nox -s protos`` (``python tools/gen_protos.py``) regenerates them.

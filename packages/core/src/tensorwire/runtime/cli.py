@@ -113,7 +113,8 @@ def add_security_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def security_message(args: argparse.Namespace) -> Any:
-    """The security flags as a ``TensorwireOptions`` message."""
+    """The security flags as a ``TensorwireOptions`` message (a command without
+    ``--require_client_auth`` or ``--server_name_override`` leaves those unset)."""
     from ..protos import TensorwireOptions
 
     message = TensorwireOptions()
@@ -123,8 +124,10 @@ def security_message(args: argparse.Namespace) -> Any:
         value = getattr(args, name)
         if value:
             setattr(message.tls, name, value)
-    if args.require_client_auth:
+    if getattr(args, "require_client_auth", False):
         message.tls.require_client_auth = True
+    if getattr(args, "server_name_override", None):
+        message.tls.server_name_override = args.server_name_override
     return message
 
 

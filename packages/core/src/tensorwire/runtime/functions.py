@@ -3,7 +3,7 @@
 A function goes *by reference* (``module:qualname``) when the receiving side can import it
 by that name and get the same object, and *by value* (cloudpickle) otherwise: lambdas,
 closures, functions defined in ``__main__`` or a notebook. A server may refuse code from
-the wire: then only functions registered with :func:`register_function` (by name) run.
+the wire: then only functions registered with ``register_function`` (by name) run.
 
 Both sides cache: the caller keeps the encoded spec per function object, the server keeps
 the resolved function per spec, so a hot loop of small calls pays for neither pickling nor

@@ -42,7 +42,7 @@ _SECURITY_ENV = (CLUSTER_TOKEN_ENV, *TLS_ENV.values(), INSECURE_ENV)
 
 
 def security_environment() -> tuple[str | None, ...]:
-    """The environment variables :func:`security_options` reads, as they are now: a cheap
+    """The environment variables ``security_options`` reads, as they are now: a cheap
     key for reusing options built from them (building them costs tens of microseconds)."""
     return tuple(os.environ.get(name) for name in _SECURITY_ENV)
 
@@ -73,7 +73,7 @@ def _tls_setting(tls: Any, field: str) -> Any:
 def security_options(ours: Any, insecure: bool = False) -> TransportOptions:
     """Token, TLS and the insecure opt-out from a ``TensorwireOptions`` message (or None),
     each falling back to its environment variable; the one place both ``tw.Server`` and
-    the data service turn security settings into :class:`TransportOptions`."""
+    the data service turn security settings into ``TransportOptions``."""
     token = (ours.cluster_token if ours is not None else "") or os.environ.get(CLUSTER_TOKEN_ENV)
     tls = ours.tls if ours is not None and ours.HasField("tls") else None
     options = TransportOptions(token=token or None)

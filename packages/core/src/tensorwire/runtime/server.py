@@ -50,11 +50,11 @@ class Server:
       protocol: the transport, default ``"grpc"``; ``"inproc"`` for one process.
       config: a ``ConfigProto`` (``operation_timeout_in_ms``, ``tensorwire.cluster_token``,
         ``tensorwire.tls``, ``tensorwire.registered_functions_only`` ...).
-      start: start serving at once (otherwise call :meth:`start`).
+      start: start serving at once (otherwise call ``start``).
       insecure: allow listening beyond loopback without authentication (logged as a
         warning).
       metrics_port: serve Prometheus metrics at ``http://<metrics_host>:<port>/metrics``
-        (0 picks a free port, see :attr:`metrics_url`); None (the default) serves none.
+        (0 picks a free port, see ``metrics_url``); None (the default) serves none.
       metrics_host: the interface the metrics port binds: loopback unless you choose
         another (the metrics hold no secrets).
 
@@ -237,7 +237,7 @@ class Server:
         """A snapshot of what this task holds and serves.
 
         Returns:
-          A :class:`tensorwire.observe.TaskServerStatus`: the task, its target, its
+          A ``tensorwire.observe.TaskServerStatus``: the task, its target, its
           variables (name, shape, dtype, bytes), tensors sent to it and not yet received,
           and, with a metrics port, the calls served per method and path. Also served to
           other processes (``tensorwire status <target>``).

@@ -47,7 +47,7 @@ def device(name: str | DeviceSpec | None) -> Iterator[None]:
     An explicit ``device=`` argument of a session method wins over the block.
 
     Args:
-      name: a device name or :class:`DeviceSpec`, or None.
+      name: a device name or ``DeviceSpec``, or None.
 
     Raises:
       ValueError: ``name`` is not a valid device name.
@@ -77,7 +77,7 @@ def _default_device() -> DeviceSpec | None:
 
 
 class DeviceAttributes(NamedTuple):
-    """One entry of :meth:`Session.list_devices`: a task's CPU device.
+    """One entry of ``Session.list_devices``: a task's CPU device.
 
     Examples:
         >>> [d.name for d in sess.list_devices()]                 # doctest: +SKIP
@@ -356,20 +356,20 @@ class Session:
         """Run ``fn(*args, **kwargs)`` on ``device`` and return its result.
 
         Arguments and results travel through the tensor codec (arrays without copies).
-        A :class:`Variable` argument arrives as the variable's current value. ``fn`` goes by
+        A ``Variable`` argument arrives as the variable's current value. ``fn`` goes by
         reference when the task can import it, by value (cloudpickle) otherwise.
 
         Args:
           fn: the function; inside it, ``tw.current_task()`` describes the task.
           *args: its positional arguments.
-          device: the task to run on (default as for :meth:`variable`).
+          device: the task to run on (default as for ``variable``).
           timeout: seconds; default the config's ``operation_timeout_in_ms``.
           **kwargs: its keyword arguments.
 
         Raises:
           UnknownError: ``fn`` raised; the message has its type, message and traceback.
           PermissionDeniedError: the server runs registered functions only and ``fn`` is
-            not registered (see :func:`tw.register_function`).
+            not registered (see ``tw.register_function``).
           DeadlineExceededError: ``timeout`` passed.
           InvalidArgumentError: ``device`` names no task of the cluster.
 
@@ -389,9 +389,9 @@ class Session:
         timeout: float | None = None,
         **kwargs: Any,
     ) -> concurrent.futures.Future[Any]:
-        """Like :meth:`run`, returning a ``concurrent.futures.Future`` of the result.
+        """Like ``run``, returning a ``concurrent.futures.Future`` of the result.
 
-        The errors :meth:`run` raises are set on the future instead.
+        The errors ``run`` raises are set on the future instead.
 
         Examples:
             >>> futures = [sess.run_async(step, device=f"/job:worker/task:{i}")
@@ -452,11 +452,11 @@ class Session:
 class Variable:
     """A variable living on one task; every method is one call to that task.
 
-    Made by :meth:`Session.variable` (not constructed directly). The value lives on the
+    Made by ``Session.variable`` (not constructed directly). The value lives on the
     task in ``device``; every session of the cluster that asks for the same name on that
     task gets the same variable. Updates are atomic on the task (concurrent
     ``assign_add`` calls from many workers all count) and keep the variable's shape and
-    dtype. Passed as an argument to :meth:`Session.run`, a variable arrives in the function
+    dtype. Passed as an argument to ``Session.run``, a variable arrives in the function
     as its current value, read on the task that runs it.
 
     Every method that calls the task can raise what the call can: ``UnavailableError``
@@ -542,7 +542,7 @@ class Variable:
         )
 
     def read_value(self) -> Any:
-        """TensorFlow's name for :meth:`read` (no timeout argument)."""
+        """TensorFlow's name for ``read`` (no timeout argument)."""
         return self.read()
 
     def numpy(self) -> np.ndarray:
@@ -597,7 +597,7 @@ class Variable:
 
         Args:
           delta: an array of the variable's shape (no broadcasting), cast as for
-            :meth:`assign`.
+            ``assign``.
           read_value: return the new value instead of the variable.
 
         Returns:
@@ -617,7 +617,7 @@ class Variable:
 
         Args:
           delta: an array of the variable's shape (no broadcasting), cast as for
-            :meth:`assign`.
+            ``assign``.
           read_value: return the new value instead of the variable.
 
         Returns:

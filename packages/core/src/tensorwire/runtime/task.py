@@ -20,7 +20,7 @@ _local = threading.local()
 class TaskInfo:
     """The task a function runs on: its job, index, device name, cluster and a session.
 
-    Returned by :func:`current_task` inside a function that ``Session.run`` runs; one per
+    Returned by ``current_task`` inside a function that ``Session.run`` runs; one per
     server, made by the server (not constructed by users). ``session`` connects to this
     very task (and through it the whole cluster); it is made on first use and shared by
     every function running on the task. ``storage`` is a dict that lives as long as the
@@ -104,7 +104,7 @@ def current_task() -> TaskInfo:
     """The task the calling function runs on (inside ``Session.run``).
 
     Returns:
-      A :class:`TaskInfo`: ``job``, ``task_index``, ``device``, ``cluster_spec``, a
+      A ``TaskInfo``: ``job``, ``task_index``, ``device``, ``cluster_spec``, a
       ``session`` to this task (and through it the cluster) and ``storage``, a dict that
       lives as long as the task.
 

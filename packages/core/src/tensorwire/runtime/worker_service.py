@@ -1,7 +1,7 @@
 """The service every task hosts: variables, function execution, a rendezvous, status.
 
 Methods (service ``tensorwire.WorkerService``), each taking and returning one value packed
-by :mod:`tensorwire.runtime.messages`:
+by ``tensorwire.runtime.messages``:
 
 - ``GetStatus``: ``{}`` -> job, task, cluster (``ClusterSpec.as_dict()``), protocol, version.
 - ``VarGetOrCreate``: ``{name, initial_value?}`` -> ``{shape, dtype, created}``.

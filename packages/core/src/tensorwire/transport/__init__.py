@@ -5,7 +5,7 @@ A third-party transport is a distribution that declares, in its ``pyproject.toml
     [project.entry-points."tensorwire.transports"]
     mytransport = "my_package.plugin"
 
-where ``my_package/plugin.py`` implements the hooks of :mod:`tensorwire.transport.hookspecs`::
+where ``my_package/plugin.py`` implements the hooks of ``tensorwire.transport.hookspecs``::
 
     from tensorwire.transport import hookimpl
 
@@ -13,8 +13,8 @@ where ``my_package/plugin.py`` implements the hooks of :mod:`tensorwire.transpor
     def tensorwire_register_transports(registry):
         registry.register("myproto", make_transport, distribution="my-package")
 
-:data:`hookimpl` is the only thing a plugin needs from this module besides the interfaces
-in :mod:`tensorwire.transport.base`.
+``hookimpl`` is the only thing a plugin needs from this module besides the interfaces
+in ``tensorwire.transport.base``.
 """
 
 from __future__ import annotations

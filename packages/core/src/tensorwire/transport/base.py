@@ -9,9 +9,9 @@ each of the length that was sent.
 
 Services are plain Python: a name and a table of methods. A unary method takes
 ``(frames, context)`` and returns frames; a streaming method returns an iterator of messages
-(server streaming). Methods raise :class:`tensorwire.errors.OpError` subclasses to fail a
+(server streaming). Methods raise ``tensorwire.errors.OpError`` subclasses to fail a
 call; the transport carries ``(code, message)`` to the caller, whose channel raises the same
-class. Transports run handlers through :func:`invoke` so that authentication and error
+class. Transports run handlers through ``invoke`` so that authentication and error
 mapping are the same everywhere. A transport may read the buffers a handler returns (or
 yields) until that call or stream is over, so handlers must not change them afterwards.
 """
@@ -70,7 +70,7 @@ def expected_response_bytes(metadata: Mapping[str, str] | None) -> int:
         None is read as empty.
 
     Returns:
-      The number of bytes the caller announced under :data:`RESPONSE_BYTES_METADATA_KEY`,
+      The number of bytes the caller announced under ``RESPONSE_BYTES_METADATA_KEY``,
       or 0 when it announced none, or something that is not a non-negative integer. Never
       raises.
 
@@ -96,14 +96,14 @@ def expected_response_bytes(metadata: Mapping[str, str] | None) -> int:
 class CallContext:
     """What a method handler knows about the call it serves.
 
-    A transport builds one per call and passes it to the handler (through :func:`invoke` /
-    :func:`iterate`) as the handler's second argument.
+    A transport builds one per call and passes it to the handler (through ``invoke`` /
+    ``iterate``) as the handler's second argument.
 
     Args:
       peer: who called, in the transport's own notation (``"ipv4:127.0.0.1:5123"`` for
         gRPC); informational only.
-      metadata: the call's metadata: the cluster token under :data:`TOKEN_METADATA_KEY`,
-        hints such as :data:`RESPONSE_BYTES_METADATA_KEY`, and whatever the caller passed as
+      metadata: the call's metadata: the cluster token under ``TOKEN_METADATA_KEY``,
+        hints such as ``RESPONSE_BYTES_METADATA_KEY``, and whatever the caller passed as
         ``metadata=``.
       deadline: the caller's absolute deadline on the ``time.monotonic()`` clock, or None.
 
@@ -140,11 +140,11 @@ StreamHandler = Callable[[list[memoryview], CallContext], Iterable[Frames]]
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-    """One method of a :class:`Service`: its name, its handler, and whether it streams.
+    """One method of a ``Service``: its name, its handler, and whether it streams.
 
-    Made by :meth:`Service.add` (or the :meth:`Service.unary` / :meth:`Service.stream`
+    Made by ``Service.add`` (or the ``Service.unary`` / ``Service.stream``
     decorators) and found in ``Service.methods``; a transport looks the method of a call
-    up there and runs it with :func:`invoke` (unary) or :func:`iterate` (streaming).
+    up there and runs it with ``invoke`` (unary) or ``iterate`` (streaming).
 
     Args:
       name: the method's name within its service (the call's ``method`` argument).
@@ -170,9 +170,9 @@ class Service:
     """A named table of methods that a listener serves.
 
     A call names a service and a method (``channel.call("Echo", "Echo", frames)``); the
-    listener finds the :class:`Method` in ``methods`` of the service of that name. Handlers
-    receive the request frames as ``memoryview`` s and a :class:`CallContext`, and fail a
-    call by raising a :class:`tensorwire.errors.OpError` subclass (any other exception
+    listener finds the ``Method`` in ``methods`` of the service of that name. Handlers
+    receive the request frames as ``memoryview`` s and a ``CallContext``, and fail a
+    call by raising a ``tensorwire.errors.OpError`` subclass (any other exception
     reaches the caller as ``UnknownError``).
 
     Args:
@@ -231,7 +231,7 @@ class Service:
           name: the method's name.
 
         Returns:
-          A decorator that adds the function (see :meth:`add`) and returns it unchanged.
+          A decorator that adds the function (see ``add``) and returns it unchanged.
 
         Raises:
           ValueError: (when the decorator is applied) the service already has ``name``.
@@ -260,7 +260,7 @@ class Service:
           name: the method's name.
 
         Returns:
-          A decorator that adds the function (see :meth:`add`) and returns it unchanged.
+          A decorator that adds the function (see ``add``) and returns it unchanged.
 
         Raises:
           ValueError: (when the decorator is applied) the service already has ``name``.
@@ -288,12 +288,12 @@ class TransportOptions:
     """Settings a transport honours; ones it does not understand it ignores.
 
     Built by the core from ``ConfigProto`` / server arguments, so every transport sees the
-    same names. The same options go to :meth:`Transport.serve` (server side) and to
-    :meth:`Transport.connect` (client side); each field says which side reads it.
+    same names. The same options go to ``Transport.serve`` (server side) and to
+    ``Transport.connect`` (client side); each field says which side reads it.
 
     Args:
-      token: shared secret every call must carry; :func:`invoke` / :func:`iterate` check it
-        on the server, channels send it under :data:`TOKEN_METADATA_KEY`. None disables.
+      token: shared secret every call must carry; ``invoke`` / ``iterate`` check it
+        on the server, channels send it under ``TOKEN_METADATA_KEY``. None disables.
       tls_cert: PEM certificate chain. A server with ``tls_cert`` and ``tls_key`` serves
         TLS; a channel presents them as its client certificate.
       tls_key: PEM private key of ``tls_cert``.
@@ -309,10 +309,10 @@ class TransportOptions:
         disables.
       compression: ``"none"`` or ``"gzip"``, where the transport supports it.
       insecure: explicit opt-out of the secure-by-default rules of
-        :mod:`tensorwire.transport.security`.
+        ``tensorwire.transport.security``.
       extra: transport-specific settings, e.g. ``{"rdma_device": "rxe0"}`` or
         ``{"inproc_max_workers": 8}``.
-      call_meter: (server side) a :class:`tensorwire.observe.CallMeter` the listener
+      call_meter: (server side) a ``tensorwire.observe.CallMeter`` the listener
         records every call it serves in (method, path, bytes, duration, failure), once
         per call when it ends; None (the default) records nothing.
 
@@ -325,7 +325,7 @@ class TransportOptions:
         True
     """
 
-    #: Shared secret every call must carry (checked by :func:`invoke`); None disables.
+    #: Shared secret every call must carry (checked by ``invoke``); None disables.
     token: str | None = None
     #: PEM file paths. A server with cert+key serves TLS; with ``tls_client_ca`` as well it
     #: demands client certificates (mutual TLS). A channel with ``tls_root_ca`` uses TLS and
@@ -341,7 +341,7 @@ class TransportOptions:
     keepalive_ms: int = 30_000
     #: "none" or "gzip": wire compression where the transport supports it.
     compression: str = "none"
-    #: Explicit opt-out of the secure-by-default rules of :mod:`tensorwire.transport.security`
+    #: Explicit opt-out of the secure-by-default rules of ``tensorwire.transport.security``
     #: (listen beyond loopback without authentication, send a token in plaintext).
     insecure: bool = False
     #: Anything transport specific (e.g. {"rdma_device": "rxe0"}).
@@ -359,7 +359,7 @@ class TransportOptions:
 class Listener(abc.ABC):
     """A bound (not necessarily started) server for a set of services.
 
-    Returned by :meth:`Transport.serve`. Transports subclass it; users only call its
+    Returned by ``Transport.serve``. Transports subclass it; users only call its
     methods. ``address`` is the ``"host:port"`` actually bound and ``port`` its port (the
     free port chosen when 0 was asked for), both set before ``serve`` returns.
 
@@ -416,9 +416,9 @@ class Listener(abc.ABC):
 class Channel(abc.ABC):
     """A client connection to one address. Thread safe; reuse it for many calls.
 
-    Returned by :meth:`Transport.connect`; a context manager that closes it on exit. Every
+    Returned by ``Transport.connect``; a context manager that closes it on exit. Every
     failure of a call, the server's or the wire's, is raised as a
-    :class:`tensorwire.errors.OpError` subclass: the class the handler raised, or
+    ``tensorwire.errors.OpError`` subclass: the class the handler raised, or
     ``UnavailableError`` (peer unreachable or stopped), ``DeadlineExceededError``
     (``timeout`` passed), ``UnimplementedError`` (no such service or method),
     ``ResourceExhaustedError`` (message over ``max_message_bytes``), ``CancelledError``
@@ -486,19 +486,19 @@ class Channel(abc.ABC):
         timeout: float | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> concurrent.futures.Future[list[memoryview]]:
-        """Unary call in the background. The default runs :meth:`call` on a thread of the
-        shared :func:`~tensorwire.transport.threads.background` pool; raises
+        """Unary call in the background. The default runs ``call`` on a thread of the
+        shared ``background`` pool; raises
         ``ResourceExhaustedError`` at once when that pool is at its limit.
 
         Args:
-          service: as for :meth:`call`.
-          method: as for :meth:`call`.
-          frames: as for :meth:`call`.
-          timeout: as for :meth:`call`.
-          metadata: as for :meth:`call`.
+          service: as for ``call``.
+          method: as for ``call``.
+          frames: as for ``call``.
+          timeout: as for ``call``.
+          metadata: as for ``call``.
 
         Returns:
-          A ``concurrent.futures.Future`` of the response frames; the errors :meth:`call`
+          A ``concurrent.futures.Future`` of the response frames; the errors ``call``
           raises are set on it instead.
 
         Raises:
@@ -539,7 +539,7 @@ class Channel(abc.ABC):
 
         Raises:
           OpError: while iterating: the class the handler raised (after the messages it
-            yielded before), or the same wire errors as :meth:`call`
+            yielded before), or the same wire errors as ``call``
             (``InvalidArgumentError`` when ``method`` is unary).
 
         Examples:
@@ -568,10 +568,10 @@ class Transport(abc.ABC):
     """One protocol's way to serve services and to reach them.
 
     A plugin subclasses it and registers a factory for it (see
-    :mod:`tensorwire.transport.hookspecs`); the core gets the instance with
-    :func:`get_transport` and calls :meth:`serve` for each server and :meth:`connect` for
+    ``tensorwire.transport.hookspecs``); the core gets the instance with
+    ``get_transport`` and calls ``serve`` for each server and ``connect`` for
     each peer it talks to. One instance serves the whole process, so it must be thread
-    safe. The conformance suite (:mod:`tensorwire_testing.conformance`) checks an
+    safe. The conformance suite (``tensorwire_testing.conformance``) checks an
     implementation against this contract.
 
     Examples:
@@ -605,7 +605,7 @@ class Transport(abc.ABC):
           options: the server-side settings (token, TLS, message limit ...).
 
         Returns:
-          A :class:`Listener`, bound but not serving until its ``start()``.
+          A ``Listener``, bound but not serving until its ``start()``.
 
         Raises:
           InvalidArgumentError: ``address`` has no valid port.
@@ -636,7 +636,7 @@ class Transport(abc.ABC):
           options: the client-side settings (token sent, TLS roots, message limit ...).
 
         Returns:
-          A :class:`Channel`; close it (or use it as a context manager) when done.
+          A ``Channel``; close it (or use it as a context manager) when done.
 
         Raises:
           InvalidArgumentError: ``address`` has no valid port.
@@ -750,7 +750,7 @@ def invoke(
 def iterate(
     method: Method, frames: list[memoryview], context: CallContext, options: TransportOptions
 ) -> Iterator[Frames]:
-    """Run a streaming handler as every transport must (see :func:`invoke`).
+    """Run a streaming handler as every transport must (see ``invoke``).
 
     Args:
       method: the streaming method the call names.
@@ -766,7 +766,7 @@ def iterate(
       UnauthenticatedError: (on the first ``next()``) a token is required and none was
         sent.
       PermissionDeniedError: (on the first ``next()``) the token sent is wrong.
-      OpError: while iterating, as for :func:`invoke`.
+      OpError: while iterating, as for ``invoke``.
 
     Examples:
         >>> from tensorwire.transport import CallContext, Method, TransportOptions, iterate

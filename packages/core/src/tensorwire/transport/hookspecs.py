@@ -1,7 +1,7 @@
 """Hook specifications of the ``tensorwire`` plugin project.
 
 A transport plugin is a module (or object) found through the entry-point group
-``tensorwire.transports`` that implements these hooks with :data:`tensorwire.transport.hookimpl`.
+``tensorwire.transports`` that implements these hooks with ``tensorwire.transport.hookimpl``.
 Keep the module cheap to import: import heavy libraries (grpc, pyverbs) inside the factory
 it registers, not at module level, so discovering plugins stays fast.
 """
@@ -27,7 +27,7 @@ def tensorwire_register_transports(registry: TransportRegistry) -> None:
     Called once per plugin, the first time any protocol is looked up (never at import of
     ``tensorwire``). Implementations call
     ``registry.register(protocol, factory, distribution=...)`` for each protocol name they
-    answer for, where ``factory()`` returns a :class:`tensorwire.transport.Transport` and is
+    answer for, where ``factory()`` returns a ``tensorwire.transport.Transport`` and is
     itself called only when that protocol is first used.
 
     :param registry: the registry to declare protocols in.

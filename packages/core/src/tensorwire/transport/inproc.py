@@ -5,10 +5,10 @@ up at each call. Frames are copied once on the way in, as a wire would, so a ser
 holds a view into memory the caller may change afterwards. Handlers run on the listener's
 own threads so that deadlines, stop(grace) and errors behave as they do over a network.
 
-Those threads are a :class:`~tensorwire.transport.threads.DaemonThreadPool` per listener:
+Those threads are a ``DaemonThreadPool`` per listener:
 a thread per call or stream in flight, started on demand and retired when idle, up to
 ``TransportOptions.extra["inproc_max_workers"]`` (default
-:data:`~tensorwire.transport.threads.DEFAULT_MAX_THREADS`). A call past that is refused at
+``DEFAULT_MAX_THREADS``). A call past that is refused at
 once with ``ResourceExhaustedError``, never queued behind calls that may be waiting.
 """
 

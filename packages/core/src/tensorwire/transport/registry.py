@@ -89,16 +89,16 @@ class TransportRegistry:
     """Protocol name -> transport, filled by the plugins' ``tensorwire_register_transports``.
 
     Tests may construct their own registry, or swap entries of ``registry.factories`` with
-    ``monkeypatch.setitem``. The process-wide one is :data:`default_registry`, which
-    :func:`get_transport` uses. Plugins are discovered on the first lookup (:meth:`load`),
+    ``monkeypatch.setitem``. The process-wide one is ``default_registry``, which
+    ``get_transport`` uses. Plugins are discovered on the first lookup (``load``),
     never when the registry is made.
 
     Attributes ``factories`` (protocol -> factory), ``infos`` (protocol ->
-    :class:`ProtocolInfo`) and ``load_errors`` (list of :class:`PluginLoadError`) describe
+    ``ProtocolInfo``) and ``load_errors`` (list of ``PluginLoadError``) describe
     what was found.
 
     Args:
-      autoload: whether :meth:`load` discovers third-party plugins through the
+      autoload: whether ``load`` discovers third-party plugins through the
         ``tensorwire.transports`` entry points; None (the default) means yes unless
         ``TENSORWIRE_DISABLE_PLUGIN_AUTOLOAD`` is set. ``inproc`` is always registered.
 
@@ -146,7 +146,7 @@ class TransportRegistry:
         Args:
           protocol: the name used in targets (``"<protocol>://host:port"``); non-empty and
             without ``"://"``.
-          factory: a callable with no arguments returning a :class:`Transport`.
+          factory: a callable with no arguments returning a ``Transport``.
           distribution: the distribution providing it, for ``tw.info()`` and error
             messages; default the plugin's distribution.
 
@@ -248,12 +248,12 @@ class TransportRegistry:
     def register_plugin(self, plugin: Any, name: str, distribution: str = "?") -> None:
         """Register a plugin object directly (tests, embedding applications).
 
-        Loads the entry-point plugins first (see :meth:`load`), then calls ``plugin``'s
+        Loads the entry-point plugins first (see ``load``), then calls ``plugin``'s
         ``tensorwire_register_transports`` hook. A plugin object already registered is
         left alone.
 
         Args:
-          plugin: a module or object implementing the hooks with :data:`hookimpl`.
+          plugin: a module or object implementing the hooks with ``hookimpl``.
           name: the name it is known by (as an entry-point name would be).
           distribution: the distribution to report for its protocols.
 
@@ -283,7 +283,7 @@ class TransportRegistry:
           protocol: a protocol name, e.g. ``"grpc"`` or ``"inproc"``.
 
         Returns:
-          The :class:`Transport`; the same instance on every call for a protocol.
+          The ``Transport``; the same instance on every call for a protocol.
 
         Raises:
           TypeError: ``protocol`` is not a string.
@@ -332,15 +332,15 @@ class TransportRegistry:
         return errors.NotFoundError(message)
 
 
-#: The process-wide registry that :func:`get_transport` (and so every ``tw.Server``,
+#: The process-wide registry that ``get_transport`` (and so every ``tw.Server``,
 #: ``tw.Session`` and data-service server) uses.
 default_registry = TransportRegistry()
 
 
 def get_transport(protocol: str) -> Transport:
-    """The process-wide transport for ``protocol`` (see :class:`TransportRegistry`).
+    """The process-wide transport for ``protocol`` (see ``TransportRegistry``).
 
-    Looks ``protocol`` up in :data:`default_registry`, discovering the installed plugins on
+    Looks ``protocol`` up in ``default_registry``, discovering the installed plugins on
     the first call.
 
     Args:
@@ -348,7 +348,7 @@ def get_transport(protocol: str) -> Transport:
         (``tensorwire-rdma``), ``"inproc"`` (always there), or a third-party plugin's.
 
     Returns:
-      The :class:`Transport`, built on first use and then shared by the process.
+      The ``Transport``, built on first use and then shared by the process.
 
     Raises:
       TypeError: ``protocol`` is not a string.

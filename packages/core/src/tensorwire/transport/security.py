@@ -34,7 +34,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Set to 1 to let servers listen beyond loopback without authentication and channels send
-#: a token in plaintext (an explicit, logged opt-out of :func:`check_listen`).
+#: a token in plaintext (an explicit, logged opt-out of ``check_listen``).
 INSECURE_ENV = "TENSORWIRE_INSECURE"
 
 #: Host names that always mean this host's loopback interface.

@@ -3,26 +3,26 @@
 A handler may wait for a long time: a stream a reader drains slowly, a ``recv`` waiting for
 a tensor that another call will send. A fixed pool of N threads therefore deadlocks as soon
 as N calls wait for the one queued behind them, and the queued caller hangs with no error.
-:class:`DaemonThreadPool` is what every transport (and the background of ``call_async``)
+``DaemonThreadPool`` is what every transport (and the background of ``call_async``)
 runs such work on instead:
 
 - A new thread whenever no thread is idle, up to ``max_threads`` (default
-  :data:`DEFAULT_MAX_THREADS`): 500 waiting calls get 500 threads.
-- A thread idle for ``idle_seconds`` (default :data:`IDLE_SECONDS`) ends, so a burst does not
+  ``DEFAULT_MAX_THREADS``): 500 waiting calls get 500 threads.
+- A thread idle for ``idle_seconds`` (default ``IDLE_SECONDS``) ends, so a burst does not
   leave thousands of threads behind.
-- Past ``max_threads`` busy threads, :meth:`DaemonThreadPool.submit_now` refuses at once
+- Past ``max_threads`` busy threads, ``DaemonThreadPool.submit_now`` refuses at once
   with ``ResourceExhaustedError``, saying so and naming the option that raises the limit
-  (the ``limit_hint`` of the pool). :meth:`DaemonThreadPool.submit` (the ``Executor``
+  (the ``limit_hint`` of the pool). ``DaemonThreadPool.submit`` (the ``Executor``
   interface gRPC's server calls, and which must not raise) queues instead; its caller bounds
   the work it submits (the grpc listener has gRPC refuse calls past the pool's size).
 - Threads are daemons. ``concurrent.futures.ThreadPoolExecutor`` joins its threads when the
   interpreter exits, so one handler blocked for long would hang the exit of a process that
   still had a server running; transports stop their listeners at exit instead.
-- A listener that stops calls :meth:`DaemonThreadPool.shutdown` and then
-  :meth:`DaemonThreadPool.join` with a deadline, so that once its ``stop()`` returns the
+- A listener that stops calls ``DaemonThreadPool.shutdown`` and then
+  ``DaemonThreadPool.join`` with a deadline, so that once its ``stop()`` returns the
   threads it ran calls on are gone (a handler that ignores the stop is waited for only until
   the deadline, and named in the log).
-- A forked child has none of its parent's threads: :func:`background` starts a new pool
+- A forked child has none of its parent's threads: ``background`` starts a new pool
   there on first use (the inherited one is kept referenced, never used or shut down).
 
 Memory: a thread waiting in Python costs about 20 KiB of resident memory on Linux (18 KiB
@@ -92,7 +92,7 @@ class DaemonThreadPool(concurrent.futures.Executor):
         self._busy = 0
         self._numbers = itertools.count(1)
         self._shutdown = False
-        #: The threads started and not ended, for :meth:`join`.
+        #: The threads started and not ended, for ``join``.
         self._workers: set[threading.Thread] = set()
 
     def __repr__(self) -> str:
@@ -233,7 +233,7 @@ class DaemonThreadPool(concurrent.futures.Executor):
         self._queue.put(None)
 
     def join(self, timeout: float) -> bool:
-        """After :meth:`shutdown`: wait up to ``timeout`` seconds for every thread of the
+        """After ``shutdown``: wait up to ``timeout`` seconds for every thread of the
         pool to end. True when they all did; else the ones still running are logged."""
         with self._lock:
             if not self._shutdown:
@@ -292,7 +292,7 @@ os.register_at_fork(after_in_child=_forget_background_after_fork)
 def background() -> DaemonThreadPool:
     """The process-wide pool for the blocking parts of ``Channel.call_async``.
 
-    Call :meth:`~DaemonThreadPool.submit_now`: past :data:`DEFAULT_MAX_THREADS` background
+    Call ``submit_now``: past ``DEFAULT_MAX_THREADS`` background
     calls in flight, a further one is refused instead of waiting behind them.
     """
     global _background

@@ -2,14 +2,14 @@
 
 Public surface (re-exported as ``tw.data.*`` by ``tensorwire_dataservice``):
 
-- :class:`Dataset` and the readers :class:`TFRecordDataset`, :class:`TextLineDataset`;
-  :class:`TFRecordWriter` / :class:`TFRecordOptions` to write TFRecord files;
-- :class:`TensorSpec` (``element_spec`` leaves), constants :data:`INFINITE`,
-  :data:`UNKNOWN`, :data:`AUTOTUNE`;
-- the data-service contract: :class:`IterationContext` and :class:`DatasetIterator`
-  (subclassing, see :mod:`.base`), :func:`make_iterator`, :class:`SplitProvider`,
-  :func:`make_split_provider`, :func:`auto_shard`, :class:`ShardingPolicy`,
-  :data:`SHARD_HINT` (see :mod:`.sharding`); :func:`to_codec` / :func:`from_codec` to carry
+- ``Dataset`` and the readers ``TFRecordDataset``, ``TextLineDataset``;
+  ``TFRecordWriter`` / ``TFRecordOptions`` to write TFRecord files;
+- ``TensorSpec`` (``element_spec`` leaves), constants ``INFINITE``,
+  ``UNKNOWN``, ``AUTOTUNE``;
+- the data-service contract: ``IterationContext`` and ``DatasetIterator``
+  (subclassing, see ``base``), ``make_iterator``, ``SplitProvider``,
+  ``make_split_provider``, ``auto_shard``, ``ShardingPolicy``,
+  ``SHARD_HINT`` (see ``sharding``); ``to_codec`` / ``from_codec`` to carry
   string tensors (object arrays, which ``tensorwire.codec`` refuses) across the wire.
 """
 

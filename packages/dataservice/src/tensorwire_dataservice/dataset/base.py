@@ -4,8 +4,8 @@ How a dataset is built (the contract every subclass, including the data service'
 distributed dataset, follows):
 
 - ``_iterator(self, ctx: IterationContext) -> Iterator[element]`` (required): a fresh Python
-  iterator over the elements, each a nested NumPy structure (see :mod:`.structure`): a
-  :class:`.checkpoint.NodeIterator` for a checkpointable dataset (all built-in ones), else
+  iterator over the elements, each a nested NumPy structure (see ``structure``): a
+  ``checkpoint.NodeIterator`` for a checkpointable dataset (all built-in ones), else
   e.g. a generator. It is called once per iteration of the pipeline, on the consumer's
   thread, and must start no work (threads, files) before it is iterated: the root iterator
   makes the whole tree up front and ``load_state_dict`` may replace it. Whatever it starts
@@ -13,8 +13,8 @@ distributed dataset, follows):
   when the consumer closes the iterator.
 - ``_compute_element_spec(self) -> nested TensorSpec`` (required): the element type; the
   public ``element_spec`` property caches it.
-- ``_cardinality(self) -> int`` (optional): element count, :data:`INFINITE` or
-  :data:`UNKNOWN` (the default).
+- ``_cardinality(self) -> int`` (optional): element count, ``INFINITE`` or
+  ``UNKNOWN`` (the default).
 - ``_input_datasets: tuple[Dataset, ...]`` (attribute, default ``()``): the datasets this one
   reads, in order. Graph rewrites (``auto_shard``) copy a node with ``_with_inputs``.
 - ``_passes_splits: bool`` (class attribute, default False): True when the dynamic-sharding
@@ -23,14 +23,14 @@ distributed dataset, follows):
   times (``repeat``).
 - A splittable source implements ``_make_split_provider(split_size) -> SplitProvider`` and,
   in ``_iterator``, reads only the splits from ``ctx.split_provider_for(self)`` when that is
-  not None (see :mod:`.sharding`). A dataset that is neither splittable nor passes splits
+  not None (see ``sharding``). A dataset that is neither splittable nor passes splits
   makes ``make_split_provider`` raise ``UnimplementedError`` naming it.
 - Datasets created while iterating (``flat_map``/``interleave`` bodies) are iterated with
   ``ctx.without_splits()``.
 
 Checkpoints (``DatasetIterator.state_dict()`` / ``load_state_dict(state)``, see
-:mod:`.checkpoint`): a dataset is checkpointable when its ``_iterator(ctx)`` returns a
-:class:`.checkpoint.NodeIterator`, whose ``_run`` generator keeps in attributes what its
+``checkpoint``): a dataset is checkpointable when its ``_iterator(ctx)`` returns a
+``checkpoint.NodeIterator``, whose ``_run`` generator keeps in attributes what its
 ``_save`` needs and whose ``_restore`` sets them before ``_run`` starts. It saves the
 iterators it holds with ``checkpoint.save_iterator`` and rebuilds them with
 ``checkpoint.restore_iterator`` (by position in the graph: the order of its inputs). Saving
@@ -98,18 +98,18 @@ class _Shared:
 class IterationContext:
     """What one iteration of a pipeline shares: split provider, cancellation, threads.
 
-    Every :class:`DatasetIterator` makes one and passes it to ``_iterator(ctx)`` of the
-    dataset it iterates; a dataset of your own reads it there (see :class:`DatasetBase`).
+    Every ``DatasetIterator`` makes one and passes it to ``_iterator(ctx)`` of the
+    dataset it iterates; a dataset of your own reads it there (see ``DatasetBase``).
     ``split_provider`` is set only while iterating with dynamic sharding; the source
     ``split_source`` (identified by object identity inside this pipeline copy) then reads
     only the splits it gets from the provider. Datasets created inside user functions
-    (``flat_map``, ``interleave``) are iterated with :meth:`without_splits`, as in TensorFlow.
+    (``flat_map``, ``interleave``) are iterated with ``without_splits``, as in TensorFlow.
 
     Args:
       split_provider: where the splittable source gets its splits, or None to read
         everything.
       split_source: the dataset node that reads the splits (see
-        :func:`find_split_source`).
+        ``find_split_source``).
 
     Examples:
         >>> ctx = tw.data.IterationContext()
@@ -156,7 +156,7 @@ class IterationContext:
         """A context for nested datasets: same cancellation and threads, no split provider.
 
         Returns:
-          A context sharing :attr:`closed` and the owned threads with this one.
+          A context sharing ``closed`` and the owned threads with this one.
         """
         ctx = IterationContext(_shared=self._shared)
         ctx.options = self.options
@@ -165,7 +165,7 @@ class IterationContext:
     def start_thread(self, target: Callable[[], None], name: str) -> threading.Thread:
         """Start a daemon thread owned by this iteration; closing the iterator joins it.
 
-        ``target`` must return soon after :attr:`closed` is set (poll it, use timeouts).
+        ``target`` must return soon after ``closed`` is set (poll it, use timeouts).
 
         Args:
           target: what the thread runs.
@@ -236,14 +236,14 @@ class DatasetIterator(Iterator[Any]):
 
     Owns the iteration: closing it (``close()``, leaving a ``with`` block, exhaustion, or
     garbage collection) stops the threads the pipeline started. ``next`` is thread-safe.
-    Its position can be saved with :meth:`state_dict` and restored into a fresh iterator
-    of the same pipeline, in this process or another, with :meth:`load_state_dict` (what
+    Its position can be saved with ``state_dict`` and restored into a fresh iterator
+    of the same pipeline, in this process or another, with ``load_state_dict`` (what
     ``tf.train.Checkpoint`` does for a ``tf.data`` iterator).
 
     Args:
       dataset: the dataset to iterate.
       split_provider: with dynamic sharding, where the splittable source gets its splits
-        (see :func:`make_iterator`).
+        (see ``make_iterator``).
 
     Raises:
       UnimplementedError: ``split_provider`` is given and the dataset has no splittable
@@ -284,7 +284,7 @@ class DatasetIterator(Iterator[Any]):
 
     @property
     def element_spec(self) -> Any:
-        """The nested :class:`TensorSpec` structure of the elements (the dataset's).
+        """The nested ``TensorSpec`` structure of the elements (the dataset's).
 
         Examples:
             >>> iter(tw.data.Dataset.range(3)).element_spec
@@ -351,7 +351,7 @@ class DatasetIterator(Iterator[Any]):
             )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume from a position saved by :meth:`state_dict`.
+        """Resume from a position saved by ``state_dict``.
 
         ``state`` comes from ``state_dict()`` of an iterator of the same pipeline (an equal
         definition, possibly in another process). Call it on a fresh iterator, before its
@@ -359,7 +359,7 @@ class DatasetIterator(Iterator[Any]):
         returned.
 
         Args:
-          state: what :meth:`state_dict` returned.
+          state: what ``state_dict`` returned.
 
         Raises:
           FailedPreconditionError: ``next()`` was called on this iterator already.
@@ -486,9 +486,9 @@ class DatasetIterator(Iterator[Any]):
 
 
 class DatasetBase:
-    """The part of :class:`Dataset` that defines the contract of a dataset of your own.
+    """The part of ``Dataset`` that defines the contract of a dataset of your own.
 
-    Subclass :class:`Dataset` (or :class:`UnaryDataset` for a transform of one input) and
+    Subclass ``Dataset`` (or ``UnaryDataset`` for a transform of one input) and
     implement ``_iterator(ctx)``, returning a fresh Python iterator over the elements, and
     ``_compute_element_spec()``; optionally ``_cardinality()``. The module
     ``tensorwire_dataservice.dataset.base`` states the whole contract (splits for dynamic
@@ -549,7 +549,7 @@ class DatasetBase:
 
     @property
     def element_spec(self) -> Any:
-        """The type of the elements: a nested structure of :class:`TensorSpec`.
+        """The type of the elements: a nested structure of ``TensorSpec``.
 
         The structure is that of the elements (tuples, dicts, namedtuples); a dimension of
         None is unknown (it varies). Computed once, without iterating when it can be.
@@ -572,7 +572,7 @@ class DatasetBase:
         Computed as TensorFlow does: ``filter`` makes it unknown, ``repeat()`` infinite.
 
         Returns:
-          The number of elements, or :data:`INFINITE` (-1) or :data:`UNKNOWN` (-2).
+          The number of elements, or ``INFINITE`` (-1) or ``UNKNOWN`` (-2).
 
         Examples:
             >>> tw.data.Dataset.range(10).batch(3).cardinality()
@@ -586,10 +586,10 @@ class DatasetBase:
     _own_options: Any = None
 
     def options(self) -> Any:
-        """The :class:`Options` of the pipeline: its inputs' merged, then this node's on top.
+        """The ``Options`` of the pipeline: its inputs' merged, then this node's on top.
 
         Returns:
-          A new :class:`Options`; changing it changes nothing (use ``with_options``).
+          A new ``Options``; changing it changes nothing (use ``with_options``).
 
         Examples:
             >>> tw.data.Dataset.range(3).options().deterministic is None
@@ -614,7 +614,7 @@ class DatasetBase:
         Use it as a context manager to stop the pipeline's threads early.
 
         Returns:
-          A new :class:`DatasetIterator`.
+          A new ``DatasetIterator``.
 
         Examples:
             >>> with tw.data.Dataset.range(3).as_numpy_iterator() as it:

@@ -1,6 +1,6 @@
 """Iterator checkpoints: the saved position of a pipeline, and the iterators that save it.
 
-A checkpointable dataset's ``_iterator(ctx)`` returns a :class:`NodeIterator`: an object
+A checkpointable dataset's ``_iterator(ctx)`` returns a ``NodeIterator``: an object
 that owns the node's iteration state in attributes and does the work in a generator
 (``_run``). ``iter(node_iterator)`` returns that generator, so a parent's ``for`` loop runs
 at generator speed; the iterator object is only consulted when a checkpoint is taken.
@@ -11,7 +11,7 @@ started, or finished), so each node's attributes describe exactly the elements i
 delivered. A node saves its own attributes plus the saved states of the iterators it holds
 (``save_iterator``). Nothing is recorded per element beyond counters, and most counters
 cost nothing: a ``range`` iterator that a ``zip``/``map`` consumes counts in C, and
-``operator.length_hint`` reads how far it got (:func:`counter`, :func:`position`).
+``operator.length_hint`` reads how far it got (``counter``, ``position``).
 
 Restoring builds the same tree of iterators unstarted and hands each its state
 (``restore_iterator``) before the first ``next()``; the generators then start from the
@@ -19,7 +19,7 @@ restored attributes. Threads (``prefetch``, parallel ``map``, parallel ``interle
 save the elements they hold (buffered, in flight) so they are delivered again after a
 restore; see each node for what is saved and what is recomputed.
 
-The saved object (:func:`wrap`) is plain data (dicts, lists, ints, strings, bytes, NumPy
+The saved object (``wrap``) is plain data (dicts, lists, ints, strings, bytes, NumPy
 values), versioned, with a fingerprint of the pipeline's structure so a state is not
 restored into a different pipeline.
 """
@@ -81,12 +81,12 @@ def closed_iterator() -> Iterator[Any]:
 
 
 def counter(start: int = 0) -> Iterator[int]:
-    """``start, start + 1, ...`` whose progress :func:`position` reads at no per-item cost."""
+    """``start, start + 1, ...`` whose progress ``position`` reads at no per-item cost."""
     return iter(range(start, sys.maxsize))
 
 
 def position(count: Iterator[int]) -> int:
-    """The next value ``count`` (from :func:`counter`) would give."""
+    """The next value ``count`` (from ``counter``) would give."""
     return sys.maxsize - operator.length_hint(count)
 
 
@@ -156,7 +156,7 @@ class NodeIterator(Iterator[Any]):
         return state
 
     def restore(self, state: Any) -> None:
-        """Position this fresh iterator at ``state`` (what :meth:`save` returned)."""
+        """Position this fresh iterator at ``state`` (what ``save`` returned)."""
         name = op_name(self._dataset)
         if self._gen is not None:
             raise errors.FailedPreconditionError(
@@ -319,7 +319,7 @@ def describe(dataset: DatasetBase) -> str:
 
 
 def fingerprint(dataset: DatasetBase) -> str:
-    """A short hash of :func:`describe`: equal for pipelines of the same structure."""
+    """A short hash of ``describe``: equal for pipelines of the same structure."""
     return hashlib.sha256(describe(dataset).encode()).hexdigest()[:16]
 
 

@@ -2,7 +2,7 @@
 
 Sources are static methods (``Dataset.range(10)``); transforms return new datasets
 (``ds.map(f).batch(32)``). Datasets are immutable descriptions: iterating one
-(``iter(ds)``, ``ds.as_numpy_iterator()``) creates a fresh :class:`DatasetIterator` that owns
+(``iter(ds)``, ``ds.as_numpy_iterator()``) creates a fresh ``DatasetIterator`` that owns
 all the work. Functions given to ``map``/``filter``/``flat_map``/``interleave`` receive the
 element unpacked like TensorFlow does: a plain tuple element is passed as ``*args``; a dict,
 a namedtuple or a single value as one argument.
@@ -96,16 +96,16 @@ def make_iterator(dataset: DatasetBase, split_provider: Any = None) -> DatasetIt
     """An iterator over ``dataset``; with ``split_provider``, its source reads only those splits.
 
     This is how a data-service worker iterates under dynamic sharding: the pipeline's
-    single splittable source (see :func:`find_split_source`) reads only the splits it gets
+    single splittable source (see ``find_split_source``) reads only the splits it gets
     from ``split_provider``; every other op runs as usual.
 
     Args:
       dataset: the dataset to iterate.
-      split_provider: a :class:`SplitProvider` of the dataset's splits, or None to read
+      split_provider: a ``SplitProvider`` of the dataset's splits, or None to read
         everything (the same as ``iter(dataset)``).
 
     Returns:
-      A new :class:`DatasetIterator`.
+      A new ``DatasetIterator``.
 
     Raises:
       UnimplementedError: ``split_provider`` is given and the dataset has no splittable
@@ -138,13 +138,13 @@ class Dataset(DatasetBase):
     """A pipeline of NumPy elements, as ``tf.data.Dataset``.
 
     A dataset is an immutable description: sources are static methods
-    (:meth:`range`, :meth:`from_tensor_slices`, ...), transforms return new datasets
-    (``ds.map(f).batch(32)``), and iterating (``iter(ds)``, :meth:`as_numpy_iterator`)
-    makes a :class:`DatasetIterator` that owns all the work. An element is a nested
+    (``range``, ``from_tensor_slices``, ...), transforms return new datasets
+    (``ds.map(f).batch(32)``), and iterating (``iter(ds)``, ``as_numpy_iterator``)
+    makes a ``DatasetIterator`` that owns all the work. An element is a nested
     structure (tuples, dicts, namedtuples) of NumPy values: arrays, NumPy scalars, and
     ``bytes`` for scalar strings (string tensors are object arrays of ``bytes``).
 
-    Where it differs from ``tf.data``: functions given to :meth:`map`, :meth:`filter` and
+    Where it differs from ``tf.data``: functions given to ``map``, ``filter`` and
     the like run as plain Python on NumPy values (no graph tracing; the element type is
     inferred by calling them on placeholder values); parallelism is threads; the
     ``name`` arguments are accepted and ignored. Python ints and floats given as values
@@ -229,7 +229,7 @@ class Dataset(DatasetBase):
     def from_tensors(tensors: Any, name: str | None = None) -> Dataset:
         """A dataset with ``tensors`` as its only element.
 
-        Not splittable: under dynamic sharding use :meth:`from_tensor_slices`.
+        Not splittable: under dynamic sharding use ``from_tensor_slices``.
 
         Args:
           tensors: a value or a nested structure of values (arrays, numbers, strings).
@@ -278,7 +278,7 @@ class Dataset(DatasetBase):
           output_shapes: the shapes of the components, in the structure of
             ``output_types``; unknown rank when omitted.
           args: a tuple of values passed to ``generator`` (as NumPy values).
-          output_signature: a nested structure of :class:`TensorSpec` (or of objects with
+          output_signature: a nested structure of ``TensorSpec`` (or of objects with
             ``shape`` and ``dtype``, such as ``tf.TensorSpec``).
           name: accepted for TensorFlow compatibility, unused.
 
@@ -556,7 +556,7 @@ class Dataset(DatasetBase):
         """Keep the elements for which ``predicate`` returns True.
 
         Args:
-          predicate: a function from an element (unpacked as for :meth:`map`) to a Python
+          predicate: a function from an element (unpacked as for ``map``) to a Python
             bool or a NumPy scalar bool.
           name: accepted for TensorFlow compatibility, unused.
 
@@ -585,7 +585,7 @@ class Dataset(DatasetBase):
         """Stack consecutive elements into batches along a new first axis.
 
         Every component is stacked separately; the elements of a batch must have equal
-        shapes (see :meth:`padded_batch` otherwise). The last batch may be smaller unless
+        shapes (see ``padded_batch`` otherwise). The last batch may be smaller unless
         ``drop_remainder``. Batching runs on the consumer's thread: ``num_parallel_calls``
         is checked but adds no threads.
 
@@ -594,7 +594,7 @@ class Dataset(DatasetBase):
           drop_remainder: drop a last, smaller batch (the batch dimension of
             ``element_spec`` is then known).
           num_parallel_calls: accepted for TensorFlow compatibility (checked as in
-            :meth:`map`).
+            ``map``).
           deterministic: accepted for TensorFlow compatibility, unused.
           name: accepted for TensorFlow compatibility, unused.
 
@@ -764,7 +764,7 @@ class Dataset(DatasetBase):
         """Every ``num_shards``-th element, starting with element ``index``.
 
         ``shard(tw.data.SHARD_HINT, tw.data.SHARD_HINT)`` marks where HINT auto-sharding
-        (:func:`auto_shard`, or the data service with ``ShardingPolicy.HINT``) shards; such
+        (``auto_shard``, or the data service with ``ShardingPolicy.HINT``) shards; such
         a placeholder cannot be iterated as it is.
 
         Args:
@@ -804,7 +804,7 @@ class Dataset(DatasetBase):
         in every case (``deterministic=False`` does not relax it).
 
         Args:
-          map_func: a function from an element (unpacked as for :meth:`map`) to a dataset.
+          map_func: a function from an element (unpacked as for ``map``) to a dataset.
           cycle_length: datasets open at once; None or ``AUTOTUNE``: one per CPU.
           block_length: consecutive elements from each (default 1).
           num_parallel_calls: read the open datasets in threads when given (a positive
@@ -837,7 +837,7 @@ class Dataset(DatasetBase):
         """Concatenate the datasets ``map_func`` makes of the elements.
 
         Args:
-          map_func: a function from an element (unpacked as for :meth:`map`) to a dataset.
+          map_func: a function from an element (unpacked as for ``map``) to a dataset.
           name: accepted for TensorFlow compatibility, unused.
 
         Returns:
@@ -930,7 +930,7 @@ class Dataset(DatasetBase):
 
         Window ``k`` holds the input elements ``k * shift + i * stride`` for
         ``i < size``. A window has the structure of the elements, each component a
-        dataset (its spec a :class:`DatasetSpec`); ``flat_map`` with ``batch`` turns them
+        dataset (its spec a ``DatasetSpec``); ``flat_map`` with ``batch`` turns them
         into arrays. Windows are made while their first element exists.
 
         Args:
@@ -1053,18 +1053,18 @@ class Dataset(DatasetBase):
     def with_options(self, options: Any, name: str | None = None) -> Dataset:
         """This dataset with ``options`` merged into the pipeline's options.
 
-        A field set here wins over the same field set upstream; see :class:`Options` for
+        A field set here wins over the same field set upstream; see ``Options`` for
         which fields have an effect.
 
         Args:
-          options: an :class:`Options`.
+          options: an ``Options``.
           name: accepted for TensorFlow compatibility, unused.
 
         Returns:
           The same elements, with the options attached.
 
         Raises:
-          TypeError: ``options`` is not an :class:`Options`.
+          TypeError: ``options`` is not an ``Options``.
 
         Examples:
             >>> options = tw.data.Options()
@@ -1078,7 +1078,7 @@ class Dataset(DatasetBase):
         """The elements up to (not including) the first for which ``predicate`` is False.
 
         Args:
-          predicate: a function from an element (unpacked as for :meth:`map`) to a scalar
+          predicate: a function from an element (unpacked as for ``map``) to a scalar
             bool.
           name: accepted for TensorFlow compatibility, unused.
 

@@ -24,7 +24,7 @@ class AutoShardPolicy:
 
     Kept so TensorFlow code that sets the option runs unchanged; it has no effect here:
     the data service takes its sharding from ``distribute(processing_mode=...)`` (see
-    :class:`ShardingPolicy`), and :func:`auto_shard` shards a pipeline explicitly.
+    ``ShardingPolicy``), and ``auto_shard`` shards a pipeline explicitly.
 
     Examples:
         >>> options = tw.data.Options()
@@ -97,7 +97,7 @@ class _OptionGroup:
 class DistributeOptions(_OptionGroup):
     """``tf.data.experimental.DistributeOptions``: ``Options().experimental_distribute``.
 
-    Fields: ``auto_shard_policy`` (an :class:`AutoShardPolicy` value, default AUTO) and
+    Fields: ``auto_shard_policy`` (an ``AutoShardPolicy`` value, default AUTO) and
     ``num_devices``. Accepted and kept, without effect on this runtime.
 
     Examples:
@@ -187,8 +187,8 @@ class Options(_OptionGroup):
     of ``map(..., num_parallel_calls=n, deterministic=None)``. The other fields are kept so
     TensorFlow code runs unchanged, without effect: ``experimental_slack``,
     ``experimental_external_state_policy``, ``experimental_warm_start`` and the groups
-    (:class:`DistributeOptions`, :class:`OptimizationOptions`, :class:`ThreadingOptions`,
-    :class:`AutotuneOptions`).
+    (``DistributeOptions``, ``OptimizationOptions``, ``ThreadingOptions``,
+    ``AutotuneOptions``).
 
     Raises:
       AttributeError: setting or reading a field that does not exist; the message lists
@@ -227,7 +227,7 @@ class Options(_OptionGroup):
           other: the options that win.
 
         Returns:
-          A new :class:`Options`; neither input changes.
+          A new ``Options``; neither input changes.
 
         Examples:
             >>> a, b = tw.data.Options(), tw.data.Options()

@@ -1,7 +1,7 @@
 """Sharding a pipeline across workers: split providers (dynamic) and ``auto_shard`` (static).
 
 **Dynamic sharding** (tf.data service ``ShardingPolicy.DYNAMIC``, ``"distributed_epoch"``).
-The dispatcher calls :func:`make_split_provider` on the dataset; each worker iterates its own
+The dispatcher calls ``make_split_provider`` on the dataset; each worker iterates its own
 copy with ``make_iterator(dataset, split_provider=p)`` where ``p`` fetches splits from the
 dispatcher. The pipeline's single splittable source then reads only the splits it gets; every
 other op runs as usual. A *split* is a plain value the codec carries:
@@ -14,12 +14,12 @@ other op runs as usual. A *split* is a plain value the codec carries:
 Splits flow through unary transforms to their input. ``repeat(count)`` wraps the provider so
 it hands out every split ``count`` times (forever for ``repeat()``), as TensorFlow's
 RepeatDataset does. Sources that cannot be split (``from_tensors``, ``from_generator``) and
-ops with several inputs (``zip``, ``concatenate``) make :func:`make_split_provider` raise
+ops with several inputs (``zip``, ``concatenate``) make ``make_split_provider`` raise
 ``UnimplementedError`` naming the op. Datasets built inside ``flat_map``/``interleave``
 functions never read splits.
 
 **Static sharding** (``ShardingPolicy`` FILE, DATA, FILE_OR_DATA, HINT):
-:func:`auto_shard` returns a rewritten copy of the pipeline for worker ``index`` of
+``auto_shard`` returns a rewritten copy of the pipeline for worker ``index`` of
 ``num_shards``:
 
 - FILE: every file-based source (``list_files``, or a reader over a static list of files)
@@ -71,7 +71,7 @@ Split = tuple[int, int] | str
 #: ``tf.data.experimental.SHARD_HINT``: placeholder for ``shard`` rewritten by HINT sharding.
 SHARD_HINT = -1
 
-#: The largest number of elements :func:`default_split_size` puts in one split.
+#: The largest number of elements ``default_split_size`` puts in one split.
 DEFAULT_MAX_SPLIT_SIZE = 1024
 
 
@@ -80,7 +80,7 @@ class ShardingPolicy(enum.IntEnum):
 
     How the data service splits a dataset between its workers: OFF (every worker reads
     everything), DYNAMIC (workers fetch splits from the dispatcher, see
-    :func:`make_split_provider`) or a static policy applied by :func:`auto_shard` (FILE,
+    ``make_split_provider``) or a static policy applied by ``auto_shard`` (FILE,
     DATA, FILE_OR_DATA, HINT).
 
     Examples:
@@ -103,8 +103,8 @@ class SplitProvider(abc.ABC):
 
     Implementations must be thread-safe: a worker may ask from several threads. The data
     service implements a remote provider (fetching splits from the dispatcher) against this
-    interface; :class:`IndexSplitProvider`, :class:`FileSplitProvider` and
-    :class:`RepeatedSplitProvider` run where the dataset is. A split is a :data:`Split`:
+    interface; ``IndexSplitProvider``, ``FileSplitProvider`` and
+    ``RepeatedSplitProvider`` run where the dataset is. A split is a ``Split``:
     ``(begin, end)`` positions of an indexed source, or a file name.
 
     Examples:
@@ -127,7 +127,7 @@ class SplitProvider(abc.ABC):
         """The next split, or None when the provider is exhausted.
 
         Returns:
-          A :data:`Split`, or None at the end of the epoch.
+          A ``Split``, or None at the end of the epoch.
         """
 
     @abc.abstractmethod
@@ -146,7 +146,7 @@ class SplitProvider(abc.ABC):
         """A plain, codec-encodable snapshot of the position (for journaling).
 
         Returns:
-          A dict of plain values that :meth:`restore` takes back.
+          A dict of plain values that ``restore`` takes back.
 
         Raises:
           UnimplementedError: the provider cannot save its position (the default).
@@ -154,10 +154,10 @@ class SplitProvider(abc.ABC):
         raise errors.UnimplementedError(f"{type(self).__name__} does not support save()")
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Return to a position captured by :meth:`save`.
+        """Return to a position captured by ``save``.
 
         Args:
-          state: what :meth:`save` returned.
+          state: what ``save`` returned.
 
         Raises:
           UnimplementedError: the provider cannot restore a position (the default).
@@ -267,7 +267,7 @@ class FileSplitProvider(SplitProvider):
 class RepeatedSplitProvider(SplitProvider):
     """Hands out the splits of ``inner`` ``count`` times (``count < 0``: forever).
 
-    What :func:`make_split_provider` makes for a ``repeat(count)`` above the source. An
+    What ``make_split_provider`` makes for a ``repeat(count)`` above the source. An
     infinite repeat of a provider with no splits ends instead of spinning.
 
     Args:
@@ -408,15 +408,15 @@ def make_split_provider(dataset: DatasetBase, split_size: int | None = None) -> 
     """A local provider of the splits of ``dataset``'s splittable source.
 
     What the dispatcher calls for ``ShardingPolicy.DYNAMIC``. ``repeat`` ops between the
-    dataset and its source wrap the provider in a :class:`RepeatedSplitProvider`.
+    dataset and its source wrap the provider in a ``RepeatedSplitProvider``.
 
     Args:
       dataset: the pipeline.
       split_size: elements per split, for indexed sources only; default
-        :func:`default_split_size`.
+        ``default_split_size``.
 
     Returns:
-      A :class:`SplitProvider` of the source's splits.
+      A ``SplitProvider`` of the source's splits.
 
     Raises:
       UnimplementedError: the pipeline has no splittable source; the message names the
@@ -565,7 +565,7 @@ def auto_shard(dataset: DatasetBase, num_shards: int, index: int, policy: Any) -
       dataset: the pipeline.
       num_shards: the number of workers.
       index: this worker's index, from 0.
-      policy: a :class:`ShardingPolicy`, anything with a matching ``.name`` (the data
+      policy: a ``ShardingPolicy``, anything with a matching ``.name`` (the data
         service's enum), its number, or its name as a string.
 
     Returns:

@@ -2,7 +2,7 @@
 ``list_files``.
 
 ``range``, ``from_tensor_slices`` and ``list_files`` are splittable for dynamic sharding
-(splits are ``(begin, end)`` element positions); see :mod:`.sharding`.
+(splits are ``(begin, end)`` element positions); see ``sharding``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Nested element structures: flattening, packing, NumPy conversion and ``TensorSpec``.
 
-An element of a :class:`~tensorwire_dataservice.dataset.Dataset` is a nested structure whose
+An element of a ``Dataset`` is a nested structure whose
 containers are tuples (namedtuples included) and dicts, and whose leaves are NumPy values:
 ``np.ndarray``, NumPy scalars (``np.int64(3)``) and ``bytes`` for string scalars (as
 TensorFlow's ``as_numpy_iterator`` gives them). torch/JAX tensors given as values become
@@ -52,7 +52,7 @@ class TensorSpec:
 
     The leaves of ``Dataset.element_spec``, and what ``from_generator`` takes as its
     ``output_signature``. Unlike ``tf.TensorSpec``, ``dtype`` is a ``numpy.dtype``; string
-    tensors use :data:`STRING` (object arrays of ``bytes``), shown as ``string``.
+    tensors use ``STRING`` (object arrays of ``bytes``), shown as ``string``.
 
     Args:
       shape: a sequence of ints or None (a dimension of unknown size), or None for
@@ -85,7 +85,7 @@ class TensorSpec:
 
     @property
     def dtype(self) -> np.dtype:
-        """The ``numpy.dtype`` of the component (:data:`STRING` for strings)."""
+        """The ``numpy.dtype`` of the component (``STRING`` for strings)."""
         return self._dtype
 
     @property
@@ -97,7 +97,7 @@ class TensorSpec:
         """Whether ``other`` (a TensorSpec or a value) could be described by this spec.
 
         Args:
-          other: a :class:`TensorSpec`, or a value (array, NumPy scalar, ``bytes``).
+          other: a ``TensorSpec``, or a value (array, NumPy scalar, ``bytes``).
 
         Returns:
           True when the dtypes are equal and the shapes agree wherever both are known.
@@ -124,7 +124,7 @@ class TensorSpec:
           other: another spec of the same dtype.
 
         Returns:
-          A new :class:`TensorSpec`: unknown rank when the ranks differ.
+          A new ``TensorSpec``: unknown rank when the ranks differ.
 
         Raises:
           TypeError: the dtypes differ.
@@ -182,7 +182,7 @@ class DatasetSpec:
         """The narrowest spec that describes both.
 
         Args:
-          other: another :class:`DatasetSpec`.
+          other: another ``DatasetSpec``.
 
         Returns:
           A DatasetSpec of the merged element specs.
@@ -256,7 +256,7 @@ def _pack(structure: Any, flat: Sequence[Any], pos: int) -> tuple[Any, int]:
 
 
 def pack_sequence_as(structure: Any, flat: Sequence[Any]) -> Any:
-    """Rebuild ``structure``'s shape with the leaves ``flat`` (inverse of :func:`flatten`)."""
+    """Rebuild ``structure``'s shape with the leaves ``flat`` (inverse of ``flatten``)."""
     packed, used = _pack(structure, flat, 0)
     if used != len(flat):
         raise ValueError(f"Structure had {used} leaves but {len(flat)} values were given")
@@ -395,7 +395,7 @@ def _leaf_spec(value: Any) -> Any:
 
 
 def spec_from_value(value: Any) -> Any:
-    """The nested :class:`TensorSpec` structure describing an element value."""
+    """The nested ``TensorSpec`` structure describing an element value."""
     if isinstance(value, tuple):
         items = [spec_from_value(v) for v in value]
         return type(value)(*items) if _is_namedtuple(value) else tuple(items)
@@ -449,8 +449,8 @@ def iter_flat_pairs(structure: Any, specs: Any) -> Iterable[tuple[Any, Any]]:
 class StringTensor(NamedTuple):
     """A string tensor (object array of bytes) in a form ``tensorwire.codec`` carries.
 
-    The codec refuses object arrays; :func:`to_codec` swaps each for one of these and
-    :func:`from_codec` swaps it back, so elements cross the wire losslessly (bytes may hold
+    The codec refuses object arrays; ``to_codec`` swaps each for one of these and
+    ``from_codec`` swaps it back, so elements cross the wire losslessly (bytes may hold
     NULs, which fixed-width ``S`` arrays would drop).
 
     Attributes:
@@ -505,7 +505,7 @@ def _decode_leaf(value: Any) -> Any:
 
 
 def to_codec(element: Any) -> Any:
-    """``element`` with string tensors replaced by :class:`StringTensor` (cheap when none).
+    """``element`` with string tensors replaced by ``StringTensor`` (cheap when none).
 
     What a data-service worker sends: ``tensorwire.codec`` refuses object arrays.
 
@@ -513,7 +513,7 @@ def to_codec(element: Any) -> Any:
       element: an element (a nested structure of NumPy values).
 
     Returns:
-      The element with every object array swapped for a :class:`StringTensor`; the
+      The element with every object array swapped for a ``StringTensor``; the
       element itself when it has none.
 
     Examples:
@@ -537,13 +537,13 @@ def _has_string_tensors(value: Any) -> bool:
 
 
 def from_codec(element: Any) -> Any:
-    """Undo :func:`to_codec` (also when the codec rebuilt ``StringTensor`` by name only).
+    """Undo ``to_codec`` (also when the codec rebuilt ``StringTensor`` by name only).
 
     Args:
-      element: what :func:`to_codec` returned, possibly after a trip through the codec.
+      element: what ``to_codec`` returned, possibly after a trip through the codec.
 
     Returns:
-      The element with every :class:`StringTensor` swapped back for an object array.
+      The element with every ``StringTensor`` swapped back for an object array.
 
     Examples:
         >>> wire = tw.data.to_codec((np.array([[b"a"], [b"b"]], dtype=object),))

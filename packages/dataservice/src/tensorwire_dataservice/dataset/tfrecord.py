@@ -95,7 +95,7 @@ def masked_crc32c(data: bytes) -> int:
     """TFRecord's masked CRC-32C of ``data``: the checksum stored in the record frames.
 
     ``((c >> 15) | (c << 17)) + 0xa282ead8`` modulo 2**32, where ``c`` is the CRC-32C
-    (Castagnoli) of ``data``; :data:`CRC32C_IMPLEMENTATION` says which implementation
+    (Castagnoli) of ``data``; ``CRC32C_IMPLEMENTATION`` says which implementation
     computes ``c``.
 
     Args:
@@ -155,11 +155,11 @@ class TFRecordWriter:
     """``tf.io.TFRecordWriter(path, options=None)``: writes records TensorFlow can read.
 
     The file is created (or truncated) at once. Use it as a context manager, or call
-    :meth:`close`: a GZIP or ZLIB file is complete only once closed.
+    ``close``: a GZIP or ZLIB file is complete only once closed.
 
     Args:
       path: the file to write.
-      options: a :class:`TFRecordOptions`, or a compression type (``"GZIP"``,
+      options: a ``TFRecordOptions``, or a compression type (``"GZIP"``,
         ``"ZLIB"``, ``""``); None for no compression.
 
     Raises:
@@ -341,7 +341,7 @@ def read_lines(
     path: str, compression_type: Any = None, start: int = 0, where: list[int] | None = None
 ) -> Iterator[bytes]:
     """The lines of one text file without their line endings ("\\n" or "\\r\\n"), from
-    offset ``start``; ``where`` as for :func:`read_tfrecords`."""
+    offset ``start``; ``where`` as for ``read_tfrecords``."""
     compression = _compression(compression_type)
     with _open(path, compression) as f:
         _seek(f, start, path)
@@ -615,7 +615,7 @@ class TFRecordDataset(_FileReaderDataset):
 class TextLineDataset(_FileReaderDataset):
     """The lines of text files, as ``bytes`` without their line ends (``tf.data.TextLineDataset``).
 
-    Reads, shards and splits like :class:`TFRecordDataset`.
+    Reads, shards and splits like ``TFRecordDataset``.
 
     Args:
       filenames: a file name, a list of them, or a dataset of scalar strings.

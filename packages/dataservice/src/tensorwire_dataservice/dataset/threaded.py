@@ -339,7 +339,7 @@ class _Buffer:
             return items
 
     def resume(self) -> None:
-        """(Consumer.) Let the producer go on after :meth:`pause`."""
+        """(Consumer.) Let the producer go on after ``pause``."""
         with self._not_full:
             self._pause = False
             self._parked.notify_all()
@@ -367,7 +367,7 @@ class PrefetchDataset(UnaryDataset):
     """``prefetch(buffer_size)``: one background thread runs the input into a bounded buffer.
 
     ``buffer_size`` 0 passes elements straight through; ``AUTOTUNE`` uses
-    :data:`DEFAULT_PREFETCH_BUFFER`.
+    ``DEFAULT_PREFETCH_BUFFER``.
     """
 
     _op_name = "PrefetchDataset"

@@ -8,7 +8,7 @@
 StatefulDataLoader checkpoints an ``IterableDataset`` whose iterator has ``state_dict()``
 and ``load_state_dict(state)`` (its ``Stateful`` protocol): it calls ``iter(dataset)``,
 then ``load_state_dict`` on that fresh iterator before the first ``next()``, which is the
-contract of :class:`.base.DatasetIterator`. So the adapter only hands out the pipeline's
+contract of ``base.DatasetIterator``. So the adapter only hands out the pipeline's
 own iterator. The DataLoader converts the NumPy elements to tensors (``batch_size=None``
 when the pipeline batches already).
 
@@ -35,7 +35,7 @@ class TorchIterableDataset(IterableDataset):
     """``dataset`` as a PyTorch ``IterableDataset`` whose iterators checkpoint.
 
     For torchdata's ``StatefulDataLoader``: its ``state_dict()`` then holds the pipeline
-    iterator's :meth:`DatasetIterator.state_dict`, and ``load_state_dict`` resumes after
+    iterator's ``DatasetIterator.state_dict``, and ``load_state_dict`` resumes after
     the last element delivered. The DataLoader converts the NumPy elements to tensors
     (``batch_size=None`` when the pipeline batches already). With ``num_workers > 1`` each
     worker reads ``dataset.shard(num_workers, worker_id)``; a checkpoint then holds one

@@ -2,9 +2,9 @@
 enumerate, zip, concatenate, unique, take_while, scan, with_options.
 
 Batching transforms (``batch``, ``padded_batch``, ``unbatch``, ``window``) live in
-:mod:`.batching`; threaded ones (parallel ``map``, ``prefetch``) in :mod:`.threaded`; those
-that open nested datasets (``flat_map``, ``interleave``) in :mod:`.nested`; ``cache`` in
-:mod:`.cache`; ``sample_from_datasets``/``choose_from_datasets`` in :mod:`.mixing`.
+``batching``; threaded ones (parallel ``map``, ``prefetch``) in ``threaded``; those
+that open nested datasets (``flat_map``, ``interleave``) in ``nested``; ``cache`` in
+``cache``; ``sample_from_datasets``/``choose_from_datasets`` in ``mixing``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ __all__ = [
 
 
 class MapDataset(UnaryDataset):
-    """``map(fn)`` run on the consumer's thread (see :class:`.threaded.ParallelMapDataset`)."""
+    """``map(fn)`` run on the consumer's thread (see ``threaded.ParallelMapDataset``)."""
 
     _op_name = "MapDataset"
 

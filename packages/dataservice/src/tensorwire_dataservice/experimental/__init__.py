@@ -1,7 +1,7 @@
 """``tw.data.experimental``: TensorFlow's spelling of the data service's home.
 
 TensorFlow users write ``tf.data.experimental.service``, as an attribute or as a module
-(``import tensorflow.data.experimental.service``); both name :mod:`.service` here.
+(``import tensorflow.data.experimental.service``); both name ``service`` here.
 """
 
 import sys

@@ -6,7 +6,7 @@
 ...     distribute("parallel_epochs", dispatcher.target))                    # doctest: +SKIP
 
 ``to_torch(ds)`` / ``TorchDataset(ds)`` make it a PyTorch ``IterableDataset`` whose
-DataLoader workers share one job per epoch (:mod:`.torch_dataset`); they import torch, on
+DataLoader workers share one job per epoch (``torch_dataset``); they import torch, on
 first use only.
 """
 

@@ -1,11 +1,11 @@
 """Checkpoints of iterators reading from the tf.data service.
 
-A reader's checkpoint (:class:`ServiceCheckpoint`) names its job and says which elements
+A reader's checkpoint (``ServiceCheckpoint``) names its job and says which elements
 its consumer had consumed, by position: (task, index in the task's output stream), kept
-as index ranges per task (:class:`.positions.IndexRanges`). Elements the reader held in
+as index ranges per task (``positions.IndexRanges``). Elements the reader held in
 its buffer or had in flight are not in it. Restoring (``load_state_dict`` on a fresh
 iterator, in any process) rejoins the job by id and has the dispatcher rewind it
-(:mod:`.checkpoint_dispatcher`): every task starts over and leaves out what the checkpoint
+(``checkpoint_dispatcher``): every task starts over and leaves out what the checkpoint
 consumed, so the restored iterator yields exactly the elements the original had not
 yielded at the checkpoint, each once, whatever happened after it (more elements consumed,
 the trainer killed, the dispatcher restarted from its journal).
@@ -84,7 +84,7 @@ class ServiceCheckpoint:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> ServiceCheckpoint:
-        """The checkpoint :meth:`to_state` described; ``InvalidArgumentError`` if it is not
+        """The checkpoint ``to_state`` described; ``InvalidArgumentError`` if it is not
         one."""
         if state.get("version") != VERSION:
             raise errors.InvalidArgumentError(
@@ -119,7 +119,7 @@ class ServiceCheckpoint:
 
 
 class ServiceIterator(NodeIterator):
-    """The iterator of a :class:`.client.DataServiceDataset`: a reader of its job, made at
+    """The iterator of a ``client.DataServiceDataset``: a reader of its job, made at
     the first ``next()`` (a new job, or the checkpoint's job when restored)."""
 
     _dataset: DataServiceDataset

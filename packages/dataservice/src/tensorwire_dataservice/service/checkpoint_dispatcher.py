@@ -2,15 +2,15 @@
 when a reader restores a checkpoint.
 
 A reader's checkpoint names its job and, per task, the element indices its consumer had
-consumed (:mod:`.checkpoint`). Restoring acquires a new client of the job, releases the
+consumed (``checkpoint``). Restoring acquires a new client of the job, releases the
 client the checkpoint was taken by (its process is usually gone) and journals a
-``rewind_job`` record (:meth:`.state.DispatcherState._apply_rewind_job`): every task that
+``rewind_job`` record (``state.DispatcherState._apply_rewind_job``): every task that
 produced something starts over as a new generation whose skip set is what the checkpoint
 consumed plus what the job's other readers report they received. Elements consumed after
 the checkpoint, and those buffered or in flight at the time, are produced again.
 
 These functions are the dispatcher's ``KeepJob`` and ``RestoreClient`` methods; they run
-against a :class:`.dispatcher._Dispatcher` under its lock, changing state only through
+against a ``dispatcher._Dispatcher`` under its lock, changing state only through
 journaled records.
 """
 

@@ -153,12 +153,12 @@ def register_dataset(
 
     Registering the same dataset again returns the id it already has. ``dataset_id`` picks
     the id explicitly; re-registering a different dataset under it is an error. Readers
-    then use :func:`from_dataset_id`.
+    then use ``from_dataset_id``.
 
     Args:
       service: the dispatcher, ``"grpc://host:port"`` (or ``(protocol, address)``).
       dataset: the ``tw.data.Dataset`` to register (its definition is sent as code unless it
-        is a :func:`registered_pipeline`).
+        is a ``registered_pipeline``).
       compression: ``"AUTO"`` (zstandard when it pays), ``"SNAPPY"`` or None.
       dataset_id: an explicit id (printable ASCII); None lets the dispatcher choose.
 
@@ -243,7 +243,7 @@ def distribute(
     Args:
       processing_mode: ``"parallel_epochs"`` (every worker produces the whole dataset),
         ``"distributed_epoch"`` (the workers split it; each element once), or a
-        :class:`ShardingPolicy` (``OFF``, ``DYNAMIC``, ``FILE``, ``DATA``, ``FILE_OR_DATA``,
+        ``ShardingPolicy`` (``OFF``, ``DYNAMIC``, ``FILE``, ``DATA``, ``FILE_OR_DATA``,
         ``HINT``).
       service: the dispatcher, ``"grpc://host:port"``.
       job_name: share one job between readers that pass the same name: each element goes
@@ -256,17 +256,17 @@ def distribute(
         compression (off when not ``"grpc"``), elements always travel on the service's
         protocol.
       compression: ``"AUTO"``, ``"SNAPPY"`` or None.
-      cross_trainer_cache: a :class:`CrossTrainerCache`: the readers of the job (which
+      cross_trainer_cache: a ``CrossTrainerCache``: the readers of the job (which
         needs a ``job_name`` and an infinite dataset) each read all of its elements, from
         a window the workers keep, instead of splitting them; a trainer falling behind
         the window skips ahead.
       target_workers: ``"AUTO"`` (the default; as ``"ANY"`` here, since workers carry no
         tags), ``"ANY"`` (every worker of the job) or ``"LOCAL"`` (only the workers on
-        this reader's host, see :mod:`.host`; an error names the hosts there are when
+        this reader's host, see ``host``; an error names the hosts there are when
         none is local).
 
     Returns:
-      A function from a dataset to a :class:`DataServiceDataset`.
+      A function from a dataset to a ``DataServiceDataset``.
 
     Raises:
       ValueError: an unknown processing mode or compression, a malformed ``service``,
@@ -331,28 +331,28 @@ def from_dataset_id(
     """A dataset reading the registered dataset ``dataset_id`` from the data service.
 
     Args:
-      processing_mode: as for :func:`distribute`.
+      processing_mode: as for ``distribute``.
       service: the dispatcher, ``"grpc://host:port"``.
-      dataset_id: what :func:`register_dataset` returned.
+      dataset_id: what ``register_dataset`` returned.
       element_spec: the structure of the elements; None takes the one the registrant sent
         (or, for a registered pipeline, builds it from this process's registry). When
         given and the registered one is known, they must be compatible (same structure,
         dtypes and compatible shapes).
-      job_name: as for :func:`distribute`.
-      consumer_index: as for :func:`distribute`.
-      num_consumers: as for :func:`distribute`.
-      max_outstanding_requests: as for :func:`distribute`.
-      data_transfer_protocol: as for :func:`distribute`.
-      cross_trainer_cache: as for :func:`distribute`.
-      target_workers: as for :func:`distribute`.
+      job_name: as for ``distribute``.
+      consumer_index: as for ``distribute``.
+      num_consumers: as for ``distribute``.
+      max_outstanding_requests: as for ``distribute``.
+      data_transfer_protocol: as for ``distribute``.
+      cross_trainer_cache: as for ``distribute``.
+      target_workers: as for ``distribute``.
 
     Returns:
-      A :class:`DataServiceDataset`.
+      A ``DataServiceDataset``.
 
     Raises:
-      ValueError: invalid arguments, as for :func:`distribute`.
+      ValueError: invalid arguments, as for ``distribute``.
       InvalidArgumentError: ``element_spec`` does not match the spec of the registered
-        dataset (the message shows both); the restrictions of :func:`distribute`.
+        dataset (the message shows both); the restrictions of ``distribute``.
       NotFoundError: when the dispatcher knows no such dataset.
 
     Examples:
@@ -614,7 +614,7 @@ class _TaskState:
 class _Reader(Iterator[Any]):
     """One iteration of a DataServiceDataset: a job client and its reader threads.
 
-    ``restore``: a checkpoint (:class:`.checkpoint.ServiceCheckpoint`) of a reader of the
+    ``restore``: a checkpoint (``checkpoint.ServiceCheckpoint``) of a reader of the
     same dataset; this reader then rejoins that job, which the dispatcher rewinds to it.
     """
 
@@ -1067,7 +1067,7 @@ class _Reader(Iterator[Any]):
 
     def _read_rounds(self) -> None:
         """Coordinated reads: job round ``r`` is one element for each consumer from the
-        task :func:`task_for_round` picks, the task's own round being how many of the
+        task ``task_for_round`` picks, the task's own round being how many of the
         job's earlier rounds it served. Every consumer computes the same schedule from the
         tasks and the rounds they joined at; a task joining the running job waits at its
         starting round (``block_round``) until this reader knows it."""

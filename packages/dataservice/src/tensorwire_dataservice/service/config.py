@@ -4,8 +4,8 @@ Both are namedtuples with TensorFlow's field names, order and defaults. Time fie
 TensorFlow's convention: ``None`` means "the runtime chooses" (stored as 0) and an explicit 0
 means "as small as possible" (stored as 1). The servers also accept the
 ``DispatcherConfig`` / ``WorkerConfig`` protos of ``tensorwire.protos`` (TensorFlow's
-``service_config.proto``), converted by :func:`dispatcher_config_from` /
-:func:`worker_config_from`.
+``service_config.proto``), converted by ``dispatcher_config_from`` /
+``worker_config_from``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ DEFAULT_CROSS_TRAINER_CACHE_SIZE_BYTES = 10 << 30
 
 
 #: Environment variable naming the interface servers bind (default loopback only). The
-#: ``tensorwire dispatcher|worker --host`` option sets it; see :func:`bind_host`.
+#: ``tensorwire dispatcher|worker --host`` option sets it; see ``bind_host``.
 BIND_HOST_ENV = "TENSORWIRE_DATA_BIND_HOST"
 
 
@@ -71,8 +71,8 @@ def bind_host(kind: str, options: TransportOptions) -> str:
     """The host a server binds: loopback unless ``TENSORWIRE_DATA_BIND_HOST`` says otherwise.
 
     A server reachable beyond loopback runs code it is sent (dataset definitions), so it
-    refuses to bind there without authentication (:func:`tensorwire.transport.security.
-    check_listen`), unless its config says ``insecure=True``.
+    refuses to bind there without authentication (``tensorwire.transport.security.
+    check_listen``), unless its config says ``insecure=True``.
     """
     host = configured_bind_host()
     check_listen(f"tf.data service {kind}", host, options)
@@ -154,7 +154,7 @@ def configure_client(
 
 
 def client_transport_options() -> TransportOptions:
-    """The options of data-service client channels (see :func:`configure_client`).
+    """The options of data-service client channels (see ``configure_client``).
 
     Asked on every client call, so the options built last are reused while neither the
     configuration nor the environment changed; callers must not modify them."""
@@ -204,7 +204,7 @@ class DispatcherConfig(
         ],
     )
 ):
-    """Configuration of a :class:`DispatchServer` (TensorFlow's fields and defaults).
+    """Configuration of a ``DispatchServer`` (TensorFlow's fields and defaults).
 
     Fields:
       port: port to bind; 0 picks a free one.
@@ -240,7 +240,7 @@ class DispatcherConfig(
       metrics_host: (tensorwire) the interface the metrics port binds, loopback by
         default; another one is your explicit choice (the metrics hold no secrets).
 
-    The fields are checked by :class:`DispatchServer`, which raises ``ValueError`` for an
+    The fields are checked by ``DispatchServer``, which raises ``ValueError`` for an
     invalid one (e.g. ``fault_tolerant_mode`` without ``work_dir``).
 
     Examples:
@@ -312,7 +312,7 @@ class WorkerConfig(
         ],
     )
 ):
-    """Configuration of a :class:`WorkerServer` (TensorFlow's fields and defaults).
+    """Configuration of a ``WorkerServer`` (TensorFlow's fields and defaults).
 
     Fields:
       dispatcher_address: "host:port" of the dispatcher (required).
@@ -331,12 +331,12 @@ class WorkerConfig(
         fit; a trainer behind the window skips to its oldest element.
       host_id: (tensorwire) the host identity this worker reports, which readers with
         ``target_workers="LOCAL"`` compare with their own (None: this machine's, see
-        :func:`tensorwire_dataservice.service.host.host_id`).
+        ``tensorwire_dataservice.service.host.host_id``).
       cluster_token, tls, insecure, registered_pipelines_only, metrics_port,
-        metrics_host: (tensorwire) as in :class:`DispatcherConfig`; the worker uses the
+        metrics_host: (tensorwire) as in ``DispatcherConfig``; the worker uses the
         same token and certificate when it calls the dispatcher.
 
-    The fields are checked by :class:`WorkerServer`, which raises ``ValueError`` for an
+    The fields are checked by ``WorkerServer``, which raises ``ValueError`` for an
     invalid one (e.g. no ``dispatcher_address``).
 
     Examples:
@@ -397,7 +397,7 @@ def _is_proto(config: Any, name: str) -> bool:
 
 
 def dispatcher_config_from(config: Any) -> DispatcherConfig:
-    """A :class:`DispatcherConfig` from itself, None, or a ``DispatcherConfig`` proto."""
+    """A ``DispatcherConfig`` from itself, None, or a ``DispatcherConfig`` proto."""
     if config is None:
         return DispatcherConfig()
     if isinstance(config, DispatcherConfig):
@@ -430,7 +430,7 @@ def dispatcher_config_from(config: Any) -> DispatcherConfig:
 
 
 def worker_config_from(config: Any) -> WorkerConfig:
-    """A :class:`WorkerConfig` from itself or a ``WorkerConfig`` proto."""
+    """A ``WorkerConfig`` from itself or a ``WorkerConfig`` proto."""
     if isinstance(config, WorkerConfig):
         return config
     if _is_proto(config, "WorkerConfig"):

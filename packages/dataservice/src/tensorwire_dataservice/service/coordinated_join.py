@@ -19,7 +19,7 @@ As in TensorFlow, the dispatcher makes such a task *pending*:
 
 Pending tasks live in memory: after a dispatcher restart the GC tick finds the workers
 without a task of the job again and starts over. The schedule itself (which task serves
-round ``r``) is :func:`task_for_round`, shared with the readers.
+round ``r``) is ``task_for_round``, shared with the readers.
 """
 
 from __future__ import annotations

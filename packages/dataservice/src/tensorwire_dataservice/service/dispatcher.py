@@ -3,7 +3,7 @@
 The dispatcher owns no data: it tells workers which tasks to run (in heartbeat replies),
 tells clients which tasks serve their job, hands out splits for ``distributed_epoch`` and
 garbage-collects what nobody uses. In fault-tolerant mode each state change is journaled
-before the RPC that caused it returns (see :mod:`.journal` and :mod:`.state`).
+before the RPC that caused it returns (see ``journal`` and ``state``).
 """
 
 from __future__ import annotations
@@ -1137,9 +1137,9 @@ class DispatchServer:
     port with the same ``work_dir`` recovers its datasets, jobs, splits and workers.
 
     Args:
-      config: a :class:`DispatcherConfig` (or TensorFlow's ``DispatcherConfig`` proto);
+      config: a ``DispatcherConfig`` (or TensorFlow's ``DispatcherConfig`` proto);
         None for the defaults (a free loopback port, ``grpc``, not fault tolerant).
-      start: start serving at once; otherwise call :meth:`start`.
+      start: start serving at once; otherwise call ``start``.
 
     Raises:
       ValueError: ``fault_tolerant_mode`` without a ``work_dir``, or another invalid field.
@@ -1180,21 +1180,26 @@ class DispatchServer:
             server_options,
         )
         self._port = int(self._listener.port)
-        self._metrics = start_metrics(
-            config,
-            lambda: dispatcher_families(self.status()),
-            f"dispatcher {self._address}",
-            self._listener,
-            self.status,
-        )
+        self._metrics = None
         self._gc_thread: threading.Thread | None = None
         self._nudge_thread: threading.Thread | None = None
-        stop_at_exit(self)
-        if start:
-            self.start()
+        try:
+            self._metrics = start_metrics(
+                config,
+                lambda: dispatcher_families(self.status()),
+                f"dispatcher {self._address}",
+                self._listener,
+                self.status,
+            )
+            stop_at_exit(self)
+            if start:
+                self.start()
+        except BaseException:
+            self.stop()  # nothing bound or serving is left behind by a failed start
+            raise
 
     def start(self) -> None:
-        """Start serving; idempotent. RuntimeError after :meth:`stop`."""
+        """Start serving; idempotent. RuntimeError after ``stop``."""
         with self._lock:
             if self._stopped:
                 raise RuntimeError("Server cannot be started after it has been stopped")
@@ -1287,7 +1292,7 @@ class DispatchServer:
         workers, and the journal.
 
         Returns:
-          A :class:`tensorwire.observe.DispatcherStatus`; also served to other processes
+          A ``tensorwire.observe.DispatcherStatus``; also served to other processes
           (``tensorwire status grpc://HOST:PORT``).
 
         Examples:

@@ -1,6 +1,6 @@
 """The dispatcher's write-ahead journal, its snapshots and compaction.
 
-Files in ``work_dir`` (frames and headers: :mod:`.journal_format`)::
+Files in ``work_dir`` (frames and headers: ``journal_format``)::
 
     snapshot-<g>.tws   the whole state at generation g (there is none for g = 0, the empty state)
     journal-<g>.log    the records applied after snapshot g, in order
@@ -15,7 +15,7 @@ with a ``DataLossError`` naming the file and offset, because dropping records wo
 their ids again. A record of more than ``MAX_RECORD_BYTES`` (2 GiB) is refused before anything
 is written.
 
-Compaction (:meth:`Journal.compact`), from generation g to g + 1:
+Compaction (``Journal.compact``), from generation g to g + 1:
 
 1. write ``snapshot-<g+1>.tws.tmp``, fsync it;
 2. create ``journal-<g+1>.log`` holding only its file header (written as ``.tmp``, fsynced,
@@ -83,7 +83,7 @@ class JournalEntry:
 
 @dataclasses.dataclass(frozen=True)
 class Recovery:
-    """What :func:`recover` found in a ``work_dir``."""
+    """What ``recover`` found in a ``work_dir``."""
 
     generation: int
     snapshot: dict[str, Any] | None
@@ -184,10 +184,10 @@ def _read_snapshot(path: str, generation: int) -> tuple[dict[str, Any], dict[str
 class Journal:
     """Appends records durably and compacts them into snapshots. Thread safe.
 
-    ``recovery`` is what :func:`recover` read (read again when omitted); opening cuts off
+    ``recovery`` is what ``recover`` read (read again when omitted); opening cuts off
     the torn tail it found and deletes leftovers of earlier generations and unfinished
-    compactions. A version-1 journal is never appended to: :meth:`compaction_due` is true
-    until :meth:`compact` has turned it into generation 1.
+    compactions. A version-1 journal is never appended to: ``compaction_due`` is true
+    until ``compact`` has turned it into generation 1.
     """
 
     def __init__(self, work_dir: str, recovery: Recovery | None = None) -> None:
@@ -228,7 +228,7 @@ class Journal:
     @property
     def legacy(self) -> bool:
         """True while the records came from a version-1 ``journal.log`` (never appended to:
-        :meth:`compact` converts it)."""
+        ``compact`` converts it)."""
         return self._legacy_bytes is not None
 
     @property

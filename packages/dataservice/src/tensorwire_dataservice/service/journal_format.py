@@ -1,6 +1,6 @@
 """How the dispatcher's journal and snapshot files are framed on disk (format version 2).
 
-This module only encodes and checks bytes; :mod:`.journal` owns the files.
+This module only encodes and checks bytes; ``journal`` owns the files.
 
 File header (20 bytes, integers little-endian)::
 
@@ -26,12 +26,12 @@ when the file holds nothing but zeros from some point inside that frame (inside 
 when the header itself is damaged) to the end of the file: that frame was never fully written,
 nothing after it was ever written, and no caller was told it was durable. Anything else (a
 damaged frame followed by other data, or a complete frame whose checksum fails) is
-**corruption**: :func:`scan` raises ``DataLossError`` naming the file and offset, and nothing is
+**corruption**: ``scan`` raises ``DataLossError`` naming the file and offset, and nothing is
 cut. The one undecidable case is corruption that turns the last bytes of the last frame into
 zeros; it is read as a torn write, which it is indistinguishable from.
 
 Version 1 (``journal.log`` before snapshots existed) framed records as ``u32 length, u32
-crc32(payload), payload``. :func:`scan_v1` reads it with the same zero rule, except that a
+crc32(payload), payload``. ``scan_v1`` reads it with the same zero rule, except that a
 length running past the end of the file has no checksum of its own and is taken as torn.
 """
 

@@ -1,6 +1,6 @@
 """The data service's metrics: the families of a dispatcher's and a worker's ``/metrics``,
-built from their status snapshots (:mod:`.status`) at scrape time, and the hookups that
-give a server its call meter and metrics endpoint (:mod:`tensorwire.observe`)."""
+built from their status snapshots (``status``) at scrape time, and the hookups that
+give a server its call meter and metrics endpoint (``tensorwire.observe``)."""
 
 from __future__ import annotations
 

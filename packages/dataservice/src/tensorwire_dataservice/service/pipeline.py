@@ -10,7 +10,7 @@ A definition is one of two kinds:
   the registrant wrote, which is the design (pipelines travel by value, as TensorFlow's
   graphs do) and why every server of the data service authenticates its callers.
 * a reference to a registered pipeline: ``REFERENCE_MAGIC`` and a codec message
-  ``{"name", "params"}``, made by :func:`registered_pipeline`. It carries data only; each
+  ``{"name", "params"}``, made by ``registered_pipeline``. It carries data only; each
   process that rebuilds it runs its own registered factory. With
   ``registered_pipelines_only`` a dispatcher or worker accepts nothing else, so nothing it
   runs came from the network.
@@ -149,7 +149,7 @@ def registered_pipeline(name: str, /, **params: Any) -> Any:
     dicts, arrays), never code. Transforming it makes code again.
 
     Args:
-      name: a name given to :func:`register_pipeline` in this process.
+      name: a name given to ``register_pipeline`` in this process.
       **params: the factory's keyword arguments; plain data only.
 
     Returns:

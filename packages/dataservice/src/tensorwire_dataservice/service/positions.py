@@ -5,7 +5,7 @@ stream). A task of a deterministic pipeline that is run again over the same spli
 same order, produces the same elements at the same indices; that is what lets a lost
 task be replayed on another worker with the elements its readers already received left out.
 
-:class:`IndexRanges` is the one representation of "which indices": what a reader received
+``IndexRanges`` is the one representation of "which indices": what a reader received
 from a task, what the dispatcher learned every reader received (the replay's skip set),
 and what a worker leaves out when it replays. Readers mostly receive a task's elements in
 order, so the set is a handful of ranges however long the task runs.
@@ -76,7 +76,7 @@ class IndexRanges:
         return sum(b - a for a, b in zip(self._starts, self._stops, strict=True))
 
     def __len__(self) -> int:
-        """The number of ranges (not of indices: see :meth:`count`)."""
+        """The number of ranges (not of indices: see ``count``)."""
         return len(self._starts)
 
     def __eq__(self, other: Any) -> bool:

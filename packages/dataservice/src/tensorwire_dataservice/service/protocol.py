@@ -2,8 +2,8 @@
 
 Every request and reply is a dict encoded with ``tensorwire.codec``; element messages
 additionally carry the elements (nested NumPy structures), optionally compressed (zstd for
-``"AUTO"``, snappy for ``"SNAPPY"``; see :mod:`.elements`). The dispatcher and the workers
-are two plain :class:`tensorwire.transport.Service` tables, so the data service runs over any
+``"AUTO"``, snappy for ``"SNAPPY"``; see ``elements``). The dispatcher and the workers
+are two plain ``tensorwire.transport.Service`` tables, so the data service runs over any
 installed protocol (``grpc`` by default, ``inproc`` in-process).
 """
 
@@ -197,7 +197,7 @@ def as_bytes(value: Any) -> bytes:
 # after a fork the cache starts empty and the child connects anew. The parent's channels
 # are kept referenced in the child and never closed there (see tensorwire_grpc.forking
 # for what gRPC allows after fork). A fork also waits, at most FORK_WAIT_SECONDS, for the
-# calls made through :func:`call` to finish and holds new ones back meanwhile: gRPC can
+# calls made through ``call`` to finish and holds new ones back meanwhile: gRPC can
 # only be used in a child forked while no thread of the parent was inside it.
 
 #: Longest a fork() waits for this process's data-service calls in flight.
@@ -278,7 +278,7 @@ def _credentials(options: TransportOptions) -> tuple[Any, ...]:
 def channel_to(protocol: str, address: str, options: TransportOptions | None = None) -> Channel:
     """A shared channel per (protocol, address, credentials): channels are thread safe and
     reusable. ``options`` None means this process's client settings
-    (:func:`~.config.configure_client`, else the environment)."""
+    (``configure_client``, else the environment)."""
     if options is None:
         options = client_transport_options()
     key = (protocol, address, _credentials(options))
@@ -315,7 +315,7 @@ def call(
 
 T = TypeVar("T")
 
-#: Seconds between two "still waiting" warnings of one :func:`call_with_retries` (the first
+#: Seconds between two "still waiting" warnings of one ``call_with_retries`` (the first
 #: failure is reported at once).
 RETRY_WARNING_INTERVAL = 5.0
 _BACKOFF_FIRST = 0.02
@@ -337,7 +337,7 @@ def call_with_retries(
 
     Between attempts it backs off exponentially with jitter from 20 ms to 1 s. A retryable
     failure is logged as a warning once, at the first failure, and then every
-    :data:`RETRY_WARNING_INTERVAL` seconds, naming ``waiting_for`` (whom the caller waits
+    ``RETRY_WARNING_INTERVAL`` seconds, naming ``waiting_for`` (whom the caller waits
     for, e.g. "the dispatcher at localhost:5050") or else ``what``, and how long it will keep
     trying. Setting ``stop`` ends the wait at once, sleeps included; ``should_stop`` (a
     predicate, for callers without an Event) is checked at least every 0.1 s. After the

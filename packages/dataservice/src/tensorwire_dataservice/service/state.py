@@ -2,13 +2,13 @@
 
 Every change is a record (a dict with an ``"op"``). The dispatcher builds the record, writes
 it to the journal (fault-tolerant mode), then applies it here; recovery replays the journal
-through the same :meth:`DispatcherState.apply`, so the live path and the recovery path cannot
+through the same ``DispatcherState.apply``, so the live path and the recovery path cannot
 disagree. Nothing here does I/O or reads the clock except where a record says so.
 
 A handler looks everything up before it changes anything, so a record that cannot be applied
 raises and leaves the state as it was; recovery logs such a record and skips it.
 
-:meth:`DispatcherState.snapshot` and :meth:`DispatcherState.from_snapshot` turn the state into
+``DispatcherState.snapshot`` and ``DispatcherState.from_snapshot`` turn the state into
 plain values and back, for journal compaction. Dataclass instances are stored as rows in
 ``dataclasses.fields`` order with the field names once per table, so a field added later with
 a default reads older snapshots; sets are stored as lists and restored from the type hints.
@@ -451,7 +451,7 @@ class DispatcherState:
 
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any]) -> DispatcherState:
-        """The state :meth:`snapshot` described. ``DataLossError`` if it cannot be read."""
+        """The state ``snapshot`` described. ``DataLossError`` if it cannot be read."""
         if snap.get("format") != SNAPSHOT_FORMAT:
             raise errors.DataLossError(
                 f"dispatcher snapshot format {snap.get('format')!r} is not {SNAPSHOT_FORMAT}"
@@ -511,7 +511,7 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _restore(value: Any, hint: Any) -> Any:
-    """Undo :func:`_plain` for a value whose declared type is ``hint``."""
+    """Undo ``_plain`` for a value whose declared type is ``hint``."""
     origin = typing.get_origin(hint) or hint
     if origin in (set, frozenset):
         return origin(value)

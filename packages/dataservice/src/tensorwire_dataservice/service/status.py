@@ -7,7 +7,7 @@ its wait, element count and reading time (``wait_s``, ``elements``, ``read_s``).
 dispatcher keeps the latest report of each, so its status shows every job with its
 workers, readers, rates and backlog. Everything here runs when a status is asked for or
 ``/metrics`` is scraped, never per element. The snapshot types are the core's
-(:mod:`tensorwire.observe`); the metric families built from them are in :mod:`.metrics`.
+(``tensorwire.observe``); the metric families built from them are in ``metrics``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""PyTorch's DataLoader over the tf.data service: :class:`TorchDataset` and :func:`to_torch`.
+"""PyTorch's DataLoader over the tf.data service: ``TorchDataset`` and ``to_torch``.
 
 >>> dataset = pipeline.apply(tw.data.service.distribute("distributed_epoch", service))
 >>> loader = torch.utils.data.DataLoader(
@@ -35,7 +35,7 @@ as long as the process that creates the DataLoader does not itself run a gRPC se
 such a process; those workers fail with ``FailedPreconditionError`` saying so. Use
 ``multiprocessing_context="spawn"`` there.
 
-Checkpoints: torchdata's ``StatefulDataLoader`` checkpoints a :class:`TorchDataset`: each
+Checkpoints: torchdata's ``StatefulDataLoader`` checkpoints a ``TorchDataset``: each
 iterator has ``state_dict()``/``load_state_dict()`` (the service iterator's, see
 ``tensorwire_dataservice.service.checkpoint``), and a restored loader yields exactly the
 elements the checkpointed one had not yielded, also in a new process. The state names the
@@ -80,7 +80,7 @@ class TorchDataset(IterableDataset):
     Pass ``batch_size=None`` to the DataLoader when the pipeline batches already.
 
     Args:
-      dataset: a :class:`DataServiceDataset`.
+      dataset: a ``DataServiceDataset``.
 
     Raises:
       TypeError: ``dataset`` is not a dataset of the tf.data service (apply ``distribute``
@@ -135,13 +135,13 @@ def to_torch(dataset: DataServiceDataset) -> TorchDataset:
 
     The DataLoader workers of one epoch share one job of the service, so each element is
     read once per epoch; elements are nested ``torch.Tensor`` structures sharing the
-    received buffers. See :class:`TorchDataset`.
+    received buffers. See ``TorchDataset``.
 
     Args:
       dataset: what ``distribute`` (applied last) or ``from_dataset_id`` returns.
 
     Returns:
-      A :class:`TorchDataset`.
+      A ``TorchDataset``.
 
     Raises:
       TypeError: ``dataset`` is not a dataset of the tf.data service.
@@ -166,7 +166,7 @@ def _with_job_name(dataset: DataServiceDataset, job_name: str) -> DataServiceDat
 class _TensorIterator(Iterator[Any]):
     """The dataset's iterator with elements made torch tensors, and its checkpoints:
     ``state_dict()``/``load_state_dict()`` (torchdata's ``Stateful`` protocol) are the
-    service iterator's (see :mod:`.checkpoint`)."""
+    service iterator's (see ``checkpoint``)."""
 
     def __init__(self, dataset: DataServiceDataset) -> None:
         self._iterator = dataset.as_numpy_iterator()

@@ -8,7 +8,7 @@ worker keeps per task:
 
 - The window holds the elements most recently produced, at most
   ``WorkerConfig.cross_trainer_cache_size_bytes`` of them (sizes as
-  :func:`.elements.element_nbytes` estimates them). A trainer that has read every element
+  ``elements.element_nbytes`` estimates them). A trainer that has read every element
   in the window makes it move on: the next element is produced, and the oldest ones leave
   until it fits.
 - Each trainer has a position (an absolute element index). A trainer seen for the first
@@ -49,7 +49,7 @@ def validate_trainer_id(trainer_id: Any) -> str:
 class CrossTrainerCache:
     """Options of the tf.data service cross-trainer cache (TensorFlow's class).
 
-    Pass it to :func:`distribute` so that several trainers (e.g. models trained with
+    Pass it to ``distribute`` so that several trainers (e.g. models trained with
     different hyperparameters) read the elements of one job instead of producing them once
     each. The job needs a ``job_name`` and an infinite dataset.
 

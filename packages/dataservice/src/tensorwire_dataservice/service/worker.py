@@ -291,7 +291,7 @@ class _Task:
     def take_chunk(
         self, max_elements: int, timeout: float, generation: int | None = None
     ) -> tuple[list[Any], bool, int | None]:
-        """Like :meth:`take`, plus the index of the first element (exact jobs; the others
+        """Like ``take``, plus the index of the first element (exact jobs; the others
         follow it without gaps) or None. ``generation``: what the reader reads; another
         generation of the task is refused (UnavailableError, worth retrying: the reader
         or this worker has not caught up with the dispatcher yet)."""
@@ -337,7 +337,7 @@ class _Task:
         return out, eos, first
 
     def _take_for_window(self, max_elements: int, timeout: float) -> tuple[list[Any], bool]:
-        """:meth:`take` for the cross-trainer window; a failed pipeline raises its error."""
+        """``take`` for the cross-trainer window; a failed pipeline raises its error."""
         out, eos = self.take(max_elements, timeout)
         if eos and not out and self.error is not None:
             raise self.error
@@ -752,8 +752,8 @@ class WorkerServer:
     whom it waits for.
 
     Args:
-      config: a :class:`WorkerConfig` (``dispatcher_address`` is required).
-      start: start serving at once; otherwise call :meth:`start`.
+      config: a ``WorkerConfig`` (``dispatcher_address`` is required).
+      start: start serving at once; otherwise call ``start``.
 
     Raises:
       ValueError: no ``dispatcher_address``, or another invalid field.
@@ -796,23 +796,31 @@ class WorkerServer:
         self._thread: threading.Thread | None = None
         self._created = time.monotonic()
         self._meter = server_options.call_meter
-        self._metrics = start_metrics(
-            config,
-            lambda: worker_families(self.status()),
-            f"worker {self._core.address}",
-            self._listener,
-            self.status,
-        )
-        stop_at_exit(self)
-        if start:
-            self.start()
+        self._metrics = None
+        try:
+            self._metrics = start_metrics(
+                config,
+                lambda: worker_families(self.status()),
+                f"worker {self._core.address}",
+                self._listener,
+                self.status,
+            )
+            stop_at_exit(self)
+            if start:
+                self.start()
+        except BaseException:
+            # A worker that could not start (refused by its dispatcher, a metrics port in
+            # use, ...) leaves nothing bound or serving behind: the caller never gets the
+            # object, so nobody else could stop it.
+            self.stop()
+            raise
 
     def start(self) -> None:
         """Serve and register with the dispatcher; idempotent.
 
         Until the dispatcher answers it retries with back-off for at most
         ``dispatcher_timeout_ms``, logging a warning at the first failure and every few
-        seconds after; :meth:`stop` from another thread ends the wait (``CancelledError``).
+        seconds after; ``stop`` from another thread ends the wait (``CancelledError``).
         """
         with self._start_lock:  # one start at a time; stop() does not wait for it
             with self._lock:
@@ -901,7 +909,7 @@ class WorkerServer:
         """A snapshot of this worker: its tasks, their buffers and what they produced.
 
         Returns:
-          A :class:`tensorwire.observe.WorkerStatus`; also served to other processes
+          A ``tensorwire.observe.WorkerStatus``; also served to other processes
           (``tensorwire status grpc://HOST:PORT``).
         """
         return worker_status(self, self._core)

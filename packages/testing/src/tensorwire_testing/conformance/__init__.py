@@ -14,8 +14,8 @@ A transport author subclasses the base classes and provides a ``transport`` fixt
 Optional fixtures to override in the subclass: ``address`` (where listeners bind, default
 ``"127.0.0.1:0"``), ``server_options`` and ``channel_options`` (the ``TransportOptions`` of
 each side, e.g. with TLS files). Pick single groups instead of the whole suite by
-subclassing :class:`BaseEchoTests`, :class:`BaseLargeMessageTests`, ... one at a time
-(:class:`BaseLoadTests` has hundreds of calls wait on one server at once), and
+subclassing ``BaseEchoTests``, ``BaseLargeMessageTests``, ... one at a time
+(``BaseLoadTests`` has hundreds of calls wait on one server at once), and
 skip a check your transport cannot pass by overriding it with a ``pytest.mark.skip`` that
 says why.
 

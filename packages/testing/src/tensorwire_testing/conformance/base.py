@@ -1,6 +1,6 @@
 """Fixtures and helpers shared by every conformance class.
 
-The fixtures are methods of :class:`BaseConformanceTests`, so a subclass overrides one by
+The fixtures are methods of ``BaseConformanceTests``, so a subclass overrides one by
 defining a method of the same name. ``transport`` is the one fixture the author must
 provide (as a method of the subclass or a module/conftest fixture).
 """

@@ -81,7 +81,7 @@ class ConformanceState:
 
     def wait_for_release(self) -> bool:
         """What a ``Wait`` handler does: counted in ``waiting`` until ``release`` is set
-        (True) or :data:`MAX_WAIT_SECONDS` pass (False)."""
+        (True) or ``MAX_WAIT_SECONDS`` pass (False)."""
         with self.waiting_changed:
             self.waiting += 1
             self.waiting_changed.notify_all()
@@ -112,7 +112,7 @@ def make_service(state: ConformanceState) -> Service:
 
     @svc.unary("Make")
     def make(frames: list[memoryview], context: CallContext) -> list[np.ndarray]:
-        """Frames of the sizes asked for (JSON list in frame 0), from :func:`payload`."""
+        """Frames of the sizes asked for (JSON list in frame 0), from ``payload``."""
         sizes = json.loads(bytes(frames[0]))
         return [payload(size, seed=i) for i, size in enumerate(sizes)]
 
