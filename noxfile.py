@@ -29,6 +29,29 @@ nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 
+def _ensure_chromium(session: nox.Session) -> None:
+    """Debian's chromium for the dashboard test (it drives a real headless browser);
+    installed with apt-get when missing and root, else that test skips and says why."""
+    if any(shutil.which(p) for p in ("chromium", "chromium-browser", "google-chrome")):
+        return
+    if os.geteuid() != 0:
+        session.log("chromium is missing and this is not root: the dashboard test will skip")
+        return
+    start = time.monotonic()
+    session.run("apt-get", "update", "-qq", external=True)
+    session.run(
+        "apt-get",
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        "chromium",
+        external=True,
+        env={"DEBIAN_FRONTEND": "noninteractive"},
+    )
+    session.log(f"chromium installed in {time.monotonic() - start:.0f}s")
+
+
 def install_all(session: nox.Session, *extra: str) -> None:
     session.install(*PACKAGES, *extra)
 

@@ -14,6 +14,12 @@ processes by the ``tensorwire.Status`` service (``service``) and printed by
 from __future__ import annotations
 
 from .calls import CALL_PATHS, LATENCY_BUCKETS_SECONDS, CallMeter, CallStats, call_families
+from .diagnosis import (
+    CLIENT_BOUND_WAIT_FRACTION,
+    INPUT_BOUND_WAIT_FRACTION,
+    InputDiagnosis,
+    input_diagnosis,
+)
 from .endpoint import DEFAULT_METRICS_HOST, METRICS_PATH, MetricsEndpoint
 from .families import MetricFamily
 from .service import STATUS_SERVICE, fetch_status, status_service
@@ -34,6 +40,10 @@ __all__ = [
     "CallMeter",
     "CallStats",
     "call_families",
+    "CLIENT_BOUND_WAIT_FRACTION",
+    "INPUT_BOUND_WAIT_FRACTION",
+    "InputDiagnosis",
+    "input_diagnosis",
     "DEFAULT_METRICS_HOST",
     "METRICS_PATH",
     "MetricsEndpoint",

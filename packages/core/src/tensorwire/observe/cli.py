@@ -146,6 +146,9 @@ def _dispatcher(status: Any) -> list[str]:
             "SERVED", "BACKLOG", "ELEM/S", "WAIT/ELEM", "STATE",
         )  # fmt: skip
         lines += ["jobs:", *_table(header, rows)]
+        active = [j for j in status.jobs if not (j.finished or j.garbage_collected)]
+        if active:
+            lines += ["input:", *(f"  job {j.job_id}: {j.diagnosis.text}" for j in active)]
         tasks = [t for j in status.jobs if not j.garbage_collected for t in j.tasks]
         if tasks:
             lines += ["tasks:", *_table(_TASK_HEADER, _task_rows(tasks))]

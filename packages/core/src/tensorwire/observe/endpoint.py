@@ -1,4 +1,4 @@
-"""The metrics port: an HTTP endpoint serving Prometheus text at ``/metrics``.
+"""The metrics port: Prometheus text at ``/metrics``, and the dashboard at ``/``.
 
 Every server kind (``tw.Server``, ``DispatchServer``, ``WorkerServer``) that is given a
 metrics port starts one ``MetricsEndpoint`` with a *collector*: a function that
@@ -9,10 +9,17 @@ nobody scrapes costs nothing.
 ``prometheus_client`` is imported here, when an endpoint is made, never by
 ``import tensorwire``.
 
+Given a ``status`` function too (every server passes its ``status()``), the endpoint also
+serves the dashboard (``dashboard``): the page at ``/`` and the snapshot it polls at
+``/status.json``.
+
 Security: the endpoint binds loopback (``127.0.0.1``) unless ``host`` names another
 interface, which is the explicit opt-in (``metrics_host``, ``--metrics_host``). It serves
-counts, sizes, addresses and method names: no tokens, keys, tensors or dataset definitions,
-and it answers only ``GET`` of ``/metrics`` (anything else is 404), so it runs no code.
+counts, sizes, addresses, method names, variable names and shapes and the dispatcher's
+work directory (what ``status()`` holds): no tokens, keys, certificates, tensors or
+dataset definitions. It answers only ``GET`` of ``/metrics``, ``/`` and ``/status.json``
+(anything else is 404), so it runs no code; the page runs only its own inline script
+(a Content-Security-Policy says so) and fetches only from the server that sent it.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from typing import Any
 
 from .. import errors
 from ..transport.security import is_loopback
+from .dashboard import DASHBOARD_PATH, STATUS_PATH, dashboard_page, status_json
 from .families import MetricFamily
 
 __all__ = ["MetricsEndpoint", "METRICS_PATH", "DEFAULT_METRICS_HOST"]
@@ -101,6 +109,8 @@ class MetricsEndpoint:
       host: the interface to bind; loopback by default. Anything else is an explicit
         choice to let other hosts read the metrics (they hold no secrets).
       what: names the server in log lines.
+      status: returns the server's status snapshot (``status()``); given, the endpoint
+        also serves the dashboard at ``/`` and the snapshot at ``/status.json``.
 
     Raises:
       UnavailableError: the port cannot be bound (the message names it).
@@ -121,7 +131,12 @@ class MetricsEndpoint:
     """
 
     def __init__(
-        self, collect: Collector, port: int = 0, host: str = DEFAULT_METRICS_HOST, what: str = ""
+        self,
+        collect: Collector,
+        port: int = 0,
+        host: str = DEFAULT_METRICS_HOST,
+        what: str = "",
+        status: Callable[[], Any] | None = None,
     ) -> None:
         prometheus = _prometheus()
         self._registry = prometheus.CollectorRegistry(auto_describe=False)
@@ -131,15 +146,42 @@ class MetricsEndpoint:
         registry = self._registry
         generate, content_type = prometheus.generate_latest, prometheus.CONTENT_TYPE_LATEST
 
+        def metrics() -> tuple[bytes, str, dict[str, str]]:
+            return generate(registry), content_type, {}
+
+        def page() -> tuple[bytes, str, dict[str, str]]:
+            body, policy = dashboard_page()
+            return body, "text/html; charset=utf-8", {"Content-Security-Policy": policy}
+
+        routes: dict[str, Callable[[], tuple[bytes, str, dict[str, str]]]] = {METRICS_PATH: metrics}
+        if status is not None:
+            snapshot_of = status
+
+            def snapshot() -> tuple[bytes, str, dict[str, str]]:
+                return status_json(snapshot_of()), "application/json", {}
+
+            routes.update({DASHBOARD_PATH: page, STATUS_PATH: snapshot})
+        served = ", ".join(sorted(routes))
+
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                if self.path.split("?", 1)[0] != METRICS_PATH:
-                    self.send_error(404, f"only {METRICS_PATH} is served here")
+                route = routes.get(self.path.split("?", 1)[0])
+                if route is None:
+                    self.send_error(404, f"only {served} are served here")
                     return
-                body = generate(registry)
+                try:
+                    body, kind, headers = route()
+                except Exception:  # noqa: BLE001 - a request must not take the server down
+                    log.exception("serving %s of %s failed", self.path, what or "a server")
+                    self.send_error(500, "the server could not make its status; see its log")
+                    return
                 self.send_response(200)
-                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("X-Content-Type-Options", "nosniff")
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -177,8 +219,17 @@ class MetricsEndpoint:
     @property
     def url(self) -> str:
         """``http://host:port/metrics``."""
+        return self._base + METRICS_PATH
+
+    @property
+    def dashboard_url(self) -> str:
+        """``http://host:port/``: the dashboard (served when a ``status`` was given)."""
+        return self._base + DASHBOARD_PATH
+
+    @property
+    def _base(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}{METRICS_PATH}"
+        return f"http://{host}:{self.port}"
 
     def stop(self) -> None:
         """Stop serving and release the port. Idempotent."""

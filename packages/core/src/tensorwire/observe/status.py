@@ -18,6 +18,7 @@ import typing
 from typing import Any
 
 from .calls import CallStats
+from .diagnosis import InputDiagnosis, input_diagnosis
 
 __all__ = [
     "CallStats",
@@ -124,6 +125,9 @@ class DataJobStatus(_Snapshot):
       client_wait_seconds: how long the job's readers waited for elements in all, as
         they reported it in their heartbeats; with ``client_elements`` (elements they
         received) it gives the wait per element.
+      client_seconds: how long the same readers have been reading, summed over them (0
+        from readers that do not report it); with ``client_wait_seconds`` it gives
+        ``diagnosis``.
     """
 
     job_id: int
@@ -139,6 +143,7 @@ class DataJobStatus(_Snapshot):
     tasks: tuple[DataTaskStatus, ...]
     client_wait_seconds: float
     client_elements: int
+    client_seconds: float = 0.0
 
     @property
     def elements_produced(self) -> int:
@@ -152,6 +157,11 @@ class DataJobStatus(_Snapshot):
     def buffered(self) -> int:
         """Elements produced and waiting in the workers' buffers (the backlog)."""
         return sum(t.buffered for t in self.tasks)
+
+    @property
+    def diagnosis(self) -> InputDiagnosis:
+        """Whether the readers are input-bound (``input_diagnosis``)."""
+        return input_diagnosis(self.client_wait_seconds, self.client_seconds)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -133,7 +133,11 @@ class Server:
 
             try:
                 self._metrics = MetricsEndpoint(
-                    self._collect_metrics, metrics_port, metrics_host, f"server {self.task_name}"
+                    self._collect_metrics,
+                    metrics_port,
+                    metrics_host,
+                    f"server {self.task_name}",
+                    status=self.status,
                 )
             except BaseException:
                 self._listener.stop(0)

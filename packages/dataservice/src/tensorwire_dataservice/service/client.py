@@ -661,9 +661,11 @@ class _Reader(Iterator[Any]):
                 f"repetitions of the same dataset. Got repetition {iteration}"
             )
         # Reported in heartbeats (the dispatcher's status and metrics): seconds next() waited
-        # for elements, and elements received.
+        # for elements, elements received, and since when this reader reads (the share of
+        # its time it waited says whether the job is input-bound).
         self._waited = 0.0
         self._received = 0
+        self._reading_since = time.monotonic()
         if restore is None:
             job = self._dispatcher(
                 "GetOrCreateJob",
@@ -758,6 +760,7 @@ class _Reader(Iterator[Any]):
             "finished_generations": [[task_id, gen] for task_id, gen in ended],
             "wait_s": self._waited,
             "elements": self._received,
+            "read_s": time.monotonic() - self._reading_since,
         }
         if delivered:
             request["delivered"] = delivered

@@ -1189,6 +1189,7 @@ class DispatchServer:
                 lambda: dispatcher_families(self.status()),
                 f"dispatcher {self._address}",
                 self._listener,
+                self.status,
             )
             stop_at_exit(self)
             if start:

@@ -31,14 +31,21 @@ def metered(options: TransportOptions, metrics_port: int | None) -> TransportOpt
 
 
 def start_metrics(
-    config: Any, collect: Callable[[], Iterable[MetricFamily]], what: str, listener: Listener
+    config: Any,
+    collect: Callable[[], Iterable[MetricFamily]],
+    what: str,
+    listener: Listener,
+    status: Callable[[], Any],
 ) -> MetricsEndpoint | None:
-    """The metrics endpoint ``config.metrics_port`` asks for, or None; if it cannot be
-    made the server's ``listener`` is stopped before the error propagates."""
+    """The metrics endpoint ``config.metrics_port`` asks for (with the dashboard of
+    ``status``), or None; if it cannot be made the server's ``listener`` is stopped before
+    the error propagates."""
     if config.metrics_port is None:
         return None
     try:
-        return MetricsEndpoint(collect, int(config.metrics_port), config.metrics_host, what)
+        return MetricsEndpoint(
+            collect, int(config.metrics_port), config.metrics_host, what, status=status
+        )
     except BaseException:
         listener.stop(0)
         raise

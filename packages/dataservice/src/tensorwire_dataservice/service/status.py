@@ -3,11 +3,11 @@
 The dispatcher and worker modules keep plain totals (a worker's task counts what it
 produced and served, a reader what it received and how long it waited) and hand them on in
 the heartbeats they already send: a worker reports its tasks' totals (``stats``), a reader
-its wait and element count (``wait_s``, ``elements``). The dispatcher keeps the latest
-report of each, so its status shows every job with its workers, readers, rates and
-backlog. Everything here runs when a status is asked for or ``/metrics`` is scraped, never
-per element. The snapshot types are the core's (``tensorwire.observe``); the metric
-families built from them are in ``metrics``.
+its wait, element count and reading time (``wait_s``, ``elements``, ``read_s``). The
+dispatcher keeps the latest report of each, so its status shows every job with its
+workers, readers, rates and backlog. Everything here runs when a status is asked for or
+``/metrics`` is scraped, never per element. The snapshot types are the core's
+(``tensorwire.observe``); the metric families built from them are in ``metrics``.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class ClientReport:
     job_id: int
     wait_seconds: float
     elements: int
+    reading_seconds: float = 0.0
 
 
 # -- worker side ---------------------------------------------------------------------------
@@ -114,8 +115,14 @@ def task_reports(stats: Any) -> dict[int, TaskReport]:
 
 
 def client_report(job_id: int, request: dict[str, Any]) -> ClientReport:
-    """What a reader's heartbeat says it waited and received (0 from older readers)."""
-    return ClientReport(job_id, float(request.get("wait_s", 0.0)), int(request.get("elements", 0)))
+    """What a reader's heartbeat says it waited, received and how long it has been reading
+    (0 from older readers)."""
+    return ClientReport(
+        job_id,
+        float(request.get("wait_s", 0.0)),
+        int(request.get("elements", 0)),
+        float(request.get("read_s", 0.0)),
+    )
 
 
 def _task_status(
@@ -178,9 +185,10 @@ def dispatcher_status(server: DispatchServer, core: _Dispatcher) -> DispatcherSt
         state = core.state
         waits: dict[int, list[float]] = {}
         for client in core.client_reports.values():
-            total = waits.setdefault(client.job_id, [0.0, 0])
+            total = waits.setdefault(client.job_id, [0.0, 0, 0.0])
             total[0] += client.wait_seconds
             total[1] += client.elements
+            total[2] += client.reading_seconds
         jobs = []
         for job in sorted(state.jobs.values(), key=lambda j: j.job_id):
             tasks = tuple(
@@ -194,7 +202,7 @@ def dispatcher_status(server: DispatchServer, core: _Dispatcher) -> DispatcherSt
                 for t in (state.tasks[i] for i in job.task_ids if i in state.tasks)
             )
             policy = ShardingPolicy(job.policy)
-            wait, received = waits.get(job.job_id, (0.0, 0))
+            wait, received, reading = waits.get(job.job_id, (0.0, 0, 0.0))
             jobs.append(
                 DataJobStatus(
                     job_id=job.job_id,
@@ -210,6 +218,7 @@ def dispatcher_status(server: DispatchServer, core: _Dispatcher) -> DispatcherSt
                     tasks=tasks,
                     client_wait_seconds=float(wait),
                     client_elements=int(received),
+                    client_seconds=float(reading),
                 )
             )
         workers = tuple(

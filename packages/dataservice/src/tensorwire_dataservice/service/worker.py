@@ -803,6 +803,7 @@ class WorkerServer:
                 lambda: worker_families(self.status()),
                 f"worker {self._core.address}",
                 self._listener,
+                self.status,
             )
             stop_at_exit(self)
             if start:
