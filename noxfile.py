@@ -30,12 +30,31 @@ nox.options.reuse_existing_virtualenvs = True
 
 
 def _ensure_chromium(session: nox.Session) -> None:
-    """Debian's chromium for the dashboard test (it drives a real headless browser);
-    installed with apt-get when missing and root, else that test skips and says why."""
-    if any(shutil.which(p) for p in ("chromium", "chromium-browser", "google-chrome")):
+    """Debian's chromium for the dashboard test (it drives a real headless browser)."""
+    if any(shutil.which(p) for p in ("chromium-browser", "google-chrome")):
+        return
+    _ensure_host_packages(session, "the dashboard test", ["chromium"], ["chromium"])
+
+
+def _ensure_host_packages(
+    session: nox.Session,
+    what: str,
+    packages: list[str],
+    commands: list[str],
+    *,
+    required: bool = False,
+    recommends: bool = False,
+) -> None:
+    """Debian ``packages`` that ``what`` needs, installed with apt-get when one of
+    ``commands`` is missing. Without root: an error when ``required``, else one line (the
+    tests that need them skip and say why)."""
+    if all(shutil.which(command) for command in commands):
         return
     if os.geteuid() != 0:
-        session.log("chromium is missing and this is not root: the dashboard test will skip")
+        message = f"{what} needs {' '.join(packages)}; install them (as root) or run as root"
+        if required:
+            session.error(message)
+        session.log(f"{message}: its tests will skip")
         return
     start = time.monotonic()
     session.run("apt-get", "update", "-qq", external=True)
@@ -44,12 +63,12 @@ def _ensure_chromium(session: nox.Session) -> None:
         "install",
         "-y",
         "-qq",
-        "--no-install-recommends",
-        "chromium",
+        *(() if recommends else ("--no-install-recommends",)),
+        *packages,
         external=True,
         env={"DEBIAN_FRONTEND": "noninteractive"},
     )
-    session.log(f"chromium installed in {time.monotonic() - start:.0f}s")
+    session.log(f"{' '.join(packages)} installed in {time.monotonic() - start:.0f}s")
 
 
 def install_all(session: nox.Session, *extra: str) -> None:
@@ -81,6 +100,8 @@ def tests(session: nox.Session) -> None:
         # deadlines), so the second core is used while the first waits; a focused run
         # stays in one process, where a debugger and -x behave as usual.
         spread = () if args else ("-n", "2")
+        if gates:  # the dashboard test drives a real headless Chromium (Debian's)
+            _ensure_chromium(session)
         for protocol in ("grpc", "inproc"):  # the same suite on every installed transport
             _pytest(session, f"--tensorwire-protocol={protocol}", *spread, *args)
         # The pure-Python twin of the codec must behave exactly like the compiled one.
@@ -89,8 +110,7 @@ def tests(session: nox.Session) -> None:
         if gates:
             # The deployment recipes: Kubernetes pods as processes in network namespaces,
             # the sbatch scripts on a private single-node SLURM (installed when missing).
-            if os.geteuid() == 0:  # otherwise the tests that need root skip and say so
-                _ensure_slurm_host_packages(session)
+            _ensure_slurm_host_packages(session, required=False)  # else those tests skip
             # ... and the benchmarks still run (a smoke round of each that has one).
             _pytest(session, "tests/deploy", "tests/benchmarks")
             _docs(session)
@@ -350,22 +370,14 @@ def rdma_suite(session: nox.Session) -> None:
 
 
 def _ensure_rdma_host_packages(session: nox.Session) -> None:
-    if shutil.which("qemu-system-x86_64") and shutil.which("debootstrap"):
-        return
-    if os.geteuid() != 0:
-        session.error(
-            f"the RDMA harness needs {' '.join(RDMA_HOST_PACKAGES)}; "
-            "install them (as root) or run as root"
-        )
-    session.run("apt-get", "update", "-qq", external=True)
-    session.run(
-        "apt-get",
-        "install",
-        "-y",
-        "-qq",
-        *RDMA_HOST_PACKAGES,
-        external=True,
-        env={"DEBIAN_FRONTEND": "noninteractive"},
+    # With recommends: QEMU's virtio-net-pci boots with the ROM ipxe-qemu brings.
+    _ensure_host_packages(
+        session,
+        "the RDMA harness",
+        RDMA_HOST_PACKAGES,
+        ["qemu-system-x86_64", "debootstrap"],
+        required=True,
+        recommends=True,
     )
 
 
@@ -396,24 +408,11 @@ def slurm(session: nox.Session) -> None:
     _pytest(session, "--durations=10", "tests/deploy/test_slurm.py", *session.posargs)
 
 
-def _ensure_slurm_host_packages(session: nox.Session) -> None:
-    if all(shutil.which(p) for p in ("slurmctld", "slurmd", "sbatch", "munged")):
-        return
-    if os.geteuid() != 0:
-        session.error(
-            f"the SLURM test needs {' '.join(SLURM_HOST_PACKAGES)}; install them (as root) "
-            "or run as root"
-        )
-    start = time.monotonic()
-    session.run("apt-get", "update", "-qq", external=True)
-    session.run(
-        "apt-get",
-        "install",
-        "-y",
-        "-qq",
-        "--no-install-recommends",
-        *SLURM_HOST_PACKAGES,
-        external=True,
-        env={"DEBIAN_FRONTEND": "noninteractive"},
+def _ensure_slurm_host_packages(session: nox.Session, *, required: bool = True) -> None:
+    _ensure_host_packages(
+        session,
+        "the SLURM test",
+        SLURM_HOST_PACKAGES,
+        ["slurmctld", "slurmd", "sbatch", "munged"],
+        required=required,
     )
-    session.log(f"SLURM installed in {time.monotonic() - start:.0f}s")
