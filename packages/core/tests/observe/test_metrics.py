@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import tensorwire as tw
 from tensorwire.observe import CallMeter, MetricFamily, MetricsEndpoint, call_families
-
-from .scraping import scrape, total, value
+from tensorwire_testing.metrics import scrape, total, value
 
 
 @pytest.fixture

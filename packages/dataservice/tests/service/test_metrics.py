@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import tensorwire as tw
 from tensorwire_testing.data_service import DataServiceProcess
+from tensorwire_testing.metrics import scrape, total
 
 from .helpers import distribute
-from .scraping import scrape, total
 
 FAST_HEARTBEATS = {"metrics_port": 0, "heartbeat_interval_ms": 100}
 
