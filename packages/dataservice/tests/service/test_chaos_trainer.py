@@ -25,7 +25,7 @@ from collections import Counter
 import cloudpickle
 import pytest
 import tensorwire as tw
-from tensorwire_testing.data_service import DataServiceProcess
+from tensorwire_testing.data_service import data_service_processes
 from tensorwire_testing.waiting import scaled
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -71,36 +71,11 @@ def cluster(tmp_path_factory, tensorwire_protocol):
     if tensorwire_protocol != "grpc":
         # The processes speak grpc whatever the leg: running them once is enough.
         pytest.skip("kills real processes over grpc; runs with --tensorwire-protocol=grpc")
-    dispatcher = DataServiceProcess(
-        "dispatcher",
-        [
-            "--protocol",
-            "grpc",
-            "--work_dir",
-            str(tmp_path_factory.mktemp("chaos-trainer")),
-            "--fault_tolerant",
-        ],
-    )
-    workers: list[DataServiceProcess] = []
-    try:
-        dispatcher.start(timeout=30)
-        for _ in range(2):
-            worker = DataServiceProcess(
-                "worker",
-                [
-                    "--protocol",
-                    "grpc",
-                    "--dispatcher_address",
-                    dispatcher.address,
-                    "--heartbeat_interval_ms",
-                    "100",
-                ],
-            )
-            workers.append(worker.start(timeout=30))
+    work_dir = str(tmp_path_factory.mktemp("chaos-trainer"))
+    with data_service_processes(
+        2, dispatcher_args=["--work_dir", work_dir, "--fault_tolerant"]
+    ) as (dispatcher, workers):
         yield dispatcher, workers
-    finally:
-        for process in [*workers, dispatcher]:
-            process.kill()
 
 
 def _trainer(target: str, dataset_id: str, checkpoint: str, done: str) -> subprocess.Popen:

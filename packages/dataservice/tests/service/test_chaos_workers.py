@@ -20,7 +20,7 @@ import cloudpickle
 import pytest
 import tensorwire as tw
 from tensorwire_dataservice.service import client
-from tensorwire_testing.data_service import DataServiceProcess
+from tensorwire_testing.data_service import data_service_processes
 from tensorwire_testing.waiting import scaled
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -46,39 +46,15 @@ def cluster(tmp_path_factory):
 
     if protocol not in default_registry.protocols():
         pytest.skip("needs the grpc transport to reach servers in other processes")
-    work_dir = tmp_path_factory.mktemp("chaos-workers")
-    dispatcher = DataServiceProcess(
-        "dispatcher",
-        [
-            "--protocol",
-            protocol,
-            "--work_dir",
-            str(work_dir),
-            "--fault_tolerant",
-            "--worker_timeout_ms",
-            str(int(scaled(WORKER_TIMEOUT_MS))),
-        ],
-    )
-    workers: list[DataServiceProcess] = []
-    try:
-        dispatcher.start(timeout=30)
-        for _ in range(2):
-            worker = DataServiceProcess(
-                "worker",
-                [
-                    "--protocol",
-                    protocol,
-                    "--dispatcher_address",
-                    dispatcher.address,
-                    "--heartbeat_interval_ms",
-                    "100",
-                ],
-            )
-            workers.append(worker.start(timeout=30))
+    work_dir = str(tmp_path_factory.mktemp("chaos-workers"))
+    timeout_ms = str(int(scaled(WORKER_TIMEOUT_MS)))
+    with data_service_processes(
+        2,
+        protocol=protocol,
+        dispatcher_args=["--work_dir", work_dir, "--fault_tolerant"]
+        + ["--worker_timeout_ms", timeout_ms],
+    ) as (dispatcher, workers):
         yield protocol, dispatcher, workers
-    finally:
-        for process in [*workers, dispatcher]:
-            process.kill()
 
 
 def _read_through_chaos(protocol, dispatcher, workers, seed):

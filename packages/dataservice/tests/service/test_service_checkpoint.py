@@ -23,7 +23,7 @@ import pytest
 import tensorwire as tw
 from tensorwire import errors
 from tensorwire_dataservice.service import client
-from tensorwire_testing.data_service import DataServiceProcess
+from tensorwire_testing.data_service import data_service_processes
 from tensorwire_testing.waiting import scaled
 
 from .helpers import distribute
@@ -292,30 +292,11 @@ def cluster(tmp_path_factory, tensorwire_protocol):
     if tensorwire_protocol != "grpc":
         # The processes speak grpc whatever the leg: running them once is enough.
         pytest.skip("kills real processes over grpc; runs with --tensorwire-protocol=grpc")
-    work_dir = tmp_path_factory.mktemp("journal")
-    dispatcher = DataServiceProcess(
-        "dispatcher", ["--protocol", "grpc", "--work_dir", str(work_dir), "--fault_tolerant"]
-    )
-    workers: list[DataServiceProcess] = []
-    try:
-        dispatcher.start(timeout=30)
-        for _ in range(2):
-            worker = DataServiceProcess(
-                "worker",
-                [
-                    "--protocol",
-                    "grpc",
-                    "--dispatcher_address",
-                    dispatcher.address,
-                    "--heartbeat_interval_ms",
-                    "100",
-                ],
-            )
-            workers.append(worker.start(timeout=30))
+    work_dir = str(tmp_path_factory.mktemp("journal"))
+    with data_service_processes(
+        2, dispatcher_args=["--work_dir", work_dir, "--fault_tolerant"]
+    ) as (dispatcher, _):
         yield dispatcher
-    finally:
-        for process in [*workers, dispatcher]:
-            process.kill()
 
 
 @pytest.mark.parametrize(

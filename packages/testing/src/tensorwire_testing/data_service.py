@@ -13,6 +13,7 @@ that should fail), to be followed by ``wait_for_line`` / ``wait`` / ``terminate`
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "LocalDataService",
     "create_local_data_service",
     "DataServiceProcess",
+    "data_service_processes",
     "local_data_service_factory",
     "local_data_service",
     "data_service_process_factory",
@@ -256,6 +258,61 @@ def local_data_service_factory(tensorwire_protocol: str) -> Iterator[Callable[..
 def local_data_service(local_data_service_factory: Callable[..., Any]) -> Any:
     """Fixture: a dispatcher with one worker on the chosen protocol."""
     return local_data_service_factory(1)
+
+
+@contextlib.contextmanager
+def data_service_processes(
+    num_workers: int = 2,
+    *,
+    protocol: str = "grpc",
+    dispatcher_args: Sequence[str] = (),
+    worker_args: Sequence[str] = ("--heartbeat_interval_ms", "100"),
+    timeout: float = 30.0,
+) -> Iterator[tuple[DataServiceProcess, list[DataServiceProcess]]]:
+    """A dispatcher process and ``num_workers`` worker processes registered with it, all
+    killed (-9) when the block ends: the cluster of kill -9 and restart tests.
+
+    Args:
+      num_workers: worker processes to start after the dispatcher serves.
+      protocol: the transport of every process (it must reach across processes).
+      dispatcher_args: more ``tensorwire dispatcher`` arguments (e.g. ``--work_dir D
+        --fault_tolerant``).
+      worker_args: more ``tensorwire worker`` arguments; by default heartbeats every
+        100 ms, so that workers come back quickly after a dispatcher restart.
+      timeout: seconds (scaled) each process may take to serve.
+
+    Yields:
+      (dispatcher, workers), serving.
+
+    Raises:
+      DeadlineExceededError: a process did not serve within ``timeout`` (all are killed).
+      FailedPreconditionError: a process exited before serving (its output is quoted).
+
+    Examples:
+        >>> with data_service_processes(2) as (dispatcher, workers):  # doctest: +SKIP
+        ...     workers[0].restart(timeout=60)  # kill -9, then serve the same port again
+    """
+    dispatcher = DataServiceProcess("dispatcher", ["--protocol", protocol, *dispatcher_args])
+    workers: list[DataServiceProcess] = []
+    try:
+        dispatcher.start(timeout=timeout)
+        for _ in range(num_workers):
+            worker = DataServiceProcess(
+                "worker",
+                [
+                    "--protocol",
+                    protocol,
+                    "--dispatcher_address",
+                    dispatcher.address,
+                    *worker_args,
+                ],
+            )
+            workers.append(worker)
+            worker.start(timeout=timeout)
+        yield dispatcher, workers
+    finally:
+        for process in [*workers, dispatcher]:
+            process.kill()
 
 
 def data_service_process_factory() -> Iterator[Callable[..., DataServiceProcess]]:
