@@ -302,7 +302,7 @@ def _capacity(
     def loop(k: int) -> None:
         i = k
         while time.monotonic() < end:
-            samples.timed(method, lambda: fn(i % count))
+            samples.timed(method, lambda i=i: fn(i % count))
             i += callers
 
     threads = [threading.Thread(target=loop, args=(k,), daemon=True) for k in range(callers)]
@@ -577,8 +577,8 @@ def measure(args: argparse.Namespace, journal: bool) -> dict[str, Any]:
             f"{_interval_label(args.split_interval)} per worker)"
         )
         print(
-            f"  {'worker hb':>9} {'disp CPU':>9} {'CPU/worker':>11} {'method':<16} {'calls/s':>8} "
-            f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}"
+            f"  {'worker hb':>9} {'disp CPU':>9} {'CPU/worker':>11} {'method':<16} {'wanted/s':>8} "
+            f"{'calls/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>7}"
         )
         for interval in args.intervals:
             intervals = {
@@ -600,12 +600,14 @@ def measure(args: argparse.Namespace, journal: bool) -> dict[str, Any]:
             for k, method in enumerate(METHODS):
                 head = (
                     f"{_interval_label(interval):>9} {100 * cpu / seconds:>8.1f}% "
-                    f"{1e3 * cpu / seconds / args.workers:>8.3f} ms"
+                    f"{1e3 * cpu / seconds / args.workers:>6.3f} ms/s"
                     if k == 0
                     else " " * 32
                 )
+                count = args.readers if method == "ClientHeartbeat" else args.workers
                 print(
-                    f"  {head} {method:<16} {phase.rate(method):>8,.0f} "
+                    f"  {head} {method:<16} {count / intervals[method]:>8,.0f} "
+                    f"{phase.rate(method):>8,.0f} "
                     f"{phase.pct(method, 50):>8.2f} {phase.pct(method, 90):>8.2f} "
                     f"{phase.pct(method, 99):>8.2f} {phase.errors.get(method, 0):>7}"
                 )
@@ -652,11 +654,11 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="the tiniest run (tests)")
     args = parser.parse_args()
     if args.quick:
-        args.workers, args.readers, args.procs = 200, 200, 2
-        args.capacity_seconds, args.load_seconds, args.intervals = 2.0, 4.0, [30.0, 1.0]
+        args.workers, args.readers, args.procs = 100, 100, 2
+        args.capacity_seconds, args.load_seconds, args.intervals = 1.5, 3.0, [30.0, 1.0]
     if args.smoke:
         args.workers, args.readers, args.procs, args.callers, args.pool = 10, 10, 1, 2, 4
-        args.capacity_seconds, args.load_seconds, args.intervals = 0.5, 1.0, [0.5]
+        args.capacity_seconds, args.load_seconds, args.intervals = 0.3, 0.6, [0.5]
         args.journal = "off" if args.journal == "both" else args.journal
     print(
         f"dispatcher scale: {args.workers} workers, {args.readers} readers, {args.procs} "
@@ -680,8 +682,9 @@ def main() -> None:
         print(
             f"  journal {'on ' if journal else 'off'}: {workers:>9,.0f} workers alone, "
             f"{readers:>7,.0f} readers alone (worker heartbeat capacity "
-            f"{capacity['WorkerHeartbeat']:,.0f}/s = {capacity['WorkerHeartbeat'] * default_s:,.0f} "
-            f"workers at {default_s:g} s without splits)"
+            f"{capacity['WorkerHeartbeat']:,.0f}/s: "
+            f"{capacity['WorkerHeartbeat'] * default_s:,.0f} workers at {default_s:g} s "
+            "without splits)"
         )
     print(
         f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end (ratios "
