@@ -131,6 +131,10 @@ class DispatcherState:
         # two datasets read under one job_name are two jobs, as in TensorFlow.
         self.job_keys: dict[tuple[str, str, int], int] = {}
         self.tasks: dict[int, Task] = {}
+        # Ids of the tasks at each worker address, ascending (the order of ``tasks``): a
+        # worker heartbeat looks at its own tasks, not at every task the dispatcher kept.
+        # Derived from ``tasks``, not stored in snapshots.
+        self.worker_tasks: dict[str, list[int]] = {}
         self.clients: dict[int, int] = {}  # client id -> job id
         self.next_job_id = id_base
         self.next_task_id = id_base
@@ -171,14 +175,14 @@ class DispatcherState:
     def live_tasks(self, job: Job) -> list[Task]:
         return [self.tasks[t] for t in job.task_ids if not self.tasks[t].removed]
 
+    def _tasks_at(self, address: str) -> list[Task]:
+        return [self.tasks[i] for i in self.worker_tasks.get(address, ())]
+
     def tasks_for_worker(self, address: str) -> list[Task]:
         return [
             t
-            for t in self.tasks.values()
-            if t.worker_address == address
-            and not t.removed
-            and not t.finished
-            and not self.jobs[t.job_id].garbage_collected
+            for t in self._tasks_at(address)
+            if not t.removed and not t.finished and not self.jobs[t.job_id].garbage_collected
         ]
 
     def job_forgotten(self, job_id: int) -> bool:
@@ -191,9 +195,8 @@ class DispatcherState:
         dropped for missed heartbeats."""
         return [
             t
-            for t in self.tasks.values()
-            if t.worker_address == address
-            and t.removed
+            for t in self._tasks_at(address)
+            if t.removed
             and not t.finished
             and t.job_id in self.jobs
             and not self.jobs[t.job_id].garbage_collected
@@ -251,8 +254,8 @@ class DispatcherState:
 
     def _apply_remove_worker(self, r: dict[str, Any]) -> None:
         self.workers.pop(r["address"], None)
-        for task in self.tasks.values():
-            if task.worker_address == r["address"] and not task.finished and not task.removed:
+        for task in self._tasks_at(r["address"]):
+            if not task.finished and not task.removed:
                 task.removed = True
                 self._lose(task)
 
@@ -271,6 +274,8 @@ class DispatcherState:
             raise errors.FailedPreconditionError(
                 f"cannot move task {task.task_id} to unregistered worker {r['worker_address']}"
             )
+        self.worker_tasks[task.worker_address].remove(task.task_id)
+        bisect.insort(self.worker_tasks.setdefault(r["worker_address"], []), task.task_id)
         task.worker_address = r["worker_address"]
         task.removed = False
 
@@ -310,7 +315,11 @@ class DispatcherState:
         task.starting_round = int(r.get("starting_round", 0))
         job = self.jobs[task.job_id]
         next_id = max(self.next_task_id, task.task_id + 1)
+        replaced = self.tasks.get(task.task_id)
+        if replaced is not None:  # (the same record applied again)
+            self.worker_tasks[replaced.worker_address].remove(task.task_id)
         self.tasks[task.task_id] = task
+        bisect.insort(self.worker_tasks.setdefault(task.worker_address, []), task.task_id)
         job.task_ids.append(task.task_id)
         self.next_task_id = next_id
 
@@ -426,6 +435,11 @@ class DispatcherState:
             for task_id in job.task_ids:
                 self.tasks.pop(task_id, None)
             del self.jobs[job.job_id]
+        self.worker_tasks = {
+            address: kept
+            for address, ids in self.worker_tasks.items()
+            if (kept := [i for i in ids if i in self.tasks])
+        }
 
     # -- snapshots ----------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -469,6 +483,8 @@ class DispatcherState:
         state.datasets = {d.dataset_id: d for d in tables["datasets"]}
         state.jobs = {j.job_id: j for j in tables["jobs"]}
         state.tasks = {t.task_id: t for t in tables["tasks"]}
+        for task_id in sorted(state.tasks):
+            state.worker_tasks.setdefault(state.tasks[task_id].worker_address, []).append(task_id)
         state.by_fingerprint = {fp: ds for fp, ds in snap["by_fingerprint"]}
         state.workers = {w["address"]: dict(w) for w in snap["workers"]}
         state.job_keys = {tuple(entry[:-1]): entry[-1] for entry in snap["job_keys"]}
