@@ -21,6 +21,10 @@ def wait_for_no_pipeline_threads(timeout: float = 1.5) -> None:
     while pipeline_threads():
         if time.monotonic() > deadline:
             raise AssertionError(f"threads still alive: {pipeline_threads()}")
+        # A stage's generator that ran inside a prefetch thread is released by that thread
+        # as it exits, possibly after the test's own gc.collect(); when it sits in a
+        # reference cycle only the collector finalizes it (which stops its threads).
+        gc.collect()
         time.sleep(0.01)
 
 
