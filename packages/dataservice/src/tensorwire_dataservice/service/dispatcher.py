@@ -49,6 +49,7 @@ from .protocol import (
     refusing_malformed,
     unpack,
 )
+from .snapshot_manager import SnapshotManager
 from .state import DispatcherState, Job, Task
 from .status import ClientReport, TaskReport, client_report, dispatcher_status, task_reports
 
@@ -131,6 +132,8 @@ class _Dispatcher:
         self.worker_hosts: dict[str, str] = {}
         # Workers waiting to join running coordinated-read jobs (coordinated_join.py).
         self.joins = PendingJoins()
+        # distributed_save: which split each worker writes (snapshot_manager.py).
+        self.snapshots = SnapshotManager(self)
         self.worker_timeout = _ms(config.worker_timeout_ms, DEFAULT_WORKER_TIMEOUT_MS) / 1000
         self.gc_interval = (
             _ms(config.job_gc_check_interval_ms, DEFAULT_JOB_GC_CHECK_INTERVAL_MS) / 1000
@@ -199,6 +202,8 @@ class _Dispatcher:
             "GetWorkers": self.get_workers,
             "KeepJob": functools.partial(checkpoint_dispatcher.keep_job, self),
             "RestoreClient": functools.partial(checkpoint_dispatcher.restore_client, self),
+            "Snapshot": self.snapshot,
+            "GetSnapshotSplit": self.get_snapshot_split,
         }
         # For status and metrics (status.py, metrics.py): what workers and readers reported.
         self.started = time.monotonic()
@@ -411,7 +416,11 @@ class _Dispatcher:
             and not self._replay_held(t)
         ]
         delete = sorted(t for t in current if t not in assigned_ids and t not in finished)
-        return {"tasks": new, "delete": delete}
+        reply: dict[str, Any] = {"tasks": new, "delete": delete}
+        snapshots = self.snapshots.active()
+        if snapshots:
+            reply["snapshots"] = snapshots
+        return reply
 
     def _replay_held(self, task: Task) -> bool:
         """Whether ``task`` (of a job with positions, restarted by a restored checkpoint)
@@ -664,7 +673,15 @@ class _Dispatcher:
             )
         return splits
 
+    def get_snapshot_split(self, req: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            return self.snapshots.next_split(req)
+
     # -- client-facing -------------------------------------------------------------------------
+    def snapshot(self, req: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            return self.snapshots.start(req)
+
     def get_or_register_dataset(self, req: dict[str, Any]) -> dict[str, Any]:
         dataset_def = as_bytes(req["dataset_def"])
         # Before anything is journaled: refused here, it is refused for good.

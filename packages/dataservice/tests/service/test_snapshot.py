@@ -1,0 +1,158 @@
+"""distributed_save and Dataset.load through the service (in-process servers on loopback).
+
+The kill -9 tests (real processes) are in test_snapshot_chaos.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import threading
+import time
+from collections import Counter
+
+import cloudpickle
+import numpy as np
+import pytest
+import tensorwire as tw
+from tensorwire import errors
+from tensorwire_dataservice.dataset import snapshot_format as fmt
+from tensorwire_testing.waiting import scaled
+
+from .helpers import distribute, values
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+Dataset = tw.data.Dataset
+distributed_save = tw.data.experimental.distributed_save
+
+
+def wait_until(condition, what: str, timeout: float = 30.0) -> None:
+    """Poll ``condition`` until true; fail naming ``what`` after ``timeout`` (scaled)."""
+    deadline = time.monotonic() + scaled(timeout)
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def wait_done(path: str, timeout: float = 30.0) -> None:
+    wait_until(lambda: fmt.is_finished(path), f"the snapshot at {path} to be finished", timeout)
+
+
+def gated(x, gate: str, from_value: int):
+    """``x``, once the file ``gate`` exists for elements from ``from_value`` on: keeps a
+    save unfinished until the test opens the gate (deadline: the test's). Only in a
+    worker's snapshot writer: the client calls it too, to infer the element spec."""
+    writing = threading.current_thread().name.startswith("tw-data-snapshot")
+    if writing and int(x) >= from_value:
+        deadline = time.monotonic() + scaled(60)
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return x
+
+
+def test_save_then_load_locally_and_through_the_service(service_factory, tmp_path):
+    dispatcher, _ = service_factory(2)
+    path = str(tmp_path / "snap")
+    ds = Dataset.range(300).map(lambda x: (x, np.full(3, x, np.float32)))
+    distributed_save(ds, path, dispatcher.target)
+    wait_done(path)
+    loaded = Dataset.load(path)
+    assert loaded.element_spec == ds.element_spec
+    # Chunks are the source's splits in order, and map keeps each split together.
+    assert [int(x) for x, _ in loaded] == list(range(300))
+    assert all(np.array_equal(v, np.full(3, x, np.float32)) for x, v in loaded)
+    # Each chunk is a split of the load: every element once over the two workers.
+    got = values(
+        distribute(Dataset.load(path).map(lambda x, v: x), dispatcher, "distributed_epoch")
+    )
+    assert Counter(got) == Counter(range(300))
+
+
+def test_every_compression(service_factory, tmp_path):
+    dispatcher, _ = service_factory(1)
+    for compression in ("AUTO", "GZIP", "ZLIB", None):
+        path = str(tmp_path / str(compression))
+        distributed_save(Dataset.range(40), path, dispatcher.target, compression=compression)
+        wait_done(path)
+        expected = fmt.resolve_compression(compression)[0]
+        assert fmt.read_metadata(path)["compression"] == expected
+        assert [int(x) for x in Dataset.load(path)] == list(range(40))
+
+
+def test_load_through_two_workers_reads_each_chunk_once(service_factory, tmp_path):
+    path = str(tmp_path / "local")
+    # shard_func: 20 chunks, the splits a load through the service hands out.
+    Dataset.range(1000).save(path, shard_func=lambda x: x % 20)
+    dispatcher, _ = service_factory(2)
+    ds = distribute(Dataset.load(path), dispatcher, "distributed_epoch")
+    assert Counter(values(ds)) == Counter(range(1000))
+
+
+def test_refusals(service_factory, tmp_path):
+    dispatcher, _ = service_factory(1)
+    gate = str(tmp_path / "gate")
+    running = str(tmp_path / "running")
+    ds = Dataset.range(20).map(functools.partial(gated, gate=gate, from_value=0))
+    distributed_save(ds, running, dispatcher.target)
+    with pytest.raises(errors.AlreadyExistsError, match="in progress"):
+        distributed_save(Dataset.range(3), running, dispatcher.target)
+    open(gate, "w").close()
+    wait_done(running)
+    with pytest.raises(errors.AlreadyExistsError, match="finished snapshot"):
+        distributed_save(Dataset.range(3), running, dispatcher.target)
+    with pytest.raises(errors.InvalidArgumentError, match="absolute"):
+        distributed_save(Dataset.range(3), "relative/snap", dispatcher.target)
+    with pytest.raises(errors.InvalidArgumentError, match="Unsupported snapshot compression"):
+        distributed_save(Dataset.range(3), str(tmp_path / "x"), dispatcher.target, "SNAPPY")
+    with pytest.raises(TypeError, match="must be a tw.data.Dataset"):
+        distributed_save([1, 2, 3], str(tmp_path / "y"), dispatcher.target)
+    with pytest.raises(errors.InvalidArgumentError, match="splittable"):
+        distributed_save(
+            Dataset.from_generator(
+                lambda: iter([1]), output_signature=tw.data.TensorSpec((), np.int64)
+            ),
+            str(tmp_path / "z"),
+            dispatcher.target,
+        )
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(errors.PermissionDeniedError, match="cannot write"):
+        distributed_save(Dataset.range(3), str(blocker / "snap"), dispatcher.target)
+
+
+def test_a_failing_pipeline_fails_the_save_with_its_reason(service_factory, tmp_path):
+    dispatcher, _ = service_factory(1)
+    path = str(tmp_path / "snap")
+
+    def boom(x):
+        if int(x) == 7:
+            raise ValueError("element seven is bad")
+        return x
+
+    distributed_save(Dataset.range(20).map(boom), path, dispatcher.target)
+    wait_until(lambda: os.path.exists(os.path.join(path, fmt.ERROR_FILE)), "the ERROR file")
+    with pytest.raises(errors.FailedPreconditionError, match="element seven is bad"):
+        Dataset.load(path)
+
+
+def test_dispatcher_restart_in_process_continues_the_save(service_factory, tmp_path):
+    """The journal keeps the save; the directory keeps its chunks (in-process servers)."""
+    work_dir = str(tmp_path / "work")
+    gate = str(tmp_path / "gate")
+    path = str(tmp_path / "snap")
+    dispatcher, _ = service_factory(0, work_dir=work_dir, fault_tolerant_mode=True)
+    port = int(dispatcher.target.rsplit(":", 1)[1])
+    service_factory.add_worker(dispatcher, heartbeat_interval_ms=100)
+    ds = Dataset.range(60).map(functools.partial(gated, gate=gate, from_value=30))
+    distributed_save(ds, path, dispatcher.target)
+    wait_until(lambda: len(fmt.chunk_numbers(path)) >= 10, "the first chunks")
+    dispatcher.stop()
+    restarted, _ = service_factory(0, work_dir=work_dir, fault_tolerant_mode=True, port=port)
+    open(gate, "w").close()
+    wait_done(path)
+    assert [int(x) for x in Dataset.load(path)] == list(range(60))
+    with pytest.raises(errors.AlreadyExistsError, match="finished snapshot"):
+        distributed_save(Dataset.range(3), path, restarted.target)
