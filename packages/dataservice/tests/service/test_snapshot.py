@@ -1,6 +1,8 @@
-"""distributed_save and Dataset.load through the service (in-process servers on loopback).
+"""distributed_save and Dataset.load through the service: in-process servers on loopback,
+and real dispatcher and worker processes killed -9 in the middle of a save.
 
-The kill -9 tests (real processes) are in test_snapshot_chaos.py.
+A "gate" (a file the test creates) holds the writing of the later splits, so a kill lands
+while the save is unfinished without depending on timing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 import tensorwire as tw
 from tensorwire import errors
 from tensorwire_dataservice.dataset import snapshot_format as fmt
+from tensorwire_testing.data_service import data_service_processes
 from tensorwire_testing.waiting import scaled
 
 from .helpers import distribute, values
@@ -156,3 +159,62 @@ def test_dispatcher_restart_in_process_continues_the_save(service_factory, tmp_p
     assert [int(x) for x in Dataset.load(path)] == list(range(60))
     with pytest.raises(errors.AlreadyExistsError, match="finished snapshot"):
         distributed_save(Dataset.range(3), path, restarted.target)
+
+
+# -- kill -9 of real processes ------------------------------------------------------------------
+
+
+def _tmp_chunks(path: str) -> int:
+    try:
+        return sum(name.startswith(".tmp-") for name in os.listdir(os.path.join(path, "chunks")))
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.fixture
+def cross_process(protocol):
+    if protocol == "inproc":
+        pytest.skip("inproc cannot reach servers in other processes (runs with grpc)")
+    return protocol
+
+
+def test_dispatcher_kill_9_mid_save_completes_after_restart(cross_process, tmp_path):
+    work_dir, gate, path = str(tmp_path / "work"), str(tmp_path / "gate"), str(tmp_path / "snap")
+    with data_service_processes(
+        2, protocol=cross_process, dispatcher_args=["--work_dir", work_dir, "--fault_tolerant"]
+    ) as (dispatcher, _):
+        ds = Dataset.range(80).map(functools.partial(gated, gate=gate, from_value=40))
+        distributed_save(ds, path, f"{cross_process}://{dispatcher.address}")
+        wait_until(lambda: len(fmt.chunk_numbers(path)) >= 20, "the first chunks")
+        dispatcher.restart(timeout=60)  # kill -9, then serve the same port from the journal
+        assert not fmt.is_finished(path)
+        open(gate, "w").close()
+        wait_done(path, timeout=60)
+    # Splits in order, each once; map keeps each split's elements together: in order.
+    assert [int(x) for x in Dataset.load(path)] == list(range(80))
+    assert _tmp_chunks(path) == 0  # the dispatcher removed what dead writers left
+
+
+@pytest.mark.parametrize("comes_back", [False, True], ids=["dropped", "restarted"])
+def test_worker_kill_9_mid_save_completes(cross_process, tmp_path, comes_back):
+    """Both workers are in the middle of a chunk when one is killed: its split is written
+    by the other once the dispatcher dropped it, or by its successor at the same address."""
+    gate, path = str(tmp_path / "gate"), str(tmp_path / "snap")
+    # Restarted: a timeout it cannot reach, so the new process's first request is what
+    # hands the old one's split out again.
+    timeout_ms = "60000" if comes_back else "1000"
+    with data_service_processes(
+        2, protocol=cross_process, dispatcher_args=["--worker_timeout_ms", timeout_ms]
+    ) as (dispatcher, workers):
+        ds = Dataset.range(80).map(functools.partial(gated, gate=gate, from_value=40))
+        distributed_save(ds, path, f"{cross_process}://{dispatcher.address}")
+        wait_until(lambda: _tmp_chunks(path) == 2, "both workers writing a gated chunk")
+        if comes_back:
+            workers[0].restart(timeout=60)
+        else:
+            workers[0].kill()
+        open(gate, "w").close()
+        wait_done(path, timeout=60)
+    loaded = [int(x) for x in Dataset.load(path)]
+    assert Counter(loaded) == Counter(range(80))
+    assert loaded == list(range(80))

@@ -289,6 +289,17 @@ def write_chunk(
         raise
 
 
+def remove_partial_chunks(path: str) -> None:
+    """Remove the temporary files of chunks whose writers died (best effort)."""
+    directory = os.path.join(path, CHUNKS_DIR)
+    for name in os.listdir(directory):
+        if name.startswith(".tmp-"):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+
+
 def write_done(path: str, num_chunks: int, num_elements: int | None) -> None:
     """Mark the snapshot ``path`` finished (the last file written)."""
     data = json.dumps({"num_chunks": num_chunks, "num_elements": num_elements}).encode()

@@ -192,6 +192,7 @@ class SnapshotManager:
         return None
 
     def _finish(self, save: _Save) -> None:
+        fmt.remove_partial_chunks(save.path)  # left by writers that died mid-chunk
         fmt.write_done(save.path, len(save.splits), None)
         self._d._commit({"op": "finish_snapshot", "path": save.path})
         log.info(
