@@ -120,6 +120,8 @@ def test_refusals(service_factory, tmp_path):
             str(tmp_path / "z"),
             dispatcher.target,
         )
+    with pytest.raises(errors.InvalidArgumentError, match="infinite"):
+        distributed_save(Dataset.range(3).repeat(), str(tmp_path / "w"), dispatcher.target)
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(errors.PermissionDeniedError, match="cannot write"):
@@ -138,6 +140,16 @@ def test_a_failing_pipeline_fails_the_save_with_its_reason(service_factory, tmp_
     distributed_save(Dataset.range(20).map(boom), path, dispatcher.target)
     wait_until(lambda: os.path.exists(os.path.join(path, fmt.ERROR_FILE)), "the ERROR file")
     with pytest.raises(errors.FailedPreconditionError, match="element seven is bad"):
+        Dataset.load(path)
+
+
+def test_a_worker_that_cannot_write_fails_the_save_with_its_reason(service_factory, tmp_path):
+    """A worker that refuses pipelines sent as code (while the dispatcher takes them)."""
+    dispatcher, _ = service_factory(1, worker_config={"registered_pipelines_only": True})
+    path = str(tmp_path / "snap")
+    distributed_save(Dataset.range(5), path, dispatcher.target)
+    wait_until(lambda: os.path.exists(os.path.join(path, fmt.ERROR_FILE)), "the ERROR file")
+    with pytest.raises(errors.FailedPreconditionError, match="registered pipelines only"):
         Dataset.load(path)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from tensorwire import errors
 
 from ..dataset import snapshot_format as fmt
-from ..dataset.base import DatasetBase
+from ..dataset.base import INFINITE, DatasetBase
 from .client import _dispatcher_call, register_dataset
 from .protocol import parse_service
 
@@ -44,7 +44,7 @@ def distributed_save(
     Raises:
       TypeError: ``dataset`` is not a dataset.
       InvalidArgumentError: a relative ``path``, an unknown ``compression``, a pipeline
-        without a splittable source.
+        without a splittable source, an infinite dataset.
       AlreadyExistsError: a save to ``path`` is in progress, or ``path`` holds a finished
         snapshot (or other files).
       PermissionDeniedError: the dispatcher cannot write ``path``.
@@ -74,6 +74,12 @@ def distributed_save(
     metadata = fmt.metadata_bytes(dataset.element_spec, comp, level)
     # Refused here, before anything is registered; the dispatcher checks again.
     from ..dataset.sharding import make_split_provider
+
+    if dataset.cardinality() == INFINITE:
+        raise errors.InvalidArgumentError(
+            "distributed_save: the dataset is infinite (e.g. repeat() without a count); "
+            "a snapshot must end"
+        )
 
     try:
         make_split_provider(dataset)

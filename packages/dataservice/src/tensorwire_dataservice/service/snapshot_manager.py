@@ -55,6 +55,8 @@ class _Save:
     splits: list[bytes] = dataclasses.field(default_factory=list)  # by split number
     exhausted: bool = False
     committed: set[int] = dataclasses.field(default_factory=set)
+    # Drawn, neither committed nor handed out: splits taken back from lost workers.
+    returned: set[int] = dataclasses.field(default_factory=set)
     # split number -> (worker address, worker incarnation) it was handed to
     assigned: dict[int, tuple[str, str]] = dataclasses.field(default_factory=dict)
     streams: set[str] = dataclasses.field(default_factory=set)
@@ -175,9 +177,14 @@ class SnapshotManager:
         for number, (owner, owner_incarnation) in list(save.assigned.items()):
             if owner not in workers or (owner == address and owner_incarnation != incarnation):
                 del save.assigned[number]
+                if number not in save.committed:
+                    save.returned.add(number)
 
     def _free_split(self, save: _Save) -> int | None:
-        for number in range(len(save.splits)):
+        """The lowest split taken back, else the next one drawn without a chunk yet."""
+        while save.returned:
+            number = min(save.returned)
+            save.returned.discard(number)
             if number not in save.committed and number not in save.assigned:
                 return number
         while not save.exhausted:
@@ -216,21 +223,3 @@ class SnapshotManager:
         self._d._commit({"op": "finish_snapshot", "path": save.path, "error": message})
         del self._saves[save.path]
         return {"end": True}
-
-    # -- status --------------------------------------------------------------------------------
-    def progress(self) -> list[dict[str, Any]]:
-        """The saves this dispatcher knows: path, streams, chunks written, done, error."""
-        out = []
-        for path, record in sorted(self._d.state.snapshots.items()):
-            save = self._saves.get(path)
-            out.append(
-                {
-                    "path": path,
-                    "dataset_id": record["dataset_id"],
-                    "streams": len(save.streams) if save else 0,
-                    "chunks": len(save.committed) if save else None,
-                    "done": bool(record["done"]),
-                    "error": record.get("error", ""),
-                }
-            )
-        return out

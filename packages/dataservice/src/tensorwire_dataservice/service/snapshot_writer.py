@@ -93,11 +93,16 @@ class SnapshotWriters:
             "worker": worker.incarnation,
         }
         try:
-            meta = fmt.read_metadata(path)
-            dataset = pipeline.deserialize(
-                worker.dataset_def(dataset_id, fingerprint, worker.stopped),
-                code_allowed=not worker.config.registered_pipelines_only,
-            )
+            definition = worker.dataset_def(dataset_id, fingerprint, worker.stopped)
+            try:
+                meta = fmt.read_metadata(path)
+                dataset = pipeline.deserialize(
+                    definition, code_allowed=not worker.config.registered_pipelines_only
+                )
+            except Exception as exc:  # noqa: BLE001 - e.g. the path is not shared: say so
+                request["error"] = f"cannot start writing: {type(exc).__name__}: {exc}"
+                worker.dispatcher_call("GetSnapshotSplit", request)
+                return
             while not worker.stopped.is_set():
                 reply = worker.dispatcher_call("GetSnapshotSplit", request)
                 request.pop("committed", None)
