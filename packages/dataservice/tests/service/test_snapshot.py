@@ -100,8 +100,9 @@ def test_refusals(service_factory, tmp_path):
     running = str(tmp_path / "running")
     ds = Dataset.range(20).map(functools.partial(gated, gate=gate, from_value=0))
     distributed_save(ds, running, dispatcher.target)
-    with pytest.raises(errors.AlreadyExistsError, match="in progress"):
-        distributed_save(Dataset.range(3), running, dispatcher.target)
+    for spelling in (running, running + "/", running + "/../running"):
+        with pytest.raises(errors.AlreadyExistsError, match="in progress"):
+            distributed_save(Dataset.range(3), spelling, dispatcher.target)
     open(gate, "w").close()
     wait_done(running)
     with pytest.raises(errors.AlreadyExistsError, match="finished snapshot"):
@@ -230,3 +231,20 @@ def test_worker_kill_9_mid_save_completes(cross_process, tmp_path, comes_back):
     loaded = [int(x) for x in Dataset.load(path)]
     assert Counter(loaded) == Counter(range(80))
     assert loaded == list(range(80))
+
+
+def test_saves_survive_journal_compaction():
+    from tensorwire_dataservice.service.state import DispatcherState
+
+    state = DispatcherState()
+    state.apply({"op": "start_snapshot", "path": "/a", "dataset_id": "1000"})
+    state.apply({"op": "start_snapshot", "path": "/b", "dataset_id": "1000"})
+    state.apply({"op": "finish_snapshot", "path": "/b", "error": "worker w: boom"})
+    restored = DispatcherState.from_snapshot(state.snapshot())
+    assert restored.snapshots == {
+        "/a": {"dataset_id": "1000", "done": False, "error": ""},
+        "/b": {"dataset_id": "1000", "done": True, "error": "worker w: boom"},
+    }
+    older = state.snapshot()
+    del older["snapshots"]  # a snapshot written before saves existed
+    assert DispatcherState.from_snapshot(older).snapshots == {}

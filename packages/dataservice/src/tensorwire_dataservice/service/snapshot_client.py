@@ -64,7 +64,7 @@ def distributed_save(
         raise errors.InvalidArgumentError(
             f"distributed_save: `path` must be a non-empty string, got {path!r}"
         )
-    path = os.fsdecode(path)
+    path = os.path.normpath(os.fsdecode(path))  # one spelling per directory
     if not os.path.isabs(path):
         raise errors.InvalidArgumentError(
             f"distributed_save: `path` must be absolute (the dispatcher and the workers "

@@ -74,7 +74,7 @@ class SnapshotManager:
     # -- starting ------------------------------------------------------------------------------
     def start(self, req: dict[str, Any]) -> dict[str, Any]:
         """``Snapshot``: begin writing a registered dataset to ``path``."""
-        path = str(req["path"])
+        path = os.path.normpath(str(req["path"]))
         dataset_id = str(req["dataset_id"])
         metadata = as_bytes(req["metadata"])
         if not os.path.isabs(path):

@@ -67,6 +67,8 @@ class SnapshotWriters:
     def update(self, saves: list[dict[str, Any]]) -> None:
         """Start a writer for each save in ``saves`` (a heartbeat reply's) without one."""
         with self._lock:
+            for path in [p for p, t in self._threads.items() if not t.is_alive()]:
+                del self._threads[path]
             for save in saves:
                 path = str(save["path"])
                 thread = self._threads.get(path)
