@@ -248,3 +248,16 @@ def test_saves_survive_journal_compaction():
     older = state.snapshot()
     del older["snapshots"]  # a snapshot written before saves existed
     assert DispatcherState.from_snapshot(older).snapshots == {}
+
+
+def test_the_dispatcher_refuses_malformed_metadata(service_factory, tmp_path):
+    from tensorwire_dataservice.service.client import _dispatcher_call, register_dataset
+    from tensorwire_dataservice.service.protocol import parse_service
+
+    dispatcher, _ = service_factory(0)
+    protocol, address = parse_service(dispatcher.target)
+    dataset_id = register_dataset(dispatcher.target, Dataset.range(3))
+    request = {"path": str(tmp_path / "m"), "dataset_id": dataset_id, "metadata": b"{}"}
+    with pytest.raises(errors.InvalidArgumentError, match="malformed snapshot metadata"):
+        _dispatcher_call(protocol, address, "Snapshot", request)
+    assert not os.path.exists(tmp_path / "m")

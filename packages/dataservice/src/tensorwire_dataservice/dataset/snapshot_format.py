@@ -184,6 +184,21 @@ def metadata_bytes(element_spec: Any, compression: str, level: int | None = None
     ).encode()
 
 
+def check_metadata(data: bytes) -> None:
+    """Raise ``InvalidArgumentError`` unless ``data`` is metadata this version writes."""
+    try:
+        meta = json.loads(data)
+        spec_from_plain(meta["element_spec"])
+        resolve_compression(meta["compression"])
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong, it is the sender's
+        raise errors.InvalidArgumentError(f"malformed snapshot metadata: {exc}") from None
+    if meta.get("version") != FORMAT_VERSION:
+        raise errors.InvalidArgumentError(
+            f"snapshot metadata of version {meta.get('version')!r}; this dispatcher writes "
+            f"version {FORMAT_VERSION}"
+        )
+
+
 def write_metadata(path: str, data: bytes) -> None:
     """Create the snapshot directory ``path`` (and its chunk folder) with its metadata."""
     os.makedirs(os.path.join(path, CHUNKS_DIR), exist_ok=True)

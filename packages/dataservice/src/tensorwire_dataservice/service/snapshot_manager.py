@@ -61,7 +61,6 @@ class _Save:
     assigned: dict[int, tuple[str, str]] = dataclasses.field(default_factory=dict)
     streams: set[str] = dataclasses.field(default_factory=set)
     started: float = dataclasses.field(default_factory=time.monotonic)
-    error: str = ""
 
 
 class SnapshotManager:
@@ -81,6 +80,7 @@ class SnapshotManager:
             raise errors.InvalidArgumentError(
                 f"distributed_save needs an absolute path (workers resolve it), got {path!r}"
             )
+        fmt.check_metadata(metadata)
         state = self._d.state
         self._d._dataset(dataset_id)
         known = state.snapshots.get(path)
