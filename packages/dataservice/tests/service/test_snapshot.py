@@ -237,13 +237,13 @@ def test_saves_survive_journal_compaction():
     from tensorwire_dataservice.service.state import DispatcherState
 
     state = DispatcherState()
-    state.apply({"op": "start_snapshot", "path": "/a", "dataset_id": "1000"})
+    state.apply({"op": "start_snapshot", "path": "/a", "dataset_id": "1000", "request": "r"})
     state.apply({"op": "start_snapshot", "path": "/b", "dataset_id": "1000"})
     state.apply({"op": "finish_snapshot", "path": "/b", "error": "worker w: boom"})
     restored = DispatcherState.from_snapshot(state.snapshot())
     assert restored.snapshots == {
-        "/a": {"dataset_id": "1000", "done": False, "error": ""},
-        "/b": {"dataset_id": "1000", "done": True, "error": "worker w: boom"},
+        "/a": {"dataset_id": "1000", "done": False, "error": "", "request": "r"},
+        "/b": {"dataset_id": "1000", "done": True, "error": "worker w: boom", "request": ""},
     }
     older = state.snapshot()
     del older["snapshots"]  # a snapshot written before saves existed
@@ -261,3 +261,34 @@ def test_the_dispatcher_refuses_malformed_metadata(service_factory, tmp_path):
     with pytest.raises(errors.InvalidArgumentError, match="malformed snapshot metadata"):
         _dispatcher_call(protocol, address, "Snapshot", request)
     assert not os.path.exists(tmp_path / "m")
+
+
+def test_a_retried_start_is_accepted_once(service_factory, tmp_path):
+    """The client's retry of a Snapshot whose reply was lost succeeds (same request id);
+    another save to the path is refused; a directory left by a start that died before it
+    was journaled (metadata only) is started again."""
+    from tensorwire_dataservice.service.client import _dispatcher_call, register_dataset
+    from tensorwire_dataservice.service.protocol import parse_service
+
+    dispatcher, _ = service_factory(0)  # no worker: the save stays in progress
+    protocol, address = parse_service(dispatcher.target)
+    dataset_id = register_dataset(dispatcher.target, Dataset.range(3))
+    metadata = fmt.metadata_bytes(tw.data.TensorSpec((), np.int64), "")
+    path = str(tmp_path / "snap")
+    request = {"path": path, "dataset_id": dataset_id, "metadata": metadata, "request": "r1"}
+    _dispatcher_call(protocol, address, "Snapshot", request)
+    _dispatcher_call(protocol, address, "Snapshot", request)  # the retry
+    with pytest.raises(errors.AlreadyExistsError, match="in progress"):
+        _dispatcher_call(protocol, address, "Snapshot", {**request, "request": "r2"})
+    left = str(tmp_path / "left")
+    fmt.write_metadata(left, metadata)
+    _dispatcher_call(protocol, address, "Snapshot", {**request, "path": left, "request": "r3"})
+    other = fmt.metadata_bytes(tw.data.TensorSpec((), np.int32), "")
+    fmt.write_metadata(str(tmp_path / "other"), other)
+    with pytest.raises(errors.AlreadyExistsError, match="not an empty directory"):
+        _dispatcher_call(
+            protocol,
+            address,
+            "Snapshot",
+            {**request, "path": str(tmp_path / "other"), "request": "r4"},
+        )

@@ -205,6 +205,20 @@ def write_metadata(path: str, data: bytes) -> None:
     _write_atomically(os.path.join(path, METADATA_FILE), data)
 
 
+def is_unstarted(path: str, metadata: bytes) -> bool:
+    """Whether ``path`` holds only ``metadata`` and no chunk: a save that was being started
+    with that metadata when its dispatcher died (it is started again, not refused)."""
+    try:
+        if not set(os.listdir(path)) <= {METADATA_FILE, CHUNKS_DIR}:
+            return False
+        if os.listdir(os.path.join(path, CHUNKS_DIR)):
+            return False
+        with open(os.path.join(path, METADATA_FILE), "rb") as f:
+            return f.read() == metadata
+    except OSError:
+        return False
+
+
 def read_metadata(path: str) -> dict[str, Any]:
     """The metadata of the snapshot at ``path``, its element spec rebuilt.
 

@@ -7,6 +7,7 @@ dispatcher (``snapshot_manager.py``) and the workers (``snapshot_writer.py``) do
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Any
 
 from tensorwire import errors
@@ -91,5 +92,12 @@ def distributed_save(
         protocol,
         address,
         "Snapshot",
-        {"path": path, "dataset_id": dataset_id, "metadata": metadata},
+        # ``request`` makes a retry whose first attempt was accepted (its reply lost) a
+        # success rather than "in progress".
+        {
+            "path": path,
+            "dataset_id": dataset_id,
+            "metadata": metadata,
+            "request": secrets.token_hex(8),
+        },
     )

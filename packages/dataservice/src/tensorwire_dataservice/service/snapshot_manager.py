@@ -83,7 +83,10 @@ class SnapshotManager:
         fmt.check_metadata(metadata)
         state = self._d.state
         self._d._dataset(dataset_id)
+        request = str(req.get("request") or "")
         known = state.snapshots.get(path)
+        if known is not None and request and known.get("request") == request:
+            return {}  # accepted already: the reply was lost (a dispatcher restart)
         if known is not None and not known["done"]:
             raise errors.AlreadyExistsError(
                 f"a distributed_save to {path} is in progress (dataset {known['dataset_id']})"
@@ -92,7 +95,11 @@ class SnapshotManager:
             raise errors.AlreadyExistsError(
                 f"{path} holds a finished snapshot; save to another path"
             )
-        if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+        if (
+            os.path.exists(path)
+            and (not os.path.isdir(path) or os.listdir(path))
+            and not (known is None and fmt.is_unstarted(path, metadata))
+        ):
             raise errors.AlreadyExistsError(
                 f"{path} exists and is not an empty directory; distributed_save writes a "
                 "new snapshot directory"
@@ -103,7 +110,9 @@ class SnapshotManager:
             raise errors.PermissionDeniedError(
                 f"the dispatcher cannot write the snapshot at {path}: {exc}"
             ) from exc
-        self._d._commit({"op": "start_snapshot", "path": path, "dataset_id": dataset_id})
+        self._d._commit(
+            {"op": "start_snapshot", "path": path, "dataset_id": dataset_id, "request": request}
+        )
         # Workers start writing now rather than at their next heartbeat (which also tells them).
         for address in self._d.state.workers:
             self._d._send(address, {"snapshots": self.active()})

@@ -141,7 +141,8 @@ class DispatcherState:
         self.next_client_id = id_base
         # Sorted, disjoint [start, stop) ranges of ids of jobs forgotten after collection.
         self.forgotten_jobs: list[tuple[int, int]] = []
-        # distributed_save: path -> {"dataset_id", "done", "error"} (snapshot_manager.py;
+        # distributed_save: path -> {"dataset_id", "done", "error", "request"}
+        # (snapshot_manager.py;
         # the rest of a save's progress is in its directory).
         self.snapshots: dict[str, dict[str, Any]] = {}
 
@@ -420,6 +421,7 @@ class DispatcherState:
             "dataset_id": str(r["dataset_id"]),
             "done": False,
             "error": "",
+            "request": str(r.get("request") or ""),  # the client's, for its retries
         }
 
     def _apply_finish_snapshot(self, r: dict[str, Any]) -> None:
