@@ -823,8 +823,8 @@ class _Reader(Iterator[Any]):
             # The view this reader holds is current: the tasks are as they were.
             with self._lock:
                 report = {int(t) for t in reply.get("report", ())}
-                for task_id, state in self._tasks.items():
-                    state.report = task_id in report
+                for task_id, held in self._tasks.items():
+                    held.report = task_id in report
                 self._block_round = int(reply.get("block_round", -1))
             return
         if self._host is not None:
