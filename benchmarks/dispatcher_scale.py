@@ -194,7 +194,8 @@ class SimWorker:
 
 
 class SimReader:
-    """A reader of the job that heartbeats and reads nothing."""
+    """A reader of the job that heartbeats and reads nothing. Like a real reader it names
+    the view of the job it holds, so a reply lists the tasks only when they changed."""
 
     def __init__(self, dispatcher: str, dataset_id: str) -> None:
         self.dispatcher = dispatcher
@@ -216,24 +217,29 @@ class SimReader:
             CALL_TIMEOUT,
         )
         self.client_id = int(reply["client_id"])
-        self.tasks_seen = len(reply["tasks"])
+        self.tasks_seen = 0
+        self.view: str | None = None
+        self._apply(reply)
+
+    def _apply(self, reply: dict[str, Any]) -> None:
+        if "tasks" in reply:
+            self.tasks_seen = len(reply["tasks"])
+            self.view = reply.get("view")
 
     def heartbeat(self) -> None:
+        request: dict[str, Any] = {
+            "client_id": self.client_id,
+            "finished": [],
+            "finished_generations": [],
+            "wait_s": 0.0,
+            "elements": 0,
+        }
+        if self.view is not None:
+            request["view"] = self.view
         reply = call(
-            "grpc",
-            self.dispatcher,
-            DISPATCHER_SERVICE,
-            "ClientHeartbeat",
-            {
-                "client_id": self.client_id,
-                "finished": [],
-                "finished_generations": [],
-                "wait_s": 0.0,
-                "elements": 0,
-            },
-            CALL_TIMEOUT,
+            "grpc", self.dispatcher, DISPATCHER_SERVICE, "ClientHeartbeat", request, CALL_TIMEOUT
         )
-        self.tasks_seen = len(reply["tasks"])
+        self._apply(reply)
 
     def release(self) -> None:
         call(

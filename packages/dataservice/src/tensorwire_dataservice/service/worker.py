@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from tensorwire import errors
-from tensorwire.lifecycle import stop_at_exit
+from tensorwire.lifecycle import stop_at_exit, stopped_on_failure
 from tensorwire.observe import status_service
 from tensorwire.transport import get_transport
 from tensorwire.transport.base import CallContext, Service
@@ -803,7 +803,7 @@ class WorkerServer:
         self._created = time.monotonic()
         self._meter = server_options.call_meter
         self._metrics = None
-        try:
+        with stopped_on_failure(self):  # (refused by the dispatcher, a metrics port in use)
             self._metrics = start_metrics(
                 config,
                 lambda: worker_families(self.status()),
@@ -814,12 +814,6 @@ class WorkerServer:
             stop_at_exit(self)
             if start:
                 self.start()
-        except BaseException:
-            # A worker that could not start (refused by its dispatcher, a metrics port in
-            # use, ...) leaves nothing bound or serving behind: the caller never gets the
-            # object, so nobody else could stop it.
-            self.stop()
-            raise
 
     def start(self) -> None:
         """Serve and register with the dispatcher; idempotent.
