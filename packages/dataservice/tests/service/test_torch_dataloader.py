@@ -316,3 +316,51 @@ def test_received_arrays_become_tensors_without_a_copy(dtype):
     received = codec.loads(codec.dumps({"t": t}), numpy=True)["t"]  # as the service reads it
     tensor = _to_tensor(received)
     assert tensor.dtype == t.dtype and tensor.data_ptr() == received.ctypes.data
+
+
+# -- the receiver's device (to_torch(dataset, device=...)) ------------------------------------
+
+NO_CUDA = "needs a CUDA GPU (torch.cuda.is_available() is False here); runs on a GPU machine"
+
+
+def test_cpu_device_gives_the_same_cpu_tensors_over_the_received_buffers(service_factory):
+    dispatcher, _ = service_factory(1)
+    adapter = tw.data.service.to_torch(_distributed(dispatcher.target), device="cpu")
+    assert adapter.device is None  # nothing to move: received tensors are CPU tensors
+    elements = list(_loader(adapter, 0))
+    assert sorted(int(e["i"]) for e in elements) == list(range(NUM_ELEMENTS))
+    assert all(e["x"].device.type == "cpu" and e["x"].dtype == torch.float32 for e in elements)
+
+
+def test_received_array_with_the_cpu_device_is_not_copied():
+    from tensorwire_dataservice.service.torch_dataset import _to_tensor
+
+    received = np.frombuffer(bytes(64), dtype=np.float32)
+    assert _to_tensor(received, torch.device("cpu")).data_ptr() == received.ctypes.data
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="cuda:0 is present on this machine")
+def test_absent_device_is_refused_when_the_adapter_is_made(service_factory):
+    dispatcher, _ = service_factory(1)
+    dataset = _distributed(dispatcher.target)
+    with pytest.raises(errors.InvalidArgumentError, match=r"'cuda:0' is not available.*: cpu"):
+        tw.data.service.to_torch(dataset, device="cuda:0")
+    with pytest.raises(errors.InvalidArgumentError, match="'tpu' is not a torch device"):
+        tw.data.service.TorchDataset(dataset, device="tpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+def test_elements_land_on_the_cuda_device(service_factory):
+    dispatcher, _ = service_factory(1)
+    adapter = tw.data.service.to_torch(_distributed(dispatcher.target), device="cuda:0")
+    elements = list(_loader(adapter, 0))
+    assert len(elements) == NUM_ELEMENTS
+    assert all(e["x"].device == torch.device("cuda", 0) for e in elements)
+    assert sorted(int(e["i"]) for e in elements) == list(range(NUM_ELEMENTS))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+def test_dataloader_workers_refuse_a_gpu_device(remote_service):
+    adapter = tw.data.service.to_torch(_distributed(remote_service), device="cuda:0")
+    with pytest.raises(ValueError, match="num_workers=0.*pin_memory=True"):
+        list(_loader(adapter, 1, "spawn"))

@@ -191,11 +191,15 @@ else:
 
 
 class _Loads(Protocol):
-    def __call__(self, buffer: Any, *, numpy: bool = False, relay: bool = False) -> Any: ...
+    def __call__(
+        self, buffer: Any, *, numpy: bool = False, relay: bool = False, device: Any = None
+    ) -> Any: ...
 
 
 class _Decode(Protocol):
-    def __call__(self, frames: Any, *, numpy: bool = False, relay: bool = False) -> Any: ...
+    def __call__(
+        self, frames: Any, *, numpy: bool = False, relay: bool = False, device: Any = None
+    ) -> Any: ...
 
 
 dumps: Callable[[Any], bytes] = _impl.dumps
