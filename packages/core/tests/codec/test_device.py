@@ -12,23 +12,11 @@ import numpy as np
 import pytest
 from tensorwire import frameworks
 from tensorwire.errors import InvalidArgumentError
+from tensorwire_testing.devices import jax_gpu_available, needs_cuda, needs_jax_gpu
 
 torch = pytest.importorskip("torch")
 
-NO_CUDA = "needs a CUDA GPU (torch.cuda.is_available() is False here); runs on a GPU machine"
 HAS_CUDA = "this machine has a CUDA GPU: cuda:0 is not absent here"
-
-
-def _jax_gpu() -> bool:
-    try:
-        import jax
-
-        return bool(jax.devices("gpu"))
-    except Exception:  # noqa: BLE001 - no GPU backend
-        return False
-
-
-NO_JAX_GPU = "needs JAX with a GPU backend (jax.devices('gpu') fails here); runs on a GPU machine"
 
 
 def inside(t: object, buf: bytearray) -> bool:
@@ -122,7 +110,7 @@ def test_device_of_the_wrong_type_is_refused(codec):
 
 def test_absent_jax_device_is_refused_naming_it_and_what_is_available(codec):
     jax = pytest.importorskip("jax")
-    if _jax_gpu():
+    if jax_gpu_available():
         pytest.skip("this machine has a JAX GPU backend: gpu:0 is not absent here")
     frame = codec.dumps(jax.numpy.arange(3.0))
     with pytest.raises(InvalidArgumentError, match=r"'gpu:0' is not available to JAX.*cpu:0"):
@@ -161,7 +149,7 @@ def test_refusal_is_not_remembered(codec):
 # --- GPU: one host-to-device copy, onto the device ----------------------------------------
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+@needs_cuda()
 def test_torch_tensors_land_on_the_cuda_device(codec):
     value = {
         "f": torch.arange(1000.0).reshape(10, 100),
@@ -177,21 +165,21 @@ def test_torch_tensors_land_on_the_cuda_device(codec):
         assert type(got["n"]) is np.ndarray  # NumPy-origin: stays on the host
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+@needs_cuda()
 def test_cuda_tensor_sent_and_received_onto_the_device(codec):
     t = torch.arange(100.0, device="cuda")
     got = codec.decode(codec.encode(t), device="cuda")
     assert got.is_cuda and torch.equal(got, t)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+@needs_cuda()
 def test_cuda_index_beyond_the_count_is_refused(codec):
     n = torch.cuda.device_count()
     with pytest.raises(InvalidArgumentError, match=f"device_count\\(\\) is {n}.*cuda:0"):
         codec.loads(codec.dumps(torch.arange(3.0)), device=f"cuda:{n}")
 
 
-@pytest.mark.skipif(not _jax_gpu(), reason=NO_JAX_GPU)
+@needs_jax_gpu()
 def test_jax_arrays_land_on_the_gpu_device(codec):
     import jax
 

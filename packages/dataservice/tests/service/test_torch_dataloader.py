@@ -23,6 +23,7 @@ import tensorwire as tw
 from tensorwire import errors
 from tensorwire_dataservice.service import protocol as service_protocol
 from tensorwire_testing.data_service import DataServiceProcess
+from tensorwire_testing.devices import needs_cuda
 from tensorwire_testing.waiting import scaled
 
 torch = pytest.importorskip(
@@ -320,8 +321,6 @@ def test_received_arrays_become_tensors_without_a_copy(dtype):
 
 # -- the receiver's device (to_torch(dataset, device=...)) ------------------------------------
 
-NO_CUDA = "needs a CUDA GPU (torch.cuda.is_available() is False here); runs on a GPU machine"
-
 
 def test_cpu_device_gives_the_same_cpu_tensors_over_the_received_buffers(service_factory):
     dispatcher, _ = service_factory(1)
@@ -349,7 +348,7 @@ def test_absent_device_is_refused_when_the_adapter_is_made(service_factory):
         tw.data.service.TorchDataset(dataset, device="tpu")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+@needs_cuda()
 def test_elements_land_on_the_cuda_device(service_factory):
     dispatcher, _ = service_factory(1)
     adapter = tw.data.service.to_torch(_distributed(dispatcher.target), device="cuda:0")
@@ -359,7 +358,7 @@ def test_elements_land_on_the_cuda_device(service_factory):
     assert sorted(int(e["i"]) for e in elements) == list(range(NUM_ELEMENTS))
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+@needs_cuda()
 def test_dataloader_workers_refuse_a_gpu_device(remote_service):
     adapter = tw.data.service.to_torch(_distributed(remote_service), device="cuda:0")
     with pytest.raises(ValueError, match="num_workers=0.*pin_memory=True"):
