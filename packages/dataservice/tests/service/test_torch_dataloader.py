@@ -348,6 +348,16 @@ def test_absent_device_is_refused_when_the_adapter_is_made(service_factory):
         tw.data.service.TorchDataset(dataset, device="tpu")
 
 
+def test_dataloader_workers_refuse_a_device_other_than_the_cpu(remote_service):
+    # No GPU here to resolve one: the adapter is given a resolved non-CPU device directly,
+    # so that the refusal in the worker runs (test_dataloader_workers_refuse_a_gpu_device
+    # makes it through device= on a GPU machine).
+    adapter = tw.data.service.to_torch(_distributed(remote_service))
+    adapter.device = torch.device("meta")
+    with pytest.raises(ValueError, match="num_workers=0.*pin_memory=True"):
+        list(_loader(adapter, 1, "fork"))
+
+
 @needs_cuda()
 def test_elements_land_on_the_cuda_device(service_factory):
     dispatcher, _ = service_factory(1)

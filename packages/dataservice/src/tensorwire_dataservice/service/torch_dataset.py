@@ -33,9 +33,9 @@ The GPU: ``to_torch(dataset, device="cuda:0")`` places every tensor of an elemen
 device as it is read, with one host-to-device copy straight from the received buffer (what
 ``tensorwire.codec.loads(..., device=)`` does; see ``tensorwire.frameworks.device_for``).
 It applies where the adapter is iterated, so it goes with ``num_workers=0``, which suits
-the service well (its workers do the preprocessing; the DataLoader only reads): like
-PyTorch's own advice, the adapter does not make CUDA tensors in DataLoader worker
-processes and refuses to. With ``num_workers > 0`` leave ``device`` unset, pass
+the service well (its workers do the preprocessing; the DataLoader only reads). As
+PyTorch advises, no CUDA tensors are made in DataLoader worker processes: there the
+adapter refuses a device other than the CPU. With ``num_workers > 0`` leave ``device`` unset, pass
 ``pin_memory=True`` to the DataLoader (its main process copies each batch into page-locked
 memory, a host copy) and call ``batch.to(device, non_blocking=True)`` in the training
 loop, as with any DataLoader. ``device="cpu"`` changes nothing. A device this process
