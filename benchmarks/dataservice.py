@@ -36,6 +36,7 @@ import tensorwire as tw  # noqa: E402
 from tensorwire_testing.data_service import DataServiceProcess  # noqa: E402
 
 MiB = 1 << 20
+MODES = ("parallel_epochs", "distributed_epoch")
 
 
 def double(x):
@@ -116,21 +117,34 @@ def first_element_ms(cluster: Cluster, repeats: int = 15) -> tuple[float, float]
     return statistics.median(times), min(times)
 
 
+def batch1_rate(cluster: Cluster, mode: str, n: int, repeats: int) -> float:
+    """Elements/s of ``range(n).map(x*2)`` through ``cluster`` in ``mode``."""
+    return best_rate(lambda: cluster.distribute(pipeline(n, 1), mode), repeats)
+
+
+def batch256_rate(cluster: Cluster, mode: str, batches: int, repeats: int) -> float:
+    """Batches/s of ``batches`` batches of 256 through ``cluster`` in ``mode``."""
+    return best_rate(lambda: cluster.distribute(pipeline(batches * 256, 256), mode), repeats)
+
+
+def big_elements(count: int) -> tw.data.Dataset:
+    """``count`` 1 MiB float32 elements."""
+    element = np.random.default_rng(0).random(MiB // 4).astype(np.float32)
+    return tw.data.Dataset.from_tensors(element).repeat(count)
+
+
+def big_element_mbs(cluster: Cluster, big_ds: tw.data.Dataset) -> float:
+    """MB/s of ``big_elements`` through ``cluster`` (parallel_epochs), one pass."""
+    return best_rate(lambda: cluster.distribute(big_ds, "parallel_epochs"), 1) * MiB / 1e6
+
+
 def service_figures(cluster: Cluster, n1: int, nb: int, big: int) -> dict[str, float]:
     """The data-service figures of one round on ``cluster`` (one worker), higher is better."""
     figures = {}
-    for mode in ("parallel_epochs", "distributed_epoch"):
-        figures[f"batch 1, {mode} (el/s)"] = best_rate(
-            lambda mode=mode: cluster.distribute(pipeline(n1, 1), mode), 1
-        )
-        figures[f"batch 256, {mode} (batch/s)"] = best_rate(
-            lambda mode=mode: cluster.distribute(pipeline(nb * 256, 256), mode), 1
-        )
-    element = np.random.default_rng(0).random(MiB // 4).astype(np.float32)
-    big_ds = tw.data.Dataset.from_tensors(element).repeat(big)
-    figures["1 MiB float32 elements (MB/s)"] = (
-        best_rate(lambda: cluster.distribute(big_ds, "parallel_epochs"), 1) * MiB / 1e6
-    )
+    for mode in MODES:
+        figures[f"batch 1, {mode} (el/s)"] = batch1_rate(cluster, mode, n1, 1)
+        figures[f"batch 256, {mode} (batch/s)"] = batch256_rate(cluster, mode, nb, 1)
+    figures["1 MiB float32 elements (MB/s)"] = big_element_mbs(cluster, big_elements(big))
     median, _ = first_element_ms(cluster, repeats=9)
     figures["first element (1/s, from the median ms)"] = 1e3 / median
     return figures
@@ -205,39 +219,35 @@ def main() -> None:
 
     one = Cluster(args.protocol, 1)
     try:
-        for mode in ("parallel_epochs", "distributed_epoch"):
-            rate = best_rate(lambda mode=mode: one.distribute(pipeline(n1, 1), mode), repeats)
+        for mode in MODES:
+            rate = batch1_rate(one, mode, n1, repeats)
             row(
                 f"batch 1, {mode}, 1 worker",
                 f"{rate:,.0f} el/s",
                 f"{rate / 25_000:.2f}x goal 25,000; local {local1:,.0f} el/s "
                 f"({rate / local1:.2f}x)",
             )
-        for mode in ("parallel_epochs", "distributed_epoch"):
-            rate = best_rate(
-                lambda mode=mode: one.distribute(pipeline(nb * 256, 256), mode), repeats
-            )
+        for mode in MODES:
+            rate = batch256_rate(one, mode, nb, repeats)
             row(
                 f"batch 256, {mode}, 1 worker",
                 f"{rate:,.0f} batch/s",
                 f"{rate / 500:.2f}x goal 500; local {local256:,.0f} batch/s "
                 f"({rate / local256:.2f}x)",
             )
-        element = np.random.default_rng(0).random(MiB // 4).astype(np.float32)
-        big_ds = tw.data.Dataset.from_tensors(element).repeat(big)
+        big_ds = big_elements(big)
         # Alternate the two measurements and keep the best of each: on a shared machine
         # the load changes between them.
-        rate, grpc_gbs = 0.0, 0.0
+        mbs, grpc_gbs = 0.0, 0.0
         grpc_peer = _limits.GrpcPeer()
         try:
             for _ in range(repeats + 2):
-                rate = max(rate, best_rate(lambda: one.distribute(big_ds, "parallel_epochs"), 1))
+                mbs = max(mbs, big_element_mbs(one, big_ds))
                 start = time.perf_counter()
                 grpc_peer.stream(big * MiB)
                 grpc_gbs = max(grpc_gbs, big * MiB / (time.perf_counter() - start) / 1e9)
         finally:
             grpc_peer.close()
-        mbs = rate * MiB / 1e6
         row(
             "1 MiB float32 elements, 1 worker",
             f"{mbs:,.0f} MB/s",
@@ -255,9 +265,9 @@ def main() -> None:
 
     two = Cluster(args.protocol, 2)
     try:
-        for mode in ("parallel_epochs", "distributed_epoch"):
+        for mode in MODES:
             n = n1 if mode == "distributed_epoch" else n1 // 2
-            rate = best_rate(lambda n=n, mode=mode: two.distribute(pipeline(n, 1), mode), repeats)
+            rate = batch1_rate(two, mode, n, repeats)
             row(f"batch 1, {mode}, 2 workers", f"{rate:,.0f} el/s", "")
     finally:
         two.stop()
