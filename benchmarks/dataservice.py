@@ -3,6 +3,7 @@
     python benchmarks/dataservice.py [--protocol grpc] [--quick]
     python benchmarks/dataservice.py --token [--quick]   # with a cluster token vs without
     python benchmarks/dataservice.py --metrics [--quick] # servers with a metrics port
+    python benchmarks/dataservice.py --positions [--quick]  # exactly-once bookkeeping's price
 
 The dispatcher and the workers run as ``tensorwire dispatcher`` / ``tensorwire worker``
 processes (their own interpreters, as in production); this process is the client. Reported:
@@ -17,6 +18,13 @@ processes (their own interpreters, as in production); this process is the client
 whose processes (dispatcher, worker, this client) share a cluster token and one without, the
 data-service figures above taken on each in alternation (best of several rounds, so load
 that comes and goes on a shared machine hits both alike), and the ratio with/without.
+
+``--positions`` measures the price of exactly-once bookkeeping (issue 11): the same pipeline,
+once deterministic (its elements carry positions that readers record and report, so a lost
+worker's elements are replayed exactly once) and once not (at most once, no positions),
+through one service in alternating rounds, at batch 1 and 256 in both modes. The two differ
+only in a ``shuffle(1)`` being seeded or not: an identity either way, but an unseeded one
+makes the pipeline non-deterministic.
 """
 
 from __future__ import annotations
@@ -170,6 +178,43 @@ def compare_token(protocol: str, rounds: int, n1: int, nb: int, big: int) -> Non
         print(f"| {name} | {off:,.1f} | {on:,.1f} | {on / off:.2f}x |")
 
 
+def positioned(ds: tw.data.Dataset, on: bool) -> tw.data.Dataset:
+    """``ds`` with an identity shuffle, seeded (positions on) or not (positions off)."""
+    return ds.shuffle(1, seed=0 if on else None)
+
+
+def positions_rate(cluster: Cluster, mode: str, n: int, batch: int, on: bool) -> float:
+    """Elements (batch 1) or batches/s of ``range(n).map(x*2)``, positions ``on`` or off."""
+    return best_rate(lambda: cluster.distribute(positioned(pipeline(n, batch), on), mode), 1)
+
+
+def compare_positions(protocol: str, rounds: int, n1: int, nb: int) -> None:
+    cluster = Cluster(protocol, 1)
+    best: dict[bool, dict[str, float]] = {True: {}, False: {}}
+    try:
+        for r in range(rounds):
+            for on in (True, False) if r % 2 == 0 else (False, True):
+                for mode in MODES:
+                    figures = {
+                        f"batch 1, {mode} (el/s)": positions_rate(cluster, mode, n1, 1, on),
+                        f"batch 256, {mode} (batch/s)": positions_rate(
+                            cluster, mode, nb * 256, 256, on
+                        ),
+                    }
+                    for name, value in figures.items():
+                        best[on][name] = max(best[on].get(name, 0.0), value)
+            print(f"round {r + 1}/{rounds} done", flush=True)
+    finally:
+        cluster.stop()
+    print(
+        "\n| measurement | at most once (no positions) | exactly once (positions) | ratio |"
+        "\n| --- | --- | --- | --- |"
+    )
+    for name, off in best[False].items():
+        on = best[True][name]
+        print(f"| {name} | {off:,.1f} | {on:,.1f} | {on / off:.2f}x (goal >= 0.9x) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", default="grpc")
@@ -180,10 +225,16 @@ def main() -> None:
         help="compare the service with a cluster token and without, interleaved in this run",
     )
     parser.add_argument(
+        "--positions",
+        action="store_true",
+        help="compare a deterministic pipeline (exactly once, positions) with a "
+        "non-deterministic one (at most once), interleaved in this run",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=None,
-        help="with --token: alternating rounds (default 3, 6 without --quick)",
+        help="with --token or --positions: alternating rounds (default 3, 6 without --quick)",
     )
     parser.add_argument(
         "--metrics",
@@ -197,6 +248,15 @@ def main() -> None:
     n1 = 100_000 if args.quick else 300_000
     nb = 400 if args.quick else 1500
     big = 200 if args.quick else 1000
+    if args.positions:
+        rounds = args.rounds or (3 if args.quick else 6)
+        print(
+            f"protocol {args.protocol}, codec {tw.codec.IMPLEMENTATION}, exactly once "
+            f"(positions) against at most once, {rounds} alternating rounds",
+            flush=True,
+        )
+        compare_positions(args.protocol, rounds, n1, nb)
+        return
     if args.token:
         rounds = args.rounds or (3 if args.quick else 6)
         print(
