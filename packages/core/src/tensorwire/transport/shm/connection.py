@@ -179,6 +179,7 @@ class ShmConnection:
                     self.pool.discard(segment.id)
                 else:
                     self.pool.give_back(segment)
+                self._check_open()  # a copy cut short by the peer's death: say so
                 raise
         packet = [
             p.MESSAGE.pack(p.OP_MESSAGE, segment.id if segment else 0, len(tag), len(views)),
@@ -324,6 +325,11 @@ class ShmConnection:
         except BaseException as exc:  # never leave receivers waiting on a dead reader
             self._fail(f"the shared-memory reader failed: {exc!r}")
             raise
+        finally:
+            # Only this thread adds mappings: dropping them here, after its last packet,
+            # cannot miss one that arrived while another thread closed the connection.
+            self._mapped.clear()
+            self._mapped_bytes = 0
 
     def _take_packet(self, data: bytes, fds: list[int]) -> None:
         op = data[0]
