@@ -341,3 +341,19 @@ def test_frames_may_be_arrays_of_any_dtype_but_must_be_contiguous(pair):
     assert bytes(got[0]) == frame.tobytes() and bytes(got[1]) == b"abc"
     with pytest.raises(errors.InvalidArgumentError, match="C-contiguous"):
         client.send([frame[:, ::2]], deadline=_deadline())
+
+
+def test_messages_nobody_received_are_dropped_when_the_connection_ends():
+    before = _counts()
+    server, client = _pair()
+    client.send([np.zeros(1 << 20, np.uint8)], deadline=_deadline())
+
+    def arrived() -> None:
+        assert not server._inbox.empty()
+
+    eventually(arrived, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
+    client.close()
+    with pytest.raises(errors.UnavailableError, match="closed"):
+        server.receive(_deadline())
+    _wait_counts(before)  # the server's connection still exists: it let go of the mapping
+    server.close()

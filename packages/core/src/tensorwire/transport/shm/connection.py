@@ -415,6 +415,13 @@ class ShmConnection:
         self.pool.close(reason)
         self._mapped.clear()
         self._mapped_bytes = 0
+        # Messages nobody received can no longer be (every call now raises): drop them, so
+        # their mappings go with them.
+        while True:
+            try:
+                self._inbox.get_nowait()
+            except queue.Empty:
+                break
         self._inbox.put(None)
 
     def close(self) -> None:
