@@ -13,14 +13,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from tensorwire import codec, errors
 from tensorwire.transport.shm import ShmConnection, connect, memfd_descriptors, memfd_mappings
-from tensorwire_testing import eventually
+from tensorwire_testing import eventually, netns
 
 PEER = Path(__file__).with_name("shm_peer.py")
 TOKEN = "shm-t0ken"
@@ -32,19 +32,26 @@ def _deadline() -> float:
 
 
 class Peer:
-    """shm_peer.py as a child process, connected."""
+    """shm_peer.py as a child process, connected.
 
-    def __init__(self) -> None:
+    Args:
+      wrap: makes the child's command line run elsewhere (``VirtualHost.wrap``); then the
+        peer is not connected (``connection`` is None), only its ``address`` is known.
+    """
+
+    def __init__(self, wrap: Callable[[list[str]], list[str]] | None = None) -> None:
         env = dict(os.environ, TENSORWIRE_TEST_SHM_TOKEN=TOKEN)
+        argv = [sys.executable, str(PEER)]
         self.process = subprocess.Popen(
-            [sys.executable, str(PEER)], stdout=subprocess.PIPE, env=env, text=True
+            wrap(argv) if wrap else argv, stdout=subprocess.PIPE, env=env, text=True
         )
         assert self.process.stdout is not None
-        address = self.process.stdout.readline().strip()  # the child prints it first
-        if not address:
+        self.address = self.process.stdout.readline().strip()  # the child prints it first
+        if not self.address:
             self.process.kill()
             raise RuntimeError(f"shm_peer.py exited ({self.process.wait()}) before listening")
-        self.connection: ShmConnection = connect(address, TOKEN, deadline=_deadline())
+        if wrap is None:
+            self.connection: ShmConnection = connect(self.address, TOKEN, deadline=_deadline())
 
     def ask(self, tag: str, frames: list | None = None):
         self.connection.send(frames or [], tag=tag.encode(), deadline=_deadline())
@@ -55,7 +62,8 @@ class Peer:
         self.process.wait(DEADLINE_SECONDS)
 
     def close(self) -> None:
-        self.connection.close()
+        if hasattr(self, "connection"):
+            self.connection.close()
         try:
             self.process.wait(DEADLINE_SECONDS)
         except subprocess.TimeoutExpired:
@@ -212,3 +220,20 @@ def _wait_all_free(connection: ShmConnection) -> None:
         assert not connection.pool._lent
 
     eventually(check, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
+
+
+@pytest.mark.skipif(
+    netns.unavailable_reason() is not None,
+    reason=f"{netns.unavailable_reason()}; runs wherever the suite runs as root (CI does)",
+)
+def test_a_listener_in_another_network_namespace_cannot_be_reached():
+    # The same-host proof: another network namespace is another host as far as abstract
+    # Unix sockets go, even on this kernel, so the name is simply not there.
+    with netns.VirtualNetwork() as network:
+        elsewhere = Peer(wrap=network.add_host("elsewhere").wrap)
+        try:
+            with pytest.raises(errors.UnavailableError, match="network namespace"):
+                connect(elsewhere.address, TOKEN, deadline=_deadline())
+        finally:
+            elsewhere.kill()
+            elsewhere.close()
