@@ -68,6 +68,7 @@ class ShmLimits:
     max_mapped_bytes: int = 1 << 30
 
     def packet_bytes(self) -> int:
+        """The longest MESSAGE packet these limits admit (the reader's receive size)."""
         return p.MESSAGE.size + self.max_frames * p.FRAME.size + self.max_tag_bytes
 
 

@@ -179,6 +179,17 @@ def memfd_descriptors(pid: int | str = "self") -> int:
 
     Returns:
       The count of ``/proc/PID/fd`` entries naming a segment memfd.
+
+    Examples:
+        >>> from tensorwire.transport.shm import memfd_descriptors
+        >>> from tensorwire.transport.shm.segments import Segment
+        >>> before = memfd_descriptors()
+        >>> segment = Segment(1, 4096)
+        >>> memfd_descriptors() - before >= 1
+        True
+        >>> segment.close()
+        >>> memfd_descriptors() == before
+        True
     """
     count = 0
     base = f"/proc/{pid}/fd"
@@ -199,6 +210,17 @@ def memfd_mappings(pid: int | str = "self") -> int:
 
     Returns:
       The count of ``/proc/PID/maps`` lines mapping a segment memfd.
+
+    Examples:
+        >>> from tensorwire.transport.shm import memfd_mappings
+        >>> from tensorwire.transport.shm.segments import Segment
+        >>> before = memfd_mappings()
+        >>> segment = Segment(1, 4096)
+        >>> memfd_mappings() - before
+        1
+        >>> segment.close()
+        >>> memfd_mappings() == before
+        True
     """
     with open(f"/proc/{pid}/maps") as maps:
         return sum(1 for line in maps if f"/memfd:{MEMFD_NAME}" in line)
