@@ -1,6 +1,6 @@
 """Same-host transfers through shared memory, beside memcpy measured in the same run (issue 15).
 
-    python benchmarks/shm.py [--sizes-mib 16 256] [--rounds 7] [--quick]
+    python benchmarks/shm.py [--sizes-mib 16 256] [--rounds 7] [--quick] [--report-only]
 
 This process sends a float32 array to a child process over a ``tensorwire.transport.shm``
 connection; one transfer is: ``codec.encode`` (views, no copy), ``send`` (the one copy into
@@ -11,7 +11,8 @@ not read the array's bytes (a consumer would; so does memcpy's destination). Bes
 each round: ``np.copyto`` between two warm buffers of the same size (``_limits.Memcpy``).
 One warm-up transfer per size first (it makes the segment and faults its pages in), then
 ``--rounds`` rounds (at least 5); the medians are reported, and their ratio against issue
-15's goal for same-host large transfers (>= 0.6x memcpy). Exit 3 when a ratio is missed.
+15's goal for same-host large transfers (>= 0.6x memcpy). Exit 3 when a ratio is missed
+(``--report-only``: exit 0 anyway).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def main() -> int:
     parser.add_argument("--sizes-mib", type=int, nargs="+", default=[16, 256])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="5 rounds")
+    parser.add_argument("--report-only", action="store_true", help="exit 0 on a missed goal")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args, _ = parser.parse_known_args()  # nox -s bench passes its arguments to every script
     if args.child:
@@ -117,7 +119,7 @@ def main() -> int:
         verdict = "met" if ratio >= GOAL else "MISSED"
         print(f"  {size:>5}MiB {shm:>8.2f} {copy:>8.2f} {ratio:>6.2f}x  {verdict}")
     print(f"  segments made by the sender: {connection.pool.created} (reused after warm-up)")
-    return 3 if missed else 0
+    return 3 if missed and not args.report_only else 0
 
 
 if __name__ == "__main__":
