@@ -357,3 +357,46 @@ def test_messages_nobody_received_are_dropped_when_the_connection_ends():
         server.receive(_deadline())
     _wait_counts(before)  # the server's connection still exists: it let go of the mapping
     server.close()
+
+
+def test_a_flood_of_unreceived_messages_fails_the_connection_instead_of_growing():
+    server, client = _pair(server_limits=ShmLimits(max_queued_messages=4))
+    try:
+        for _ in range(5):
+            client.send([], tag=b"flood", deadline=_deadline())
+
+        def failed() -> None:
+            assert server.closed
+
+        eventually(failed, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
+        with pytest.raises(errors.ResourceExhaustedError, match="max_queued_messages"):
+            server.receive(_deadline())
+    finally:
+        client.close()
+        server.close()
+
+
+def test_concurrent_senders_on_one_connection_each_arrive_intact(pair):
+    server, client = pair
+    senders, each = 4, 25
+
+    def send(k: int) -> None:
+        for i in range(each):
+            client.send(
+                [np.full(100_000 + k, i, np.uint8)], tag=bytes([k, i]), deadline=_deadline()
+            )
+
+    threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
+    for thread in threads:
+        thread.start()
+    seen = set()
+    for _ in range(senders * each):
+        message = server.receive(_deadline())
+        k, i = message.tag
+        frame = np.frombuffer(message.frames[0], np.uint8)
+        assert frame.size == 100_000 + k and (frame == i).all()
+        seen.add((k, i))
+        del message, frame
+    for thread in threads:
+        thread.join(DEADLINE_SECONDS)
+    assert len(seen) == senders * each

@@ -54,6 +54,9 @@ class ShmLimits:
       max_pool_bytes: the most bytes of segments this side lends the peer at once.
       max_mapped_bytes: the most bytes of the peer's segments this side maps at once; told
         to the peer in the handshake, which keeps its pool under it.
+      max_queued_messages: the most messages received but not yet taken by ``receive``; a
+        peer that sends more has its connection failed (``ResourceExhaustedError``), so a
+        flood of small messages cannot grow this side's memory without bound.
 
     Examples:
         >>> from tensorwire.transport.shm import ShmLimits
@@ -66,6 +69,7 @@ class ShmLimits:
     max_tag_bytes: int = 64 << 10
     max_pool_bytes: int = 1 << 30
     max_mapped_bytes: int = 1 << 30
+    max_queued_messages: int = 1024
 
     def packet_bytes(self) -> int:
         """The longest MESSAGE packet these limits admit (the reader's receive size)."""
@@ -122,8 +126,11 @@ class ShmConnection:
         self._mapped: dict[int, _PeerSegment] = {}
         self._mapped_bytes = 0
         self._inbox: queue.SimpleQueue[ShmMessage | None] = queue.SimpleQueue()
+        self._queued = 0  # messages in the inbox (the reader adds, receive takes)
         self._failure: errors.OpError | None = None
-        self._lock = threading.Lock()
+        # Reentrant: a release may be sent from a finalizer that runs (garbage collection)
+        # on a thread that holds it.
+        self._lock = threading.RLock()
         # Control packets (releases, retirements) that could not be sent at once; sent
         # before the next packet or by the reader thread.
         self._pending: list[bytes] = []
@@ -293,6 +300,8 @@ class ShmConnection:
             self._inbox.put(None)  # wake the next waiter too
             self._check_open()
             raise errors.UnavailableError("the shared-memory connection is closed")
+        with self._lock:
+            self._queued -= 1
         return message
 
     def _read_loop(self) -> None:
@@ -373,7 +382,7 @@ class ShmConnection:
         if segment_id == 0:
             if any(n for _, n in spans):
                 raise errors.DataLossError("a message without a segment has non-empty frames")
-            self._inbox.put(ShmMessage(tag, [memoryview(b"") for _ in spans]))
+            self._deliver(ShmMessage(tag, [memoryview(b"") for _ in spans]))
             return
         peer = self._mapped.get(segment_id)
         if peer is None:
@@ -389,7 +398,17 @@ class ShmConnection:
         holder = np.frombuffer(peer.mapping, dtype=np.uint8)
         weakref.finalize(holder, self._send_control, p.SEGMENT_ID.pack(p.OP_RELEASE, segment_id))
         whole = holder.data
-        self._inbox.put(ShmMessage(tag, [whole[o : o + n] for o, n in spans]))
+        self._deliver(ShmMessage(tag, [whole[o : o + n] for o, n in spans]))
+
+    def _deliver(self, message: ShmMessage) -> None:
+        with self._lock:
+            if self._queued >= self.limits.max_queued_messages:
+                raise errors.ResourceExhaustedError(
+                    f"the peer sent more than {self.limits.max_queued_messages} messages this "
+                    "side has not received (ShmLimits.max_queued_messages)"
+                )
+            self._queued += 1
+        self._inbox.put(message)
 
     # ---- lifetime ---------------------------------------------------------------------
 
