@@ -12,6 +12,7 @@ one connection and answers messages by their tag:
     send N      send an N-byte uint8 array (value i % 251); tag "data"
     stall N     pass a new N-byte segment but never the message, then wait to be killed
     counts      tag "<memfd mappings> <memfd descriptors>" of this process
+    fork        fork a child that waits to be killed; tag: its process id
 
 It exits when the connection ends.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import sys
 import threading
 
@@ -97,6 +99,12 @@ def main() -> int:
             head = protocol.SEGMENT.pack(protocol.OP_SEGMENT, segment.id, segment.size)
             connection._send_packet([head], None, fds=[segment.fd])
             threading.Event().wait()
+        elif command == "fork":
+            child = os.fork()
+            if child == 0:
+                signal.pause()  # until the test kills it
+                os._exit(0)
+            connection.send([], tag=str(child).encode())
         elif command == "counts":
             counts = f"{memfd_mappings()} {memfd_descriptors()}".encode()
             connection.send([], tag=counts)

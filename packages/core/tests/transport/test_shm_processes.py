@@ -222,6 +222,21 @@ def _wait_all_free(connection: ShmConnection) -> None:
     eventually(check, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
 
 
+def test_kill_9_is_seen_even_when_the_dead_process_had_forked(peer):
+    # A forked child inherits the connection's socket; unless it lets go of it at the
+    # fork, it keeps the connection open after its parent's death and we would wait.
+    before = _counts()
+    peer.ask("hold", codec.encode(np.ones(1 << 20, np.uint8)))
+    child = int(peer.ask("fork").tag)
+    try:
+        peer.kill()
+        with pytest.raises(errors.UnavailableError, match="peer closed"):
+            peer.connection.receive(time.monotonic() + 20)
+        _wait_counts(before)
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
 @pytest.mark.skipif(
     netns.unavailable_reason() is not None,
     reason=f"{netns.unavailable_reason()}; runs wherever the suite runs as root (CI does)",

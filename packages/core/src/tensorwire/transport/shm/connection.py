@@ -38,7 +38,33 @@ log = logging.getLogger(__name__)
 HANDSHAKE_SECONDS = 5.0
 #: How long ``close`` waits for the connection's reader thread (it is woken at once).
 CLOSE_JOIN_SECONDS = 5.0
-_ABSTRACT_PREFIX = "tensorwire-shm-"
+#: Sockets of this process's connections and listeners, let go of in a forked child.
+_SOCKETS: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+_CONNECTIONS: weakref.WeakSet[ShmConnection] = weakref.WeakSet()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: close the child's copies of every connection's and listener's
+    socket. Otherwise a child (a DataLoader worker, a subprocess made by fork) would keep
+    the socket open after its parent died, and the peer would never see the end of the
+    connection; and a child has no reader thread to serve it anyway."""
+    for connection in list(_CONNECTIONS):
+        connection._failure = errors.UnavailableError(
+            "this shared-memory connection belongs to the process this one was forked from"
+        )
+    for sock in list(_SOCKETS):
+        try:
+            os.close(sock.detach())
+        except OSError:
+            pass
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def track_socket(sock: socket.socket) -> None:
+    """Let go of ``sock`` in forked children (see ``_forget_after_fork``)."""
+    _SOCKETS.add(sock)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +163,8 @@ class ShmConnection:
         self._reader = threading.Thread(
             target=self._read_loop, name="tensorwire-shm-reader", daemon=True
         )
+        _CONNECTIONS.add(self)
+        track_socket(sock)
         self._reader.start()
 
     # ---- sending ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 from ... import errors
 from .. import security
 from . import protocol as p
-from .connection import HANDSHAKE_SECONDS, ShmConnection, ShmLimits
+from .connection import HANDSHAKE_SECONDS, ShmConnection, ShmLimits, track_socket
 
 __all__ = ["ShmListener", "connect", "ADDRESS_PREFIX"]
 
@@ -97,6 +97,7 @@ class ShmListener:
         self.limits = limits or ShmLimits()
         self.address = ADDRESS_PREFIX + secrets.token_hex(16)
         self._sock = _seqpacket()
+        track_socket(self._sock)
         try:
             self._sock.bind("\0" + self.address)
             self._sock.listen(64)
