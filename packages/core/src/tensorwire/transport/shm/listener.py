@@ -108,6 +108,10 @@ class ShmListener:
     def accept(self, deadline: float | None = None) -> ShmConnection:
         """The next connection whose peer proved the token.
 
+        The handshake runs here, so a peer that connects and says nothing holds the caller
+        for at most ``HANDSHAKE_SECONDS``: a server accepts on a thread of its own and
+        hands each connection on.
+
         Args:
           deadline: ``time.monotonic()`` value to stop waiting at (None: no limit). The
             handshake itself takes at most ``HANDSHAKE_SECONDS`` as well.

@@ -124,7 +124,8 @@ def map_peer_segment(fd: int, size: int, limit: int) -> mmap.mmap:
     Args:
       fd: the descriptor received over the Unix socket.
       size: the size the peer announced.
-      limit: the most bytes this segment may have (checked before anything is mapped).
+      limit: the most bytes this segment may have: what is left of this side's
+        ``max_mapped_bytes`` (checked before anything is mapped).
 
     Returns:
       A shared, read-write mapping of ``size`` bytes.
@@ -136,8 +137,9 @@ def map_peer_segment(fd: int, size: int, limit: int) -> mmap.mmap:
     try:
         if not 0 < size <= limit:
             raise errors.ResourceExhaustedError(
-                f"the peer offered a shared-memory segment of {size} bytes; this side maps "
-                f"at most {limit} bytes of the peer's segments (ShmLimits.max_mapped_bytes)"
+                f"the peer offered a shared-memory segment of {size} bytes; this side has "
+                f"room for {max(limit, 0)} more bytes of the peer's segments "
+                "(ShmLimits.max_mapped_bytes)"
             )
         try:
             seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
