@@ -400,3 +400,15 @@ def test_concurrent_senders_on_one_connection_each_arrive_intact(pair):
     for thread in threads:
         thread.join(DEADLINE_SECONDS)
     assert len(seen) == senders * each
+
+
+def test_what_the_receiver_wrote_is_overwritten_by_the_next_message_in_that_segment(pair):
+    server, client = pair
+    client.send(codec.encode(np.ones(1 << 18, np.float32)), deadline=_deadline())
+    got = codec.decode(server.receive(_deadline()).frames)
+    got *= 5  # the receiver's to write until it lets go
+    del got
+    eventually(lambda: _assert_free(client), timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
+    client.send(codec.encode(np.full(1 << 18, 2, np.float32)), deadline=_deadline())
+    again = codec.decode(server.receive(_deadline()).frames)
+    assert client.pool.created == 1 and (again == 2).all()
