@@ -59,6 +59,20 @@ def _memfd(size: int) -> int:
     return fd
 
 
+def _advise_huge_pages(mapping: mmap.mmap) -> None:
+    """Ask for transparent huge pages where the kernel gives them to shared memory
+    (``/sys/kernel/mm/transparent_hugepage/shmem_enabled`` = advise or within_size): NumPy
+    asks for them on its large arrays, and copies between 4 KiB pages ran about 20% slower
+    than memcpy between NumPy's arrays here (16 MiB, shmem huge pages off)."""
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if advice is None or len(mapping) < (2 << 20):
+        return
+    try:
+        mapping.madvise(advice)
+    except OSError:
+        pass  # not for this kernel or file: 4 KiB pages it is
+
+
 class Segment:
     """A segment this process created: its memory, mapped read-write, and (until it has
     been passed to the peer) its descriptor.
@@ -90,6 +104,7 @@ class Segment:
             raise errors.ResourceExhaustedError(
                 f"could not map a shared-memory segment of {size} bytes: {exc}"
             ) from exc
+        _advise_huge_pages(self._mapping)
         self.view = memoryview(self._mapping)
 
     def drop_descriptor(self) -> None:
@@ -160,7 +175,9 @@ def map_peer_segment(fd: int, size: int, limit: int) -> mmap.mmap:
                 f"the peer announced a segment of {size} bytes but passed one of {actual}"
             )
         try:
-            return mmap.mmap(fd, size, mmap.MAP_SHARED, **_MMAP_OPTIONS)
+            mapping = mmap.mmap(fd, size, mmap.MAP_SHARED, **_MMAP_OPTIONS)
+            _advise_huge_pages(mapping)
+            return mapping
         except OSError as exc:
             raise errors.ResourceExhaustedError(
                 f"could not map the peer's shared-memory segment of {size} bytes: {exc}"
