@@ -353,6 +353,11 @@ def test_messages_nobody_received_are_dropped_when_the_connection_ends():
 
     eventually(arrived, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
     client.close()
+
+    def ended() -> None:
+        assert server.closed  # the server's reader saw the end
+
+    eventually(ended, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
     with pytest.raises(errors.UnavailableError, match="closed"):
         server.receive(_deadline())
     _wait_counts(before)  # the server's connection still exists: it let go of the mapping
