@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from tensorwire import codec, errors
 from tensorwire.transport.shm import (
+    PROCESS_BUDGET,
+    ShmBudget,
     ShmConnection,
     ShmLimits,
     ShmListener,
@@ -41,6 +43,7 @@ def _pair(
     client_token: str | None = "t0ken",
     server_limits: ShmLimits | None = None,
     client_limits: ShmLimits | None = None,
+    client_budget: ShmBudget = PROCESS_BUDGET,
 ) -> tuple[ShmConnection, ShmConnection]:
     with ShmListener(server_token, server_limits) as listener:
         accepted: list[ShmConnection | errors.OpError] = []
@@ -55,7 +58,11 @@ def _pair(
         thread.start()
         try:
             client = connect(
-                listener.address, client_token, limits=client_limits, deadline=_deadline()
+                listener.address,
+                client_token,
+                limits=client_limits,
+                deadline=_deadline(),
+                budget=client_budget,
             )
         finally:
             thread.join(DEADLINE_SECONDS)
@@ -417,3 +424,38 @@ def test_what_the_receiver_wrote_is_overwritten_by_the_next_message_in_that_segm
     client.send(codec.encode(np.full(1 << 18, 2, np.float32)), deadline=_deadline())
     again = codec.decode(server.receive(_deadline()).frames)
     assert client.pool.created == 1 and (again == 2).all()
+
+
+def test_the_process_budget_bounds_all_connections_together_and_refuses_at_once():
+    budget = ShmBudget(2 << 20)
+    server_a, client_a = _pair(client_budget=budget)
+    server_b, client_b = _pair(client_budget=budget)
+    try:
+        client_a.send([bytes((1 << 20) + 1)], deadline=_deadline())  # 2 MiB segment: all of it
+        held = server_a.receive(_deadline()).frames
+        start = time.monotonic()
+        with pytest.raises(errors.ResourceExhaustedError, match="ShmBudget"):
+            client_b.send([bytes(100)], deadline=time.monotonic() + DEADLINE_SECONDS)
+        assert time.monotonic() - start < DEADLINE_SECONDS  # refused, not waited for
+        assert client_b.pool.created == 0 and budget.used == 2 << 20
+        del held
+    finally:
+        for connection in (client_a, server_a, client_b, server_b):
+            connection.close()
+    assert budget.used == 0  # closing gave every byte back
+
+
+def test_a_pool_retires_its_own_free_segments_to_stay_in_the_budget():
+    server, client = _pair(client_budget=ShmBudget(3 << 20))
+    try:
+        client.send([bytes(1 << 20)], deadline=_deadline())  # 2 MiB segment
+        server.receive(_deadline())
+        eventually(
+            lambda: _assert_free(client), timeout=DEADLINE_SECONDS, retry_on=(AssertionError,)
+        )
+        client.send([bytes(5 << 19)], deadline=_deadline())  # needs 3 MiB: the 2 MiB goes
+        assert bytes(server.receive(_deadline()).frames[0][:4]) == bytes(4)
+        assert client.pool.created == 2 and client.pool.total_bytes == 3 << 20
+    finally:
+        client.close()
+        server.close()

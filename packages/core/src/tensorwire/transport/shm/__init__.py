@@ -62,8 +62,9 @@ breaks the protocol has its connection closed with the reason.
 
 Recycling
 ---------
-Each side keeps a ``SegmentPool`` for what it sends, under ``max_pool_bytes`` and the peer's
-``max_mapped_bytes``: a segment is lent from the send until the peer's RELEASE, which the
+Each side keeps a ``SegmentPool`` for what it sends, under ``max_pool_bytes``, the peer's
+``max_mapped_bytes`` and the process's ``ShmBudget`` (all connections together; refused at
+once when spent): a segment is lent from the send until the peer's RELEASE, which the
 receiver sends when the last view of the message (and every array decoded from it) is
 gone; then it is reused without another descriptor or mapping. When either process dies,
 its socket closes; the survivor's reader unmaps its own segments and drops the peer's
@@ -77,11 +78,14 @@ from __future__ import annotations
 
 from .connection import ShmConnection, ShmLimits, ShmMessage
 from .listener import ADDRESS_PREFIX, ShmListener, connect
+from .pool import PROCESS_BUDGET, ShmBudget
 from .segments import MEMFD_NAME, memfd_descriptors, memfd_mappings
 
 __all__ = [
     "ADDRESS_PREFIX",
     "MEMFD_NAME",
+    "PROCESS_BUDGET",
+    "ShmBudget",
     "ShmConnection",
     "ShmLimits",
     "ShmListener",

@@ -27,7 +27,7 @@ import numpy as np
 
 from ... import errors
 from . import protocol as p
-from .pool import SegmentPool
+from .pool import PROCESS_BUDGET, SegmentPool, ShmBudget
 from .segments import Segment, map_peer_segment
 
 __all__ = ["ShmLimits", "ShmMessage", "ShmConnection"]
@@ -145,10 +145,18 @@ class ShmConnection:
     ``UnavailableError`` saying so.
     """
 
-    def __init__(self, sock: socket.socket, limits: ShmLimits, peer_max_mapped: int) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        limits: ShmLimits,
+        peer_max_mapped: int,
+        budget: ShmBudget = PROCESS_BUDGET,
+    ) -> None:
         self._sock = sock
         self.limits = limits
-        self.pool = SegmentPool(min(limits.max_pool_bytes, peer_max_mapped), self._queue_retire)
+        self.pool = SegmentPool(
+            min(limits.max_pool_bytes, peer_max_mapped), self._queue_retire, budget
+        )
         self._mapped: dict[int, _PeerSegment] = {}
         self._mapped_bytes = 0
         self._inbox: queue.SimpleQueue[ShmMessage | None] = queue.SimpleQueue()
@@ -185,7 +193,8 @@ class ShmConnection:
         Raises:
           InvalidArgumentError: a frame is not contiguous, or there are more frames than
             ``max_frames``, or the tag is too long.
-          ResourceExhaustedError: the message is over ``max_message_bytes`` or the pool.
+          ResourceExhaustedError: the message is over ``max_message_bytes`` or the pool, or
+            the process's ``ShmBudget`` has no room (at once: move it another way).
           DeadlineExceededError: the deadline passed while waiting.
           UnavailableError: the connection is closed or the peer is gone.
         """

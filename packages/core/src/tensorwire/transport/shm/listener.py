@@ -16,6 +16,7 @@ from ... import errors
 from .. import security
 from . import protocol as p
 from .connection import HANDSHAKE_SECONDS, ShmConnection, ShmLimits, track_socket
+from .pool import PROCESS_BUDGET, ShmBudget
 
 __all__ = ["ShmListener", "connect", "ADDRESS_PREFIX"]
 
@@ -84,6 +85,7 @@ class ShmListener:
     Args:
       token: the cluster token peers must prove (None: no token, any local peer).
       limits: this side's limits, for every connection it accepts.
+      budget: what the segments of its connections count against (the process's).
 
     Examples:
         >>> from tensorwire.transport.shm import ShmListener
@@ -92,9 +94,15 @@ class ShmListener:
         True
     """
 
-    def __init__(self, token: str | None, limits: ShmLimits | None = None) -> None:
+    def __init__(
+        self,
+        token: str | None,
+        limits: ShmLimits | None = None,
+        budget: ShmBudget = PROCESS_BUDGET,
+    ) -> None:
         self.token = token
         self.limits = limits or ShmLimits()
+        self.budget = budget
         self.address = ADDRESS_PREFIX + secrets.token_hex(16)
         self._sock = _seqpacket()
         track_socket(self._sock)
@@ -171,7 +179,7 @@ class ShmListener:
         own = security.token_proof(self.token, p.SERVER_LABEL + peer_nonce + nonce)
         _send(sock, p.STATUS.pack(_STATUS_OK) + own, deadline)
         sock.settimeout(None)
-        return ShmConnection(sock, self.limits, peer_max_mapped)
+        return ShmConnection(sock, self.limits, peer_max_mapped, self.budget)
 
     def close(self) -> None:
         """Stop listening (connections already made stay up)."""
@@ -190,6 +198,7 @@ def connect(
     *,
     limits: ShmLimits | None = None,
     deadline: float | None = None,
+    budget: ShmBudget = PROCESS_BUDGET,
 ) -> ShmConnection:
     """Connect to a ``ShmListener`` on this host and prove the cluster token both ways.
 
@@ -199,6 +208,7 @@ def connect(
       limits: this side's limits.
       deadline: ``time.monotonic()`` value to give up at; the handshake takes at most
         ``HANDSHAKE_SECONDS`` anyway.
+      budget: what this side's segments count against (the process's).
 
     Returns:
       The connection: the peer is on this host, in this network namespace, and holds the
@@ -269,7 +279,7 @@ def connect(
                 f"shared-memory listener {address} did not prove the cluster token"
             )
         sock.settimeout(None)
-        return ShmConnection(sock, limits, peer_max_mapped)
+        return ShmConnection(sock, limits, peer_max_mapped, budget)
     except BaseException:
         sock.close()
         raise

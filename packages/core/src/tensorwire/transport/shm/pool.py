@@ -9,6 +9,13 @@ The pool keeps at most ``max_bytes`` of segments, free and lent together. A mess
 needs room takes the smallest free segment that fits without wasting more than its own size
 again; otherwise it makes a new one, retiring free segments (largest first) to stay under
 the bound; otherwise it waits for a release until its deadline.
+
+Every pool also draws on a ``ShmBudget`` shared by all the pools of a process (by default
+``PROCESS_BUDGET``), so that many connections cannot add up to more shared memory than the
+process may use. A pool that finds the budget spent retires its own free segments; if that
+is not enough it refuses at once (``ResourceExhaustedError``): the caller moves the message
+another way rather than wait for other connections. Other pools' free segments stay theirs
+until their connections retire them or end.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from collections.abc import Callable
 from ... import errors
 from .segments import Segment
 
-__all__ = ["SegmentPool", "segment_size"]
+__all__ = ["PROCESS_BUDGET", "ShmBudget", "SegmentPool", "segment_size"]
 
 #: Segments are made in multiples of this (so that slightly different sizes share them).
 GRANULE_BYTES = 1 << 20
@@ -41,6 +48,49 @@ def segment_size(nbytes: int) -> int:
     return -(-nbytes // GRANULE_BYTES) * GRANULE_BYTES
 
 
+class ShmBudget:
+    """The bytes of segments all the pools sharing it may keep at once.
+
+    Args:
+      max_bytes: the limit.
+
+    Examples:
+        >>> from tensorwire.transport.shm import ShmBudget
+        >>> budget = ShmBudget(1 << 20)
+        >>> budget.take(600_000), budget.take(600_000), budget.used
+        (True, False, 600000)
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._used = 0
+        self._lock = threading.Lock()
+
+    @property
+    def used(self) -> int:
+        """Bytes taken now."""
+        return self._used
+
+    def take(self, nbytes: int) -> bool:
+        """Take ``nbytes`` if they fit; False (nothing taken) if not."""
+        with self._lock:
+            if self._used + nbytes > self.max_bytes:
+                return False
+            self._used += nbytes
+            return True
+
+    def give(self, nbytes: int) -> None:
+        """Give back bytes taken before."""
+        with self._lock:
+            self._used -= nbytes
+
+
+#: Bytes of segments one process keeps at most, over all its connections (unless they
+#: are given a budget of their own).
+PROCESS_BUDGET_BYTES = 4 << 30
+PROCESS_BUDGET = ShmBudget(PROCESS_BUDGET_BYTES)
+
+
 class SegmentPool:
     """The segments one connection lends its peer.
 
@@ -48,11 +98,18 @@ class SegmentPool:
       max_bytes: the most bytes of segments kept at once (free and lent).
       retire: called with each segment the pool drops to make room (under the pool's lock,
         so it must not block: it queues the RETIRE message for the peer).
+      budget: the process-wide budget the pool's segments count against.
     """
 
-    def __init__(self, max_bytes: int, retire: Callable[[Segment], None]) -> None:
+    def __init__(
+        self,
+        max_bytes: int,
+        retire: Callable[[Segment], None],
+        budget: ShmBudget = PROCESS_BUDGET,
+    ) -> None:
         self.max_bytes = max_bytes
         self._retire = retire
+        self._budget = budget
         self._free: dict[int, Segment] = {}
         self._lent: dict[int, Segment] = {}
         self._next_id = 1
@@ -93,7 +150,12 @@ class SegmentPool:
                     return segment, False
                 size = segment_size(nbytes)
                 if self._make_room(size):
-                    segment = Segment(self._next_id, size)
+                    self._take_budget(size)
+                    try:
+                        segment = Segment(self._next_id, size)
+                    except BaseException:
+                        self._budget.give(size)
+                        raise
                     self._next_id += 1
                     self._bytes += size
                     self._lent[segment.id] = segment
@@ -125,11 +187,33 @@ class SegmentPool:
         for segment in sorted(self._free.values(), key=lambda s: -s.size):
             if self._bytes + size <= self.max_bytes:
                 break
-            del self._free[segment.id]
-            self._bytes -= segment.size
-            self._retire(segment)
-            segment.close()
+            self._retire_free(segment)
         return True
+
+    def _take_budget(self, size: int) -> None:
+        """Take ``size`` bytes of the process budget, retiring this pool's free segments
+        if that makes room; ``ResourceExhaustedError`` at once if it does not."""
+        if self._budget.take(size):
+            return
+        for segment in sorted(self._free.values(), key=lambda s: -s.size):
+            self._retire_free(segment)
+            if self._budget.take(size):
+                return
+        raise errors.ResourceExhaustedError(
+            f"no room for a shared-memory segment of {size} bytes: this process's "
+            f"connections hold {self._budget.used} of the {self._budget.max_bytes} bytes "
+            "they may use together (ShmBudget; shm.pool.PROCESS_BUDGET by default)"
+        )
+
+    def _retire_free(self, segment: Segment) -> None:
+        del self._free[segment.id]
+        self._forget(segment)
+        self._retire(segment)
+
+    def _forget(self, segment: Segment) -> None:
+        self._bytes -= segment.size
+        self._budget.give(segment.size)
+        segment.close()
 
     def give_back(self, segment: Segment) -> None:
         """Put back a segment whose send failed before the peer saw it."""
@@ -143,7 +227,7 @@ class SegmentPool:
             if segment is None:
                 return False
             if self._closed is not None:
-                segment.close()
+                self._forget(segment)
             else:
                 self._free[segment_id] = segment
             self._changed.notify_all()
@@ -155,8 +239,7 @@ class SegmentPool:
         with self._changed:
             segment = self._lent.pop(segment_id, None)
             if segment is not None:
-                self._bytes -= segment.size
-                segment.close()
+                self._forget(segment)
                 self._changed.notify_all()
 
     def close(self, reason: str) -> None:
@@ -166,8 +249,7 @@ class SegmentPool:
             if self._closed is None:
                 self._closed = reason
             for segment in [*self._free.values(), *self._lent.values()]:
-                segment.close()
+                self._forget(segment)
             self._free.clear()
             self._lent.clear()
-            self._bytes = 0
             self._changed.notify_all()
