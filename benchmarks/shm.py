@@ -1,6 +1,6 @@
 """Same-host transfers through shared memory, beside memcpy measured in the same run (issue 15).
 
-    python benchmarks/shm.py [--sizes-mib 16 256] [--rounds 7] [--quick] [--report-only]
+    python benchmarks/shm.py [--sizes-mib 16 256] [--rounds 15] [--quick] [--report-only]
 
 This process sends a float32 array to a child process over a ``tensorwire.transport.shm``
 connection; one transfer is: ``codec.encode`` (views, no copy), ``send`` (the one copy into
@@ -68,7 +68,7 @@ def transfer(connection: ShmConnection, array: np.ndarray) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mib", type=int, nargs="+", default=[16, 256])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="5 rounds")
     parser.add_argument("--report-only", action="store_true", help="exit 0 on a missed goal")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
