@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from tensorwire_grpc import framing
-from tensorwire_grpc.buffers import MIN_POOLED_BYTES, BufferPool
+from tensorwire.transport.kit import framing
+from tensorwire.transport.kit.pool import MIN_POOLED_BYTES, BufferPool
 
 SIZE = 2 * MIN_POOLED_BYTES
 
