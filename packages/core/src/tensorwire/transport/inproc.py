@@ -229,7 +229,7 @@ class InprocChannel(Channel):
             finally:
                 meter.record(
                     name,
-                    "inproc",
+                    context.payload_path or "inproc",
                     sum(map(len, request)),
                     0 if answer is None else sum(map(len, answer)),
                     time.monotonic() - started,
@@ -293,7 +293,7 @@ class InprocChannel(Channel):
                 if meter is not None:
                     meter.record(
                         name,
-                        "inproc",
+                        context.payload_path or "inproc",
                         sum(map(len, request)),
                         sent,
                         time.monotonic() - started,
