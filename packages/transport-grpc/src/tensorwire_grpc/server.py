@@ -319,17 +319,24 @@ class _MethodHandlers:
         finally:
             tally.record(meter, self.name)
 
+    def _receive(
+        self, requests: Iterator[bytes], gctx: grpc.ServicerContext, streaming: bool
+    ) -> tuple[CallContext, bytes, list[memoryview]]:
+        """The first steps of a call with one request message: admitted, authenticated
+        (before the request is read), the arity checked; its context, request and frames."""
+        self.listener.admit(self.name)
+        context = _context(gctx)
+        _authenticate(context, self.listener.options)
+        self._arity(streaming)
+        request = _one_request(requests, self.name)
+        return context, request, self._request(request)
+
     def unary(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> bytes | None:
         listener = self.listener
         meter = listener.options.call_meter
         tally: _Tally | None = None
         try:
-            listener.admit(self.name)
-            context = _context(gctx)
-            _authenticate(context, listener.options)
-            self._arity(False)
-            request = _one_request(requests, self.name)
-            frames = self._request(request)
+            context, request, frames = self._receive(requests, gctx, streaming=False)
             if meter is not None:
                 tally = self._tally(frames, request, context)
             views, total = self._views(invoke(self.method, frames, context, listener.options))
@@ -362,12 +369,7 @@ class _MethodHandlers:
         meter = listener.options.call_meter
         tally: _Tally | None = None
         try:
-            listener.admit(self.name)
-            context = _context(gctx)
-            _authenticate(context, listener.options)
-            self._arity(True)
-            request = _one_request(requests, self.name)
-            frames = self._request(request)
+            context, request, frames = self._receive(requests, gctx, streaming=True)
             if meter is not None:
                 tally = self._tally(frames, request, context)
             flags = request[1]
