@@ -50,9 +50,9 @@ bytes than ``max_message_bytes`` with ``framing.FRAME_OVERHEAD_BYTES`` counted p
 room for a push, an oversized name or metadata block, an unknown op, memory that cannot be
 allocated) is answered at once, from its header, with a status and a message saying which
 limit it exceeded; then the server closes the connection without reading the payload (the
-caller, still sending, reads the status after its send fails; see ``_send_request``). So a
-request announcing 2**40 bytes costs the server one header, not a wait for bytes that
-never come. Errors of the handler a CALL ran keep the connection, which is in step.
+caller, still sending, reads the status after its send fails; see
+``client._send_request``). So a request announcing 2**40 bytes costs the server one header,
+not a wait for bytes that never come. Errors of the handler a CALL ran keep the connection, which is in step.
 
 The accept loop survives failures (EMFILE in a burst of connections, a thread that cannot
 start): it logs, backs off up to ``ACCEPT_RETRY_MAX_SECONDS`` and accepts again; the

@@ -249,7 +249,7 @@ class BulkServer:
                             f"unknown bulk side-channel operation {op}"
                         )
                 except errors.OpError as exc:
-                    # Refused from its header (see the module docstring): say why, at once,
+                    # Refused from its header (see ``protocol``): say why, at once,
                     # and close rather than read a payload that may never end.
                     log.debug("bulk request from %s refused: %s", peer, exc.message)
                     wire.send(
