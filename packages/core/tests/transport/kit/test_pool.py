@@ -70,3 +70,71 @@ def test_received_frames_keep_their_bytes_while_later_messages_arrive() -> None:
             result = reassembler.feed(message)
         kept.append(result[0])
     assert [bytes(f) for f in kept] == payloads
+
+
+class _Registrations:
+    """What a pool's ``register`` hook sees: one handle per buffer, closed by the pool."""
+
+    def __init__(self) -> None:
+        self.made: list[_Handle] = []
+
+    def __call__(self, array: np.ndarray) -> _Handle:
+        handle = _Handle(array.ctypes.data)
+        self.made.append(handle)
+        return handle
+
+
+class _Handle:
+    def __init__(self, address: int) -> None:
+        self.address = address
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_registered_buffer_is_registered_once_and_reused() -> None:
+    registrations = _Registrations()
+    pool = BufferPool(max_bytes=10 * SIZE, register=registrations)
+    array, handle = pool.take_registered(SIZE)
+    assert handle.address == array.ctypes.data
+    del array
+    again, same = pool.take_registered(SIZE)
+    assert same is handle and len(registrations.made) == 1 and pool.made == 1
+
+
+def test_a_registering_pool_pools_small_buffers_too() -> None:
+    pool = BufferPool(max_bytes=10 * SIZE, register=_Registrations())
+    pool.take_registered(64 * 1024)
+    assert pool.stats()["buffers"] == 1
+
+
+def test_a_discarded_buffer_is_closed_and_never_handed_out_again() -> None:
+    registrations = _Registrations()
+    pool = BufferPool(max_bytes=10 * SIZE, register=registrations)
+    array, handle = pool.take_registered(SIZE)
+    pool.discard(array)
+    assert handle.closed
+    del array
+    _, other = pool.take_registered(SIZE)
+    assert other is not handle and len(registrations.made) == 2
+
+
+def test_a_registering_pool_keeps_buffers_in_use_beyond_its_budget_and_trims_free_ones() -> None:
+    registrations = _Registrations()
+    pool = BufferPool(max_bytes=SIZE, register=registrations)
+    held = [pool.take_registered(SIZE) for _ in range(3)]  # all in use: all kept
+    assert pool.stats()["buffers"] == 3
+    del held
+    pool.take_registered(4 * SIZE)  # no free one fits: the free ones beyond budget go
+    assert [h.closed for h in registrations.made[:3]] == [True, True, True]
+    assert pool.stats()["buffers"] == 1
+
+
+def test_clear_closes_every_registration() -> None:
+    registrations = _Registrations()
+    pool = BufferPool(max_bytes=10 * SIZE, register=registrations)
+    kept = pool.take_registered(SIZE)
+    pool.clear()
+    assert registrations.made[0].closed
+    assert kept[0].nbytes == SIZE  # a user's buffer lives on

@@ -182,7 +182,8 @@ class BufferPool:
                 log.debug("closing the registration of a pooled buffer failed", exc_info=True)
 
     def clear(self) -> None:
-        """Forget every buffer (those still in use live on with their users)."""
+        """Forget every buffer and close every registration (buffers still in use live on
+        with their users, unregistered)."""
         with self._lock:
             entries, self._entries = self._entries, []
             self._held = 0
