@@ -3,6 +3,7 @@
     python benchmarks/dataservice.py [--protocol grpc] [--quick]
     python benchmarks/dataservice.py --token [--quick]   # with a cluster token vs without
     python benchmarks/dataservice.py --metrics [--quick] # servers with a metrics port
+    python benchmarks/dataservice.py --positions [--quick]  # exactly-once bookkeeping's price
 
 The dispatcher and the workers run as ``tensorwire dispatcher`` / ``tensorwire worker``
 processes (their own interpreters, as in production); this process is the client. Reported:
@@ -17,6 +18,13 @@ processes (their own interpreters, as in production); this process is the client
 whose processes (dispatcher, worker, this client) share a cluster token and one without, the
 data-service figures above taken on each in alternation (best of several rounds, so load
 that comes and goes on a shared machine hits both alike), and the ratio with/without.
+
+``--positions`` measures the price of exactly-once bookkeeping (issue 11): the same pipeline,
+once deterministic (its elements carry positions that readers record and report, so a lost
+worker's elements are replayed exactly once) and once not (at most once, no positions),
+through one service in alternating rounds, at batch 1 and 256 in both modes. The two differ
+only in a ``shuffle(1)`` being seeded or not: an identity either way, but an unseeded one
+makes the pipeline non-deterministic.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import tensorwire as tw  # noqa: E402
 from tensorwire_testing.data_service import DataServiceProcess  # noqa: E402
 
 MiB = 1 << 20
+MODES = ("parallel_epochs", "distributed_epoch")
 
 
 def double(x):
@@ -116,21 +125,34 @@ def first_element_ms(cluster: Cluster, repeats: int = 15) -> tuple[float, float]
     return statistics.median(times), min(times)
 
 
+def batch1_rate(cluster: Cluster, mode: str, n: int, repeats: int) -> float:
+    """Elements/s of ``range(n).map(x*2)`` through ``cluster`` in ``mode``."""
+    return best_rate(lambda: cluster.distribute(pipeline(n, 1), mode), repeats)
+
+
+def batch256_rate(cluster: Cluster, mode: str, batches: int, repeats: int) -> float:
+    """Batches/s of ``batches`` batches of 256 through ``cluster`` in ``mode``."""
+    return best_rate(lambda: cluster.distribute(pipeline(batches * 256, 256), mode), repeats)
+
+
+def big_elements(count: int) -> tw.data.Dataset:
+    """``count`` 1 MiB float32 elements."""
+    element = np.random.default_rng(0).random(MiB // 4).astype(np.float32)
+    return tw.data.Dataset.from_tensors(element).repeat(count)
+
+
+def big_element_mbs(cluster: Cluster, big_ds: tw.data.Dataset) -> float:
+    """MB/s of ``big_elements`` through ``cluster`` (parallel_epochs), one pass."""
+    return best_rate(lambda: cluster.distribute(big_ds, "parallel_epochs"), 1) * MiB / 1e6
+
+
 def service_figures(cluster: Cluster, n1: int, nb: int, big: int) -> dict[str, float]:
     """The data-service figures of one round on ``cluster`` (one worker), higher is better."""
     figures = {}
-    for mode in ("parallel_epochs", "distributed_epoch"):
-        figures[f"batch 1, {mode} (el/s)"] = best_rate(
-            lambda mode=mode: cluster.distribute(pipeline(n1, 1), mode), 1
-        )
-        figures[f"batch 256, {mode} (batch/s)"] = best_rate(
-            lambda mode=mode: cluster.distribute(pipeline(nb * 256, 256), mode), 1
-        )
-    element = np.random.default_rng(0).random(MiB // 4).astype(np.float32)
-    big_ds = tw.data.Dataset.from_tensors(element).repeat(big)
-    figures["1 MiB float32 elements (MB/s)"] = (
-        best_rate(lambda: cluster.distribute(big_ds, "parallel_epochs"), 1) * MiB / 1e6
-    )
+    for mode in MODES:
+        figures[f"batch 1, {mode} (el/s)"] = batch1_rate(cluster, mode, n1, 1)
+        figures[f"batch 256, {mode} (batch/s)"] = batch256_rate(cluster, mode, nb, 1)
+    figures["1 MiB float32 elements (MB/s)"] = big_element_mbs(cluster, big_elements(big))
     median, _ = first_element_ms(cluster, repeats=9)
     figures["first element (1/s, from the median ms)"] = 1e3 / median
     return figures
@@ -156,6 +178,43 @@ def compare_token(protocol: str, rounds: int, n1: int, nb: int, big: int) -> Non
         print(f"| {name} | {off:,.1f} | {on:,.1f} | {on / off:.2f}x |")
 
 
+def positioned(ds: tw.data.Dataset, on: bool) -> tw.data.Dataset:
+    """``ds`` with an identity shuffle, seeded (positions on) or not (positions off)."""
+    return ds.shuffle(1, seed=0 if on else None)
+
+
+def positions_rate(cluster: Cluster, mode: str, n: int, batch: int, on: bool) -> float:
+    """Elements (batch 1) or batches/s of ``range(n).map(x*2)``, positions ``on`` or off."""
+    return best_rate(lambda: cluster.distribute(positioned(pipeline(n, batch), on), mode), 1)
+
+
+def compare_positions(protocol: str, rounds: int, n1: int, nb: int) -> None:
+    cluster = Cluster(protocol, 1)
+    best: dict[bool, dict[str, float]] = {True: {}, False: {}}
+    try:
+        for r in range(rounds):
+            for on in (True, False) if r % 2 == 0 else (False, True):
+                for mode in MODES:
+                    figures = {
+                        f"batch 1, {mode} (el/s)": positions_rate(cluster, mode, n1, 1, on),
+                        f"batch 256, {mode} (batch/s)": positions_rate(
+                            cluster, mode, nb * 256, 256, on
+                        ),
+                    }
+                    for name, value in figures.items():
+                        best[on][name] = max(best[on].get(name, 0.0), value)
+            print(f"round {r + 1}/{rounds} done", flush=True)
+    finally:
+        cluster.stop()
+    print(
+        "\n| measurement | at most once (no positions) | exactly once (positions) | ratio |"
+        "\n| --- | --- | --- | --- |"
+    )
+    for name, off in best[False].items():
+        on = best[True][name]
+        print(f"| {name} | {off:,.1f} | {on:,.1f} | {on / off:.2f}x (goal >= 0.9x) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", default="grpc")
@@ -166,10 +225,16 @@ def main() -> None:
         help="compare the service with a cluster token and without, interleaved in this run",
     )
     parser.add_argument(
+        "--positions",
+        action="store_true",
+        help="compare a deterministic pipeline (exactly once, positions) with a "
+        "non-deterministic one (at most once), interleaved in this run",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=None,
-        help="with --token: alternating rounds (default 3, 6 without --quick)",
+        help="with --token or --positions: alternating rounds (default 3, 6 without --quick)",
     )
     parser.add_argument(
         "--metrics",
@@ -183,6 +248,15 @@ def main() -> None:
     n1 = 100_000 if args.quick else 300_000
     nb = 400 if args.quick else 1500
     big = 200 if args.quick else 1000
+    if args.positions:
+        rounds = args.rounds or (3 if args.quick else 6)
+        print(
+            f"protocol {args.protocol}, codec {tw.codec.IMPLEMENTATION}, exactly once "
+            f"(positions) against at most once, {rounds} alternating rounds",
+            flush=True,
+        )
+        compare_positions(args.protocol, rounds, n1, nb)
+        return
     if args.token:
         rounds = args.rounds or (3 if args.quick else 6)
         print(
@@ -205,39 +279,35 @@ def main() -> None:
 
     one = Cluster(args.protocol, 1)
     try:
-        for mode in ("parallel_epochs", "distributed_epoch"):
-            rate = best_rate(lambda mode=mode: one.distribute(pipeline(n1, 1), mode), repeats)
+        for mode in MODES:
+            rate = batch1_rate(one, mode, n1, repeats)
             row(
                 f"batch 1, {mode}, 1 worker",
                 f"{rate:,.0f} el/s",
                 f"{rate / 25_000:.2f}x goal 25,000; local {local1:,.0f} el/s "
                 f"({rate / local1:.2f}x)",
             )
-        for mode in ("parallel_epochs", "distributed_epoch"):
-            rate = best_rate(
-                lambda mode=mode: one.distribute(pipeline(nb * 256, 256), mode), repeats
-            )
+        for mode in MODES:
+            rate = batch256_rate(one, mode, nb, repeats)
             row(
                 f"batch 256, {mode}, 1 worker",
                 f"{rate:,.0f} batch/s",
                 f"{rate / 500:.2f}x goal 500; local {local256:,.0f} batch/s "
                 f"({rate / local256:.2f}x)",
             )
-        element = np.random.default_rng(0).random(MiB // 4).astype(np.float32)
-        big_ds = tw.data.Dataset.from_tensors(element).repeat(big)
+        big_ds = big_elements(big)
         # Alternate the two measurements and keep the best of each: on a shared machine
         # the load changes between them.
-        rate, grpc_gbs = 0.0, 0.0
+        mbs, grpc_gbs = 0.0, 0.0
         grpc_peer = _limits.GrpcPeer()
         try:
             for _ in range(repeats + 2):
-                rate = max(rate, best_rate(lambda: one.distribute(big_ds, "parallel_epochs"), 1))
+                mbs = max(mbs, big_element_mbs(one, big_ds))
                 start = time.perf_counter()
                 grpc_peer.stream(big * MiB)
                 grpc_gbs = max(grpc_gbs, big * MiB / (time.perf_counter() - start) / 1e9)
         finally:
             grpc_peer.close()
-        mbs = rate * MiB / 1e6
         row(
             "1 MiB float32 elements, 1 worker",
             f"{mbs:,.0f} MB/s",
@@ -255,9 +325,9 @@ def main() -> None:
 
     two = Cluster(args.protocol, 2)
     try:
-        for mode in ("parallel_epochs", "distributed_epoch"):
+        for mode in MODES:
             n = n1 if mode == "distributed_epoch" else n1 // 2
-            rate = best_rate(lambda n=n, mode=mode: two.distribute(pipeline(n, 1), mode), repeats)
+            rate = batch1_rate(two, mode, n, repeats)
             row(f"batch 1, {mode}, 2 workers", f"{rate:,.0f} el/s", "")
     finally:
         two.stop()

@@ -194,7 +194,8 @@ class SimWorker:
 
 
 class SimReader:
-    """A reader of the job that heartbeats and reads nothing."""
+    """A reader of the job that heartbeats and reads nothing. Like a real reader it names
+    the view of the job it holds, so a reply lists the tasks only when they changed."""
 
     def __init__(self, dispatcher: str, dataset_id: str) -> None:
         self.dispatcher = dispatcher
@@ -216,24 +217,29 @@ class SimReader:
             CALL_TIMEOUT,
         )
         self.client_id = int(reply["client_id"])
-        self.tasks_seen = len(reply["tasks"])
+        self.tasks_seen = 0
+        self.view: str | None = None
+        self._apply(reply)
+
+    def _apply(self, reply: dict[str, Any]) -> None:
+        if "tasks" in reply:
+            self.tasks_seen = len(reply["tasks"])
+            self.view = reply.get("view")
 
     def heartbeat(self) -> None:
+        request: dict[str, Any] = {
+            "client_id": self.client_id,
+            "finished": [],
+            "finished_generations": [],
+            "wait_s": 0.0,
+            "elements": 0,
+        }
+        if self.view is not None:
+            request["view"] = self.view
         reply = call(
-            "grpc",
-            self.dispatcher,
-            DISPATCHER_SERVICE,
-            "ClientHeartbeat",
-            {
-                "client_id": self.client_id,
-                "finished": [],
-                "finished_generations": [],
-                "wait_s": 0.0,
-                "elements": 0,
-            },
-            CALL_TIMEOUT,
+            "grpc", self.dispatcher, DISPATCHER_SERVICE, "ClientHeartbeat", request, CALL_TIMEOUT
         )
-        self.tasks_seen = len(reply["tasks"])
+        self._apply(reply)
 
     def release(self) -> None:
         call(
@@ -395,7 +401,8 @@ def simulator(
                     result = _capacity(args[0], sim_workers, sim_readers, args[1], args[2])
                     conn.send(("ok", result.plain()))
                 elif command == "load":
-                    result = _load(sim_workers, sim_readers, args[0], args[1], args[2])
+                    intervals, pool_size, seconds = args
+                    result = _load(sim_workers, sim_readers, intervals, seconds, pool_size)
                     conn.send(("ok", result.plain()))
                 else:
                     conn.send(("error", f"unknown command {command!r}"))
@@ -494,10 +501,19 @@ def _merge(results: list[dict[str, Any]], seconds: float, cpu: float) -> Phase:
     )
 
 
-def _timed(dispatcher: Dispatcher, run: Any) -> tuple[list[Any], float, float]:
+def _run_phase(
+    dispatcher: Dispatcher, sims: Simulators, command: str, *args: Any, seconds: float
+) -> Phase:
+    """One phase of ``seconds`` on every simulator (``command``, ``args``), its results merged
+    with the wall time it took and the CPU time the dispatcher spent meanwhile."""
     cpu0, t0 = dispatcher.cpu_seconds(), time.monotonic()
-    results = run()
-    return results, time.monotonic() - t0, dispatcher.cpu_seconds() - cpu0
+    results = sims.ask(command, *args, seconds, timeout=seconds + 3 * CALL_TIMEOUT)
+    return _merge(results, time.monotonic() - t0, dispatcher.cpu_seconds() - cpu0)
+
+
+def _print_first_error(phase: Phase) -> None:
+    if phase.first_error:
+        print(f"    first error: {phase.first_error}")
 
 
 def _interval_label(seconds: float) -> str:
@@ -548,28 +564,19 @@ def measure(args: argparse.Namespace, journal: bool) -> dict[str, Any]:
             f"{'disp CPU':>9} {'CPU/call':>9} {'1 core/s':>9} {'errors':>7}"
         )
         for method in METHODS:
-            results, seconds, cpu = _timed(
-                dispatcher,
-                lambda m=method: sims.ask(  # type: ignore[union-attr]
-                    "capacity",
-                    m,
-                    args.callers,
-                    args.capacity_seconds,
-                    timeout=args.capacity_seconds + 3 * CALL_TIMEOUT,
-                ),
+            phase = _run_phase(
+                dispatcher, sims, "capacity", method, args.callers, seconds=args.capacity_seconds
             )
-            phase = _merge(results, seconds, cpu)
             n = phase.calls.get(method, 0)
-            per_call = cpu / n if n else float("nan")
+            per_call = phase.cpu / n if n else float("nan")
             capacity[method] = 1 / per_call if n else 0.0
             print(
                 f"  {method:<16} {phase.rate(method):>9,.0f} {phase.pct(method, 50):>8.2f} "
-                f"{phase.pct(method, 99):>8.2f} {100 * cpu / seconds:>8.0f}% "
+                f"{phase.pct(method, 99):>8.2f} {100 * phase.cpu / phase.seconds:>8.0f}% "
                 f"{per_call * 1e6:>7.0f}us {capacity[method]:>9,.0f} "
                 f"{phase.errors.get(method, 0):>7}"
             )
-            if phase.first_error:
-                print(f"    first error: {phase.first_error}")
+            _print_first_error(phase)
 
         print(
             f"load (open loop, {args.load_seconds:g} s each; readers every "
@@ -586,21 +593,13 @@ def measure(args: argparse.Namespace, journal: bool) -> dict[str, Any]:
                 "ClientHeartbeat": TASK_REFRESH_INTERVAL,
                 "GetSplits": args.split_interval,
             }
-            results, seconds, cpu = _timed(
-                dispatcher,
-                lambda i=intervals: sims.ask(  # type: ignore[union-attr]
-                    "load",
-                    i,
-                    args.load_seconds,
-                    args.pool,
-                    timeout=args.load_seconds + 3 * CALL_TIMEOUT,
-                ),
+            phase = _run_phase(
+                dispatcher, sims, "load", intervals, args.pool, seconds=args.load_seconds
             )
-            phase = _merge(results, seconds, cpu)
             for k, method in enumerate(METHODS):
                 head = (
-                    f"{_interval_label(interval):>9} {100 * cpu / seconds:>8.1f}% "
-                    f"{1e3 * cpu / seconds / args.workers:>6.3f} ms/s"
+                    f"{_interval_label(interval):>9} {100 * phase.cpu / phase.seconds:>8.1f}% "
+                    f"{1e3 * phase.cpu / phase.seconds / args.workers:>6.3f} ms/s"
                     if k == 0
                     else " " * 32
                 )
@@ -611,8 +610,7 @@ def measure(args: argparse.Namespace, journal: bool) -> dict[str, Any]:
                     f"{phase.pct(method, 50):>8.2f} {phase.pct(method, 90):>8.2f} "
                     f"{phase.pct(method, 99):>8.2f} {phase.errors.get(method, 0):>7}"
                 )
-            if phase.first_error:
-                print(f"    first error: {phase.first_error}")
+            _print_first_error(phase)
         print(f"  dispatcher RSS {dispatcher.rss_mb():.0f} MB")
         return capacity
     finally:

@@ -24,6 +24,7 @@ fence; the marker is invisible on GitHub and in the docs. Blocks in other langua
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import os
 import re
@@ -34,6 +35,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import tomllib
@@ -58,10 +60,24 @@ EXTRAS = {
     "all": set(OURS) - {"tensorwire"},
 }
 NOT_RUN_MARKER = "<!-- not-run -->"
-#: A gRPC C-core log line: severity, MMDD, time, thread id, file.cc:line].
-GRPC_CORE_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+\.cc:\d+\]", re.M)
 PIP_TIMEOUT = 600
 RUN_TIMEOUT = 180
+
+
+def _load_grpc_logs() -> ModuleType:
+    """``tensorwire_testing.grpc_logs``, loaded from its file: this process runs with none of
+    our distributions installed (they are what is under test), and the module needs only
+    the standard library. One definition of a gRPC C-core log line for every test."""
+    path = ROOT / "packages/testing/src/tensorwire_testing/grpc_logs.py"
+    spec = importlib.util.spec_from_file_location("_tensorwire_grpc_logs", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+#: Finds gRPC C-core log lines (``core_log_lines``) in what a snippet printed.
+GRPC_LOGS = _load_grpc_logs()
 
 
 # -- the README snippets ------------------------------------------------------------------
@@ -425,7 +441,7 @@ def test_readme_snippet_runs_verbatim(snippet: Snippet, venv_all: Venv, tmp_path
         f"run alone)\n--- code\n{snippet.code}--- output\n{output}"
     )
     assert result.stdout.strip(), f"{snippet.name} printed nothing on stdout\n{output}"
-    core_lines = [m.group(0) for m in GRPC_CORE_LINE.finditer(output)]
+    core_lines = GRPC_LOGS.core_log_lines(output)
     assert not core_lines, f"{snippet.name} printed gRPC C-core log lines: {core_lines}\n{output}"
 
 

@@ -4,34 +4,15 @@ process runs in (the variables srun sets), and one clear line for what does not 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 from tensorwire.runtime.cli import parse_slurm_jobs
+from tensorwire_testing.commands import free_port_base, slurm_step_env
 
 #: Generous for a loaded machine; the server prints its line in about a second.
 DEADLINE = 60.0
-
-
-def _step(rank: int, tasks: int) -> dict[str, str]:
-    """What srun sets for one task of a single-node step of ``tasks`` tasks."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(
-        SLURM_PROCID=str(rank),
-        SLURM_STEP_NODELIST="localhost",
-        SLURM_STEP_TASKS_PER_NODE=str(tasks),
-        SLURM_STEP_NUM_TASKS=str(tasks),
-    )
-    return env
-
-
-def _free_port_base() -> int:
-    """A port base whose second port (the task under test, rank 1) is free now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1] - 1
 
 
 def _tensorwire(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -45,9 +26,14 @@ def _tensorwire(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 def test_a_task_of_the_step_serves_its_place_in_the_jobs():
-    base = _free_port_base()
+    base = free_port_base(1)  # the task under test is rank 1
     server = _tensorwire(
-        "server", "--slurm", "ps=1,worker=2", "--slurm_port_base", str(base), env=_step(1, 3)
+        "server",
+        "--slurm",
+        "ps=1,worker=2",
+        "--slurm_port_base",
+        str(base),
+        env=slurm_step_env(1, 3),
     )
     try:
         assert server.stdout is not None
@@ -65,8 +51,16 @@ def test_a_task_of_the_step_serves_its_place_in_the_jobs():
     ("args", "env", "message"),
     [
         (["--slurm"], {}, "--slurm: SLURM_PROCID not found in environment"),
-        (["--slurm", "ps=1,worker=1"], _step(0, 3), "Requested 2 tasks but only 3 were assigned"),
-        (["--slurm", "ps=one"], _step(0, 3), "--slurm part 'ps=one' is not of the form job="),
+        (
+            ["--slurm", "ps=1,worker=1"],
+            slurm_step_env(0, 3),
+            "Requested 2 tasks but only 3 were assigned",
+        ),
+        (
+            ["--slurm", "ps=one"],
+            slurm_step_env(0, 3),
+            "--slurm part 'ps=one' is not of the form job=",
+        ),
     ],
     ids=["outside a step", "jobs that do not fit the step", "malformed jobs"],
 )

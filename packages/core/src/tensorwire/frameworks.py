@@ -11,8 +11,14 @@ the data service all go through it:
 - ``restore`` turns a decoded NumPy array back into the framework's type, sharing its
   memory: ``torch.from_numpy`` for torch, ``jax.device_put`` onto the CPU for JAX (which aliases
   64-byte aligned host memory and copies otherwise, as XLA requires). Restored tensors are CPU
-  tensors. When the framework cannot be imported the NumPy array is returned and one warning
-  line is logged per framework and process.
+  tensors unless the receiver names a device (below). When the framework cannot be imported
+  the NumPy array is returned and one warning line is logged per framework and process.
+- ``device_for`` resolves the receiver's ``device=`` (a torch device string or
+  ``torch.device``; a ``jax.Device`` or ``"platform:index"`` string for JAX) into the
+  framework's device, or refuses it with ``InvalidArgumentError`` naming the device and the
+  devices this process has. ``restore(..., device=...)`` then moves the restored tensor there
+  with exactly one host-to-device copy, straight from the receive buffer (``Tensor.to`` /
+  ``jax.device_put``; the buffer is not pinned first: pinning is itself a host copy).
 
 Frameworks are never imported to *recognise* a tensor: a tensor's class names its module, and
 a framework whose tensor is in hand is already in ``sys.modules``. Importing ``tensorwire``
@@ -36,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InvalidArgumentError
+
 __all__ = [
     "TORCH",
     "JAX",
@@ -43,6 +51,7 @@ __all__ = [
     "FrameworkArray",
     "export",
     "restore",
+    "device_for",
     "is_tensor",
     "framework_of",
     "to_numpy",
@@ -328,13 +337,15 @@ def _torch_from_numpy(torch: Any, a: np.ndarray[Any, Any]) -> Any:
     return torch.from_numpy(a)
 
 
-def _torch_restore(dtype_name: str, a: np.ndarray[Any, Any]) -> Any:
+def _torch_restore(dtype_name: str, a: np.ndarray[Any, Any], device: Any = None) -> Any:
     torch = _import("torch")
     if torch is None:
         return a
+    target = None if device is None else device_for(TORCH, device)
     dtype = a.dtype
     if dtype.type in _SHARED_TYPES:
-        return _torch_from_numpy(torch, a)  # a dtype NumPy and torch share
+        t = _torch_from_numpy(torch, a)  # a dtype NumPy and torch share
+        return t if target is None else t.to(target)  # the one host-to-device copy
     # bfloat16/float8 (ml_dtypes) or raw bytes: view as an unsigned int, then as the dtype.
     # The name came from the wire: a plain namespace lookup, no module __getattr__ runs.
     name = dtype_name or dtype.name
@@ -351,7 +362,8 @@ def _torch_restore(dtype_name: str, a: np.ndarray[Any, Any]) -> Any:
         )
         return a
     base = _torch_from_numpy(torch, a.view(_UINT_OF_SIZE[dtype.itemsize]))
-    return base.view(dt)
+    t = base.view(dt)
+    return t if target is None else t.to(target)  # the one host-to-device copy
 
 
 # --- jax ----------------------------------------------------------------------------------
@@ -375,17 +387,22 @@ def _jax_export(x: Any) -> FrameworkArray:
 _jax_cpu: Any = None
 
 
-def _jax_restore(a: np.ndarray[Any, Any]) -> Any:
+def _jax_restore(a: np.ndarray[Any, Any], device: Any = None) -> Any:
     global _jax_cpu
     jax = _import("jax")
     if jax is None:
         return a
+    if device is not None:
+        target = device_for(JAX, device)
+    else:
+        if _jax_cpu is None:
+            _jax_cpu = jax.devices("cpu")[0]
+        target = _jax_cpu
     if a.dtype.type is np.void:
         return a  # raw bytes (a torch-only dtype): JAX has no type for them
-    if _jax_cpu is None:
-        _jax_cpu = jax.devices("cpu")[0]
-    # Aliases host memory that is 64-byte aligned (XLA's requirement), else copies once.
-    return jax.device_put(a, _jax_cpu)
+    # On the CPU: aliases host memory that is 64-byte aligned (XLA's requirement), else copies
+    # once. On another device: the one host-to-device copy.
+    return jax.device_put(a, target)
 
 
 # --- other DLPack producers ---------------------------------------------------------------
@@ -446,15 +463,192 @@ def _import(name: str) -> Any:
     return mod
 
 
-def restore(framework: int, dtype_name: str, array: np.ndarray[Any, Any]) -> Any:
-    """``array`` as a tensor of ``framework`` sharing its memory (NumPy when not possible)."""
+def restore(
+    framework: int, dtype_name: str, array: np.ndarray[Any, Any], device: Any = None
+) -> Any:
+    """``array`` as a tensor of ``framework`` sharing its memory (NumPy when not possible).
+
+    With ``device`` (see ``device_for``) the tensor is placed there instead: one
+    host-to-device copy, none for the CPU. Raises InvalidArgumentError for a device this
+    process lacks, before anything is copied.
+    """
     if framework == TORCH:
-        return _torch_restore(dtype_name, array)
+        return _torch_restore(dtype_name, array, device)
     if framework == JAX:
-        return _jax_restore(array)
+        return _jax_restore(array, device)
     _warn_once(
         ("framework", framework),
         f"tensorwire.codec: received tensors of framework id {framework}, unknown to this "
         "version; they are returned as NumPy arrays",
     )
     return array
+
+
+# --- the receiver's device ----------------------------------------------------------------
+
+# (framework, device as given) -> the framework's device (None: torch's CPU, no move). Few
+# entries: a process names few devices. Errors are not cached (a device may appear later).
+_placements: dict[tuple[int, Any], Any] = {}
+
+
+def device_for(framework: int, device: Any) -> Any:
+    """The device of ``framework`` that a receiver's ``device`` names.
+
+    ``device`` is a device string, a ``torch.device`` or a ``jax.Device``. For torch tensors a
+    string is a torch device string (``"cuda:0"``, ``"cpu"``); for JAX arrays it is
+    ``"platform"`` or ``"platform:index"`` (``"gpu:0"``, ``"cuda:1"``, ``"cpu"``), and a
+    ``torch.device`` is read as its string. A ``jax.Device`` places JAX arrays only.
+
+    Args:
+      framework: ``TORCH`` or ``JAX``; the framework is imported.
+      device: the device the receiver asked for.
+
+    Returns:
+      For torch a ``torch.device``, or None for the CPU (tensors stay over the receive
+      buffer); for JAX a ``jax.Device``.
+
+    Raises:
+      TypeError: ``device`` is not a string, ``torch.device`` or ``jax.Device``.
+      InvalidArgumentError: the framework has no such device here (not a device name, no
+        such backend, index out of range); the message lists the devices it has.
+
+    Examples:
+        >>> device_for(TORCH, "cpu") is None                               # doctest: +SKIP
+        True
+        >>> device_for(TORCH, "cuda:0")                                    # doctest: +SKIP
+        device(type='cuda', index=0)
+    """
+    key = (framework, device)
+    try:
+        return _placements[key]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable: not a device of any kind
+        raise TypeError(_device_type_message(device)) from None
+    kind = _device_kind(device)
+    if framework == TORCH:
+        found = _torch_device(sys.modules.get("torch") or _import_required("torch"), device, kind)
+    elif framework == JAX:
+        found = _jax_device(sys.modules.get("jax") or _import_required("jax"), device, kind)
+    else:
+        raise ValueError(f"no framework with id {framework}")
+    if len(_placements) < 64:
+        _placements[key] = found
+    return found
+
+
+def _device_type_message(device: Any) -> str:
+    return (
+        "device must be a device string ('cuda:0', 'cpu', 'gpu:0'), a torch.device or a "
+        f"jax.Device, not {type(device).__qualname__}"
+    )
+
+
+def _device_kind(device: Any) -> str:
+    """ "str", "torch" or "jax": what ``device`` is, recognised without importing anything."""
+    if isinstance(device, str):
+        return "str"
+    cls = type(device)
+    root = _module_root(cls)
+    torch = sys.modules.get("torch")
+    if root == "torch" and torch is not None and isinstance(device, torch.device):
+        return "torch"
+    jax = sys.modules.get("jax")
+    if root in ("jaxlib", "jax") and jax is not None and isinstance(device, jax.Device):
+        return "jax"
+    raise TypeError(_device_type_message(device))
+
+
+def _import_required(name: str) -> Any:
+    try:
+        return __import__(name)
+    except ImportError:
+        raise InvalidArgumentError(
+            f"a device was asked for {name} tensors but {name} is not installed here"
+        ) from None
+
+
+def _torch_devices(torch: Any) -> list[str]:
+    """The devices torch can place tensors on in this process, as strings."""
+    found = ["cpu"]
+    for kind in ("cuda", "xpu", "mps"):
+        backend = getattr(torch, kind, None)
+        try:
+            if backend is None or not backend.is_available():
+                continue
+            count = backend.device_count() if hasattr(backend, "device_count") else 1
+        except Exception:  # noqa: BLE001 - a backend that cannot even say: absent
+            continue
+        found += [f"{kind}:{i}" for i in range(count)]
+    return found
+
+
+def _torch_device(torch: Any, device: Any, kind: str) -> Any:
+    if kind == "jax":
+        raise InvalidArgumentError(
+            f"a jax.Device ({device}) cannot place torch tensors; pass a torch device "
+            f"string or torch.device (available here: {', '.join(_torch_devices(torch))})"
+        )
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise InvalidArgumentError(
+            f"{str(device)!r} is not a torch device ({exc}); available here: "
+            f"{', '.join(_torch_devices(torch))}"
+        ) from None
+    if dev.type == "cpu":
+        return None  # received tensors are CPU tensors already: no copy
+    if dev.type == "meta":
+        raise InvalidArgumentError(
+            f"device {str(device)!r} holds no data: received tensors cannot be placed there"
+        )
+    backend: Any = getattr(torch, dev.type, None)
+    is_available = getattr(backend, "is_available", None)
+    problem = None
+    if is_available is not None:
+        count = getattr(backend, "device_count", None)
+        if not is_available():
+            problem = f"torch.{dev.type}.is_available() is False"
+        elif dev.index is not None and count is not None and dev.index >= count():
+            problem = f"torch.{dev.type}.device_count() is {count()}"
+    else:  # a backend torch knows only by name (a plugin's): ask it to allocate
+        try:
+            torch.empty(0, device=dev)
+        except Exception as exc:  # noqa: BLE001 - any refusal means the device is absent
+            problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if problem is not None:
+        raise InvalidArgumentError(
+            f"device {str(device)!r} is not available to torch here ({problem}); available: "
+            f"{', '.join(_torch_devices(torch))}"
+        )
+    return dev
+
+
+def _jax_devices(jax: Any) -> str:
+    return ", ".join(f"{d.platform}:{d.id}" for d in jax.devices())
+
+
+def _jax_device(jax: Any, device: Any, kind: str) -> Any:
+    if kind == "jax":
+        return device
+    spec = str(device)  # a torch.device reads as "cuda:0"
+    platform, _, index = spec.partition(":")
+    if not platform or not (index == "" or index.isdigit()):
+        raise InvalidArgumentError(
+            f"{spec!r} is not a JAX device ('platform' or 'platform:index', such as 'gpu:0'); "
+            f"available here: {_jax_devices(jax)}"
+        )
+    try:
+        devices = jax.devices(platform)
+    except (RuntimeError, ValueError):  # no such backend here
+        raise InvalidArgumentError(
+            f"device {spec!r} is not available to JAX here (no {platform!r} backend); "
+            f"available: {_jax_devices(jax)}"
+        ) from None
+    i = int(index or 0)
+    if i >= len(devices):
+        raise InvalidArgumentError(
+            f"device {spec!r} is not available to JAX here ({len(devices)} {platform!r} "
+            f"device(s)); available: {_jax_devices(jax)}"
+        )
+    return devices[i]

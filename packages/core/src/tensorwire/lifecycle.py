@@ -8,13 +8,15 @@ interpreter joins those threads, so servers still alive then are stopped first.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["stop_at_exit", "forget"]
+__all__ = ["stop_at_exit", "forget", "stopped_on_failure"]
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +63,19 @@ os.register_at_fork(after_in_child=_forget_all_after_fork)
 def forget(obj: Any) -> None:
     """No longer stop ``obj`` at exit (it was stopped already)."""
     _live.discard(obj)
+
+
+@contextlib.contextmanager
+def stopped_on_failure(server: Any) -> Iterator[None]:
+    """Stop ``server`` if the block fails, then let the failure propagate.
+
+    For a constructor's last steps (start a metrics endpoint, register, start serving): a
+    server whose construction failed is never returned, so nobody else could stop it, and
+    what it had bound or started would stay behind. ``server.stop()`` must cope with a
+    half-built server.
+    """
+    try:
+        yield
+    except BaseException:
+        server.stop()
+        raise

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from tensorwire import codec as tw_codec
 from tensorwire import frameworks
+from tensorwire_testing.devices import needs_cuda, needs_jax_gpu
 
 torch = pytest.importorskip("torch")
 
@@ -390,10 +391,8 @@ def test_importing_and_using_tensorwire_imports_no_framework():
 
 # --- GPU: staged through host memory once -------------------------------------------------
 
-NO_CUDA = "needs a CUDA GPU (torch.cuda.is_available() is False here); runs on a GPU machine"
 
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)
+@needs_cuda()
 def test_cuda_tensor_arrives_on_the_cpu(codec):
     t = torch.arange(1000.0, device="cuda").reshape(10, 100)
     for value in (t, t.t(), t.to(torch.bfloat16)):
@@ -402,16 +401,7 @@ def test_cuda_tensor_arrives_on_the_cpu(codec):
         assert torch.equal(got, value.cpu())
 
 
-def _jax_gpu() -> bool:
-    try:
-        import jax
-
-        return bool(jax.devices("gpu"))
-    except Exception:  # noqa: BLE001 - no GPU backend
-        return False
-
-
-@pytest.mark.skipif(not _jax_gpu(), reason="needs JAX with a GPU backend; runs on a GPU machine")
+@needs_jax_gpu()
 def test_jax_gpu_array_arrives_on_the_cpu(codec):
     import jax
 

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorwire as tw
 from tensorwire.observe import TaskServerStatus, fetch_status, status_from_dict
 from tensorwire.protos import ConfigProto
-
-
-def _status_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TENSORWIRE_")}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "tensorwire.cli", "status", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environment,
-    )
+from tensorwire_testing.commands import run_status
 
 
 @pytest.fixture
@@ -66,7 +52,7 @@ def test_status_command_prints_the_task_and_its_variables():
     with tw.Server({"local": ["localhost:0"]}, protocol="grpc") as server:
         with tw.Session(server.target) as sess:
             sess.variable("weights", np.zeros((4, 5), np.float64))
-        result = _status_cli(server.target)
+        result = run_status(server.target)
     assert result.returncode == 0, result.stderr
     assert "task server /job:local/task:0" in result.stdout
     assert "weights" in result.stdout and "[4, 5]" in result.stdout
@@ -74,7 +60,7 @@ def test_status_command_prints_the_task_and_its_variables():
 
 def test_status_command_json_parses():
     with tw.Server({"local": ["localhost:0"]}, protocol="grpc", metrics_port=0) as server:
-        result = _status_cli(server.target, "--json")
+        result = run_status(server.target, "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["kind"] == "task_server"
@@ -86,9 +72,9 @@ def test_status_without_the_token_is_refused_with_a_reason():
     config = ConfigProto()
     config.tensorwire.cluster_token = "s3cret"
     with tw.Server({"local": ["localhost:0"]}, protocol="grpc", config=config) as server:
-        refused = _status_cli(server.target)
-        wrong = _status_cli(server.target, "--token", "nope")
-        allowed = _status_cli(server.target, env={"TENSORWIRE_CLUSTER_TOKEN": "s3cret"})
+        refused = run_status(server.target)
+        wrong = run_status(server.target, "--token", "nope")
+        allowed = run_status(server.target, env={"TENSORWIRE_CLUSTER_TOKEN": "s3cret"})
     assert refused.returncode == 2
     assert "requires a cluster token" in refused.stderr
     assert wrong.returncode == 2
@@ -98,7 +84,7 @@ def test_status_without_the_token_is_refused_with_a_reason():
 
 
 def test_status_of_an_unreachable_server_fails_within_its_timeout():
-    result = _status_cli("grpc://localhost:1", "--timeout", "2")
+    result = run_status("grpc://localhost:1", "--timeout", "2")
     assert result.returncode == 2
     assert "tensorwire status:" in result.stderr
 
@@ -115,13 +101,13 @@ def test_status_command_over_mutual_tls(tmp_path):
     certs = make_test_certificates(tmp_path)
     config = tls_config(certs, mutual=True)
     with tw.Server({"local": ["localhost:0"]}, protocol="grpc", config=config) as server:
-        plain = _status_cli(server.target, "--timeout", "5")
+        plain = run_status(server.target, "--timeout", "5")
         client = [
             "--root_certificates_file", certs.ca,
             "--certificate_chain_file", certs.client_cert,
             "--private_key_file", certs.client_key,
         ]  # fmt: skip
-        mutual = _status_cli(server.target, *client)
+        mutual = run_status(server.target, *client)
     assert plain.returncode == 2
     assert mutual.returncode == 0, mutual.stderr
     assert "/job:local/task:0" in mutual.stdout

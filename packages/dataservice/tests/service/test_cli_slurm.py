@@ -4,40 +4,20 @@ on its node; a task started as the wrong one says so."""
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
+from tensorwire_testing.commands import free_port_base, slurm_step_env
 from tensorwire_testing.data_service import DataServiceProcess
 
 EXIT_DEADLINE = 60.0
 
 
-def _step(rank: int, tasks: int) -> dict[str, str]:
-    """What srun sets for one task of a single-node step of ``tasks`` tasks."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    env.update(
-        SLURM_PROCID=str(rank),
-        SLURM_STEP_NODELIST="localhost",
-        SLURM_STEP_TASKS_PER_NODE=str(tasks),
-        SLURM_STEP_NUM_TASKS=str(tasks),
-    )
-    return env
-
-
-def _free_port_base() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_task_0_is_the_dispatcher_and_task_1_a_worker_registered_with_it(
     cross_process_protocol,
 ):
-    base = _free_port_base()
+    base = free_port_base()  # the dispatcher, task 0, serves at the base
     args = ["--protocol", cross_process_protocol, "--slurm", "--slurm_port_base", str(base)]
-    dispatcher = DataServiceProcess("dispatcher", args, env=_step(0, 2))
-    worker = DataServiceProcess("worker", args, env=_step(1, 2))
+    dispatcher = DataServiceProcess("dispatcher", args, env=slurm_step_env(0, 2))
+    worker = DataServiceProcess("worker", args, env=slurm_step_env(1, 2))
     try:
         dispatcher.start(timeout=EXIT_DEADLINE)
         assert dispatcher.port == base
@@ -58,7 +38,7 @@ def test_task_0_is_the_dispatcher_and_task_1_a_worker_registered_with_it(
     ],
 )
 def test_a_task_started_as_the_wrong_kind_says_which_it_is(kind, rank, message):
-    process = DataServiceProcess(kind, ["--slurm"], env=_step(rank, 3)).launch()
+    process = DataServiceProcess(kind, ["--slurm"], env=slurm_step_env(rank, 3)).launch()
     try:
         assert process.wait(timeout=EXIT_DEADLINE) == 2
         assert message in process.output

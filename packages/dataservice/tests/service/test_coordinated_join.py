@@ -135,3 +135,71 @@ def test_the_starting_round_is_journaled_and_survives_a_snapshot():
     )
     restored = DispatcherState.from_snapshot(state.snapshot())
     assert [restored.tasks[t].starting_round for t in (5, 6)] == [0, 149]
+
+
+def test_a_pending_join_survives_a_dispatcher_restart(service_factory, protocol, tmp_path):
+    """A worker registers while one consumer cannot reach the dispatcher, so its join stays
+    pending (that consumer cannot confirm the round); the dispatcher is then stopped and
+    restarted from its journal, which does not hold pending joins. The restarted dispatcher
+    plans the join again, the consumers agree on a round, and the worker joins; the
+    consumers stay in step throughout."""
+    if protocol == "inproc":
+        pytest.skip("the proxy that cuts a consumer off is TCP (runs with grpc)")
+    from tensorwire_testing.proxy import LoopbackProxy
+
+    work_dir = str(tmp_path / "work")
+    dispatcher, _ = service_factory(0, work_dir=work_dir, fault_tolerant_mode=True)
+    port = int(dispatcher.target.rsplit(":", 1)[1])
+    service_factory.add_worker(dispatcher, heartbeat_interval_ms=100)
+    with LoopbackProxy(dispatcher._address) as proxy:
+        targets = [dispatcher.target, f"{protocol}://{proxy.address}"]
+        consumers = [_consumer_of(target, i) for i, target in enumerate(targets)]
+        rows = [[int(next(c)) for c in consumers] for _ in range(10)]
+        proxy.refuse = True  # consumer 1's heartbeats fail from now on
+        proxy.cut()
+        service_factory.add_worker(dispatcher, heartbeat_interval_ms=100)
+        core = dispatcher._core
+        (job_id,) = core.state.jobs
+        deadline = time.monotonic() + 30
+        while True:
+            with core.lock:
+                if core.joins.front(job_id) is not None:
+                    break
+            assert time.monotonic() < deadline, "the new worker's join never became pending"
+            time.sleep(0.05)
+        with core.lock:
+            assert len(core.state.jobs[job_id].task_ids) == 1  # still pending: not created
+        dispatcher.stop()
+        service_factory(0, work_dir=work_dir, fault_tolerant_mode=True, port=port)
+        proxy.refuse = False
+
+        def read_round():
+            rows.append([int(next(c)) for c in consumers])
+
+        deadline = time.monotonic() + 60
+        while not any(rows[i][0] < rows[i - 1][0] for i in range(10, len(rows))):
+            assert time.monotonic() < deadline, "the new worker never served a round"
+            read_round()
+        for _ in range(10):
+            read_round()
+    assert all(row[1] == row[0] + 1 for row in rows), rows
+    joined = next(i for i in range(10, len(rows)) if rows[i][0] < rows[i - 1][0])
+    after = [r[0] for r in rows[joined:]]
+    assert after[0::2] == list(range(0, 2 * len(after[0::2]), 2))  # the new worker's stream
+    assert [r[0] for r in rows[:joined]] == list(range(0, 2 * joined, 2))
+
+
+def _consumer_of(target, index):
+    return iter(
+        Dataset.range(10**9)
+        .repeat()
+        .apply(
+            service.distribute(
+                "parallel_epochs",
+                target,
+                job_name="coordinated",
+                consumer_index=index,
+                num_consumers=2,
+            )
+        )
+    )

@@ -162,7 +162,7 @@ def test_a_replay_survives_a_dispatcher_restart_in_the_middle_of_recovery(tmp_pa
     core.worker_heartbeat({"worker_address": WORKER, "incarnation": "p2", "tasks": []})
     view = core.client_heartbeat({"client_id": c1})
     (entry,) = view["tasks"]
-    assert entry["generation"] == 1 and entry["report"]
+    assert entry["generation"] == 1 and view["report"] == [entry["task_id"]]
     core.client_heartbeat(
         {"client_id": c1, "delivered": [{"task_id": task_id, "generation": 1, "ranges": [[0, 5]]}]}
     )

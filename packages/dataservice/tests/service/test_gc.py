@@ -123,3 +123,24 @@ def test_worker_dropped_for_missed_heartbeats_resumes_its_tasks(service_factory,
     got.extend(int(x) for x in it)
     assert got == list(range(n))
     assert dispatcher._num_workers() == 1
+
+
+def test_collected_jobs_are_forgotten_without_a_journal(service_factory):
+    """A dispatcher without a journal (nothing compacts) forgets collected jobs after
+    collecting them, so a long-lived one does not keep every job it ran; their readers
+    still hear why, and their workers drop the tasks."""
+    dispatcher, (worker,) = service_factory(
+        1,
+        job_gc_check_interval_ms=50,
+        job_gc_timeout_ms=200,
+        worker_config={"heartbeat_interval_ms": 50},
+    )
+    reader = distribute(Dataset.range(10**9), dispatcher, job_name="forgotten")._read()
+    next(reader)
+    reader._stop.set()  # its heartbeats stop, as if its process froze
+    assert _wait(lambda: dispatcher._num_jobs(include_gc=True) == 0, 10), "the job was kept"
+    with dispatcher._core.lock:
+        assert not dispatcher._core.state.tasks
+    with pytest.raises(errors.NotFoundError, match="garbage collected"):
+        reader._heartbeat_once()
+    assert _wait(lambda: worker._num_tasks() == 0, 10), "the worker kept the task"

@@ -4,13 +4,11 @@ a dispatcher and a worker with a running job."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import tensorwire as tw
 from tensorwire.observe import DispatcherStatus, WorkerStatus, status_from_dict
+from tensorwire_testing.commands import run_status
 
 from .helpers import distribute
 
@@ -19,18 +17,6 @@ FAST_HEARTBEATS = {"heartbeat_interval_ms": 100}
 
 def _until(check, timeout: float = 30.0):
     return tw.test.eventually(check, timeout=timeout, retry_on=(AssertionError,))
-
-
-def _status_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TENSORWIRE_")}
-    environment.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "tensorwire.cli", "status", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=environment,
-    )
 
 
 @pytest.fixture
@@ -82,7 +68,7 @@ def test_worker_status_lists_its_tasks(running_job):
 
 def test_status_command_prints_jobs_workers_and_readers(running_job, cross_process_protocol):
     dispatcher, worker, _ = running_job
-    result = _status_cli(dispatcher.target)
+    result = run_status(dispatcher.target)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     job = dispatcher.status().jobs[0]
@@ -95,14 +81,14 @@ def test_status_command_prints_jobs_workers_and_readers(running_job, cross_proce
 
 def test_status_command_json_parses(running_job, cross_process_protocol):
     dispatcher, worker, _ = running_job
-    result = _status_cli(dispatcher.target, "--json")
+    result = run_status(dispatcher.target, "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["kind"] == "dispatcher"
     assert data["jobs"][0]["job_name"] == "training"
     assert data["jobs"][0]["tasks"][0]["worker_address"] == worker._worker_address
     worker_data = json.loads(
-        _status_cli(f"{dispatcher.target.split('://')[0]}://{worker._address}", "--json").stdout
+        run_status(f"{dispatcher.target.split('://')[0]}://{worker._address}", "--json").stdout
     )
     assert worker_data["kind"] == "worker"
     assert len(worker_data["tasks"]) == 1
@@ -110,10 +96,10 @@ def test_status_command_json_parses(running_job, cross_process_protocol):
 
 def test_status_without_the_token_is_refused_with_a_reason(service_factory, cross_process_protocol):
     dispatcher, _ = service_factory(0, cluster_token="s3cret")
-    refused = _status_cli(dispatcher.target)
+    refused = run_status(dispatcher.target)
     assert refused.returncode == 2
     assert "requires a cluster token" in refused.stderr
-    allowed = _status_cli(dispatcher.target, "--token", "s3cret")
+    allowed = run_status(dispatcher.target, "--token", "s3cret")
     assert allowed.returncode == 0, allowed.stderr
     assert "jobs: none" in allowed.stdout
 

@@ -23,6 +23,7 @@ import tensorwire as tw
 from tensorwire import errors
 from tensorwire_dataservice.service import protocol as service_protocol
 from tensorwire_testing.data_service import DataServiceProcess
+from tensorwire_testing.devices import needs_cuda
 from tensorwire_testing.waiting import scaled
 
 torch = pytest.importorskip(
@@ -316,3 +317,59 @@ def test_received_arrays_become_tensors_without_a_copy(dtype):
     received = codec.loads(codec.dumps({"t": t}), numpy=True)["t"]  # as the service reads it
     tensor = _to_tensor(received)
     assert tensor.dtype == t.dtype and tensor.data_ptr() == received.ctypes.data
+
+
+# -- the receiver's device (to_torch(dataset, device=...)) ------------------------------------
+
+
+def test_cpu_device_gives_the_same_cpu_tensors_over_the_received_buffers(service_factory):
+    dispatcher, _ = service_factory(1)
+    adapter = tw.data.service.to_torch(_distributed(dispatcher.target), device="cpu")
+    assert adapter.device is None  # nothing to move: received tensors are CPU tensors
+    elements = list(_loader(adapter, 0))
+    assert sorted(int(e["i"]) for e in elements) == list(range(NUM_ELEMENTS))
+    assert all(e["x"].device.type == "cpu" and e["x"].dtype == torch.float32 for e in elements)
+
+
+def test_received_array_with_the_cpu_device_is_not_copied():
+    from tensorwire_dataservice.service.torch_dataset import _to_tensor
+
+    received = np.frombuffer(bytes(64), dtype=np.float32)
+    assert _to_tensor(received, torch.device("cpu")).data_ptr() == received.ctypes.data
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="cuda:0 is present on this machine")
+def test_absent_device_is_refused_when_the_adapter_is_made(service_factory):
+    dispatcher, _ = service_factory(1)
+    dataset = _distributed(dispatcher.target)
+    with pytest.raises(errors.InvalidArgumentError, match=r"'cuda:0' is not available.*: cpu"):
+        tw.data.service.to_torch(dataset, device="cuda:0")
+    with pytest.raises(errors.InvalidArgumentError, match="'tpu' is not a torch device"):
+        tw.data.service.TorchDataset(dataset, device="tpu")
+
+
+def test_dataloader_workers_refuse_a_device_other_than_the_cpu(remote_service):
+    # No GPU here to resolve one: the adapter is given a resolved non-CPU device directly,
+    # so that the refusal in the worker runs (test_dataloader_workers_refuse_a_gpu_device
+    # makes it through device= on a GPU machine).
+    adapter = tw.data.service.to_torch(_distributed(remote_service))
+    adapter.device = torch.device("meta")
+    with pytest.raises(ValueError, match="num_workers=0.*pin_memory=True"):
+        list(_loader(adapter, 1, "fork"))
+
+
+@needs_cuda()
+def test_elements_land_on_the_cuda_device(service_factory):
+    dispatcher, _ = service_factory(1)
+    adapter = tw.data.service.to_torch(_distributed(dispatcher.target), device="cuda:0")
+    elements = list(_loader(adapter, 0))
+    assert len(elements) == NUM_ELEMENTS
+    assert all(e["x"].device == torch.device("cuda", 0) for e in elements)
+    assert sorted(int(e["i"]) for e in elements) == list(range(NUM_ELEMENTS))
+
+
+@needs_cuda()
+def test_dataloader_workers_refuse_a_gpu_device(remote_service):
+    adapter = tw.data.service.to_torch(_distributed(remote_service), device="cuda:0")
+    with pytest.raises(ValueError, match="num_workers=0.*pin_memory=True"):
+        list(_loader(adapter, 1, "spawn"))

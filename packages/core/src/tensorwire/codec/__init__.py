@@ -3,9 +3,9 @@
 API::
 
     dumps(obj) -> bytes            one contiguous frame (header, then 64-byte aligned payloads)
-    loads(buffer, *, numpy=False) -> obj     arrays come back as views into ``buffer``
+    loads(buffer, *, numpy=False, device=None) -> obj   arrays come back as views into ``buffer``
     encode(obj) -> list[buffer]    frame 0 = header, then one frame per array (views, no copy)
-    decode(frames, *, numpy=False) -> obj    arrays are views into their own frames
+    decode(frames, *, numpy=False, device=None) -> obj  arrays are views into their own frames
 
 Two implementations produce and accept the same bytes: ``_codec_c`` (Cython, the default) and
 ``_codec_py`` (the pure-Python twin). ``IMPLEMENTATION`` says which one is live; set
@@ -44,7 +44,17 @@ reader without the framework installed gets NumPy arrays and one warning line (l
   conjugate/negative bits are resolved (one copy).
 - GPU tensors (CUDA torch, JAX on a GPU) are copied to host memory exactly once, by the
   framework itself (``tensor.cpu()``, ``jax.device_get``), and never pickled; they arrive as CPU
-  tensors.
+  tensors, or on the receiver's device when it asks for one (below).
+- ``device=`` places the frame's torch tensors and JAX arrays on a device of the receiver:
+  a torch device string or ``torch.device`` (``"cuda:0"``) for torch tensors, a ``jax.Device``
+  or ``"platform:index"`` string (``"gpu:0"``) for JAX arrays (a string serves both). Each
+  tensor is copied from the receive buffer to the device exactly once (``Tensor.to``,
+  ``jax.device_put``); the buffer is not pinned first, since pinning is itself a host copy.
+  ``device="cpu"`` keeps the zero-copy decode. NumPy arrays have no device and stay NumPy
+  on the host. A device the process lacks raises ``InvalidArgumentError`` naming it and
+  listing the devices there are, when the first tensor it would hold is decoded, before any
+  copy (a frame without tensors never checks it); a value that is no device raises
+  TypeError; ``device=`` beside ``numpy=True`` or ``relay=True`` raises ValueError.
 - Decoded torch tensors share the receive buffer; when that buffer is read-only (``bytes``)
   they must be treated as read-only (``.clone()`` one to write to it); torch cannot mark them.
   Its one-time warning about such tensors is taken, silenced, on the first decode.
@@ -191,11 +201,15 @@ else:
 
 
 class _Loads(Protocol):
-    def __call__(self, buffer: Any, *, numpy: bool = False, relay: bool = False) -> Any: ...
+    def __call__(
+        self, buffer: Any, *, numpy: bool = False, relay: bool = False, device: Any = None
+    ) -> Any: ...
 
 
 class _Decode(Protocol):
-    def __call__(self, frames: Any, *, numpy: bool = False, relay: bool = False) -> Any: ...
+    def __call__(
+        self, frames: Any, *, numpy: bool = False, relay: bool = False, device: Any = None
+    ) -> Any: ...
 
 
 dumps: Callable[[Any], bytes] = _impl.dumps

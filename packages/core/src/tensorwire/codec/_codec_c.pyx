@@ -614,6 +614,7 @@ cdef struct Reader:
     int version
     bint numpy  # framework tensors come back as NumPy arrays
     bint relay  # ... or as FrameworkArray, to be sent on unchanged
+    PyObject* device  # ... or on this device; NULL: the host (borrowed from loads/decode)
     Payload inline_payloads[INLINE_PAYLOADS]
 
 
@@ -813,14 +814,15 @@ cdef object r_tensor(Reader* r):
         raise DataLossError(f"tensor record at offset {r.pos - 1} does not hold an array")
     cdef Py_ssize_t code_at = r.pos  # r_array reads the dtype code there (bounds-checked)
     arr = r_array(r)
-    if framework == FW_TORCH and not r.numpy and not r.relay:
+    if framework == FW_TORCH and not r.numpy and not r.relay and r.device == NULL:
         if TORCH_FROM_NUMPY is None:
             TORCH_FROM_NUMPY = FW.torch_from_numpy() or False
         # The fixed-size dtypes of the wire are exactly those NumPy and torch share: what
         # frameworks.restore does for them, without the Python calls in between.
         if TORCH_FROM_NUMPY is not False and DESCRS[r.buf[code_at]] != NULL:
             return TORCH_FROM_NUMPY(arr)
-    return F.tensor_value(framework, name, arr, r.numpy, r.relay)
+    device = None if r.device == NULL else <object>r.device
+    return F.tensor_value(framework, name, arr, r.numpy, r.relay, device)
 
 
 cdef object r_namedtuple(Reader* r, int depth):
@@ -870,11 +872,13 @@ cdef inline bint memcmp4(const unsigned char* a, const char* b) noexcept:
 
 
 cdef int reader_init(Reader* r, const unsigned char* buf, Py_ssize_t header_len,
-                     Py_ssize_t n, int version, bint numpy, bint relay) except -1:
+                     Py_ssize_t n, int version, bint numpy, bint relay,
+                     object device) except -1:
     r.buf = buf
     r.version = version
     r.numpy = numpy
     r.relay = relay
+    r.device = NULL if device is None else <PyObject*>device
     r.pos = PREFIX_SIZE + ENTRY_SIZE * n
     r.end = header_len
     r.n_payloads = n
@@ -904,12 +908,15 @@ cdef object finish(Reader* r):
     return value
 
 
-def loads(buffer, *, bint numpy=False, bint relay=False):
+def loads(buffer, *, bint numpy=False, bint relay=False, object device=None):
     """Decode one frame made by ``dumps``; arrays are views into ``buffer``.
 
     ``numpy=True`` returns framework tensors (torch, JAX) as NumPy arrays; ``relay=True`` as
-    ``tensorwire.frameworks.FrameworkArray`` (re-encoded as they came, framework not needed).
+    ``tensorwire.frameworks.FrameworkArray`` (re-encoded as they came, framework not needed);
+    ``device`` places them on that device (``tensorwire.frameworks.device_for``).
     """
+    if device is not None:
+        F.check_device_switch(numpy, relay, device)
     mv = frame_view(buffer)
     cdef Py_buffer* view = PyMemoryView_GET_BUFFER(mv)
     cdef const unsigned char* base = <const unsigned char*>view.buf
@@ -927,7 +934,7 @@ def loads(buffer, *, bint numpy=False, bint relay=False):
             )
         if header_len != size:
             raise DataLossError(f"{size - header_len} trailing bytes after the header")
-    reader_init(&r, base, header_len, n, version, numpy, relay)
+    reader_init(&r, base, header_len, n, version, numpy, relay, device)
     try:
         end = header_len
         entry = base + PREFIX_SIZE
@@ -959,11 +966,13 @@ def loads(buffer, *, bint numpy=False, bint relay=False):
         reader_free(&r)
 
 
-def decode(frames, *, bint numpy=False, bint relay=False):
+def decode(frames, *, bint numpy=False, bint relay=False, object device=None):
     """Decode ``encode``'s frames (a single ``dumps`` frame is accepted too).
 
-    ``numpy`` and ``relay`` as for ``loads``.
+    ``numpy``, ``relay`` and ``device`` as for ``loads``.
     """
+    if device is not None:
+        F.check_device_switch(numpy, relay, device)
     cdef list fl
     if type(frames) is list:
         fl = <list>frames
@@ -989,13 +998,13 @@ def decode(frames, *, bint numpy=False, bint relay=False):
     if flags & FLAG_PACKED:
         if len(fl) != 1:
             raise DataLossError(f"packed frame followed by {len(fl) - 1} extra frames")
-        return loads(fl[0], numpy=numpy, relay=relay)
+        return loads(fl[0], numpy=numpy, relay=relay, device=device)
     if header_len != size:
         raise DataLossError(f"{size - header_len} trailing bytes after the header")
     if len(fl) != n + 1:
         raise DataLossError(f"header lists {n} payloads but {len(fl) - 1} payload frames came")
     cdef list views = []  # keeps every payload memoryview alive while arrays are made
-    reader_init(&r, base, header_len, n, version, numpy, relay)
+    reader_init(&r, base, header_len, n, version, numpy, relay, device)
     try:
         entry = base + PREFIX_SIZE
         for k in range(n):

@@ -261,7 +261,17 @@ def _as_bytes_view(buffer: Any) -> memoryview:
 class _Reader:
     """Walks the structure bytes; every read is bounds-checked first."""
 
-    __slots__ = ("mv", "pos", "end", "payloads", "next_array", "version", "numpy", "relay")
+    __slots__ = (
+        "mv",
+        "pos",
+        "end",
+        "payloads",
+        "next_array",
+        "version",
+        "numpy",
+        "relay",
+        "device",
+    )
 
     def __init__(
         self,
@@ -272,6 +282,7 @@ class _Reader:
         version: int,
         numpy: bool,
         relay: bool,
+        device: Any,
     ) -> None:
         self.mv = mv
         self.pos = pos
@@ -281,6 +292,7 @@ class _Reader:
         self.version = version
         self.numpy = numpy  # framework tensors come back as NumPy arrays
         self.relay = relay  # ... or as FrameworkArray, to be sent on unchanged
+        self.device = device  # ... or on the receiver's device (None: the host)
 
     def take(self, n: int, what: str) -> int:
         pos = self.pos
@@ -385,7 +397,7 @@ class _Reader:
         name = self.string("tensor dtype name")
         if self.u8("tensor array tag") != F.T_ARRAY:
             raise DataLossError(f"tensor record at offset {self.pos - 1} does not hold an array")
-        return F.tensor_value(framework, name, self.array(), self.numpy, self.relay)
+        return F.tensor_value(framework, name, self.array(), self.numpy, self.relay, self.device)
 
     def dtype_head(self) -> tuple[int, int]:
         code = self.u8("dtype code")
@@ -463,12 +475,15 @@ def _finish(r: _Reader, n: int, header_len: int) -> Any:
     return value
 
 
-def loads(buffer: Any, *, numpy: bool = False, relay: bool = False) -> Any:
+def loads(buffer: Any, *, numpy: bool = False, relay: bool = False, device: Any = None) -> Any:
     """Decode one frame made by ``dumps``; arrays are views into ``buffer``.
 
     ``numpy=True`` returns framework tensors (torch, JAX) as NumPy arrays; ``relay=True`` as
-    ``tensorwire.frameworks.FrameworkArray`` (re-encoded as they came, framework not needed).
+    ``tensorwire.frameworks.FrameworkArray`` (re-encoded as they came, framework not needed);
+    ``device`` places them on that device (``tensorwire.frameworks.device_for``).
     """
+    if device is not None:
+        F.check_device_switch(numpy, relay, device)
     mv = _as_bytes_view(buffer)
     flags, header_len, n, version = _parse_prefix(mv)
     if not flags & F.FLAG_PACKED:
@@ -498,14 +513,17 @@ def loads(buffer: Any, *, numpy: bool = False, relay: bool = False) -> Any:
         end = off + nbytes
     if end != len(mv):
         raise DataLossError(f"{len(mv) - end} trailing bytes after the last payload")
-    return _finish(_Reader(mv, p, header_len, payloads, version, numpy, relay), n, header_len)
+    reader = _Reader(mv, p, header_len, payloads, version, numpy, relay, device)
+    return _finish(reader, n, header_len)
 
 
-def decode(frames: Any, *, numpy: bool = False, relay: bool = False) -> Any:
+def decode(frames: Any, *, numpy: bool = False, relay: bool = False, device: Any = None) -> Any:
     """Decode ``encode``'s frames (a single ``dumps`` frame is accepted too).
 
-    ``numpy`` and ``relay`` as for ``loads``.
+    ``numpy``, ``relay`` and ``device`` as for ``loads``.
     """
+    if device is not None:
+        F.check_device_switch(numpy, relay, device)
     try:
         frames = list(frames)
     except TypeError:
@@ -519,7 +537,7 @@ def decode(frames: Any, *, numpy: bool = False, relay: bool = False) -> Any:
     if flags & F.FLAG_PACKED:
         if len(frames) != 1:
             raise DataLossError(f"packed frame followed by {len(frames) - 1} extra frames")
-        return loads(frames[0], numpy=numpy, relay=relay)
+        return loads(frames[0], numpy=numpy, relay=relay, device=device)
     if header_len != len(mv):
         raise DataLossError(f"{len(mv) - header_len} trailing bytes after the header")
     if len(frames) != n + 1:
@@ -537,4 +555,5 @@ def decode(frames: Any, *, numpy: bool = False, relay: bool = False) -> Any:
                 f"payload {k} should have {nbytes} bytes but its frame has {len(pmv)}"
             )
         payloads.append((pmv, 0, nbytes))
-    return _finish(_Reader(mv, p, header_len, payloads, version, numpy, relay), n, header_len)
+    reader = _Reader(mv, p, header_len, payloads, version, numpy, relay, device)
+    return _finish(reader, n, header_len)

@@ -294,15 +294,31 @@ def export_tensor(obj: Any) -> Any:
 
 
 def tensor_value(
-    framework: int, dtype_name: str, array: np.ndarray[Any, Any], numpy: bool, relay: bool
+    framework: int,
+    dtype_name: str,
+    array: np.ndarray[Any, Any],
+    numpy: bool,
+    relay: bool,
+    device: Any = None,
 ) -> Any:
-    """What a decoded T_TENSOR record becomes: the framework's tensor, ``array`` itself
-    (``numpy``), or a ``FrameworkArray`` (``relay``: it goes out again as it came)."""
+    """What a decoded T_TENSOR record becomes: the framework's tensor (on ``device`` when
+    given), ``array`` itself (``numpy``), or a ``FrameworkArray`` (``relay``: it goes out
+    again as it came)."""
     if relay:
         return frameworks.FrameworkArray(framework, dtype_name, array)
     if numpy:
         return array
-    return frameworks.restore(framework, dtype_name, array)
+    return frameworks.restore(framework, dtype_name, array, device)
+
+
+def check_device_switch(numpy: bool, relay: bool, device: Any) -> None:
+    """Refuses ``device=`` beside ``numpy=True``/``relay=True``: those return host memory."""
+    if numpy or relay:
+        switch = "numpy=True" if numpy else "relay=True"
+        raise ValueError(
+            f"device={device!r} cannot be combined with {switch}, which returns host "
+            "(NumPy) memory; pass one or the other"
+        )
 
 
 def check_version(version: int) -> None:

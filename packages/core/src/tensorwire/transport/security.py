@@ -15,6 +15,8 @@ every channel, whatever the transport:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import logging
 import os
@@ -29,6 +31,9 @@ __all__ = [
     "insecure_from_env",
     "check_listen",
     "check_connect",
+    "TOKEN_PROOF_BYTES",
+    "token_proof",
+    "proves_token",
 ]
 
 log = logging.getLogger(__name__)
@@ -130,3 +135,53 @@ def check_connect(address: str, options: TransportOptions) -> None:
         "token needs TLS (root_certificates_file, TENSORWIRE_TLS_ROOT_CA), or "
         f"{INSECURE_ENV}=1 to send it anyway"
     )
+
+
+#: Length of a ``token_proof``.
+TOKEN_PROOF_BYTES = 32
+
+
+def token_proof(token: str | None, challenge: bytes) -> bytes:
+    """What a peer answers to ``challenge`` to prove it holds the cluster token, without
+    sending the token: HMAC-SHA256 keyed by the token (32 zero bytes when no token is set,
+    so a server without a token takes any answer of the right length).
+
+    Args:
+      token: the cluster token, or None.
+      challenge: the bytes to prove the token over: a fresh random nonce from the side that
+        checks (plus, for a mutual proof, a label saying which side answers, so that one
+        side's answer cannot be reflected back as the other's).
+
+    Returns:
+      ``TOKEN_PROOF_BYTES`` bytes.
+
+    Examples:
+        >>> from tensorwire.transport.security import token_proof, proves_token
+        >>> proof = token_proof("s3cret", b"nonce")
+        >>> proves_token("s3cret", b"nonce", proof), proves_token("other", b"nonce", proof)
+        (True, False)
+    """
+    if token is None:
+        return bytes(TOKEN_PROOF_BYTES)
+    return hmac.new(token.encode(), challenge, hashlib.sha256).digest()
+
+
+def proves_token(token: str | None, challenge: bytes, answer: bytes) -> bool:
+    """Whether ``answer`` is ``token_proof(token, challenge)`` (compared in constant time).
+
+    Args:
+      token: the cluster token this side holds, or None (any answer of the right length).
+      challenge: the bytes the peer was asked to prove the token over.
+      answer: what the peer answered.
+
+    Returns:
+      True when the answer proves the token.
+
+    Examples:
+        >>> from tensorwire.transport.security import proves_token
+        >>> proves_token(None, b"nonce", bytes(32))
+        True
+    """
+    if token is None:
+        return len(answer) == TOKEN_PROOF_BYTES
+    return hmac.compare_digest(answer, token_proof(token, challenge))

@@ -343,6 +343,53 @@ class Dataset(DatasetBase):
         return _sources.ListFilesDataset(file_pattern, shuffle, seed)
 
     @staticmethod
+    def load(
+        path: str | os.PathLike[str],
+        element_spec: Any = None,
+        compression: str | None = None,
+        reader_func: Any = None,
+        wait: bool = False,
+    ) -> Dataset:
+        """The elements of a snapshot written by ``save`` or ``distributed_save``.
+
+        Chunks are read in their number order: the order ``save`` wrote (without
+        ``shard_func``), and for ``distributed_save`` the order of the source's splits
+        (each split's elements in order). The result is a splittable, file-based source
+        (one split per chunk): read through the service with ``distributed_epoch``,
+        each chunk goes to one worker. Checkpointable like ``TFRecordDataset``.
+
+        Args:
+          path: the snapshot directory.
+          element_spec: None takes the stored spec; else it must be compatible with it.
+          compression: None takes the stored one; else it must be the stored one.
+          reader_func: accepted for TensorFlow compatibility; must be None.
+          wait: must be False: only finished snapshots are read (``UnimplementedError``).
+
+        Returns:
+          A dataset with the snapshot's ``element_spec`` and, after ``save``, its
+          cardinality.
+
+        Raises:
+          NotFoundError: no snapshot at ``path``.
+          FailedPreconditionError: the snapshot is not finished.
+          InvalidArgumentError: ``element_spec`` or ``compression`` do not match.
+          UnimplementedError: ``wait=True`` or a ``reader_func``.
+          DataLossError: a chunk is missing or damaged.
+
+        Examples:
+            >>> tw.data.Dataset.range(3).save("saved")
+            >>> [int(x) for x in tw.data.Dataset.load("saved")]
+            [0, 1, 2]
+        """
+        if reader_func is not None:
+            from tensorwire import errors
+
+            raise errors.UnimplementedError(
+                "Dataset.load(reader_func=...) is not supported; chunks are read in order"
+            )
+        return _snapshot_format.load(path, element_spec, compression, wait)
+
+    @staticmethod
     def counter(
         start: int = 0, step: int = 1, dtype: Any = np.int64, name: str | None = None
     ) -> Dataset:
@@ -1025,6 +1072,49 @@ class Dataset(DatasetBase):
         """
         return _cache.CacheDataset(self, filename)
 
+    def save(
+        self,
+        path: str | os.PathLike[str],
+        compression: str | None = None,
+        shard_func: Callable[..., Any] | None = None,
+        checkpoint_args: Any = None,
+    ) -> None:
+        """Write this dataset's elements as a snapshot that ``Dataset.load`` reads.
+
+        The format of ``distributed_save`` (``snapshot_format.py``): chunk files of
+        TFRecord-framed elements, the element spec in ``snapshot.metadata``, and a
+        ``DONE`` file written last. Without ``shard_func`` a chunk holds 4,096 elements
+        in order; with it, an element goes to the chunk of its shard index, and ``load``
+        reads shard after shard.
+
+        Args:
+          path: a new or empty directory.
+          compression: None or ``""`` (none), ``"AUTO"`` (ZLIB level 1: the fastest
+            stdlib codec, standing in for TensorFlow's Snappy), ``"GZIP"``, ``"ZLIB"``.
+          shard_func: element -> scalar integer shard index, or None.
+          checkpoint_args: accepted for TensorFlow compatibility; must be None.
+
+        Raises:
+          AlreadyExistsError: ``path`` is not empty (e.g. holds a snapshot).
+          InvalidArgumentError: an unknown compression, a bad ``shard_func`` result.
+          UnimplementedError: an element spec a snapshot cannot store (a nested dataset),
+            or ``checkpoint_args``.
+          OSError: the files cannot be written.
+
+        Examples:
+            >>> ds = tw.data.Dataset.from_tensor_slices({"x": [1, 2], "y": [3.0, 4.0]})
+            >>> ds.save("pairs", compression="GZIP")
+            >>> [int(e["x"]) for e in tw.data.Dataset.load("pairs")]
+            [1, 2]
+        """
+        if checkpoint_args is not None:
+            from tensorwire import errors
+
+            raise errors.UnimplementedError(
+                "Dataset.save(checkpoint_args=...) is not supported: a save runs to the end"
+            )
+        _snapshot_format.save(self, path, compression, shard_func)
+
     def apply(self, transformation_func: Callable[[Dataset], Dataset]) -> Dataset:
         """``transformation_func(self)``: apply a function made of transforms.
 
@@ -1220,6 +1310,7 @@ from . import batching as _batching  # noqa: E402
 from . import cache as _cache  # noqa: E402
 from . import mixing as _mixing  # noqa: E402
 from . import nested as _nested  # noqa: E402
+from . import snapshot_format as _snapshot_format  # noqa: E402
 from . import sources as _sources  # noqa: E402
 from . import threaded as _threaded  # noqa: E402
 from . import transforms as _transforms  # noqa: E402

@@ -655,6 +655,9 @@ class _Reader(Iterator[Any]):
         # task waits at (not read until that task is known; -1: none).
         self._round = 0
         self._block_round = -1
+        # The dispatcher's view of the job this reader applied last (reader_view.py): named
+        # in heartbeats, so replies carry the task list only when it changed.
+        self._view: str | None = None
         if ds._trainer_id is not None and iteration > 0:
             raise errors.InvalidArgumentError(
                 "Cross-trainer caching requires infinite datasets and disallows multiple "
@@ -764,6 +767,8 @@ class _Reader(Iterator[Any]):
         }
         if delivered:
             request["delivered"] = delivered
+        if self._view is not None:
+            request["view"] = self._view
         if self.ds._num_consumers is not None:
             with self._lock:
                 request["current_round"] = self._round
@@ -814,11 +819,20 @@ class _Reader(Iterator[Any]):
         )
 
     def _update_tasks(self, reply: dict[str, Any]) -> None:
+        if "tasks" not in reply:
+            # The view this reader holds is current: the tasks are as they were.
+            with self._lock:
+                report = {int(t) for t in reply.get("report", ())}
+                for task_id, held in self._tasks.items():
+                    held.report = task_id in report
+                self._block_round = int(reply.get("block_round", -1))
+            return
         if self._host is not None:
             # Only the workers on this host are read: the others are not this reader's.
             reply = dict(reply)
             reply["tasks"] = [t for t in reply["tasks"] if t.get("worker_host") == self._host]
         listed = {int(t["task_id"]): t for t in reply["tasks"]}
+        report = {int(t) for t in reply.get("report", ())}
         with self._lock:
             for task_id, entry in listed.items():
                 address = str(entry["worker_address"])
@@ -843,7 +857,7 @@ class _Reader(Iterator[Any]):
                     # Its worker missed heartbeats and was dropped, then came back still
                     # running the task: read on from where the task is.
                     state.removed = False
-                state.report = bool(entry.get("report", False))
+                state.report = task_id in report
                 state.starting_round = int(entry.get("starting_round", 0))
                 if not address:
                     continue  # lost, waiting for a worker to replay it on
@@ -859,6 +873,7 @@ class _Reader(Iterator[Any]):
             # With the tasks, in one step: a round reader that saw the block lifted without
             # the task that starts there would pick another task for that round.
             self._block_round = int(reply.get("block_round", -1))
+            self._view = reply.get("view")
 
     def _reader_exits(self, state: _TaskState, generation: int) -> bool:
         """A reader thread whose task was removed (or whose reader stopped) ends, unless the

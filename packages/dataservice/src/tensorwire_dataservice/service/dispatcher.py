@@ -18,7 +18,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from tensorwire import errors
-from tensorwire.lifecycle import stop_at_exit
+from tensorwire.lifecycle import stop_at_exit, stopped_on_failure
 from tensorwire.observe import status_service
 from tensorwire.transport import get_transport
 from tensorwire.transport.base import CallContext, Service, TransportOptions
@@ -49,6 +49,8 @@ from .protocol import (
     refusing_malformed,
     unpack,
 )
+from .reader_view import ReaderViews
+from .snapshot_manager import SnapshotManager
 from .state import DispatcherState, Job, Task
 from .status import ClientReport, TaskReport, client_report, dispatcher_status, task_reports
 
@@ -131,6 +133,10 @@ class _Dispatcher:
         self.worker_hosts: dict[str, str] = {}
         # Workers waiting to join running coordinated-read jobs (coordinated_join.py).
         self.joins = PendingJoins()
+        # What readers' heartbeat replies say about their jobs (reader_view.py).
+        self.reader_views = ReaderViews()
+        # distributed_save: which split each worker writes (snapshot_manager.py).
+        self.snapshots = SnapshotManager(self)
         self.worker_timeout = _ms(config.worker_timeout_ms, DEFAULT_WORKER_TIMEOUT_MS) / 1000
         self.gc_interval = (
             _ms(config.job_gc_check_interval_ms, DEFAULT_JOB_GC_CHECK_INTERVAL_MS) / 1000
@@ -199,6 +205,8 @@ class _Dispatcher:
             "GetWorkers": self.get_workers,
             "KeepJob": functools.partial(checkpoint_dispatcher.keep_job, self),
             "RestoreClient": functools.partial(checkpoint_dispatcher.restore_client, self),
+            "Snapshot": self.snapshot,
+            "GetSnapshotSplit": self.get_snapshot_split,
         }
         # For status and metrics (status.py, metrics.py): what workers and readers reported.
         self.started = time.monotonic()
@@ -216,6 +224,10 @@ class _Dispatcher:
             self._maybe_compact()
             self.journal.write(record)
         self.state.apply(record)
+        if record["op"] != "give_splits" or self.state.tasks[record["task_id"]].removed:
+            # Splits for a live task show in no reader's view: the only frequent change
+            # that leaves them be. (A removed task's splits make it an orphan, which shows.)
+            self.reader_views.changed()
 
     def _maybe_compact(self) -> None:
         """Compact if due. A failure is logged and compaction postponed: the journal keeps
@@ -238,12 +250,21 @@ class _Dispatcher:
         before the snapshot is in place recovers the collected jobs as they were, collected,
         which answers every request the same way."""
         assert self.journal is not None
+        self._forget_collected_jobs()
+        self.journal.compact(self.state.snapshot())
+
+    def _forget_collected_jobs(self) -> None:
+        """Drop garbage-collected jobs and their tasks, keeping what answers their readers
+        (that the job was collected) and their workers (whatever they still run of it is
+        deleted at their next heartbeat: no task of theirs is assigned)."""
         self.state.apply({"op": "forget_collected_jobs"})
+        self.reader_views.changed()
+        for job_id in [j for j in self.job_idle_since if j not in self.state.jobs]:
+            del self.job_idle_since[job_id]
         for client_id, job_id in list(self.former_clients.items()):
             if job_id not in self.state.jobs:  # heartbeats of its clients keep the GC message
                 del self.former_clients[client_id]
                 self.gc_clients.add(client_id)
-        self.journal.compact(self.state.snapshot())
 
     # -- helpers -------------------------------------------------------------------------------
     def _task_def(self, task: Task) -> dict[str, Any]:
@@ -332,8 +353,9 @@ class _Dispatcher:
         host_id = str(req.get("host_id") or "")
         self.task_reports.update(task_reports(req.get("stats")))
         with self.lock:
-            if host_id:
+            if host_id and self.worker_hosts.get(address) != host_id:
                 self.worker_hosts[address] = host_id
+                self.reader_views.changed()
             self._heartbeating = address
             try:
                 return self._worker_heartbeat_locked(
@@ -411,7 +433,11 @@ class _Dispatcher:
             and not self._replay_held(t)
         ]
         delete = sorted(t for t in current if t not in assigned_ids and t not in finished)
-        return {"tasks": new, "delete": delete}
+        reply: dict[str, Any] = {"tasks": new, "delete": delete}
+        snapshots = self.snapshots.active()
+        if snapshots:
+            reply["snapshots"] = snapshots
+        return reply
 
     def _replay_held(self, task: Task) -> bool:
         """Whether ``task`` (of a job with positions, restarted by a restored checkpoint)
@@ -664,7 +690,15 @@ class _Dispatcher:
             )
         return splits
 
+    def get_snapshot_split(self, req: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            return self.snapshots.next_split(req)
+
     # -- client-facing -------------------------------------------------------------------------
+    def snapshot(self, req: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            return self.snapshots.start(req)
+
     def get_or_register_dataset(self, req: dict[str, Any]) -> dict[str, Any]:
         dataset_def = as_bytes(req["dataset_def"])
         # Before anything is journaled: refused here, it is refused for good.
@@ -832,41 +866,14 @@ class _Dispatcher:
             reply.update(self._client_view(job, acquired["client_id"]))
         return reply
 
-    def _client_view(self, job: Job, client_id: int) -> dict[str, Any]:
-        """The job's tasks as a reader sees them. Tasks of an exact job carry their
-        generation (read only that one) and whether this reader has to report what it
-        received; a lost task waiting for a worker is listed without an address."""
-        tasks = [
-            {
-                "task_id": t.task_id,
-                "worker_address": t.worker_address,
-                "generation": t.generation,
-                "report": client_id in t.awaiting,
-                "starting_round": t.starting_round,
-                "worker_host": self.worker_hosts.get(t.worker_address, ""),
-            }
-            for t in self.state.live_tasks(job)
-        ]
-        tasks.extend(
-            {
-                "task_id": t.task_id,
-                "worker_address": "",
-                "generation": t.generation,
-                "report": client_id in t.awaiting,
-            }
-            for t in self.state.orphans(job)
-        )
+    def _client_view(self, job: Job, client_id: int, held: str | None = None) -> dict[str, Any]:
+        """The job as reader ``client_id`` sees it (``ReaderViews.reply``; the task list only
+        when the reader does not hold view ``held`` already), and the coordinated-read round
+        a joining task waits at (-1: none), which changes without a journaled record."""
+        reply = self.reader_views.reply(self.state, self.worker_hosts, job, client_id, held)
         pending = self.joins.front(job.job_id) if job.coordinated else None
-        return {
-            "tasks": tasks,
-            "exact": job.exact,
-            "job_finished": self.state.job_finished(job),
-            "num_workers": len(self.state.workers),
-            # Every worker's host (target_workers="LOCAL" names them when none is local).
-            "worker_hosts": {a: self.worker_hosts.get(a, "") for a in sorted(self.state.workers)},
-            # Coordinated reads: the round a joining task waits at (-1: none).
-            "block_round": pending.target_round if pending is not None else -1,
-        }
+        reply["block_round"] = pending.target_round if pending is not None else -1
+        return reply
 
     def acquire_client(self, req: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
@@ -958,7 +965,8 @@ class _Dispatcher:
                     time.monotonic(),
                 )
                 self._advance_join(job)
-            return self._client_view(job, client_id)
+            held = req.get("view")
+            return self._client_view(job, client_id, str(held) if held is not None else None)
 
     def _report_delivered(self, job: Job, client_id: int, report: dict[str, Any]) -> None:
         """A reader's account of the elements it received from a lost task."""
@@ -1031,6 +1039,7 @@ class _Dispatcher:
                     self._release(client_id)
             if not run_job_gc or self.gc_timeout_ms < 0:
                 return
+            collected = 0
             for job in list(self.state.jobs.values()):
                 if job.garbage_collected or job.clients:
                     continue
@@ -1038,6 +1047,12 @@ class _Dispatcher:
                 if idle * 1000 >= self.gc_timeout_ms:
                     log.info("garbage collecting job %d (unused for %.1fs)", job.job_id, idle)
                     self._collect(job)
+                    collected += 1
+            if collected and self.journal is None:
+                # With a journal, compaction forgets them (a recovery must not see a job
+                # vanish between two records); without one nothing else would, and a
+                # long-lived dispatcher would keep every job it ever ran.
+                self._forget_collected_jobs()
 
     def _collect(self, job: Job) -> None:
         """Garbage-collect ``job`` and tell its workers to drop its tasks now."""
@@ -1183,7 +1198,7 @@ class DispatchServer:
         self._metrics = None
         self._gc_thread: threading.Thread | None = None
         self._nudge_thread: threading.Thread | None = None
-        try:
+        with stopped_on_failure(self):  # (refused by the dispatcher, a metrics port in use)
             self._metrics = start_metrics(
                 config,
                 lambda: dispatcher_families(self.status()),
@@ -1194,9 +1209,6 @@ class DispatchServer:
             stop_at_exit(self)
             if start:
                 self.start()
-        except BaseException:
-            self.stop()  # nothing bound or serving is left behind by a failed start
-            raise
 
     def start(self) -> None:
         """Start serving; idempotent. RuntimeError after ``stop``."""

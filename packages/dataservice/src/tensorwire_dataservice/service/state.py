@@ -141,6 +141,10 @@ class DispatcherState:
         self.next_client_id = id_base
         # Sorted, disjoint [start, stop) ranges of ids of jobs forgotten after collection.
         self.forgotten_jobs: list[tuple[int, int]] = []
+        # distributed_save: path -> {"dataset_id", "done", "error", "request"}
+        # (snapshot_manager.py;
+        # the rest of a save's progress is in its directory).
+        self.snapshots: dict[str, dict[str, Any]] = {}
 
     # -- queries -----------------------------------------------------------------------------
     def job_finished(self, job: Job) -> bool:
@@ -412,6 +416,19 @@ class DispatcherState:
             task.awaiting = set(job.clients) - {client_id}
         job.restorable = True
 
+    def _apply_start_snapshot(self, r: dict[str, Any]) -> None:
+        self.snapshots[str(r["path"])] = {
+            "dataset_id": str(r["dataset_id"]),
+            "done": False,
+            "error": "",
+            "request": str(r.get("request") or ""),  # the client's, for its retries
+        }
+
+    def _apply_finish_snapshot(self, r: dict[str, Any]) -> None:
+        snapshot = self.snapshots[str(r["path"])]
+        snapshot["done"] = True
+        snapshot["error"] = str(r.get("error") or "")
+
     def _apply_gc_job(self, r: dict[str, Any]) -> None:
         job = self.jobs[r["job_id"]]
         job.garbage_collected = True
@@ -461,6 +478,7 @@ class DispatcherState:
             "job_keys": [[*key, job_id] for key, job_id in self.job_keys.items()],
             "clients": [[client_id, job_id] for client_id, job_id in self.clients.items()],
             "forgotten_jobs": [[start, stop] for start, stop in self.forgotten_jobs],
+            "snapshots": [[path, dict(s)] for path, s in self.snapshots.items()],
         }
 
     @classmethod
@@ -490,6 +508,7 @@ class DispatcherState:
         state.job_keys = {tuple(entry[:-1]): entry[-1] for entry in snap["job_keys"]}
         state.clients = {client_id: job_id for client_id, job_id in snap["clients"]}
         state.forgotten_jobs = [(start, stop) for start, stop in snap["forgotten_jobs"]]
+        state.snapshots = {path: dict(s) for path, s in snap.get("snapshots", [])}
         return state
 
 

@@ -29,6 +29,19 @@ write to it). PyTorch's one-time warning about such arrays is taken, silenced, b
 through as NumPy. A pipeline may produce torch tensors itself: the service holds them as
 NumPy views (its element specs are NumPy dtypes) and they reach the trainer as torch again.
 
+The GPU: ``to_torch(dataset, device="cuda:0")`` places every tensor of an element on that
+device as it is read, with one host-to-device copy straight from the received buffer (what
+``tensorwire.codec.loads(..., device=)`` does; see ``tensorwire.frameworks.device_for``).
+It applies where the adapter is iterated, so it goes with ``num_workers=0``, which suits
+the service well (its workers do the preprocessing; the DataLoader only reads). As
+PyTorch advises, no CUDA tensors are made in DataLoader worker processes: there the
+adapter refuses a device other than the CPU. With ``num_workers > 0`` leave ``device`` unset, pass
+``pin_memory=True`` to the DataLoader (its main process copies each batch into page-locked
+memory, a host copy) and call ``batch.to(device, non_blocking=True)`` in the training
+loop, as with any DataLoader. ``device="cpu"`` changes nothing. A device this process
+lacks is refused when the adapter is made (``InvalidArgumentError`` naming it and the
+devices there are). Strings stay NumPy on the host.
+
 Start methods: "fork" (PyTorch's default on Linux), "spawn" and "forkserver" all work,
 as long as the process that creates the DataLoader does not itself run a gRPC server
 (a dispatcher or worker of the service): gRPC cannot be used in a child forked from
@@ -81,10 +94,18 @@ class TorchDataset(IterableDataset):
 
     Args:
       dataset: a ``DataServiceDataset``.
+      device: where the tensors go (a torch device string or ``torch.device``, such as
+        ``"cuda:0"``): one host-to-device copy per tensor, made by the process that
+        iterates; only with ``num_workers=0`` for another device than the CPU (see the
+        module documentation). None (the default) and ``"cpu"``: CPU tensors over the
+        received buffers.
 
     Raises:
       TypeError: ``dataset`` is not a dataset of the tf.data service (apply ``distribute``
-        last).
+        last), or ``device`` is not a device.
+      InvalidArgumentError: torch has no such ``device`` in this process; the message lists
+        the devices it has.
+      ValueError: (when iterated) ``device`` is not the CPU and this is a DataLoader worker.
       FailedPreconditionError: in a DataLoader worker forked from a process that serves
         gRPC (use ``multiprocessing_context="spawn"``).
 
@@ -93,7 +114,7 @@ class TorchDataset(IterableDataset):
         ...     TorchDataset(dataset), batch_size=None, num_workers=2)      # doctest: +SKIP
     """
 
-    def __init__(self, dataset: DataServiceDataset) -> None:
+    def __init__(self, dataset: DataServiceDataset, device: Any = None) -> None:
         if not isinstance(dataset, DataServiceDataset):
             raise TypeError(
                 "TorchDataset reads a dataset of the tf.data service: pass the dataset that "
@@ -103,6 +124,8 @@ class TorchDataset(IterableDataset):
             )
         super().__init__()
         self.dataset = dataset
+        #: A ``torch.device`` to place tensors on; None for the CPU (no copy).
+        self.device = None if device is None else frameworks.device_for(frameworks.TORCH, device)
         #: Fixed here, in the process that makes the DataLoader; copied to its workers.
         self._token = uuid.uuid4().hex[:16]
         #: Iterations of this copy: a persistent worker's epochs.
@@ -122,29 +145,40 @@ class TorchDataset(IterableDataset):
                     "coordinated reads (num_consumers) cannot be split among DataLoader "
                     "workers: read this dataset with num_workers=0"
                 )
+            if self.device is not None:
+                raise ValueError(
+                    f"to_torch(device='{self.device}') places tensors in the process that "
+                    f"iterates, and DataLoader worker {worker.id} must not make {self.device} "
+                    "tensors: read with num_workers=0, or leave device unset, pass "
+                    "pin_memory=True to the DataLoader and call .to(device, "
+                    "non_blocking=True) on each batch"
+                )
             dataset = _with_job_name(dataset, self.job_name(worker))
         self._iterations += 1
-        return _TensorIterator(dataset)
+        return _TensorIterator(dataset, self.device)
 
     def __repr__(self) -> str:
         return f"TorchDataset({self.dataset!r})"
 
 
-def to_torch(dataset: DataServiceDataset) -> TorchDataset:
+def to_torch(dataset: DataServiceDataset, device: Any = None) -> TorchDataset:
     """``dataset`` (from the tf.data service) as a PyTorch ``IterableDataset``.
 
     The DataLoader workers of one epoch share one job of the service, so each element is
     read once per epoch; elements are nested ``torch.Tensor`` structures sharing the
-    received buffers. See ``TorchDataset``.
+    received buffers, or on ``device``. See ``TorchDataset``.
 
     Args:
       dataset: what ``distribute`` (applied last) or ``from_dataset_id`` returns.
+      device: where the tensors go (``"cuda:0"``, a ``torch.device``), one host-to-device
+        copy each; with ``num_workers=0`` only. None: CPU tensors, no copy.
 
     Returns:
       A ``TorchDataset``.
 
     Raises:
       TypeError: ``dataset`` is not a dataset of the tf.data service.
+      InvalidArgumentError: torch has no such ``device`` in this process.
       ImportError: (from ``tw.data.service.to_torch``) PyTorch is not installed.
 
     Examples:
@@ -152,8 +186,9 @@ def to_torch(dataset: DataServiceDataset) -> TorchDataset:
         ...     tw.data.service.distribute("distributed_epoch", service))    # doctest: +SKIP
         >>> for batch in torch.utils.data.DataLoader(to_torch(dataset), batch_size=None):
         ...     print(batch.shape)                                          # doctest: +SKIP
+        >>> on_gpu = to_torch(dataset, device="cuda:0")  # num_workers=0    # doctest: +SKIP
     """
-    return TorchDataset(dataset)
+    return TorchDataset(dataset, device)
 
 
 def _with_job_name(dataset: DataServiceDataset, job_name: str) -> DataServiceDataset:
@@ -168,14 +203,18 @@ class _TensorIterator(Iterator[Any]):
     ``state_dict()``/``load_state_dict()`` (torchdata's ``Stateful`` protocol) are the
     service iterator's (see ``checkpoint``)."""
 
-    def __init__(self, dataset: DataServiceDataset) -> None:
+    def __init__(self, dataset: DataServiceDataset, device: Any = None) -> None:
         self._iterator = dataset.as_numpy_iterator()
+        self._device = device
 
     def __iter__(self) -> _TensorIterator:
         return self
 
     def __next__(self) -> Any:
-        return structure.map_structure(_to_tensor, next(self._iterator))
+        element = next(self._iterator)
+        if self._device is None:
+            return structure.map_structure(_to_tensor, element)
+        return structure.map_structure(lambda v: _to_tensor(v, self._device), element)
 
     def state_dict(self) -> dict[str, Any]:
         return self._iterator.state_dict()
@@ -193,7 +232,9 @@ class _TensorIterator(Iterator[Any]):
             pass
 
 
-def _to_tensor(value: Any) -> Any:
+def _to_tensor(value: Any, device: Any = None) -> Any:
+    """``value`` as a torch tensor over its memory, or on ``device`` (a ``torch.device``,
+    one host-to-device copy); strings, objects and raw bytes stay NumPy."""
     if isinstance(value, np.generic):
         value = np.asarray(value)
     if not isinstance(value, np.ndarray) or value.dtype.kind in "OSUMm":
@@ -202,6 +243,6 @@ def _to_tensor(value: Any) -> Any:
         return value  # structured or raw bytes
     try:
         # Shares the array's memory (ml_dtypes bfloat16/float8 as torch's own dtypes).
-        return frameworks.restore(frameworks.TORCH, "", value)
+        return frameworks.restore(frameworks.TORCH, "", value, device)
     except TypeError:  # a dtype torch does not have (e.g. uint32 in older torch)
         return value

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from tensorwire import errors
-from tensorwire.lifecycle import stop_at_exit
+from tensorwire.lifecycle import stop_at_exit, stopped_on_failure
 from tensorwire.observe import status_service
 from tensorwire.transport import get_transport
 from tensorwire.transport.base import CallContext, Service
@@ -50,6 +50,7 @@ from .protocol import (
     refusing_malformed,
     unpack,
 )
+from .snapshot_writer import SnapshotWriters
 from .status import task_stats, worker_status
 from .trainer_cache import TrainerWindow
 
@@ -441,6 +442,8 @@ class _Worker:
             raise ValueError(f"`host_id` must be a non-empty string, got {config.host_id!r}")
         #: The host identity readers with target_workers="LOCAL" compare with theirs.
         self.host_id = config.host_id.strip() if config.host_id else host.host_id()
+        #: distributed_save: one writer thread per save in progress (snapshot_writer.py).
+        self.snapshot_writers = SnapshotWriters(self)
 
     def dispatcher_call(self, method: str, request: dict[str, Any], should_stop: Any = None) -> Any:
         def once() -> dict[str, Any]:
@@ -518,6 +521,7 @@ class _Worker:
                     self.deleted.add(int(task_id))
                     self.ended_generation[int(task_id)] = task.generation
             self.task_arrived.notify_all()
+        self.snapshot_writers.update(reply.get("snapshots") or [])
 
     def _add_tasks(self, definitions: list[dict[str, Any]]) -> None:
         """Start the tasks not running yet. Caller holds ``task_arrived``."""
@@ -650,7 +654,8 @@ class _Worker:
         return encode_elements([element], Compressor(task.compression))
 
     def nudge(self, frames: list[memoryview], context: CallContext) -> Any:
-        """The dispatcher pushes tasks it just assigned here, or deleted."""
+        """The dispatcher pushes tasks it just assigned here, or deleted, or saves that
+        started (``distributed_save``)."""
         request = unpack(frames)
         with self.task_arrived:
             self._add_tasks(
@@ -666,6 +671,7 @@ class _Worker:
                     task.stop()
                     self.ended_generation[int(task_id)] = task.generation
                 self.deleted.add(int(task_id))
+        self.snapshot_writers.update(request.get("snapshots") or [])
         return pack({})
 
     def service(self) -> Service:
@@ -693,7 +699,7 @@ class _Worker:
             self.task_arrived.notify_all()
         for task in tasks:
             task.stop()
-        return [task.thread for task in tasks]
+        return [task.thread for task in tasks] + self.snapshot_writers.threads()
 
 
 def _take_from_window(task: _Task, trainer_id: Any, max_elements: int, wait: float) -> Any:
@@ -797,7 +803,7 @@ class WorkerServer:
         self._created = time.monotonic()
         self._meter = server_options.call_meter
         self._metrics = None
-        try:
+        with stopped_on_failure(self):  # (refused by the dispatcher, a metrics port in use)
             self._metrics = start_metrics(
                 config,
                 lambda: worker_families(self.status()),
@@ -808,12 +814,6 @@ class WorkerServer:
             stop_at_exit(self)
             if start:
                 self.start()
-        except BaseException:
-            # A worker that could not start (refused by its dispatcher, a metrics port in
-            # use, ...) leaves nothing bound or serving behind: the caller never gets the
-            # object, so nobody else could stop it.
-            self.stop()
-            raise
 
     def start(self) -> None:
         """Serve and register with the dispatcher; idempotent.
