@@ -52,7 +52,8 @@ allocated) is answered at once, from its header, with a status and a message say
 limit it exceeded; then the server closes the connection without reading the payload (the
 caller, still sending, reads the status after its send fails; see
 ``client._send_request``). So a request announcing 2**40 bytes costs the server one header,
-not a wait for bytes that never come. Errors of the handler a CALL ran keep the connection, which is in step.
+not a wait for bytes that never come. Errors of the handler a CALL ran keep the connection,
+which is in step.
 
 The accept loop survives failures (EMFILE in a burst of connections, a thread that cannot
 start): it logs, backs off up to ``ACCEPT_RETRY_MAX_SECONDS`` and accepts again; the
