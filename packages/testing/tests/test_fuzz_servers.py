@@ -30,7 +30,8 @@ import tensorwire as tw
 from tensorwire import codec, errors
 from tensorwire.runtime import messages
 from tensorwire.transport import TransportOptions, get_transport
-from tensorwire_grpc import bulk, framing
+from tensorwire.transport.kit import framing
+from tensorwire_grpc import bulk
 from tensorwire_grpc.server import (
     CHUNKED_SUFFIX,
     FETCH_PATH,
@@ -287,16 +288,18 @@ def _length(rng: random.Random) -> int:
 
 def _bulk_op(rng: random.Random, surface: Surface, names: list[str]) -> bytes:
     """One side-channel request with random fields (an op the server knows, mostly)."""
-    op = rng.choice([bulk.OP_PUSH, bulk.OP_FETCH, bulk.OP_CALL, rng.randrange(256)])
+    op = rng.choice(
+        [bulk.protocol.OP_PUSH, bulk.protocol.OP_FETCH, bulk.protocol.OP_CALL, rng.randrange(256)]
+    )
     n = rng.choice([0, 1, 2, rng.randrange(1 << 32)])
     announced = [_length(rng) for _ in range(min(n, 4))]
     lengths = struct.pack(f"<{len(announced)}Q", *announced)
-    if op == bulk.OP_PUSH:
+    if op == bulk.protocol.OP_PUSH:
         head = struct.pack("<16sII", rng.randbytes(16), rng.randrange(3000), n)
         return bytes([op]) + head + lengths + _random_bytes(rng, 64)
-    if op == bulk.OP_FETCH:
+    if op == bulk.protocol.OP_FETCH:
         return bytes([op]) + _random_bytes(rng, 20)
-    if op == bulk.OP_CALL:
+    if op == bulk.protocol.OP_CALL:
         name = rng.choice(names).encode() if rng.random() < 0.7 else _random_bytes(rng, 40)
         metadata = rng.choice([b"", b"k\0v\0", _random_bytes(rng, 20)])
         head = struct.pack(
@@ -321,8 +324,8 @@ def _bulk_requests(rng: random.Random, side_port: int, surface: Surface) -> Iter
             yield
             continue
         with socket.create_connection(("127.0.0.1", side_port), timeout=CALL_SECONDS) as sock:
-            hello = _read_exactly(sock, len(bulk.MAGIC) + bulk.NONCE_BYTES)
-            sock.sendall(bulk.MAGIC + bytes(bulk.MAC_BYTES))
+            hello = _read_exactly(sock, len(bulk.protocol.MAGIC) + bulk.protocol.NONCE_BYTES)
+            sock.sendall(bulk.protocol.MAGIC + bytes(bulk.protocol.MAC_BYTES))
             if hello is None or _read_exactly(sock, 1) != b"\x00":
                 yield
                 continue

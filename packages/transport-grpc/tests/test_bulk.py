@@ -124,8 +124,8 @@ def _raw_connection(port: int) -> Wire:
     """A side-channel connection made by hand (no token), past the handshake."""
     wire = Wire(socket.create_connection(("127.0.0.1", port), timeout=5))
     deadline = time.monotonic() + 5
-    assert wire.read(4 + bulk.NONCE_BYTES, deadline)[:4] == bulk.MAGIC
-    wire.send([bulk.MAGIC + bytes(bulk.MAC_BYTES)], deadline)
+    assert wire.read(4 + bulk.protocol.NONCE_BYTES, deadline)[:4] == bulk.protocol.MAGIC
+    wire.send([bulk.protocol.MAGIC + bytes(bulk.protocol.MAC_BYTES)], deadline)
     assert wire.read(1, deadline) == b"\x00"
     return wire
 
@@ -136,24 +136,24 @@ def test_large_frames_start_on_page_boundaries_of_their_message(served) -> None:
     aligned buffers, about twice as fast as at some other offsets.)"""
     listener, _ = served
     wire = _raw_connection(listener.bulk.port)
-    small, big = b"hello", _payload(bulk.ALIGNED_FRAME_BYTES + 12, seed=3)
+    small, big = b"hello", _payload(bulk.protocol.ALIGNED_FRAME_BYTES + 12, seed=3)
     try:
         name = b"/t.Bulk/Echo"
         views = [memoryview(small), memoryview(big).cast("B")]
         head = (
-            bytes([bulk.OP_CALL])
-            + bulk._CALL_HEAD.pack(len(name), 0, 10_000)
+            bytes([bulk.protocol.OP_CALL])
+            + bulk.protocol.CALL_HEAD.pack(len(name), 0, 10_000)
             + name
-            + bulk._encode_lengths(views)
+            + bulk.protocol.encode_lengths(views)
         )
-        wire.send(bulk._message(head, views), time.monotonic() + 5)
+        wire.send(bulk.protocol.message_parts(head, views), time.monotonic() + 5)
         deadline = time.monotonic() + 10
         header = wire.read(1 + 4 + 16, deadline)
         assert header[0] == 0
-        assert bulk._U32.unpack(header[1:5]) == (2,)
+        assert bulk.protocol.U32.unpack(header[1:5]) == (2,)
         assert struct.unpack("<2Q", header[5:]) == (len(small), big.nbytes)
         assert wire.read(len(small), deadline) == small
-        padding = bulk.FRAME_ALIGNMENT - len(header) - len(small)
+        padding = bulk.protocol.FRAME_ALIGNMENT - len(header) - len(small)
         assert wire.read(padding, deadline) == bytes(padding)
         received = memoryview(bytearray(big.nbytes))
         wire.read_into(received, deadline)
@@ -185,7 +185,7 @@ def test_a_large_call_goes_whole_over_the_side_channel(transport, served) -> Non
     # No gRPC call at all (no descriptor call, no push acknowledgement): at most a control
     # frame gRPC sends by itself (a 17-byte HTTP/2 PING), far less than one call costs.
     assert proxy.bytes - before < one_call
-    assert len(listener.bulk.arrivals._items) == 0 and len(listener.pending) == 0
+    assert len(listener.bulk.arrivals) == 0 and len(listener.pending) == 0
     channel.close()
 
 
@@ -329,9 +329,9 @@ def _handshake(port: int, mac: bytes) -> tuple[int, str, bytes]:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         wire = Wire(sock)
         deadline = time.monotonic() + 5
-        hello = wire.read(4 + bulk.NONCE_BYTES, deadline)
-        assert hello[:4] == bulk.MAGIC
-        sock.sendall(bulk.MAGIC + mac)
+        hello = wire.read(4 + bulk.protocol.NONCE_BYTES, deadline)
+        assert hello[:4] == bulk.protocol.MAGIC
+        sock.sendall(bulk.protocol.MAGIC + mac)
         code = wire.read(1, deadline)[0]
         message = ""
         if code:
@@ -339,7 +339,7 @@ def _handshake(port: int, mac: bytes) -> tuple[int, str, bytes]:
             message = wire.read(size, deadline).decode()
         # A refused connection is closed; sending a push anyway gets nothing back.
         try:
-            sock.sendall(bytes([bulk.OP_PUSH]) + bytes(64))
+            sock.sendall(bytes([bulk.protocol.OP_PUSH]) + bytes(64))
             rest = sock.recv(16)
         except OSError:
             rest = b""
@@ -353,13 +353,13 @@ def test_side_channel_requires_the_token(transport) -> None:
     try:
         port = listener.bulk.port
         # No proof, a proof of the wrong token: refused, and nothing of theirs is read.
-        for proof in (bytes(bulk.MAC_BYTES), bulk._mac("wrong", b"x" * 16)):
+        for proof in (bytes(bulk.protocol.MAC_BYTES), bulk.protocol.mac("wrong", b"x" * 16)):
             code, message, rest = _handshake(port, proof)
             assert (code, rest) == (int(errors.Code.UNAUTHENTICATED), b"")
             assert "did not prove the cluster token" in message
         with pytest.raises(bulk.BulkUnavailable, match="token"):
             bulk.BulkPeer("127.0.0.1", port, "wrong").acquire(time.monotonic() + 5)
-        assert listener.bulk.arrivals._held == 0
+        assert listener.bulk.arrivals.held_bytes == 0
         # A channel with the wrong token is refused by gRPC as before.
         bad = transport.connect(listener.address, TransportOptions(token="wrong", extra=ON))
         with pytest.raises(errors.PermissionDeniedError):
@@ -410,9 +410,9 @@ def test_tickets_are_single_use_and_unknown_ones_fail(transport, served) -> None
     peer = bulk.BulkPeer("127.0.0.1", listener.bulk.port, None)
     deadline = time.monotonic() + 10
     ticket = bulk.push(peer, [memoryview(b"abc")], deadline, "test")
-    assert bytes(listener.bulk.arrivals.take(ticket)[0]) == b"abc"
+    assert bytes(bulk.take_arrival(listener.bulk.arrivals, ticket)[0]) == b"abc"
     with pytest.raises(errors.DataLossError, match="gone"):
-        listener.bulk.arrivals.take(ticket)
+        bulk.take_arrival(listener.bulk.arrivals, ticket)
     with pytest.raises(errors.NotFoundError):
         bulk.fetch(peer, os.urandom(16), deadline, None, "test")
     peer.close()
@@ -425,8 +425,8 @@ def test_pushed_requests_expire(transport, served) -> None:
     ticket = bulk.push(peer, [memoryview(b"x" * 100)], time.monotonic() + 0.05, "test")
     time.sleep(1.2)
     with pytest.raises(errors.DataLossError):
-        listener.bulk.arrivals.take(ticket)
-    assert listener.bulk.arrivals._held == 0
+        bulk.take_arrival(listener.bulk.arrivals, ticket)
+    assert listener.bulk.arrivals.held_bytes == 0
     peer.close()
 
 
@@ -676,13 +676,15 @@ def test_a_call_with_metadata_that_is_not_utf8_is_refused_and_its_connection_end
         with socket.create_connection(("127.0.0.1", listener.bulk.port), timeout=30) as sock:
             wire = Wire(sock)
             deadline = time.monotonic() + 30
-            wire.read(len(bulk.MAGIC) + bulk.NONCE_BYTES, deadline)
-            wire.send([bulk.MAGIC + bytes(bulk.MAC_BYTES)], deadline)  # no token: any MAC
+            wire.read(len(bulk.protocol.MAGIC) + bulk.protocol.NONCE_BYTES, deadline)
+            wire.send(
+                [bulk.protocol.MAGIC + bytes(bulk.protocol.MAC_BYTES)], deadline
+            )  # no token: any MAC
             assert wire.read(1, deadline) == b"\x00"
             name, metadata = b"/t.Bulk/Echo", b"\xff\xfe\0v\0"
             wire.send(
                 [
-                    bytes([bulk.OP_CALL])
+                    bytes([bulk.protocol.OP_CALL])
                     + struct.pack("<HII", len(name), len(metadata), 0)
                     + name
                     + metadata
@@ -714,7 +716,7 @@ def test_an_unexpected_failure_of_a_connection_is_one_warning_line(
     listener.start()
     try:
         wire = _raw_connection(listener.bulk.port)
-        wire.send([bytes([bulk.OP_PUSH])], time.monotonic() + 30)
+        wire.send([bytes([bulk.protocol.OP_PUSH])], time.monotonic() + 30)
         # The server logs before it closes the connection, so the log is complete here.
         with pytest.raises(ConnectionError):
             wire.read(1, time.monotonic() + 30)

@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 from tensorwire import errors
 from tensorwire.transport import Service, TransportOptions
-from tensorwire_grpc import bulk, framing
+from tensorwire.transport.kit import framing
+from tensorwire_grpc import bulk
 from tensorwire_grpc import options as opts
 from tensorwire_grpc.server import FETCH_PATH, HELLO_PATH
 from tensorwire_grpc.wire import Wire
@@ -257,22 +258,24 @@ def test_a_message_of_too_many_frames_is_not_sent(transport, serve) -> None:
 # -- side-channel refusals -----------------------------------------------------------------------
 def _status(wire: Wire) -> tuple[int, str]:
     """The status answering a request whose payload was not sent (generous deadline)."""
-    code, size = bulk._STATUS.unpack(wire.read(bulk._STATUS.size, time.monotonic() + 30))
+    code, size = bulk.protocol.STATUS.unpack(
+        wire.read(bulk.protocol.STATUS.size, time.monotonic() + 30)
+    )
     return code, wire.read(size, time.monotonic() + 30).decode()
 
 
 def _push_head(lengths: list[int], ttl_ms: int = 3000) -> bytes:
     return (
-        bytes([bulk.OP_PUSH])
-        + bulk._PUSH_HEAD.pack(bytes(16), ttl_ms, len(lengths))
+        bytes([bulk.protocol.OP_PUSH])
+        + bulk.protocol.PUSH_HEAD.pack(bytes(16), ttl_ms, len(lengths))
         + struct.pack(f"<{len(lengths)}Q", *lengths)
     )
 
 
 def _call_head(name: bytes, lengths: list[int], timeout_ms: int = 2000) -> bytes:
     return (
-        bytes([bulk.OP_CALL])
-        + bulk._CALL_HEAD.pack(len(name), 0, timeout_ms)
+        bytes([bulk.protocol.OP_CALL])
+        + bulk.protocol.CALL_HEAD.pack(len(name), 0, timeout_ms)
         + name
         + struct.pack(f"<I{len(lengths)}Q", len(lengths), *lengths)
     )
@@ -293,13 +296,13 @@ def _call_head(name: bytes, lengths: list[int], timeout_ms: int = 2000) -> bytes
         # The frame count alone, without the lengths it announces.
         (
             None,
-            bytes([bulk.OP_PUSH]) + bulk._PUSH_HEAD.pack(bytes(16), 3000, 1 << 17),
+            bytes([bulk.protocol.OP_PUSH]) + bulk.protocol.PUSH_HEAD.pack(bytes(16), 3000, 1 << 17),
             errors.Code.RESOURCE_EXHAUSTED,
             f"limit of {framing.MAX_FRAMES} frames",
         ),
         (
             None,
-            bytes([bulk.OP_CALL]) + bulk._CALL_HEAD.pack(60_000, 0, 0),
+            bytes([bulk.protocol.OP_CALL]) + bulk.protocol.CALL_HEAD.pack(60_000, 0, 0),
             errors.Code.INVALID_ARGUMENT,
             "method name",
         ),
@@ -322,7 +325,7 @@ def test_a_refused_side_channel_request_gets_its_reason_at_once(
             wire.read(1, time.monotonic() + 30)
     finally:
         wire.close()
-    assert listener.bulk.arrivals._held == 0
+    assert listener.bulk.arrivals.held_bytes == 0
     assert not handled
 
 
@@ -341,7 +344,7 @@ def test_a_client_refused_mid_send_gets_the_reason_and_the_next_call_works(serve
 
 # -- refused connections ------------------------------------------------------------------------
 def test_a_connection_beyond_the_limit_is_refused_with_the_reason(serve, monkeypatch) -> None:
-    monkeypatch.setattr(bulk, "MAX_SERVER_CONNECTIONS", 2)
+    monkeypatch.setattr(bulk.server, "MAX_SERVER_CONNECTIONS", 2)
     listener = serve(extra=ON)
     held = [_raw_connection(listener.bulk.port) for _ in range(2)]
     try:
@@ -349,7 +352,7 @@ def test_a_connection_beyond_the_limit_is_refused_with_the_reason(serve, monkeyp
         sock = socket.create_connection(("127.0.0.1", listener.bulk.port), timeout=30)
         wire = Wire(sock)
         try:
-            assert wire.read(4, time.monotonic() + 30) == bulk.REFUSED_MAGIC
+            assert wire.read(4, time.monotonic() + 30) == bulk.protocol.REFUSED_MAGIC
             code, message = _status(wire)
             assert code == int(errors.Code.UNAVAILABLE)
             assert "at most 2 side-channel connections" in message
@@ -444,8 +447,9 @@ ACCEPT_SCRIPT = textwrap.dedent(
     # The connection that waited in the backlog is served once descriptors are free...
     for name, sock in (("first", first), ("second", second)):
         try:
-            hello = Wire(sock).read(len(bulk.MAGIC) + bulk.NONCE_BYTES, time.monotonic() + 30)
-            result[name] = hello[:4] == bulk.MAGIC
+            size = len(bulk.protocol.MAGIC) + bulk.protocol.NONCE_BYTES
+            hello = Wire(sock).read(size, time.monotonic() + 30)
+            result[name] = hello[:4] == bulk.protocol.MAGIC
         except (OSError, ConnectionError) as exc:
             result[name] = repr(exc)
         sock.close()

@@ -15,7 +15,6 @@ import pytest
 from tensorwire import errors
 from tensorwire.transport import Service, TransportOptions, TransportRegistry
 from tensorwire_grpc import options as opts
-from tensorwire_grpc.server import PendingResponses
 from tensorwire_grpc.transport import GrpcTransport
 from tensorwire_testing.conformance import BaseEchoTests, BaseErrorTests, BaseStreamTests
 
@@ -208,22 +207,6 @@ def test_a_large_unary_response_is_fetched_and_released(transport, listener) -> 
     (frame,) = channel.call("t.Echo", "Zeros", [str(size).encode()], timeout=30)
     assert frame.nbytes == size
     assert len(listener.pending) == 0
-
-
-def test_a_parked_response_expires() -> None:
-    pending = PendingResponses(ttl=0.01)
-    ticket = pending.put([memoryview(b"x")], 1, deadline=None)
-    time.sleep(0.05)
-    with pytest.raises(errors.NotFoundError, match="expired"):
-        pending.take(ticket)
-
-
-def test_a_parked_response_is_fetched_once() -> None:
-    pending = PendingResponses()
-    ticket = pending.put([memoryview(b"x")], 1, deadline=None)
-    assert pending.take(ticket)[1] == 1
-    with pytest.raises(errors.NotFoundError):
-        pending.take(ticket)
 
 
 def test_fetching_an_unknown_ticket_is_not_found(transport, listener) -> None:

@@ -148,15 +148,36 @@ def test_registration_stays_off_the_hot_path(transport, channel):
     payload = _pattern(4 * MiB, 3)
     channel.call("Test", "Digest", [payload], timeout=60)
     resources = next(iter(transport._verbs.values()))
-    registrations = resources.pool.registrations
+    registrations = resources.pool.made
     hits = resources.regcache.hits
     for _ in range(3):
         reply = channel.call("Test", "Echo", [payload], timeout=60)
         assert np.array_equal(np.frombuffer(reply[0], np.uint8), payload)
-        del reply  # the received slab returns to the pool
+        del reply  # the received buffer returns to the pool
     assert resources.regcache.hits >= hits + 3  # the sender's buffer was registered once
-    # Receive buffers came from the pool: at most one more slab for the echo direction.
-    assert resources.pool.registrations <= registrations + 2
+    # Receive buffers came from the pool: at most one more buffer for the echo direction.
+    assert resources.pool.made <= registrations + 2
+
+
+def test_calls_whose_payload_moved_by_rdma_are_counted_as_rdma(transport, control):
+    from tensorwire.observe import CallMeter
+
+    meter = CallMeter()
+    options = TransportOptions(call_meter=meter, extra={"rdma_control_protocol": control})
+    listener = transport.serve("127.0.0.1:0", [make_service()], options)
+    listener.start()
+    try:
+        with transport.connect(f"127.0.0.1:{listener.port}", options) as ch:
+            ch.call("Test", "Digest", [_pattern(2 * MiB, 1)], timeout=60)  # request by RDMA
+            ch.call("Test", "Make", [b"[2097152]"], timeout=60)  # response by RDMA
+            ch.call("Test", "Digest", [b"small"], timeout=60)  # nothing large: no RDMA
+    finally:
+        listener.stop(0)
+    paths = {(s.method, s.path): s.calls for s in meter.snapshot()}
+    plain = "grpc" if control == "grpc" else "inproc"
+    assert paths[("/Test/Digest", "rdma")] == 1
+    assert paths[("/Test/Make", "rdma")] == 1
+    assert paths[("/Test/Digest", plain)] == 1
 
 
 def test_received_frames_survive_later_transfers(channel):

@@ -248,11 +248,11 @@ def _handshake(port: int, answer: bytes | None) -> tuple[bytes, bytes]:
     from tensorwire_grpc.wire import Wire
 
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        hello = Wire(sock).read(4 + bulk.NONCE_BYTES, time.monotonic() + 10)
-        assert hello[:4] == bulk.MAGIC
+        hello = Wire(sock).read(4 + bulk.protocol.NONCE_BYTES, time.monotonic() + 10)
+        assert hello[:4] == bulk.protocol.MAGIC
         nonce = hello[4:]
-        proof = bulk._mac(TOKEN, nonce) if answer is None else answer
-        sock.sendall(bulk.MAGIC + proof)
+        proof = bulk.protocol.mac(TOKEN, nonce) if answer is None else answer
+        sock.sendall(bulk.protocol.MAGIC + proof)
         return nonce, sock.recv(1)
 
 
@@ -275,13 +275,16 @@ def test_side_channel_ports_refuse_no_proof_a_wrong_one_and_a_replayed_one(grpc_
         else:
             made.extend(_servers("grpc", cluster_token=TOKEN))
             port = _side_port(made[0] if kind == "dispatcher" else made[1])
-        assert _handshake(port, bytes(bulk.MAC_BYTES))[1] == REFUSED
-        assert _handshake(port, bulk._mac("wrong", b"x" * bulk.NONCE_BYTES))[1] == REFUSED
+        assert _handshake(port, bytes(bulk.protocol.MAC_BYTES))[1] == REFUSED
+        assert (
+            _handshake(port, bulk.protocol.mac("wrong", b"x" * bulk.protocol.NONCE_BYTES))[1]
+            == REFUSED
+        )
         # A proof seen on the wire is good for its own connection only: a new connection
         # gets a new nonce, and replaying the old answer is refused.
         nonce, verdict = _handshake(port, None)
         assert verdict == b"\x00"
-        assert _handshake(port, bulk._mac(TOKEN, nonce))[1] == REFUSED
+        assert _handshake(port, bulk.protocol.mac(TOKEN, nonce))[1] == REFUSED
     finally:
         for server in reversed(made):
             server.stop()

@@ -9,16 +9,17 @@ With the bulk side channel on (``bulk``), a unary call whose request, or announc
 pooled plain TCP connections (CALL). Other large messages take TCP beside a gRPC call: a large
 request is pushed first and the gRPC call carries its ticket; once the server's side port is
 known every request says so (FLAG_BULK_OK) and large responses come back as tickets fetched
-over TCP. The port is asked
-for once per gRPC channel and token (``Bulk/Hello``), when something large first shows up;
-a server without it, or a port that cannot be reached, leaves the call on gRPC.
+over TCP. ``kit.routes.choose_call_route`` picks the routes to try, in order; this module
+only executes them, moving on when the side channel is unavailable. The port is asked for
+once per gRPC channel and token (``Bulk/Hello``, the mover handshake of ``kit.handshake``),
+when something large first shows up; a server without it, or a port that cannot be reached,
+leaves the call on gRPC.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import math
-import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -33,9 +34,12 @@ from tensorwire.transport.base import (
     TransportOptions,
     expected_response_bytes,
 )
+from tensorwire.transport.kit import framing, handshake
+from tensorwire.transport.kit.address import split_address
+from tensorwire.transport.kit.routes import CallRoute, RouteLimits, choose_call_route
 from tensorwire.transport.threads import background
 
-from . import bulk, forking, framing, status
+from . import bulk, forking, status
 from . import options as opts
 from .server import CHUNKED_SUFFIX, FETCH_PATH, HELLO_PATH, STREAM_SUFFIX
 
@@ -46,6 +50,11 @@ __all__ = ["GrpcChannel", "SharedChannel"]
 
 #: After a failed Hello (other than "not served"), ask again after this long.
 _HELLO_RETRY_SECONDS = 5.0
+#: The movers a grpc channel can use (``kit.handshake``), and the Hello asking for them.
+_MOVERS = frozenset((handshake.TCP,))
+_HELLO_REQUEST = handshake.encode_wants(sorted(_MOVERS))
+#: The route of a small call: gRPC's own future carries it, no thread of ours waits.
+_INLINE_ONLY = (CallRoute.INLINE,)
 
 
 class SharedChannel:
@@ -142,20 +151,22 @@ class SharedChannel:
                 timeout = min(timeout, max(0.001, (deadline - time.monotonic()) / 4))
             found: bulk.BulkPeer | float
             try:
-                answer = self.unary_unary(HELLO_PATH)(b"", timeout=timeout, metadata=metadata)
-                port, features = struct.unpack("<II", answer)
+                answer = self.unary_unary(HELLO_PATH)(
+                    _HELLO_REQUEST, timeout=timeout, metadata=metadata
+                )
+                offer = handshake.choose_mover(_MOVERS, handshake.decode_offers(answer))
             except grpc.RpcError as exc:
                 code = exc.code() if isinstance(exc, grpc.Call) else None
                 # An older peer does not serve Hello: never ask again.
                 never = code == grpc.StatusCode.UNIMPLEMENTED
                 found = math.inf if never else time.monotonic() + _HELLO_RETRY_SECONDS
-            except struct.error:
+            except errors.DataLossError:
                 found = math.inf
             else:
-                if port:
-                    host = self.address.rsplit(":", 1)[0].strip("[]")
-                    found = bulk.BulkPeer(host, port, token, failures)
-                    found.calls = bool(features & bulk.FEATURE_CALL)
+                if offer is not None:
+                    host = split_address(self.address)[0]
+                    found = bulk.BulkPeer(host, offer.port, token, failures)
+                    found.calls = bool(offer.features & handshake.FEATURE_CALL)
                 else:
                     found = math.inf
             self._bulk[token] = found
@@ -207,6 +218,12 @@ class GrpcChannel(Channel):
         self._max_bytes = options.max_message_bytes
         self._bulk_on = opts.bulk_tcp(options)
         self._bulk_threshold = opts.bulk_threshold(options)
+        self._routes = RouteLimits(
+            inline_bytes=self._inline_bytes,
+            mover_threshold_bytes=self._bulk_threshold,
+            max_message_bytes=self._max_bytes,
+            mover=self._bulk_on,
+        )
         self._token: tuple[tuple[str, str], ...] = (
             ((TOKEN_METADATA_KEY, options.token),) if options.token is not None else ()
         )
@@ -229,9 +246,6 @@ class GrpcChannel(Channel):
             items += self._token
         return items
 
-    def _inline(self, views: list[memoryview], total: int) -> bool:
-        return total + 8 * len(views) <= self._inline_bytes
-
     def _bulk_flags(self) -> int:
         """FLAG_BULK_OK once this channel's server side port is known."""
         if self._bulk_on and self._shared.known_bulk_peer(self.options.token) is not None:
@@ -245,16 +259,15 @@ class GrpcChannel(Channel):
             return None
         return self._shared.bulk_peer(self.options.token, md, deadline)
 
-    def _wants_bulk_call(self, total: int, metadata: Mapping[str, str] | None) -> bool:
-        """Whether a unary call should go whole over the side channel: its request, or the
-        response its caller expects, is large."""
-        if not self._bulk_on:
-            return False
-        if self._max_bytes is not None and total > self._max_bytes:
-            return False  # the gRPC path reports the limit
-        return (
-            total >= self._bulk_threshold
-            or expected_response_bytes(metadata) >= self._bulk_threshold
+    def _call_routes(
+        self, views: list[memoryview], total: int, metadata: Mapping[str, str] | None
+    ) -> tuple[CallRoute, ...]:
+        """The routes to try for a unary call (``kit.routes``)."""
+        return choose_call_route(
+            total,
+            len(views),
+            self._routes,
+            expected_response_bytes=expected_response_bytes(metadata),
         )
 
     def _bulk_call(
@@ -276,17 +289,12 @@ class GrpcChannel(Channel):
     def _push(
         self,
         views: list[memoryview],
-        total: int,
         name: str,
         md: tuple[tuple[str, str], ...] | None,
         deadline: float | None,
         flags: int,
     ) -> bytes | None:
         """The BULK descriptor of a large request pushed over TCP, or None: use gRPC."""
-        if not self._bulk_on or total < self._bulk_threshold:
-            return None
-        if self._max_bytes is not None and total > self._max_bytes:
-            return None  # the gRPC path reports the limit
         peer = self._bulk_peer(md, deadline)
         if peer is None:
             return None
@@ -391,9 +399,10 @@ class GrpcChannel(Channel):
             and total < self._bulk_threshold
             and total + 8 * len(views) <= self._inline_bytes
         ):
-            # Most calls: small, without metadata of the caller's. The general path below
-            # decides the same after a dozen more steps, as costly as the rest of the
-            # call's Python on a loaded machine.
+            # Most calls: small, without metadata of the caller's, for which
+            # choose_call_route answers (INLINE,) (a test holds the two together); asking
+            # it costs a dozen more steps, as costly as the rest of the call's Python on a
+            # loaded machine.
             md = self._token or None
             inline = framing.encode_inline(views, self._bulk_flags())
             try:
@@ -402,22 +411,27 @@ class GrpcChannel(Channel):
                 raise self._error(exc, name, timeout) from None
             return self._response(reply, name, timeout, deadline, md)
         md = self._metadata(metadata)
-        if self._wants_bulk_call(total, metadata):
-            # One TCP round trip instead of a gRPC one plus a TCP one for the body.
-            response = self._bulk_call(name, views, md, deadline)
-            if response is not None:
-                return response
-        # A large request is pushed over the side channel first, then the call names it.
-        # (Overlapping the push with the gRPC call measured no faster on two cores.)
-        request = self._push(views, total, name, md, deadline, 0)
-        if request is None and self._inline(views, total):
-            request = framing.encode_inline(views, self._bulk_flags())
-        if request is not None:
-            try:
-                response = self._shared.unary_unary(name)(request, timeout=timeout, metadata=md)
-            except grpc.RpcError as exc:
-                raise self._error(exc, name, timeout) from None
-            return self._response(response, name, timeout, deadline, md)
+        request: bytes | None = None
+        for route in self._call_routes(views, total, metadata):
+            if route is CallRoute.MOVER_CALL:
+                # One TCP round trip instead of a gRPC one plus a TCP one for the body.
+                response = self._bulk_call(name, views, md, deadline)
+                if response is not None:
+                    return response
+            elif route is CallRoute.MOVER_PUSH:
+                # The request is pushed over the side channel first, then the call names
+                # it. (Overlapping the push with the gRPC call measured no faster on two
+                # cores.)
+                request = self._push(views, name, md, deadline, 0)
+            elif route is CallRoute.INLINE:
+                request = framing.encode_inline(views, self._bulk_flags())
+            if request is not None:
+                try:
+                    response = self._shared.unary_unary(name)(request, timeout=timeout, metadata=md)
+                except grpc.RpcError as exc:
+                    raise self._error(exc, name, timeout) from None
+                return self._response(response, name, timeout, deadline, md)
+        # CallRoute.CHUNKED, always the last route when it is one.
         requests = framing.encode(
             views, total, inline_bytes=0, chunk_bytes=self._chunk_bytes, flags=self._bulk_flags()
         )
@@ -440,7 +454,7 @@ class GrpcChannel(Channel):
         name = f"/{service}/{method}"
         self._check_open(name)
         views, total = framing.as_byte_views(frames)
-        if not self._inline(views, total) or self._wants_bulk_call(total, metadata):
+        if self._call_routes(views, total, metadata) != _INLINE_ONLY:
             # Blocking work (chunks, the side channel) on a thread of the shared pool.
             return background().submit_now(
                 self.call, service, method, views, timeout=timeout, metadata=metadata
@@ -494,10 +508,15 @@ class GrpcChannel(Channel):
         deadline = None if timeout is None else time.monotonic() + timeout
         # Learn the side port up front: a stream's messages are often the large ones.
         self._bulk_peer(md, deadline)
-        request = self._push(views, total, name, md, deadline, framing.FLAG_STREAM)
-        try:
-            if request is None and self._inline(views, total):
+        request: bytes | None = None
+        for route in choose_call_route(total, len(views), self._routes, streaming=True):
+            if route is CallRoute.MOVER_PUSH:
+                request = self._push(views, name, md, deadline, framing.FLAG_STREAM)
+            elif route is CallRoute.INLINE:
                 request = framing.encode_inline(views, self._bulk_flags())
+            if request is not None:
+                break
+        try:
             if request is not None:
                 call = self._shared.unary_stream(name + STREAM_SUFFIX)(
                     request, timeout=timeout, metadata=md

@@ -61,7 +61,8 @@ Transport-specific settings read from ``TransportOptions.extra``:
   ``TENSORWIRE_GRPC_BULK_TCP_THRESHOLD_BYTES`` sets the default likewise.
 
 The environment variable ``TENSORWIRE_GRPC_BUFFER_POOL_BYTES`` bounds the memory kept for
-recycling large receive buffers (see ``buffers``; default 1 GiB, 0 turns recycling off).
+recycling large receive buffers (see ``tensorwire.transport.kit.pool``; default 1 GiB, 0
+turns recycling off).
 """
 
 from __future__ import annotations

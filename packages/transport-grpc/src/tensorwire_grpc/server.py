@@ -24,17 +24,19 @@ length prefix, before receiving it. Together: a call holds at most one message o
 before it is authenticated, only while it waits for its thread, and calls at once are
 bounded by ``grpc_max_workers`` (see below).
 
-A unary response too large to send inline is parked in ``PendingResponses`` and the
-caller fetches it as a chunk stream from ``/tensorwire.grpc.Pending/Fetch``. This keeps small
-calls on the cheap unary path (a server-streaming call costs about twice as much per call)
-while large responses still stream. Handlers must not change the buffers they return until
+A unary response too large to send inline is parked in the listener's ticket store
+(``pending``, a ``tensorwire.transport.kit.tickets.TicketStore``) and the caller fetches
+it as a chunk stream from ``/tensorwire.grpc.Pending/Fetch``. This keeps small calls on the
+cheap unary path (a server-streaming call costs about twice as much per call) while large
+responses still stream. Handlers must not change the buffers they return until
 the call is over; the transport reads them while sending.
 
 With the bulk side channel on (``bulk``; not with TLS) the listener also serves
 ``/tensorwire.grpc.Bulk/Hello``, which tells a channel the side port. Requests may then
 arrive as BULK descriptors (their frames pushed over TCP just before), and a caller that
 sets FLAG_BULK_OK gets every response of at least ``bulk_tcp_threshold_bytes`` parked as
-PENDING, to fetch over TCP; in a stream the next message is produced only once the
+PENDING, to fetch over TCP (``kit.routes.choose_response_route`` decides each response's
+route); in a stream the next message is produced only once the
 previous parked one was fetched, so a slow reader holds at most one message here.
 
 Every call and stream runs on a thread of its own from a
@@ -52,8 +54,6 @@ has returned, a stream until its last message was sent: the same span the pool c
 from __future__ import annotations
 
 import logging
-import secrets
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -73,14 +73,17 @@ from tensorwire.transport.base import (
     iterate,
     split_address,
 )
+from tensorwire.transport.kit import framing, handshake
+from tensorwire.transport.kit.address import join_host_port
+from tensorwire.transport.kit.routes import ResponseRoute, RouteLimits, choose_response_route
+from tensorwire.transport.kit.tickets import TicketStore
 from tensorwire.transport.threads import DaemonThreadPool, join_threads
 
-from . import bulk, forking, framing, status
+from . import bulk, forking, status
 from . import options as opts
 
 __all__ = [
     "GrpcListener",
-    "PendingResponses",
     "PENDING_SERVICE",
     "FETCH_METHOD",
     "FETCH_PATH",
@@ -132,58 +135,6 @@ def _noting_grpc_threads(action: Callable[[], T]) -> tuple[T, list[threading.Thr
         if t not in before and t.name.endswith(_GRPC_THREAD_FUNCTIONS)
     ]
     return result, started
-
-
-class PendingResponses:
-    """Large unary responses waiting to be fetched, by random ticket, for a bounded time."""
-
-    def __init__(self, ttl: float = PENDING_TTL_SECONDS) -> None:
-        self._ttl = ttl
-        self._lock = threading.Lock()
-        self._items: dict[bytes, tuple[list[memoryview], int, float]] = {}
-        self._taken = threading.Condition(self._lock)
-
-    def put(self, views: list[memoryview], total: int, deadline: float | None) -> bytes:
-        now = time.monotonic()
-        expires = now + self._ttl
-        if deadline is not None:
-            expires = min(expires, deadline)
-        ticket = secrets.token_bytes(framing.TICKET_BYTES)
-        with self._lock:
-            for key in [k for k, item in self._items.items() if item[2] < now]:
-                del self._items[key]
-            self._items[ticket] = (views, total, expires)
-        return ticket
-
-    def take(self, ticket: bytes) -> tuple[list[memoryview], int]:
-        with self._lock:
-            item = self._items.pop(ticket, None)
-            self._taken.notify_all()
-        if item is None or item[2] < time.monotonic():
-            raise errors.NotFoundError(
-                "the large response to fetch is gone: it expired or was already fetched"
-            )
-        return item[0], item[1]
-
-    def discard(self, ticket: bytes) -> None:
-        with self._lock:
-            self._items.pop(ticket, None)
-
-    def wait_taken(self, ticket: bytes, active: Callable[[], bool]) -> None:
-        """Until ``ticket`` is fetched or expired, or ``active()`` turns False."""
-        with self._lock:
-            while ticket in self._items:
-                if not active() or self._items[ticket][2] < time.monotonic():
-                    self._items.pop(ticket, None)
-                    return
-                self._taken.wait(0.25)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
 
 
 class _GrpcCallContext(CallContext):
@@ -243,20 +194,22 @@ def _one_request(requests: Iterator[bytes], name: str) -> bytes:
 
 
 class _Tally:
-    """What one call moved, for ``TransportOptions.call_meter``: its path is
+    """What one call moved, for ``TransportOptions.call_meter``: its path is the one a layer
+    above set on the call's context (``CallContext.payload_path``: ``rdma``), else
     ``side_channel`` once any of its payload went over the side channel, else ``grpc``."""
 
-    __slots__ = ("started", "received", "answered", "side_channel", "failed")
+    __slots__ = ("started", "received", "answered", "side_channel", "failed", "context")
 
-    def __init__(self) -> None:
+    def __init__(self, context: CallContext) -> None:
         self.started = time.monotonic()
         self.received = 0
         self.answered = 0
         self.side_channel = False
         self.failed = True
+        self.context = context
 
     def record(self, meter: CallMeter, name: str) -> None:
-        path = "side_channel" if self.side_channel else "grpc"
+        path = self.context.payload_path or ("side_channel" if self.side_channel else "grpc")
         seconds = time.monotonic() - self.started
         meter.record(name, path, self.received, self.answered, seconds, self.failed)
 
@@ -291,13 +244,20 @@ class _MethodHandlers:
     ) -> Iterator[bytes]:
         views, total = self._views(message)
         listener = self.listener
-        bulk_path = bool(flags & framing.FLAG_BULK_OK) and listener.bulk_ok(total)
+        route = choose_response_route(
+            total,
+            len(views),
+            listener.routes,
+            caller_fetches_by_mover=bool(flags & framing.FLAG_BULK_OK),
+            streaming=True,
+        )
+        bulk_path = route is ResponseRoute.PARK_FOR_MOVER
         if tally is not None:
             tally.answered += total
             tally.side_channel |= bulk_path
         if bulk_path:
             pending = listener.pending
-            ticket = pending.put(views, total, context.deadline)
+            ticket = pending.put((views, total), deadline=context.deadline)
             try:
                 yield framing.encode_pending(ticket)
                 # Back-pressure: the next message is made once this one was fetched.
@@ -310,10 +270,12 @@ class _MethodHandlers:
             views, total, inline_bytes=listener.inline_bytes, chunk_bytes=listener.chunk_bytes
         )
 
-    def _tally(self, frames: list[memoryview], request: bytes | None) -> _Tally:
+    def _tally(
+        self, frames: list[memoryview], request: bytes | None, context: CallContext
+    ) -> _Tally:
         """A call's tally, its request counted (``request``: the gRPC message, when the
         request came in one; a bulk descriptor there means the side channel)."""
-        tally = _Tally()
+        tally = _Tally(context)
         tally.received = sum(map(len, frames))
         tally.side_channel = request is not None and request[:1] == bytes((framing.BULK,))
         return tally
@@ -328,7 +290,7 @@ class _MethodHandlers:
                 f"{self.name}: a bulk request reached a server without a bulk channel"
             )
         # The caller pushed the frames and had them acknowledged before calling.
-        frames = listener.bulk.arrivals.take(ticket)
+        frames = bulk.take_arrival(listener.bulk.arrivals, ticket)
         if tuple(map(len, frames)) != lengths:
             raise errors.DataLossError(
                 f"{self.name}: the bulk request's frame lengths do not match its descriptor"
@@ -348,7 +310,7 @@ class _MethodHandlers:
         meter = self.listener.options.call_meter
         if meter is None:
             return self._views(invoke(self.method, frames, context, self.listener.options))
-        tally = self._tally(frames, None)
+        tally = self._tally(frames, None, context)
         tally.side_channel = True
         try:
             views, total = self._views(invoke(self.method, frames, context, self.listener.options))
@@ -357,32 +319,44 @@ class _MethodHandlers:
         finally:
             tally.record(meter, self.name)
 
+    def _receive(
+        self, requests: Iterator[bytes], gctx: grpc.ServicerContext, streaming: bool
+    ) -> tuple[CallContext, bytes, list[memoryview]]:
+        """The first steps of a call with one request message: admitted, authenticated
+        (before the request is read), the arity checked; its context, request and frames."""
+        self.listener.admit(self.name)
+        context = _context(gctx)
+        _authenticate(context, self.listener.options)
+        self._arity(streaming)
+        request = _one_request(requests, self.name)
+        return context, request, self._request(request)
+
     def unary(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> bytes | None:
         listener = self.listener
         meter = listener.options.call_meter
         tally: _Tally | None = None
         try:
-            listener.admit(self.name)
-            context = _context(gctx)
-            _authenticate(context, listener.options)
-            self._arity(False)
-            request = _one_request(requests, self.name)
-            frames = self._request(request)
+            context, request, frames = self._receive(requests, gctx, streaming=False)
             if meter is not None:
-                tally = self._tally(frames, request)
+                tally = self._tally(frames, request, context)
             views, total = self._views(invoke(self.method, frames, context, listener.options))
             if tally is not None:
                 tally.answered, tally.failed = total, False
-            if listener.bulk_ok(total):
-                if not request[1] & framing.FLAG_BULK_OK:
-                    if total + 8 * len(views) <= listener.inline_bytes:
-                        # Inline, with a hint that the side channel would have taken it.
-                        return framing.encode_inline(views, framing.FLAG_BULK_OK)
-                elif tally is not None:
-                    tally.side_channel = True  # parked, fetched over the side channel
-            elif total + 8 * len(views) <= listener.inline_bytes:
+            route = choose_response_route(
+                total,
+                len(views),
+                listener.routes,
+                caller_fetches_by_mover=bool(request[1] & framing.FLAG_BULK_OK),
+            )
+            if route is ResponseRoute.INLINE:
                 return framing.encode_inline(views)
-            return framing.encode_pending(listener.pending.put(views, total, context.deadline))
+            if route is ResponseRoute.INLINE_WITH_HINT:
+                # The hint: this server's side channel would have taken it.
+                return framing.encode_inline(views, framing.FLAG_BULK_OK)
+            if route is ResponseRoute.PARK_FOR_MOVER and tally is not None:
+                tally.side_channel = True  # parked, fetched over the side channel
+            ticket = listener.pending.put((views, total), deadline=context.deadline)
+            return framing.encode_pending(ticket)
         except errors.OpError as exc:
             status.abort(gctx, exc)
         finally:
@@ -395,14 +369,9 @@ class _MethodHandlers:
         meter = listener.options.call_meter
         tally: _Tally | None = None
         try:
-            listener.admit(self.name)
-            context = _context(gctx)
-            _authenticate(context, listener.options)
-            self._arity(True)
-            request = _one_request(requests, self.name)
-            frames = self._request(request)
+            context, request, frames = self._receive(requests, gctx, streaming=True)
             if meter is not None:
-                tally = self._tally(frames, request)
+                tally = self._tally(frames, request, context)
             flags = request[1]
             for message in iterate(self.method, frames, context, listener.options):
                 yield from self._encode(message, flags, context, gctx, tally)
@@ -435,7 +404,7 @@ class _MethodHandlers:
             self._arity(streaming)
             flags = reassembler.flags
             if meter is not None:
-                tally = self._tally(frames, None)
+                tally = self._tally(frames, None, context)
             if streaming:
                 for message in iterate(self.method, frames, context, listener.options):
                     yield from self._encode(message, flags, context, gctx, tally)
@@ -486,7 +455,10 @@ class GrpcListener(Listener):
         self.options = options
         self.inline_bytes = opts.inline_bytes(options)
         self.chunk_bytes = opts.chunk_bytes(options)
-        self.pending = PendingResponses()
+        #: Large responses waiting to be fetched: ``(views, total)`` by ticket.
+        self.pending: TicketStore[tuple[list[memoryview], int]] = TicketStore(
+            PENDING_TTL_SECONDS, what="large responses to fetch"
+        )
         self._fetch_method = Method(FETCH_METHOD, self._fetch_chunks, streaming=True)
         credentials = opts.server_credentials(options)
         self.bulk_threshold = opts.bulk_threshold(options)
@@ -517,8 +489,7 @@ class GrpcListener(Listener):
             BULK_SERVICE,
             {HELLO_METHOD: grpc.stream_unary_rpc_method_handler(self._hello)},
         )
-        shown_host = f"[{host}]" if ":" in host else host
-        target = f"{shown_host}:{port}"
+        target = join_host_port(host, port)
         try:
             if credentials is None:
                 bound = self._server.add_insecure_port(target)
@@ -537,7 +508,7 @@ class GrpcListener(Listener):
                 "or the host not an address of this machine?)"
             )
         self.port = bound
-        self.address = f"{shown_host}:{bound}"
+        self.address = join_host_port(host, bound)
         self.bulk: bulk.BulkServer | None = None
         if use_bulk:
             try:
@@ -550,6 +521,12 @@ class GrpcListener(Listener):
                 )
             except OSError as exc:  # the gRPC path still works; say why it is slower
                 log.warning("no bulk side channel on %s: %s", host, exc)
+        self.routes = RouteLimits(
+            inline_bytes=self.inline_bytes,
+            mover_threshold_bytes=self.bulk_threshold,
+            max_message_bytes=options.max_message_bytes,
+            mover=self.bulk is not None,
+        )
         self._lock = threading.Lock()
         self._started = False
         self._stopped = threading.Event()
@@ -581,11 +558,14 @@ class GrpcListener(Listener):
                 f"{opts.MAX_WORKERS_ENV} on the server, or make fewer calls wait at once."
             )
 
-    def bulk_ok(self, total: int) -> bool:
-        return self.bulk is not None and total >= self.bulk_threshold
-
     def _take(self, ticket: bytes) -> tuple[list[memoryview], int]:
-        return self.pending.take(ticket)
+        """The parked response ``ticket`` names, taken; ``NotFoundError`` if it is gone."""
+        parked = self.pending.take(ticket)
+        if parked is None:
+            raise errors.NotFoundError(
+                "the large response to fetch is gone: it expired or was already fetched"
+            )
+        return parked
 
     def _serve_bulk_call(
         self,
@@ -601,17 +581,19 @@ class GrpcListener(Listener):
         return handlers.bulk_call(frames, metadata, deadline, peer)
 
     def _hello(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> bytes | None:
-        """The bulk side port (0 = none) and its feature bits, to a caller that proves the
-        token."""
+        """The mover handshake (``kit.handshake``), to a caller that proves the token: the
+        movers this server runs among those the caller can use (today the side port)."""
         try:
             self.admit(HELLO_PATH)
             _authenticate(_context(gctx), self.options)
-            _one_request(requests, HELLO_PATH)  # empty; read to end the call cleanly
+            wants = handshake.decode_wants(_one_request(requests, HELLO_PATH))
         except errors.OpError as exc:
             status.abort(gctx, exc)
-        if self.bulk is None:
-            return struct.pack("<II", 0, 0)
-        return struct.pack("<II", self.bulk.port, bulk.FEATURE_CALL)
+        offers = []
+        if self.bulk is not None and handshake.TCP in wants:
+            offer = handshake.MoverOffer(handshake.TCP, self.bulk.port, handshake.FEATURE_CALL)
+            offers.append(offer)
+        return handshake.encode_offers(offers)
 
     def _fetch(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> Iterator[bytes]:
         try:
@@ -626,7 +608,7 @@ class GrpcListener(Listener):
             status.abort(gctx, exc)
 
     def _fetch_chunks(self, frames: list[memoryview], context: CallContext) -> Iterator[bytes]:
-        views, total = self.pending.take(bytes(frames[0]))
+        views, total = self._take(bytes(frames[0]))
         return framing.encode(views, total, inline_bytes=0, chunk_bytes=self.chunk_bytes)
 
     def start(self) -> None:

@@ -3,10 +3,11 @@
 Registering memory with a NIC pins its pages and costs about as much as copying it, so it
 must not happen per transfer:
 
-* ``BufferPool`` hands out registered receive buffers ("slabs", sized in powers of
-  two). A slab given to the user as a received frame comes back to the pool by itself when
-  the last object viewing it is gone, so each large tensor owns its own buffer (one live
-  array never pins a whole message) and the next transfer of that size registers nothing.
+* ``registered_pool`` is the kit's ``BufferPool`` (``tensorwire.transport.kit.pool``) with
+  each buffer registered once. A buffer given to the user as a received frame, or lent to
+  a peer (a lease in a ``TicketStore``), comes back to the pool by itself when the last
+  reference to it is gone, so each large tensor owns its own buffer (one live array never
+  pins a whole message) and the next transfer of that size registers nothing.
 * ``RegistrationCache`` registers a sender's own memory in place (zero copy) and keeps
   the registration, and a reference to the memory, for the next send of the same buffer:
   holding the reference is what makes a cache hit safe, since memory we keep alive cannot be
@@ -19,16 +20,14 @@ import collections
 import itertools
 import logging
 import threading
-import weakref
 from typing import Any
 
 import numpy as np
+from tensorwire.transport.kit.pool import BufferPool
 
 from .verbs import Device
 
 log = logging.getLogger(__name__)
-
-MIN_SLAB = 64 * 1024
 
 
 def address_of(buf: memoryview) -> int:
@@ -36,83 +35,25 @@ def address_of(buf: memoryview) -> int:
     return int(np.frombuffer(buf, dtype=np.uint8).ctypes.data) if buf.nbytes else 0
 
 
-def _size_class(nbytes: int) -> int:
-    return max(MIN_SLAB, 1 << (max(nbytes, 1) - 1).bit_length())
+class _RegisteredBuffers:
+    """What the kit's pool calls once per receive buffer it makes: a memory region the
+    NIC may write into and the peer may read from."""
 
+    def __init__(self, device: Device) -> None:
+        self.device = device
 
-class Slab:
-    """A registered, pool-owned buffer."""
-
-    __slots__ = ("array", "mr", "addr", "lkey", "rkey", "capacity", "__weakref__")
-
-    def __init__(self, device: Device, capacity: int) -> None:
+    def __call__(self, array: np.ndarray) -> Any:
         import pyverbs.enums as e
         from pyverbs.mr import MR
 
-        self.array = np.empty(capacity, dtype=np.uint8)
-        self.capacity = capacity
-        self.addr = int(self.array.ctypes.data)
         access = e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_READ | e.IBV_ACCESS_REMOTE_WRITE
-        self.mr = MR(device.pd, capacity, access, address=self.addr)
-        self.lkey = int(self.mr.lkey)
-        self.rkey = int(self.mr.rkey)
-
-    def close(self) -> None:
-        try:
-            self.mr.close()
-        except Exception:  # noqa: BLE001
-            log.debug("deregistering a slab failed", exc_info=True)
+        return MR(self.device.pd, max(array.nbytes, 1), access, address=int(array.ctypes.data))
 
 
-class BufferPool:
-    """Registered slabs by size class; keeps at most ``keep_bytes`` of idle ones."""
-
-    def __init__(self, device: Device, keep_bytes: int = 512 << 20) -> None:
-        self.device = device
-        self.keep_bytes = keep_bytes
-        self._lock = threading.Lock()
-        self._free: dict[int, list[Slab]] = collections.defaultdict(list)
-        self._idle = 0
-        self.registrations = 0  # slabs ever registered: a test can see reuse
-
-    def take(self, nbytes: int) -> Slab:
-        size = _size_class(nbytes)
-        with self._lock:
-            free = self._free.get(size)
-            if free:
-                self._idle -= size
-                return free.pop()
-        self.registrations += 1
-        return Slab(self.device, size)
-
-    def give_back(self, slab: Slab) -> None:
-        with self._lock:
-            if self._idle + slab.capacity <= self.keep_bytes:
-                self._free[slab.capacity].append(slab)
-                self._idle += slab.capacity
-                return
-        slab.close()
-
-    def discard(self, slab: Slab) -> None:
-        """A slab a failed transfer may still write into: deregister it, never reuse it."""
-        slab.close()
-
-    def hand_out(self, slab: Slab, nbytes: int) -> memoryview:
-        """``nbytes`` of ``slab`` as a frame for the user; the slab returns to the pool when
-        nothing views it any more."""
-        view = slab.array[:nbytes]
-        # Objects built from the memoryview (NumPy arrays included) keep it, and through it
-        # ``view``, alive; ``slab`` itself is reachable only from here and the pool.
-        weakref.finalize(view, self.give_back, slab)
-        return memoryview(view)  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        with self._lock:
-            slabs = [s for free in self._free.values() for s in free]
-            self._free.clear()
-            self._idle = 0
-        for s in slabs:
-            s.close()
+def registered_pool(device: Device, keep_bytes: int = 512 << 20) -> BufferPool:
+    """The kit's receive-buffer pool, each buffer registered with ``device``: its one
+    ownership rule (a buffer is reused once nothing refers to it) holds for RDMA too."""
+    return BufferPool(keep_bytes, register=_RegisteredBuffers(device))
 
 
 class RegistrationCache:

@@ -42,9 +42,11 @@ from tensorwire.transport.base import (
     Transport,
     TransportOptions,
 )
+from tensorwire.transport.kit.framing import check_size
+from tensorwire.transport.kit.tickets import TicketStore
 
 from . import verbs
-from .buffers import BufferPool, RegistrationCache, next_id
+from .buffers import RegistrationCache, next_id, registered_pool
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,10 @@ CONTROL_SERVICE = "tensorwire.rdma.Verbs"
 METADATA_KEY = "tensorwire-rdma"
 #: Frames of at least this many bytes move by RDMA (``extra["rdma_threshold"]``).
 DEFAULT_THRESHOLD = 64 * 1024
-#: A response buffer the client never released is freed after this many seconds.
+#: A response buffer the client never released is dropped after this many seconds.
 LEASE_SECONDS = 300.0
+#: The ``path`` label of calls whose payload moved by RDMA (``tensorwire.observe.calls``).
+CALL_PATH = "rdma"
 _STALE = "unknown RDMA connection"
 
 
@@ -91,7 +95,7 @@ class Verbs:
 
     def __init__(self, extra: dict[str, Any]) -> None:
         self.device = verbs.open_device(extra)
-        self.pool = BufferPool(self.device, int(extra.get("rdma_pool_bytes", 512 << 20)))
+        self.pool = registered_pool(self.device, int(extra.get("rdma_pool_bytes", 512 << 20)))
         self.regcache = RegistrationCache(
             self.device, int(extra.get("rdma_regcache_bytes", 1 << 30))
         )
@@ -103,19 +107,24 @@ class Verbs:
         deadline: float | None,
         what: str,
     ) -> list[memoryview]:
-        """READ each remote ``(addr, rkey, nbytes)`` into its own pool slab."""
-        slabs = [self.pool.take(n) for _, _, n in remote]
+        """READ each remote ``(addr, rkey, nbytes)`` into a registered buffer of its own
+        from the pool; the frames returned are views of them (a buffer goes back to the
+        pool once nothing refers to it)."""
+        buffers = [self.pool.take_registered(n) for _, _, n in remote]
         pieces = [
-            (s.addr, s.lkey, n, addr, rkey)
-            for s, (addr, rkey, n) in zip(slabs, remote, strict=True)
+            (int(array.ctypes.data), int(mr.lkey), n, addr, rkey)
+            for (array, mr), (addr, rkey, n) in zip(buffers, remote, strict=True)
         ]
         try:
             qp.read(pieces, deadline, what)
         except BaseException:
-            for s in slabs:
-                self.pool.discard(s)
+            for array, _ in buffers:
+                self.pool.discard(array)  # the failed READs may still land there
             raise
-        return [self.pool.hand_out(s, n) for s, (_, _, n) in zip(slabs, remote, strict=True)]
+        return [
+            memoryview(array[:n])  # type: ignore[arg-type]  # an ndarray is a buffer
+            for (array, _), (_, _, n) in zip(buffers, remote, strict=True)
+        ]
 
 
 def _transfer_options(extra: dict[str, Any]) -> int:
@@ -141,7 +150,16 @@ class _ServerState:
         self.threshold = threshold
         self.lock = threading.Lock()
         self.conns: dict[int, verbs.QueuePair] = {}
-        self.leases: dict[int, tuple[int, Any, float]] = {}  # id -> (conn, slab, expiry)
+        #: Response buffers lent to a connection's READs, by lease id, owned by the
+        #: connection. One the client never released, or whose connection was dropped,
+        #: may still be read: it is discarded, never reused.
+        self.leases: TicketStore[Any] = TicketStore(
+            LEASE_SECONDS, what="RDMA response buffers lent to readers", on_expire=self._discard
+        )
+
+    def _discard(self, array: Any) -> None:
+        if self.verbs is not None:
+            self.verbs.pool.discard(array)
 
     # -- control methods ---------------------------------------------------------------
     def connect(self, frames: list[memoryview], context: CallContext) -> Frames:
@@ -165,15 +183,10 @@ class _ServerState:
         request = json.loads(bytes(frames[0]))
         conn = int(request.get("conn", -1))
         for lease in request.get("leases", []):
-            with self.lock:
-                entry = self.leases.get(int(lease))
-                # Only the connection a buffer was leased to may release it: another
-                # client releasing it early could make its reader see a reused buffer.
-                if entry is None or entry[0] != conn:
-                    continue
-                del self.leases[int(lease)]
-            if self.verbs is not None:
-                self.verbs.pool.give_back(entry[1])
+            # Only the connection a buffer was leased to may release it: another client
+            # releasing it early could make its reader see a reused buffer. Taken, the
+            # buffer has no reference left and is free in the pool again.
+            self.leases.take(int(lease), owner=conn)
         return []
 
     def disconnect(self, frames: list[memoryview], context: CallContext) -> Frames:
@@ -184,14 +197,10 @@ class _ServerState:
     def drop(self, conn: int) -> None:
         with self.lock:
             qp = self.conns.pop(conn, None)
-            mine = [k for k, v in self.leases.items() if v[0] == conn]
-            slabs = [self.leases.pop(k)[1] for k in mine]
         if qp is not None:
             qp.close()
-        for slab in slabs:
-            # The client may still be reading: never reuse these.
-            assert self.verbs is not None
-            self.verbs.pool.discard(slab)
+        # The client may still be reading its leased buffers: never reuse those.
+        self.leases.drop_owner(conn)
 
     def control_service(self) -> Service:
         svc = Service(CONTROL_SERVICE)
@@ -211,6 +220,8 @@ class _ServerState:
     def gather(
         self, envelope: dict[str, Any], frames: list[memoryview], context: CallContext, what: str
     ) -> tuple[int, list[memoryview]]:
+        """The request's full frames, its large ones READ from the caller; marks the call's
+        payload path ``rdma`` when any moved that way."""
         conn = int(envelope["c"])
         remote = envelope.get("f", [])
         total = int(envelope.get("n", len(frames)))
@@ -225,11 +236,10 @@ class _ServerState:
         if not remote:
             return conn, frames
         descs = _descriptors(remote, total, what)
-        _check_limit(
-            sum(n for *_, n in descs) + sum(f.nbytes for f in frames),
-            self.limit,
-            f"{what}: request",
+        check_size(
+            [n for *_, n in descs] + [f.nbytes for f in frames], self.limit, f"{what}: request"
         )
+        context.payload_path = CALL_PATH
         try:
             landed = self.verbs.read_into_pool(
                 qp, [(a, k, n) for _, a, k, n in descs], context.deadline, what
@@ -250,10 +260,10 @@ class _ServerState:
             ) from None
         return conn, full
 
-    def scatter(self, conn: int, result: Frames) -> list[Any]:
-        """The result as [header, small frames...]; large frames wait in leased slabs."""
+    def scatter(self, conn: int, result: Frames, context: CallContext) -> list[Any]:
+        """The result as [header, small frames...]; large frames wait in leased buffers
+        (and mark the call's payload path ``rdma``)."""
         assert self.verbs is not None
-        self._expire()
         header: list[list[int]] = []
         small: list[Any] = []
         views = [_mv(f) for f in result]
@@ -261,23 +271,14 @@ class _ServerState:
             if view.nbytes < self.threshold:
                 small.append(view)
                 continue
-            slab = self.verbs.pool.take(view.nbytes)
-            slab.array[: view.nbytes] = view  # the snapshot; gRPC would copy as well
-            lease = next_id()
-            with self.lock:
-                self.leases[lease] = (conn, slab, time.monotonic() + LEASE_SECONDS)
-            header.append([i, slab.addr, slab.rkey, view.nbytes, lease])
+            array, mr = self.verbs.pool.take_registered(view.nbytes)
+            array[: view.nbytes] = view  # the snapshot; gRPC would copy as well
+            lease = self.leases.put(array, ticket=next_id(), owner=conn)
+            header.append([i, int(array.ctypes.data), int(mr.rkey), view.nbytes, lease])
+        if header:
+            context.payload_path = CALL_PATH
         head = json.dumps({"n": len(views), "r": header}).encode()
         return [head, *small]
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        with self.lock:
-            old = [k for k, v in self.leases.items() if v[2] < now]
-            slabs = [self.leases.pop(k)[1] for k in old]
-        for slab in slabs:
-            assert self.verbs is not None
-            self.verbs.pool.discard(slab)
 
     def wrap(self, service: Service) -> Service:
         wrapped = Service(service.name)
@@ -295,7 +296,7 @@ class _ServerState:
             if raw is None:  # a plain grpc client
                 return handler(frames, context)
             conn, full = self.gather(_parse(raw), frames, context, what)
-            return self.scatter(conn, handler(full, context))
+            return self.scatter(conn, handler(full, context), context)
 
         return run
 
@@ -307,7 +308,7 @@ class _ServerState:
                 return
             conn, full = self.gather(_parse(raw), frames, context, what)
             for message in handler(full, context):
-                yield self.scatter(conn, message)
+                yield self.scatter(conn, message, context)
 
         return run
 
@@ -332,13 +333,6 @@ def _descriptors(remote: list[Any], total: int, what: str) -> list[tuple[int, in
     ):
         raise errors.DataLossError(f"{what}: RDMA frame descriptors do not fit {total} frames")
     return descs
-
-
-def _check_limit(nbytes: int, limit: int | None, what: str) -> None:
-    if limit is not None and nbytes > limit:
-        raise errors.ResourceExhaustedError(
-            f"{what} of {nbytes} bytes is larger than max_message_bytes ({limit})"
-        )
 
 
 def _parse(raw: str) -> dict[str, Any]:
@@ -504,8 +498,8 @@ class RdmaChannel(Channel):
         landed: list[memoryview] = []
         try:
             _descriptors([r[:4] for r in remote], int(head["n"]), what)
-            _check_limit(
-                sum(int(r[3]) for r in remote) + sum(len(m) for m in small),
+            check_size(
+                [int(r[3]) for r in remote] + [len(m) for m in small],
                 self._limit,
                 f"{what}: response",
             )

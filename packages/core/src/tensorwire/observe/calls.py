@@ -12,7 +12,9 @@ Paths (``CALL_PATHS``) name how a call's bytes moved, as the transport chose:
   chunks over gRPC).
 - ``side_channel``: the grpc transport's pooled TCP side channel (``tensorwire_grpc.bulk``):
   a whole call, a pushed request or a response fetched there.
-- ``rdma``: RDMA writes of the ``grpc+verbs`` transport.
+- ``rdma``: RDMA READs of the ``grpc+verbs`` transport moved some of the call's payload
+  (the plugin names the path on the call's ``CallContext.payload_path``, which the control
+  transport counts under; the byte counts are those that crossed the control transport).
 - ``inproc``: a reference handed over in the same process.
 """
 

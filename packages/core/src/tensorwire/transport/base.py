@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Union
 
 from .. import errors
+from .kit.address import split_address
 from .threads import background
 
 __all__ = [
@@ -106,6 +107,9 @@ class CallContext:
         hints such as ``RESPONSE_BYTES_METADATA_KEY``, and whatever the caller passed as
         ``metadata=``.
       deadline: the caller's absolute deadline on the ``time.monotonic()`` clock, or None.
+      payload_path: set by a layer that moved the call's payload itself, to the path it
+        took (one of ``tensorwire.observe.CALL_PATHS``: the ``grpc+verbs`` plugin sets
+        ``"rdma"``); the transport's call meter then counts the call under it.
 
     Examples:
         >>> import time
@@ -121,6 +125,8 @@ class CallContext:
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Absolute deadline on the ``time.monotonic()`` clock, or None for no deadline.
     deadline: float | None = None
+    #: The path the call's payload took, when a layer above the transport moved it.
+    payload_path: str | None = None
 
     def time_remaining(self) -> float | None:
         """Seconds left before the caller's deadline, or None when it set none.
@@ -646,45 +652,6 @@ class Transport(abc.ABC):
             >>> with transport.connect("localhost:2222", options) as channel:  # doctest: +SKIP
             ...     reply = channel.call("Echo", "Echo", [b"hi"], timeout=5)
         """
-
-
-def split_address(address: str) -> tuple[str, int]:
-    """``"host:port"`` -> ``(host, port)``; IPv6 as ``"[::1]:port"``.
-
-    Args:
-      address: ``"host:port"``, the host in brackets when it is an IPv6 address.
-
-    Returns:
-      ``(host, port)``, the host without brackets.
-
-    Raises:
-      InvalidArgumentError: naming the address, when it has no port, or the port is not a
-        number or not in 0-65535.
-
-    Examples:
-        >>> from tensorwire.transport import split_address
-        >>> split_address("localhost:2222")
-        ('localhost', 2222)
-        >>> split_address("[::1]:0")
-        ('::1', 0)
-        >>> split_address("localhost")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        tensorwire.errors.InvalidArgumentError: Could not interpret 'localhost' as host:port: ...
-    """
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not host:
-        raise errors.InvalidArgumentError(
-            f"Could not interpret {address!r} as host:port: it has no port"
-        )
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise errors.InvalidArgumentError(
-            f"Could not parse port for address {address!r}: {port_text!r} is not a number"
-        ) from None
-    if not 0 <= port <= 65535:
-        raise errors.InvalidArgumentError(f"port {port} of address {address!r} is out of range")
-    return host.strip("[]"), port
 
 
 def _check_token(context: CallContext, token: str | None) -> None:

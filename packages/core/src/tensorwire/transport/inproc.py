@@ -36,6 +36,7 @@ from .base import (
     iterate,
     split_address,
 )
+from .kit.framing import check_size
 from .threads import DEFAULT_MAX_THREADS, DaemonThreadPool
 
 PROTOCOL = "inproc"
@@ -75,15 +76,11 @@ def _key(address: str) -> str:
 
 
 def _copy_frames(frames: Frames, max_bytes: int | None = None) -> list[memoryview]:
-    copied = [memoryview(bytearray(memoryview(f).cast("B"))) for f in frames]
-    if max_bytes is not None:
-        total = sum(len(f) for f in copied)
-        if total > max_bytes:
-            raise errors.ResourceExhaustedError(
-                f"message of {total} bytes exceeds the limit of {max_bytes} bytes "
-                "(TransportOptions.max_message_bytes)"
-            )
-    return copied
+    """Private copies of ``frames``, after the size check every transport applies
+    (``kit.framing.check_size``), before anything is copied."""
+    views = [memoryview(f).cast("B") for f in frames]
+    check_size([v.nbytes for v in views], max_bytes)
+    return [memoryview(bytearray(v)) for v in views]
 
 
 def _copy_output(frames: Frames, name: str, max_bytes: int | None) -> list[memoryview]:
@@ -229,7 +226,7 @@ class InprocChannel(Channel):
             finally:
                 meter.record(
                     name,
-                    "inproc",
+                    context.payload_path or "inproc",
                     sum(map(len, request)),
                     0 if answer is None else sum(map(len, answer)),
                     time.monotonic() - started,
@@ -293,7 +290,7 @@ class InprocChannel(Channel):
                 if meter is not None:
                     meter.record(
                         name,
-                        "inproc",
+                        context.payload_path or "inproc",
                         sum(map(len, request)),
                         sent,
                         time.monotonic() - started,

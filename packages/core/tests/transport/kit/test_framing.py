@@ -1,4 +1,4 @@
-"""The byte layout of tensorwire messages on gRPC: round trips, alignment, bad input."""
+"""The byte layout of tensorwire messages (kit.framing): round trips, alignment, bad input."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 from tensorwire import errors
-from tensorwire_grpc import framing
+from tensorwire.transport.kit import framing
 
 
 def _frames(*sizes: int) -> list[bytes]:

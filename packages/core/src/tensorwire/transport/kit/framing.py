@@ -1,52 +1,56 @@
-"""How a tensorwire message (a list of frames) travels as gRPC messages of raw bytes.
+"""The frame and manifest format: how a tensorwire message (a list of frames) travels as
+messages of raw bytes over a control plane (gRPC), and the size checks every path applies.
 
-No gRPC import here: this module is plain byte layout, so it can be tested on its own.
+No transport import here: this module is plain byte layout, so it can be tested on its own
+and every mover (the TCP side channel, RDMA, shared memory) shares its limits and its
+receive memory.
 
-Every tensorwire message starts with one *manifest* gRPC message::
+Every tensorwire message starts with one *manifest* message::
 
-    offset 0  u8   kind      INLINE (1), CHUNKED (2) or PENDING (3)
+    offset 0  u8   kind      INLINE (1), CHUNKED (2), PENDING (3) or BULK (4)
     offset 1  u8   flags     FLAG_STREAM: the caller wants a server stream back
+                             FLAG_BULK_OK: see below
     offset 2  u16  reserved  0
     offset 4  u32  n         number of frames
     offset 8  u64  length of each frame, n of them, little endian
     then      INLINE: the frames' bytes, back to back; PENDING or BULK: a 16-byte ticket
 
-A BULK message is a request whose frames were pushed over the bulk TCP side channel
-(``bulk``) beforehand; it names them by ticket and repeats their lengths. The flag
-FLAG_BULK_OK on a request says the caller can fetch large responses over that channel, so
-the server may answer with PENDING tickets (in a stream too) instead of chunks.
-On an INLINE response the same flag is a hint: the server has a side channel and would
-have used it for this message, had the caller said it can fetch that way.
+A BULK message is a request whose frames a mover carried beforehand (pushed over the TCP
+side channel); it names them by ticket and repeats their lengths. The flag FLAG_BULK_OK on
+a request says the caller can fetch large responses through its mover, so the server may
+answer with PENDING tickets (in a stream too) instead of chunks. On an INLINE response the
+same flag is a hint: the server has a mover and would have used it for this message, had
+the caller said it can fetch that way.
 
-A CHUNKED manifest is followed by gRPC messages of raw bytes (no header at all) that
-together hold the frames back to back, each at most the sender's chunk size. The receiver
-allocates the receive memory once, from the announced lengths (see below), and copies every
-chunk into place, so there is no repeated concatenation.
+A CHUNKED manifest is followed by messages of raw bytes (no header at all) that together
+hold the frames back to back, each at most the sender's chunk size. The receiver allocates
+the receive memory once, from the announced lengths (see below), and copies every chunk
+into place, so there is no repeated concatenation.
 
 Messages up to a few MiB go INLINE because gRPC's per-call cost dominates there (and a
 unary call costs about half a streaming one); larger ones are CHUNKED because one huge gRPC
 message is slow (gRPC gathers it, then copies it) and doubles peak memory on both sides.
-The thresholds are in ``options`` with their measurements.
+The thresholds are in the grpc transport's ``options`` with their measurements; which
+route a call takes is ``routes.choose_call_route``.
 
 A PENDING manifest answers a unary call whose response is too large to send inline: the
-caller fetches it as a CHUNKED stream with the ticket (see ``server.PendingResponses``).
+caller fetches it (through its mover, or as a CHUNKED stream) with the ticket.
 
 Limits, checked from the manifest before anything else of the message is read or allocated
-(``check_frames``, ``check_size``): a message has at most ``MAX_FRAMES``
-frames, and each frame counts ``FRAME_OVERHEAD_BYTES`` on top of its bytes against
-``TransportOptions.max_message_bytes``. A receiver makes Python objects per frame (a
-memoryview, usually a bytearray, its length), about 400 bytes measured; without these
-limits an 8 MiB request announcing 2**20 empty frames made a server allocate about 410 MiB.
-The side channel (``bulk``) applies the same two checks to its frame lists.
+(``check_frames``, ``check_size``, the one size check of every path, with one wording): a
+message has at most ``MAX_FRAMES`` frames, and each frame counts ``FRAME_OVERHEAD_BYTES`` on
+top of its bytes against ``TransportOptions.max_message_bytes``. A receiver makes Python
+objects per frame (a memoryview, usually a bytearray, its length), about 400 bytes
+measured; without these limits an 8 MiB request announcing 2**20 empty frames made a server
+allocate about 410 MiB.
 
 Received frames are writable ``memoryview`` s. In a message larger than
 ``SMALL_MESSAGE_BYTES`` every frame starts at a 64-byte aligned address, so the codec's
 aligned payloads stay aligned in memory: frames of ``OWN_BUFFER_BYTES`` or more get a
-buffer each (a tensor kept alive pins only itself), starting at a page boundary, where the
-kernel's copy from a socket runs fastest (the side channel puts large frames on page
-boundaries of its messages, see ``bulk``); the others share one. Frames of smaller
-messages are bytearrays of their own (16-byte aligned, enough for every NumPy dtype, and
-much cheaper).
+buffer each from ``pool.default_pool`` (a tensor kept alive pins only itself), starting at
+a page boundary, where the kernel's copy from a socket runs fastest; the others share one.
+Frames of smaller messages are bytearrays of their own (16-byte aligned, enough for every
+NumPy dtype, and much cheaper).
 """
 
 from __future__ import annotations
@@ -56,15 +60,17 @@ import struct
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from tensorwire import errors
-
-from . import buffers
+from ... import errors
+from . import pool
+from .tickets import TICKET_BYTES
 
 __all__ = [
     "INLINE",
     "CHUNKED",
     "PENDING",
     "FLAG_STREAM",
+    "BULK",
+    "FLAG_BULK_OK",
     "TICKET_BYTES",
     "ALIGNMENT",
     "as_byte_views",
@@ -89,7 +95,6 @@ PENDING = 3
 BULK = 4
 FLAG_STREAM = 1
 FLAG_BULK_OK = 2
-TICKET_BYTES = 16
 ALIGNMENT = 64
 #: Frames with a buffer of their own start at this alignment.
 PAGE = 4096
@@ -275,7 +280,7 @@ def _aligned(nbytes: int, alignment: int = ALIGNMENT) -> memoryview:
     """``nbytes`` of writable memory at an ``alignment``-aligned address (recycled when
     large)."""
     try:
-        raw = buffers.default_pool.take(nbytes + alignment)
+        raw = pool.default_pool.take(nbytes + alignment)
     except (MemoryError, ValueError) as exc:
         raise errors.ResourceExhaustedError(
             f"cannot allocate {nbytes} bytes to receive a message: {exc}"

@@ -1,0 +1,17 @@
+"""The bulk side channel: large calls over plain TCP beside the gRPC channel (the mover
+``tcp`` of ``tensorwire.transport.kit.handshake``).
+
+Split by role: ``protocol`` (the wire format, written out in its docstring, and what both
+sides use to speak it), ``server`` (``BulkServer``: the listening socket and a thread per
+connection) and ``client`` (``BulkPeer``: pooled connections, and the requests ``push``,
+``fetch`` and ``call``). Frame layout, size checks, tickets and receive buffers come from
+``tensorwire.transport.kit``.
+"""
+
+from __future__ import annotations
+
+from .client import BulkPeer, call, fetch, push
+from .protocol import BulkUnavailable
+from .server import BulkServer, take_arrival
+
+__all__ = ["BulkPeer", "BulkServer", "BulkUnavailable", "call", "fetch", "push", "take_arrival"]

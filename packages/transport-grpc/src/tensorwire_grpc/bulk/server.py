@@ -1,0 +1,413 @@
+"""The bulk side channel's server: the listening socket and a thread per connection.
+
+See ``bulk.protocol`` for the wire format and the rules this side enforces.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from tensorwire import errors
+from tensorwire.transport.base import TOKEN_METADATA_KEY
+from tensorwire.transport.kit import framing
+from tensorwire.transport.kit.address import socket_peer_name
+from tensorwire.transport.kit.tickets import TicketStore
+from tensorwire.transport.threads import join_threads
+
+from ..wire import Wire
+from . import protocol
+
+__all__ = ["BulkServer", "ServeCall", "TakeResponse"]
+
+log = logging.getLogger(__name__)
+
+#: How long an unclaimed pushed request is kept when the caller set no deadline.
+ARRIVAL_TTL_SECONDS = 60.0
+#: Unclaimed pushed requests kept at most (bytes); a push beyond it is refused.
+MAX_ARRIVAL_BYTES = 4 << 30
+#: Server connections at most; more are refused at once (the client falls back to gRPC).
+MAX_SERVER_CONNECTIONS = 256
+#: Refused connections (failed handshakes, the connection limit) are logged as a warning at
+#: most this often per server, with the count since; the rest at debug level, so a port
+#: scan or a misconfigured client cannot flood the log.
+REFUSAL_LOG_SECONDS = 60.0
+#: A server connection with no request for this long is closed.
+IDLE_SECONDS = 300.0
+#: After a failed accept(), wait this long before the next, doubling per failure up to the
+#: max: the failure (EMFILE, ENOMEM) usually lasts until other connections end.
+ACCEPT_RETRY_SECONDS = 0.01
+ACCEPT_RETRY_MAX_SECONDS = 1.0
+#: Longest a pushed request may take to arrive or wait, whatever deadline the caller set.
+MAX_TTL_SECONDS = 600.0
+#: How long ``BulkServer.close`` waits for its threads to end (they are woken at once).
+CLOSE_JOIN_SECONDS = 5.0
+
+#: ``take(ticket) -> (views, total)`` of a parked response; raises an ``OpError``.
+TakeResponse = Callable[[bytes], "tuple[list[memoryview], int]"]
+#: ``serve_call(name, frames, metadata, deadline, peer) -> (views, total)``: runs a unary
+#: method; raises an ``OpError``.
+ServeCall = Callable[
+    [str, list[memoryview], dict[str, str], "float | None", str], "tuple[list[memoryview], int]"
+]
+
+
+class _ThrottledWarning:
+    """Logs the first of a kind of event as a warning, then at most one warning every
+    ``REFUSAL_LOG_SECONDS`` with how many happened since (the rest at debug level)."""
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._lock = threading.Lock()
+        self._next_warning = 0.0
+        self._unlogged = 0
+
+    def note(self, event: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next_warning:
+                self._unlogged += 1
+                unlogged = -1
+            else:
+                unlogged, self._unlogged = self._unlogged, 0
+                self._next_warning = now + REFUSAL_LOG_SECONDS
+        if unlogged < 0:
+            log.debug("%s %s", self._source, event)
+        elif unlogged:
+            log.warning(
+                "%s %s (and %d more refusals in the last %.0f s)",
+                self._source,
+                event,
+                unlogged,
+                REFUSAL_LOG_SECONDS,
+            )
+        else:
+            log.warning("%s %s", self._source, event)
+
+
+def take_arrival(arrivals: TicketStore[list[memoryview]], ticket: bytes) -> list[memoryview]:
+    """The frames of the request pushed under ``ticket``, taken.
+
+    Raises:
+      DataLossError: there are none (expired, taken, or never pushed).
+    """
+    frames = arrivals.take(ticket)
+    if frames is None:
+        raise errors.DataLossError(
+            "the large request sent over the bulk channel is gone (expired or taken)"
+        )
+    return frames
+
+
+class BulkServer:
+    """The listening socket of the side channel and a thread per connection."""
+
+    def __init__(
+        self,
+        host: str,
+        token: str | None,
+        max_bytes: int | None,
+        take_response: TakeResponse,
+        serve_call: ServeCall | None = None,
+    ) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.create_server((host, 0), family=family, backlog=64)
+        self.port: int = self._sock.getsockname()[1]
+        #: Pushed requests waiting for the gRPC call that names their ticket.
+        self.arrivals: TicketStore[list[memoryview]] = TicketStore(
+            MAX_TTL_SECONDS,
+            max_bytes=MAX_ARRIVAL_BYTES,
+            what="pushed requests (bulk.server.MAX_ARRIVAL_BYTES)",
+        )
+        self._token = token
+        self._max_bytes = max_bytes
+        self._take_response = take_response
+        self._serve_call = serve_call
+        self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        #: The threads serving connections, joined by close().
+        self._connection_threads: set[threading.Thread] = set()
+        self._closed = False
+        #: Set by close(): ends the accept loop's back-off wait at once.
+        self._closing = threading.Event()
+        #: Set while the listener stops: CALLs are refused (as gRPC refuses new calls).
+        self._draining = False
+        self._calls_in_flight = 0
+        self._calls_done = threading.Condition(self._lock)
+        self._refusals = _ThrottledWarning(f"bulk side channel on port {self.port}")
+        self._thread = threading.Thread(
+            target=self._accept, name=f"tensorwire-bulk-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    def _accept(self) -> None:
+        failures = 0
+        while True:
+            try:
+                conn, peer = self._sock.accept()
+            except OSError as exc:
+                if self._closing.is_set():
+                    return
+                failures += 1
+                if not self._back_off(failures, f"cannot accept a connection: {exc}"):
+                    return
+                continue
+            thread = threading.Thread(
+                target=self._serve, args=(conn, peer), name="tensorwire-bulk-conn", daemon=True
+            )
+            with self._lock:
+                closed = self._closed
+                full = len(self._connections) >= MAX_SERVER_CONNECTIONS
+                if not (closed or full):
+                    self._connections.add(conn)
+                    self._connection_threads.add(thread)
+            if closed or full:
+                reason = (
+                    "the server is stopping"
+                    if closed
+                    else f"the server serves at most {MAX_SERVER_CONNECTIONS} side-channel "
+                    "connections at once; this call uses gRPC"
+                )
+                self._refuse_connection(conn, peer, reason)
+                continue
+            try:
+                thread.start()
+            except RuntimeError as exc:  # "can't start new thread"
+                with self._lock:
+                    self._connections.discard(conn)
+                    self._connection_threads.discard(thread)
+                conn.close()
+                failures += 1
+                if not self._back_off(failures, f"cannot start a connection thread: {exc}"):
+                    return
+                continue
+            if failures:
+                log.warning(
+                    "bulk side channel on port %d accepts connections again after %d failures",
+                    self.port,
+                    failures,
+                )
+                failures = 0
+
+    def _back_off(self, failures: int, reason: str) -> bool:
+        """Wait before accepting again after ``failures`` failures in a row; False when
+        the server closed meanwhile. Logs the first failure of a run as a warning."""
+        delay = min(ACCEPT_RETRY_MAX_SECONDS, ACCEPT_RETRY_SECONDS * 2 ** min(failures, 20))
+        if failures == 1:
+            log.warning(
+                "bulk side channel on port %d %s; retrying every %.0f ms at most, new "
+                "side-channel connections wait in the backlog meanwhile",
+                self.port,
+                reason,
+                ACCEPT_RETRY_MAX_SECONDS * 1000,
+            )
+        else:
+            log.debug("bulk side channel on port %d %s (failure %d)", self.port, reason, failures)
+        return not self._closing.wait(delay)
+
+    def _refuse_connection(self, conn: socket.socket, peer: object, reason: str) -> None:
+        """Close a connection the server will not serve, telling the client why. Runs on
+        the accept thread, so it never blocks: a fresh socket's send buffer is empty."""
+        refused = errors.UnavailableError(reason)
+        try:
+            conn.setblocking(False)
+            conn.send(
+                protocol.REFUSED_MAGIC + protocol.status_bytes(int(refused.code), refused.message)
+            )
+        except OSError:
+            pass
+        conn.close()
+        self._refusals.note(f"refused a connection from {peer}: {reason}")
+
+    def _serve(self, conn: socket.socket, peer: object) -> None:
+        wire = Wire(conn)
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if not self._handshake(wire):
+                self._refusals.note(f"refused a connection from {peer}: {protocol.NOT_PROVEN}")
+                return
+            caller = socket_peer_name(peer)
+            while True:
+                try:
+                    op = wire.read(1, time.monotonic() + IDLE_SECONDS)[0]
+                except ConnectionError:
+                    return  # the client closed its connection between requests
+                try:
+                    if op == protocol.OP_PUSH:
+                        self._push(wire, peer)
+                    elif op == protocol.OP_FETCH:
+                        self._fetch(wire, peer)
+                    elif op == protocol.OP_CALL and self._serve_call is not None:
+                        self._call(wire, peer, caller)
+                    else:
+                        raise errors.InvalidArgumentError(
+                            f"unknown bulk side-channel operation {op}"
+                        )
+                except errors.OpError as exc:
+                    # Refused from its header (see ``protocol``): say why, at once,
+                    # and close rather than read a payload that may never end.
+                    log.debug("bulk request from %s refused: %s", peer, exc.message)
+                    wire.send(
+                        [protocol.status_bytes(int(exc.code), exc.message)],
+                        time.monotonic() + protocol.CONNECT_SECONDS,
+                    )
+                    return
+        except OSError as exc:
+            log.debug("bulk connection from %s ended: %s", peer, exc)
+        except Exception as exc:
+            # A bad peer must not end the thread noisily: one line per failed connection,
+            # the traceback only when debugging (-v -v).
+            log.warning("bulk connection from %s failed: %s: %s", peer, type(exc).__name__, exc)
+            log.debug("bulk connection from %s failed", peer, exc_info=True)
+        finally:
+            with self._lock:
+                self._connections.discard(conn)
+                self._connection_threads.discard(threading.current_thread())
+            conn.close()
+
+    def _handshake(self, wire: Wire) -> bool:
+        deadline = time.monotonic() + protocol.CONNECT_SECONDS
+        nonce = secrets.token_bytes(protocol.NONCE_BYTES)
+        wire.send([protocol.MAGIC + nonce], deadline)
+        answer = wire.read(len(protocol.MAGIC) + protocol.MAC_BYTES, deadline)
+        ok = answer[:4] == protocol.MAGIC and (
+            self._token is None or hmac.compare_digest(answer[4:], protocol.mac(self._token, nonce))
+        )
+        refused = errors.UnauthenticatedError(protocol.NOT_PROVEN)
+        wire.send(
+            [b"\x00" if ok else protocol.status_bytes(int(refused.code), refused.message)], deadline
+        )
+        return ok
+
+    def _push(self, wire: Wire, peer: object) -> None:
+        """Receive one pushed request. An ``OpError`` refuses it before its payload."""
+        deadline = time.monotonic() + protocol.CONNECT_SECONDS
+        ticket, ttl_ms, n = protocol.PUSH_HEAD.unpack(wire.read(protocol.PUSH_HEAD.size, deadline))
+        lengths = protocol.read_lengths(wire, deadline, n)
+        total = framing.check_size(lengths, self._max_bytes, "pushed request")
+        offset = 1 + protocol.PUSH_HEAD.size + 8 * n
+        ttl = min(ttl_ms / 1000, MAX_TTL_SECONDS) if ttl_ms else ARRIVAL_TTL_SECONDS
+        self.arrivals.reserve(total)
+        log.debug("bulk push of %d bytes from %s", total, peer)
+        try:
+            frames = protocol.receive_frames(wire, lengths, offset, time.monotonic() + ttl)
+        except BaseException:
+            self.arrivals.release(total)
+            raise
+        self.arrivals.put(
+            frames, ticket=ticket, nbytes=total, deadline=time.monotonic() + ttl, reserved=True
+        )
+        wire.send([protocol.status_bytes(0)], time.monotonic() + protocol.CONNECT_SECONDS)
+
+    def _call(self, wire: Wire, peer: object, caller: str) -> None:
+        """Serve one CALL from ``peer`` (``caller`` as the handler sees it). An ``OpError``
+        refuses it before its payload; the handler's own errors are answered here."""
+        assert self._serve_call is not None
+        head_deadline = time.monotonic() + protocol.CONNECT_SECONDS
+        name_size, md_size, timeout_ms = protocol.CALL_HEAD.unpack(
+            wire.read(protocol.CALL_HEAD.size, head_deadline)
+        )
+        if name_size > protocol.MAX_CALL_NAME_BYTES or md_size > protocol.MAX_CALL_METADATA_BYTES:
+            raise errors.InvalidArgumentError(
+                f"bulk call announces a {name_size}-byte method name and {md_size} bytes of "
+                f"metadata; the limits are {protocol.MAX_CALL_NAME_BYTES} and "
+                f"{protocol.MAX_CALL_METADATA_BYTES} bytes"
+            )
+        # The name, the metadata and the frame count: one read from the read-ahead buffer.
+        fields = wire.read(name_size + md_size + 4, head_deadline)
+        name = fields[:name_size].decode(errors="replace")
+        metadata = protocol.decode_metadata(fields[name_size:-4]) if md_size else {}
+        # The token never crosses the side channel: the connection proved it (HMAC of this
+        # connection's nonce), so the call carries this server's own for the usual check.
+        metadata.pop(TOKEN_METADATA_KEY, None)
+        if self._token is not None:
+            metadata[TOKEN_METADATA_KEY] = self._token
+        (n,) = protocol.U32.unpack_from(fields, name_size + md_size)
+        deadline = None
+        if timeout_ms:
+            deadline = time.monotonic() + timeout_ms / 1000
+        receive_deadline = time.monotonic() + MAX_TTL_SECONDS
+        if deadline is not None:
+            receive_deadline = min(receive_deadline, deadline + 1.0)
+        lengths = protocol.read_lengths(wire, head_deadline, n)
+        total = framing.check_size(lengths, self._max_bytes, f"{name}: request")
+        offset = 1 + protocol.CALL_HEAD.size + len(fields) + 8 * n
+        log.debug("bulk call receiving %d bytes", total)
+        frames = protocol.receive_frames(wire, lengths, offset, receive_deadline)
+        with self._lock:
+            draining = self._draining
+            if not draining:
+                self._calls_in_flight += 1
+        if draining:
+            # The request was read: the connection is in step and stays open.
+            refused = errors.UnavailableError(f"{name}: the server is stopping")
+            wire.send([protocol.status_bytes(int(refused.code), refused.message)], head_deadline)
+            return
+        try:  # counted in flight until the response is sent, so that drain() waits for it
+            try:
+                views, total = self._serve_call(name, frames, metadata, deadline, caller)
+            except errors.OpError as exc:
+                wire.send(
+                    [protocol.status_bytes(int(exc.code), exc.message)],
+                    time.monotonic() + protocol.CONNECT_SECONDS,
+                )
+                return
+            del frames
+            log.debug("bulk call %s sending %d bytes to %s", name, total, peer)
+            wire.send(protocol.answer_parts(views), time.monotonic() + ARRIVAL_TTL_SECONDS)
+        finally:
+            with self._lock:
+                self._calls_in_flight -= 1
+                if self._draining:  # set under this lock before drain() waits
+                    self._calls_done.notify_all()
+
+    def drain(self, grace: float) -> None:
+        """Refuse new CALLs and wait up to ``grace`` seconds for those running to finish."""
+        end = time.monotonic() + grace
+        with self._lock:
+            self._draining = True
+            while self._calls_in_flight and time.monotonic() < end:
+                self._calls_done.wait(max(0.0, end - time.monotonic()))
+
+    def _fetch(self, wire: Wire, peer: object) -> None:
+        ticket = wire.read(framing.TICKET_BYTES, time.monotonic() + protocol.CONNECT_SECONDS)
+        try:
+            views, total = self._take_response(ticket)
+        except errors.OpError as exc:
+            wire.send(
+                [protocol.status_bytes(int(exc.code), exc.message)],
+                time.monotonic() + protocol.CONNECT_SECONDS,
+            )
+            return
+        log.debug("bulk fetch sending %d bytes to %s", total, peer)
+        wire.send(protocol.answer_parts(views), time.monotonic() + ARRIVAL_TTL_SECONDS)
+
+    def close(self, timeout: float = CLOSE_JOIN_SECONDS) -> None:
+        """Close the listening socket and every connection, then wait up to ``timeout``
+        seconds for the threads that served them to end: once it returns, the side channel
+        holds no port, socket or thread (unless a call outlived the wait, which is logged).
+        """
+        with self._lock:
+            self._closed = True  # from here on no connection (and no thread) is added
+            connections = list(self._connections)
+        self._closing.set()
+        try:
+            # shutdown wakes the thread blocked in accept(); close alone may not.
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.arrivals.clear()
+        with self._lock:
+            threads = [self._thread, *self._connection_threads]
+        join_threads(threads, time.monotonic() + timeout, f"bulk side channel on port {self.port}")

@@ -1,0 +1,68 @@
+"""The call meter's ``path`` label: how each call's payload moved, as the transport saw it,
+unless a layer above moved it itself (``CallContext.payload_path``, set by grpc+verbs)."""
+
+from __future__ import annotations
+
+import pytest
+from tensorwire.observe import CallMeter
+from tensorwire.transport import Service, TransportOptions, get_transport
+
+LARGE = 1 << 20  # above the side channel's threshold, below the inline limit
+
+
+def _service() -> Service:
+    svc = Service("P")
+
+    @svc.unary("Plain")
+    def plain(frames, context):
+        return [bytes(len(frames[0]))]
+
+    @svc.unary("Moved")
+    def moved(frames, context):
+        context.payload_path = "rdma"  # as the grpc+verbs plugin does when it moved bytes
+        return [bytes(len(frames[0]))]
+
+    @svc.stream("MovedStream")
+    def moved_stream(frames, context):
+        context.payload_path = "rdma"
+        yield [b"one"]
+        yield [b"two"]
+
+    return svc
+
+
+def _paths(protocol: str, calls) -> dict[tuple[str, str], int]:
+    meter = CallMeter()
+    transport = get_transport(protocol)
+    listener = transport.serve("127.0.0.1:0", [_service()], TransportOptions(call_meter=meter))
+    listener.start()
+    try:
+        with transport.connect(listener.address, TransportOptions()) as channel:
+            for method, size in calls:
+                if method == "MovedStream":
+                    assert len(list(channel.stream("P", method, [b"x"], timeout=30))) == 2
+                else:
+                    channel.call("P", method, [bytes(size)], timeout=30)
+    finally:
+        listener.stop(0)
+    return {(s.method, s.path): s.calls for s in meter.snapshot()}
+
+
+def test_grpc_counts_a_call_under_the_path_its_context_names() -> None:
+    paths = _paths("grpc", [("Moved", 16), ("Moved", LARGE), ("MovedStream", 0), ("Plain", 16)])
+    assert paths == {
+        ("/P/Moved", "rdma"): 2,  # the side channel carried the large one: still rdma
+        ("/P/MovedStream", "rdma"): 1,
+        ("/P/Plain", "grpc"): 1,
+    }
+
+
+def test_side_channel_calls_keep_their_label() -> None:
+    paths = _paths("grpc", [("Plain", LARGE), ("Plain", 16)])
+    assert paths == {("/P/Plain", "side_channel"): 1, ("/P/Plain", "grpc"): 1}
+
+
+@pytest.mark.parametrize("method", ["Moved", "MovedStream"])
+def test_inproc_counts_a_call_under_the_path_its_context_names(method: str) -> None:
+    paths = _paths("inproc", [(method, 16), ("Plain", 16)])
+    assert paths == {(f"/P/{method}", "rdma"): 1, ("/P/Plain", "inproc"): 1}
