@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from tensorwire import errors
-from tensorwire.transport import Service, TransportOptions
+from tensorwire.transport import Service, TransportOptions, security
 from tensorwire.transport.base import RESPONSE_BYTES_METADATA_KEY
 from tensorwire_grpc import bulk
 from tensorwire_grpc import options as opts
@@ -353,7 +353,7 @@ def test_side_channel_requires_the_token(transport) -> None:
     try:
         port = listener.bulk.port
         # No proof, a proof of the wrong token: refused, and nothing of theirs is read.
-        for proof in (bytes(bulk.protocol.MAC_BYTES), bulk.protocol.mac("wrong", b"x" * 16)):
+        for proof in (bytes(bulk.protocol.MAC_BYTES), security.token_proof("wrong", b"x" * 16)):
             code, message, rest = _handshake(port, proof)
             assert (code, rest) == (int(errors.Code.UNAUTHENTICATED), b"")
             assert "did not prove the cluster token" in message
@@ -491,7 +491,7 @@ PEER_SCRIPT = textwrap.dedent(
     """
     import logging, sys, time
     import numpy as np
-    from tensorwire.transport import Service, TransportOptions
+    from tensorwire.transport import Service, TransportOptions, security
     from tensorwire_grpc.transport import GrpcTransport
 
     handler = logging.StreamHandler(sys.stdout)
@@ -614,9 +614,16 @@ def test_a_restarted_server_is_reached_over_its_new_side_port(transport) -> None
     try:
         assert second.bulk.port != old_side_port
         deadline = time.monotonic() + 30
-        # Right after the restart the old side port fails: those calls go by gRPC.
+        # Right after the restart the old side port fails: those calls go by gRPC. The first
+        # may also meet gRPC's connection to the stopped server before the channel noticed
+        # it was closed: UnavailableError, which callers retry (as TensorFlow's do).
         while True:
-            (got,) = channel.call("t.Bulk", "Echo", [big], timeout=30)
+            try:
+                (got,) = channel.call("t.Bulk", "Echo", [big], timeout=30)
+            except errors.UnavailableError:
+                assert time.monotonic() < deadline, "the restarted server was never reached"
+                time.sleep(0.1)
+                continue
             assert bytes(got) == big.tobytes()
             peer = channel._shared.known_bulk_peer(None)
             if peer is not None and peer.port == second.bulk.port:

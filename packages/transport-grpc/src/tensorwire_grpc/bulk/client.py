@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from tensorwire import errors
+from tensorwire.transport import security
 from tensorwire.transport.base import TOKEN_METADATA_KEY
 from tensorwire.transport.kit import framing
 from tensorwire.transport.kit.tickets import new_ticket
@@ -82,7 +83,7 @@ class BulkPeer:
             if magic != protocol.MAGIC:
                 raise ConnectionError("not a tensorwire bulk port")
             nonce = wire.read(protocol.NONCE_BYTES, end)
-            wire.send([protocol.MAGIC + protocol.mac(self._token, nonce)], end)
+            wire.send([protocol.MAGIC + security.token_proof(self._token, nonce)], end)
             if wire.read(1, end) != b"\x00":
                 raise ConnectionError(f"the server refused the connection: {_reason(wire, end)}")
         except BaseException:

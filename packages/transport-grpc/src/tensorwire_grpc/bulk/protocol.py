@@ -81,12 +81,11 @@ anyway. Tokens are proved, never sent.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
 from collections.abc import Sequence
 
 from tensorwire import errors
+from tensorwire.transport import security
 from tensorwire.transport.kit import framing
 
 from ..wire import Wire
@@ -97,7 +96,7 @@ MAGIC = b"TWB2"
 #: Sent instead of MAGIC by a server that will not serve the connection, then a status.
 REFUSED_MAGIC = b"TWB!"
 NONCE_BYTES = 16
-MAC_BYTES = 32
+MAC_BYTES = security.TOKEN_PROOF_BYTES
 OP_PUSH = 1
 OP_FETCH = 2
 OP_CALL = 3
@@ -118,12 +117,6 @@ MAX_CALL_METADATA_BYTES = 64 * 1024
 
 class BulkUnavailable(Exception):
     """The side channel cannot be used for this call; nothing was sent: use gRPC."""
-
-
-def mac(token: str | None, nonce: bytes) -> bytes:
-    if token is None:
-        return bytes(MAC_BYTES)
-    return hmac.new(token.encode(), nonce, hashlib.sha256).digest()
 
 
 def read_lengths(wire: Wire, deadline: float | None, n: int | None = None) -> tuple[int, ...]:

@@ -5,7 +5,6 @@ See ``bulk.protocol`` for the wire format and the rules this side enforces.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
 import socket
@@ -14,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from tensorwire import errors
+from tensorwire.transport import security
 from tensorwire.transport.base import TOKEN_METADATA_KEY
 from tensorwire.transport.kit import framing
 from tensorwire.transport.kit.address import socket_peer_name
@@ -276,7 +276,7 @@ class BulkServer:
         wire.send([protocol.MAGIC + nonce], deadline)
         answer = wire.read(len(protocol.MAGIC) + protocol.MAC_BYTES, deadline)
         ok = answer[:4] == protocol.MAGIC and (
-            self._token is None or hmac.compare_digest(answer[4:], protocol.mac(self._token, nonce))
+            self._token is None or security.proves_token(self._token, nonce, answer[4:])
         )
         refused = errors.UnauthenticatedError(protocol.NOT_PROVEN)
         wire.send(
