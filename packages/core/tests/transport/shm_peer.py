@@ -27,24 +27,20 @@ import threading
 
 import numpy as np
 from tensorwire import codec, errors
-from tensorwire.transport.shm import ShmListener, memfd_descriptors, memfd_mappings, protocol
+from tensorwire.transport.shm import (
+    ShmListener,
+    mapped_ranges,
+    memfd_descriptors,
+    memfd_mappings,
+    protocol,
+)
 from tensorwire.transport.shm.segments import Segment
 
 DEADLINE_SECONDS = 60.0
 
 
-def segment_ranges() -> list[tuple[int, int]]:
-    ranges = []
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            if "/memfd:tensorwire-shm" in line:
-                start, end = line.split()[0].split("-")
-                ranges.append((int(start, 16), int(end, 16)))
-    return ranges
-
-
 def in_segments(arrays: list[np.ndarray]) -> bool:
-    ranges = segment_ranges()
+    ranges = mapped_ranges()
     for array in arrays:
         address = array.__array_interface__["data"][0]
         if array.nbytes and not any(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import array
 import fcntl
-import gc
 import os
 import socket
 import threading
@@ -25,11 +24,11 @@ from tensorwire.transport.shm import (
     ShmLimits,
     ShmListener,
     connect,
-    memfd_descriptors,
-    memfd_mappings,
     protocol,
 )
 from tensorwire_testing import eventually
+
+from .shm_counts import counts, inside_a_segment, wait_counts
 
 DEADLINE_SECONDS = 30.0
 
@@ -87,33 +86,6 @@ def _address(array_: np.ndarray) -> int:
     return int(array_.__array_interface__["data"][0])
 
 
-def _segment_ranges() -> list[tuple[int, int]]:
-    ranges = []
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            if "/memfd:tensorwire-shm" in line:
-                start, end = line.split()[0].split("-")
-                ranges.append((int(start, 16), int(end, 16)))
-    return ranges
-
-
-def _inside_a_segment(array_: np.ndarray) -> bool:
-    start = _address(array_)
-    return any(lo <= start and start + array_.nbytes <= hi for lo, hi in _segment_ranges())
-
-
-def _counts() -> tuple[int, int]:
-    gc.collect()
-    return memfd_mappings(), memfd_descriptors()
-
-
-def _wait_counts(expected: tuple[int, int]) -> None:
-    def check() -> None:
-        assert _counts() == expected
-
-    eventually(check, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
-
-
 def test_decode_returns_arrays_inside_the_mapping(pair):
     server, client = pair
     sent = {"x": np.arange(1 << 18, dtype=np.float32), "y": [np.ones((3, 5), np.int64)]}
@@ -121,7 +93,7 @@ def test_decode_returns_arrays_inside_the_mapping(pair):
     got = codec.decode(server.receive(_deadline()).frames)
     np.testing.assert_array_equal(got["x"], sent["x"])
     np.testing.assert_array_equal(got["y"][0], sent["y"][0])
-    assert _inside_a_segment(got["x"]) and _inside_a_segment(got["y"][0])
+    assert inside_a_segment(got["x"]) and inside_a_segment(got["y"][0])
     assert got["x"].flags.writeable  # the segment is the receiver's until it lets go
 
 
@@ -129,7 +101,7 @@ def test_loads_of_one_frame_is_zero_copy_too(pair):
     server, client = pair
     client.send([codec.dumps(np.arange(100_000, dtype=np.int32))], deadline=_deadline())
     got = codec.loads(server.receive(_deadline()).frames[0])
-    assert _inside_a_segment(got)
+    assert inside_a_segment(got)
     np.testing.assert_array_equal(got, np.arange(100_000, dtype=np.int32))
 
 
@@ -271,7 +243,7 @@ def _send_raw(connection: ShmConnection, packet: bytes, fd: int | None = None) -
 def test_a_bad_segment_is_refused_before_mapping(announced, actual, seal, error, match):
     server, client = _pair()
     try:
-        before = _counts()
+        before = counts()
         fd = _forged_segment(actual, seal)
         try:
             _send_raw(client, protocol.SEGMENT.pack(protocol.OP_SEGMENT, 1, announced), fd)
@@ -280,7 +252,7 @@ def test_a_bad_segment_is_refused_before_mapping(announced, actual, seal, error,
         with pytest.raises(error, match=match):
             server.receive(_deadline())
         assert server.closed
-        _wait_counts(before)  # the descriptor was closed, nothing was mapped
+        wait_counts(before)  # the descriptor was closed, nothing was mapped
     finally:
         client.close()
         server.close()
@@ -326,18 +298,18 @@ def test_receive_waits_no_longer_than_its_deadline(pair):
 
 
 def test_closing_one_side_frees_both_and_fails_the_other():
-    before = _counts()
+    before = counts()
     server, client = _pair()
     client.send([np.zeros(1 << 20, np.uint8)], deadline=_deadline())
     frame = server.receive(_deadline()).frames[0]
-    assert _counts() != before
+    assert counts() != before
     client.close()
     with pytest.raises(errors.UnavailableError, match="closed"):
         server.receive(_deadline())
     assert frame[0] == 0  # still readable: the view keeps its mapping
     del frame
     server.close()
-    _wait_counts(before)
+    wait_counts(before)
 
 
 def test_frames_may_be_arrays_of_any_dtype_but_must_be_contiguous(pair):
@@ -351,7 +323,7 @@ def test_frames_may_be_arrays_of_any_dtype_but_must_be_contiguous(pair):
 
 
 def test_messages_nobody_received_are_dropped_when_the_connection_ends():
-    before = _counts()
+    before = counts()
     server, client = _pair()
     client.send([np.zeros(1 << 20, np.uint8)], deadline=_deadline())
 
@@ -367,7 +339,7 @@ def test_messages_nobody_received_are_dropped_when_the_connection_ends():
     eventually(ended, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
     with pytest.raises(errors.UnavailableError, match="closed"):
         server.receive(_deadline())
-    _wait_counts(before)  # the server's connection still exists: it let go of the mapping
+    wait_counts(before)  # the server's connection still exists: it let go of the mapping
     server.close()
 
 

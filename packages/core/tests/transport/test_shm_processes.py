@@ -7,7 +7,6 @@ on the counts with a deadline.
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import subprocess
@@ -19,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tensorwire import codec, errors
-from tensorwire.transport.shm import ShmConnection, connect, memfd_descriptors, memfd_mappings
+from tensorwire.transport.shm import ShmConnection, connect, memfd_mappings
 from tensorwire_testing import eventually, netns
+
+from .shm_counts import counts, inside_a_segment, wait_counts
 
 PEER = Path(__file__).with_name("shm_peer.py")
 TOKEN = "shm-t0ken"
@@ -96,29 +97,6 @@ def shared_peer() -> Iterator[Peer]:
     yield from _run_peer()
 
 
-def _counts() -> tuple[int, int]:
-    gc.collect()
-    return memfd_mappings(), memfd_descriptors()
-
-
-def _wait_counts(expected: tuple[int, int]) -> None:
-    def check() -> None:
-        assert _counts() == expected
-
-    eventually(check, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
-
-
-def _inside_a_segment(array_: np.ndarray) -> bool:
-    start = int(array_.__array_interface__["data"][0])
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            if "/memfd:tensorwire-shm" in line:
-                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
-                if lo <= start and start + array_.nbytes <= hi:
-                    return True
-    return False
-
-
 SIZES = [0, 1, 63, 64, 4097, 1 << 20, (16 << 20) + 3, 64 << 20]
 
 
@@ -131,7 +109,7 @@ def test_round_trips_of_every_size(shared_peer):
         np.testing.assert_array_equal(got["data"], sent["data"])
         # Zero copy on both sides: the peer found its arrays in its mapping, we in ours.
         assert reply.tag == b"zero-copy"
-        assert size == 0 or _inside_a_segment(got["data"])
+        assert size == 0 or inside_a_segment(got["data"])
         del reply, got
 
 
@@ -157,36 +135,36 @@ def test_segments_are_recycled_across_processes(shared_peer):
 
 
 def test_kill_9_of_the_receiver_frees_the_senders_segments(peer):
-    before = _counts()
+    before = counts()
     for _ in range(3):  # the peer holds them: three lent segments
         assert peer.ask("hold", codec.encode(np.ones(1 << 20, np.uint8))).tag == b"held"
-    assert peer.connection.pool.created == 3 and _counts() != before
+    assert peer.connection.pool.created == 3 and counts() != before
     peer.kill()
     start = time.monotonic()
     with pytest.raises(errors.UnavailableError, match="peer closed"):
         peer.connection.receive(_deadline())
     assert time.monotonic() - start < DEADLINE_SECONDS
-    _wait_counts(before)
+    wait_counts(before)
     with pytest.raises(errors.UnavailableError):
         peer.connection.send([b"x"], deadline=_deadline())
 
 
 def test_kill_9_of_the_sender_leaves_the_receivers_arrays_readable_then_frees_them(peer):
-    before = _counts()
+    before = counts()
     got = codec.decode(peer.ask("send 3000000").frames)
-    assert _inside_a_segment(got)
+    assert inside_a_segment(got)
     peer.kill()
     with pytest.raises(errors.UnavailableError, match="peer closed"):
         peer.connection.receive(_deadline())
     # The dead sender's segment lives on while an array over it does...
     np.testing.assert_array_equal(got[:1000], np.arange(1000) % 251)
-    assert _counts()[0] > before[0]
+    assert counts()[0] > before[0]
     del got
-    _wait_counts(before)  # ...and not a byte longer
+    wait_counts(before)  # ...and not a byte longer
 
 
 def test_kill_9_mid_transfer_fails_the_waiting_receiver_within_its_deadline(peer):
-    before = _counts()
+    before = counts()
     # The peer passes a 32 MiB segment, then never sends the message that would use it.
     peer.connection.send([], tag=b"stall 33554432", deadline=_deadline())
 
@@ -199,7 +177,7 @@ def test_kill_9_mid_transfer_fails_the_waiting_receiver_within_its_deadline(peer
     with pytest.raises(errors.UnavailableError, match="peer closed"):
         peer.connection.receive(time.monotonic() + DEADLINE_SECONDS)
     assert time.monotonic() - start < DEADLINE_SECONDS
-    _wait_counts(before)
+    wait_counts(before)
 
 
 def test_segments_come_back_when_the_peer_drops_its_arrays(shared_peer):
@@ -225,14 +203,14 @@ def _wait_all_free(connection: ShmConnection) -> None:
 def test_kill_9_is_seen_even_when_the_dead_process_had_forked(peer):
     # A forked child inherits the connection's socket; unless it lets go of it at the
     # fork, it keeps the connection open after its parent's death and we would wait.
-    before = _counts()
+    before = counts()
     peer.ask("hold", codec.encode(np.ones(1 << 20, np.uint8)))
     child = int(peer.ask("fork").tag)
     try:
         peer.kill()
         with pytest.raises(errors.UnavailableError, match="peer closed"):
             peer.connection.receive(time.monotonic() + 20)
-        _wait_counts(before)
+        wait_counts(before)
     finally:
         os.kill(child, signal.SIGKILL)
 

@@ -46,14 +46,14 @@ def test_a_join_waits_for_every_consumer_and_retargets_when_one_passed():
     assert joins.front(7) is None
 
 
-def _consumer(dispatcher, index):
+def _consumer(target, index):
     return iter(
         Dataset.range(10**9)
         .repeat()
         .apply(
             service.distribute(
                 "parallel_epochs",
-                dispatcher.target,
+                target,
                 job_name="coordinated",
                 consumer_index=index,
                 num_consumers=2,
@@ -62,28 +62,33 @@ def _consumer(dispatcher, index):
     )
 
 
-def test_a_new_worker_joins_the_rounds_of_a_running_job(service_factory):
-    dispatcher, _ = service_factory(1)
-    consumers = [_consumer(dispatcher, 0), _consumer(dispatcher, 1)]
-    rows = []
+def _read_past_the_join(consumers, rows) -> int:
+    """Read rounds until one comes from the new worker (its own stream, from 0 again), then
+    ten more; the index in ``rows`` of the first round of the new worker. Every round, both
+    consumers read consecutive elements of one worker's round."""
+    deadline = time.monotonic() + 60
 
     def read_round():
         rows.append([int(next(c)) for c in consumers])
 
-    for _ in range(10):
-        read_round()
-    assert [r[0] for r in rows] == list(range(0, 20, 2))  # one worker: its elements in pairs
-    service_factory.add_worker(dispatcher)
-    # Read on until rounds from the new worker (its own epoch, from 0 again) show up.
-    deadline = time.monotonic() + 60
     while not any(rows[i][0] < rows[i - 1][0] for i in range(10, len(rows))):
         assert time.monotonic() < deadline, "the new worker never served a round"
         read_round()
     for _ in range(10):
         read_round()
-    # Every round: both consumers read consecutive elements of one worker's round.
     assert all(row[1] == row[0] + 1 for row in rows), rows
-    joined = next(i for i in range(10, len(rows)) if rows[i][0] < rows[i - 1][0])
+    return next(i for i in range(10, len(rows)) if rows[i][0] < rows[i - 1][0])
+
+
+def test_a_new_worker_joins_the_rounds_of_a_running_job(service_factory):
+    dispatcher, _ = service_factory(1)
+    consumers = [_consumer(dispatcher.target, 0), _consumer(dispatcher.target, 1)]
+    rows = []
+    for _ in range(10):
+        rows.append([int(next(c)) for c in consumers])
+    assert [r[0] for r in rows] == list(range(0, 20, 2))  # one worker: its elements in pairs
+    service_factory.add_worker(dispatcher)
+    joined = _read_past_the_join(consumers, rows)
     # Before the join one worker served every round; from the join the two alternate,
     # each worker's rounds continuing its own stream.
     before = [r[0] for r in rows[:joined]]
@@ -97,7 +102,7 @@ def test_a_new_worker_joins_the_rounds_of_a_running_job(service_factory):
 @pytest.mark.parametrize("workers_before", [0])
 def test_a_job_started_without_workers_begins_when_one_registers(service_factory, workers_before):
     dispatcher, _ = service_factory(workers_before)
-    consumers = [_consumer(dispatcher, 0), _consumer(dispatcher, 1)]
+    consumers = [_consumer(dispatcher.target, 0), _consumer(dispatcher.target, 1)]
     service_factory.add_worker(dispatcher)
     rows = [[int(next(c)) for c in consumers] for _ in range(5)]
     assert rows == [[2 * r, 2 * r + 1] for r in range(5)]
@@ -153,7 +158,7 @@ def test_a_pending_join_survives_a_dispatcher_restart(service_factory, protocol,
     service_factory.add_worker(dispatcher, heartbeat_interval_ms=100)
     with LoopbackProxy(dispatcher._address) as proxy:
         targets = [dispatcher.target, f"{protocol}://{proxy.address}"]
-        consumers = [_consumer_of(target, i) for i, target in enumerate(targets)]
+        consumers = [_consumer(target, i) for i, target in enumerate(targets)]
         rows = [[int(next(c)) for c in consumers] for _ in range(10)]
         proxy.refuse = True  # consumer 1's heartbeats fail from now on
         proxy.cut()
@@ -172,34 +177,7 @@ def test_a_pending_join_survives_a_dispatcher_restart(service_factory, protocol,
         dispatcher.stop()
         service_factory(0, work_dir=work_dir, fault_tolerant_mode=True, port=port)
         proxy.refuse = False
-
-        def read_round():
-            rows.append([int(next(c)) for c in consumers])
-
-        deadline = time.monotonic() + 60
-        while not any(rows[i][0] < rows[i - 1][0] for i in range(10, len(rows))):
-            assert time.monotonic() < deadline, "the new worker never served a round"
-            read_round()
-        for _ in range(10):
-            read_round()
-    assert all(row[1] == row[0] + 1 for row in rows), rows
-    joined = next(i for i in range(10, len(rows)) if rows[i][0] < rows[i - 1][0])
+        joined = _read_past_the_join(consumers, rows)
     after = [r[0] for r in rows[joined:]]
     assert after[0::2] == list(range(0, 2 * len(after[0::2]), 2))  # the new worker's stream
     assert [r[0] for r in rows[:joined]] == list(range(0, 2 * joined, 2))
-
-
-def _consumer_of(target, index):
-    return iter(
-        Dataset.range(10**9)
-        .repeat()
-        .apply(
-            service.distribute(
-                "parallel_epochs",
-                target,
-                job_name="coordinated",
-                consumer_index=index,
-                num_consumers=2,
-            )
-        )
-    )

@@ -79,7 +79,7 @@ from __future__ import annotations
 from .connection import ShmConnection, ShmLimits, ShmMessage
 from .listener import ADDRESS_PREFIX, ShmListener, connect
 from .pool import PROCESS_BUDGET, ShmBudget
-from .segments import MEMFD_NAME, memfd_descriptors, memfd_mappings
+from .segments import MEMFD_NAME, mapped_ranges, memfd_descriptors, memfd_mappings
 
 __all__ = [
     "ADDRESS_PREFIX",
@@ -93,4 +93,5 @@ __all__ = [
     "connect",
     "memfd_descriptors",
     "memfd_mappings",
+    "mapped_ranges",
 ]

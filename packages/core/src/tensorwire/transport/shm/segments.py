@@ -241,5 +241,23 @@ def memfd_mappings(pid: int | str = "self") -> int:
         >>> memfd_mappings() == before
         True
     """
+    return len(mapped_ranges(pid))
+
+
+def mapped_ranges(pid: int | str = "self") -> list[tuple[int, int]]:
+    """The address ranges ``[start, end)`` at which process ``pid`` maps segments (to check
+    that decoded arrays lie inside one: zero copy).
+
+    Args:
+      pid: a process id, or "self".
+
+    Returns:
+      One ``(start, end)`` per ``/proc/PID/maps`` line mapping a segment memfd.
+    """
+    ranges = []
     with open(f"/proc/{pid}/maps") as maps:
-        return sum(1 for line in maps if f"/memfd:{MEMFD_NAME}" in line)
+        for line in maps:
+            if f"/memfd:{MEMFD_NAME}" in line:
+                start, end = line.split()[0].split("-")
+                ranges.append((int(start, 16), int(end, 16)))
+    return ranges
