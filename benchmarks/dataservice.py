@@ -248,23 +248,22 @@ def main() -> None:
     n1 = 100_000 if args.quick else 300_000
     nb = 400 if args.quick else 1500
     big = 200 if args.quick else 1000
-    if args.positions:
+    if args.positions or args.token:
         rounds = args.rounds or (3 if args.quick else 6)
+        what = (
+            "exactly once (positions) against at most once"
+            if args.positions
+            else "with and without a cluster token"
+        )
         print(
-            f"protocol {args.protocol}, codec {tw.codec.IMPLEMENTATION}, exactly once "
-            f"(positions) against at most once, {rounds} alternating rounds",
+            f"protocol {args.protocol}, codec {tw.codec.IMPLEMENTATION}, {what}, "
+            f"{rounds} alternating rounds",
             flush=True,
         )
-        compare_positions(args.protocol, rounds, n1, nb)
-        return
-    if args.token:
-        rounds = args.rounds or (3 if args.quick else 6)
-        print(
-            f"protocol {args.protocol}, codec {tw.codec.IMPLEMENTATION}, with and without "
-            f"a cluster token, {rounds} alternating rounds",
-            flush=True,
-        )
-        compare_token(args.protocol, rounds, n1, nb, big)
+        if args.positions:
+            compare_positions(args.protocol, rounds, n1, nb)
+        else:
+            compare_token(args.protocol, rounds, n1, nb, big)
         return
 
     rows: list[tuple[str, str, str]] = []
