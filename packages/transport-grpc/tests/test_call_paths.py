@@ -22,6 +22,15 @@ def _service() -> Service:
         context.payload_path = "rdma"  # as the grpc+verbs plugin does when it moved bytes
         return [bytes(len(frames[0]))]
 
+    @svc.unary("MovedBytes")
+    def moved_bytes(frames, context):
+        # As grpc+verbs does: it read 1000 request bytes and will write 2000 of the response
+        # by RDMA; only the rest crosses the transport.
+        context.payload_path = "rdma"
+        context.payload_bytes_in += 1000
+        context.payload_bytes_out += 2000
+        return [b"head"]
+
     @svc.stream("MovedStream")
     def moved_stream(frames, context):
         context.payload_path = "rdma"
@@ -66,3 +75,18 @@ def test_side_channel_calls_keep_their_label() -> None:
 def test_inproc_counts_a_call_under_the_path_its_context_names(method: str) -> None:
     paths = _paths("inproc", [(method, 16), ("Plain", 16)])
     assert paths == {(f"/P/{method}", "rdma"): 1, ("/P/Plain", "inproc"): 1}
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "inproc"])
+def test_bytes_a_layer_above_moved_are_counted_with_the_call(protocol: str) -> None:
+    meter = CallMeter()
+    transport = get_transport(protocol)
+    listener = transport.serve("127.0.0.1:0", [_service()], TransportOptions(call_meter=meter))
+    listener.start()
+    try:
+        with transport.connect(listener.address, TransportOptions()) as channel:
+            channel.call("P", "MovedBytes", [b"0123456789"], timeout=30)
+    finally:
+        listener.stop(0)
+    (stats,) = meter.snapshot()
+    assert (stats.path, stats.request_bytes, stats.response_bytes) == ("rdma", 1010, 2004)

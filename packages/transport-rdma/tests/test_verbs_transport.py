@@ -173,11 +173,14 @@ def test_calls_whose_payload_moved_by_rdma_are_counted_as_rdma(transport, contro
             ch.call("Test", "Digest", [b"small"], timeout=60)  # nothing large: no RDMA
     finally:
         listener.stop(0)
-    paths = {(s.method, s.path): s.calls for s in meter.snapshot()}
+    stats = {(s.method, s.path): s for s in meter.snapshot()}
     plain = "grpc" if control == "grpc" else "inproc"
-    assert paths[("/Test/Digest", "rdma")] == 1
-    assert paths[("/Test/Make", "rdma")] == 1
-    assert paths[("/Test/Digest", plain)] == 1
+    assert stats[("/Test/Digest", "rdma")].calls == 1
+    assert stats[("/Test/Make", "rdma")].calls == 1
+    assert stats[("/Test/Digest", plain)].calls == 1
+    # The bytes RDMA moved count too, not only what crossed the control plane.
+    assert stats[("/Test/Digest", "rdma")].request_bytes >= 2 * MiB
+    assert stats[("/Test/Make", "rdma")].response_bytes >= 2 * MiB
 
 
 def test_received_frames_survive_later_transfers(channel):

@@ -209,9 +209,12 @@ class _Tally:
         self.context = context
 
     def record(self, meter: CallMeter, name: str) -> None:
-        path = self.context.payload_path or ("side_channel" if self.side_channel else "grpc")
+        context = self.context
+        path = context.payload_path or ("side_channel" if self.side_channel else "grpc")
         seconds = time.monotonic() - self.started
-        meter.record(name, path, self.received, self.answered, seconds, self.failed)
+        received = self.received + context.payload_bytes_in
+        answered = self.answered + context.payload_bytes_out
+        meter.record(name, path, received, answered, seconds, self.failed)
 
 
 class _MethodHandlers:

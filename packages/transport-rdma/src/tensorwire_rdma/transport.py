@@ -240,6 +240,7 @@ class _ServerState:
             [n for *_, n in descs] + [f.nbytes for f in frames], self.limit, f"{what}: request"
         )
         context.payload_path = CALL_PATH
+        context.payload_bytes_in += sum(n for *_, n in descs)
         try:
             landed = self.verbs.read_into_pool(
                 qp, [(a, k, n) for _, a, k, n in descs], context.deadline, what
@@ -277,6 +278,7 @@ class _ServerState:
             header.append([i, int(array.ctypes.data), int(mr.rkey), view.nbytes, lease])
         if header:
             context.payload_path = CALL_PATH
+            context.payload_bytes_out += sum(entry[3] for entry in header)
         head = json.dumps({"n": len(views), "r": header}).encode()
         return [head, *small]
 

@@ -110,6 +110,9 @@ class CallContext:
       payload_path: set by a layer that moved the call's payload itself, to the path it
         took (one of ``tensorwire.observe.CALL_PATHS``: the ``grpc+verbs`` plugin sets
         ``"rdma"``); the transport's call meter then counts the call under it.
+      payload_bytes_in: request bytes that layer moved itself (beside what crossed the
+        transport, which the transport counts); added to the call's request bytes.
+      payload_bytes_out: the same for the response.
 
     Examples:
         >>> import time
@@ -127,6 +130,9 @@ class CallContext:
     deadline: float | None = None
     #: The path the call's payload took, when a layer above the transport moved it.
     payload_path: str | None = None
+    #: Request / response bytes that layer moved itself (not through the transport).
+    payload_bytes_in: int = 0
+    payload_bytes_out: int = 0
 
     def time_remaining(self) -> float | None:
         """Seconds left before the caller's deadline, or None when it set none.

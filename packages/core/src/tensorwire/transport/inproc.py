@@ -227,8 +227,8 @@ class InprocChannel(Channel):
                 meter.record(
                     name,
                     context.payload_path or "inproc",
-                    sum(map(len, request)),
-                    0 if answer is None else sum(map(len, answer)),
+                    sum(map(len, request)) + context.payload_bytes_in,
+                    (0 if answer is None else sum(map(len, answer))) + context.payload_bytes_out,
                     time.monotonic() - started,
                     answer is None,
                 )
@@ -291,8 +291,8 @@ class InprocChannel(Channel):
                     meter.record(
                         name,
                         context.payload_path or "inproc",
-                        sum(map(len, request)),
-                        sent,
+                        sum(map(len, request)) + context.payload_bytes_in,
+                        sent + context.payload_bytes_out,
                         time.monotonic() - started,
                         failed,
                     )
