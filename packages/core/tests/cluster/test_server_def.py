@@ -192,6 +192,12 @@ def test_validate_ipv6_address():
     assert validate_server_def(make_server_def({"l": ["[::1]:80"]})) == ("::1", 80)
 
 
+def test_validate_ipv6_host_without_port_takes_the_server_def_port():
+    server_def = make_server_def({"l": ["[::1]"]})
+    server_def.port = 3333
+    assert validate_server_def(server_def) == ("::1", 3333)
+
+
 def test_validate_address_without_port_is_invalid_argument_mentioning_port():
     # TensorFlow's testInvalidHostname: InvalidArgumentError matching "port".
     server_def = make_server_def({"local": ["localhost"]}, job_name="local", task_index=0)

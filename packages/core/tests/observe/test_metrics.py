@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorwire as tw
 from tensorwire.observe import CallMeter, MetricFamily, MetricsEndpoint, call_families
+from tensorwire_testing.loopback import has_ipv6_loopback
 from tensorwire_testing.metrics import scrape, total, value
 
 
@@ -98,6 +99,18 @@ def test_a_metrics_port_in_use_fails_with_a_reason_and_releases_the_server_port(
         port = taken.getsockname()[1]
         with pytest.raises(tw.errors.UnavailableError, match=f"metrics on 127.0.0.1:{port}"):
             tw.Server({"local": ["localhost:0"]}, protocol="grpc", metrics_port=port)
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback on this host")
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_an_ipv6_loopback_host_serves_at_a_bracketed_url(host):
+    endpoint = MetricsEndpoint(lambda: [], port=0, host=host)
+    try:
+        assert endpoint.url == f"http://[::1]:{endpoint.port}/metrics"
+        with urllib.request.urlopen(endpoint.url, timeout=10) as response:
+            assert response.status == 200
+    finally:
+        endpoint.stop()
 
 
 def test_the_metrics_port_binds_loopback_unless_told_otherwise():

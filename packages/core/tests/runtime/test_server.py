@@ -10,6 +10,7 @@ import time
 
 import pytest
 import tensorwire as tw
+from tensorwire_testing.loopback import has_ipv6_loopback
 
 
 def test_create_local_server_target_and_bound_port(tensorwire_protocol):
@@ -21,6 +22,18 @@ def test_create_local_server_target_and_bound_port(tensorwire_protocol):
         # The cluster the server reports carries the bound port, not 0.
         assert server.server_def.cluster.job[0].tasks[0] == f"localhost:{port}"
         assert server.server_def.job_name == "localhost"
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback on this host")
+def test_an_ipv6_loopback_address_round_trips(tensorwire_protocol):
+    with tw.Server({"local": ["[::1]:0"]}, protocol=tensorwire_protocol) as server:
+        port = int(server.target.rpartition(":")[2])
+        assert port > 0
+        # The cluster carries the address as given, with the bound port; the target is
+        # TensorFlow's "localhost" form.
+        assert server.server_def.cluster.job[0].tasks[0] == f"[::1]:{port}"
+        with tw.Session(f"{tensorwire_protocol}://[::1]:{port}") as session:
+            assert session.list_devices()
 
 
 def test_tf_create_local_server_uses_grpc():

@@ -15,6 +15,8 @@ from tensorwire_dataservice.dataset import (
     TFRecordDataset,
     TFRecordOptions,
     TFRecordWriter,
+    make_iterator,
+    make_split_provider,
     masked_crc32c,
 )
 from tensorwire_dataservice.dataset import tfrecord as tfrecord_module
@@ -137,6 +139,25 @@ def test_several_files_in_order_and_interleaved(tmp_path: Any) -> None:
     assert list(TFRecordDataset(files)) == [f"{i}{j}".encode() for i in range(3) for j in range(3)]
     interleaved = list(TFRecordDataset(files, num_parallel_reads=2))
     assert interleaved == [b"00", b"10", b"01", b"11", b"02", b"12", b"20", b"21", b"22"]
+
+
+def test_reading_splits_interleaves_as_reading_the_list_does(tmp_path: Any) -> None:
+    # Files of different lengths, so files close mid-round and others open in their place.
+    files = []
+    for i, length in enumerate([3, 1, 4, 2, 5]):
+        path = str(tmp_path / f"{i}.tfrecord")
+        with TFRecordWriter(path) as w:
+            for j in range(length):
+                w.write(f"{i}{j}".encode())
+        files.append(path)
+    for parallel in (None, 2, 3):
+        ds = TFRecordDataset(files, num_parallel_reads=parallel)
+        from_splits = list(make_iterator(ds, split_provider=make_split_provider(ds)))
+        assert from_splits == list(ds), parallel
+    # TensorFlow's order for these files (its interleave with cycle_length=2, block_length=1).
+    assert b" ".join(TFRecordDataset(files, num_parallel_reads=2)) == (
+        b"00 10 01 02 20 21 30 22 31 23 40 41 42 43 44"
+    )
 
 
 def test_reader_over_a_dataset_of_names(tmp_path: Any) -> None:

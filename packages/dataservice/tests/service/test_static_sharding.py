@@ -85,3 +85,22 @@ def test_unlisted_worker_is_refused(service_factory):
                 dispatcher_timeout_ms=2000,
             )
         )
+
+
+@pytest.mark.parametrize("pattern", ["[::1]", "[::1]:%port%"])
+def test_an_ipv6_worker_matches_its_bracketed_pattern(service_factory, pattern):
+    # Registration only: the dispatcher never dials a worker, so no IPv6 socket is needed.
+    dispatcher, _ = service_factory(0, worker_addresses=[pattern])
+    worker = tw.data.service.WorkerServer(
+        tw.data.service.WorkerConfig(
+            dispatcher._address,
+            worker_address="[::1]:%port%",
+            protocol=dispatcher.target.split("://")[0],
+            dispatcher_timeout_ms=2000,
+        )
+    )
+    try:
+        assert worker._worker_address.startswith("[::1]:")
+        assert dispatcher._num_workers() == 1
+    finally:
+        worker.stop()

@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import errors
 from ..protos import ConfigProto, ServerDef, convert
+from ..transport.kit.address import split_host_port
 from .cluster_spec import ClusterSpec
 
 __all__ = ["make_server_def", "validate_server_def", "DEFAULT_PROTOCOL"]
@@ -105,10 +106,7 @@ def validate_server_def(server_def: ServerDef) -> tuple[str, int]:
         raise errors.InvalidArgumentError(
             f'Task {server_def.task_index} was not defined in job "{server_def.job_name}"'
         )
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not host:
-        host, port_text = address, ""
-    host = host.strip("[]")
+    host, port_text = split_host_port(address)
     if server_def.port:
         if not 0 < server_def.port <= 65535:
             raise errors.InvalidArgumentError(f"ServerDef.port {server_def.port} is out of range")

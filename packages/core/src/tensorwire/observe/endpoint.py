@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import errors
+from ..transport.kit.address import bare_host, join_host_port
 from ..transport.security import is_loopback
 from .dashboard import DASHBOARD_PATH, STATUS_PATH, dashboard_page, status_json
 from .families import MetricFamily
@@ -188,24 +189,22 @@ class MetricsEndpoint:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 log.debug("metrics %s: " + format, what, *args)
 
-        bind = host.strip("[]")
+        bind = bare_host(host)
         server_class = _server_class(bind)
         try:
             self._server = server_class((bind, int(port)), Handler)
         except OSError as exc:
             raise errors.UnavailableError(
-                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}"
+                f"cannot serve metrics on {join_host_port(bind, port)}: {exc.strerror or exc}"
             ) from None
         self._server.daemon_threads = True
         self.host = host
         self.port = int(self._server.server_address[1])
         if not is_loopback(bind):
             log.info(
-                "%s serves metrics on %s:%d, beyond loopback (counts and addresses only; "
-                "no secrets)",
+                "%s serves metrics on %s, beyond loopback (counts and addresses only; no secrets)",
                 what or "a server",
-                host,
-                self.port,
+                join_host_port(bind, self.port),
             )
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -228,8 +227,7 @@ class MetricsEndpoint:
 
     @property
     def _base(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{join_host_port(bare_host(self.host), self.port)}"
 
     def stop(self) -> None:
         """Stop serving and release the port. Idempotent."""

@@ -14,6 +14,7 @@ from ..cluster import ClusterSpec, make_server_def, validate_server_def
 from ..lifecycle import forget, stop_at_exit
 from ..protos import ConfigProto, ServerDef
 from ..transport import Listener, get_transport
+from ..transport.kit.address import join_host_port
 from ..transport.security import check_listen, is_loopback
 from .options import allow_code_from_wire, bind_host, transport_options
 from .task import TaskInfo
@@ -25,10 +26,6 @@ if TYPE_CHECKING:
 __all__ = ["Server"]
 
 log = logging.getLogger(__name__)
-
-
-def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Server:
@@ -118,11 +115,11 @@ class Server:
         if metrics_port is not None:
             self._options.call_meter = CallMeter()
         self._listener: Listener = self._transport.serve(
-            _join(bind, port),
+            join_host_port(bind, port),
             [make_worker_service(self._state), status_service(self.status)],
             self._options,
         )
-        bound = _join(host, self._listener.port)
+        bound = join_host_port(host, self._listener.port)
         if self.cluster_spec.task_address(job, index) != bound:
             # Port 0 (or ServerDef.port) was asked for: the cluster carries the real one.
             self._set_task_address(job, index, bound)

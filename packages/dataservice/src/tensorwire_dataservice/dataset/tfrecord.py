@@ -21,6 +21,7 @@ that passes splits to that dataset (e.g. ``list_files``).
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import os
@@ -446,45 +447,17 @@ class _FileReaderDataset(Dataset):
     def _iterator(self, ctx: IterationContext) -> Iterator[Any]:
         if self._files is not None and ctx.split_provider_for(self) is not None:
             # Reading data-service splits: the service tracks positions, not this iterator.
-            return self._split_iterator(self._split_names(ctx))
+            return self._records(self._split_names(ctx), _ReadPosition())
         return _ReaderIterator(self, ctx)
 
-    def _split_iterator(self, names: Iterator[str]) -> Iterator[Any]:
-        if not self._parallel_reads or self._parallel_reads == 1:
-            for name in names:
-                yield from self._read(name)
-            return
-        # TensorFlow reads num_parallel_reads files at once, interleaving records one by one.
-        cycle: list[Iterator[bytes]] = []
-        try:
-            for name in names:
-                cycle.append(self._read(name))
-                if len(cycle) < self._parallel_reads:
-                    continue
-                while len(cycle) == self._parallel_reads:
-                    for it in list(cycle):
-                        try:
-                            yield next(it)
-                        except StopIteration:
-                            cycle.remove(it)
-            while cycle:
-                for it in list(cycle):
-                    try:
-                        yield next(it)
-                    except StopIteration:
-                        cycle.remove(it)
-        finally:
-            for it in cycle:
-                it.close()  # type: ignore[attr-defined]
-
-    def _records(self, it: _ReaderIterator) -> Iterator[Any]:
-        """The checkpointable reading: as ``_split_iterator`` (same order), with the open
-        files and the round-robin position kept on ``it``."""
-        names = it._names()
-        opened = it._open  # [name, where] of each open file; where[0] is its offset
+    def _records(self, names: Iterator[str], position: _ReadPosition) -> Iterator[Any]:
+        """The records of the files ``names`` yields, ``num_parallel_reads`` files at a time
+        with their records interleaved one by one (TensorFlow's order); ``position`` follows
+        the open files and the round-robin place, so a checkpoint can resume there."""
+        opened = position.open
         readers = [self._read(name, where[0], where) for name, where in opened]
         parallel = self._parallel_reads or 1
-        i = it._round
+        i = position.round
         try:
             while True:
                 if i == 0:
@@ -500,7 +473,7 @@ class _FileReaderDataset(Dataset):
                 if not readers:
                     return
                 if i >= len(readers):
-                    i = it._round = 0
+                    i = position.round = 0
                     continue
                 try:
                     value = next(readers[i])
@@ -508,7 +481,7 @@ class _FileReaderDataset(Dataset):
                     del readers[i], opened[i]  # the round goes on with the next file
                     continue
                 i += 1
-                it._round = i
+                position.round = i
                 yield value
         finally:
             for reader in readers:
@@ -516,6 +489,16 @@ class _FileReaderDataset(Dataset):
 
     def _compute_element_spec(self) -> Any:
         return TensorSpec((), STRING)
+
+
+@dataclasses.dataclass
+class _ReadPosition:
+    """Where an interleaved read of files is: what a checkpoint of it saves."""
+
+    #: ``[name, where]`` of each open file, in round-robin order; ``where[0]`` is its offset.
+    open: list[list[Any]] = dataclasses.field(default_factory=list)
+    #: The index in ``open`` of the file that gives the next record of the current round.
+    round: int = 0
 
 
 class _ReaderIterator(NodeIterator):
@@ -531,8 +514,7 @@ class _ReaderIterator(NodeIterator):
             self._input = dataset._input_datasets[0]._iterator(ctx)
         self._next_file = 0
         self._files_left: Iterator[int] | None = None
-        self._open: list[list[Any]] = []
-        self._round = 0
+        self._position = _ReadPosition()
 
     def _names(self) -> Iterator[str]:
         files = self._dataset._files
@@ -542,7 +524,7 @@ class _ReaderIterator(NodeIterator):
         return map(files.__getitem__, left)
 
     def _run(self) -> Iterator[Any]:
-        return self._dataset._records(self)
+        return self._dataset._records(self._names(), self._position)
 
     def _save(self) -> dict[str, Any]:
         files = self._dataset._files
@@ -554,8 +536,8 @@ class _ReaderIterator(NodeIterator):
             "names": None
             if self._input is None
             else save_iterator(self._input, self._dataset._input_datasets[0]),
-            "open": [[name, where[0]] for name, where in self._open],
-            "round": self._round,
+            "open": [[name, where[0]] for name, where in self._position.open],
+            "round": self._position.round,
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -565,8 +547,9 @@ class _ReaderIterator(NodeIterator):
             self._input = restore_iterator(
                 self._dataset._input_datasets[0], self._ctx, state["names"]
             )
-        self._open = [[str(name), [int(offset)]] for name, offset in state["open"]]
-        self._round = int(state["round"])
+        self._position = _ReadPosition(
+            [[str(name), [int(offset)]] for name, offset in state["open"]], int(state["round"])
+        )
 
     def _close_unstarted(self) -> None:
         if self._input is not None:

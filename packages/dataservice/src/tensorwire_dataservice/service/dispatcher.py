@@ -22,6 +22,7 @@ from tensorwire.lifecycle import stop_at_exit, stopped_on_failure
 from tensorwire.observe import status_service
 from tensorwire.transport import get_transport
 from tensorwire.transport.base import CallContext, Service, TransportOptions
+from tensorwire.transport.kit.address import split_host_port
 from tensorwire.transport.threads import join_threads
 
 from . import checkpoint_dispatcher, pipeline
@@ -84,10 +85,10 @@ class _WorkerIndex:
     def _matches(self, pattern: str, address: str) -> bool:
         if pattern == address:
             return True
-        host = address.rsplit(":", 1)[0]
-        if ":" not in pattern:
-            return pattern == host
-        p_host, p_port = pattern.rsplit(":", 1)
+        host = split_host_port(address)[0]
+        p_host, p_port = split_host_port(pattern)
+        if not p_port:  # "host" alone: any port of that host
+            return p_host == host
         return p_host == host and p_port.startswith("%") and p_port.endswith("%")
 
     def resolve(self, address: str) -> int:
