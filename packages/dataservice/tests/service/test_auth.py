@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import tensorwire as tw
 from tensorwire import errors
-from tensorwire.transport import TransportOptions, get_transport
+from tensorwire.transport import TransportOptions, get_transport, security
 from tensorwire.transport.security import INSECURE_ENV
 from tensorwire_dataservice.service import configure_client
 from tensorwire_dataservice.service.config import BIND_HOST_ENV
@@ -251,7 +251,7 @@ def _handshake(port: int, answer: bytes | None) -> tuple[bytes, bytes]:
         hello = Wire(sock).read(4 + bulk.protocol.NONCE_BYTES, time.monotonic() + 10)
         assert hello[:4] == bulk.protocol.MAGIC
         nonce = hello[4:]
-        proof = bulk.protocol.mac(TOKEN, nonce) if answer is None else answer
+        proof = security.token_proof(TOKEN, nonce) if answer is None else answer
         sock.sendall(bulk.protocol.MAGIC + proof)
         return nonce, sock.recv(1)
 
@@ -277,14 +277,14 @@ def test_side_channel_ports_refuse_no_proof_a_wrong_one_and_a_replayed_one(grpc_
             port = _side_port(made[0] if kind == "dispatcher" else made[1])
         assert _handshake(port, bytes(bulk.protocol.MAC_BYTES))[1] == REFUSED
         assert (
-            _handshake(port, bulk.protocol.mac("wrong", b"x" * bulk.protocol.NONCE_BYTES))[1]
+            _handshake(port, security.token_proof("wrong", b"x" * bulk.protocol.NONCE_BYTES))[1]
             == REFUSED
         )
         # A proof seen on the wire is good for its own connection only: a new connection
         # gets a new nonce, and replaying the old answer is refused.
         nonce, verdict = _handshake(port, None)
         assert verdict == b"\x00"
-        assert _handshake(port, bulk.protocol.mac(TOKEN, nonce))[1] == REFUSED
+        assert _handshake(port, security.token_proof(TOKEN, nonce))[1] == REFUSED
     finally:
         for server in reversed(made):
             server.stop()
@@ -404,8 +404,8 @@ def test_beyond_loopback_starts_with_mutual_tls_or_a_token_over_tls(
 ):
     mutual = _tls(certs, cert=certs.server_cert, key=certs.server_key)
     server_only = _tls(certs, cert=certs.server_cert, key=certs.server_key, mutual=False)
-    for security in ({"tls": mutual}, {"tls": server_only, "cluster_token": TOKEN}):
-        for server in _make(kind, "grpc", monkeypatch, **security):
+    for settings in ({"tls": mutual}, {"tls": server_only, "cluster_token": TOKEN}):
+        for server in _make(kind, "grpc", monkeypatch, **settings):
             server.stop()
 
 
