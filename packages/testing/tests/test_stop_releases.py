@@ -69,9 +69,12 @@ def python_threads():
 cycle()
 before, files_before, threads_before = resources(), open_files(), python_threads()
 cycle()
-# The servers' own threads: named by tensorwire, or gRPC's server threads.
+# The servers' own threads: named by tensorwire, or gRPC's server threads. Not a reader's
+# release call (tw-data-release-*): the reader's, not a server's; it ends within its call
+# deadline and is polled for below with the other threads.
 own_left = [n for n in set(python_threads()) - set(threads_before)
             if n.startswith(("tw-", "tensorwire-", "inproc server"))
+            and not n.startswith("tw-data-release-")
             or n.endswith(("(_serve)", "(cancel_all_calls_after_grace)"))]
 # Others (the channel threads gRPC runs while client calls such as a dispatcher's nudges
 # finish) end a moment later.
