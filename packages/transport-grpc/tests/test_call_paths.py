@@ -40,7 +40,8 @@ def _service() -> Service:
     return svc
 
 
-def _paths(protocol: str, calls) -> dict[tuple[str, str], int]:
+def _stats(protocol: str, calls) -> list:
+    """The call meter's rows after making ``calls`` ((method, request size) pairs)."""
     meter = CallMeter()
     transport = get_transport(protocol)
     listener = transport.serve("127.0.0.1:0", [_service()], TransportOptions(call_meter=meter))
@@ -54,7 +55,11 @@ def _paths(protocol: str, calls) -> dict[tuple[str, str], int]:
                     channel.call("P", method, [bytes(size)], timeout=30)
     finally:
         listener.stop(0)
-    return {(s.method, s.path): s.calls for s in meter.snapshot()}
+    return meter.snapshot()
+
+
+def _paths(protocol: str, calls) -> dict[tuple[str, str], int]:
+    return {(s.method, s.path): s.calls for s in _stats(protocol, calls)}
 
 
 def test_grpc_counts_a_call_under_the_path_its_context_names() -> None:
@@ -79,14 +84,5 @@ def test_inproc_counts_a_call_under_the_path_its_context_names(method: str) -> N
 
 @pytest.mark.parametrize("protocol", ["grpc", "inproc"])
 def test_bytes_a_layer_above_moved_are_counted_with_the_call(protocol: str) -> None:
-    meter = CallMeter()
-    transport = get_transport(protocol)
-    listener = transport.serve("127.0.0.1:0", [_service()], TransportOptions(call_meter=meter))
-    listener.start()
-    try:
-        with transport.connect(listener.address, TransportOptions()) as channel:
-            channel.call("P", "MovedBytes", [b"0123456789"], timeout=30)
-    finally:
-        listener.stop(0)
-    (stats,) = meter.snapshot()
+    (stats,) = _stats(protocol, [("MovedBytes", 10)])
     assert (stats.path, stats.request_bytes, stats.response_bytes) == ("rdma", 1010, 2004)
