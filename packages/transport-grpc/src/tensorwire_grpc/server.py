@@ -521,6 +521,7 @@ class GrpcListener(Listener):
                     options.max_message_bytes,
                     self._take,
                     self._serve_bulk_call,
+                    max_calls=self.max_calls,
                 )
             except OSError as exc:  # the gRPC path still works; say why it is slower
                 log.warning("no bulk side channel on %s: %s", host, exc)
@@ -594,7 +595,8 @@ class GrpcListener(Listener):
             status.abort(gctx, exc)
         offers = []
         if self.bulk is not None and handshake.TCP in wants:
-            offer = handshake.MoverOffer(handshake.TCP, self.bulk.port, handshake.FEATURE_CALL)
+            features = handshake.FEATURE_CALL | handshake.FEATURE_LEAN
+            offer = handshake.MoverOffer(handshake.TCP, self.bulk.port, features)
             offers.append(offer)
         return handshake.encode_offers(offers)
 

@@ -10,8 +10,19 @@ connection) and ``client`` (``BulkPeer``: pooled connections, and the requests `
 
 from __future__ import annotations
 
-from .client import BulkPeer, call, fetch, push
+from .client import BulkPeer, call, fetch, lean_call, push
+from . import protocol
 from .protocol import BulkUnavailable
 from .server import BulkServer, take_arrival
 
-__all__ = ["BulkPeer", "BulkServer", "BulkUnavailable", "call", "fetch", "push", "take_arrival"]
+__all__ = [
+    "BulkPeer",
+    "BulkServer",
+    "BulkUnavailable",
+    "call",
+    "fetch",
+    "lean_call",
+    "protocol",
+    "push",
+    "take_arrival",
+]

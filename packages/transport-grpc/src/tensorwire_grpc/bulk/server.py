@@ -114,6 +114,7 @@ class BulkServer:
         max_bytes: int | None,
         take_response: TakeResponse,
         serve_call: ServeCall | None = None,
+        max_calls: int = 4096,
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.create_server((host, 0), family=family, backlog=64)
@@ -138,6 +139,10 @@ class BulkServer:
         #: Set while the listener stops: CALLs are refused (as gRPC refuses new calls).
         self._draining = False
         self._calls_in_flight = 0
+        #: CALLs and LEANs run at once at most; a LEAN past it is answered LEAN_BUSY.
+        self.max_calls = max_calls
+        #: LEAN requests answered LEAN_BUSY (each then made over gRPC by its caller).
+        self.lean_busy = 0
         self._calls_done = threading.Condition(self._lock)
         self._refusals = _ThrottledWarning(f"bulk side channel on port {self.port}")
         self._thread = threading.Thread(
@@ -238,7 +243,9 @@ class BulkServer:
                 except ConnectionError:
                     return  # the client closed its connection between requests
                 try:
-                    if op == protocol.OP_PUSH:
+                    if op == protocol.OP_LEAN and self._serve_call is not None:
+                        self._lean(wire, caller)
+                    elif op == protocol.OP_PUSH:
                         self._push(wire, peer)
                     elif op == protocol.OP_FETCH:
                         self._fetch(wire, peer)
@@ -364,6 +371,71 @@ class BulkServer:
             with self._lock:
                 self._calls_in_flight -= 1
                 if self._draining:  # set under this lock before drain() waits
+                    self._calls_done.notify_all()
+
+    def _lean(self, wire: Wire, caller: str) -> None:
+        """Serve one LEAN call (see ``protocol``). An ``OpError`` refuses it before its
+        payload; the handler's own errors, and LEAN_BUSY, are answered here."""
+        assert self._serve_call is not None
+        head_deadline = time.monotonic() + protocol.CONNECT_SECONDS
+        name_size, n, timeout_ms, total = protocol.LEAN_HEAD.unpack(
+            wire.read(protocol.LEAN_HEAD.size, head_deadline)
+        )
+        if total > protocol.LEAN_MAX_BYTES:
+            raise errors.InvalidArgumentError(
+                f"a lean side-channel call announces {total} bytes; the limit is "
+                f"{protocol.LEAN_MAX_BYTES} (larger calls take CALL)"
+            )
+        # The name and the lengths, then the payload: all in the read-ahead buffer by now.
+        fields = wire.read(name_size + 4 * n, head_deadline)
+        lengths = protocol.u32_lengths(n).unpack_from(fields, name_size) if n else ()
+        name = fields[:name_size].decode(errors="replace")
+        if sum(lengths) != total:
+            raise errors.DataLossError(f"{name}: lean call frame lengths do not add up")
+        framing.check_size(lengths, self._max_bytes, f"{name}: request")
+        frames = [memoryview(bytearray(length)) for length in lengths]
+        for frame in frames:
+            wire.read_into(frame, head_deadline)
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
+        with self._lock:
+            draining = self._draining
+            busy = self._calls_in_flight >= self.max_calls
+            if not (draining or busy):
+                self._calls_in_flight += 1
+            elif busy:
+                self.lean_busy += 1
+        if draining or busy:
+            # The request was read: the connection is in step and stays open.
+            if draining:
+                refused = errors.UnavailableError(f"{name}: the server is stopping")
+                answer = protocol.lean_status(int(refused.code), refused.message)
+            else:
+                answer = protocol.lean_status(protocol.LEAN_BUSY, "busy")
+            wire.send([answer], head_deadline)
+            return
+        try:  # counted in flight until the response is sent, so that drain() waits for it
+            metadata = {TOKEN_METADATA_KEY: self._token} if self._token is not None else {}
+            try:
+                views, total = self._serve_call(name, frames, metadata, deadline, caller)
+            except errors.OpError as exc:
+                answer = protocol.lean_status(int(exc.code), exc.message)
+                wire.send([answer], time.monotonic() + protocol.CONNECT_SECONDS)
+                return
+            del frames
+            if len(views) > protocol.LEAN_MAX_FRAMES or total >= 1 << 32:
+                too_big = errors.ResourceExhaustedError(
+                    f"{name}: a response of {total} bytes in {len(views)} frames does not "
+                    f"fit a lean side-channel answer (at most {protocol.LEAN_MAX_FRAMES} "
+                    "frames and 4 GiB)"
+                )
+                answer = protocol.lean_status(int(too_big.code), too_big.message)
+                wire.send([answer], time.monotonic() + protocol.CONNECT_SECONDS)
+                return
+            wire.send(protocol.lean_answer(views, total), time.monotonic() + ARRIVAL_TTL_SECONDS)
+        finally:
+            with self._lock:
+                self._calls_in_flight -= 1
+                if self._draining:
                     self._calls_done.notify_all()
 
     def drain(self, grace: float) -> None:
