@@ -522,6 +522,7 @@ class GrpcListener(Listener):
                     self._take,
                     self._serve_bulk_call,
                     max_calls=self.max_calls,
+                    busy_elsewhere=lambda: self._pool.busy,
                 )
             except OSError as exc:  # the gRPC path still works; say why it is slower
                 log.warning("no bulk side channel on %s: %s", host, exc)
@@ -554,7 +555,10 @@ class GrpcListener(Listener):
             raise errors.UnavailableError(
                 f"{name} refused: the server at {self.address} was stopped before it started"
             )
-        if self._pool.busy > self.max_calls:
+        busy = self._pool.busy  # this call's thread included
+        if self.bulk is not None:
+            busy += self.bulk.calls_in_flight  # small calls over the side channel
+        if busy > self.max_calls:
             raise errors.ResourceExhaustedError(
                 f"{name} refused: the server at {self.address} is already serving "
                 f"{self.max_calls} calls and streams, its limit. Raise it with "

@@ -37,6 +37,8 @@ MAX_SERVER_CONNECTIONS = 256
 #: most this often per server, with the count since; the rest at debug level, so a port
 #: scan or a misconfigured client cannot flood the log.
 REFUSAL_LOG_SECONDS = 60.0
+#: Small calls (LEAN) run at once at most; more are made over gRPC by their callers.
+MAX_LEAN_CALLS = 64
 #: A server connection with no request for this long is closed.
 IDLE_SECONDS = 300.0
 #: After a failed accept(), wait this long before the next, doubling per failure up to the
@@ -115,6 +117,7 @@ class BulkServer:
         take_response: TakeResponse,
         serve_call: ServeCall | None = None,
         max_calls: int = 4096,
+        busy_elsewhere: Callable[[], int] = lambda: 0,
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.create_server((host, 0), family=family, backlog=64)
@@ -139,8 +142,13 @@ class BulkServer:
         #: Set while the listener stops: CALLs are refused (as gRPC refuses new calls).
         self._draining = False
         self._calls_in_flight = 0
-        #: CALLs and LEANs run at once at most; a LEAN past it is answered LEAN_BUSY.
+        #: Calls run at once at most, counting ours (CALLs, LEANs) and ``busy_elsewhere()``
+        #: (the listener's gRPC calls): a LEAN past it is answered LEAN_BUSY.
         self.max_calls = max_calls
+        self._busy_elsewhere = busy_elsewhere
+        #: LEANs run at once at most (each on its connection's thread), whatever room
+        #: ``max_calls`` leaves; the next is answered LEAN_BUSY.
+        self.max_lean_calls = MAX_LEAN_CALLS
         #: LEAN requests answered LEAN_BUSY (each then made over gRPC by its caller).
         self.lean_busy = 0
         self._calls_done = threading.Condition(self._lock)
@@ -259,10 +267,11 @@ class BulkServer:
                     # Refused from its header (see ``protocol``): say why, at once,
                     # and close rather than read a payload that may never end.
                     log.debug("bulk request from %s refused: %s", peer, exc.message)
-                    wire.send(
-                        [protocol.status_bytes(int(exc.code), exc.message)],
-                        time.monotonic() + protocol.CONNECT_SECONDS,
-                    )
+                    if op == protocol.OP_LEAN:
+                        answer = protocol.lean_status(int(exc.code), exc.message)
+                    else:
+                        answer = protocol.status_bytes(int(exc.code), exc.message)
+                    wire.send([answer], time.monotonic() + protocol.CONNECT_SECONDS)
                     return
         except OSError as exc:
             log.debug("bulk connection from %s ended: %s", peer, exc)
@@ -399,7 +408,11 @@ class BulkServer:
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         with self._lock:
             draining = self._draining
-            busy = self._calls_in_flight >= self.max_calls
+            in_flight = self._calls_in_flight
+            busy = (
+                in_flight >= self.max_lean_calls
+                or in_flight + self._busy_elsewhere() >= self.max_calls
+            )
             if not (draining or busy):
                 self._calls_in_flight += 1
             elif busy:
@@ -437,6 +450,11 @@ class BulkServer:
                 self._calls_in_flight -= 1
                 if self._draining:
                     self._calls_done.notify_all()
+
+    @property
+    def calls_in_flight(self) -> int:
+        """CALLs and LEANs running now (the listener counts them against its limit)."""
+        return self._calls_in_flight
 
     def drain(self, grace: float) -> None:
         """Refuse new CALLs and wait up to ``grace`` seconds for those running to finish."""
