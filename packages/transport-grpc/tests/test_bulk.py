@@ -200,8 +200,13 @@ def test_an_announced_large_response_takes_the_side_channel(transport, served) -
     (zeros,) = channel.call("t.Bulk", "Zeros", [str(4 * MiB).encode()], timeout=30, metadata=hint)
     assert zeros.nbytes == 4 * MiB and not np.any(np.frombuffer(zeros, np.uint8))
     assert proxy.bytes - before < one_call  # no gRPC call (see above)
-    # Without the hint the same call is a gRPC call whose response is fetched over TCP.
+    # Without the hint the call is a small one, which takes the side channel whole too.
     (zeros,) = channel.call("t.Bulk", "Zeros", [str(4 * MiB).encode()], timeout=30)
+    assert zeros.nbytes == 4 * MiB
+    assert proxy.bytes - before < one_call
+    # With other metadata it is a gRPC call whose response is fetched over TCP.
+    other = {"x-test": "grpc"}
+    (zeros,) = channel.call("t.Bulk", "Zeros", [str(4 * MiB).encode()], timeout=30, metadata=other)
     assert zeros.nbytes == 4 * MiB
     assert 0 < proxy.bytes - before < MiB
     # A hint that is not a number is ignored, not an error.

@@ -103,12 +103,16 @@ def test_small_calls_take_the_side_channel_once_its_port_is_known(transport, ser
             got = channel.call("t.Lean", "Echo", frames, timeout=DEADLINE)
             assert [bytes(g) for g in got] == [bytes(f) for f in frames]
             assert all(not g.readonly for g in got)
+        # The largest lean request: one frame of 64 KiB, which gets padding before it.
+        largest = os.urandom(bulk.protocol.LEAN_MAX_BYTES)
+        (echoed,) = channel.call("t.Lean", "Echo", [b"", largest], timeout=DEADLINE)[1:]
+        assert bytes(echoed) == largest
         (nothing,) = channel.call("t.Lean", "Echo", [b""], timeout=DEADLINE)
         assert bytes(nothing) == b""
         assert channel.call("t.Lean", "Echo", [], timeout=DEADLINE) == []
         after = _paths(meter)
         lean = ("/t.Lean/Echo", "side_channel")
-        assert after[lean] - before[lean] == 22
+        assert after[lean] - before[lean] == 23
         assert after.get(("/t.Lean/Echo", "grpc")) == before.get(("/t.Lean/Echo", "grpc"))
         # Metadata of the caller's keeps a call on gRPC (the lean framing carries none).
         channel.call("t.Lean", "Echo", [b"m"], timeout=DEADLINE, metadata={"x-k": "v"})
@@ -287,7 +291,9 @@ PEER_SCRIPT = textwrap.dedent(
 
 
 def test_a_killed_peer_is_unavailable_within_the_deadline(transport) -> None:
-    process = subprocess.Popen([sys.executable, "-c", PEER_SCRIPT], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", PEER_SCRIPT], stdout=subprocess.PIPE, text=True
+    )
     try:
         line = process.stdout.readline()
         assert line.startswith("ADDRESS"), line

@@ -360,10 +360,9 @@ def lean_call(
         timeout_ms = max(1, min(2**32 - 1, int(remaining * 1000)))
     n = len(views)
     head = protocol.LEAN_REQUEST.pack(protocol.OP_LEAN, len(name), n, timeout_ms, total)
-    parts: list[bytes | memoryview] = [
-        head + name + protocol.u32_lengths(n).pack(*map(len, views)),
-        *views,
-    ]
+    parts = protocol.message_parts(
+        head + name + protocol.u32_lengths(n).pack(*map(len, views)), views
+    )
     wire = peer.acquire(deadline)
     reusable = False
     try:
@@ -385,9 +384,8 @@ def lean_call(
             )
         # Raised before reading the frames: the connection is out of step and is closed.
         framing.check_size(lengths, max_bytes, f"{name.decode(errors='replace')}: response")
-        frames = framing.allocate(lengths)
-        for frame in frames:
-            wire.read_into(frame, deadline)
+        offset = protocol.LEAN_ANSWER.size + 4 * count
+        frames = protocol.receive_frames(wire, lengths, offset, deadline)
         reusable = True
         return frames
     except (OSError, struct.error) as exc:

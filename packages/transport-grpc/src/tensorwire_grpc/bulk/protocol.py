@@ -38,7 +38,7 @@ connection::
            n x u64 lengths, payload
            -> u8 status; ok: u32 n, n x u64 lengths, payload; else u32 length, message
     LEAN   u8 op=4, u8 name length, u16 n, u32 timeout ms (0 = none), u32 payload bytes,
-           name, n x u32 lengths, payload (no padding)
+           name, n x u32 lengths, payload
            -> u8 status, u16 n, u32 bytes; ok: n x u32 lengths, payload; else (n = 0)
            that many bytes of message. Status ``LEAN_BUSY``: not run, make it over gRPC.
 
@@ -53,7 +53,8 @@ timeout field. The server runs at most its ``grpc_max_workers`` side-channel cal
 past that it answers ``LEAN_BUSY`` (the request read, the connection in step) and the
 caller makes the call over gRPC, so a handler waiting for another call never waits behind
 it. A response larger than ``LEAN_MAX_BYTES`` (or than the caller's ``max_message_bytes``)
-is still answered on the connection: the caller checks the size from the header.
+is still answered on the connection (one round trip instead of a gRPC call and a FETCH):
+the caller checks the size from the header before reading it.
 
 A payload is its frames in order, each frame of ``ALIGNED_FRAME_BYTES`` or more preceded
 by the zero bytes that make it start a multiple of ``FRAME_ALIGNMENT`` bytes after the
@@ -234,7 +235,7 @@ def lean_answer(views: Sequence[memoryview], total: int) -> list[bytes | memoryv
     """The parts of an ok LEAN answer."""
     n = len(views)
     head = LEAN_ANSWER.pack(0, n, total) + u32_lengths(n).pack(*map(len, views))
-    return [head, *views]
+    return message_parts(head, views)
 
 
 def lean_status(code: int, message: str = "") -> bytes:

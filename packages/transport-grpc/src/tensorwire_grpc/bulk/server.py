@@ -402,9 +402,8 @@ class BulkServer:
         if sum(lengths) != total:
             raise errors.DataLossError(f"{name}: lean call frame lengths do not add up")
         framing.check_size(lengths, self._max_bytes, f"{name}: request")
-        frames = [memoryview(bytearray(length)) for length in lengths]
-        for frame in frames:
-            wire.read_into(frame, head_deadline)
+        offset = 1 + protocol.LEAN_HEAD.size + len(fields)
+        frames = protocol.receive_frames(wire, lengths, offset, head_deadline)
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         with self._lock:
             draining = self._draining
