@@ -59,6 +59,8 @@ __all__ = ["GrpcChannel", "SharedChannel"]
 
 #: After a failed Hello (other than "not served"), ask again after this long.
 _HELLO_RETRY_SECONDS = 5.0
+#: How long closing a channel waits for its background Hello (whose timeout is 2 s).
+_HELLO_CLOSE_WAIT_SECONDS = 3.0
 #: The movers a grpc channel can use (``kit.handshake``), and the Hello asking for them.
 _MOVERS = frozenset((handshake.TCP,))
 _HELLO_REQUEST = handshake.encode_wants(sorted(_MOVERS))
@@ -76,6 +78,9 @@ class SharedChannel:
         self._bulk_lock = threading.Lock()
         #: Tokens whose side port is being asked for in the background (``learn_soon``).
         self._learning: set[str | None] = set()
+        #: Notified when a background Hello ends; ``close`` waits for them (see there).
+        self._learned = threading.Condition(self._bulk_lock)
+        self._closing = False
         credentials = opts.channel_credentials(options)
         arguments = opts.channel_arguments(options)
         compression = opts.compression(options)
@@ -184,6 +189,13 @@ class SharedChannel:
             self._bulk[token] = found
             return found if isinstance(found, bulk.BulkPeer) else None
 
+    def lean_peer(self, token: str | None) -> bulk.BulkPeer | None:
+        """The side channel if known to take small calls and not failing (no Hello asked)."""
+        peer = self._bulk.get(token)
+        if peer.__class__ is bulk.BulkPeer and peer.lean and not peer.failed_until:
+            return peer
+        return None
+
     def learn_soon(self, token: str | None, metadata: tuple[tuple[str, str], ...] | None) -> None:
         """Ask for the side port on a background thread unless known, being asked, or
         failed recently (then the next call after the retry time asks again)."""
@@ -194,16 +206,19 @@ class SharedChannel:
         elif peer is not None and time.monotonic() < peer:
             return
         with self._bulk_lock:
-            if token in self._learning or self.abandoned:
+            if token in self._learning or self.abandoned or self._closing:
                 return
             self._learning.add(token)
 
         def learn() -> None:
             try:
                 self.bulk_peer(token, metadata, None)
+            except ValueError:  # "Cannot invoke RPC on closed channel!": closed meanwhile
+                pass
             finally:
                 with self._bulk_lock:
                     self._learning.discard(token)
+                    self._learned.notify_all()
 
         try:
             background().submit_now(learn)
@@ -222,6 +237,8 @@ class SharedChannel:
         self._callables = {}
         self._lock = threading.Lock()
         self._bulk_lock = threading.Lock()
+        self._learned = threading.Condition(self._bulk_lock)
+        self._learning = set()  # the parent's background Hellos are not ours
         peers, self._bulk = list(self._bulk.values()), {}
         for peer in peers:
             if isinstance(peer, bulk.BulkPeer):
@@ -230,6 +247,13 @@ class SharedChannel:
 
     def close(self) -> None:
         with self._bulk_lock:
+            # A background Hello still in flight ends first (within its short timeout):
+            # closing a gRPC channel under a call of another thread is what gRPC handles
+            # least well, and the Hello was ours, not a caller's.
+            self._closing = True
+            end = time.monotonic() + _HELLO_CLOSE_WAIT_SECONDS
+            while self._learning and time.monotonic() < end:
+                self._learned.wait(max(0.0, end - time.monotonic()))
             peers = [p for p in self._bulk.values() if isinstance(p, bulk.BulkPeer)]
             self._bulk.clear()
         for peer in peers:
@@ -315,11 +339,7 @@ class GrpcChannel(Channel):
         )
 
     def _lean_peer(self) -> bulk.BulkPeer | None:
-        """The side channel, if it is known to take small calls (no Hello asked here)."""
-        peer = self._shared._bulk.get(self.options.token)
-        if peer.__class__ is bulk.BulkPeer and peer.lean and not peer.failed_until:  # type: ignore[union-attr]
-            return peer  # type: ignore[return-value]
-        return None
+        return self._shared.lean_peer(self.options.token)
 
     def _bulk_call(
         self,

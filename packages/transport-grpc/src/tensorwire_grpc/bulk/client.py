@@ -160,7 +160,8 @@ class BulkPeer:
         """Close the idle connections the server closed, or that were idle too long."""
         now = time.monotonic()
         with self._lock:
-            keep, drop = [], []
+            keep: list[tuple[Wire, float]] = []
+            drop: list[tuple[Wire, float]] = []
             for wire, since in self._idle:
                 fresh = now - since < CLIENT_IDLE_SECONDS and wire.clean()
                 (keep if fresh else drop).append((wire, since))
