@@ -282,7 +282,7 @@ class GrpcChannel(Channel):
         self._bulk_on = opts.bulk_tcp(options)
         self._lean_on = opts.bulk_small_calls(options)
         self._bulk_threshold = opts.bulk_threshold(options)
-        #: Requests up to this size may take the LEAN path (0: never).
+        #: Requests up to this size may take the LEAN path (-1: none does).
         self._lean_bytes = (
             min(self._bulk_threshold - 1, bulk.protocol.LEAN_MAX_BYTES) if self._lean_on else -1
         )
