@@ -161,11 +161,11 @@ class SnapshotManager:
             save.assigned.pop(done, None)
         save.streams.add(address)
         self._release_lost(save, writer)
-        for number, holder in save.assigned.items():
+        for held, holder in save.assigned.items():
             if holder == writer:
                 # The stream asks again without committing what it holds: the reply that
                 # handed it out was lost (the call was retried). The same split, again.
-                return {"number": number, "split": save.splits[number]}
+                return {"number": held, "split": save.splits[held]}
         number = self._free_split(save)
         if number is not None:
             save.assigned[number] = writer
