@@ -22,6 +22,7 @@ import socket
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent import futures
 
 from tensorwire_grpc.core_logging import apply_default
@@ -45,8 +46,11 @@ def page_aligned(nbytes: int) -> memoryview:
     return memoryview(raw[start : start + nbytes])
 
 
-def _spawn(*args: str) -> tuple[subprocess.Popen[str], int]:
-    process = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+def _spawn(
+    *args: str, wrap: Callable[[list[str]], list[str]] = list
+) -> tuple[subprocess.Popen[str], int]:
+    command = wrap([sys.executable, __file__, *args])
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     port = int(process.stdout.readline())
     return process, port
@@ -79,11 +83,16 @@ class Memcpy:
 
 class TcpPeer:
     """A child process that sends any number of bytes over one loopback TCP connection on
-    request (an 8-byte size, then ``sendall``), received into a preallocated buffer."""
+    request (an 8-byte size, then ``sendall``), received into a preallocated buffer.
 
-    def __init__(self) -> None:
-        self._process, port = _spawn("tcp")
-        self._sock = socket.create_connection(("127.0.0.1", port))
+    ``host`` and ``wrap``: the sender listens on ``host`` instead, started by the command
+    ``wrap`` makes of its own (``VirtualHost.wrap``: in another network namespace)."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", wrap: Callable[[list[str]], list[str]] = list
+    ) -> None:
+        self._process, port = _spawn("tcp", host, wrap=wrap)
+        self._sock = socket.create_connection((host, port))
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buffers: dict[int, memoryview] = {}
 
@@ -138,8 +147,8 @@ class GrpcPeer:
 
 
 # -- raw TCP -------------------------------------------------------------------------------
-def tcp_send_server() -> None:
-    listener = socket.create_server(("127.0.0.1", 0))
+def tcp_send_server(host: str = "127.0.0.1") -> None:
+    listener = socket.create_server((host, 0))
     print(listener.getsockname()[1], flush=True)
     conn, _ = listener.accept()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -204,7 +213,7 @@ def percentile(values: list[float], q: float) -> float:
 if __name__ == "__main__":
     role = sys.argv[1]
     if role == "tcp":
-        tcp_send_server()
+        tcp_send_server(*sys.argv[2:3])  # optionally the address to listen on
     elif role == "grpc":
         grpc_server()
     else:

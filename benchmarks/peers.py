@@ -27,7 +27,9 @@ moving 1 MiB float32 elements to a reader on the worker's host, beside raw TCP. 
 the median over the rounds, with the spread (min-max). Every goal of issue 15 is printed with
 its ratio and met/MISSED; the exit status is 3 when one measured goal is missed (unless
 ``--report-only``; 1 stays a crash's). Across hosts (the side channel between network
-namespaces) is not measured here yet: its goal is printed as not measured.
+namespaces, ``across_hosts.py``) runs after the rest, in its own processes, unless
+``--no-across-hosts`` or network namespaces cannot be made (not root): then its goal is
+printed as not measured.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _limits  # noqa: E402
+import across_hosts  # noqa: E402
 
 MiB = 1 << 20
 PS = "/job:ps/task:0"
@@ -374,7 +377,9 @@ class Goals:
         self.lines.append(f"  {what:<58} not measured: {why}")
 
 
-def evaluate(figures: Figures, sizes: list[int], data_service: bool) -> Goals:
+def evaluate(
+    figures: Figures, sizes: list[int], data_service: bool, across: Across | None = None
+) -> Goals:
     goals = Goals()
     m = figures.median
     tw_p50, tw_p99 = m("tiny p50 tensorwire"), m("tiny p99 tensorwire")
@@ -403,11 +408,39 @@ def evaluate(figures: Figures, sizes: list[int], data_service: bool) -> Goals:
         goals.check("data service 1 MiB elements / raw TCP", ratio, 3.0, False)
     else:
         goals.not_measured("data service 1 MiB elements / raw TCP", "--no-data-service")
-    goals.not_measured(
-        "across hosts, 4 MiB and up / raw TCP (goal >= 0.9x)",
-        "network namespaces are not wired into this benchmark yet",
-    )
+    if across is not None and across.figures is not None:
+        for size, ratio in across_hosts.ratios(across.figures, across.sizes).items():
+            goals.check(f"across hosts, {size} MiB read / raw TCP", ratio, across_hosts.GOAL, False)
+    else:
+        why = across.skipped if across is not None else "--no-across-hosts"
+        goals.not_measured("across hosts, 4 MiB and up / raw TCP", why)
     return goals
+
+
+class Across:
+    """The across-hosts row (``across_hosts.py``): its figures, or why it was skipped."""
+
+    def __init__(self, sizes: list[int], rounds: int) -> None:
+        from tensorwire_testing.netns import unavailable_reason
+
+        self.sizes = sizes
+        self.figures: dict[str, list[float]] | None = None
+        self.skipped = unavailable_reason() or ""
+        if not self.skipped:
+            self.figures = across_hosts.measure(sizes, rounds)
+
+    def report(self) -> None:
+        if self.figures is None:
+            print(f"\nAcross hosts: not measured ({self.skipped})")
+            return
+        print("\nAcross hosts (two network namespaces), read GB/s: median [min-max] of rounds")
+        for size in self.sizes:
+            ours, raw = self.figures[f"{size} ours"], self.figures[f"{size} tcp"]
+            print(
+                f"  {size:>4}MiB tensorwire {statistics.median(ours):6.2f} "
+                f"[{min(ours):.2f}-{max(ours):.2f}]   raw TCP {statistics.median(raw):6.2f} "
+                f"[{min(raw):.2f}-{max(raw):.2f}]"
+            )
 
 
 def report(figures: Figures, sizes: list[int], data_service: bool) -> None:
@@ -454,6 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="default 5 (3 with --quick)")
     parser.add_argument("--calls", type=int, default=None, help="tiny calls a round and system")
     parser.add_argument("--no-data-service", action="store_true", help="skip the data-service row")
+    parser.add_argument(
+        "--no-across-hosts", action="store_true", help="skip the across-hosts row (netns, root)"
+    )
     parser.add_argument(
         "--torch",
         choices=("both", "default"),
@@ -520,8 +556,15 @@ def main(argv: list[str] | None = None) -> int:
         for close in reversed(closers):
             close()
     print(f"every system stopped after {time.monotonic() - began:.1f} s")
+    # Its own processes in their own namespaces, after the rest: nothing else runs then.
+    across = None
+    if not args.no_across_hosts:
+        across = Across([4, 16] if args.quick else [4, 16, 64], rounds)
+        print(f"across hosts done ({time.monotonic() - began:.1f} s)", flush=True)
     report(figures, sizes, service is not None)
-    goals = evaluate(figures, sizes, service is not None)
+    if across is not None:
+        across.report()
+    goals = evaluate(figures, sizes, service is not None, across)
     print(f"\nGoals (issue 15), ratios of medians; load average now {os.getloadavg()[0]:.2f}")
     print("\n".join(goals.lines))
     if goals.missed:

@@ -36,6 +36,7 @@ def test_one_round_prints_every_figure_and_goal() -> None:
             "--calls",
             "20",
             "--no-data-service",
+            "--no-across-hosts",  # test_across_hosts_prints_each_ratio runs it
             "--torch",
             "default",
             "--report-only",
@@ -59,7 +60,27 @@ def test_one_round_prints_every_figure_and_goal() -> None:
     ):
         line = next(line for line in out.splitlines() if goal in line)
         assert line.endswith(("met", "MISSED")), line
-    assert "across hosts" in out and "not measured" in out
+    assert "across hosts, 4 MiB and up / raw TCP" in out and "not measured" in out
+
+
+def test_across_hosts_prints_each_ratio() -> None:
+    from tensorwire_testing.netns import unavailable_reason
+
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"{reason}; CI runs it as root")
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "across_hosts.py"), "--quick", "--rounds", "1"]
+        + ["--report-only"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for size in (4, 16):
+        line = next(line for line in result.stdout.splitlines() if f"| {size} MiB |" in line)
+        assert line.endswith(("met) |", "MISSED) |")), line
 
 
 def _figures(peers: ModuleType, ours: float, torch_default: float) -> object:
@@ -82,3 +103,15 @@ def test_goals_count_each_miss_and_met() -> None:
     assert sum(line.endswith(" met") for line in goals.lines) == 3
     slow = peers.evaluate(_figures(peers, ours=1.0, torch_default=1.0), [1], data_service=False)
     assert slow.missed == 6
+
+
+def test_the_across_hosts_goal_is_checked_per_size() -> None:
+    from types import SimpleNamespace
+
+    peers = _load_peers()
+    across = SimpleNamespace(
+        sizes=[4, 16], figures={"4 ours": [0.8], "4 tcp": [1.0], "16 ours": [1.0], "16 tcp": [1.0]}
+    )
+    goals = peers.evaluate(_figures(peers, 2.0, 1.0), [1], data_service=False, across=across)
+    lines = [line for line in goals.lines if "across hosts" in line]
+    assert [line.split()[-1] for line in lines] == ["MISSED", "met"]

@@ -21,20 +21,18 @@ import argparse
 import errno
 import logging
 import os
-import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
+
+from tensorwire.runtime.signals import StopSignals, exit_if_stop_hangs
 
 __all__ = ["register"]
 
 log = logging.getLogger(__name__)
 
-#: How often the main thread looks for a signal or the end of start-up (see _Signals).
-_POLL_INTERVAL = 0.1
 #: How long a start-up step is given to finish once it has been cancelled.
 _CANCEL_GRACE = 5.0
 
@@ -51,38 +49,8 @@ def _dedicated_process() -> None:
         package.setLevel(logging.INFO)
 
 
-class _Signals:
-    """SIGTERM and SIGINT, recorded for the main thread to act on.
-
-    The handler only stores the signal number. It must not take a lock: setting a
-    ``threading.Event`` from a handler deadlocks when the signal lands while the main thread
-    holds that Event's own lock (inside ``Event.wait``). So the main thread polls every
-    0.1 s, in ``time.sleep``, where a handler is always safe.
-    """
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        signal.signal(signal.SIGTERM, self._record)
-        signal.signal(signal.SIGINT, self._record)
-
-    def _record(self, signum: int, frame: Any) -> None:
-        self.received = signum
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.received).name if self.received is not None else "none"
-
-    def wait(self, until: Callable[[], bool] | None = None) -> bool:
-        """Block until a signal arrives (True) or ``until()`` holds (False)."""
-        while self.received is None:
-            if until is not None and until():
-                return False
-            time.sleep(_POLL_INTERVAL)
-        return True
-
-
 def _start_up(
-    signals: _Signals, step: Callable[[], Any], cancel: Callable[[], None] | None = None
+    signals: StopSignals, step: Callable[[], Any], cancel: Callable[[], None] | None = None
 ) -> Any:
     """``step()`` (a server's start-up) in a helper thread, while the main thread watches
     for signals; returns what ``step`` returned, or None when a signal came first.
@@ -106,6 +74,7 @@ def _start_up(
         if "error" in outcome:
             raise outcome["error"]
         return outcome["value"]
+    exit_if_stop_hangs(f"start-up ({signals.name})")
     if cancel is not None:
         cancel()
         thread.join(_CANCEL_GRACE)
@@ -239,7 +208,7 @@ def _cmd_dispatcher(args: argparse.Namespace) -> int:
         **_metrics(args),
     )
     _dedicated_process()
-    signals = _Signals()  # before the ready line, so no signal is missed
+    signals = StopSignals()  # before the ready line, so no signal is missed
     _refuse_port_in_use("dispatcher", config.protocol, config.port)
     if config.fault_tolerant_mode:
         log.info("dispatcher: recovering its state from the journal in %s", config.work_dir)
@@ -253,6 +222,7 @@ def _cmd_dispatcher(args: argparse.Namespace) -> int:
         signals.wait()
         log.info("dispatcher: %s; stopping", signals.name)
     finally:
+        exit_if_stop_hangs(f"dispatcher {server.target}")
         server.stop()
     return 0
 
@@ -278,7 +248,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         **_metrics(args),
     )
     _dedicated_process()
-    signals = _Signals()  # before the ready line, so no signal is missed
+    signals = StopSignals()  # before the ready line, so no signal is missed
     _refuse_port_in_use("worker", config.protocol, config.port)
     server = WorkerServer(config, start=False)
     log.info(
@@ -308,6 +278,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         signals.wait()
         log.info("worker: %s; stopping", signals.name)
     finally:
+        exit_if_stop_hangs(f"worker {server._worker_address}")
         server.stop()
     return 0
 

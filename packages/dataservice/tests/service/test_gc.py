@@ -40,10 +40,12 @@ def test_unused_job_is_collected(service_factory):
 
 
 def test_job_in_use_is_not_collected(service_factory):
-    dispatcher, _ = service_factory(1, job_gc_check_interval_ms=50, job_gc_timeout_ms=200)
+    # A timeout of 4 client heartbeats (0.5 s apart): a loaded machine that delays one
+    # heartbeat by a second must not get the job collected under its reader.
+    dispatcher, _ = service_factory(1, job_gc_check_interval_ms=50, job_gc_timeout_ms=2000)
     it = iter(distribute(Dataset.range(10**9), dispatcher))
     next(it)
-    time.sleep(1.0)  # five timeouts; the client heartbeats, so the job stays
+    time.sleep(5.0)  # two and a half timeouts; the client heartbeats, so the job stays
     assert dispatcher._num_jobs() == 1
     assert next(it) is not None
 

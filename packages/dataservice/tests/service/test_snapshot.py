@@ -292,3 +292,35 @@ def test_a_retried_start_is_accepted_once(service_factory, tmp_path):
             "Snapshot",
             {**request, "path": str(tmp_path / "other"), "request": "r4"},
         )
+
+
+def test_a_writer_that_asks_again_gets_its_split_and_a_new_writer_takes_it_over(tmp_path):
+    """The hand-out of splits to writers (one per save on each worker) survives a lost
+    reply and a writer that ends: before, a retried GetSnapshotSplit drew a new split and
+    the first stayed assigned to nobody who wrote it, so the save never finished."""
+    from tensorwire_dataservice.service import pipeline
+    from tensorwire_dataservice.service.config import DispatcherConfig
+    from tensorwire_dataservice.service.dispatcher import _Dispatcher
+
+    core = _Dispatcher(DispatcherConfig())
+    worker = "localhost:1"
+    core.worker_heartbeat({"worker_address": worker, "incarnation": "p1", "tasks": []})
+    dataset_id = core.get_or_register_dataset(
+        {"dataset_def": pipeline.serialize(Dataset.range(3)), "metadata": {}, "dataset_id": ""}
+    )["dataset_id"]
+    path = str(tmp_path / "snap")
+    metadata = fmt.metadata_bytes(tw.data.TensorSpec((), np.int64), "")
+    core.snapshot({"path": path, "dataset_id": dataset_id, "metadata": metadata})
+
+    def ask(stream: str, **more):
+        request = {"path": path, "worker_address": worker, "worker": "p1", "stream": stream}
+        return core.get_snapshot_split({**request, **more})
+
+    first = ask("s1")["number"]
+    assert ask("s1")["number"] == first, "a retried request gets the split it was handed"
+    assert ask("s2")["number"] == first, "a new writer on the worker takes over the old one's"
+    for number in range(3):  # s2 writes every split, committing each with its next request
+        fmt.write_chunk(path, number, iter([np.int64(number)]), "", None)
+        reply = ask("s2", committed=number)
+    assert reply == {"end": True}
+    assert fmt.is_finished(path)

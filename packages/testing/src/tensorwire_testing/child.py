@@ -284,10 +284,12 @@ class ChildProcess:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
-    def terminate(self, timeout: float = 15.0, signum: int = signal.SIGTERM) -> int:
+    def terminate(self, timeout: float = 40.0, signum: int = signal.SIGTERM) -> int:
         """Send ``signum`` (SIGTERM; SIGINT is what Ctrl-C sends) and wait for a clean exit;
         returns the exit code. A child still running after ``timeout`` seconds (scaled) is
-        killed: ``DeadlineExceededError``.
+        killed: ``DeadlineExceededError``. The default is longer than our servers' own
+        stop deadline (``tensorwire.runtime.signals``), so a stop that hangs shows up as
+        their exit status 1 with every thread's stack in the output, not as a kill.
 
         Args:
           timeout: seconds (scaled) to wait for the exit.

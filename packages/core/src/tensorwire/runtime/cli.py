@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
-import threading
 from typing import Any
+
+from .signals import STOP_DEADLINE_SECONDS, StopSignals, exit_if_stop_hangs
 
 log = logging.getLogger(__name__)
 
@@ -184,19 +184,12 @@ def _cmd_server(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
     )
-    stop_requested = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop_requested.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signals = StopSignals()  # before the ready line, so no signal is missed
     announce_metrics("server", server.metrics_url)
     print(f"tensorwire server {server.task_name} serving {server.target}", flush=True)
-    while not stop_requested.wait(0.5):
-        if server.join(timeout=0):
-            break
-    log.info("stopping %s", server.task_name)
+    signals.wait(until=lambda: server.join(timeout=0))
+    log.info("stopping %s (%s)", server.task_name, signals.name)
+    exit_if_stop_hangs(f"server {server.task_name}", (args.grace or 0) + STOP_DEADLINE_SECONDS)
     server.stop(grace=args.grace)
     return 0
 

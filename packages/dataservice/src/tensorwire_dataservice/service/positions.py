@@ -14,10 +14,11 @@ order, so the set is a handful of ranges however long the task runs.
 from __future__ import annotations
 
 import bisect
+import collections
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["IndexRanges", "SkipCursor"]
+__all__ = ["BufferIndices", "IndexRanges", "SkipCursor"]
 
 
 class IndexRanges:
@@ -101,3 +102,49 @@ class SkipCursor:
         while self._i < len(ranges) and ranges[self._i][1] <= index:
             self._i += 1
         return self._i < len(ranges) and ranges[self._i][0] <= index
+
+
+class BufferIndices:
+    """The indices of a FIFO buffer's elements, without storing one per element.
+
+    A producer numbers its output 0, 1, 2, ... and leaves some indices out (a replay skips
+    what readers already have); the buffer holds the rest in order, and a consumer takes
+    them from the front in runs of consecutive indices (a message names only its first).
+    Skips are rare, so only the element right after each skip is recorded, as (its
+    sequence number in the buffer, its index); every other element's index follows from
+    the last such break before it. Nothing is done per element in the common case. Not
+    thread safe: the buffer's owner locks.
+
+    Examples:
+        >>> from tensorwire_dataservice.service.positions import BufferIndices
+        >>> indices = BufferIndices()  # the buffer holds indices 0, 1, 4, 5, 6
+        >>> indices.after_skip(2, 4)  # its third element (sequence number 2) is index 4
+        >>> indices.take(5), indices.take(3)  # at most what is buffered
+        ((0, 2), (4, 3))
+    """
+
+    __slots__ = ("_breaks", "_base", "_taken")
+
+    def __init__(self) -> None:
+        self._breaks: collections.deque[tuple[int, int]] = collections.deque()
+        self._base = (0, 0)  # the break in force at the buffer's front
+        self._taken = 0  # sequence number of the buffer's front
+
+    def after_skip(self, sequence: int, index: int) -> None:
+        """The element buffered with ``sequence`` (how many were buffered before it) has
+        ``index``, and indices were left out right before it. Elements that follow
+        their predecessor's index need no call."""
+        self._breaks.append((sequence, index))
+
+    def take(self, n: int) -> tuple[int, int]:
+        """The index of the buffer's front, and how many of the next ``n`` (at most what
+        is buffered) have consecutive indices from it; those are taken."""
+        front = self._taken
+        breaks = self._breaks
+        while breaks and breaks[0][0] <= front:
+            self._base = breaks.popleft()
+        if breaks:
+            n = min(n, breaks[0][0] - front)
+        self._taken = front + n
+        base_sequence, base_index = self._base
+        return base_index + front - base_sequence, n

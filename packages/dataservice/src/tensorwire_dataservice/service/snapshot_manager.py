@@ -13,7 +13,10 @@ What survives a crash, and where:
 
 Hand-outs are kept in memory only: a split handed to a worker that dies (dropped for
 missed heartbeats, or back as a new process) is handed out again; one handed out by a
-dispatcher that died is handed out again by its successor. Two workers writing the same
+dispatcher that died is handed out again by its successor. A writer (one stream per save
+on each worker) holds one split at a time: when it asks again without committing it (the
+reply was lost and the call retried) it gets the same split, and a new stream on the same
+worker (the old writer ended on an error) takes over the old one's. Two workers writing the same
 split write the same elements to the same chunk name, and the rename is atomic: the
 snapshot has each split once whatever happens. The save is done when the provider is
 exhausted and every split has its chunk: the dispatcher writes ``DONE`` (the one file
@@ -57,8 +60,9 @@ class _Save:
     committed: set[int] = dataclasses.field(default_factory=set)
     # Drawn, neither committed nor handed out: splits taken back from lost workers.
     returned: set[int] = dataclasses.field(default_factory=set)
-    # split number -> (worker address, worker incarnation) it was handed to
-    assigned: dict[int, tuple[str, str]] = dataclasses.field(default_factory=dict)
+    # split number -> the writer it was handed to: (worker address, worker incarnation,
+    # writer stream). A stream writes one split at a time.
+    assigned: dict[int, tuple[str, str, str]] = dataclasses.field(default_factory=dict)
     streams: set[str] = dataclasses.field(default_factory=set)
     started: float = dataclasses.field(default_factory=time.monotonic)
 
@@ -139,7 +143,7 @@ class SnapshotManager:
         left is being written elsewhere) or ``{"end": True}``."""
         path = str(req["path"])
         address = str(req["worker_address"])
-        incarnation = str(req.get("worker") or "")
+        writer = (address, str(req.get("worker") or ""), str(req.get("stream") or ""))
         record = self._d.state.snapshots.get(path)
         if record is None:
             raise errors.NotFoundError(f"no distributed_save to {path} is known")
@@ -156,10 +160,15 @@ class SnapshotManager:
                 save.committed.add(done)
             save.assigned.pop(done, None)
         save.streams.add(address)
-        self._release_lost(save, address, incarnation)
+        self._release_lost(save, writer)
+        for held, holder in save.assigned.items():
+            if holder == writer:
+                # The stream asks again without committing what it holds: the reply that
+                # handed it out was lost (the call was retried). The same split, again.
+                return {"number": held, "split": save.splits[held]}
         number = self._free_split(save)
         if number is not None:
-            save.assigned[number] = (address, incarnation)
+            save.assigned[number] = writer
             return {"number": number, "split": save.splits[number]}
         if save.exhausted and len(save.committed) == len(save.splits):
             self._finish(save)
@@ -179,12 +188,15 @@ class SnapshotManager:
             save.provider = pipeline.make_split_provider(dataset)
         return save
 
-    def _release_lost(self, save: _Save, address: str, incarnation: str) -> None:
-        """Take back the splits of workers that are gone: dropped by the dispatcher, or
-        ``address`` asking as a new process (the old one died mid-write)."""
+    def _release_lost(self, save: _Save, writer: tuple[str, str, str]) -> None:
+        """Take back the splits of writers that are gone: of workers dropped by the
+        dispatcher, and of the worker ``writer`` runs on when they are not ``writer``: a
+        worker runs one writer per save, so another one there (a new process after the
+        old one died mid-write, or a new stream after the old one ended on an error)
+        means the old one writes no more."""
         workers = self._d.state.workers
-        for number, (owner, owner_incarnation) in list(save.assigned.items()):
-            if owner not in workers or (owner == address and owner_incarnation != incarnation):
+        for number, holder in list(save.assigned.items()):
+            if holder[0] not in workers or (holder[0] == writer[0] and holder != writer):
                 del save.assigned[number]
                 if number not in save.committed:
                     save.returned.add(number)

@@ -12,6 +12,7 @@ dispatcher decides when the save is done (``snapshot_manager.py``).
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,9 @@ class SnapshotWriters:
             "path": path,
             "worker_address": worker.address,
             "worker": worker.incarnation,
+            # This writer: the dispatcher hands a retried request the split it handed out
+            # before, and takes back what an earlier writer here held.
+            "stream": secrets.token_hex(8),
         }
         try:
             definition = worker.dataset_def(dataset_id, fingerprint, worker.stopped)

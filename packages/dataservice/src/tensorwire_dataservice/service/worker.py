@@ -37,7 +37,7 @@ from .config import (
 )
 from .elements import Compressor, element_nbytes, encode_elements, eos_message
 from .metrics import metered, start_metrics, worker_families
-from .positions import IndexRanges, SkipCursor
+from .positions import BufferIndices, IndexRanges, SkipCursor
 from .protocol import (
     DISPATCHER_SERVICE,
     STATIC_POLICIES,
@@ -187,15 +187,15 @@ class _Task:
         self.stopped = threading.Event()
         self.compression = definition.get("compression") or None
         # Exact jobs: every element has an index in the task's output (see positions.py);
-        # a replay leaves out the indices in ``skip``. ``runs`` holds [first index, count]
-        # for the buffered elements, consecutive indices in one run.
+        # a replay leaves out the indices in ``skip``; ``indices`` knows the buffered
+        # elements' indices.
         self.exact = bool(definition.get("exact", False))
         self.generation = int(definition.get("generation", 0))
         self.skip: SkipCursor | None = None
         if definition.get("skip"):  # a parallel_epochs replay (exact jobs learn it later)
             self.skip_from(definition["skip"])
         self.produced = 0
-        self.runs: collections.deque[list[int]] = collections.deque()
+        self.indices = BufferIndices()
         # Coordinated reads.
         self.round_cond = threading.Condition()
         self.rounds: dict[int, list[Any]] = {}
@@ -206,6 +206,7 @@ class _Task:
         if definition.get("cross_trainer_cache"):
             self.window = TrainerWindow(worker.cross_trainer_cache_bytes, self._take_for_window)
         # For status and metrics (status.py, metrics.py): plain totals, one addition each.
+        # elements_produced is also the next buffered element's sequence number (indices).
         self.started = time.monotonic()
         self.elements_produced = 0
         self.elements_served = 0
@@ -241,6 +242,7 @@ class _Task:
 
     def _produce(self) -> None:
         exact = self.exact
+        skipped = False
         try:
             it = self._iterator()
             first = True
@@ -249,6 +251,7 @@ class _Task:
                     index = self.produced
                     self.produced += 1
                     if self.skip is not None and self.skip.skips(index):
+                        skipped = True
                         continue  # a reader has it already
                 if first:
                     first = False
@@ -264,14 +267,11 @@ class _Task:
                         self.cond.wait(0.5)
                     if self.stopped.is_set():
                         return
+                    if skipped:
+                        self.indices.after_skip(self.elements_produced, index)
+                        skipped = False
                     self.buffer.append(element)
                     self.elements_produced += 1
-                    if exact:
-                        runs = self.runs
-                        if runs and runs[-1][0] + runs[-1][1] == index:
-                            runs[-1][1] += 1
-                        else:
-                            runs.append([index, 1])
                     if len(self.buffer) == 1:
                         self.cond.notify_all()
         except BaseException as exc:  # noqa: BLE001 - reported to the clients
@@ -320,14 +320,7 @@ class _Task:
                 n = min(n, max(1, _MESSAGE_BYTES // self.element_bytes))
             first: int | None = None
             if self.exact and n:
-                run = self.runs[0]  # one message carries one run: its first index says all
-                first = run[0]
-                n = min(n, run[1])
-                if n == run[1]:
-                    self.runs.popleft()
-                else:
-                    run[0] += n
-                    run[1] -= n
+                first, n = self.indices.take(n)
             out = [self.buffer.popleft() for _ in range(n)]
             self.elements_served += n
             if blocked or len(self.buffer) + n >= self.capacity:
