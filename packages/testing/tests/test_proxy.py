@@ -10,9 +10,12 @@ from tensorwire_testing import LoopbackProxy, eventually
 
 
 @pytest.fixture
-def grpc_server(tensorwire_protocol):
+def grpc_server(tensorwire_protocol, monkeypatch):
     if tensorwire_protocol == "inproc":
         pytest.skip("the proxy forwards TCP; runs with --tensorwire-protocol=grpc")
+    # Small calls would take the grpc transport's side channel, which the proxy does not
+    # forward (it knows the gRPC port only): keep them on gRPC, through the proxy.
+    monkeypatch.setenv("TENSORWIRE_GRPC_BULK_TCP_SMALL_CALLS", "0")
     with tw.Server({"ps": ["localhost:0"]}, protocol=tensorwire_protocol) as server:
         yield server
 

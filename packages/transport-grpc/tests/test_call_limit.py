@@ -140,3 +140,34 @@ def test_grpcs_own_refusal_is_explained() -> None:
     error = status.to_op_error(_Refused(), "/S/M", "127.0.0.1:5", None)
     assert isinstance(error, errors.ResourceExhaustedError)
     assert "grpc_max_workers" in error.message and status.GRPC_LIMIT_DETAILS in error.message
+
+
+def test_the_side_port_handshake_is_answered_at_the_call_limit(
+    transport: GrpcTransport, state: ConformanceState
+) -> None:
+    """Channels ask for the side port in the background after their first call; at the
+    limit that must neither be refused nor take the place of a caller's call."""
+    from tensorwire.transport.kit import handshake
+    from tensorwire_grpc.server import HELLO_PATH
+
+    options = TransportOptions(extra={"grpc_max_workers": 1, "bulk_tcp": True})
+    listener = transport.serve("127.0.0.1:0", [make_service(state)], options)
+    listener.start()
+    small_on_grpc = TransportOptions(extra={"bulk_tcp_small_calls": False})
+    channel = transport.connect(listener.address, small_on_grpc)
+    try:
+        waiting = channel.call_async(SERVICE, "Wait", [b"w"], timeout=DEADLINE * 2)
+        assert state.wait_for_waiting(1, DEADLINE) == 1
+        with grpc.insecure_channel(listener.address) as raw:
+            answer = raw.unary_unary(HELLO_PATH)(b"tcp", timeout=DEADLINE)
+        (offer,) = handshake.decode_offers(answer)
+        assert offer.port == listener.bulk.port
+        assert offer.features & handshake.FEATURE_LEAN
+        with pytest.raises(errors.ResourceExhaustedError, match="grpc_max_workers"):
+            within(DEADLINE, lambda: channel.call(SERVICE, "Echo", [b"x"], timeout=DEADLINE))
+        state.release.set()
+        assert bytes(waiting.result(timeout=DEADLINE)[0]) == b"w"
+    finally:
+        state.release.set()
+        channel.close()
+        listener.stop(0)

@@ -40,14 +40,18 @@ def _service() -> Service:
     return svc
 
 
-def _stats(protocol: str, calls) -> list:
+#: Small calls stay on gRPC (not over the side channel once its port is known).
+SMALL_ON_GRPC = TransportOptions(extra={"bulk_tcp_small_calls": False})
+
+
+def _stats(protocol: str, calls, client: TransportOptions = SMALL_ON_GRPC) -> list:
     """The call meter's rows after making ``calls`` ((method, request size) pairs)."""
     meter = CallMeter()
     transport = get_transport(protocol)
     listener = transport.serve("127.0.0.1:0", [_service()], TransportOptions(call_meter=meter))
     listener.start()
     try:
-        with transport.connect(listener.address, TransportOptions()) as channel:
+        with transport.connect(listener.address, client) as channel:
             for method, size in calls:
                 if method == "MovedStream":
                     assert len(list(channel.stream("P", method, [b"x"], timeout=30))) == 2
@@ -58,8 +62,10 @@ def _stats(protocol: str, calls) -> list:
     return meter.snapshot()
 
 
-def _paths(protocol: str, calls) -> dict[tuple[str, str], int]:
-    return {(s.method, s.path): s.calls for s in _stats(protocol, calls)}
+def _paths(
+    protocol: str, calls, client: TransportOptions = SMALL_ON_GRPC
+) -> dict[tuple[str, str], int]:
+    return {(s.method, s.path): s.calls for s in _stats(protocol, calls, client)}
 
 
 def test_grpc_counts_a_call_under_the_path_its_context_names() -> None:
@@ -74,6 +80,12 @@ def test_grpc_counts_a_call_under_the_path_its_context_names() -> None:
 def test_side_channel_calls_keep_their_label() -> None:
     paths = _paths("grpc", [("Plain", LARGE), ("Plain", 16)])
     assert paths == {("/P/Plain", "side_channel"): 1, ("/P/Plain", "grpc"): 1}
+
+
+def test_small_calls_after_the_side_port_is_known_are_side_channel_calls() -> None:
+    # The large call learned the port; the small one then took the side channel (LEAN).
+    paths = _paths("grpc", [("Plain", LARGE), ("Plain", 16)], TransportOptions())
+    assert paths == {("/P/Plain", "side_channel"): 2}
 
 
 @pytest.mark.parametrize("method", ["Moved", "MovedStream"])

@@ -142,7 +142,9 @@ def test_the_starting_round_is_journaled_and_survives_a_snapshot():
     assert [restored.tasks[t].starting_round for t in (5, 6)] == [0, 149]
 
 
-def test_a_pending_join_survives_a_dispatcher_restart(service_factory, protocol, tmp_path):
+def test_a_pending_join_survives_a_dispatcher_restart(
+    service_factory, protocol, tmp_path, monkeypatch
+):
     """A worker registers while one consumer cannot reach the dispatcher, so its join stays
     pending (that consumer cannot confirm the round); the dispatcher is then stopped and
     restarted from its journal, which does not hold pending joins. The restarted dispatcher
@@ -151,6 +153,10 @@ def test_a_pending_join_survives_a_dispatcher_restart(service_factory, protocol,
     if protocol == "inproc":
         pytest.skip("the proxy that cuts a consumer off is TCP (runs with grpc)")
     from tensorwire_testing.proxy import LoopbackProxy
+
+    # The proxy forwards the gRPC port only: keep the consumers' small calls (heartbeats)
+    # on gRPC, where the proxy cuts them, not on the side channel past it.
+    monkeypatch.setenv("TENSORWIRE_GRPC_BULK_TCP_SMALL_CALLS", "0")
 
     work_dir = str(tmp_path / "work")
     dispatcher, _ = service_factory(0, work_dir=work_dir, fault_tolerant_mode=True)

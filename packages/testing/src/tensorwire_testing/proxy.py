@@ -4,6 +4,11 @@ Put it between a client and a task (connect the client to ``proxy.address``) and
 ``proxy.delay = 0.2`` adds latency to every forwarded chunk, ``proxy.cut()`` breaks every
 open connection, ``proxy.refuse = True`` closes new connections on arrival. ``close()``
 stops it; it is a context manager.
+
+It forwards the one port it was given. The grpc transport's TCP side channel (large calls,
+and small ones once its port is known) connects to the server's side port directly, past
+the proxy: a fault test that must see every call set ``TENSORWIRE_GRPC_BULK_TCP_SMALL_CALLS=0``
+(small calls) or ``TENSORWIRE_GRPC_BULK_TCP=0`` (all) for the clients it puts behind it.
 """
 
 from __future__ import annotations

@@ -14,6 +14,15 @@ only executes them, moving on when the side channel is unavailable. The port is 
 once per gRPC channel and token (``Bulk/Hello``, the mover handshake of ``kit.handshake``),
 when something large first shows up; a server without it, or a port that cannot be reached,
 leaves the call on gRPC.
+
+Small calls (issue 15): once the side port is known, a unary call without metadata of the
+caller's and with a request of at most ``bulk.protocol.LEAN_MAX_BYTES`` goes over a pooled
+side-channel connection in the LEAN framing, on the calling thread (several times cheaper
+than a gRPC call from Python). So that steady-state calls find the port known, the first
+small call to a server asks for it in the background (``SharedChannel.learn_soon``), at most
+once per ``_HELLO_RETRY_SECONDS`` while it fails. gRPC stays the first contact, the fallback
+(no port, no connection to be had, the server at its bound of calls) and the only path
+under TLS (``options.bulk_small_calls``).
 """
 
 from __future__ import annotations
@@ -50,6 +59,8 @@ __all__ = ["GrpcChannel", "SharedChannel"]
 
 #: After a failed Hello (other than "not served"), ask again after this long.
 _HELLO_RETRY_SECONDS = 5.0
+#: How long closing a channel waits for its background Hello (whose timeout is 2 s).
+_HELLO_CLOSE_WAIT_SECONDS = 3.0
 #: The movers a grpc channel can use (``kit.handshake``), and the Hello asking for them.
 _MOVERS = frozenset((handshake.TCP,))
 _HELLO_REQUEST = handshake.encode_wants(sorted(_MOVERS))
@@ -65,6 +76,11 @@ class SharedChannel:
         # token -> BulkPeer, or the monotonic time from which to ask the server again.
         self._bulk: dict[str | None, bulk.BulkPeer | float] = {}
         self._bulk_lock = threading.Lock()
+        #: Tokens whose side port is being asked for in the background (``learn_soon``).
+        self._learning: set[str | None] = set()
+        #: Notified when a background Hello ends; ``close`` waits for them (see there).
+        self._learned = threading.Condition(self._bulk_lock)
+        self._closing = False
         credentials = opts.channel_credentials(options)
         arguments = opts.channel_arguments(options)
         compression = opts.compression(options)
@@ -167,10 +183,48 @@ class SharedChannel:
                     host = split_address(self.address)[0]
                     found = bulk.BulkPeer(host, offer.port, token, failures)
                     found.calls = bool(offer.features & handshake.FEATURE_CALL)
+                    found.lean = bool(offer.features & handshake.FEATURE_LEAN)
                 else:
                     found = math.inf
             self._bulk[token] = found
             return found if isinstance(found, bulk.BulkPeer) else None
+
+    def lean_peer(self, token: str | None) -> bulk.BulkPeer | None:
+        """The side channel if known to take small calls and not failing (no Hello asked)."""
+        peer = self._bulk.get(token)
+        if peer.__class__ is bulk.BulkPeer and peer.lean and not peer.failed_until:
+            return peer
+        return None
+
+    def learn_soon(self, token: str | None, metadata: tuple[tuple[str, str], ...] | None) -> None:
+        """Ask for the side port on a background thread unless known, being asked, or
+        failed recently (then the next call after the retry time asks again)."""
+        peer = self._bulk.get(token)
+        if isinstance(peer, bulk.BulkPeer):
+            if not peer.failed_until or time.monotonic() < peer.failed_until:
+                return
+        elif peer is not None and time.monotonic() < peer:
+            return
+        with self._bulk_lock:
+            if token in self._learning or self.abandoned or self._closing:
+                return
+            self._learning.add(token)
+
+        def learn() -> None:
+            try:
+                self.bulk_peer(token, metadata, None)
+            except ValueError:  # "Cannot invoke RPC on closed channel!": closed meanwhile
+                pass
+            finally:
+                with self._bulk_lock:
+                    self._learning.discard(token)
+                    self._learned.notify_all()
+
+        try:
+            background().submit_now(learn)
+        except errors.OpError:  # no thread to be had now: a later call asks again
+            with self._bulk_lock:
+                self._learning.discard(token)
 
     def abandon(self) -> None:
         """In a forked child: give up this channel, the parent's, without touching gRPC.
@@ -183,6 +237,8 @@ class SharedChannel:
         self._callables = {}
         self._lock = threading.Lock()
         self._bulk_lock = threading.Lock()
+        self._learned = threading.Condition(self._bulk_lock)
+        self._learning = set()  # the parent's background Hellos are not ours
         peers, self._bulk = list(self._bulk.values()), {}
         for peer in peers:
             if isinstance(peer, bulk.BulkPeer):
@@ -191,6 +247,13 @@ class SharedChannel:
 
     def close(self) -> None:
         with self._bulk_lock:
+            # A background Hello still in flight ends first (within its short timeout):
+            # closing a gRPC channel under a call of another thread is what gRPC handles
+            # least well, and the Hello was ours, not a caller's.
+            self._closing = True
+            end = time.monotonic() + _HELLO_CLOSE_WAIT_SECONDS
+            while self._learning and time.monotonic() < end:
+                self._learned.wait(max(0.0, end - time.monotonic()))
             peers = [p for p in self._bulk.values() if isinstance(p, bulk.BulkPeer)]
             self._bulk.clear()
         for peer in peers:
@@ -217,7 +280,12 @@ class GrpcChannel(Channel):
         self._chunk_bytes = opts.chunk_bytes(options)
         self._max_bytes = options.max_message_bytes
         self._bulk_on = opts.bulk_tcp(options)
+        self._lean_on = opts.bulk_small_calls(options)
         self._bulk_threshold = opts.bulk_threshold(options)
+        #: Requests up to this size may take the LEAN path (-1: none does).
+        self._lean_bytes = (
+            min(self._bulk_threshold - 1, bulk.protocol.LEAN_MAX_BYTES) if self._lean_on else -1
+        )
         self._routes = RouteLimits(
             inline_bytes=self._inline_bytes,
             mover_threshold_bytes=self._bulk_threshold,
@@ -269,6 +337,9 @@ class GrpcChannel(Channel):
             self._routes,
             expected_response_bytes=expected_response_bytes(metadata),
         )
+
+    def _lean_peer(self) -> bulk.BulkPeer | None:
+        return self._shared.lean_peer(self.options.token)
 
     def _bulk_call(
         self,
@@ -404,6 +475,17 @@ class GrpcChannel(Channel):
             # it costs a dozen more steps, as costly as the rest of the call's Python on a
             # loaded machine.
             md = self._token or None
+            if total <= self._lean_bytes and len(views) <= bulk.protocol.LEAN_MAX_FRAMES:
+                peer = self._lean_peer()
+                if peer is not None:
+                    try:
+                        return bulk.lean_call(
+                            peer, name.encode(), views, total, deadline, self._max_bytes
+                        )
+                    except bulk.BulkUnavailable:
+                        pass  # nothing ran: gRPC
+                else:
+                    self._shared.learn_soon(self.options.token, md)
             inline = framing.encode_inline(views, self._bulk_flags())
             try:
                 reply = self._shared.unary_unary(name)(inline, timeout=timeout, metadata=md)
@@ -454,13 +536,16 @@ class GrpcChannel(Channel):
         name = f"/{service}/{method}"
         self._check_open(name)
         views, total = framing.as_byte_views(frames)
-        if self._call_routes(views, total, metadata) != _INLINE_ONLY:
+        lean = not metadata and total <= self._lean_bytes and self._lean_peer() is not None
+        if lean or self._call_routes(views, total, metadata) != _INLINE_ONLY:
             # Blocking work (chunks, the side channel) on a thread of the shared pool.
             return background().submit_now(
                 self.call, service, method, views, timeout=timeout, metadata=metadata
             )
         deadline = None if timeout is None else time.monotonic() + timeout
         md = self._metadata(metadata)
+        if self._lean_on and not metadata:
+            self._shared.learn_soon(self.options.token, md)
         result: concurrent.futures.Future[list[memoryview]] = concurrent.futures.Future()
         result.set_running_or_notify_cancel()
         # gRPC's own future: no thread of ours waits while the call is in flight.

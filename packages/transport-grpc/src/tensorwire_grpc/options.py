@@ -59,6 +59,12 @@ Transport-specific settings read from ``TransportOptions.extra``:
   that large (``RESPONSE_BYTES_METADATA_KEY``), goes over the side channel; so does any
   message of at least this size in other calls. Environment variable
   ``TENSORWIRE_GRPC_BULK_TCP_THRESHOLD_BYTES`` sets the default likewise.
+- ``bulk_tcp_small_calls`` (bool, default ``DEFAULT_BULK_SMALL_CALLS``): once a channel
+  knows its server's side port (asked in the background after the first call), make small
+  unary calls over it too (LEAN, ``bulk.protocol``), several times cheaper than a gRPC
+  call; calls with metadata of the caller's, and any the side channel cannot take, stay on
+  gRPC. A caller-side setting; environment variable
+  ``TENSORWIRE_GRPC_BULK_TCP_SMALL_CALLS`` (``1``/``0``).
 
 The environment variable ``TENSORWIRE_GRPC_BUFFER_POOL_BYTES`` bounds the memory kept for
 recycling large receive buffers (see ``tensorwire.transport.kit.pool``; default 1 GiB, 0
@@ -101,6 +107,8 @@ COMPRESSIONS = ("none", "gzip")
 BULK_TCP_ENV = "TENSORWIRE_GRPC_BULK_TCP"
 BULK_THRESHOLD_ENV = "TENSORWIRE_GRPC_BULK_TCP_THRESHOLD_BYTES"
 DEFAULT_BULK_TCP = True
+BULK_SMALL_CALLS_ENV = "TENSORWIRE_GRPC_BULK_TCP_SMALL_CALLS"
+DEFAULT_BULK_SMALL_CALLS = True
 #: Payload size from which the side channel is used. Measured with benchmarks/transport.py
 #: (--bulk on/off --bulk-threshold 1, 15 rounds, loopback, GB/s down/up): 128 KiB gRPC
 #: inline 0.21/0.24 vs side channel 0.16/0.18; 256 KiB 0.27/0.30 vs 0.33/0.35; 512 KiB
@@ -150,19 +158,30 @@ def bulk_tcp(options: TransportOptions) -> bool:
         return False
     if (options.compression or "none").lower() != "none":
         return False  # the caller asked for compressed bytes on the wire
-    value = options.extra.get("bulk_tcp")
+    return _flag(options, "bulk_tcp", BULK_TCP_ENV, DEFAULT_BULK_TCP)
+
+
+def _flag(options: TransportOptions, key: str, env: str, default: bool) -> bool:
+    value = options.extra.get(key)
     if value is None:
-        text = os.environ.get(BULK_TCP_ENV, "").strip().lower()
+        text = os.environ.get(env, "").strip().lower()
         if text in ("0", "false", "no", "off"):
             return False
         if text in ("1", "true", "yes", "on"):
             return True
-        return DEFAULT_BULK_TCP
+        return default
     if not isinstance(value, bool):
         raise errors.InvalidArgumentError(
-            f"TransportOptions.extra['bulk_tcp'] must be a bool, got {value!r}"
+            f"TransportOptions.extra[{key!r}] must be a bool, got {value!r}"
         )
     return value
+
+
+def bulk_small_calls(options: TransportOptions) -> bool:
+    """Whether small unary calls take the side channel once it is known (needs ``bulk_tcp``)."""
+    return bulk_tcp(options) and _flag(
+        options, "bulk_tcp_small_calls", BULK_SMALL_CALLS_ENV, DEFAULT_BULK_SMALL_CALLS
+    )
 
 
 def bulk_threshold(options: TransportOptions) -> int:

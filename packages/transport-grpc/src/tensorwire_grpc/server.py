@@ -38,6 +38,9 @@ sets FLAG_BULK_OK gets every response of at least ``bulk_tcp_threshold_bytes`` p
 PENDING, to fetch over TCP (``kit.routes.choose_response_route`` decides each response's
 route); in a stream the next message is produced only once the
 previous parked one was fetched, so a slow reader holds at most one message here.
+Whole unary calls that came over the side channel (CALL, and LEAN for small ones) run
+through ``_serve_bulk_call`` and the same ``invoke``, on the side channel's connection
+threads; they count against ``grpc_max_workers`` together with the gRPC calls (``admit``).
 
 Every call and stream runs on a thread of its own from a
 ``DaemonThreadPool`` (started on demand, retired when
@@ -521,6 +524,8 @@ class GrpcListener(Listener):
                     options.max_message_bytes,
                     self._take,
                     self._serve_bulk_call,
+                    max_calls=self.max_calls,
+                    busy_elsewhere=lambda: self._pool.busy,
                 )
             except OSError as exc:  # the gRPC path still works; say why it is slower
                 log.warning("no bulk side channel on %s: %s", host, exc)
@@ -531,6 +536,9 @@ class GrpcListener(Listener):
             mover=self.bulk is not None,
         )
         self._lock = threading.Lock()
+        #: Handshakes being answered (``_hello``), not counted by ``admit``.
+        self._hellos = 0
+        self._hellos_lock = threading.Lock()
         self._started = False
         self._stopped = threading.Event()
         #: Set when a listener never started is stopped: it serves no call (see stop()).
@@ -553,7 +561,11 @@ class GrpcListener(Listener):
             raise errors.UnavailableError(
                 f"{name} refused: the server at {self.address} was stopped before it started"
             )
-        if self._pool.busy > self.max_calls:
+        # This call's thread included; the handshakes not (see ``_hello``).
+        busy = self._pool.busy - self._hellos
+        if self.bulk is not None:
+            busy += self.bulk.calls_in_flight  # small calls over the side channel
+        if busy > self.max_calls:
             raise errors.ResourceExhaustedError(
                 f"{name} refused: the server at {self.address} is already serving "
                 f"{self.max_calls} calls and streams, its limit. Raise it with "
@@ -586,15 +598,25 @@ class GrpcListener(Listener):
     def _hello(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> bytes | None:
         """The mover handshake (``kit.handshake``), to a caller that proves the token: the
         movers this server runs among those the caller can use (today the side port)."""
+        # Not counted against ``max_calls``: channels ask in the background after their
+        # first call, and a caller's own calls must not be refused because of that (it
+        # ends at once; gRPC's own limit still bounds how many run).
+        with self._hellos_lock:
+            self._hellos += 1
         try:
-            self.admit(HELLO_PATH)
+            if self._refusing:
+                self.admit(HELLO_PATH)  # says why
             _authenticate(_context(gctx), self.options)
             wants = handshake.decode_wants(_one_request(requests, HELLO_PATH))
         except errors.OpError as exc:
             status.abort(gctx, exc)
+        finally:
+            with self._hellos_lock:
+                self._hellos -= 1
         offers = []
         if self.bulk is not None and handshake.TCP in wants:
-            offer = handshake.MoverOffer(handshake.TCP, self.bulk.port, handshake.FEATURE_CALL)
+            features = handshake.FEATURE_CALL | handshake.FEATURE_LEAN
+            offer = handshake.MoverOffer(handshake.TCP, self.bulk.port, features)
             offers.append(offer)
         return handshake.encode_offers(offers)
 

@@ -7,12 +7,14 @@ See ``bulk.protocol`` for the wire format.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
+from weakref import WeakSet
 
 from tensorwire import errors
 from tensorwire.transport import security
@@ -24,7 +26,7 @@ from ..wire import Wire
 from . import protocol
 from .protocol import BulkUnavailable
 
-__all__ = ["BulkPeer", "call", "fetch", "push"]
+__all__ = ["BulkPeer", "call", "fetch", "lean_call", "push"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,10 @@ TCP_CONNECT_SECONDS = 1.0
 #: After a failed connect, gRPC is used for this long, doubling per failure up to the max.
 RETRY_SECONDS = 5.0
 MAX_RETRY_SECONDS = 300.0
+#: Idle connections are checked this often, and those their server closed (it stopped or
+#: restarted) or idle too long are closed: an idle connection does not hold a descriptor
+#: for long after its server went away (a gRPC channel gives its socket up likewise).
+REAP_SECONDS = 1.0
 
 
 class BulkPeer:
@@ -55,11 +61,18 @@ class BulkPeer:
         self._lock = threading.Lock()
         self._idle: list[tuple[Wire, float]] = []
         self._closed = False
-        self._slots = threading.BoundedSemaphore(MAX_CLIENT_CONNECTIONS)
+        #: Connections checked out now (at most MAX_CLIENT_CONNECTIONS), shut down by close()
+        #: so that calls on them end at once.
+        self._busy: set[Wire] = set()
         #: Set when connecting failed: use gRPC until then, then ask the server again.
         self.failed_until = 0.0
         #: Whether the server serves whole calls (CALL), from its Hello answer.
         self.calls = False
+        #: Whether it serves small calls too (LEAN, ``protocol``), from its Hello answer.
+        self.lean = False
+        #: Calls the server answered LEAN_BUSY (made over gRPC instead).
+        self.lean_busy = 0
+        _reaper.watch(self)
 
     @property
     def address(self) -> str:
@@ -93,49 +106,79 @@ class BulkPeer:
 
     def acquire(self, deadline: float | None) -> Wire:
         """A connected, authenticated connection; ``BulkUnavailable`` when there is none."""
-        if time.monotonic() < self.failed_until:
+        if self.failed_until and time.monotonic() < self.failed_until:
             raise BulkUnavailable("recent connect failure")
-        if not self._slots.acquire(blocking=False):
-            raise BulkUnavailable("all bulk connections busy")
-        try:
-            while True:
-                with self._lock:
-                    wire, since = self._idle.pop() if self._idle else (None, 0.0)
-                if wire is None:
+        busy = self._busy
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise BulkUnavailable("the channel is closed")
+                if len(busy) >= MAX_CLIENT_CONNECTIONS:
+                    raise BulkUnavailable("all bulk connections busy")
+                if not self._idle:
                     break
-                if time.monotonic() - since < CLIENT_IDLE_SECONDS and wire.clean():
-                    return wire
+                wire, since = self._idle.pop()
+                busy.add(wire)
+            # A connection the server closed (idle timeout, restart) is readable: not reused.
+            if time.monotonic() - since < CLIENT_IDLE_SECONDS and wire.clean():
+                return wire
+            self._forget(wire)
+            wire.close()
+        try:
+            wire = self._connect(deadline)
+        except (OSError, ConnectionError) as exc:
+            backoff = min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2 ** min(self.failures, 10))
+            self.failures += 1
+            self.failed_until = time.monotonic() + backoff
+            log.info("bulk port %s unusable, using gRPC: %s", self.address, exc)
+            raise BulkUnavailable(str(exc)) from None
+        self.failures = 0
+        with self._lock:
+            if self._closed or len(busy) >= MAX_CLIENT_CONNECTIONS:
                 wire.close()
-            try:
-                wire = self._connect(deadline)
-            except (OSError, ConnectionError) as exc:
-                backoff = min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2 ** min(self.failures, 10))
-                self.failures += 1
-                self.failed_until = time.monotonic() + backoff
-                log.info("bulk port %s unusable, using gRPC: %s", self.address, exc)
-                raise BulkUnavailable(str(exc)) from None
-            self.failures = 0
-            return wire
-        except BaseException:
-            self._slots.release()
-            raise
+                raise BulkUnavailable("the channel is closed or all bulk connections busy")
+            busy.add(wire)
+        return wire
+
+    def _forget(self, wire: Wire) -> None:
+        with self._lock:
+            self._busy.discard(wire)
 
     def release(self, wire: Wire, reusable: bool) -> None:
-        if reusable:
-            with self._lock:
-                if not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS:
-                    self._idle.append((wire, time.monotonic()))
-                    wire = None  # type: ignore[assignment]
-        if wire is not None:
+        with self._lock:
+            self._busy.discard(wire)
+            if reusable and not self._closed and len(self._idle) < MAX_IDLE_CONNECTIONS:
+                self._idle.append((wire, time.monotonic()))
+                return
+        wire.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def reap(self) -> None:
+        """Close the idle connections the server closed, or that were idle too long."""
+        now = time.monotonic()
+        with self._lock:
+            keep: list[tuple[Wire, float]] = []
+            drop: list[tuple[Wire, float]] = []
+            for wire, since in self._idle:
+                fresh = now - since < CLIENT_IDLE_SECONDS and wire.clean()
+                (keep if fresh else drop).append((wire, since))
+            self._idle = keep
+        for wire, _ in drop:
             wire.close()
-        self._slots.release()
 
     def close(self) -> None:
+        """Close the idle connections and wake the calls in flight (``CancelledError``)."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            busy = list(self._busy)
         for wire, _ in idle:
             wire.close()
+        for wire in busy:
+            wire.shutdown()  # its caller closes it
 
     def close_inherited(self) -> None:
         """In a forked child: close this process's copies of the idle connections.
@@ -145,9 +188,53 @@ class BulkPeer:
         """
         self._lock = threading.Lock()
         self._closed = True
+        self._busy = set()
         idle, self._idle = self._idle, []
         for wire, _ in idle:
             wire.close()
+
+
+class _Reaper:
+    """One daemon thread per process that calls ``reap`` on every live ``BulkPeer`` each
+    ``REAP_SECONDS``. Started with the first peer and kept, like gRPC's own threads; a
+    forked child starts its own when it makes a peer."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._peers: WeakSet[BulkPeer] = WeakSet()
+        self._pid = 0
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        # A parent thread may have held the lock at the fork; no reaper runs here yet.
+        self._lock = threading.Lock()
+
+    def watch(self, peer: BulkPeer) -> None:
+        with self._lock:
+            self._peers.add(peer)
+            if self._pid == os.getpid():
+                return
+            thread = threading.Thread(target=self._run, name="tensorwire-bulk-reaper", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError as exc:  # no thread to be had: idle sockets wait for reuse
+                log.debug("no reaper for idle side-channel connections: %s", exc)
+                return
+            self._pid = os.getpid()
+
+    def _run(self) -> None:
+        tick = threading.Event()
+        while not tick.wait(REAP_SECONDS):
+            with self._lock:
+                peers = list(self._peers)
+            for peer in peers:
+                try:
+                    peer.reap()
+                except Exception:  # noqa: BLE001 - the reaper must outlive any one peer
+                    log.debug("reaping idle side-channel connections failed", exc_info=True)
+
+
+_reaper = _Reaper()
 
 
 def _reason(wire: Wire, deadline: float) -> str:
@@ -306,3 +393,68 @@ def call(
         return _read_response(wire, deadline, max_bytes, name)
 
     return _exchange(peer, request, deadline, name)
+
+
+def lean_call(
+    peer: BulkPeer,
+    name: bytes,
+    views: list[memoryview],
+    total: int,
+    deadline: float | None,
+    max_bytes: int | None,
+) -> list[memoryview]:
+    """Make the small unary call ``name`` (``b"/service/method"``) as a LEAN request on a
+    pooled connection, on the calling thread; its response frames.
+
+    Raises:
+      BulkUnavailable: no connection could be had, or the server was busy: nothing ran,
+        make the call over gRPC.
+      OpError: the handler's error; ``DeadlineExceededError`` when ``deadline`` passed;
+        ``UnavailableError`` when the connection failed (the call may have run);
+        ``CancelledError`` when the channel was closed meanwhile.
+    """
+    timeout_ms = 0
+    if deadline is not None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise errors.DeadlineExceededError(
+                f"{name.decode(errors='replace')}: deadline exceeded before sending"
+            )
+        timeout_ms = max(1, min(2**32 - 1, int(remaining * 1000)))
+    n = len(views)
+    head = protocol.LEAN_REQUEST.pack(protocol.OP_LEAN, len(name), n, timeout_ms, total)
+    parts = protocol.message_parts(
+        head + name + protocol.u32_lengths(n).pack(*map(len, views)), views
+    )
+    wire = peer.acquire(deadline)
+    reusable = False
+    try:
+        wire.send(parts, deadline)
+        status, count, size = protocol.LEAN_ANSWER.unpack(
+            wire.read(protocol.LEAN_ANSWER.size, deadline)
+        )
+        if status:
+            message = wire.read(size, deadline).decode(errors="replace") if size else ""
+            reusable = wire.buffered == 0
+            if status == protocol.LEAN_BUSY:
+                peer.lean_busy += 1
+                raise BulkUnavailable("the server is at its bound of side-channel calls")
+            raise errors.from_code(status, message)
+        lengths = protocol.u32_lengths(count).unpack(wire.read(4 * count, deadline))
+        if sum(lengths) != size:
+            raise errors.DataLossError(
+                f"{name.decode(errors='replace')}: lean answer frame lengths do not add up"
+            )
+        # Raised before reading the frames: the connection is out of step and is closed.
+        framing.check_size(lengths, max_bytes, f"{name.decode(errors='replace')}: response")
+        offset = protocol.LEAN_ANSWER.size + 4 * count
+        frames = protocol.receive_frames(wire, lengths, offset, deadline)
+        reusable = True
+        return frames
+    except (OSError, struct.error) as exc:
+        what = name.decode(errors="replace")
+        if peer.closed:
+            raise errors.CancelledError(f"{what}: the channel was closed") from None
+        raise _wire_error(exc, what, peer.address) from None
+    finally:
+        peer.release(wire, reusable)

@@ -37,6 +37,8 @@ MAX_SERVER_CONNECTIONS = 256
 #: most this often per server, with the count since; the rest at debug level, so a port
 #: scan or a misconfigured client cannot flood the log.
 REFUSAL_LOG_SECONDS = 60.0
+#: Small calls (LEAN) run at once at most; more are made over gRPC by their callers.
+MAX_LEAN_CALLS = 64
 #: A server connection with no request for this long is closed.
 IDLE_SECONDS = 300.0
 #: After a failed accept(), wait this long before the next, doubling per failure up to the
@@ -114,6 +116,8 @@ class BulkServer:
         max_bytes: int | None,
         take_response: TakeResponse,
         serve_call: ServeCall | None = None,
+        max_calls: int = 4096,
+        busy_elsewhere: Callable[[], int] = lambda: 0,
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.create_server((host, 0), family=family, backlog=64)
@@ -138,6 +142,15 @@ class BulkServer:
         #: Set while the listener stops: CALLs are refused (as gRPC refuses new calls).
         self._draining = False
         self._calls_in_flight = 0
+        #: Calls run at once at most, counting ours (CALLs, LEANs) and ``busy_elsewhere()``
+        #: (the listener's gRPC calls): a LEAN past it is answered LEAN_BUSY.
+        self.max_calls = max_calls
+        self._busy_elsewhere = busy_elsewhere
+        #: LEANs run at once at most (each on its connection's thread), whatever room
+        #: ``max_calls`` leaves; the next is answered LEAN_BUSY.
+        self.max_lean_calls = MAX_LEAN_CALLS
+        #: LEAN requests answered LEAN_BUSY (each then made over gRPC by its caller).
+        self.lean_busy = 0
         self._calls_done = threading.Condition(self._lock)
         self._refusals = _ThrottledWarning(f"bulk side channel on port {self.port}")
         self._thread = threading.Thread(
@@ -238,7 +251,9 @@ class BulkServer:
                 except ConnectionError:
                     return  # the client closed its connection between requests
                 try:
-                    if op == protocol.OP_PUSH:
+                    if op == protocol.OP_LEAN and self._serve_call is not None:
+                        self._lean(wire, caller)
+                    elif op == protocol.OP_PUSH:
                         self._push(wire, peer)
                     elif op == protocol.OP_FETCH:
                         self._fetch(wire, peer)
@@ -252,10 +267,11 @@ class BulkServer:
                     # Refused from its header (see ``protocol``): say why, at once,
                     # and close rather than read a payload that may never end.
                     log.debug("bulk request from %s refused: %s", peer, exc.message)
-                    wire.send(
-                        [protocol.status_bytes(int(exc.code), exc.message)],
-                        time.monotonic() + protocol.CONNECT_SECONDS,
-                    )
+                    if op == protocol.OP_LEAN:
+                        answer = protocol.lean_status(int(exc.code), exc.message)
+                    else:
+                        answer = protocol.status_bytes(int(exc.code), exc.message)
+                    wire.send([answer], time.monotonic() + protocol.CONNECT_SECONDS)
                     return
         except OSError as exc:
             log.debug("bulk connection from %s ended: %s", peer, exc)
@@ -365,6 +381,79 @@ class BulkServer:
                 self._calls_in_flight -= 1
                 if self._draining:  # set under this lock before drain() waits
                     self._calls_done.notify_all()
+
+    def _lean(self, wire: Wire, caller: str) -> None:
+        """Serve one LEAN call (see ``protocol``). An ``OpError`` refuses it before its
+        payload; the handler's own errors, and LEAN_BUSY, are answered here."""
+        assert self._serve_call is not None
+        head_deadline = time.monotonic() + protocol.CONNECT_SECONDS
+        name_size, n, timeout_ms, total = protocol.LEAN_HEAD.unpack(
+            wire.read(protocol.LEAN_HEAD.size, head_deadline)
+        )
+        if total > protocol.LEAN_MAX_BYTES:
+            raise errors.InvalidArgumentError(
+                f"a lean side-channel call announces {total} bytes; the limit is "
+                f"{protocol.LEAN_MAX_BYTES} (larger calls take CALL)"
+            )
+        # The name and the lengths, then the payload: all in the read-ahead buffer by now.
+        fields = wire.read(name_size + 4 * n, head_deadline)
+        lengths = protocol.u32_lengths(n).unpack_from(fields, name_size) if n else ()
+        name = fields[:name_size].decode(errors="replace")
+        if sum(lengths) != total:
+            raise errors.DataLossError(f"{name}: lean call frame lengths do not add up")
+        framing.check_size(lengths, self._max_bytes, f"{name}: request")
+        offset = 1 + protocol.LEAN_HEAD.size + len(fields)
+        frames = protocol.receive_frames(wire, lengths, offset, head_deadline)
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
+        with self._lock:
+            draining = self._draining
+            in_flight = self._calls_in_flight
+            busy = (
+                in_flight >= self.max_lean_calls
+                or in_flight + self._busy_elsewhere() >= self.max_calls
+            )
+            if not (draining or busy):
+                self._calls_in_flight += 1
+            elif busy:
+                self.lean_busy += 1
+        if draining or busy:
+            # The request was read: the connection is in step and stays open.
+            if draining:
+                refused = errors.UnavailableError(f"{name}: the server is stopping")
+                answer = protocol.lean_status(int(refused.code), refused.message)
+            else:
+                answer = protocol.lean_status(protocol.LEAN_BUSY, "busy")
+            wire.send([answer], head_deadline)
+            return
+        try:  # counted in flight until the response is sent, so that drain() waits for it
+            metadata = {TOKEN_METADATA_KEY: self._token} if self._token is not None else {}
+            try:
+                views, total = self._serve_call(name, frames, metadata, deadline, caller)
+            except errors.OpError as exc:
+                answer = protocol.lean_status(int(exc.code), exc.message)
+                wire.send([answer], time.monotonic() + protocol.CONNECT_SECONDS)
+                return
+            del frames
+            if len(views) > protocol.LEAN_MAX_FRAMES or total >= 1 << 32:
+                too_big = errors.ResourceExhaustedError(
+                    f"{name}: a response of {total} bytes in {len(views)} frames does not "
+                    f"fit a lean side-channel answer (at most {protocol.LEAN_MAX_FRAMES} "
+                    "frames and 4 GiB)"
+                )
+                answer = protocol.lean_status(int(too_big.code), too_big.message)
+                wire.send([answer], time.monotonic() + protocol.CONNECT_SECONDS)
+                return
+            wire.send(protocol.lean_answer(views, total), time.monotonic() + ARRIVAL_TTL_SECONDS)
+        finally:
+            with self._lock:
+                self._calls_in_flight -= 1
+                if self._draining:
+                    self._calls_done.notify_all()
+
+    @property
+    def calls_in_flight(self) -> int:
+        """CALLs and LEANs running now (the listener counts them against its limit)."""
+        return self._calls_in_flight
 
     def drain(self, grace: float) -> None:
         """Refuse new CALLs and wait up to ``grace`` seconds for those running to finish."""

@@ -31,6 +31,7 @@ __all__ = [
     "MOVER_PREFERENCE",
     "TCP",
     "FEATURE_CALL",
+    "FEATURE_LEAN",
     "MoverOffer",
     "choose_mover",
     "decode_offers",
@@ -44,6 +45,8 @@ TCP = "tcp"
 MOVER_PREFERENCE = ("verbs", "shm", TCP)
 #: Feature bit of a ``tcp`` offer: the side channel serves whole unary calls.
 FEATURE_CALL = 1
+#: Feature bit of a ``tcp`` offer: it serves small unary calls too, in a lean framing.
+FEATURE_LEAN = 2
 
 _TCP = struct.Struct("<II")
 _U32 = struct.Struct("<I")
