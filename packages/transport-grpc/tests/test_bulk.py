@@ -427,9 +427,12 @@ def test_tickets_are_single_use_and_unknown_ones_fail(transport, served) -> None
 def test_pushed_requests_expire(transport, served) -> None:
     listener, _ = served
     peer = bulk.BulkPeer("127.0.0.1", listener.bulk.port, None)
-    # A deadline 0.05 s away: the server keeps the bytes that long plus a second of slack.
-    ticket = bulk.push(peer, [memoryview(b"x" * 100)], time.monotonic() + 0.05, "test")
-    time.sleep(1.2)
+    # The server keeps pushed bytes until the push's deadline plus a second of slack. The
+    # deadline leaves the push itself seconds to complete on a loaded machine; past the
+    # deadline and the slack (however late this thread wakes), the bytes are gone.
+    deadline = time.monotonic() + 3.0
+    ticket = bulk.push(peer, [memoryview(b"x" * 100)], deadline, "test")
+    time.sleep(max(0.0, deadline + 1.2 - time.monotonic()))
     with pytest.raises(errors.DataLossError):
         bulk.take_arrival(listener.bulk.arrivals, ticket)
     assert listener.bulk.arrivals.held_bytes == 0
