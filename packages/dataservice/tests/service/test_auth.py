@@ -248,12 +248,13 @@ def _handshake(port: int, answer: bytes | None) -> tuple[bytes, bytes]:
     from tensorwire_grpc.wire import Wire
 
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        hello = Wire(sock).read(4 + bulk.protocol.NONCE_BYTES, time.monotonic() + 10)
+        wire = Wire(sock)  # it owns the socket from here (non-blocking, deadlines of its own)
+        hello = wire.read(4 + bulk.protocol.NONCE_BYTES, time.monotonic() + 10)
         assert hello[:4] == bulk.protocol.MAGIC
         nonce = hello[4:]
         proof = security.token_proof(TOKEN, nonce) if answer is None else answer
-        sock.sendall(bulk.protocol.MAGIC + proof)
-        return nonce, sock.recv(1)
+        wire.send([bulk.protocol.MAGIC + proof], time.monotonic() + 10)
+        return nonce, wire.read(1, time.monotonic() + 10)
 
 
 def _task_server_with(token: str | None, **kw: Any) -> Any:
