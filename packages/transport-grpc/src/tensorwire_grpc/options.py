@@ -59,6 +59,16 @@ Transport-specific settings read from ``TransportOptions.extra``:
   that large (``RESPONSE_BYTES_METADATA_KEY``), goes over the side channel; so does any
   message of at least this size in other calls. Environment variable
   ``TENSORWIRE_GRPC_BULK_TCP_THRESHOLD_BYTES`` sets the default likewise.
+- ``shm`` (bool, default ``DEFAULT_SHM``): a server runs a shared-memory listener beside
+  gRPC and offers it to callers (the mover ``shm``, ``shm_mover``); a channel that reaches
+  it (only a process on the same host, in the same network namespace, can) makes its large
+  unary calls whole through it and fetches large responses (a stream's included) through
+  it, at or above ``bulk_tcp_threshold_bytes``. ``False`` turns it off on either side;
+  the environment variable ``TENSORWIRE_GRPC_SHM`` (``1``/``0``) sets the default. Under
+  TLS it stays on only when a cluster token is set: the token proof is then what
+  authenticates the peer (without a token the abstract socket would be open to every
+  local process, which TLS users did not agree to). Off with compression, as the side
+  channel.
 
 The environment variable ``TENSORWIRE_GRPC_BUFFER_POOL_BYTES`` bounds the memory kept for
 recycling large receive buffers (see ``tensorwire.transport.kit.pool``; default 1 GiB, 0
@@ -101,6 +111,8 @@ COMPRESSIONS = ("none", "gzip")
 BULK_TCP_ENV = "TENSORWIRE_GRPC_BULK_TCP"
 BULK_THRESHOLD_ENV = "TENSORWIRE_GRPC_BULK_TCP_THRESHOLD_BYTES"
 DEFAULT_BULK_TCP = True
+SHM_ENV = "TENSORWIRE_GRPC_SHM"
+DEFAULT_SHM = True
 #: Payload size from which the side channel is used. Measured with benchmarks/transport.py
 #: (--bulk on/off --bulk-threshold 1, 15 rounds, loopback, GB/s down/up): 128 KiB gRPC
 #: inline 0.21/0.24 vs side channel 0.16/0.18; 256 KiB 0.27/0.30 vs 0.33/0.35; 512 KiB
@@ -163,6 +175,33 @@ def bulk_tcp(options: TransportOptions) -> bool:
             f"TransportOptions.extra['bulk_tcp'] must be a bool, got {value!r}"
         )
     return value
+
+
+def _bool_option(options: TransportOptions, key: str, env: str, default: bool) -> bool:
+    value = options.extra.get(key)
+    if value is None:
+        text = os.environ.get(env, "").strip().lower()
+        if text in ("0", "false", "no", "off"):
+            return False
+        if text in ("1", "true", "yes", "on"):
+            return True
+        return default
+    if not isinstance(value, bool):
+        raise errors.InvalidArgumentError(
+            f"TransportOptions.extra[{key!r}] must be a bool, got {value!r}"
+        )
+    return value
+
+
+def shm(options: TransportOptions) -> bool:
+    """Whether the shared-memory mover is on for these options (under TLS only with a
+    token, which then proves the peer; never with compression)."""
+    tls = options.tls_enabled or options.tls_cert or options.tls_key or options.tls_client_ca
+    if tls and options.token is None:
+        return False
+    if (options.compression or "none").lower() != "none":
+        return False
+    return _bool_option(options, "shm", SHM_ENV, DEFAULT_SHM)
 
 
 def bulk_threshold(options: TransportOptions) -> int:

@@ -39,6 +39,11 @@ PENDING, to fetch over TCP (``kit.routes.choose_response_route`` decides each re
 route); in a stream the next message is produced only once the
 previous parked one was fetched, so a slow reader holds at most one message here.
 
+With the shared-memory mover on (``shm_mover``; under TLS only with a token) the listener
+also runs a shared-memory listener and offers it in the Hello answer beside the side port:
+callers on this host make their large unary calls whole through it and fetch parked
+responses through it, the same way as over the side channel.
+
 Every call and stream runs on a thread of its own from a
 ``DaemonThreadPool`` (started on demand, retired when
 idle), so calls that wait (a stream, a ``recv``) never keep others from starting. At most
@@ -79,7 +84,7 @@ from tensorwire.transport.kit.routes import ResponseRoute, RouteLimits, choose_r
 from tensorwire.transport.kit.tickets import TicketStore
 from tensorwire.transport.threads import DaemonThreadPool, join_threads
 
-from . import bulk, forking, status
+from . import bulk, forking, shm_mover, status
 from . import options as opts
 
 __all__ = [
@@ -524,11 +529,15 @@ class GrpcListener(Listener):
                 )
             except OSError as exc:  # the gRPC path still works; say why it is slower
                 log.warning("no bulk side channel on %s: %s", host, exc)
+        #: The shared-memory mover (None when off or it could not start).
+        self.shm: shm_mover.ShmMoverServer | None = None
+        if opts.shm(options):
+            self.shm = _start_shm_mover(self, options)
         self.routes = RouteLimits(
             inline_bytes=self.inline_bytes,
             mover_threshold_bytes=self.bulk_threshold,
             max_message_bytes=options.max_message_bytes,
-            mover=self.bulk is not None,
+            mover=self.bulk is not None or self.shm is not None,
         )
         self._lock = threading.Lock()
         self._started = False
@@ -570,6 +579,11 @@ class GrpcListener(Listener):
             )
         return parked
 
+    def _park(self, views: list[memoryview], total: int, deadline: float | None) -> bytes:
+        """Park a response for its caller to fetch (a mover found no room for it)."""
+        ticket: bytes = self.pending.put((views, total), deadline=deadline)
+        return ticket
+
     def _serve_bulk_call(
         self,
         name: str,
@@ -596,6 +610,9 @@ class GrpcListener(Listener):
         if self.bulk is not None and handshake.TCP in wants:
             offer = handshake.MoverOffer(handshake.TCP, self.bulk.port, handshake.FEATURE_CALL)
             offers.append(offer)
+        if self.shm is not None and shm_mover.MOVER in wants:
+            detail = self.shm.address.encode()
+            offers.append(handshake.MoverOffer(shm_mover.MOVER, 0, handshake.FEATURE_CALL, detail))
         return handshake.encode_offers(offers)
 
     def _fetch(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> Iterator[bytes]:
@@ -663,17 +680,22 @@ class GrpcListener(Listener):
             if self.bulk is not None:
                 # Side-channel calls get the same grace as gRPC's calls in flight.
                 self.bulk.drain(grace or 0)
+            if self.shm is not None:
+                self.shm.drain(grace or 0)
             # stop() returns at once; calls in flight get ``grace`` seconds, then are
             # cancelled. Waiting a little longer than that covers the cancellation.
             if not done.wait(max(0.0, deadline - time.monotonic())):
                 log.warning("grpc server at %s did not finish stopping in time", self.address)
-            if self.bulk is not None:
+            if self.bulk is not None or self.shm is not None:
                 # Calls that finished in the grace period may have left responses to
-                # fetch over the side channel: let their callers take them, within grace.
+                # fetch through a mover: let their callers take them, within grace.
                 end = time.monotonic() + (grace or 0)
                 while len(self.pending) and time.monotonic() < end:
                     time.sleep(0.005)
+            if self.bulk is not None:
                 self.bulk.close(max(0.0, deadline - time.monotonic()))
+            if self.shm is not None:
+                self.shm.close(max(0.0, deadline - time.monotonic()))
             self.pending.clear()
             self._pool.shutdown(wait=False)
             self._pool.join(max(0.0, deadline - time.monotonic()))
@@ -685,3 +707,21 @@ class GrpcListener(Listener):
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
+
+
+def _start_shm_mover(
+    listener: GrpcListener, options: TransportOptions
+) -> shm_mover.ShmMoverServer | None:
+    """The listener's shared-memory mover, or None (logged) when the host has none."""
+    try:
+        return shm_mover.ShmMoverServer(
+            options.token,
+            options.max_message_bytes,
+            listener._take,
+            listener._park,
+            listener._serve_bulk_call,
+            listener.address,
+        )
+    except OSError as exc:  # no memfd or abstract sockets here: the other paths still work
+        log.warning("no shared-memory mover on %s: %s", listener.address, exc)
+        return None
