@@ -9,6 +9,7 @@ from __future__ import annotations
 import array
 import fcntl
 import os
+import select
 import socket
 import threading
 import time
@@ -429,5 +430,34 @@ def test_a_pool_retires_its_own_free_segments_to_stay_in_the_budget():
         assert bytes(server.receive(_deadline()).frames[0][:4]) == bytes(4)
         assert client.pool.created == 2 and client.pool.total_bytes == 3 << 20
     finally:
+        client.close()
+        server.close()
+
+
+def test_the_accept_deadline_bounds_the_wait_for_a_peer_not_its_handshake():
+    # A server polls accept() with short deadlines; a peer queued just before one ends
+    # must still get its whole handshake (HANDSHAKE_SECONDS), not what was left.
+    with ShmListener("t0ken") as listener:
+        made: list[ShmConnection | errors.OpError] = []
+
+        def dial() -> None:
+            try:
+                made.append(connect(listener.address, "t0ken", deadline=_deadline()))
+            except errors.OpError as exc:  # handed to the test
+                made.append(exc)
+
+        thread = threading.Thread(target=dial)
+        thread.start()
+        try:
+            # The peer is queued once the listening socket is readable.
+            ready, _, _ = select.select([listener._sock], [], [], DEADLINE_SECONDS)
+            assert ready
+            server = listener.accept(deadline=time.monotonic())  # no time left to wait
+        finally:
+            thread.join(DEADLINE_SECONDS)
+        (client,) = made
+        assert isinstance(client, ShmConnection), client
+        client.send([b"ping"], deadline=_deadline())
+        assert bytes(server.receive(_deadline()).frames[0]) == b"ping"
         client.close()
         server.close()

@@ -111,8 +111,11 @@ def _error_tag(error: errors.OpError) -> bytes:
     return bytes((int(error.code),)) + error.message.encode()[:MAX_MESSAGE_BYTES]
 
 
-def _limits(max_bytes: int | None) -> shm.ShmLimits:
-    return shm.ShmLimits(max_message_bytes=max_bytes)
+def _limits() -> shm.ShmLimits:
+    # No message limit on the connection: a message over it would end the connection
+    # without a word to the caller. Each side checks ``max_message_bytes`` per call
+    # instead (``framing.check_size``, the words of every other path) and answers.
+    return shm.ShmLimits()
 
 
 # ---- server ---------------------------------------------------------------------------
@@ -139,7 +142,8 @@ class ShmMoverServer:
         serve_call: ServeCall,
         name: str,
     ) -> None:
-        self._listener = shm.ShmListener(token, _limits(max_bytes))
+        self._listener = shm.ShmListener(token, _limits())
+        self._max_bytes = max_bytes
         #: The abstract socket name callers connect to (the offer's ``detail``).
         self.address = self._listener.address
         self._token = token
@@ -209,7 +213,25 @@ class ShmMoverServer:
                 self._threads.discard(threading.current_thread())
 
     def _answer(self, connection: shm.ShmConnection, message: shm.ShmMessage) -> None:
-        """Serve one request; raises an ``OpError`` only when the connection is unusable."""
+        """Serve one request, counted in flight until it is answered (``drain`` waits for
+        it); raises an ``OpError`` only when the connection is unusable."""
+        with self._lock:
+            draining = self._draining
+            if not draining:
+                self._calls_in_flight += 1
+        if draining:
+            refused = errors.UnavailableError(f"{self._name}: the server is stopping")
+            connection.send([], tag=_error_tag(refused), deadline=_answer_deadline(None))
+            return
+        try:
+            self._answer_counted(connection, message)
+        finally:
+            with self._lock:
+                self._calls_in_flight -= 1
+                if self._draining:  # set under this lock before drain() waits
+                    self._calls_done.notify_all()
+
+    def _answer_counted(self, connection: shm.ShmConnection, message: shm.ShmMessage) -> None:
         tag = message.tag
         deadline: float | None = None
         try:
@@ -259,17 +281,9 @@ class ShmMoverServer:
         if self._token is not None:
             metadata[TOKEN_METADATA_KEY] = self._token
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
-        with self._lock:
-            if self._draining:
-                raise errors.UnavailableError(f"{name}: the server is stopping")
-            self._calls_in_flight += 1
-        try:
-            views, total = self._serve_call(name, message.frames, metadata, deadline, "shm")
-        finally:
-            with self._lock:
-                self._calls_in_flight -= 1
-                if self._draining:
-                    self._calls_done.notify_all()
+        lengths = [len(frame) for frame in message.frames]
+        framing.check_size(lengths, self._max_bytes, f"{name}: request")
+        views, total = self._serve_call(name, message.frames, metadata, deadline, "shm")
         return views, total, deadline
 
     def drain(self, grace: float) -> None:
@@ -315,7 +329,8 @@ class ShmPeer:
     def __init__(self, address: str, token: str | None, max_bytes: int | None) -> None:
         self.address = address
         self._token = token
-        self._limits = _limits(max_bytes)
+        self._limits = _limits()
+        self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._idle: list[shm.ShmConnection] = []
         self._busy = 0
@@ -411,6 +426,9 @@ class ShmPeer:
             self._release(connection, reusable)
         status = answer.tag[:1]
         if status == bytes((STATUS_OK,)):
+            framing.check_size(
+                [len(f) for f in answer.frames], self._max_bytes, f"{what}: response"
+            )
             return answer.frames
         if status == bytes((STATUS_PARKED,)):
             raise Parked(bytes(answer.tag[1:]))
