@@ -53,8 +53,9 @@ def _sleep(frames, context):
 
 @service.stream("Repeat")
 def _repeat(frames, context):
+    size = int(bytes(frames[1])) if len(frames) > 1 else MiB
     for i in range(int(bytes(frames[0]))):
-        yield [np.full(MiB + i, i, np.uint8)]
+        yield [np.full(size + i, i, np.uint8)]
 
 
 def _options(max_message_bytes: int | None = None, **extra: object) -> TransportOptions:
@@ -121,6 +122,27 @@ def test_large_calls_and_stream_messages_are_read_in_place(transport, served) ->
     assert [bytes(m[0][:1]) for m in messages] == [b"\x00", b"\x01", b"\x02"]
     assert all(_in_a_segment(m[0]) for m in messages), "a stream message was not moved by shm"
     channel.close()
+
+
+def test_a_whole_stream_moves_through_shared_memory(transport) -> None:
+    # Above the mover threshold or not, every message of a stream comes through the one
+    # connection of its call (none is a gRPC message plus a fetch), as many as the window.
+    listener = transport.serve("127.0.0.1:0", [service], _options(bulk_tcp_threshold_bytes=MiB))
+    listener.start()
+    try:
+        channel = transport.connect(listener.address, _options(bulk_tcp_threshold_bytes=MiB))
+        messages = list(channel.stream("t.Shm", "Repeat", [b"20", b"100"], timeout=60))
+        assert [m[0].nbytes for m in messages] == [100 + i for i in range(20)]
+        assert all(_in_a_segment(m[0]) for m in messages)
+        # Stopping early closes the stream's connection; the next stream gets another.
+        stream = channel.stream("t.Shm", "Repeat", [b"1000", b"100"], timeout=60)
+        assert bytes(next(stream)[0][:1]) == b"\x00"
+        stream.close()
+        again = list(channel.stream("t.Shm", "Repeat", [b"2", b"100"], timeout=60))
+        assert len(again) == 2 and _in_a_segment(again[1][0])
+        channel.close()
+    finally:
+        listener.stop(0)
 
 
 def test_errors_metadata_and_deadlines_hold(transport, served) -> None:

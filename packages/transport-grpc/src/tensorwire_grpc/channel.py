@@ -599,6 +599,16 @@ class GrpcChannel(Channel):
         deadline = None if timeout is None else time.monotonic() + timeout
         # Learn the side port up front: a stream's messages are often the large ones.
         self._bulk_peer(md, deadline)
+        shm_peer = self._shm_peer(md, deadline)
+        # The whole stream through shared memory (one connection until it ends); a request
+        # over the limit takes gRPC, whose size check says so.
+        if shm_peer is not None and (self._max_bytes is None or total <= self._max_bytes):
+            try:
+                opened = shm_peer.open_stream(name, views, md or (), deadline)
+            except shm_mover.ShmUnavailable:
+                pass  # nothing was sent: gRPC carries the stream
+            else:
+                return self._shm_messages(opened, name, timeout, deadline, md)
         request: bytes | None = None
         for route in choose_call_route(total, len(views), self._routes, streaming=True):
             if route is CallRoute.MOVER_PUSH:
@@ -626,6 +636,27 @@ class GrpcChannel(Channel):
         except grpc.RpcError as exc:
             raise self._error(exc, name, timeout) from None
         return self._messages(call, name, timeout, deadline, md)
+
+    def _shm_messages(
+        self,
+        opened: Iterator[list[memoryview] | shm_mover.Parked],
+        name: str,
+        timeout: float | None,
+        deadline: float | None,
+        md: tuple[tuple[str, str], ...] | None,
+    ) -> Iterator[list[memoryview]]:
+        """A stream's messages through shared memory (parked ones fetched another way)."""
+        try:
+            for item in opened:
+                if isinstance(item, shm_mover.Parked):
+                    ticket = framing.encode_pending(item.ticket)
+                    yield self._fetch_pending(ticket, name, timeout, deadline, md, shm=False)
+                else:
+                    yield item
+        finally:
+            close = getattr(opened, "close", None)
+            if close is not None:
+                close()  # a caller that stopped early ends the server's handler
 
     def _messages(
         self,

@@ -327,6 +327,34 @@ class _MethodHandlers:
         finally:
             tally.record(meter, self.name)
 
+    def mover_stream(
+        self,
+        frames: list[memoryview],
+        metadata: dict[str, str],
+        deadline: float | None,
+        peer: str,
+    ) -> Iterator[tuple[list[memoryview], int]]:
+        """A whole streaming call that came through a mover (``shm_mover`` STREAM): its
+        messages as views and sizes. Closing the iterator ends the handler."""
+        self._arity(True)
+        context = CallContext(peer, metadata, deadline)
+        listener = self.listener
+        meter = listener.options.call_meter
+        tally = self._tally(frames, None, context) if meter is not None else None
+        if tally is not None:
+            tally.side_channel = True
+        try:
+            for message in iterate(self.method, frames, context, listener.options):
+                views, total = self._views(message)
+                if tally is not None:
+                    tally.answered += total
+                yield views, total
+            if tally is not None:
+                tally.failed = False
+        finally:
+            if tally is not None and meter is not None:
+                tally.record(meter, self.name)
+
     def _receive(
         self, requests: Iterator[bytes], gctx: grpc.ServicerContext, streaming: bool
     ) -> tuple[CallContext, bytes, list[memoryview]]:
@@ -597,6 +625,19 @@ class GrpcListener(Listener):
             raise errors.UnimplementedError(f"method {name} is not served at {self.address}")
         return handlers.bulk_call(frames, metadata, deadline, peer)
 
+    def _serve_mover_stream(
+        self,
+        name: str,
+        frames: list[memoryview],
+        metadata: dict[str, str],
+        deadline: float | None,
+        peer: str,
+    ) -> Iterator[tuple[list[memoryview], int]]:
+        handlers = self._methods.get(name)
+        if handlers is None:
+            raise errors.UnimplementedError(f"method {name} is not served at {self.address}")
+        return handlers.mover_stream(frames, metadata, deadline, peer)
+
     def _hello(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> bytes | None:
         """The mover handshake (``kit.handshake``), to a caller that proves the token: the
         movers this server runs among those the caller can use (today the side port)."""
@@ -720,6 +761,7 @@ def _start_shm_mover(
             listener._take,
             listener._park,
             listener._serve_bulk_call,
+            listener._serve_mover_stream,
             listener.address,
         )
     except OSError as exc:  # no memfd or abstract sockets here: the other paths still work

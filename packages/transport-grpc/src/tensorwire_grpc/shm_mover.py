@@ -14,13 +14,21 @@ call in flight); each is one shared-memory message whose tag says what it is::
     CALL     u8 1, u32 timeout ms (0: none), u16 name length, u32 metadata length,
              name, metadata ("key\\0value\\0" ...); the frames: the request
     FETCH    u8 2, the ticket of a parked response; no frames
+    STREAM   as CALL with u8 3: a streaming call, answered by messages as below, each a
+             message of the stream, then END or an error
+    MORE     u8 4, no frames: (during a STREAM) the caller took a message; the server sends
+             at most ``STREAM_WINDOW`` messages beyond those it was told were taken
 
-and the answer, one message::
+and the answer, one message (a stream's: one per message, then the last)::
 
     u8 0 (ok); the frames: the response
     u8 PARKED, ticket            the response did not fit this connection's shared memory
                                  now: fetch it under the ticket another way
+    u8 END                       (a stream) no more messages
     u8 status code, message      an ``OpError``
+
+A stream holds its connection until it ends; a caller that stops early closes it, which
+ends the handler's generator on the server at its next message.
 
 The frames are read in place on both sides: a request's arrays live in the caller's
 segment until the handler lets go of them, a response's in the server's until the caller
@@ -36,7 +44,7 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from tensorwire import errors
 from tensorwire.transport import shm
@@ -52,6 +60,12 @@ log = logging.getLogger(__name__)
 MOVER = "shm"
 OP_CALL = 1
 OP_FETCH = 2
+OP_STREAM = 3
+OP_MORE = 4
+#: Messages of a stream the server sends ahead of those the caller took.
+STREAM_WINDOW = 4
+#: Answer status of a stream's end (not an ``errors.Code``).
+STATUS_END = 254
 STATUS_OK = 0
 #: Answer status of a response parked instead of sent (not an ``errors.Code``).
 STATUS_PARKED = 255
@@ -78,6 +92,11 @@ ParkResponse = Callable[[list[memoryview], int, "float | None"], bytes]
 #: ``serve_call(name, frames, metadata, deadline, peer) -> (views, total)``.
 ServeCall = Callable[
     [str, list[memoryview], dict[str, str], "float | None", str], "tuple[list[memoryview], int]"
+]
+#: ``serve_stream(name, frames, metadata, deadline, peer) -> iterator of (views, total)``.
+ServeStream = Callable[
+    [str, list[memoryview], dict[str, str], "float | None", str],
+    "Iterator[tuple[list[memoryview], int]]",
 ]
 
 
@@ -130,6 +149,7 @@ class ShmMoverServer:
       take_response: takes a parked response by ticket (FETCH).
       park_response: parks a response that found no room (``PARKED``).
       serve_call: runs a unary method (CALL).
+      serve_stream: runs a streaming method (STREAM).
       name: what log lines call this server.
     """
 
@@ -140,6 +160,7 @@ class ShmMoverServer:
         take_response: TakeResponse,
         park_response: ParkResponse,
         serve_call: ServeCall,
+        serve_stream: ServeStream,
         name: str,
     ) -> None:
         self._listener = shm.ShmListener(token, _limits())
@@ -150,6 +171,7 @@ class ShmMoverServer:
         self._take_response = take_response
         self._park_response = park_response
         self._serve_call = serve_call
+        self._serve_stream = serve_stream
         self._name = name
         self._lock = threading.Lock()
         self._connections: set[shm.ShmConnection] = set()
@@ -200,6 +222,8 @@ class ShmMoverServer:
                     message = connection.receive()
                 except errors.OpError:
                     return  # closed: the peer left, or this server stops
+                if message.tag == bytes((OP_MORE,)):
+                    continue  # late word of a stream that ended: nothing to answer
                 try:
                     self._answer(connection, message)
                 except errors.OpError as exc:
@@ -233,20 +257,48 @@ class ShmMoverServer:
 
     def _answer_counted(self, connection: shm.ShmConnection, message: shm.ShmMessage) -> None:
         tag = message.tag
+        op = tag[:1]
         deadline: float | None = None
+        views: list[memoryview] = []
+        total = 0
         try:
-            if tag[:1] == bytes((OP_FETCH,)):
+            if op == bytes((OP_STREAM,)):
+                name, frames, metadata, deadline = self._read_call(message)
+                messages = self._serve_stream(name, frames, metadata, deadline, "shm")
+                del frames
+            elif op == bytes((OP_FETCH,)):
                 if len(tag) != 1 + framing.TICKET_BYTES or any(len(f) for f in message.frames):
                     raise errors.DataLossError("malformed shared-memory fetch")
                 views, total = self._take_response(bytes(tag[1:]))
-            elif tag[:1] == bytes((OP_CALL,)):
-                views, total, deadline = self._call(connection, message)
+            elif op == bytes((OP_CALL,)):
+                name, frames, metadata, deadline = self._read_call(message)
+                del message
+                views, total = self._serve_call(name, frames, metadata, deadline, "shm")
+                del frames
             else:
-                raise errors.DataLossError(f"unknown shared-memory request {tag[:1]!r}")
+                raise errors.DataLossError(f"unknown shared-memory request {op!r}")
         except errors.OpError as exc:
             connection.send([], tag=_error_tag(exc), deadline=_answer_deadline(None))
             return
-        del message
+        if op == bytes((OP_STREAM,)):
+            del message
+            self._stream(connection, messages, deadline)
+            return
+        try:
+            self._send_or_park(connection, views, total, deadline)
+        except errors.OpError as exc:
+            if connection.closed:
+                raise
+            connection.send([], tag=_error_tag(exc), deadline=_answer_deadline(None))
+
+    def _send_or_park(
+        self,
+        connection: shm.ShmConnection,
+        views: list[memoryview],
+        total: int,
+        deadline: float | None,
+    ) -> None:
+        """Send one response; parked instead when the pool has no room for it now."""
         try:
             # No waiting for room: a caller holding earlier responses gets this one another way.
             connection.send(views, tag=bytes((STATUS_OK,)), deadline=time.monotonic())
@@ -255,18 +307,48 @@ class ShmMoverServer:
             if connection.closed:
                 raise
             log.debug("%s: response of %d bytes parked: %s", self._name, total, exc.message)
-        try:
-            ticket = self._park_response(views, total, deadline)
-        except errors.OpError as exc:
-            connection.send([], tag=_error_tag(exc), deadline=_answer_deadline(None))
-            return
+        ticket = self._park_response(views, total, deadline)
         connection.send(
             [], tag=bytes((STATUS_PARKED,)) + ticket, deadline=_answer_deadline(deadline)
         )
 
-    def _call(
-        self, connection: shm.ShmConnection, message: shm.ShmMessage
-    ) -> tuple[list[memoryview], int, float | None]:
+    def _stream(
+        self,
+        connection: shm.ShmConnection,
+        messages: Iterator[tuple[list[memoryview], int]],
+        deadline: float | None,
+    ) -> None:
+        """Send a stream's messages as the caller takes them (``STREAM_WINDOW`` ahead),
+        then END or the error that ended it. A connection that fails (the caller stopped
+        early or died) closes the handler's generator and ends the connection."""
+        credit = STREAM_WINDOW
+        try:
+            try:
+                for views, total in messages:
+                    while credit == 0:
+                        more = connection.receive()
+                        if more.tag != bytes((OP_MORE,)) or more.frames:
+                            raise errors.DataLossError("a stream's caller sent something else")
+                        credit += 1
+                    self._send_or_park(connection, views, total, deadline)
+                    credit -= 1
+                    del views
+            except errors.OpError as exc:
+                if connection.closed:
+                    raise
+                connection.send([], tag=_error_tag(exc), deadline=_answer_deadline(None))
+                return
+            connection.send([], tag=bytes((STATUS_END,)), deadline=_answer_deadline(None))
+        finally:
+            close = getattr(messages, "close", None)
+            if close is not None:
+                close()
+        # The caller's MOREs for the last messages may still come: ``_serve`` drops them.
+
+    def _read_call(
+        self, message: shm.ShmMessage
+    ) -> tuple[str, list[memoryview], dict[str, str], float | None]:
+        """The method, frames, metadata and deadline of a CALL or STREAM request."""
         tag = message.tag
         if len(tag) < CALL_HEAD.size:
             raise errors.DataLossError("malformed shared-memory call")
@@ -283,8 +365,7 @@ class ShmMoverServer:
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         lengths = [len(frame) for frame in message.frames]
         framing.check_size(lengths, self._max_bytes, f"{name}: request")
-        views, total = self._serve_call(name, message.frames, metadata, deadline, "shm")
-        return views, total, deadline
+        return name, message.frames, metadata, deadline
 
     def drain(self, grace: float) -> None:
         """Refuse new calls and wait up to ``grace`` seconds for those running to finish."""
@@ -445,15 +526,78 @@ class ShmPeer:
         deadline: float | None,
     ) -> list[memoryview]:
         """A whole unary call; see ``_exchange`` for what it raises besides ``OpError``."""
-        timeout_ms = 0
-        if deadline is not None:
-            timeout_ms = max(1, min(0xFFFFFFFF, int((deadline - time.monotonic()) * 1000)))
-        name_bytes = name.encode()
-        md = _encode_metadata([(k, v) for k, v in metadata if k != TOKEN_METADATA_KEY])
-        if len(name_bytes) > 0xFFFF:
-            raise ShmUnavailable("method name too long")
-        tag = CALL_HEAD.pack(OP_CALL, timeout_ms, len(name_bytes), len(md)) + name_bytes + md
-        return self._exchange(views, tag, deadline, name)
+        return self._exchange(views, _call_tag(OP_CALL, name, metadata, deadline), deadline, name)
+
+    def open_stream(
+        self,
+        name: str,
+        views: Sequence[memoryview],
+        metadata: Sequence[tuple[str, str]],
+        deadline: float | None,
+    ) -> Iterator[list[memoryview] | Parked]:
+        """Start a streaming call; its messages (``Parked`` for one to fetch another way).
+
+        Raises:
+          ShmUnavailable: (here, not while iterating) nothing was sent: use another route.
+        """
+        tag = _call_tag(OP_STREAM, name, metadata, deadline)
+        connection = self._acquire(deadline)
+        try:
+            connection.send(views, tag=tag, deadline=time.monotonic())
+        except (errors.DeadlineExceededError, errors.ResourceExhaustedError) as exc:
+            self._release(connection, not connection.closed)
+            if connection.closed:
+                raise _unavailable(exc, name) from None
+            raise ShmUnavailable(exc.message) from None
+        except BaseException as exc:
+            self._release(connection, False)
+            if isinstance(exc, errors.OpError):
+                raise _unavailable(exc, name) from None
+            raise
+        return self._stream_messages(connection, deadline, name)
+
+    def _stream_messages(
+        self, connection: shm.ShmConnection, deadline: float | None, what: str
+    ) -> Iterator[list[memoryview] | Parked]:
+        """The messages of a stream whose request was sent on ``connection``; the
+        connection is kept for the next call only when the stream ended cleanly."""
+        reusable = False
+        try:
+            while True:
+                try:
+                    answer = connection.receive(deadline)
+                except errors.DeadlineExceededError:
+                    raise errors.DeadlineExceededError(
+                        f"{what}: no stream message through shared memory before the deadline"
+                    ) from None
+                except errors.UnavailableError as exc:
+                    raise _unavailable(exc, what) from None
+                status = answer.tag[:1]
+                if status == bytes((STATUS_END,)):
+                    reusable = True
+                    return
+                if status == bytes((STATUS_OK,)):
+                    item: list[memoryview] | Parked = answer.frames
+                    lengths = [len(f) for f in answer.frames]
+                    framing.check_size(lengths, self._max_bytes, f"{what}: stream message")
+                elif status == bytes((STATUS_PARKED,)):
+                    item = Parked(bytes(answer.tag[1:]))
+                elif not status:
+                    raise errors.DataLossError(f"{what}: an empty shared-memory answer")
+                else:
+                    # An error ends the stream cleanly: the connection is in step.
+                    reusable = True
+                    text = bytes(answer.tag[1:]).decode(errors="replace")
+                    raise errors.from_code(answer.tag[0], text)
+                del answer
+                # Taken: the server may send one more ahead.
+                connection.send([], tag=bytes((OP_MORE,)), deadline=_answer_deadline(deadline))
+                yield item
+                del item
+        finally:
+            # A caller that stopped early, or a failure: the connection is closed, which
+            # ends the handler on the server.
+            self._release(connection, reusable)
 
     def fetch(self, ticket: bytes, deadline: float | None, what: str) -> list[memoryview]:
         """The response parked under ``ticket``."""
@@ -465,6 +609,20 @@ class ShmPeer:
             idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
+
+
+def _call_tag(
+    op: int, name: str, metadata: Sequence[tuple[str, str]], deadline: float | None
+) -> bytes:
+    """The tag of a CALL or STREAM request."""
+    timeout_ms = 0
+    if deadline is not None:
+        timeout_ms = max(1, min(0xFFFFFFFF, int((deadline - time.monotonic()) * 1000)))
+    name_bytes = name.encode()
+    md = _encode_metadata([(k, v) for k, v in metadata if k != TOKEN_METADATA_KEY])
+    if len(name_bytes) > 0xFFFF:
+        raise ShmUnavailable("method name too long")
+    return CALL_HEAD.pack(op, timeout_ms, len(name_bytes), len(md)) + name_bytes + md
 
 
 def _unavailable(exc: errors.OpError, what: str) -> errors.OpError:
