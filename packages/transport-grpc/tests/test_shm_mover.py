@@ -389,3 +389,30 @@ def test_an_announced_response_comes_whole_through_shared_memory(transport, serv
     )
     assert got[0].nbytes == size and _in_a_segment(got[0])
     channel.close()
+
+
+def test_under_tls_the_mover_needs_a_token(transport, certs) -> None:
+    # Mutual TLS alone: no token to prove the peer of the abstract socket, so no mover.
+    mtls = TransportOptions(
+        tls_cert=certs.server_cert, tls_key=certs.server_key, tls_client_ca=certs.ca
+    )
+    listener = transport.serve("127.0.0.1:0", [service], mtls)
+    try:
+        assert listener.shm is None and listener.bulk is None
+    finally:
+        listener.stop(0)
+    # TLS with a token: the token proof authenticates the peer; the bytes stay on the host.
+    server = TransportOptions(
+        tls_cert=certs.server_cert, tls_key=certs.server_key, token=TOKEN, extra=EVERY_MESSAGE
+    )
+    listener = transport.serve("127.0.0.1:0", [service], server)
+    listener.start()
+    try:
+        assert listener.shm is not None and listener.bulk is None
+        client = TransportOptions(tls_root_ca=certs.ca, token=TOKEN, extra=EVERY_MESSAGE)
+        channel = transport.connect(listener.address, client)
+        got = channel.call("t.Shm", "Echo", [np.ones(MiB, np.uint8)], timeout=DEADLINE_SECONDS)
+        assert _in_a_segment(got[0])
+        channel.close()
+    finally:
+        listener.stop(0)
