@@ -17,9 +17,9 @@ leaves the call on gRPC.
 
 The shared-memory mover (``shm_mover``) comes first when the server offers it and this
 side can reach it (same host, same network namespace: proved by connecting, never guessed
-from the address): whole unary calls and parked responses (a stream's too) then move
-through it; when it cannot take a call (no connection, no room) the side channel or gRPC
-does.
+from the address): large unary calls and whole streams then move through it, and parked
+responses are fetched through it; when it cannot take a call (no connection, no room) the
+side channel or gRPC does.
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ previous parked one was fetched, so a slow reader holds at most one message here
 
 With the shared-memory mover on (``shm_mover``; under TLS only with a token) the listener
 also runs a shared-memory listener and offers it in the Hello answer beside the side port:
-callers on this host make their large unary calls whole through it and fetch parked
-responses through it, the same way as over the side channel.
+callers on this host make their large unary calls and their streams whole through it and
+fetch parked responses through it.
 
 Every call and stream runs on a thread of its own from a
 ``DaemonThreadPool`` (started on demand, retired when
