@@ -22,6 +22,7 @@ from tensorwire import errors
 from tensorwire.transport import Service, TransportOptions, shm
 from tensorwire.transport.base import RESPONSE_BYTES_METADATA_KEY
 from tensorwire_grpc import options as opts
+from tensorwire_grpc import shm_mover
 from tensorwire_testing import eventually, netns
 
 MiB = 1024 * 1024
@@ -413,6 +414,27 @@ def test_under_tls_the_mover_needs_a_token(transport, certs) -> None:
         channel = transport.connect(listener.address, client)
         got = channel.call("t.Shm", "Echo", [np.ones(MiB, np.uint8)], timeout=DEADLINE_SECONDS)
         assert _in_a_segment(got[0])
+        channel.close()
+    finally:
+        listener.stop(0)
+
+
+def test_connections_past_the_server_limit_use_another_way(
+    transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One connection at most: a second stream while the first is open is not accepted; its
+    # handshake times out and it goes by gRPC, and works.
+    monkeypatch.setattr(shm_mover, "MAX_SERVER_CONNECTIONS", 1)
+    listener = transport.serve("127.0.0.1:0", [service], _options())
+    listener.start()
+    try:
+        channel = transport.connect(listener.address, _options())
+        first = channel.stream("t.Shm", "Repeat", [b"1000", b"100"], timeout=60)
+        assert _in_a_segment(next(first)[0])
+        second = list(channel.stream("t.Shm", "Repeat", [b"3", b"100"], timeout=60))
+        assert [m[0].nbytes for m in second] == [100, 101, 102]
+        assert not any(_in_a_segment(m[0]) for m in second)
+        first.close()
         channel.close()
     finally:
         listener.stop(0)

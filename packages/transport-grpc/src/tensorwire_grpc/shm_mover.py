@@ -70,7 +70,10 @@ STATUS_OK = 0
 #: Answer status of a response parked instead of sent (not an ``errors.Code``).
 STATUS_PARKED = 255
 CALL_HEAD = struct.Struct("<BIHI")
-#: Connections a server serves at once; more are closed at once (their clients fall back).
+#: Connections a server serves at once. More are not accepted until one ends: they wait in
+#: the listener's backlog, their handshake times out (``CONNECT_SECONDS`` at most) and their
+#: callers use another way meanwhile. (Accepting and then closing one would look to its
+#: caller like a server that died during its call.)
 MAX_SERVER_CONNECTIONS = 256
 #: Connections a client keeps per server (one per call in flight); more calls go another way.
 MAX_CLIENT_CONNECTIONS = 16
@@ -187,6 +190,9 @@ class ShmMoverServer:
 
     def _accept(self) -> None:
         while not self._closed.is_set():
+            if len(self._connections) >= MAX_SERVER_CONNECTIONS:
+                self._closed.wait(ACCEPT_POLL_SECONDS)  # until one of them ends
+                continue
             try:
                 connection = self._listener.accept(time.monotonic() + ACCEPT_POLL_SECONDS)
             except errors.DeadlineExceededError:
@@ -199,7 +205,7 @@ class ShmMoverServer:
                 log.info("shared-memory peer of %s refused: %s", self._name, exc.message)
                 continue
             with self._lock:
-                refused = self._closed.is_set() or len(self._connections) >= MAX_SERVER_CONNECTIONS
+                refused = self._closed.is_set()
                 if not refused:
                     self._connections.add(connection)
                     thread = threading.Thread(
@@ -210,7 +216,6 @@ class ShmMoverServer:
                     )
                     self._threads.add(thread)
             if refused:
-                log.info("shared-memory connection to %s refused: too many", self._name)
                 connection.close()
                 continue
             thread.start()
