@@ -96,8 +96,11 @@ def served(transport):
     listener.stop(0)
 
 
-def test_options_default_on_off_switch_and_tls_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_options_default_on_off_switch_and_tls_rule(
+    transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert opts.shm(TransportOptions())
+    assert transport.status()["shm"] is True
     assert not opts.shm(TransportOptions(extra={"shm": False}))
     monkeypatch.setenv(opts.SHM_ENV, "0")
     assert not opts.shm(TransportOptions())
