@@ -441,3 +441,39 @@ def test_connections_past_the_server_limit_use_another_way(
         channel.close()
     finally:
         listener.stop(0)
+
+
+def test_a_restarted_server_is_reached_through_its_new_listener(transport) -> None:
+    # The TCP side channel off: nothing else would make the channel ask the server again.
+    first = transport.serve("127.0.0.1:0", [service], _options())
+    first.start()
+    port = first.port
+    channel = transport.connect(f"127.0.0.1:{port}", _options())
+    big = np.arange(MiB, dtype=np.uint32)
+    assert _in_a_segment(channel.call("t.Shm", "Echo", [big], timeout=DEADLINE_SECONDS)[0])
+    assert first.shm is not None
+    old_name = first.shm.address
+    first.stop(0)
+    second = transport.serve(f"127.0.0.1:{port}", [service], _options())
+    second.start()
+    try:
+        assert second.shm is not None and second.shm.address != old_name
+
+        def through_the_new_listener() -> None:
+            (got,) = channel.call("t.Shm", "Echo", [big], timeout=DEADLINE_SECONDS)
+            assert np.array_equal(np.frombuffer(got, np.uint32), big)
+            assert _in_a_segment(got)
+
+        # Right after the restart the old listener is gone: calls go by gRPC (the first may
+        # meet gRPC's connection to the stopped server: UnavailableError, which callers
+        # retry) until the channel asks the server again, a retry period later.
+        eventually(
+            through_the_new_listener,
+            timeout=DEADLINE_SECONDS,
+            retry_on=(AssertionError, errors.UnavailableError),
+        )
+        peer = channel._shared.shm_peer(TOKEN)  # type: ignore[attr-defined]
+        assert peer is not None and peer.address == second.shm.address
+    finally:
+        channel.close()
+        second.stop(0)

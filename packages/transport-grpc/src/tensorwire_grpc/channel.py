@@ -218,6 +218,32 @@ class SharedChannel:
         """The shared-memory mover reached for ``token`` (no Hello asked here)."""
         return self._shm.get(token)
 
+    def refresh_shm(
+        self,
+        token: str | None,
+        peer: shm_mover.ShmPeer,
+        metadata: tuple[tuple[str, str], ...] | None,
+        deadline: float | None,
+    ) -> shm_mover.ShmPeer | None:
+        """Ask the server again for its shared-memory listener: ``peer``'s could not be
+        reached (a server restarted on this address has a new one). Once per retry period;
+        the peer to use now, if any."""
+        with self._bulk_lock:
+            if self._shm.get(token) is not peer or not peer.stale():
+                return self._shm.get(token)
+            peer.failed_until = time.monotonic() + shm_mover.RETRY_SECONDS
+            timeout = 2.0
+            if deadline is not None:
+                timeout = min(timeout, max(0.001, (deadline - time.monotonic()) / 4))
+            try:
+                answer = self.unary_unary(HELLO_PATH)(
+                    self._hello_request, timeout=timeout, metadata=metadata
+                )
+                self._reach_shm(token, handshake.decode_offers(answer), deadline)
+            except (grpc.RpcError, errors.DataLossError):
+                pass  # asked again after the retry period
+            return self._shm.get(token)
+
     def abandon(self) -> None:
         """In a forked child: give up this channel, the parent's, without touching gRPC.
 
@@ -323,6 +349,8 @@ class GrpcChannel(Channel):
         if peer is None:
             self._bulk_peer(md, deadline)
             peer = self._shared.shm_peer(self.options.token)
+        elif peer.stale():
+            peer = self._shared.refresh_shm(self.options.token, peer, md, deadline)
         return peer
 
     def _call_routes(

@@ -421,8 +421,13 @@ class ShmPeer:
         self._idle: list[shm.ShmConnection] = []
         self._busy = 0
         self._closed = False
-        #: Until when connecting is not tried again (it failed).
+        #: Until when connecting is not tried again (it failed; 0: it did not).
         self.failed_until = 0.0
+
+    def stale(self) -> bool:
+        """Whether connecting failed and the retry period is over: time to ask the server
+        for its listener again (a restarted server has a new one)."""
+        return bool(self.failed_until) and time.monotonic() >= self.failed_until
 
     def connect(self, deadline: float | None) -> shm.ShmConnection:
         """A new connection (the handshake proved the token both ways).
@@ -435,12 +440,14 @@ class ShmPeer:
         if deadline is not None:
             end = min(end, deadline)
         try:
-            return shm.connect(self.address, self._token, limits=self._limits, deadline=end)
+            connection = shm.connect(self.address, self._token, limits=self._limits, deadline=end)
         except (errors.OpError, OSError) as exc:
             self.failed_until = time.monotonic() + RETRY_SECONDS
             message = exc.message if isinstance(exc, errors.OpError) else str(exc)
             log.info("shared-memory mover %s unusable, another way: %s", self.address, message)
             raise ShmUnavailable(message) from None
+        self.failed_until = 0.0
+        return connection
 
     def put_idle(self, connection: shm.ShmConnection) -> None:
         """Keep a connection (the first, made when the server offered the mover)."""
