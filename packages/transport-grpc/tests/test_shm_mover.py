@@ -477,3 +477,27 @@ def test_a_restarted_server_is_reached_through_its_new_listener(transport) -> No
     finally:
         channel.close()
         second.stop(0)
+
+
+def test_idle_connections_are_closed_and_the_server_lets_go_of_them(
+    transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An idle connection costs the server two threads, a socket and segments: the caller
+    # closes it after CLIENT_IDLE_SECONDS, and the next call connects again.
+    monkeypatch.setattr(shm_mover, "CLIENT_IDLE_SECONDS", 0.2)
+    listener = transport.serve("127.0.0.1:0", [service], _options())
+    listener.start()
+    try:
+        assert listener.shm is not None
+        channel = transport.connect(listener.address, _options())
+        big = np.ones(MiB, np.uint8)
+        assert _in_a_segment(channel.call("t.Shm", "Echo", [big], timeout=DEADLINE_SECONDS)[0])
+
+        def none_left() -> None:
+            assert not listener.shm._connections  # type: ignore[union-attr]
+
+        eventually(none_left, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
+        assert _in_a_segment(channel.call("t.Shm", "Echo", [big], timeout=DEADLINE_SECONDS)[0])
+        channel.close()
+    finally:
+        listener.stop(0)

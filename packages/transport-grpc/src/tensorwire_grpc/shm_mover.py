@@ -77,6 +77,9 @@ CALL_HEAD = struct.Struct("<BIHI")
 MAX_SERVER_CONNECTIONS = 256
 #: Connections a client keeps per server (one per call in flight); more calls go another way.
 MAX_CLIENT_CONNECTIONS = 16
+#: A client closes a connection idle this long: each one holds two threads, a socket and
+#: its segments on the server (and a connect costs well under a millisecond).
+CLIENT_IDLE_SECONDS = 10.0
 #: How long the server's accept loop waits before looking whether it was closed.
 ACCEPT_POLL_SECONDS = 0.5
 #: Longest a connect (the handshake included) may take when the call sets no deadline.
@@ -418,7 +421,9 @@ class ShmPeer:
         self._limits = _limits()
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._idle: list[shm.ShmConnection] = []
+        #: Idle connections and since when (monotonic), most recent last.
+        self._idle: list[tuple[shm.ShmConnection, float]] = []
+        self._reaper: threading.Timer | None = None
         self._busy = 0
         self._closed = False
         #: Until when connecting is not tried again (it failed; 0: it did not).
@@ -452,15 +457,45 @@ class ShmPeer:
     def put_idle(self, connection: shm.ShmConnection) -> None:
         """Keep a connection (the first, made when the server offered the mover)."""
         with self._lock:
-            if self._closed:
-                connection.close()
-            else:
-                self._idle.append(connection)
+            keep = not self._closed
+            if keep:
+                self._keep_idle(connection)
+        if not keep:
+            connection.close()
+
+    def _keep_idle(self, connection: shm.ShmConnection) -> None:
+        """(Under the lock.) Keep ``connection`` for the next call, closed by the reaper
+        once idle for ``CLIENT_IDLE_SECONDS``."""
+        self._idle.append((connection, time.monotonic()))
+        if self._reaper is None:
+            self._reaper = threading.Timer(CLIENT_IDLE_SECONDS, self._reap)
+            self._reaper.name = "tensorwire-shm-idle"
+            self._reaper.daemon = True
+            self._reaper.start()
+
+    def _reap(self) -> None:
+        """Close the connections idle for ``CLIENT_IDLE_SECONDS``; look again later while
+        others are idle."""
+        now = time.monotonic()
+        with self._lock:
+            self._reaper = None
+            expired = [c for c, since in self._idle if now - since >= CLIENT_IDLE_SECONDS]
+            self._idle = [
+                (c, since) for c, since in self._idle if now - since < CLIENT_IDLE_SECONDS
+            ]
+            if self._idle and not self._closed:
+                wait = CLIENT_IDLE_SECONDS - (now - self._idle[0][1])
+                self._reaper = threading.Timer(max(0.01, wait), self._reap)
+                self._reaper.name = "tensorwire-shm-idle"
+                self._reaper.daemon = True
+                self._reaper.start()
+        for connection in expired:
+            connection.close()
 
     def _acquire(self, deadline: float | None) -> shm.ShmConnection:
         with self._lock:
             while self._idle:
-                connection = self._idle.pop()
+                connection, _ = self._idle.pop()
                 if not connection.closed:
                     self._busy += 1
                     return connection
@@ -482,7 +517,7 @@ class ShmPeer:
             self._busy -= 1
             keep = reusable and not self._closed and not connection.closed
             if keep:
-                self._idle.append(connection)
+                self._keep_idle(connection)
         if not keep:
             connection.close()
 
@@ -619,7 +654,10 @@ class ShmPeer:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for connection in idle:
+            reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            reaper.cancel()
+        for connection, _ in idle:
             connection.close()
 
 
