@@ -29,7 +29,7 @@ from tensorwire_grpc.wire import Wire
 from .test_transport import CountingProxy
 
 MiB = 1024 * 1024
-ON = {"bulk_tcp": True}
+ON = {"bulk_tcp": True, "shm": False}  # the TCP mover itself (shm would come first)
 
 service = Service("t.Bulk")
 service.unary("Echo")(lambda frames, context: frames)

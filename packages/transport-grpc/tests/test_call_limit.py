@@ -31,7 +31,10 @@ def state() -> Iterator[ConformanceState]:
 def limited(
     request: pytest.FixtureRequest, transport: GrpcTransport, state: ConformanceState
 ) -> Iterator[GrpcListener]:
-    options = TransportOptions(extra={"grpc_max_workers": LIMIT, "bulk_tcp": request.param})
+    # The gRPC limit: streams through shared memory run on the mover's connection threads
+    # (at most shm_mover.MAX_SERVER_CONNECTIONS), so the mover is off here.
+    extra = {"grpc_max_workers": LIMIT, "bulk_tcp": request.param, "shm": False}
+    options = TransportOptions(extra=extra)
     listener = transport.serve("127.0.0.1:0", [make_service(state)], options)
     listener.start()
     yield listener

@@ -7,7 +7,7 @@ import pytest
 from tensorwire.transport.base import TransportOptions
 from tensorwire_testing.conformance import BaseTransportTests
 
-EVERYTHING_BULK = {"bulk_tcp": True, "bulk_tcp_threshold_bytes": 1}
+EVERYTHING_BULK = {"bulk_tcp": True, "bulk_tcp_threshold_bytes": 1, "shm": False}
 
 
 class TestGrpcConformanceEveryMessageBulk(BaseTransportTests):
@@ -23,12 +23,12 @@ class TestGrpcConformanceEveryMessageBulk(BaseTransportTests):
 
 
 class TestGrpcConformanceBulkOff(BaseTransportTests):
-    """The side channel off on both sides: the inline/chunked gRPC paths alone."""
+    """Both movers off on both sides: the inline/chunked gRPC paths alone."""
 
     @pytest.fixture
     def server_options(self) -> TransportOptions:
-        return TransportOptions(extra={"bulk_tcp": False})
+        return TransportOptions(extra={"bulk_tcp": False, "shm": False})
 
     @pytest.fixture
     def channel_options(self) -> TransportOptions:
-        return TransportOptions(extra={"bulk_tcp": False})
+        return TransportOptions(extra={"bulk_tcp": False, "shm": False})

@@ -35,8 +35,8 @@ from tensorwire_grpc.wire import Wire
 from .test_bulk import _raw_connection
 
 MiB = 1 << 20
-ON = {"bulk_tcp": True}
-OFF = {"bulk_tcp": False}
+ON = {"bulk_tcp": True, "shm": False}  # the TCP mover itself (shm would come first)
+OFF = {"bulk_tcp": False, "shm": False}  # the gRPC paths alone
 SERVICE = "t.Limits"
 
 service = Service(SERVICE)
@@ -413,7 +413,7 @@ ACCEPT_SCRIPT = textwrap.dedent(
     logging.getLogger("tensorwire_grpc.bulk").addHandler(Keep(logging.WARNING))
     service = Service("t.Accept")
     service.unary("Echo")(lambda frames, context: frames)
-    ON = TransportOptions(extra={"bulk_tcp": True})
+    ON = TransportOptions(extra={"bulk_tcp": True, "shm": False})
     listener = GrpcTransport().serve("127.0.0.1:0", [service], ON)
     listener.start()
     port = listener.bulk.port

@@ -12,6 +12,8 @@ from tensorwire_grpc import bulk
 def bulk_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     made: list[str] = []
     real = bulk.call
+    # The TCP mover itself: the shared-memory one would come first (test_shm_mover).
+    monkeypatch.setenv("TENSORWIRE_GRPC_SHM", "0")
 
     def counting(peer, name, *args, **kwargs):
         made.append(name)

@@ -171,8 +171,8 @@ class CountingProxy:
 
 @pytest.mark.parametrize("compression", ["none", "gzip"])
 def test_compression_option_is_honoured_on_the_wire(transport, compression: str) -> None:
-    # Without the bulk side channel: every byte must cross the counted gRPC connection.
-    options = TransportOptions(compression=compression, extra={"bulk_tcp": False})
+    # Without the movers: every byte must cross the counted gRPC connection.
+    options = TransportOptions(compression=compression, extra={"bulk_tcp": False, "shm": False})
     listener = transport.serve("127.0.0.1:0", [echo], options)
     listener.start()
     proxy = CountingProxy(listener.port)

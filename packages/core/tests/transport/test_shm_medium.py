@@ -9,6 +9,7 @@ from __future__ import annotations
 import array
 import fcntl
 import os
+import select
 import socket
 import threading
 import time
@@ -322,7 +323,9 @@ def test_frames_may_be_arrays_of_any_dtype_but_must_be_contiguous(pair):
         client.send([frame[:, ::2]], deadline=_deadline())
 
 
-def test_messages_nobody_received_are_dropped_when_the_connection_ends():
+def test_messages_nobody_received_are_dropped_when_the_connection_is_closed():
+    # The peer's end leaves its last messages to be received (see the next test); closing
+    # this side drops those nobody took, and their mappings with them.
     before = counts()
     server, client = _pair()
     client.send([np.zeros(1 << 20, np.uint8)], deadline=_deadline())
@@ -337,10 +340,10 @@ def test_messages_nobody_received_are_dropped_when_the_connection_ends():
         assert server.closed  # the server's reader saw the end
 
     eventually(ended, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
+    server.close()
     with pytest.raises(errors.UnavailableError, match="closed"):
         server.receive(_deadline())
-    wait_counts(before)  # the server's connection still exists: it let go of the mapping
-    server.close()
+    wait_counts(before)
 
 
 def test_a_flood_of_unreceived_messages_fails_the_connection_instead_of_growing():
@@ -431,3 +434,53 @@ def test_a_pool_retires_its_own_free_segments_to_stay_in_the_budget():
     finally:
         client.close()
         server.close()
+
+
+def test_the_accept_deadline_bounds_the_wait_for_a_peer_not_its_handshake():
+    # A server polls accept() with short deadlines; a peer queued just before one ends
+    # must still get its whole handshake (HANDSHAKE_SECONDS), not what was left.
+    with ShmListener("t0ken") as listener:
+        made: list[ShmConnection | errors.OpError] = []
+
+        def dial() -> None:
+            try:
+                made.append(connect(listener.address, "t0ken", deadline=_deadline()))
+            except errors.OpError as exc:  # handed to the test
+                made.append(exc)
+
+        thread = threading.Thread(target=dial)
+        thread.start()
+        try:
+            # The peer is queued once the listening socket is readable.
+            ready, _, _ = select.select([listener._sock], [], [], DEADLINE_SECONDS)
+            assert ready
+            server = listener.accept(deadline=time.monotonic())  # no time left to wait
+        finally:
+            thread.join(DEADLINE_SECONDS)
+        (client,) = made
+        assert isinstance(client, ShmConnection), client
+        client.send([b"ping"], deadline=_deadline())
+        assert bytes(server.receive(_deadline()).frames[0]) == b"ping"
+        client.close()
+        server.close()
+
+
+def test_messages_sent_just_before_the_peer_closed_are_still_received():
+    # A server that answers and then stops at once: the answer must not be lost to the
+    # end of the connection that follows it.
+    server, client = _pair()
+    server.send([b"last"], tag=b"answer", deadline=_deadline())
+    server.close()
+
+    def closed() -> None:
+        assert client.closed
+
+    eventually(closed, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
+    message = client.receive(_deadline())
+    assert (message.tag, bytes(message.frames[0])) == (b"answer", b"last")
+    with pytest.raises(errors.UnavailableError, match="peer closed"):
+        client.receive(_deadline())
+    del message
+    client.close()
+    with pytest.raises(errors.UnavailableError):
+        client.receive(_deadline())

@@ -23,6 +23,12 @@ small call to a server asks for it in the background (``SharedChannel.learn_soon
 once per ``_HELLO_RETRY_SECONDS`` while it fails. gRPC stays the first contact, the fallback
 (no port, no connection to be had, the server at its bound of calls) and the only path
 under TLS (``options.bulk_small_calls``).
+
+The shared-memory mover (``shm_mover``) comes first when the server offers it and this
+side can reach it (same host, same network namespace: proved by connecting, never guessed
+from the address): large unary calls and whole streams then move through it, and parked
+responses are fetched through it; when it cannot take a call (no connection, no room) the
+side channel or gRPC does.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from tensorwire.transport.kit.address import split_address
 from tensorwire.transport.kit.routes import CallRoute, RouteLimits, choose_call_route
 from tensorwire.transport.threads import background
 
-from . import bulk, forking, status
+from . import bulk, forking, shm_mover, status
 from . import options as opts
 from .server import CHUNKED_SUFFIX, FETCH_PATH, HELLO_PATH, STREAM_SUFFIX
 
@@ -61,9 +67,8 @@ __all__ = ["GrpcChannel", "SharedChannel"]
 _HELLO_RETRY_SECONDS = 5.0
 #: How long closing a channel waits for its background Hello (whose timeout is 2 s).
 _HELLO_CLOSE_WAIT_SECONDS = 3.0
-#: The movers a grpc channel can use (``kit.handshake``), and the Hello asking for them.
+#: The movers a ``BulkPeer`` stands for (``kit.handshake``; ``shm`` has ``ShmPeer``).
 _MOVERS = frozenset((handshake.TCP,))
-_HELLO_REQUEST = handshake.encode_wants(sorted(_MOVERS))
 #: The route of a small call: gRPC's own future carries it, no thread of ours waits.
 _INLINE_ONLY = (CallRoute.INLINE,)
 
@@ -81,6 +86,14 @@ class SharedChannel:
         #: Notified when a background Hello ends; ``close`` waits for them (see there).
         self._learned = threading.Condition(self._bulk_lock)
         self._closing = False
+        #: token -> the shared-memory mover, when the server offered one this side reached.
+        self._shm: dict[str | None, shm_mover.ShmPeer] = {}
+        self._max_bytes = options.max_message_bytes
+        wants = {handshake.TCP} if opts.bulk_tcp(options) else set()
+        if opts.shm(options):
+            wants.add(shm_mover.MOVER)
+        self._wants = frozenset(wants)
+        self._hello_request = handshake.encode_wants(sorted(wants))
         credentials = opts.channel_credentials(options)
         arguments = opts.channel_arguments(options)
         compression = opts.compression(options)
@@ -168,9 +181,11 @@ class SharedChannel:
             found: bulk.BulkPeer | float
             try:
                 answer = self.unary_unary(HELLO_PATH)(
-                    _HELLO_REQUEST, timeout=timeout, metadata=metadata
+                    self._hello_request, timeout=timeout, metadata=metadata
                 )
-                offer = handshake.choose_mover(_MOVERS, handshake.decode_offers(answer))
+                offers = handshake.decode_offers(answer)
+                self._reach_shm(token, offers, deadline)
+                offer = handshake.choose_mover(self._wants & _MOVERS, offers)
             except grpc.RpcError as exc:
                 code = exc.code() if isinstance(exc, grpc.Call) else None
                 # An older peer does not serve Hello: never ask again.
@@ -226,6 +241,63 @@ class SharedChannel:
             with self._bulk_lock:
                 self._learning.discard(token)
 
+    def _reach_shm(
+        self, token: str | None, offers: list[handshake.MoverOffer], deadline: float | None
+    ) -> None:
+        """Connect to the server's shared-memory mover if it offers one this side wants; a
+        connection that fails (another host or network namespace) leaves the next mover."""
+        if shm_mover.MOVER not in self._wants:
+            return
+        offer = next((o for o in offers if o.mover == shm_mover.MOVER), None)
+        if offer is None:
+            return
+        try:
+            address = offer.detail.decode("ascii")
+        except UnicodeDecodeError:
+            return
+        known = self._shm.get(token)
+        if known is not None:
+            if known.address == address:
+                return
+            known.close()  # the server restarted: its listener has a new name
+            del self._shm[token]
+        peer = shm_mover.ShmPeer(address, token, self._max_bytes)
+        try:
+            peer.put_idle(peer.connect(deadline))
+        except shm_mover.ShmUnavailable:
+            return
+        self._shm[token] = peer
+
+    def shm_peer(self, token: str | None) -> shm_mover.ShmPeer | None:
+        """The shared-memory mover reached for ``token`` (no Hello asked here)."""
+        return self._shm.get(token)
+
+    def refresh_shm(
+        self,
+        token: str | None,
+        peer: shm_mover.ShmPeer,
+        metadata: tuple[tuple[str, str], ...] | None,
+        deadline: float | None,
+    ) -> shm_mover.ShmPeer | None:
+        """Ask the server again for its shared-memory listener: ``peer``'s could not be
+        reached (a server restarted on this address has a new one). Once per retry period;
+        the peer to use now, if any."""
+        with self._bulk_lock:
+            if self._shm.get(token) is not peer or not peer.stale():
+                return self._shm.get(token)
+            peer.failed_until = time.monotonic() + shm_mover.RETRY_SECONDS
+            timeout = 2.0
+            if deadline is not None:
+                timeout = min(timeout, max(0.001, (deadline - time.monotonic()) / 4))
+            try:
+                answer = self.unary_unary(HELLO_PATH)(
+                    self._hello_request, timeout=timeout, metadata=metadata
+                )
+                self._reach_shm(token, handshake.decode_offers(answer), deadline)
+            except (grpc.RpcError, errors.DataLossError):
+                pass  # asked again after the retry period
+            return self._shm.get(token)
+
     def abandon(self) -> None:
         """In a forked child: give up this channel, the parent's, without touching gRPC.
 
@@ -240,6 +312,8 @@ class SharedChannel:
         self._learned = threading.Condition(self._bulk_lock)
         self._learning = set()  # the parent's background Hellos are not ours
         peers, self._bulk = list(self._bulk.values()), {}
+        # (Inherited shared-memory connections were closed at the fork by ``shm``.)
+        self._shm = {}
         for peer in peers:
             if isinstance(peer, bulk.BulkPeer):
                 peer.close_inherited()
@@ -256,8 +330,11 @@ class SharedChannel:
                 self._learned.wait(max(0.0, end - time.monotonic()))
             peers = [p for p in self._bulk.values() if isinstance(p, bulk.BulkPeer)]
             self._bulk.clear()
+            shm_peers, self._shm = list(self._shm.values()), {}
         for peer in peers:
             peer.close()
+        for shm_peer in shm_peers:
+            shm_peer.close()
         if not self.abandoned:
             self.grpc_channel.close()
 
@@ -281,6 +358,7 @@ class GrpcChannel(Channel):
         self._max_bytes = options.max_message_bytes
         self._bulk_on = opts.bulk_tcp(options)
         self._lean_on = opts.bulk_small_calls(options)
+        self._shm_on = opts.shm(options)
         self._bulk_threshold = opts.bulk_threshold(options)
         #: Requests up to this size may take the LEAN path (-1: none does).
         self._lean_bytes = (
@@ -290,7 +368,7 @@ class GrpcChannel(Channel):
             inline_bytes=self._inline_bytes,
             mover_threshold_bytes=self._bulk_threshold,
             max_message_bytes=self._max_bytes,
-            mover=self._bulk_on,
+            mover=self._bulk_on or self._shm_on,
         )
         self._token: tuple[tuple[str, str], ...] = (
             ((TOKEN_METADATA_KEY, options.token),) if options.token is not None else ()
@@ -315,17 +393,33 @@ class GrpcChannel(Channel):
         return items
 
     def _bulk_flags(self) -> int:
-        """FLAG_BULK_OK once this channel's server side port is known."""
+        """FLAG_BULK_OK once this channel's server side port (or shared memory) is known."""
         if self._bulk_on and self._shared.known_bulk_peer(self.options.token) is not None:
+            return framing.FLAG_BULK_OK
+        if self._shm_on and self._shared.shm_peer(self.options.token) is not None:
             return framing.FLAG_BULK_OK
         return 0
 
     def _bulk_peer(
         self, md: tuple[tuple[str, str], ...] | None, deadline: float | None
     ) -> bulk.BulkPeer | None:
-        if not self._bulk_on:
+        if not (self._bulk_on or self._shm_on):
             return None
         return self._shared.bulk_peer(self.options.token, md, deadline)
+
+    def _shm_peer(
+        self, md: tuple[tuple[str, str], ...] | None, deadline: float | None
+    ) -> shm_mover.ShmPeer | None:
+        """The shared-memory mover, asking the server once (with the side port)."""
+        if not self._shm_on:
+            return None
+        peer = self._shared.shm_peer(self.options.token)
+        if peer is None:
+            self._bulk_peer(md, deadline)
+            peer = self._shared.shm_peer(self.options.token)
+        elif peer.stale():
+            peer = self._shared.refresh_shm(self.options.token, peer, md, deadline)
+        return peer
 
     def _call_routes(
         self, views: list[memoryview], total: int, metadata: Mapping[str, str] | None
@@ -348,7 +442,17 @@ class GrpcChannel(Channel):
         md: tuple[tuple[str, str], ...] | None,
         deadline: float | None,
     ) -> list[memoryview] | None:
-        """The response of the whole call made over the side channel, or None: use gRPC."""
+        """The response of the whole call made over a mover, or None: use gRPC."""
+        shm_peer = self._shm_peer(md, deadline)
+        if shm_peer is not None:
+            try:
+                return shm_peer.call(name, views, md or (), deadline)
+            except shm_mover.Parked as parked:
+                return self._fetch_pending(
+                    framing.encode_pending(parked.ticket), name, None, deadline, md, shm=False
+                )
+            except shm_mover.ShmUnavailable:
+                pass  # nothing was sent: the side channel or gRPC takes it
         peer = self._bulk_peer(md, deadline)
         if peer is None or not peer.calls:
             return None
@@ -382,12 +486,23 @@ class GrpcChannel(Channel):
         timeout: float | None,
         deadline: float | None,
         md: tuple[tuple[str, str], ...] | None,
+        *,
+        shm: bool = True,
     ) -> list[memoryview]:
-        """The response parked under a PENDING ticket: over TCP if possible, else gRPC."""
+        """The response parked under a PENDING ticket: through shared memory or over TCP
+        if possible, else gRPC."""
         ticket = bytes(message[8 : 8 + framing.TICKET_BYTES])
         if len(ticket) != framing.TICKET_BYTES:
             raise errors.DataLossError(f"{name}: malformed large-response ticket")
-        peer = self._bulk_peer(md, deadline)
+        shm_peer = self._shm_peer(md, deadline) if shm else None
+        if shm_peer is not None:
+            try:
+                return shm_peer.fetch(ticket, deadline, name)
+            except shm_mover.Parked as parked:
+                ticket = parked.ticket  # no room now: parked again, fetched another way
+            except shm_mover.ShmUnavailable:
+                pass  # nothing was asked: the ticket is still good
+        peer = self._bulk_peer(md, deadline) if self._bulk_on else None
         if peer is not None:
             try:
                 return bulk.fetch(peer, ticket, deadline, self._max_bytes, name)
@@ -443,7 +558,11 @@ class GrpcChannel(Channel):
         if self._shared.unreachable:
             self._shared.unreachable = False
         if not response or response[0] != framing.PENDING:
-            if len(response) > 1 and response[1] & framing.FLAG_BULK_OK and self._bulk_on:
+            if (
+                len(response) > 1
+                and response[1] & framing.FLAG_BULK_OK
+                and (self._bulk_on or self._shm_on)
+            ):
                 # The server says its side channel would have carried this response: learn
                 # its port (once) so that the next large ones take it.
                 self._bulk_peer(metadata, None)
@@ -593,6 +712,16 @@ class GrpcChannel(Channel):
         deadline = None if timeout is None else time.monotonic() + timeout
         # Learn the side port up front: a stream's messages are often the large ones.
         self._bulk_peer(md, deadline)
+        shm_peer = self._shm_peer(md, deadline)
+        # The whole stream through shared memory (one connection until it ends); a request
+        # over the limit takes gRPC, whose size check says so.
+        if shm_peer is not None and (self._max_bytes is None or total <= self._max_bytes):
+            try:
+                opened = shm_peer.open_stream(name, views, md or (), deadline)
+            except shm_mover.ShmUnavailable:
+                pass  # nothing was sent: gRPC carries the stream
+            else:
+                return self._shm_messages(opened, name, timeout, deadline, md)
         request: bytes | None = None
         for route in choose_call_route(total, len(views), self._routes, streaming=True):
             if route is CallRoute.MOVER_PUSH:
@@ -620,6 +749,27 @@ class GrpcChannel(Channel):
         except grpc.RpcError as exc:
             raise self._error(exc, name, timeout) from None
         return self._messages(call, name, timeout, deadline, md)
+
+    def _shm_messages(
+        self,
+        opened: Iterator[list[memoryview] | shm_mover.Parked],
+        name: str,
+        timeout: float | None,
+        deadline: float | None,
+        md: tuple[tuple[str, str], ...] | None,
+    ) -> Iterator[list[memoryview]]:
+        """A stream's messages through shared memory (parked ones fetched another way)."""
+        try:
+            for item in opened:
+                if isinstance(item, shm_mover.Parked):
+                    ticket = framing.encode_pending(item.ticket)
+                    yield self._fetch_pending(ticket, name, timeout, deadline, md, shm=False)
+                else:
+                    yield item
+        finally:
+            close = getattr(opened, "close", None)
+            if close is not None:
+                close()  # a caller that stopped early ends the server's handler
 
     def _messages(
         self,

@@ -65,6 +65,16 @@ Transport-specific settings read from ``TransportOptions.extra``:
   call; calls with metadata of the caller's, and any the side channel cannot take, stay on
   gRPC. A caller-side setting; environment variable
   ``TENSORWIRE_GRPC_BULK_TCP_SMALL_CALLS`` (``1``/``0``).
+- ``shm`` (bool, default ``DEFAULT_SHM``): a server runs a shared-memory listener beside
+  gRPC and offers it to callers (the mover ``shm``, ``shm_mover``); a channel that reaches
+  it (only a process on the same host, in the same network namespace, can) makes its large
+  unary calls whole through it and fetches large responses (a stream's included) through
+  it, at or above ``bulk_tcp_threshold_bytes``. ``False`` turns it off on either side;
+  the environment variable ``TENSORWIRE_GRPC_SHM`` (``1``/``0``) sets the default. Under
+  TLS it stays on only when a cluster token is set: the token proof is then what
+  authenticates the peer (without a token the abstract socket would be open to every
+  local process, which TLS users did not agree to). Off with compression, as the side
+  channel.
 
 The environment variable ``TENSORWIRE_GRPC_BUFFER_POOL_BYTES`` bounds the memory kept for
 recycling large receive buffers (see ``tensorwire.transport.kit.pool``; default 1 GiB, 0
@@ -109,6 +119,8 @@ BULK_THRESHOLD_ENV = "TENSORWIRE_GRPC_BULK_TCP_THRESHOLD_BYTES"
 DEFAULT_BULK_TCP = True
 BULK_SMALL_CALLS_ENV = "TENSORWIRE_GRPC_BULK_TCP_SMALL_CALLS"
 DEFAULT_BULK_SMALL_CALLS = True
+SHM_ENV = "TENSORWIRE_GRPC_SHM"
+DEFAULT_SHM = True
 #: Payload size from which the side channel is used. Measured with benchmarks/transport.py
 #: (--bulk on/off --bulk-threshold 1, 15 rounds, loopback, GB/s down/up): 128 KiB gRPC
 #: inline 0.21/0.24 vs side channel 0.16/0.18; 256 KiB 0.27/0.30 vs 0.33/0.35; 512 KiB
@@ -182,6 +194,17 @@ def bulk_small_calls(options: TransportOptions) -> bool:
     return bulk_tcp(options) and _flag(
         options, "bulk_tcp_small_calls", BULK_SMALL_CALLS_ENV, DEFAULT_BULK_SMALL_CALLS
     )
+
+
+def shm(options: TransportOptions) -> bool:
+    """Whether the shared-memory mover is on for these options (under TLS only with a
+    token, which then proves the peer; never with compression)."""
+    tls = options.tls_enabled or options.tls_cert or options.tls_key or options.tls_client_ca
+    if tls and options.token is None:
+        return False
+    if (options.compression or "none").lower() != "none":
+        return False
+    return _flag(options, "shm", SHM_ENV, DEFAULT_SHM)
 
 
 def bulk_threshold(options: TransportOptions) -> int:

@@ -42,6 +42,11 @@ Whole unary calls that came over the side channel (CALL, and LEAN for small ones
 through ``_serve_bulk_call`` and the same ``invoke``, on the side channel's connection
 threads; they count against ``grpc_max_workers`` together with the gRPC calls (``admit``).
 
+With the shared-memory mover on (``shm_mover``; under TLS only with a token) the listener
+also runs a shared-memory listener and offers it in the Hello answer beside the side port:
+callers on this host make their large unary calls and their streams whole through it and
+fetch parked responses through it.
+
 Every call and stream runs on a thread of its own from a
 ``DaemonThreadPool`` (started on demand, retired when
 idle), so calls that wait (a stream, a ``recv``) never keep others from starting. At most
@@ -82,7 +87,7 @@ from tensorwire.transport.kit.routes import ResponseRoute, RouteLimits, choose_r
 from tensorwire.transport.kit.tickets import TicketStore
 from tensorwire.transport.threads import DaemonThreadPool, join_threads
 
-from . import bulk, forking, status
+from . import bulk, forking, shm_mover, status
 from . import options as opts
 
 __all__ = [
@@ -325,6 +330,34 @@ class _MethodHandlers:
         finally:
             tally.record(meter, self.name)
 
+    def mover_stream(
+        self,
+        frames: list[memoryview],
+        metadata: dict[str, str],
+        deadline: float | None,
+        peer: str,
+    ) -> Iterator[tuple[list[memoryview], int]]:
+        """A whole streaming call that came through a mover (``shm_mover`` STREAM): its
+        messages as views and sizes. Closing the iterator ends the handler."""
+        self._arity(True)
+        context = CallContext(peer, metadata, deadline)
+        listener = self.listener
+        meter = listener.options.call_meter
+        tally = self._tally(frames, None, context) if meter is not None else None
+        if tally is not None:
+            tally.side_channel = True
+        try:
+            for message in iterate(self.method, frames, context, listener.options):
+                views, total = self._views(message)
+                if tally is not None:
+                    tally.answered += total
+                yield views, total
+            if tally is not None:
+                tally.failed = False
+        finally:
+            if tally is not None and meter is not None:
+                tally.record(meter, self.name)
+
     def _receive(
         self, requests: Iterator[bytes], gctx: grpc.ServicerContext, streaming: bool
     ) -> tuple[CallContext, bytes, list[memoryview]]:
@@ -529,11 +562,15 @@ class GrpcListener(Listener):
                 )
             except OSError as exc:  # the gRPC path still works; say why it is slower
                 log.warning("no bulk side channel on %s: %s", host, exc)
+        #: The shared-memory mover (None when off or it could not start).
+        self.shm: shm_mover.ShmMoverServer | None = None
+        if opts.shm(options):
+            self.shm = _start_shm_mover(self, options)
         self.routes = RouteLimits(
             inline_bytes=self.inline_bytes,
             mover_threshold_bytes=self.bulk_threshold,
             max_message_bytes=options.max_message_bytes,
-            mover=self.bulk is not None,
+            mover=self.bulk is not None or self.shm is not None,
         )
         self._lock = threading.Lock()
         #: Handshakes being answered (``_hello``), not counted by ``admit``.
@@ -582,6 +619,11 @@ class GrpcListener(Listener):
             )
         return parked
 
+    def _park(self, views: list[memoryview], total: int, deadline: float | None) -> bytes:
+        """Park a response for its caller to fetch (a mover found no room for it)."""
+        ticket: bytes = self.pending.put((views, total), deadline=deadline)
+        return ticket
+
     def _serve_bulk_call(
         self,
         name: str,
@@ -594,6 +636,19 @@ class GrpcListener(Listener):
         if handlers is None:
             raise errors.UnimplementedError(f"method {name} is not served at {self.address}")
         return handlers.bulk_call(frames, metadata, deadline, peer)
+
+    def _serve_mover_stream(
+        self,
+        name: str,
+        frames: list[memoryview],
+        metadata: dict[str, str],
+        deadline: float | None,
+        peer: str,
+    ) -> Iterator[tuple[list[memoryview], int]]:
+        handlers = self._methods.get(name)
+        if handlers is None:
+            raise errors.UnimplementedError(f"method {name} is not served at {self.address}")
+        return handlers.mover_stream(frames, metadata, deadline, peer)
 
     def _hello(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> bytes | None:
         """The mover handshake (``kit.handshake``), to a caller that proves the token: the
@@ -618,6 +673,9 @@ class GrpcListener(Listener):
             features = handshake.FEATURE_CALL | handshake.FEATURE_LEAN
             offer = handshake.MoverOffer(handshake.TCP, self.bulk.port, features)
             offers.append(offer)
+        if self.shm is not None and shm_mover.MOVER in wants:
+            detail = self.shm.address.encode()
+            offers.append(handshake.MoverOffer(shm_mover.MOVER, 0, handshake.FEATURE_CALL, detail))
         return handshake.encode_offers(offers)
 
     def _fetch(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> Iterator[bytes]:
@@ -685,17 +743,22 @@ class GrpcListener(Listener):
             if self.bulk is not None:
                 # Side-channel calls get the same grace as gRPC's calls in flight.
                 self.bulk.drain(grace or 0)
+            if self.shm is not None:
+                self.shm.drain(grace or 0)
             # stop() returns at once; calls in flight get ``grace`` seconds, then are
             # cancelled. Waiting a little longer than that covers the cancellation.
             if not done.wait(max(0.0, deadline - time.monotonic())):
                 log.warning("grpc server at %s did not finish stopping in time", self.address)
-            if self.bulk is not None:
+            if self.bulk is not None or self.shm is not None:
                 # Calls that finished in the grace period may have left responses to
-                # fetch over the side channel: let their callers take them, within grace.
+                # fetch through a mover: let their callers take them, within grace.
                 end = time.monotonic() + (grace or 0)
                 while len(self.pending) and time.monotonic() < end:
                     time.sleep(0.005)
+            if self.bulk is not None:
                 self.bulk.close(max(0.0, deadline - time.monotonic()))
+            if self.shm is not None:
+                self.shm.close(max(0.0, deadline - time.monotonic()))
             self.pending.clear()
             self._pool.shutdown(wait=False)
             self._pool.join(max(0.0, deadline - time.monotonic()))
@@ -707,3 +770,22 @@ class GrpcListener(Listener):
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._stopped.wait(timeout)
+
+
+def _start_shm_mover(
+    listener: GrpcListener, options: TransportOptions
+) -> shm_mover.ShmMoverServer | None:
+    """The listener's shared-memory mover, or None (logged) when the host has none."""
+    try:
+        return shm_mover.ShmMoverServer(
+            options.token,
+            options.max_message_bytes,
+            listener._take,
+            listener._park,
+            listener._serve_bulk_call,
+            listener._serve_mover_stream,
+            listener.address,
+        )
+    except OSError as exc:  # no memfd or abstract sockets here: the other paths still work
+        log.warning("no shared-memory mover on %s: %s", listener.address, exc)
+        return None

@@ -97,5 +97,6 @@ class GrpcTransport(Transport):
             "chunk_bytes": opts.DEFAULT_CHUNK_BYTES,
             "bulk_tcp": opts.bulk_tcp(TransportOptions()),
             "bulk_tcp_threshold_bytes": opts.bulk_threshold(TransportOptions()),
+            "shm": opts.shm(TransportOptions()),
             "open_channels": self.open_channels(),
         }

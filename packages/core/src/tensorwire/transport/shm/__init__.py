@@ -69,9 +69,10 @@ receiver sends when the last view of the message (and every array decoded from i
 gone; then it is reused without another descriptor or mapping. When either process dies,
 its socket closes; the survivor's reader unmaps its own segments and drops the peer's
 (each is unmapped when the last array over it goes), and its calls raise
-``UnavailableError``. A forked child closes its copies of every connection's and
-listener's socket at the fork (``os.register_at_fork``): a child that outlived its parent
-(a DataLoader worker) would otherwise keep the connection open and hide the death.
+``UnavailableError`` once the messages the peer sent before (if any) were received. A
+forked child closes its copies of every connection's and listener's socket at the fork
+(``os.register_at_fork``): a child that outlived its parent (a DataLoader worker) would
+otherwise keep the connection open and hide the death.
 """
 
 from __future__ import annotations

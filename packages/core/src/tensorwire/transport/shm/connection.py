@@ -142,7 +142,8 @@ class ShmConnection:
     When the peer dies (``kill -9`` included) its socket closes: the reader sees it, every
     segment this side made is unmapped and closed, the peer's are dropped (unmapped once
     the last view of them is gone), and every waiting or later call raises
-    ``UnavailableError`` saying so.
+    ``UnavailableError`` saying so; messages the peer sent before it closed the connection
+    are received first (a server that answers and then stops), unless this side closes.
     """
 
     def __init__(
@@ -323,9 +324,11 @@ class ShmConnection:
         Raises:
           DeadlineExceededError: no message came before the deadline.
           UnavailableError: the peer is gone or the connection was closed (other
-            ``OpError`` s when the peer broke the protocol, saying how).
+            ``OpError`` s when the peer broke the protocol, saying how). Messages the peer
+            sent before it closed the connection are returned first.
         """
-        self._check_open()
+        if self._failure is not None and self._inbox.empty():
+            self._check_open()
         try:
             message = self._inbox.get(timeout=_remaining(deadline))
         except queue.Empty:
@@ -353,7 +356,9 @@ class ShmConnection:
                 fds = _take_fds(ancillary)
                 try:
                     if not data:
-                        self._fail("the peer closed the shared-memory connection")
+                        # Messages the peer sent before closing stay to be received (a
+                        # server that answers and then stops).
+                        self._fail("the peer closed the shared-memory connection", keep=True)
                         return
                     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
                         raise errors.DataLossError(
@@ -458,7 +463,7 @@ class ShmConnection:
         if failure is not None:
             raise type(failure)(failure.message)
 
-    def _fail(self, reason: str, cause: errors.OpError | None = None) -> None:
+    def _fail(self, reason: str, cause: errors.OpError | None = None, keep: bool = False) -> None:
         with self._lock:
             if self._failure is not None:
                 return
@@ -471,14 +476,20 @@ class ShmConnection:
         self.pool.close(reason)
         self._mapped.clear()
         self._mapped_bytes = 0
-        # Messages nobody received can no longer be (every call now raises): drop them, so
-        # their mappings go with them.
+        if not keep:
+            self._drop_received()
+        self._inbox.put(None)  # after any kept messages: receive returns those first
+
+    def _drop_received(self) -> None:
+        """Drop messages nobody received (none can be now), so their mappings go with
+        them."""
         while True:
             try:
                 self._inbox.get_nowait()
             except queue.Empty:
                 break
-        self._inbox.put(None)
+        with self._lock:
+            self._queued = 0
 
     def close(self) -> None:
         """Close the connection: this side's segments are unmapped, the peer's dropped
@@ -486,6 +497,8 @@ class ShmConnection:
         self._fail("the shared-memory connection was closed by this side")
         if self._reader is not threading.current_thread():
             self._reader.join(CLOSE_JOIN_SECONDS)
+        self._drop_received()  # those the peer sent before it closed, too
+        self._inbox.put(None)
         self._sock.close()
 
     def __enter__(self) -> ShmConnection:

@@ -121,8 +121,9 @@ class ShmListener:
         hands each connection on.
 
         Args:
-          deadline: ``time.monotonic()`` value to stop waiting at (None: no limit). The
-            handshake itself takes at most ``HANDSHAKE_SECONDS`` as well.
+          deadline: ``time.monotonic()`` value to stop waiting for a peer at (None: no
+            limit). The handshake of a peer that came takes at most ``HANDSHAKE_SECONDS``
+            more, whatever the deadline.
 
         Returns:
           The connection.
@@ -148,7 +149,10 @@ class ShmListener:
         except OSError as exc:
             raise errors.UnavailableError(f"accepting a shared-memory peer failed: {exc}") from None
         try:
-            return self._handshake(sock, _handshake_deadline(deadline))
+            # The handshake gets its own HANDSHAKE_SECONDS: ``deadline`` bounds the wait for
+            # a peer, and a server that polls accept() with short deadlines would otherwise
+            # cut short the handshake of a peer that came just before one of them ended.
+            return self._handshake(sock, _handshake_deadline(None))
         except BaseException:
             sock.close()
             raise
