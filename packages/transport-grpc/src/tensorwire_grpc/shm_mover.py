@@ -44,13 +44,15 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from tensorwire import errors
 from tensorwire.transport import shm
 from tensorwire.transport.base import TOKEN_METADATA_KEY
 from tensorwire.transport.kit import framing
 from tensorwire.transport.threads import join_threads
+
+from .mover_calls import ParkResponse, ServeCall, ServeStream, TakeResponse
 
 __all__ = ["MOVER", "ShmMoverServer", "ShmPeer", "ShmUnavailable", "Parked"]
 
@@ -91,20 +93,6 @@ CLOSE_JOIN_SECONDS = 5.0
 #: An answer an error message carries at most this many bytes of.
 MAX_MESSAGE_BYTES = 4096
 
-#: ``take(ticket) -> (views, total)`` of a parked response; raises an ``OpError``.
-TakeResponse = Callable[[bytes], "tuple[list[memoryview], int]"]
-#: ``park(views, total, deadline) -> ticket``: park a response for another mover to fetch.
-ParkResponse = Callable[[list[memoryview], int, "float | None"], bytes]
-#: ``serve_call(name, frames, metadata, deadline, peer) -> (views, total)``.
-ServeCall = Callable[
-    [str, list[memoryview], dict[str, str], "float | None", str], "tuple[list[memoryview], int]"
-]
-#: ``serve_stream(name, frames, metadata, deadline, peer) -> iterator of (views, total)``.
-ServeStream = Callable[
-    [str, list[memoryview], dict[str, str], "float | None", str],
-    "Iterator[tuple[list[memoryview], int]]",
-]
-
 
 class ShmUnavailable(Exception):
     """The mover cannot take this call now and nothing was sent: use another route."""
@@ -116,20 +104,6 @@ class Parked(Exception):
     def __init__(self, ticket: bytes) -> None:
         super().__init__("response parked")
         self.ticket = ticket
-
-
-def _encode_metadata(metadata: Sequence[tuple[str, str]]) -> bytes:
-    return "".join(f"{k}\0{v}\0" for k, v in metadata).encode()
-
-
-def _decode_metadata(data: bytes) -> dict[str, str]:
-    try:
-        parts = data.decode().split("\0")
-    except UnicodeDecodeError as exc:
-        raise errors.DataLossError(f"shared-memory call metadata is not UTF-8: {exc}") from None
-    if len(parts) % 2 != 1 or parts[-1]:
-        raise errors.DataLossError("malformed metadata in a shared-memory call")
-    return dict(zip(parts[0:-1:2], parts[1:-1:2], strict=True))
 
 
 def _error_tag(error: errors.OpError) -> bytes:
@@ -364,7 +338,11 @@ class ShmMoverServer:
         if len(tag) != CALL_HEAD.size + name_size + md_size:
             raise errors.DataLossError("malformed shared-memory call")
         name = tag[CALL_HEAD.size : CALL_HEAD.size + name_size].decode(errors="replace")
-        metadata = _decode_metadata(tag[CALL_HEAD.size + name_size :]) if md_size else {}
+        metadata = (
+            framing.decode_metadata(tag[CALL_HEAD.size + name_size :], "a shared-memory call")
+            if md_size
+            else {}
+        )
         # The token never crosses: the connection proved it, so the call carries this
         # server's own for the usual check.
         metadata.pop(TOKEN_METADATA_KEY, None)
@@ -669,7 +647,7 @@ def _call_tag(
     if deadline is not None:
         timeout_ms = max(1, min(0xFFFFFFFF, int((deadline - time.monotonic()) * 1000)))
     name_bytes = name.encode()
-    md = _encode_metadata([(k, v) for k, v in metadata if k != TOKEN_METADATA_KEY])
+    md = framing.encode_metadata([(k, v) for k, v in metadata if k != TOKEN_METADATA_KEY])
     if len(name_bytes) > 0xFFFF:
         raise ShmUnavailable("method name too long")
     return CALL_HEAD.pack(op, timeout_ms, len(name_bytes), len(md)) + name_bytes + md

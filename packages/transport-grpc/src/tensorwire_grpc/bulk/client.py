@@ -377,7 +377,7 @@ def call(
         timeout_ms = max(1, min(2**32 - 1, int(remaining * 1000)))
     encoded_name = name.encode()
     # Never the token: the connection proved it (see BulkServer._call).
-    encoded_metadata = protocol.encode_metadata(
+    encoded_metadata = framing.encode_metadata(
         [(k, v) for k, v in metadata if k != TOKEN_METADATA_KEY]
     )
     head = (

@@ -102,7 +102,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from tensorwire import errors
 from tensorwire.transport import security
 from tensorwire.transport.kit import framing
 
@@ -205,20 +204,6 @@ def answer_parts(views: Sequence[memoryview]) -> list[bytes | memoryview]:
 def status_bytes(code: int, message: str = "") -> bytes:
     data = message.encode()[:4096]
     return STATUS.pack(code, len(data)) + data
-
-
-def encode_metadata(metadata: Sequence[tuple[str, str]]) -> bytes:
-    return "".join(f"{k}\0{v}\0" for k, v in metadata).encode()
-
-
-def decode_metadata(data: bytes) -> dict[str, str]:
-    try:
-        parts = data.decode().split("\0")
-    except UnicodeDecodeError as exc:
-        raise errors.DataLossError(f"metadata of a bulk call is not UTF-8: {exc}") from None
-    if len(parts) % 2 != 1 or parts[-1]:
-        raise errors.DataLossError("malformed metadata in a bulk call")
-    return dict(zip(parts[0:-1:2], parts[1:-1:2], strict=True))
 
 
 def u32_lengths(n: int) -> struct.Struct:

@@ -20,10 +20,11 @@ from tensorwire.transport.kit.address import socket_peer_name
 from tensorwire.transport.kit.tickets import TicketStore
 from tensorwire.transport.threads import join_threads
 
+from ..mover_calls import ServeCall, TakeResponse
 from ..wire import Wire
 from . import protocol
 
-__all__ = ["BulkServer", "ServeCall", "TakeResponse"]
+__all__ = ["BulkServer"]
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,6 @@ ACCEPT_RETRY_MAX_SECONDS = 1.0
 MAX_TTL_SECONDS = 600.0
 #: How long ``BulkServer.close`` waits for its threads to end (they are woken at once).
 CLOSE_JOIN_SECONDS = 5.0
-
-#: ``take(ticket) -> (views, total)`` of a parked response; raises an ``OpError``.
-TakeResponse = Callable[[bytes], "tuple[list[memoryview], int]"]
-#: ``serve_call(name, frames, metadata, deadline, peer) -> (views, total)``: runs a unary
-#: method; raises an ``OpError``.
-ServeCall = Callable[
-    [str, list[memoryview], dict[str, str], "float | None", str], "tuple[list[memoryview], int]"
-]
 
 
 class _ThrottledWarning:
@@ -337,7 +330,7 @@ class BulkServer:
         # The name, the metadata and the frame count: one read from the read-ahead buffer.
         fields = wire.read(name_size + md_size + 4, head_deadline)
         name = fields[:name_size].decode(errors="replace")
-        metadata = protocol.decode_metadata(fields[name_size:-4]) if md_size else {}
+        metadata = framing.decode_metadata(fields[name_size:-4], "a bulk call") if md_size else {}
         # The token never crosses the side channel: the connection proved it (HMAC of this
         # connection's nonce), so the call carries this server's own for the usual check.
         metadata.pop(TOKEN_METADATA_KEY, None)

@@ -74,7 +74,9 @@ __all__ = [
     "TICKET_BYTES",
     "ALIGNMENT",
     "as_byte_views",
+    "decode_metadata",
     "encode",
+    "encode_metadata",
     "encode_inline",
     "encode_pending",
     "encode_bulk",
@@ -436,3 +438,33 @@ class Reassembler:
             raise errors.DataLossError(
                 f"the stream ended {missing} bytes before the end of a message"
             )
+
+
+def encode_metadata(metadata: Sequence[tuple[str, str]]) -> bytes:
+    """Call metadata as movers carry it beside a call: ``key NUL value NUL`` per pair.
+
+    Examples:
+        >>> from tensorwire.transport.kit.framing import decode_metadata, encode_metadata
+        >>> decode_metadata(encode_metadata([("k", "v")]), "a call")
+        {'k': 'v'}
+    """
+    return "".join(f"{k}\0{v}\0" for k, v in metadata).encode()
+
+
+def decode_metadata(data: bytes, what: str) -> dict[str, str]:
+    """The metadata ``encode_metadata`` made.
+
+    Args:
+      data: the encoded metadata.
+      what: names the carrier in an error (``"a bulk call"``).
+
+    Raises:
+      DataLossError: ``data`` is not UTF-8 or not pairs.
+    """
+    try:
+        parts = bytes(data).decode().split("\0")
+    except UnicodeDecodeError as exc:
+        raise errors.DataLossError(f"metadata of {what} is not UTF-8: {exc}") from None
+    if len(parts) % 2 != 1 or parts[-1]:
+        raise errors.DataLossError(f"malformed metadata in {what}")
+    return dict(zip(parts[0:-1:2], parts[1:-1:2], strict=True))
