@@ -632,10 +632,7 @@ class GrpcListener(Listener):
         deadline: float | None,
         peer: str,
     ) -> tuple[list[memoryview], int]:
-        handlers = self._methods.get(name)
-        if handlers is None:
-            raise errors.UnimplementedError(f"method {name} is not served at {self.address}")
-        return handlers.bulk_call(frames, metadata, deadline, peer)
+        return self._mover_handlers(name).bulk_call(frames, metadata, deadline, peer)
 
     def _serve_mover_stream(
         self,
@@ -645,10 +642,14 @@ class GrpcListener(Listener):
         deadline: float | None,
         peer: str,
     ) -> Iterator[tuple[list[memoryview], int]]:
+        return self._mover_handlers(name).mover_stream(frames, metadata, deadline, peer)
+
+    def _mover_handlers(self, name: str) -> _MethodHandlers:
+        """The handlers of ``name`` for a call that came by a mover (as gRPC would say it)."""
         handlers = self._methods.get(name)
         if handlers is None:
             raise errors.UnimplementedError(f"method {name} is not served at {self.address}")
-        return handlers.mover_stream(frames, metadata, deadline, peer)
+        return handlers
 
     def _hello(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> bytes | None:
         """The mover handshake (``kit.handshake``), to a caller that proves the token: the
