@@ -438,3 +438,32 @@ def test_peer_killed_during_a_call_is_unavailable(transport, peer_process) -> No
     process.kill()
     with pytest.raises(errors.UnavailableError):
         future.result(timeout=10)
+
+
+def test_a_method_first_used_after_the_channel_closed_is_refused_not_a_crash() -> None:
+    """gRPC's C core dies of SIGSEGV registering a method on a closed channel; a call
+    racing the channel's close (a background call, a Hello) must get CancelledError. In a
+    child process, so that the crash this guards against fails the test, not the run."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        from tensorwire import errors
+        from tensorwire.transport import TransportOptions
+        from tensorwire_grpc.channel import SharedChannel
+
+        shared = SharedChannel("127.0.0.1:1", TransportOptions())
+        shared.close()
+        try:
+            shared.unary_unary("/never.Used/Before")
+        except errors.CancelledError as exc:
+            print("refused:", exc.message)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
+    assert "refused: /never.Used/Before: the channel to 127.0.0.1:1 is closed" in done.stdout

@@ -112,6 +112,9 @@ class SharedChannel:
         self._callables: dict[tuple[str, str], Any] = {}
         #: Set in a forked child: this is the parent's channel, never to be used here.
         self.abandoned = False
+        #: Set (under ``_lock``) once the gRPC channel is closed: no method is registered
+        #: on it after that.
+        self._grpc_closed = False
 
     def _callable(self, kind: str, path: str) -> Any:
         key = (kind, path)
@@ -123,6 +126,10 @@ class SharedChannel:
                     "forked and cannot be used in the child; connect again"
                 )
             with self._lock:
+                if self._grpc_closed:
+                    # gRPC's C core crashes the process (SIGSEGV) registering a method on
+                    # a channel closed under it; a call that raced the close ends here.
+                    raise errors.CancelledError(f"{path}: the channel to {self.address} is closed")
                 factory = getattr(self.grpc_channel, kind)
                 # _registered_method=True: the path is registered once with the C core
                 # instead of being looked up on every call (public since grpcio 1.62).
@@ -336,7 +343,9 @@ class SharedChannel:
         for shm_peer in shm_peers:
             shm_peer.close()
         if not self.abandoned:
-            self.grpc_channel.close()
+            with self._lock:  # never while ``_callable`` registers a method (see there)
+                self._grpc_closed = True
+                self.grpc_channel.close()
 
 
 class GrpcChannel(Channel):
