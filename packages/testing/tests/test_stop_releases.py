@@ -71,10 +71,14 @@ before, files_before, threads_before = resources(), open_files(), python_threads
 cycle()
 # The servers' own threads: named by tensorwire, or gRPC's server threads. Not a reader's
 # release call (tw-data-release-*): the reader's, not a server's; it ends within its call
-# deadline and is polled for below with the other threads.
+# deadline and is polled for below with the other threads. Nor the grpc channels'
+# process-wide housekeepers (closing idle side-channel and shared-memory connections):
+# client side, started on demand and ending once idle, so cycle 2 may start them anew;
+# they too are polled for below.
+CLIENT_SIDE = ("tw-data-release-", "tensorwire-bulk-reaper", "tensorwire-shm-idle")
 own_left = [n for n in set(python_threads()) - set(threads_before)
             if n.startswith(("tw-", "tensorwire-", "inproc server"))
-            and not n.startswith("tw-data-release-")
+            and not n.startswith(CLIENT_SIDE)
             or n.endswith(("(_serve)", "(cancel_all_calls_after_grace)"))]
 # Others (the channel threads gRPC runs while client calls such as a dispatcher's nudges
 # finish) end a moment later.
