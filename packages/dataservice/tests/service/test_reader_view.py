@@ -88,10 +88,17 @@ def test_splits_handed_to_running_tasks_leave_the_view_as_it_was(service_factory
             (job,) = core.state.jobs.values()
             splits_before = job.num_splits
         held = _heartbeat(dispatcher, reader.client_id, None)["view"]
-        for _ in range(2000):  # reading makes the worker ask for more splits
-            next(reader)
+        # Reading makes the worker ask for more splits, once it has produced those it
+        # holds (how many it fetched ahead depends on how fast it ran): read until then.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for _ in range(500):
+                next(reader)
+            with core.lock:
+                if job.num_splits > splits_before:
+                    break
         with core.lock:
-            assert job.num_splits > splits_before
+            assert job.num_splits > splits_before, "no new split in 120 s of reading"
         assert "tasks" not in _heartbeat(dispatcher, reader.client_id, held)
     finally:
         reader.close()
