@@ -519,14 +519,7 @@ class ShmPeer:
                 raise ShmUnavailable(exc.message) from None
             except errors.UnavailableError as exc:
                 raise _unavailable(exc, what) from None
-            try:
-                answer = connection.receive(deadline)
-            except errors.DeadlineExceededError:
-                raise errors.DeadlineExceededError(
-                    f"{what}: no response through shared memory before the deadline"
-                ) from None
-            except errors.UnavailableError as exc:
-                raise _unavailable(exc, what) from None
+            answer = _receive(connection, deadline, what, "response")
             reusable = True
         finally:
             self._release(connection, reusable)
@@ -589,14 +582,7 @@ class ShmPeer:
         reusable = False
         try:
             while True:
-                try:
-                    answer = connection.receive(deadline)
-                except errors.DeadlineExceededError:
-                    raise errors.DeadlineExceededError(
-                        f"{what}: no stream message through shared memory before the deadline"
-                    ) from None
-                except errors.UnavailableError as exc:
-                    raise _unavailable(exc, what) from None
+                answer = _receive(connection, deadline, what, "stream message")
                 status = answer.tag[:1]
                 if status == bytes((STATUS_END,)):
                     reusable = True
@@ -651,6 +637,20 @@ def _call_tag(
     if len(name_bytes) > 0xFFFF:
         raise ShmUnavailable("method name too long")
     return CALL_HEAD.pack(op, timeout_ms, len(name_bytes), len(md)) + name_bytes + md
+
+
+def _receive(
+    connection: shm.ShmConnection, deadline: float | None, what: str, expected: str
+) -> shm.ShmMessage:
+    """The peer's next message on ``connection``, failures named as the call's (``what``)."""
+    try:
+        return connection.receive(deadline)
+    except errors.DeadlineExceededError:
+        raise errors.DeadlineExceededError(
+            f"{what}: no {expected} through shared memory before the deadline"
+        ) from None
+    except errors.UnavailableError as exc:
+        raise _unavailable(exc, what) from None
 
 
 def _unavailable(exc: errors.OpError, what: str) -> errors.OpError:
