@@ -37,6 +37,12 @@ _SERVICE = "bench.Raw"
 PAGE = 4096
 
 
+def repeats(nbytes: int) -> int:
+    """Transfers of ``nbytes`` timed together as one figure: ~64 MiB moved, at least one, so
+    that small sizes are not timed below the clock's and the scheduler's noise."""
+    return max(1, (64 << 20) // nbytes)
+
+
 def page_aligned(nbytes: int) -> memoryview:
     """``nbytes`` of writable memory starting at a page boundary, every page touched."""
     import numpy as np

@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _limits  # noqa: E402
+from _limits import repeats  # noqa: E402
 
 MiB = 1 << 20
 #: The goal: our read at least this fraction of raw TCP's, from 4 MiB up.
@@ -45,11 +46,6 @@ START_TIMEOUT = 120.0
 #: Seconds one read may take.
 READ_TIMEOUT = 300.0
 PS_PORT = 2222
-
-
-def repeats(nbytes: int) -> int:
-    """Back-to-back reads timed together: ~64 MiB moved per figure, at least one read."""
-    return max(1, (64 * MiB) // nbytes)
 
 
 def _in_namespace(namespace: str, argv: list[str]) -> list[str]:

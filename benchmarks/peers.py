@@ -53,6 +53,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import _limits  # noqa: E402
 import across_hosts  # noqa: E402
+from _limits import repeats  # noqa: E402
 
 MiB = 1 << 20
 PS = "/job:ps/task:0"
@@ -75,11 +76,6 @@ def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def repeats(nbytes: int) -> int:
-    """Back-to-back transfers timed together in one round: ~64 MiB moved, at least once."""
-    return max(1, (64 * MiB) // nbytes)
 
 
 # -- PyTorch RPC ranks (each its own interpreter: ``python peers.py torch-rank ...``) -----
