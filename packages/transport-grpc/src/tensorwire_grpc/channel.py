@@ -54,7 +54,7 @@ from tensorwire.transport.kit.address import split_address
 from tensorwire.transport.kit.routes import CallRoute, RouteLimits, choose_call_route
 from tensorwire.transport.threads import background
 
-from . import bulk, forking, shm_mover, status
+from . import bulk, forking, idle, shm_mover, status
 from . import options as opts
 from .server import CHUNKED_SUFFIX, FETCH_PATH, HELLO_PATH, STREAM_SUFFIX
 
@@ -94,6 +94,8 @@ class SharedChannel:
             wants.add(shm_mover.MOVER)
         self._wants = frozenset(wants)
         self._hello_request = handshake.encode_wants(sorted(wants))
+        if wants:
+            idle.start()
         credentials = opts.channel_credentials(options)
         arguments = opts.channel_arguments(options)
         compression = opts.compression(options)

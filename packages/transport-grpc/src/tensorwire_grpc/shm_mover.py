@@ -52,6 +52,7 @@ from tensorwire.transport.base import TOKEN_METADATA_KEY
 from tensorwire.transport.kit import framing
 from tensorwire.transport.threads import join_threads
 
+from . import idle
 from .mover_calls import ParkResponse, ServeCall, ServeStream, TakeResponse
 
 __all__ = ["MOVER", "ShmMoverServer", "ShmPeer", "ShmUnavailable", "Parked"]
@@ -401,11 +402,11 @@ class ShmPeer:
         self._lock = threading.Lock()
         #: Idle connections and since when (monotonic), most recent last.
         self._idle: list[tuple[shm.ShmConnection, float]] = []
-        self._reaper: threading.Timer | None = None
         self._busy = 0
         self._closed = False
         #: Until when connecting is not tried again (it failed; 0: it did not).
         self.failed_until = 0.0
+        idle.watch(self)
 
     def stale(self) -> bool:
         """Whether connecting failed and the retry period is over: time to ask the server
@@ -442,32 +443,25 @@ class ShmPeer:
             connection.close()
 
     def _keep_idle(self, connection: shm.ShmConnection) -> None:
-        """(Under the lock.) Keep ``connection`` for the next call, closed by the reaper
-        once idle for ``CLIENT_IDLE_SECONDS``."""
+        """(Under the lock.) Keep ``connection`` for the next call; ``reap`` closes it once
+        idle for ``CLIENT_IDLE_SECONDS``."""
         self._idle.append((connection, time.monotonic()))
-        if self._reaper is None:
-            self._reaper = threading.Timer(CLIENT_IDLE_SECONDS, self._reap)
-            self._reaper.name = "tensorwire-shm-idle"
-            self._reaper.daemon = True
-            self._reaper.start()
 
-    def _reap(self) -> None:
-        """Close the connections idle for ``CLIENT_IDLE_SECONDS``; look again later while
-        others are idle."""
+    def reap(self) -> None:
+        """Close the connections idle for ``CLIENT_IDLE_SECONDS``, or that their server
+        closed (called by ``idle``'s housekeeper)."""
         now = time.monotonic()
         with self._lock:
-            self._reaper = None
-            expired = [c for c, since in self._idle if now - since >= CLIENT_IDLE_SECONDS]
-            self._idle = [
-                (c, since) for c, since in self._idle if now - since < CLIENT_IDLE_SECONDS
-            ]
-            if self._idle and not self._closed:
-                wait = CLIENT_IDLE_SECONDS - (now - self._idle[0][1])
-                self._reaper = threading.Timer(max(0.01, wait), self._reap)
-                self._reaper.name = "tensorwire-shm-idle"
-                self._reaper.daemon = True
-                self._reaper.start()
-        for connection in expired:
+            keep: list[tuple[shm.ShmConnection, float]] = []
+            drop: list[shm.ShmConnection] = []
+            for connection, since in self._idle:
+                fresh = now - since < CLIENT_IDLE_SECONDS and not connection.closed
+                if fresh:
+                    keep.append((connection, since))
+                else:
+                    drop.append(connection)
+            self._idle = keep
+        for connection in drop:
             connection.close()
 
     def _acquire(self, deadline: float | None) -> shm.ShmConnection:
@@ -618,9 +612,6 @@ class ShmPeer:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-            reaper, self._reaper = self._reaper, None
-        if reaper is not None:
-            reaper.cancel()
         for connection, _ in idle:
             connection.close()
 

@@ -7,14 +7,12 @@ See ``bulk.protocol`` for the wire format.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
-from weakref import WeakSet
 
 from tensorwire import errors
 from tensorwire.transport import security
@@ -22,6 +20,7 @@ from tensorwire.transport.base import TOKEN_METADATA_KEY
 from tensorwire.transport.kit import framing
 from tensorwire.transport.kit.tickets import new_ticket
 
+from .. import idle
 from ..wire import Wire
 from . import protocol
 from .protocol import BulkUnavailable
@@ -43,10 +42,6 @@ TCP_CONNECT_SECONDS = 1.0
 #: After a failed connect, gRPC is used for this long, doubling per failure up to the max.
 RETRY_SECONDS = 5.0
 MAX_RETRY_SECONDS = 300.0
-#: Idle connections are checked this often, and those their server closed (it stopped or
-#: restarted) or idle too long are closed: an idle connection does not hold a descriptor
-#: for long after its server went away (a gRPC channel gives its socket up likewise).
-REAP_SECONDS = 1.0
 
 
 class BulkPeer:
@@ -72,7 +67,7 @@ class BulkPeer:
         self.lean = False
         #: Calls the server answered LEAN_BUSY (made over gRPC instead).
         self.lean_busy = 0
-        _reaper.watch(self)
+        idle.watch(self)
 
     @property
     def address(self) -> str:
@@ -192,49 +187,6 @@ class BulkPeer:
         idle, self._idle = self._idle, []
         for wire, _ in idle:
             wire.close()
-
-
-class _Reaper:
-    """One daemon thread per process that calls ``reap`` on every live ``BulkPeer`` each
-    ``REAP_SECONDS``. Started with the first peer and kept, like gRPC's own threads; a
-    forked child starts its own when it makes a peer."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._peers: WeakSet[BulkPeer] = WeakSet()
-        self._pid = 0
-        os.register_at_fork(after_in_child=self._after_fork)
-
-    def _after_fork(self) -> None:
-        # A parent thread may have held the lock at the fork; no reaper runs here yet.
-        self._lock = threading.Lock()
-
-    def watch(self, peer: BulkPeer) -> None:
-        with self._lock:
-            self._peers.add(peer)
-            if self._pid == os.getpid():
-                return
-            thread = threading.Thread(target=self._run, name="tensorwire-bulk-reaper", daemon=True)
-            try:
-                thread.start()
-            except RuntimeError as exc:  # no thread to be had: idle sockets wait for reuse
-                log.debug("no reaper for idle side-channel connections: %s", exc)
-                return
-            self._pid = os.getpid()
-
-    def _run(self) -> None:
-        tick = threading.Event()
-        while not tick.wait(REAP_SECONDS):
-            with self._lock:
-                peers = list(self._peers)
-            for peer in peers:
-                try:
-                    peer.reap()
-                except Exception:  # noqa: BLE001 - the reaper must outlive any one peer
-                    log.debug("reaping idle side-channel connections failed", exc_info=True)
-
-
-_reaper = _Reaper()
 
 
 def _reason(wire: Wire, deadline: float) -> str:
