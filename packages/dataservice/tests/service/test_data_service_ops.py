@@ -222,6 +222,38 @@ def test_max_outstanding_requests(service_factory, limit):
     assert sorted(values(ds)) == sorted(list(range(50)) * 2)
 
 
+def test_a_reader_holds_at_most_its_prefetch_bytes_ahead(service_factory, monkeypatch):
+    # Messages of 256 KiB (four 64 KiB elements) and at most 1 MiB ahead: the byte bound
+    # binds long before the message count (16) does.
+    from tensorwire_dataservice.service import client, worker
+
+    monkeypatch.setattr(worker, "_MESSAGE_BYTES", 256 << 10)
+    monkeypatch.setattr(client, "_PREFETCH_BYTES", 1 << 20)
+    ahead: list[int] = []
+    real_put = client._Reader._put
+
+    def put(self, item):
+        queued = real_put(self, item)
+        # What the queue holds now, by the sizes its streamed messages carry.
+        ahead.append(sum(p[3] for kind, p in list(self._queue.queue) if kind == "elements"))
+        return queued
+
+    monkeypatch.setattr(client._Reader, "_put", put)
+    dispatcher, _ = service_factory(1)
+    # Random bytes: compression cannot shrink the messages below the bound's scale.
+    element = np.random.default_rng(0).integers(0, 256, 64 << 10, dtype=np.uint8)
+    n = 160
+    it = iter(distribute(Dataset.from_tensors(element).repeat(n), dispatcher))
+    got = [next(it)]
+    # The consumer pauses until the reader has filled its prefetch to the bound.
+    end = time.monotonic() + 60
+    while max(ahead, default=0) < 3 * (256 << 10) and time.monotonic() < end:
+        time.sleep(0.01)
+    got.extend(it)
+    assert len(got) == n and all(np.array_equal(x, element) for x in got)
+    assert 3 * (256 << 10) <= max(ahead) <= 1 << 20, ahead
+
+
 # -- shared jobs ----------------------------------------------------------------------------
 
 

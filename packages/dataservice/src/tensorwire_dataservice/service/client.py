@@ -64,6 +64,10 @@ CLIENT_TIMEOUT = float(os.environ.get("TENSORWIRE_DATA_CLIENT_TIMEOUT", "60"))
 #: How often a reader asks the dispatcher for task changes.
 TASK_REFRESH_INTERVAL = 0.5
 _PREFETCH_MESSAGES = 16
+#: Bytes of streamed messages a reader holds ahead of its consumer at most (one message is
+#: always let in): with messages of up to 4 MiB (the worker's bound), sixteen of them would
+#: be 64 MiB a reader, where four already keep a reader on the worker's host at memcpy speed.
+_PREFETCH_BYTES = 16 << 20
 #: Elements per streamed message at most: with _PREFETCH_MESSAGES, what one reader may hold
 #: ahead of its consumer (4096 elements), so many open readers do not make their workers
 #: produce, encode and send far more than is read.
@@ -634,6 +638,10 @@ class _Reader(Iterator[Any]):
         self._credit_cond = threading.Condition()
         maxsize = 0 if self._shared else ds._max_outstanding or _PREFETCH_MESSAGES
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=maxsize)
+        #: Bytes of the streamed messages in the queue (``_PREFETCH_BYTES``), and the
+        #: condition a stream waits on for them to fall.
+        self._ahead_bytes = 0
+        self._room = threading.Condition()
         self._sem = threading.Semaphore(ds._max_outstanding) if ds._max_outstanding else None
         self._tasks: dict[int, _TaskState] = {}
         # Tasks whose end of sequence this reader received, with the generation that sent it.
@@ -940,6 +948,28 @@ class _Reader(Iterator[Any]):
                 continue
         return False
 
+    def _put_streamed(self, payload: tuple[list[Any], int, Any, int]) -> bool:
+        """Queue a streamed message's elements once the bytes ahead leave room for it
+        (``_PREFETCH_BYTES``; its last item is its size). False when the reader stops."""
+        nbytes = payload[3]
+        with self._room:
+            while self._ahead_bytes and self._ahead_bytes + nbytes > _PREFETCH_BYTES:
+                if self._stop.is_set():
+                    return False
+                self._room.wait(0.1)
+            self._ahead_bytes += nbytes
+        if self._put(("elements", payload)):
+            return True
+        self._taken(nbytes)
+        return False
+
+    def _taken(self, nbytes: int) -> None:
+        """A message of ``nbytes`` left the queue: room for the streams."""
+        if nbytes:
+            with self._room:
+                self._ahead_bytes -= nbytes
+                self._room.notify_all()
+
     def _read_task(self, state: _TaskState) -> None:
         """Stream a task's elements into the prefetch queue (a job read by one consumer)."""
         with self._lock:
@@ -957,14 +987,15 @@ class _Reader(Iterator[Any]):
             try:
                 stream = channel.stream(WORKER_SERVICE, "GetElements", request)
                 for frames in _bounded(stream, self._sem):
+                    nbytes = sum(len(f) for f in frames)
                     got, eos, first = decode_chunk(frames)
                     retry.succeeded()
                     accepted = self._accept(state, generation, got, first)
                     if accepted is None:
                         return  # a replaced generation
                     elements, positions = accepted
-                    if elements and not self._put(
-                        ("elements", (elements, state.task_id, positions))
+                    if elements and not self._put_streamed(
+                        (elements, state.task_id, positions, nbytes)
                     ):
                         return
                     if eos:
@@ -1032,7 +1063,7 @@ class _Reader(Iterator[Any]):
                 return  # a replaced generation
             elements, positions = accepted
             self._return_credits(wanted - len(elements))
-            if elements and not self._put(("elements", (elements, state.task_id, positions))):
+            if elements and not self._put(("elements", (elements, state.task_id, positions, 0))):
                 return
             if eos:
                 self._task_done(state, generation)
@@ -1138,7 +1169,7 @@ class _Reader(Iterator[Any]):
             served[task.task_id] = served.get(task.task_id, 0) + 1
             with self._lock:
                 self._round = round_index + 1
-            if not self._put(("elements", (elements, -1, None))):
+            if not self._put(("elements", (elements, -1, None, 0))):
                 return
 
     def _live_tasks_done(self) -> bool:
@@ -1211,7 +1242,8 @@ class _Reader(Iterator[Any]):
             if kind == "elements":
                 if self._current_positions is not None:
                     self._fold(len(self._current))
-                self._current, self._current_task, self._current_positions = payload
+                self._current, self._current_task, self._current_positions, nbytes = payload
+                self._taken(nbytes)
                 self._pos = 0
                 self._waited += time.monotonic() - waiting_since
                 self._received += len(self._current)
