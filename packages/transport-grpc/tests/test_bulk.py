@@ -648,7 +648,7 @@ def test_stop_closes_the_side_port_and_its_threads(transport) -> None:
     listener = transport.serve("127.0.0.1:0", [service], TransportOptions(extra=ON))
     listener.start()
     side = listener.bulk
-    accept_thread = side._thread
+    accept_thread = side.connections.accept_thread
     peer = bulk.BulkPeer("127.0.0.1", side.port, None)
     peer.release(peer.acquire(time.monotonic() + 5), True)  # one idle server connection
     listener.stop(0)
@@ -657,9 +657,9 @@ def test_stop_closes_the_side_port_and_its_threads(transport) -> None:
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", side.port), timeout=2).close()
     end = time.monotonic() + 5
-    while side._connections and time.monotonic() < end:
+    while side.connections and time.monotonic() < end:
         time.sleep(0.02)
-    assert not side._connections
+    assert not side.connections
     peer.close()
 
 
@@ -669,7 +669,7 @@ def test_stop_returns_once_the_side_channel_holds_nothing(transport, start) -> N
     if start:
         listener.start()
     side = listener.bulk
-    serving = [side._thread]
+    serving = [side.connections.accept_thread]
     peer = bulk.BulkPeer("127.0.0.1", side.port, None)
     peer.release(peer.acquire(time.monotonic() + 5), True)  # one idle server connection
     serving += [t for t in threading.enumerate() if t.name == "tensorwire-bulk-conn"]

@@ -37,11 +37,17 @@ def _service() -> Service:
         yield [b"one"]
         yield [b"two"]
 
+    @svc.stream("Stream")
+    def stream(frames, context):
+        yield [bytes(len(frames[0]))]
+        yield [bytes(len(frames[0]))]
+
     return svc
 
 
-#: Small calls stay on gRPC (not over the side channel once its port is known).
-SMALL_ON_GRPC = TransportOptions(extra={"bulk_tcp_small_calls": False})
+#: Small calls stay on gRPC (not over the side channel once its port is known); large ones
+#: take the TCP side channel (not the shared-memory mover, which this host would offer).
+SMALL_ON_GRPC = TransportOptions(extra={"bulk_tcp_small_calls": False, "shm": False})
 
 
 def _stats(protocol: str, calls, client: TransportOptions = SMALL_ON_GRPC) -> list:
@@ -53,8 +59,8 @@ def _stats(protocol: str, calls, client: TransportOptions = SMALL_ON_GRPC) -> li
     try:
         with transport.connect(listener.address, client) as channel:
             for method, size in calls:
-                if method == "MovedStream":
-                    assert len(list(channel.stream("P", method, [b"x"], timeout=30))) == 2
+                if method in ("MovedStream", "Stream"):
+                    assert len(list(channel.stream("P", method, [bytes(size)], timeout=30))) == 2
                 else:
                     channel.call("P", method, [bytes(size)], timeout=30)
     finally:
@@ -84,8 +90,26 @@ def test_side_channel_calls_keep_their_label() -> None:
 
 def test_small_calls_after_the_side_port_is_known_are_side_channel_calls() -> None:
     # The large call learned the port; the small one then took the side channel (LEAN).
-    paths = _paths("grpc", [("Plain", LARGE), ("Plain", 16)], TransportOptions())
+    no_shm = TransportOptions(extra={"shm": False})
+    paths = _paths("grpc", [("Plain", LARGE), ("Plain", 16)], no_shm)
     assert paths == {("/P/Plain", "side_channel"): 2}
+
+
+@pytest.mark.parametrize(("shm", "path"), [(True, "shm"), (False, "side_channel")])
+def test_large_calls_on_one_host_are_counted_under_the_mover_that_carried_them(
+    shm: bool, path: str
+) -> None:
+    # Both processes on this host: with the mover on, the call goes whole through shared
+    # memory; with it off, over the TCP side channel.
+    client = TransportOptions(extra={"bulk_tcp_small_calls": False, "shm": shm})
+    paths = _paths("grpc", [("Plain", LARGE), ("Plain", 16)], client)
+    assert paths == {("/P/Plain", path): 1, ("/P/Plain", "grpc"): 1}
+
+
+def test_streams_through_shared_memory_are_shm_calls() -> None:
+    client = TransportOptions(extra={"shm": True})
+    (stats,) = _stats("grpc", [("Stream", LARGE)], client)
+    assert (stats.path, stats.request_bytes, stats.response_bytes) == ("shm", LARGE, 2 * LARGE)
 
 
 @pytest.mark.parametrize("method", ["Moved", "MovedStream"])

@@ -494,7 +494,7 @@ def test_idle_connections_are_closed_and_the_server_lets_go_of_them(
         assert _in_a_segment(channel.call("t.Shm", "Echo", [big], timeout=DEADLINE_SECONDS)[0])
 
         def none_left() -> None:
-            assert not listener.shm._connections  # type: ignore[union-attr]
+            assert not listener.shm.connections  # type: ignore[union-attr]
 
         eventually(none_left, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
         assert _in_a_segment(channel.call("t.Shm", "Echo", [big], timeout=DEADLINE_SECONDS)[0])

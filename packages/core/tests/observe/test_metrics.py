@@ -70,18 +70,18 @@ def test_failed_calls_are_counted_as_errors(metered_server):
     assert total(samples, "tensorwire_call_errors_total") >= 1
 
 
-def test_large_grpc_payloads_are_counted_on_the_side_channel():
+@pytest.mark.parametrize(("shm", "path"), [("1", "shm"), ("0", "side_channel")])
+def test_large_grpc_payloads_are_counted_under_the_mover_that_carried_them(monkeypatch, shm, path):
+    # One host: through the shared-memory mover, or with it off the TCP side channel.
+    monkeypatch.setenv("TENSORWIRE_GRPC_SHM", shm)
     with tw.Server({"local": ["localhost:0"]}, protocol="grpc", metrics_port=0) as server:
         with tw.Session(server.target) as sess:
             big = sess.variable("big", np.zeros(1 << 20, np.float32))  # 4 MiB
             big.read()
         samples = scrape(server.metrics_url)
     read = "/tensorwire.WorkerService/VarRead"
-    assert value(samples, "tensorwire_calls_total", method=read, path="side_channel") == 1
-    assert (
-        value(samples, "tensorwire_call_response_bytes_total", method=read, path="side_channel")
-        >= 4 << 20
-    )
+    assert value(samples, "tensorwire_calls_total", method=read, path=path) == 1
+    assert value(samples, "tensorwire_call_response_bytes_total", method=read, path=path) >= 4 << 20
 
 
 def test_metrics_port_answers_only_its_paths(metered_server):

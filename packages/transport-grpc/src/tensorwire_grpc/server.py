@@ -39,7 +39,7 @@ PENDING, to fetch over TCP (``kit.routes.choose_response_route`` decides each re
 route); in a stream the next message is produced only once the
 previous parked one was fetched, so a slow reader holds at most one message here.
 Whole unary calls that came over the side channel (CALL, and LEAN for small ones) run
-through ``_serve_bulk_call`` and the same ``invoke``, on the side channel's connection
+through ``_serve_mover_call`` and the same ``invoke``, on the side channel's connection
 threads; they count against ``grpc_max_workers`` together with the gRPC calls (``admit``).
 
 With the shared-memory mover on (``shm_mover``; under TLS only with a token) the listener
@@ -61,6 +61,7 @@ has returned, a stream until its last message was sent: the same span the pool c
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -119,6 +120,10 @@ CHUNKED_SUFFIX = ":chunked"
 PENDING_TTL_SECONDS = 60.0
 #: Threads beyond ``grpc_max_workers`` on which calls past that limit are refused.
 REFUSAL_THREADS = 64
+#: The call meter's path (``tensorwire.observe.CALL_PATHS``) of a call whose payload went,
+#: all or part of it, over the TCP side channel; of one the shared-memory mover carried.
+SIDE_CHANNEL_PATH = "side_channel"
+SHM_PATH = "shm"
 # gRPC reports "no deadline" as a remaining time of centuries.
 _NO_DEADLINE_SECONDS = 1e9
 #: How long ``stop()`` waits, beyond the grace period, for the calls' threads (and gRPC's
@@ -203,22 +208,23 @@ def _one_request(requests: Iterator[bytes], name: str) -> bytes:
 
 class _Tally:
     """What one call moved, for ``TransportOptions.call_meter``: its path is the one a layer
-    above set on the call's context (``CallContext.payload_path``: ``rdma``), else
-    ``side_channel`` once any of its payload went over the side channel, else ``grpc``."""
+    above set on the call's context (``CallContext.payload_path``: ``rdma``), else ``path``:
+    the mover's that carried any of its payload (``SIDE_CHANNEL_PATH``, ``SHM_PATH``), or
+    ``grpc``."""
 
-    __slots__ = ("started", "received", "answered", "side_channel", "failed", "context")
+    __slots__ = ("started", "received", "answered", "path", "failed", "context")
 
     def __init__(self, context: CallContext) -> None:
         self.started = time.monotonic()
         self.received = 0
         self.answered = 0
-        self.side_channel = False
+        self.path = "grpc"
         self.failed = True
         self.context = context
 
     def record(self, meter: CallMeter, name: str) -> None:
         context = self.context
-        path = context.payload_path or ("side_channel" if self.side_channel else "grpc")
+        path = context.payload_path or self.path
         seconds = time.monotonic() - self.started
         received = self.received + context.payload_bytes_in
         answered = self.answered + context.payload_bytes_out
@@ -265,7 +271,10 @@ class _MethodHandlers:
         bulk_path = route is ResponseRoute.PARK_FOR_MOVER
         if tally is not None:
             tally.answered += total
-            tally.side_channel |= bulk_path
+            if bulk_path:
+                # Parked for a mover: the side channel's path whichever mover fetches it
+                # (the caller picks; see ``observe.calls``).
+                tally.path = SIDE_CHANNEL_PATH
         if bulk_path:
             pending = listener.pending
             ticket = pending.put((views, total), deadline=context.deadline)
@@ -288,7 +297,8 @@ class _MethodHandlers:
         request came in one; a bulk descriptor there means the side channel)."""
         tally = _Tally(context)
         tally.received = sum(map(len, frames))
-        tally.side_channel = request is not None and request[:1] == bytes((framing.BULK,))
+        if request is not None and request[:1] == bytes((framing.BULK,)):
+            tally.path = SIDE_CHANNEL_PATH
         return tally
 
     def _request(self, request: bytes) -> list[memoryview]:
@@ -308,21 +318,23 @@ class _MethodHandlers:
             )
         return frames
 
-    def bulk_call(
+    def mover_call(
         self,
         frames: list[memoryview],
         metadata: dict[str, str],
         deadline: float | None,
         peer: str,
+        path: str,
     ) -> tuple[list[memoryview], int]:
-        """A whole unary call that came over the side channel (``bulk`` CALL)."""
+        """A whole unary call that came through a mover (``bulk`` CALL or LEAN,
+        ``shm_mover`` CALL), counted under the mover's ``path``."""
         self._arity(False)
         context = CallContext(peer, metadata, deadline)
         meter = self.listener.options.call_meter
         if meter is None:
             return self._views(invoke(self.method, frames, context, self.listener.options))
         tally = self._tally(frames, None, context)
-        tally.side_channel = True
+        tally.path = path
         try:
             views, total = self._views(invoke(self.method, frames, context, self.listener.options))
             tally.answered, tally.failed = total, False
@@ -336,16 +348,18 @@ class _MethodHandlers:
         metadata: dict[str, str],
         deadline: float | None,
         peer: str,
+        path: str,
     ) -> Iterator[tuple[list[memoryview], int]]:
         """A whole streaming call that came through a mover (``shm_mover`` STREAM): its
-        messages as views and sizes. Closing the iterator ends the handler."""
+        messages as views and sizes, counted under the mover's ``path``. Closing the
+        iterator ends the handler."""
         self._arity(True)
         context = CallContext(peer, metadata, deadline)
         listener = self.listener
         meter = listener.options.call_meter
         tally = self._tally(frames, None, context) if meter is not None else None
         if tally is not None:
-            tally.side_channel = True
+            tally.path = path
         try:
             for message in iterate(self.method, frames, context, listener.options):
                 views, total = self._views(message)
@@ -393,7 +407,9 @@ class _MethodHandlers:
                 # The hint: this server's side channel would have taken it.
                 return framing.encode_inline(views, framing.FLAG_BULK_OK)
             if route is ResponseRoute.PARK_FOR_MOVER and tally is not None:
-                tally.side_channel = True  # parked, fetched over the side channel
+                # Parked for a mover: the side channel's path whichever mover fetches it
+                # (the caller picks, after this call was counted; see ``observe.calls``).
+                tally.path = SIDE_CHANNEL_PATH
             ticket = listener.pending.put((views, total), deadline=context.deadline)
             return framing.encode_pending(ticket)
         except errors.OpError as exc:
@@ -556,7 +572,7 @@ class GrpcListener(Listener):
                     options.token,
                     options.max_message_bytes,
                     self._take,
-                    self._serve_bulk_call,
+                    functools.partial(self._serve_mover_call, SIDE_CHANNEL_PATH),
                     max_calls=self.max_calls,
                     busy_elsewhere=lambda: self._pool.busy,
                 )
@@ -601,7 +617,7 @@ class GrpcListener(Listener):
         # This call's thread included; the handshakes not (see ``_hello``).
         busy = self._pool.busy - self._hellos
         if self.bulk is not None:
-            busy += self.bulk.calls_in_flight  # small calls over the side channel
+            busy += self.bulk.calls.count  # small calls over the side channel
         if busy > self.max_calls:
             raise errors.ResourceExhaustedError(
                 f"{name} refused: the server at {self.address} is already serving "
@@ -624,25 +640,31 @@ class GrpcListener(Listener):
         ticket: bytes = self.pending.put((views, total), deadline=deadline)
         return ticket
 
-    def _serve_bulk_call(
+    def _serve_mover_call(
         self,
+        path: str,
         name: str,
         frames: list[memoryview],
         metadata: dict[str, str],
         deadline: float | None,
         peer: str,
     ) -> tuple[list[memoryview], int]:
-        return self._mover_handlers(name).bulk_call(frames, metadata, deadline, peer)
+        """A unary call a mover carried (``mover_calls.ServeCall`` once ``path``, the call
+        meter's name for the mover, is bound)."""
+        return self._mover_handlers(name).mover_call(frames, metadata, deadline, peer, path)
 
     def _serve_mover_stream(
         self,
+        path: str,
         name: str,
         frames: list[memoryview],
         metadata: dict[str, str],
         deadline: float | None,
         peer: str,
     ) -> Iterator[tuple[list[memoryview], int]]:
-        return self._mover_handlers(name).mover_stream(frames, metadata, deadline, peer)
+        """A streaming call a mover carried (``mover_calls.ServeStream`` once ``path`` is
+        bound)."""
+        return self._mover_handlers(name).mover_stream(frames, metadata, deadline, peer, path)
 
     def _mover_handlers(self, name: str) -> _MethodHandlers:
         """The handlers of ``name`` for a call that came by a mover (as gRPC would say it)."""
@@ -743,9 +765,9 @@ class GrpcListener(Listener):
                 self._grpc_threads += threads
             if self.bulk is not None:
                 # Side-channel calls get the same grace as gRPC's calls in flight.
-                self.bulk.drain(grace or 0)
+                self.bulk.calls.drain(grace or 0)
             if self.shm is not None:
-                self.shm.drain(grace or 0)
+                self.shm.calls.drain(grace or 0)
             # stop() returns at once; calls in flight get ``grace`` seconds, then are
             # cancelled. Waiting a little longer than that covers the cancellation.
             if not done.wait(max(0.0, deadline - time.monotonic())):
@@ -783,8 +805,8 @@ def _start_shm_mover(
             options.max_message_bytes,
             listener._take,
             listener._park,
-            listener._serve_bulk_call,
-            listener._serve_mover_stream,
+            functools.partial(listener._serve_mover_call, SHM_PATH),
+            functools.partial(listener._serve_mover_stream, SHM_PATH),
             listener.address,
         )
     except OSError as exc:  # no memfd or abstract sockets here: the other paths still work

@@ -50,9 +50,14 @@ from tensorwire import errors
 from tensorwire.transport import shm
 from tensorwire.transport.base import TOKEN_METADATA_KEY
 from tensorwire.transport.kit import framing
-from tensorwire.transport.threads import join_threads
 
 from . import idle
+from .connection_server import (
+    CLOSE_JOIN_SECONDS,
+    CallsInFlight,
+    ConnectionServer,
+    with_server_token,
+)
 from .mover_calls import ParkResponse, ServeCall, ServeStream, TakeResponse
 
 __all__ = ["MOVER", "ShmMoverServer", "ShmPeer", "ShmUnavailable", "Parked"]
@@ -89,8 +94,6 @@ ACCEPT_POLL_SECONDS = 0.5
 CONNECT_SECONDS = 2.0
 #: After a failed connect, the channel uses other movers for this long.
 RETRY_SECONDS = 5.0
-#: How long ``ShmMoverServer.close`` waits for its threads.
-CLOSE_JOIN_SECONDS = 5.0
 #: An answer an error message carries at most this many bytes of.
 MAX_MESSAGE_BYTES = 4096
 
@@ -122,7 +125,8 @@ def _limits() -> shm.ShmLimits:
 
 
 class ShmMoverServer:
-    """The shared-memory listener of a grpc server and a thread per connection.
+    """The shared-memory listener of a grpc server and a thread per connection (the accept
+    loop, the threads and the stop are ``connection_server``'s).
 
     Args:
       token: the cluster token callers prove (None: any local process may connect).
@@ -154,49 +158,37 @@ class ShmMoverServer:
         self._serve_call = serve_call
         self._serve_stream = serve_stream
         self._name = name
-        self._lock = threading.Lock()
-        self._connections: set[shm.ShmConnection] = set()
-        self._threads: set[threading.Thread] = set()
-        self._closed = threading.Event()
-        self._draining = False
-        self._calls_in_flight = 0
-        self._calls_done = threading.Condition(self._lock)
-        self._thread = threading.Thread(
-            target=self._accept, name=f"tensorwire-shm-accept-{name}", daemon=True
+        #: Calls running; refused once the listener stops, and waited for.
+        self.calls = CallsInFlight()
+        self.connections: ConnectionServer[shm.ShmConnection] = ConnectionServer(
+            f"shared-memory mover of {name}",
+            accept=self._accept,
+            serve=self._serve,
+            refuse=_drop,
+            shut=shm.ShmConnection.close,
+            stop_listening=self._listener.close,
+            max_connections=MAX_SERVER_CONNECTIONS,
+            kind="shared-memory",
+            # A caller cannot hear a refusal: see MAX_SERVER_CONNECTIONS.
+            wait_when_full=True,
+            accept_thread_name=f"tensorwire-shm-accept-{name}",
+            connection_thread_name=f"tensorwire-shm-{name}",
+            log=log,
         )
-        self._thread.start()
+        self.connections.start()
 
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            if len(self._connections) >= MAX_SERVER_CONNECTIONS:
-                self._closed.wait(ACCEPT_POLL_SECONDS)  # until one of them ends
-                continue
-            try:
-                connection = self._listener.accept(time.monotonic() + ACCEPT_POLL_SECONDS)
-            except errors.DeadlineExceededError:
-                continue  # nobody came, or a peer's handshake timed out
-            except errors.UnavailableError:
-                if self._closed.is_set():
-                    return
-                continue  # the peer left mid-handshake
-            except errors.OpError as exc:
-                log.info("shared-memory peer of %s refused: %s", self._name, exc.message)
-                continue
-            with self._lock:
-                refused = self._closed.is_set()
-                if not refused:
-                    self._connections.add(connection)
-                    thread = threading.Thread(
-                        target=self._serve,
-                        args=(connection,),
-                        name=f"tensorwire-shm-{self._name}",
-                        daemon=True,
-                    )
-                    self._threads.add(thread)
-            if refused:
-                connection.close()
-                continue
-            thread.start()
+    def _accept(self) -> shm.ShmConnection | None:
+        """The next connection whose peer proved the token, or None after a poll (so that
+        the loop looks whether it was closed: the listener's socket cannot wake it)."""
+        try:
+            return self._listener.accept(time.monotonic() + ACCEPT_POLL_SECONDS)
+        except errors.DeadlineExceededError:
+            return None  # nobody came, or a peer's handshake timed out
+        except errors.UnavailableError:
+            return None  # the peer left mid-handshake, or the listener was closed
+        except errors.OpError as exc:
+            log.info("shared-memory peer of %s refused: %s", self._name, exc.message)
+            return None
 
     def _serve(self, connection: shm.ShmConnection) -> None:
         try:
@@ -215,28 +207,19 @@ class ShmMoverServer:
                 del message
         finally:
             connection.close()
-            with self._lock:
-                self._connections.discard(connection)
-                self._threads.discard(threading.current_thread())
 
     def _answer(self, connection: shm.ShmConnection, message: shm.ShmMessage) -> None:
         """Serve one request, counted in flight until it is answered (``drain`` waits for
         it); raises an ``OpError`` only when the connection is unusable."""
-        with self._lock:
-            draining = self._draining
-            if not draining:
-                self._calls_in_flight += 1
-        if draining:
-            refused = errors.UnavailableError(f"{self._name}: the server is stopping")
+        try:
+            self.calls.begin(self._name)
+        except errors.UnavailableError as refused:
             connection.send([], tag=_error_tag(refused), deadline=_answer_deadline(None))
             return
         try:
             self._answer_counted(connection, message)
         finally:
-            with self._lock:
-                self._calls_in_flight -= 1
-                if self._draining:  # set under this lock before drain() waits
-                    self._calls_done.notify_all()
+            self.calls.end()
 
     def _answer_counted(self, connection: shm.ShmConnection, message: shm.ShmMessage) -> None:
         tag = message.tag
@@ -344,36 +327,23 @@ class ShmMoverServer:
             if md_size
             else {}
         )
-        # The token never crosses: the connection proved it, so the call carries this
-        # server's own for the usual check.
-        metadata.pop(TOKEN_METADATA_KEY, None)
-        if self._token is not None:
-            metadata[TOKEN_METADATA_KEY] = self._token
+        with_server_token(metadata, self._token)
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         lengths = [len(frame) for frame in message.frames]
         framing.check_size(lengths, self._max_bytes, f"{name}: request")
         return name, message.frames, metadata, deadline
 
-    def drain(self, grace: float) -> None:
-        """Refuse new calls and wait up to ``grace`` seconds for those running to finish."""
-        end = time.monotonic() + grace
-        with self._lock:
-            self._draining = True
-            while self._calls_in_flight and time.monotonic() < end:
-                self._calls_done.wait(max(0.0, end - time.monotonic()))
-
     def close(self, timeout: float = CLOSE_JOIN_SECONDS) -> None:
         """Stop listening, close every connection and wait up to ``timeout`` for the
         threads: afterwards the server holds no socket, segment or thread."""
-        with self._lock:
-            self._closed.set()
-            connections = list(self._connections)
-        self._listener.close()
-        for connection in connections:
-            connection.close()
-        with self._lock:
-            threads = [self._thread, *self._threads]
-        join_threads(threads, time.monotonic() + timeout, f"shared-memory mover of {self._name}")
+        self.connections.close(timeout)
+
+
+def _drop(connection: shm.ShmConnection, reason: str) -> None:
+    """Close a connection the server will not serve. Its caller hears no reason (the
+    protocol has no refusal; see ``MAX_SERVER_CONNECTIONS``): it finds the connection
+    closed. Only while the server stops, or when no thread can be started for it."""
+    connection.close()
 
 
 def _answer_deadline(deadline: float | None) -> float:

@@ -11,7 +11,11 @@ Paths (``CALL_PATHS``) name how a call's bytes moved, as the transport chose:
 - ``grpc``: gRPC messages, inline or in chunks (also a response parked and fetched in
   chunks over gRPC).
 - ``side_channel``: the grpc transport's pooled TCP side channel (``tensorwire_grpc.bulk``):
-  a whole call, a pushed request or a response fetched there.
+  a whole call (small ones too, once the caller knows the side port), a pushed request,
+  or a response parked for a mover to fetch (whichever mover fetches it: the server
+  counts the call before its caller picks one).
+- ``shm``: the grpc transport's shared-memory mover (``tensorwire_grpc.shm_mover``) carried
+  the whole call or stream, between two processes of one host.
 - ``rdma``: RDMA READs of the ``grpc+verbs`` transport moved some of the call's payload
   (the plugin names the path on the call's ``CallContext.payload_path``, which the control
   transport counts under; the byte counts are those that crossed the control transport).
@@ -30,7 +34,7 @@ from .families import MetricFamily
 __all__ = ["CALL_PATHS", "LATENCY_BUCKETS_SECONDS", "CallMeter", "CallStats", "call_families"]
 
 #: The values of the ``path`` label of the call metrics.
-CALL_PATHS = ("grpc", "side_channel", "rdma", "inproc")
+CALL_PATHS = ("grpc", "side_channel", "shm", "rdma", "inproc")
 
 #: Upper bounds of the call-latency histogram buckets, in seconds (plus +Inf).
 LATENCY_BUCKETS_SECONDS = (

@@ -328,7 +328,7 @@ def call(
             raise errors.DeadlineExceededError(f"{name}: deadline exceeded before sending")
         timeout_ms = max(1, min(2**32 - 1, int(remaining * 1000)))
     encoded_name = name.encode()
-    # Never the token: the connection proved it (see BulkServer._call).
+    # Never the token: the connection proved it (see connection_server.with_server_token).
     encoded_metadata = framing.encode_metadata(
         [(k, v) for k, v in metadata if k != TOKEN_METADATA_KEY]
     )

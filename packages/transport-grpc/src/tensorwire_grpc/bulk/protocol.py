@@ -74,8 +74,8 @@ not a wait for bytes that never come. Errors of the handler a CALL ran keep the 
 which is in step.
 
 The accept loop survives failures (EMFILE in a burst of connections, a thread that cannot
-start): it logs, backs off up to ``ACCEPT_RETRY_MAX_SECONDS`` and accepts again; the
-connections waiting in the backlog are served once it can.
+start): it logs, backs off up to ``connection_server.ACCEPT_RETRY_MAX_SECONDS`` and accepts
+again; the connections waiting in the backlog are served once it can.
 
 CALL runs the unary method on the connection's thread, through the listener's
 ``serve_call`` (token, arity and error mapping as for gRPC calls); its status codes are

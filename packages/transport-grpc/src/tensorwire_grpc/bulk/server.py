@@ -1,10 +1,13 @@
 """The bulk side channel's server: the listening socket and a thread per connection.
 
-See ``bulk.protocol`` for the wire format and the rules this side enforces.
+See ``bulk.protocol`` for the wire format and the rules this side enforces, and
+``connection_server`` for the accept loop, the connection threads and the stop it shares
+with the shared-memory mover's server.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import socket
@@ -14,12 +17,16 @@ from collections.abc import Callable
 
 from tensorwire import errors
 from tensorwire.transport import security
-from tensorwire.transport.base import TOKEN_METADATA_KEY
 from tensorwire.transport.kit import framing
 from tensorwire.transport.kit.address import socket_peer_name
 from tensorwire.transport.kit.tickets import TicketStore
-from tensorwire.transport.threads import join_threads
 
+from ..connection_server import (
+    CLOSE_JOIN_SECONDS,
+    CallsInFlight,
+    ConnectionServer,
+    with_server_token,
+)
 from ..mover_calls import ServeCall, TakeResponse
 from ..wire import Wire
 from . import protocol
@@ -42,14 +49,8 @@ REFUSAL_LOG_SECONDS = 60.0
 MAX_LEAN_CALLS = 64
 #: A server connection with no request for this long is closed.
 IDLE_SECONDS = 300.0
-#: After a failed accept(), wait this long before the next, doubling per failure up to the
-#: max: the failure (EMFILE, ENOMEM) usually lasts until other connections end.
-ACCEPT_RETRY_SECONDS = 0.01
-ACCEPT_RETRY_MAX_SECONDS = 1.0
 #: Longest a pushed request may take to arrive or wait, whatever deadline the caller set.
 MAX_TTL_SECONDS = 600.0
-#: How long ``BulkServer.close`` waits for its threads to end (they are woken at once).
-CLOSE_JOIN_SECONDS = 5.0
 
 
 class _ThrottledWarning:
@@ -99,6 +100,14 @@ def take_arrival(arrivals: TicketStore[list[memoryview]], ticket: bytes) -> list
     return frames
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Accepted:
+    """A side-channel connection and its peer's address, as ``accept()`` gave them."""
+
+    sock: socket.socket
+    peer: object
+
+
 class BulkServer:
     """The listening socket of the side channel and a thread per connection."""
 
@@ -125,16 +134,9 @@ class BulkServer:
         self._max_bytes = max_bytes
         self._take_response = take_response
         self._serve_call = serve_call
-        self._lock = threading.Lock()
-        self._connections: set[socket.socket] = set()
-        #: The threads serving connections, joined by close().
-        self._connection_threads: set[threading.Thread] = set()
-        self._closed = False
-        #: Set by close(): ends the accept loop's back-off wait at once.
-        self._closing = threading.Event()
-        #: Set while the listener stops: CALLs are refused (as gRPC refuses new calls).
-        self._draining = False
-        self._calls_in_flight = 0
+        #: CALLs and LEANs running; refused once the listener stops (as gRPC refuses new
+        #: calls), and waited for.
+        self.calls = CallsInFlight()
         #: Calls run at once at most, counting ours (CALLs, LEANs) and ``busy_elsewhere()``
         #: (the listener's gRPC calls): a LEAN past it is answered LEAN_BUSY.
         self.max_calls = max_calls
@@ -142,95 +144,58 @@ class BulkServer:
         #: LEANs run at once at most (each on its connection's thread), whatever room
         #: ``max_calls`` leaves; the next is answered LEAN_BUSY.
         self.max_lean_calls = MAX_LEAN_CALLS
-        #: LEAN requests answered LEAN_BUSY (each then made over gRPC by its caller).
-        self.lean_busy = 0
-        self._calls_done = threading.Condition(self._lock)
         self._refusals = _ThrottledWarning(f"bulk side channel on port {self.port}")
-        self._thread = threading.Thread(
-            target=self._accept, name=f"tensorwire-bulk-{self.port}", daemon=True
+        self.connections: ConnectionServer[_Accepted] = ConnectionServer(
+            f"bulk side channel on port {self.port}",
+            accept=self._accept,
+            serve=self._serve,
+            refuse=self._refuse,
+            shut=_shut,
+            stop_listening=self._stop_listening,
+            max_connections=MAX_SERVER_CONNECTIONS,
+            kind="side-channel",
+            # The client reads a refusal before its first request (``REFUSED_MAGIC``) and
+            # takes gRPC: better than a wait in the backlog.
+            wait_when_full=False,
+            accept_thread_name=f"tensorwire-bulk-{self.port}",
+            connection_thread_name="tensorwire-bulk-conn",
+            log=log,
         )
-        self._thread.start()
+        self.connections.start()
 
-    def _accept(self) -> None:
-        failures = 0
-        while True:
-            try:
-                conn, peer = self._sock.accept()
-            except OSError as exc:
-                if self._closing.is_set():
-                    return
-                failures += 1
-                if not self._back_off(failures, f"cannot accept a connection: {exc}"):
-                    return
-                continue
-            thread = threading.Thread(
-                target=self._serve, args=(conn, peer), name="tensorwire-bulk-conn", daemon=True
-            )
-            with self._lock:
-                closed = self._closed
-                full = len(self._connections) >= MAX_SERVER_CONNECTIONS
-                if not (closed or full):
-                    self._connections.add(conn)
-                    self._connection_threads.add(thread)
-            if closed or full:
-                reason = (
-                    "the server is stopping"
-                    if closed
-                    else f"the server serves at most {MAX_SERVER_CONNECTIONS} side-channel "
-                    "connections at once; this call uses gRPC"
-                )
-                self._refuse_connection(conn, peer, reason)
-                continue
-            try:
-                thread.start()
-            except RuntimeError as exc:  # "can't start new thread"
-                with self._lock:
-                    self._connections.discard(conn)
-                    self._connection_threads.discard(thread)
-                conn.close()
-                failures += 1
-                if not self._back_off(failures, f"cannot start a connection thread: {exc}"):
-                    return
-                continue
-            if failures:
-                log.warning(
-                    "bulk side channel on port %d accepts connections again after %d failures",
-                    self.port,
-                    failures,
-                )
-                failures = 0
+    @property
+    def lean_busy(self) -> int:
+        """LEAN requests answered LEAN_BUSY (each then made over gRPC by its caller)."""
+        return self.calls.refused_busy
 
-    def _back_off(self, failures: int, reason: str) -> bool:
-        """Wait before accepting again after ``failures`` failures in a row; False when
-        the server closed meanwhile. Logs the first failure of a run as a warning."""
-        delay = min(ACCEPT_RETRY_MAX_SECONDS, ACCEPT_RETRY_SECONDS * 2 ** min(failures, 20))
-        if failures == 1:
-            log.warning(
-                "bulk side channel on port %d %s; retrying every %.0f ms at most, new "
-                "side-channel connections wait in the backlog meanwhile",
-                self.port,
-                reason,
-                ACCEPT_RETRY_MAX_SECONDS * 1000,
-            )
-        else:
-            log.debug("bulk side channel on port %d %s (failure %d)", self.port, reason, failures)
-        return not self._closing.wait(delay)
+    def _accept(self) -> _Accepted:
+        sock, peer = self._sock.accept()
+        return _Accepted(sock, peer)
 
-    def _refuse_connection(self, conn: socket.socket, peer: object, reason: str) -> None:
+    def _stop_listening(self) -> None:
+        try:
+            # shutdown wakes the thread blocked in accept(); close alone may not.
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+
+    def _refuse(self, accepted: _Accepted, reason: str) -> None:
         """Close a connection the server will not serve, telling the client why. Runs on
         the accept thread, so it never blocks: a fresh socket's send buffer is empty."""
         refused = errors.UnavailableError(reason)
         try:
-            conn.setblocking(False)
-            conn.send(
+            accepted.sock.setblocking(False)
+            accepted.sock.send(
                 protocol.REFUSED_MAGIC + protocol.status_bytes(int(refused.code), refused.message)
             )
         except OSError:
             pass
-        conn.close()
-        self._refusals.note(f"refused a connection from {peer}: {reason}")
+        accepted.sock.close()
+        self._refusals.note(f"refused a connection from {accepted.peer}: {reason}")
 
-    def _serve(self, conn: socket.socket, peer: object) -> None:
+    def _serve(self, accepted: _Accepted) -> None:
+        conn, peer = accepted.sock, accepted.peer
         wire = Wire(conn)
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -274,9 +239,6 @@ class BulkServer:
             log.warning("bulk connection from %s failed: %s: %s", peer, type(exc).__name__, exc)
             log.debug("bulk connection from %s failed", peer, exc_info=True)
         finally:
-            with self._lock:
-                self._connections.discard(conn)
-                self._connection_threads.discard(threading.current_thread())
             conn.close()
 
     def _handshake(self, wire: Wire) -> bool:
@@ -331,11 +293,7 @@ class BulkServer:
         fields = wire.read(name_size + md_size + 4, head_deadline)
         name = fields[:name_size].decode(errors="replace")
         metadata = framing.decode_metadata(fields[name_size:-4], "a bulk call") if md_size else {}
-        # The token never crosses the side channel: the connection proved it (HMAC of this
-        # connection's nonce), so the call carries this server's own for the usual check.
-        metadata.pop(TOKEN_METADATA_KEY, None)
-        if self._token is not None:
-            metadata[TOKEN_METADATA_KEY] = self._token
+        with_server_token(metadata, self._token)
         (n,) = protocol.U32.unpack_from(fields, name_size + md_size)
         deadline = None
         if timeout_ms:
@@ -348,13 +306,10 @@ class BulkServer:
         offset = 1 + protocol.CALL_HEAD.size + len(fields) + 8 * n
         log.debug("bulk call receiving %d bytes", total)
         frames = protocol.receive_frames(wire, lengths, offset, receive_deadline)
-        with self._lock:
-            draining = self._draining
-            if not draining:
-                self._calls_in_flight += 1
-        if draining:
+        try:
+            self.calls.begin(name)
+        except errors.UnavailableError as refused:
             # The request was read: the connection is in step and stays open.
-            refused = errors.UnavailableError(f"{name}: the server is stopping")
             wire.send([protocol.status_bytes(int(refused.code), refused.message)], head_deadline)
             return
         try:  # counted in flight until the response is sent, so that drain() waits for it
@@ -370,10 +325,7 @@ class BulkServer:
             log.debug("bulk call %s sending %d bytes to %s", name, total, peer)
             wire.send(protocol.answer_parts(views), time.monotonic() + ARRIVAL_TTL_SECONDS)
         finally:
-            with self._lock:
-                self._calls_in_flight -= 1
-                if self._draining:  # set under this lock before drain() waits
-                    self._calls_done.notify_all()
+            self.calls.end()
 
     def _lean(self, wire: Wire, caller: str) -> None:
         """Serve one LEAN call (see ``protocol``). An ``OpError`` refuses it before its
@@ -398,28 +350,18 @@ class BulkServer:
         offset = 1 + protocol.LEAN_HEAD.size + len(fields)
         frames = protocol.receive_frames(wire, lengths, offset, head_deadline)
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
-        with self._lock:
-            draining = self._draining
-            in_flight = self._calls_in_flight
-            busy = (
-                in_flight >= self.max_lean_calls
-                or in_flight + self._busy_elsewhere() >= self.max_calls
-            )
-            if not (draining or busy):
-                self._calls_in_flight += 1
-            elif busy:
-                self.lean_busy += 1
-        if draining or busy:
-            # The request was read: the connection is in step and stays open.
-            if draining:
-                refused = errors.UnavailableError(f"{name}: the server is stopping")
-                answer = protocol.lean_status(int(refused.code), refused.message)
-            else:
+        answer: bytes | None = None
+        try:
+            if not self.calls.begin(name, self._no_room_for_lean):
                 answer = protocol.lean_status(protocol.LEAN_BUSY, "busy")
+        except errors.UnavailableError as refused:
+            answer = protocol.lean_status(int(refused.code), refused.message)
+        if answer is not None:
+            # The request was read: the connection is in step and stays open.
             wire.send([answer], head_deadline)
             return
         try:  # counted in flight until the response is sent, so that drain() waits for it
-            metadata = {TOKEN_METADATA_KEY: self._token} if self._token is not None else {}
+            metadata = with_server_token({}, self._token)
             try:
                 views, total = self._serve_call(name, frames, metadata, deadline, caller)
             except errors.OpError as exc:
@@ -438,23 +380,13 @@ class BulkServer:
                 return
             wire.send(protocol.lean_answer(views, total), time.monotonic() + ARRIVAL_TTL_SECONDS)
         finally:
-            with self._lock:
-                self._calls_in_flight -= 1
-                if self._draining:
-                    self._calls_done.notify_all()
+            self.calls.end()
 
-    @property
-    def calls_in_flight(self) -> int:
-        """CALLs and LEANs running now (the listener counts them against its limit)."""
-        return self._calls_in_flight
-
-    def drain(self, grace: float) -> None:
-        """Refuse new CALLs and wait up to ``grace`` seconds for those running to finish."""
-        end = time.monotonic() + grace
-        with self._lock:
-            self._draining = True
-            while self._calls_in_flight and time.monotonic() < end:
-                self._calls_done.wait(max(0.0, end - time.monotonic()))
+    def _no_room_for_lean(self, in_flight: int) -> bool:
+        """Whether a LEAN finds no room beside the ``in_flight`` calls (and gRPC's)."""
+        return (
+            in_flight >= self.max_lean_calls or in_flight + self._busy_elsewhere() >= self.max_calls
+        )
 
     def _fetch(self, wire: Wire, peer: object) -> None:
         ticket = wire.read(framing.TICKET_BYTES, time.monotonic() + protocol.CONNECT_SECONDS)
@@ -474,22 +406,13 @@ class BulkServer:
         seconds for the threads that served them to end: once it returns, the side channel
         holds no port, socket or thread (unless a call outlived the wait, which is logged).
         """
-        with self._lock:
-            self._closed = True  # from here on no connection (and no thread) is added
-            connections = list(self._connections)
-        self._closing.set()
-        try:
-            # shutdown wakes the thread blocked in accept(); close alone may not.
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self.connections.close(timeout)
         self.arrivals.clear()
-        with self._lock:
-            threads = [self._thread, *self._connection_threads]
-        join_threads(threads, time.monotonic() + timeout, f"bulk side channel on port {self.port}")
+
+
+def _shut(accepted: _Accepted) -> None:
+    """End a connection being served: its thread's next read fails at once."""
+    try:
+        accepted.sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
