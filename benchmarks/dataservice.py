@@ -64,6 +64,18 @@ def drain(ds) -> tuple[int, float]:
     return count, time.perf_counter() - start
 
 
+def drain_steady(ds) -> tuple[int, float]:
+    """Like ``drain``, from the first element on: elements after the first and the
+    seconds they took (a throughput without the job's start-up)."""
+    iterator = ds.as_numpy_iterator()
+    next(iterator)
+    start = time.perf_counter()
+    count = 0
+    for _ in iterator:
+        count += 1
+    return count, time.perf_counter() - start
+
+
 def best_rate(make, repeats: int) -> float:
     best = 0.0
     for _ in range(repeats):
