@@ -28,7 +28,10 @@ CALL_CASES = [
     ("at the threshold", THRESHOLD, 1, ON, False, 0, (MC, MP, IN)),
     ("large request", 16 * MiB, 2, ON, False, 0, (MC, MP, CH)),
     ("small request, large response announced", 16, 1, ON, False, MiB, (MC, IN)),
-    ("small request, small response announced", 16, 1, ON, False, KiB, (IN,)),
+    # Announced at all: worth moving (inline over gRPC, 100-200 KiB took 5x longer).
+    ("small request, 100 KiB response announced", 16, 1, ON, False, 100 * KiB, (MC, IN)),
+    ("small request, 1 KiB response announced", 16, 1, ON, False, KiB, (MC, IN)),
+    ("small request, no response announced", 16, 1, ON, False, 0, (IN,)),
     ("stream, large request", 16 * MiB, 1, ON, True, 0, (MP, CH)),
     ("stream, large response announced", 16, 1, ON, True, MiB, (IN,)),
     ("mover off, large request", 16 * MiB, 1, OFF, False, MiB, (CH,)),

@@ -13,8 +13,11 @@ Routes of a request (``CallRoute``):
 
 - ``MOVER_CALL``: the whole unary call (method, metadata, deadline, request, then status
   and response) goes over the mover: one round trip instead of a control call plus a mover
-  transfer. For a unary call whose request, or announced response
-  (``RESPONSE_BYTES_METADATA_KEY``), reaches the mover threshold.
+  transfer. For a unary call whose request reaches the mover threshold, or whose caller
+  announced its response (``RESPONSE_BYTES_METADATA_KEY``, any size): callers announce
+  only responses worth moving (a session: from 64 KiB), and for those the mover's one
+  round trip beats the control plane at every size (a 100-200 KiB variable read took
+  600-900 us inline over gRPC, about 130 us through shared memory).
 - ``MOVER_PUSH``: the request's frames go over the mover first; the control call carries a
   ticket naming them (a BULK manifest, ``framing``).
 - ``INLINE``: one control-plane message.
@@ -128,7 +131,7 @@ def choose_call_route(
     routes: list[CallRoute] = []
     if _mover_may_carry(total, limits):
         threshold = limits.mover_threshold_bytes
-        if not streaming and (total >= threshold or expected_response_bytes >= threshold):
+        if not streaming and (total >= threshold or expected_response_bytes > 0):
             routes.append(CallRoute.MOVER_CALL)
         if total >= threshold:
             routes.append(CallRoute.MOVER_PUSH)
