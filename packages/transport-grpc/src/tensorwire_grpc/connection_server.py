@@ -60,6 +60,8 @@ class ConnectionServer(Generic[C]):
       refuse: closes a connection the server will not serve, telling the peer the reason
         if the protocol has a way; runs on the accept thread, so it must not block.
       shut: ends a connection being served (``close``): its thread's next read fails.
+        It must not raise for a connection that has just ended (its thread closed it
+        while ``close`` was taking the list).
       stop_listening: closes the listener, waking ``accept``.
       max_connections: connections served at once at most.
       kind: what the refusal at the limit calls the connections (``"side-channel"``).
