@@ -21,6 +21,12 @@ load on a shared machine hits them alike:
 - the limits (``benchmarks/_limits.py``): memcpy into a warm buffer, raw TCP loopback, raw
   grpcio unary echo.
 
+PyTorch's ranks are stopped (``SIGSTOP``) whenever they are not being measured, and
+continued (``SIGCONT``) for their own measurements: idle, TensorPipe's ranks poll, about 17%
+of a core each here, so on two cores the six of them would slow whatever is measured beside
+them (ours, the limits, the other trio). tensorwire's processes and the limits' peers sleep
+when idle and are left running.
+
 Figures: tiny call (16-byte tensor sent and returned) p50/p99 over ``--calls`` calls a round;
 GB/s for each size and path (``run(identity)`` counts both crossings); the data service
 moving 1 MiB float32 elements to a reader on the worker's host, beside raw TCP. Each figure is
@@ -40,6 +46,7 @@ import importlib.util
 import json
 import os
 import selectors
+import signal
 import statistics
 import subprocess
 import sys
@@ -179,12 +186,27 @@ class TorchTrio:
             raise
 
     def wait_ready(self) -> None:
-        """Wait for the rendezvous (and warm the tiny path) within ``START_TIMEOUT``."""
+        """Wait for the rendezvous (and warm the tiny path) within ``START_TIMEOUT``, then
+        stop the ranks until they are measured."""
         self.measure("tiny", 0, 50, timeout=START_TIMEOUT)
+
+    def _signal(self, signum: int) -> None:
+        for process in self._processes:
+            if process.poll() is None:
+                process.send_signal(signum)
 
     def measure(
         self, kind: str, nbytes: int, count: int, timeout: float = REPLY_TIMEOUT
     ) -> list[float]:
+        """The driver's timings; the ranks run for this measurement only (see the module
+        docstring: idle, they poll)."""
+        self._signal(signal.SIGCONT)
+        try:
+            return self._measure(kind, nbytes, count, timeout)
+        finally:
+            self._signal(signal.SIGSTOP)
+
+    def _measure(self, kind: str, nbytes: int, count: int, timeout: float) -> list[float]:
         driver = self._processes[-1]
         assert driver.stdin is not None and driver.stdout is not None
         driver.stdin.write(json.dumps({"kind": kind, "nbytes": nbytes, "count": count}) + "\n")
@@ -203,7 +225,7 @@ class TorchTrio:
         # Killed, not shut down: rpc.shutdown's graceful barrier takes seconds and the
         # ranks hold nothing worth keeping.
         for process in self._processes:
-            process.kill()
+            process.kill()  # (a stopped process is killed too)
         for process in self._processes:
             process.wait(timeout=10)
             if process.stdin is not None:
