@@ -251,7 +251,7 @@ class ShmMoverServer:
             self._stream(connection, messages, deadline)
             return
         try:
-            self._send_or_park(connection, views, total, deadline)
+            self._send_or_park(connection, views, total, deadline, share_copy=True)
         except errors.OpError as exc:
             if connection.closed:
                 raise
@@ -263,11 +263,17 @@ class ShmMoverServer:
         views: list[memoryview],
         total: int,
         deadline: float | None,
+        *,
+        share_copy: bool,
     ) -> None:
-        """Send one response; parked instead when the pool has no room for it now."""
+        """Send one response; parked instead when the pool has no room for it now.
+        ``share_copy``: a unary answer, whose caller waits idle meanwhile, may share its
+        copy with the copy helpers; a stream's message may not (its reader is busy)."""
         try:
             # No waiting for room: a caller holding earlier responses gets this one another way.
-            connection.send(views, tag=bytes((STATUS_OK,)), deadline=time.monotonic())
+            connection.send(
+                views, tag=bytes((STATUS_OK,)), deadline=time.monotonic(), share_copy=share_copy
+            )
             return
         except (errors.DeadlineExceededError, errors.ResourceExhaustedError) as exc:
             if connection.closed:
@@ -296,7 +302,7 @@ class ShmMoverServer:
                         if more.tag != bytes((OP_MORE,)) or more.frames:
                             raise errors.DataLossError("a stream's caller sent something else")
                         credit += 1
-                    self._send_or_park(connection, views, total, deadline)
+                    self._send_or_park(connection, views, total, deadline, share_copy=False)
                     credit -= 1
                     del views
             except errors.OpError as exc:

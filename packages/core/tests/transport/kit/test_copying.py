@@ -133,3 +133,14 @@ def test_the_helper_count_is_read_from_the_environment(value, ok) -> None:
         return
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) == min(int(value), (os.cpu_count() or 1) - 1)
+
+
+def test_an_unshared_copy_stays_on_the_calling_thread(monkeypatch) -> None:
+    offered: list[int] = []
+    monkeypatch.setattr(copying._helpers, "offer", lambda job, helpers: offered.append(helpers))
+    pairs = _pairs([PARALLEL_BYTES * 2])
+    copy_pairs(pairs, share=False)
+    assert offered == [] and np.array_equal(pairs[0][0], pairs[0][1])
+    if copying._helpers.available():
+        copy_pairs(pairs)  # shared: offered to the helpers
+        assert offered and offered[0] >= 1

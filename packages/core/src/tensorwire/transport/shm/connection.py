@@ -180,7 +180,12 @@ class ShmConnection:
     # ---- sending ----------------------------------------------------------------------
 
     def send(
-        self, frames: Sequence[Any], *, tag: bytes = b"", deadline: float | None = None
+        self,
+        frames: Sequence[Any],
+        *,
+        tag: bytes = b"",
+        deadline: float | None = None,
+        share_copy: bool = True,
     ) -> None:
         """Send a message: the frames are copied into one of this side's segments (one
         copy, the only one: the receiver reads them in place), the segment's descriptor is
@@ -191,6 +196,8 @@ class ShmConnection:
           tag: small bytes delivered with the message (at most ``max_tag_bytes``).
           deadline: ``time.monotonic()`` value after which waiting (for a free segment or
             room in the socket) stops; None waits as long as it takes.
+          share_copy: a large copy may be shared with the process's copy helpers
+            (``kit.copying``); False for a stream's messages, whose receiver is busy meanwhile.
 
         Raises:
           InvalidArgumentError: a frame is not contiguous, or there are more frames than
@@ -211,7 +218,7 @@ class ShmConnection:
             try:
                 target = segment.view
                 assert target is not None
-                _copy_frames(target, offsets, views)
+                _copy_frames(target, offsets, views, share_copy)
                 if new:
                     assert segment.fd is not None
                     head = p.SEGMENT.pack(p.OP_SEGMENT, segment.id, segment.size)
@@ -514,8 +521,10 @@ class ShmConnection:
 _NUMPY_COPY_BYTES = 64 << 10
 
 
-def _copy_frames(target: memoryview, offsets: list[int], frames: list[memoryview]) -> None:
-    """Copy each frame into ``target`` at its offset."""
+def _copy_frames(
+    target: memoryview, offsets: list[int], frames: list[memoryview], share: bool
+) -> None:
+    """Copy each frame into ``target`` at its offset (``share``: see ``send``)."""
     large: list[tuple[np.ndarray, np.ndarray]] = []
     for frame, offset in zip(frames, offsets, strict=True):
         n = frame.nbytes
@@ -525,7 +534,7 @@ def _copy_frames(target: memoryview, offsets: list[int], frames: list[memoryview
         elif n:
             target[offset : offset + n] = frame
     if large:
-        copying.copy_pairs(large)
+        copying.copy_pairs(large, share=share)
 
 
 def _byte_view(frame: Any) -> memoryview:
