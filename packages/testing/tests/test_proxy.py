@@ -13,9 +13,11 @@ from tensorwire_testing import LoopbackProxy, eventually
 def grpc_server(tensorwire_protocol, monkeypatch):
     if tensorwire_protocol == "inproc":
         pytest.skip("the proxy forwards TCP; runs with --tensorwire-protocol=grpc")
-    # Small calls would take the grpc transport's side channel, which the proxy does not
-    # forward (it knows the gRPC port only): keep them on gRPC, through the proxy.
-    monkeypatch.setenv("TENSORWIRE_GRPC_BULK_TCP_SMALL_CALLS", "0")
+    # The grpc transport's movers (side channel, shared memory) would go around the proxy,
+    # which forwards the gRPC port only: every call on gRPC, through the proxy (as the
+    # proxy's docstring says).
+    monkeypatch.setenv("TENSORWIRE_GRPC_BULK_TCP", "0")
+    monkeypatch.setenv("TENSORWIRE_GRPC_SHM", "0")
     with tw.Server({"ps": ["localhost:0"]}, protocol=tensorwire_protocol) as server:
         yield server
 

@@ -154,9 +154,10 @@ def test_a_pending_join_survives_a_dispatcher_restart(
         pytest.skip("the proxy that cuts a consumer off is TCP (runs with grpc)")
     from tensorwire_testing.proxy import LoopbackProxy
 
-    # The proxy forwards the gRPC port only: keep the consumers' small calls (heartbeats)
-    # on gRPC, where the proxy cuts them, not on the side channel past it.
-    monkeypatch.setenv("TENSORWIRE_GRPC_BULK_TCP_SMALL_CALLS", "0")
+    # The proxy forwards the gRPC port only: keep the consumers' calls (heartbeats) on
+    # gRPC, where the proxy cuts them, not on the movers past it.
+    monkeypatch.setenv("TENSORWIRE_GRPC_BULK_TCP", "0")
+    monkeypatch.setenv("TENSORWIRE_GRPC_SHM", "0")
 
     work_dir = str(tmp_path / "work")
     dispatcher, _ = service_factory(0, work_dir=work_dir, fault_tolerant_mode=True)

@@ -33,6 +33,13 @@ class LoopbackProxy:
     Attributes ``refuse`` (close new connections on arrival) and ``delay`` can be changed
     while it runs; ``cut()`` breaks every open connection; ``close()`` stops it.
 
+    It forwards the one port it is given. With the ``grpc`` transport a channel learns in
+    its first calls of the server's faster ways (its TCP side channel, shared memory on one
+    host), which go around the proxy; so that every call goes through it, and is delayed
+    or cut, set ``TENSORWIRE_GRPC_BULK_TCP=0`` and ``TENSORWIRE_GRPC_SHM=0`` in the
+    process that makes the calls (or ``TransportOptions.extra`` ``bulk_tcp`` / ``shm``
+    False), before its channels are made.
+
     Raises:
       ValueError: ``target`` has no valid port.
 
