@@ -254,6 +254,26 @@ def test_a_reader_holds_at_most_its_prefetch_bytes_ahead(service_factory, monkey
     assert 3 * (256 << 10) <= max(ahead) <= 1 << 20, ahead
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_epoch_ends_when_its_last_task_does_not_at_the_next_idle_wait(
+    service_factory, monkeypatch, workers
+):
+    # With a reader's idle wait of ten minutes, only the wake-up of a task's end can end the
+    # iteration in time: each epoch used to end one idle wait after its last element.
+    from tensorwire_dataservice.service import client
+
+    monkeypatch.setattr(client, "_IDLE_WAIT", 600.0)
+    dispatcher, _ = service_factory(workers)
+    got: list[int] = []
+    reader = threading.Thread(
+        target=lambda: got.extend(values(distribute(Dataset.range(20), dispatcher))), daemon=True
+    )
+    reader.start()
+    reader.join(120)
+    assert not reader.is_alive(), "the iteration did not end after its last element"
+    assert sorted(got) == sorted(list(range(20)) * workers)
+
+
 # -- shared jobs ----------------------------------------------------------------------------
 
 

@@ -68,6 +68,9 @@ _PREFETCH_MESSAGES = 16
 #: always let in): with messages of up to 4 MiB (the worker's bound), sixteen of them would
 #: be 64 MiB a reader, where four already keep a reader on the worker's host at memcpy speed.
 _PREFETCH_BYTES = 16 << 20
+#: How long a reader waits for its queue before it looks at errors, stops, lost workers and
+#: whether the job has ended. A task that ends wakes it at once: no epoch waits this long.
+_IDLE_WAIT = 0.05
 #: Elements per streamed message at most: with _PREFETCH_MESSAGES, what one reader may hold
 #: ahead of its consumer (4096 elements), so many open readers do not make their workers
 #: produce, encode and send far more than is read.
@@ -1207,10 +1210,12 @@ class _Reader(Iterator[Any]):
             if waiting_since is None:
                 waiting_since = time.monotonic()
             try:
-                kind, payload = self._queue.get(timeout=0.05)
+                kind, payload = self._queue.get(timeout=_IDLE_WAIT)
             except queue.Empty:
                 kind, payload = "idle", None
-            if kind == "idle":
+            # A task that just ended may have been the last: look at once rather than after
+            # the next idle wait (which every epoch's end would otherwise cost).
+            if kind in ("idle", "task_done"):
                 if self._error is not None:
                     error, self._error = self._error, None
                     self.close()
