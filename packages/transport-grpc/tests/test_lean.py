@@ -325,3 +325,24 @@ def test_a_killed_peer_is_unavailable_within_the_deadline(transport) -> None:
             process.kill()
         process.wait(DEADLINE)
         process.stdout.close()
+
+
+def test_both_ends_of_the_side_channel_spin_as_the_environment_says(transport, monkeypatch) -> None:
+    from tensorwire_grpc import options as opts
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setenv(opts.SPIN_ENV, "700")
+    meter = CallMeter()
+    server = TransportOptions(token=TOKEN, call_meter=meter, extra={"bulk_tcp": True})
+    listener = transport.serve("127.0.0.1:0", [service], server)
+    listener.start()
+    try:
+        with transport.connect(listener.address, _client()) as channel:
+            _until_lean(channel, meter)
+            assert listener.bulk.spin_seconds == 700e-6
+            assert channel._shared.known_bulk_peer(TOKEN).spin_seconds == 700e-6
+        monkeypatch.setenv(opts.SPIN_ENV, "many")
+        with pytest.raises(errors.InvalidArgumentError, match="TENSORWIRE_GRPC_SPIN_US"):
+            transport.connect(listener.address, _client())
+    finally:
+        listener.stop(0)

@@ -142,3 +142,81 @@ def test_clean_says_whether_an_idle_connection_can_be_reused(pair: tuple[Wire, W
     sender.close()
     time.sleep(0.05)
     assert not receiver.clean()  # the peer closed it
+
+
+class CountingPoller:
+    """A ``select.poll`` object that counts the sleeps (``poll`` calls) made on it."""
+
+    def __init__(self, poller: object) -> None:
+        self._poller = poller
+        self.polls = 0
+
+    def poll(self, timeout: int | None = None) -> list[tuple[int, int]]:
+        self.polls += 1
+        return self._poller.poll(timeout)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._poller, name)
+
+
+def _spinning_pair(spin_seconds: float) -> tuple[Wire, Wire, CountingPoller]:
+    a, b = socket.socketpair()
+    receiver = Wire(b, spin_seconds)
+    poller = CountingPoller(receiver._poller)
+    receiver._poller = poller  # type: ignore[assignment]
+    return Wire(a), receiver, poller
+
+
+@pytest.mark.parametrize("spin_seconds", [0.0, 0.01])
+def test_a_spinning_wire_takes_bytes_that_are_there_without_sleeping(
+    spin_seconds: float,
+) -> None:
+    sender, receiver, poller = _spinning_pair(spin_seconds)
+    try:
+        for _ in range(3):
+            sender.send([b"abc"], None)
+            assert receiver.read(3, time.monotonic() + 10) == b"abc"
+        # Without spinning, each read sleeps in poll first, even with its bytes there.
+        assert poller.polls == (0 if spin_seconds else 3)
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_a_spin_that_runs_out_turns_spinning_off_for_the_next_waits() -> None:
+    sender, receiver, poller = _spinning_pair(0.001)
+    try:
+        with pytest.raises(TimeoutError):
+            receiver.read(1, time.monotonic() + 0.05)  # nothing comes: spins, then sleeps
+        assert poller.polls == 1
+        for i in range(wire_module.SKIPPED_AFTER_MISS):
+            sender.send([b"x"], None)
+            assert receiver.read(1, time.monotonic() + 10) == b"x"
+            assert poller.polls == 2 + i  # no spin: each read sleeps in poll first
+        sender.send([b"y"], None)
+        assert receiver.read(1, time.monotonic() + 10) == b"y"
+        assert poller.polls == 1 + wire_module.SKIPPED_AFTER_MISS  # spinning again
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_how_long_wires_spin_is_set_by_the_environment(monkeypatch) -> None:
+    from tensorwire import errors
+    from tensorwire_grpc import options
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.delenv(options.SPIN_ENV, raising=False)
+    assert options.spin_seconds() == options.DEFAULT_SPIN_US / 1e6
+    monkeypatch.setenv(options.SPIN_ENV, "200")
+    assert options.spin_seconds() == 200e-6
+    monkeypatch.setenv(options.SPIN_ENV, "0")
+    assert options.spin_seconds() == 0.0
+    for bad in ("fast", "-1", "2000000"):
+        monkeypatch.setenv(options.SPIN_ENV, bad)
+        with pytest.raises(errors.InvalidArgumentError, match="TENSORWIRE_GRPC_SPIN_US"):
+            options.spin_seconds()
+    # One CPU: a spinner would only hold back the peer it waits for.
+    monkeypatch.setenv(options.SPIN_ENV, "200")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert options.spin_seconds() == 0.0

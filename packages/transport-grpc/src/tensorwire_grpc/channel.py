@@ -89,6 +89,7 @@ class SharedChannel:
         #: token -> the shared-memory mover, when the server offered one this side reached.
         self._shm: dict[str | None, shm_mover.ShmPeer] = {}
         self._max_bytes = options.max_message_bytes
+        self._spin_seconds = opts.spin_seconds()
         wants = {handshake.TCP} if opts.bulk_tcp(options) else set()
         if opts.shm(options):
             wants.add(shm_mover.MOVER)
@@ -205,7 +206,7 @@ class SharedChannel:
             else:
                 if offer is not None:
                     host = split_address(self.address)[0]
-                    found = bulk.BulkPeer(host, offer.port, token, failures)
+                    found = bulk.BulkPeer(host, offer.port, token, failures, self._spin_seconds)
                     found.calls = bool(offer.features & handshake.FEATURE_CALL)
                     found.lean = bool(offer.features & handshake.FEATURE_LEAN)
                 else:

@@ -510,6 +510,7 @@ class GrpcListener(Listener):
         self.options = options
         self.inline_bytes = opts.inline_bytes(options)
         self.chunk_bytes = opts.chunk_bytes(options)
+        spin_seconds = opts.spin_seconds()
         #: Large responses waiting to be fetched: ``(views, total)`` by ticket.
         self.pending: TicketStore[tuple[list[memoryview], int]] = TicketStore(
             PENDING_TTL_SECONDS, what="large responses to fetch"
@@ -575,6 +576,7 @@ class GrpcListener(Listener):
                     functools.partial(self._serve_mover_call, SIDE_CHANNEL_PATH),
                     max_calls=self.max_calls,
                     busy_elsewhere=lambda: self._pool.busy,
+                    spin_seconds=spin_seconds,
                 )
             except OSError as exc:  # the gRPC path still works; say why it is slower
                 log.warning("no bulk side channel on %s: %s", host, exc)

@@ -47,8 +47,17 @@ MAX_RETRY_SECONDS = 300.0
 class BulkPeer:
     """Pooled side-channel connections to one server, for one token."""
 
-    def __init__(self, host: str, port: int, token: str | None, failures: int = 0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        token: str | None,
+        failures: int = 0,
+        spin_seconds: float = 0.0,
+    ) -> None:
         self.host = host
+        #: How long its connections spin before they sleep (``wire``).
+        self.spin_seconds = spin_seconds
         #: Connect failures in a row (carried over when the port is asked for again).
         self.failures = failures
         self.port = port
@@ -78,7 +87,7 @@ class BulkPeer:
         if deadline is not None:
             timeout = min(timeout, max(0.001, (deadline - time.monotonic()) / 4))
         sock = socket.create_connection((self.host, self.port), timeout=timeout)
-        wire = Wire(sock)
+        wire = Wire(sock, self.spin_seconds)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             end = time.monotonic() + protocol.CONNECT_SECONDS

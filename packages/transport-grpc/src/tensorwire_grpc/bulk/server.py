@@ -120,6 +120,7 @@ class BulkServer:
         serve_call: ServeCall | None = None,
         max_calls: int = 4096,
         busy_elsewhere: Callable[[], int] = lambda: 0,
+        spin_seconds: float = 0.0,
     ) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.create_server((host, 0), family=family, backlog=64)
@@ -144,6 +145,8 @@ class BulkServer:
         #: LEANs run at once at most (each on its connection's thread), whatever room
         #: ``max_calls`` leaves; the next is answered LEAN_BUSY.
         self.max_lean_calls = MAX_LEAN_CALLS
+        #: How long its connections spin before they sleep (``wire``).
+        self.spin_seconds = spin_seconds
         self._refusals = _ThrottledWarning(f"bulk side channel on port {self.port}")
         self.connections: ConnectionServer[_Accepted] = ConnectionServer(
             f"bulk side channel on port {self.port}",
@@ -196,7 +199,7 @@ class BulkServer:
 
     def _serve(self, accepted: _Accepted) -> None:
         conn, peer = accepted.sock, accepted.peer
-        wire = Wire(conn)
+        wire = Wire(conn, self.spin_seconds)
         try:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if not self._handshake(wire):
