@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from tensorwire.transport.kit import spinning
 from tensorwire_grpc import wire as wire_module
 from tensorwire_grpc.wire import Wire
 
@@ -189,13 +190,13 @@ def test_a_spin_that_runs_out_turns_spinning_off_for_the_next_waits() -> None:
         with pytest.raises(TimeoutError):
             receiver.read(1, time.monotonic() + 0.05)  # nothing comes: spins, then sleeps
         assert poller.polls == 1
-        for i in range(wire_module.SKIPPED_AFTER_MISS):
+        for i in range(spinning.SKIPPED_AFTER_MISS):
             sender.send([b"x"], None)
             assert receiver.read(1, time.monotonic() + 10) == b"x"
             assert poller.polls == 2 + i  # no spin: each read sleeps in poll first
         sender.send([b"y"], None)
         assert receiver.read(1, time.monotonic() + 10) == b"y"
-        assert poller.polls == 1 + wire_module.SKIPPED_AFTER_MISS  # spinning again
+        assert poller.polls == 1 + spinning.SKIPPED_AFTER_MISS  # spinning again
     finally:
         sender.close()
         receiver.close()

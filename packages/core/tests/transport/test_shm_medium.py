@@ -484,3 +484,30 @@ def test_messages_sent_just_before_the_peer_closed_are_still_received():
     client.close()
     with pytest.raises(errors.UnavailableError):
         client.receive(_deadline())
+
+
+def test_a_spinning_receiver_gets_messages_and_then_the_end_of_the_connection():
+    # Spinning takes what the reader delivered without sleeping; the end of the connection
+    # (the inbox's closing item) must come through a spin too, not be swallowed by it.
+    server, client = _pair()
+    server.spinner.seconds = client.spinner.seconds = 0.01
+    try:
+        for i in range(20):
+            client.send([np.full(1 << 16, i, np.uint8)], tag=b"q", deadline=_deadline())
+            request = server.receive(_deadline())
+            assert request.frames[0][0] == i
+            server.send([b"answer"], tag=b"a", deadline=_deadline())
+            assert bytes(client.receive(_deadline()).frames[0]) == b"answer"
+            del request
+        client.close()
+
+        def closed() -> None:
+            assert server.closed
+
+        eventually(closed, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
+        for _ in range(2):  # and to every later receive
+            with pytest.raises(errors.UnavailableError, match="closed"):
+                server.receive(_deadline())
+    finally:
+        client.close()
+        server.close()

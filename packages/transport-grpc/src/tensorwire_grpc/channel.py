@@ -271,7 +271,7 @@ class SharedChannel:
                 return
             known.close()  # the server restarted: its listener has a new name
             del self._shm[token]
-        peer = shm_mover.ShmPeer(address, token, self._max_bytes)
+        peer = shm_mover.ShmPeer(address, token, self._max_bytes, self._spin_seconds)
         try:
             peer.put_idle(peer.connect(deadline))
         except shm_mover.ShmUnavailable:

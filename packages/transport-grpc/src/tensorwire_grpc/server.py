@@ -810,6 +810,7 @@ def _start_shm_mover(
             functools.partial(listener._serve_mover_call, SHM_PATH),
             functools.partial(listener._serve_mover_stream, SHM_PATH),
             listener.address,
+            spin_seconds=opts.spin_seconds(),
         )
     except OSError as exc:  # no memfd or abstract sockets here: the other paths still work
         log.warning("no shared-memory mover on %s: %s", listener.address, exc)

@@ -147,8 +147,11 @@ class ShmMoverServer:
         serve_call: ServeCall,
         serve_stream: ServeStream,
         name: str,
+        spin_seconds: float = 0.0,
     ) -> None:
         self._listener = shm.ShmListener(token, _limits())
+        #: How long a connection waits for its next request awake (``kit.spinning``).
+        self.spin_seconds = spin_seconds
         self._max_bytes = max_bytes
         #: The abstract socket name callers connect to (the offer's ``detail``).
         self.address = self._listener.address
@@ -191,6 +194,7 @@ class ShmMoverServer:
             return None
 
     def _serve(self, connection: shm.ShmConnection) -> None:
+        connection.spinner.seconds = self.spin_seconds
         try:
             while True:
                 try:
@@ -370,8 +374,12 @@ class ShmPeer:
       max_bytes: the channel's ``max_message_bytes``.
     """
 
-    def __init__(self, address: str, token: str | None, max_bytes: int | None) -> None:
+    def __init__(
+        self, address: str, token: str | None, max_bytes: int | None, spin_seconds: float = 0.0
+    ) -> None:
         self.address = address
+        #: How long a connection waits for an answer awake (``kit.spinning``).
+        self.spin_seconds = spin_seconds
         self._token = token
         self._limits = _limits()
         self._max_bytes = max_bytes
@@ -407,6 +415,7 @@ class ShmPeer:
             log.info("shared-memory mover %s unusable, another way: %s", self.address, message)
             raise ShmUnavailable(message) from None
         self.failed_until = 0.0
+        connection.spinner.seconds = self.spin_seconds
         return connection
 
     def put_idle(self, connection: shm.ShmConnection) -> None:

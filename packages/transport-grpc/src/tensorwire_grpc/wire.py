@@ -18,14 +18,10 @@ receives; a send is tried at once and polls only when the socket buffer is full.
 timeout would cost an ``ioctl`` per call to set it, and a ``poll`` before every send: with
 the small calls of the side channel that was half of the system calls of an exchange.)
 
-A wire may *spin* before it waits (``spin_seconds``): it tries ``recv`` without blocking
-for that long first. On this project's machines (virtual CPUs) a thread that sleeps in
-``poll`` and is woken by its peer's bytes costs about 35 us on each side of a round trip,
-which was two thirds of a small call's 107 us; spinning 50 us on both sides made it 32 us.
-The spin ends at the first byte, so a wire whose bytes are already there pays nothing,
-and a spin that runs out without them (a peer that is slow or idle, or a CPU shared with
-it) turns spinning off for the next ``SKIPPED_AFTER_MISS`` waits, so CPU is spent only
-where it keeps paying. ``recv`` releases the GIL, so other threads run meanwhile.
+A wire may *spin* before it waits (``spin_seconds``, ``kit.spinning``): a read tries
+``recv`` without blocking for that long before it sleeps in ``poll``. A wire whose bytes
+are already there pays nothing for it; ``recv`` releases the GIL, so other threads run
+meanwhile.
 
 Every call takes an absolute deadline on the ``time.monotonic()`` clock (or None); passing
 it raises ``TimeoutError``. A peer that closes early raises ``ConnectionError``.
@@ -39,14 +35,14 @@ import socket
 import time
 from collections.abc import Sequence
 
+from tensorwire.transport.kit.spinning import Spinner
+
 __all__ = ["Wire"]
 
 #: Bytes read ahead at most per ``recv``; large frames bypass the buffer.
 READ_AHEAD_BYTES = 16 * 1024
 #: Buffers handed to one ``sendmsg`` at most (Linux's IOV_MAX is 1024).
 MAX_GATHER = 512
-#: Waits that do not spin after a spin that ran out before any byte came.
-SKIPPED_AFTER_MISS = 16
 
 
 def _bytes_view(part: bytes | memoryview) -> memoryview:
@@ -61,9 +57,8 @@ class Wire:
 
     def __init__(self, sock: socket.socket, spin_seconds: float = 0.0) -> None:
         self.sock = sock
-        #: How long a read tries ``recv`` before it sleeps in ``poll`` (module docstring).
-        self.spin_seconds = spin_seconds
-        self._skip_spins = 0
+        #: How a read tries ``recv`` before it sleeps in ``poll`` (module docstring).
+        self.spinner = Spinner(spin_seconds)
         sock.setblocking(False)
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
@@ -105,19 +100,18 @@ class Wire:
             raise TimeoutError("deadline passed")
 
     def _recv_into(self, view: memoryview, deadline: float | None) -> int:
-        if self.spin_seconds:
-            if self._skip_spins:
-                self._skip_spins -= 1
-            else:
-                recv_into, clock = self.sock.recv_into, time.perf_counter
-                until = clock() + self.spin_seconds
-                while True:
-                    try:
-                        return recv_into(view)
-                    except BlockingIOError:
-                        if clock() >= until:
-                            break
-                self._skip_spins = SKIPPED_AFTER_MISS
+        if self.spinner.seconds:
+            recv_into = self.sock.recv_into
+
+            def attempt() -> int | None:
+                try:
+                    return recv_into(view)
+                except BlockingIOError:
+                    return None
+
+            got = self.spinner.spin(attempt)
+            if got is not None:
+                return got
         while True:
             self._wait(select.POLLIN, deadline)
             try:

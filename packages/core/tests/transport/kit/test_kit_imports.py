@@ -9,7 +9,8 @@ import sys
 def test_the_kit_imports_neither_grpc_nor_pyverbs() -> None:
     code = (
         "import sys\n"
-        "from tensorwire.transport.kit import address, framing, handshake, pool, routes, tickets\n"
+        "from tensorwire.transport.kit import address, copying, framing, handshake, pool, routes\n"
+        "from tensorwire.transport.kit import spinning, tickets\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('grpc', 'pyverbs')))\n"
     )
     out = subprocess.run(

@@ -14,6 +14,7 @@ faster ways two peers agree on to move payload bytes. What they share lives here
 - ``handshake``: how two peers agree on the fastest mover both have.
 - ``routes``: which route a request and a response take, as pure functions.
 - ``copying``: large copies shared between the caller and the process's copy helpers.
+- ``spinning``: how a waiting thread tries for a while before it sleeps (``Spinner``).
 
 Nothing here imports gRPC or a mover's library: the kit is plain Python and NumPy, so each
 piece is tested on its own. A new mover (shared memory, a lean path for small calls) plugs

@@ -27,6 +27,7 @@ import numpy as np
 
 from ... import errors
 from ..kit import copying
+from ..kit.spinning import Spinner
 from . import protocol as p
 from .pool import PROCESS_BUDGET, SegmentPool, ShmBudget
 from .segments import Segment, map_peer_segment
@@ -162,6 +163,9 @@ class ShmConnection:
         self._mapped: dict[int, _PeerSegment] = {}
         self._mapped_bytes = 0
         self._inbox: queue.SimpleQueue[ShmMessage | None] = queue.SimpleQueue()
+        #: How ``receive`` tries the inbox before it sleeps on it (``kit.spinning``); off
+        #: unless the owner sets ``spinner.seconds``.
+        self.spinner = Spinner()
         self._queued = 0  # messages in the inbox (the reader adds, receive takes)
         self._failure: errors.OpError | None = None
         # Reentrant: a release may be sent from a finalizer that runs (garbage collection)
@@ -336,8 +340,9 @@ class ShmConnection:
         """
         if self._failure is not None and self._inbox.empty():
             self._check_open()
+        spun = self.spinner.spin(self._try_inbox) if self.spinner.seconds else None
         try:
-            message = self._inbox.get(timeout=_remaining(deadline))
+            message = spun[0] if spun is not None else self._inbox.get(timeout=_remaining(deadline))
         except queue.Empty:
             raise errors.DeadlineExceededError(
                 "no message came over the shared-memory connection before the deadline"
@@ -349,6 +354,15 @@ class ShmConnection:
         with self._lock:
             self._queued -= 1
         return message
+
+    def _try_inbox(self) -> tuple[ShmMessage | None] | None:
+        """What the inbox holds next (in a tuple: the closing None is an item too); None
+        when it is empty, after letting the reader (which needs the GIL to deliver) run."""
+        try:
+            return (self._inbox.get_nowait(),)
+        except queue.Empty:
+            time.sleep(0)
+            return None
 
     def _read_loop(self) -> None:
         size = self.limits.packet_bytes()

@@ -1,0 +1,34 @@
+"""The spin policy (``kit.spinning``): try, then sleep; a spin that runs out is skipped
+for the next waits."""
+
+from __future__ import annotations
+
+from tensorwire.transport.kit.spinning import SKIPPED_AFTER_MISS, Spinner
+
+
+def test_a_spin_returns_what_the_attempt_found() -> None:
+    answers = iter([None, None, "bytes"])
+    assert Spinner(60.0).spin(lambda: next(answers)) == "bytes"
+
+
+def test_no_spin_when_off() -> None:
+    tried: list[int] = []
+    assert Spinner(0.0).spin(lambda: tried.append(1)) is None
+    assert tried == []
+
+
+def test_a_spin_that_runs_out_is_skipped_for_the_next_waits() -> None:
+    spinner = Spinner(0.001)
+    tried: list[int] = []
+
+    def nothing() -> None:
+        tried.append(1)
+
+    assert spinner.spin(nothing) is None
+    assert tried  # it did try
+    tried.clear()
+    for _ in range(SKIPPED_AFTER_MISS):
+        assert spinner.spin(lambda: "there") is None  # skipped: sleep at once
+    assert spinner.skipping == 0
+    assert spinner.spin(lambda: "there") == "there"  # spinning again
+    assert tried == []
