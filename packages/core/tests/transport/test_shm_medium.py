@@ -136,6 +136,7 @@ def test_segments_are_reused_once_released(pair):
 
 
 def _assert_free(connection: ShmConnection) -> None:
+    connection.poll()  # nobody reads the connection meanwhile: its releases wait there
     assert not connection.pool._lent
 
 
@@ -331,13 +332,14 @@ def test_messages_nobody_received_are_dropped_when_the_connection_is_closed():
     client.send([np.zeros(1 << 20, np.uint8)], deadline=_deadline())
 
     def arrived() -> None:
+        server.poll()  # nobody waits on the server: poll reads what came
         assert not server._inbox.empty()
 
     eventually(arrived, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
     client.close()
 
     def ended() -> None:
-        assert server.closed  # the server's reader saw the end
+        assert not server.poll()  # the server read the end
 
     eventually(ended, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
     server.close()
@@ -353,7 +355,7 @@ def test_a_flood_of_unreceived_messages_fails_the_connection_instead_of_growing(
             client.send([], tag=b"flood", deadline=_deadline())
 
         def failed() -> None:
-            assert server.closed
+            assert not server.poll()
 
         eventually(failed, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
         with pytest.raises(errors.ResourceExhaustedError, match="max_queued_messages"):
@@ -473,7 +475,7 @@ def test_messages_sent_just_before_the_peer_closed_are_still_received():
     server.close()
 
     def closed() -> None:
-        assert client.closed
+        assert not client.poll()
 
     eventually(closed, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
     message = client.receive(_deadline())
@@ -502,7 +504,7 @@ def test_a_spinning_receiver_gets_messages_and_then_the_end_of_the_connection():
         client.close()
 
         def closed() -> None:
-            assert server.closed
+            assert not server.poll()
 
         eventually(closed, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
         for _ in range(2):  # and to every later receive
@@ -511,3 +513,72 @@ def test_a_spinning_receiver_gets_messages_and_then_the_end_of_the_connection():
     finally:
         client.close()
         server.close()
+
+
+def test_no_thread_per_connection_and_poll_takes_what_came_meanwhile():
+    threads = threading.active_count()
+    pairs = [_pair() for _ in range(4)]
+    try:
+        assert threading.active_count() == threads  # the waiter reads: no reader threads
+        server, client = pairs[0]
+        client.send([np.ones(1 << 16, np.uint8)], tag=b"m", deadline=_deadline())
+        message = server.receive(_deadline())
+        del message  # its release waits in the client's socket until the client reads
+
+        def released() -> None:
+            assert client.poll()
+            assert not client.pool._lent
+
+        eventually(released, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
+        server.close()
+
+        def ended() -> None:
+            assert not client.poll()
+
+        eventually(ended, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
+        with pytest.raises(errors.UnavailableError, match="peer closed"):
+            client.receive(_deadline())
+    finally:
+        for server, client in pairs:
+            client.close()
+            server.close()
+
+
+def test_a_sender_waiting_for_room_reads_the_release_itself():
+    server, client = _pair(client_limits=ShmLimits(max_pool_bytes=1 << 20))
+    try:
+        client.send([np.zeros(1 << 20, np.uint8)], deadline=_deadline())
+        held = [server.receive(_deadline())]
+        # The pool is full until the server drops its message, which it does from another
+        # thread while the client waits in send; nobody else reads the client's socket.
+        dropper = threading.Thread(target=held.clear)
+        dropper.start()
+        client.send([np.ones(1 << 20, np.uint8)], deadline=_deadline())
+        dropper.join(DEADLINE_SECONDS)
+        assert server.receive(_deadline()).frames[0][0] == 1
+        assert client.pool.created == 1
+    finally:
+        client.close()
+        server.close()
+
+
+def test_concurrent_receivers_each_get_every_message_once(pair):
+    server, client = pair
+    count, receivers = 200, 4
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def receive(n: int) -> None:
+        for _ in range(n):
+            message = server.receive(_deadline())
+            with lock:
+                got.append(int(bytes(message.tag)))
+
+    threads = [threading.Thread(target=receive, args=(count // receivers,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for i in range(count):
+        client.send([np.full(64, i % 256, np.uint8)], tag=str(i).encode(), deadline=_deadline())
+    for thread in threads:
+        thread.join(DEADLINE_SECONDS)
+    assert sorted(got) == list(range(count))

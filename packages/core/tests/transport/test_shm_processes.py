@@ -169,6 +169,7 @@ def test_kill_9_mid_transfer_fails_the_waiting_receiver_within_its_deadline(peer
     peer.connection.send([], tag=b"stall 33554432", deadline=_deadline())
 
     def segment_arrived() -> None:
+        peer.connection.poll()  # nobody waits on the connection: poll reads what came
         assert memfd_mappings() == before[0] + 1
 
     eventually(segment_arrived, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
@@ -195,6 +196,7 @@ def test_segments_come_back_when_the_peer_drops_its_arrays(shared_peer):
 
 def _wait_all_free(connection: ShmConnection) -> None:
     def check() -> None:
+        connection.poll()  # nobody waits on the connection: poll reads the releases
         assert not connection.pool._lent
 
     eventually(check, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))

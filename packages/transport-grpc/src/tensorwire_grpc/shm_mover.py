@@ -440,7 +440,8 @@ class ShmPeer:
             keep: list[tuple[shm.ShmConnection, float]] = []
             drop: list[shm.ShmConnection] = []
             for connection, since in self._idle:
-                fresh = now - since < CLIENT_IDLE_SECONDS and not connection.closed
+                # poll: nobody reads an idle connection, so its server's end waits there.
+                fresh = now - since < CLIENT_IDLE_SECONDS and connection.poll()
                 if fresh:
                     keep.append((connection, since))
                 else:
@@ -453,7 +454,7 @@ class ShmPeer:
         with self._lock:
             while self._idle:
                 connection, _ = self._idle.pop()
-                if not connection.closed:
+                if connection.poll():  # what came while it was idle, its server's end too
                     self._busy += 1
                     return connection
                 connection.close()

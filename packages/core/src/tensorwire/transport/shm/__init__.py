@@ -55,8 +55,9 @@ One ``SOCK_SEQPACKET`` packet per message, little-endian (``protocol``)::
     RELEASE     u8 3, u32 segment id     the receiver is done with the message in it
     RETIRE      u8 4, u32 segment id     the sender dropped it: unmap once unused
 
-Either side may send at any time; a reader thread per connection handles the peer's
-packets. Frames start at multiples of 64 bytes in their segment (the codec's alignment).
+Either side may send at any time; the peer's packets are read by whichever of this side's
+threads waits for them (a receiver, a sender waiting for a segment to come back, ``poll``).
+Frames start at multiples of 64 bytes in their segment (the codec's alignment).
 Every count and length is checked before anything is mapped or allocated; a peer that
 breaks the protocol has its connection closed with the reason.
 
@@ -67,7 +68,7 @@ Each side keeps a ``SegmentPool`` for what it sends, under ``max_pool_bytes``, t
 once when spent): a segment is lent from the send until the peer's RELEASE, which the
 receiver sends when the last view of the message (and every array decoded from it) is
 gone; then it is reused without another descriptor or mapping. When either process dies,
-its socket closes; the survivor's reader unmaps its own segments and drops the peer's
+its socket closes; the survivor's next read unmaps its own segments and drops the peer's
 (each is unmapped when the last array over it goes), and its calls raise
 ``UnavailableError`` once the messages the peer sent before (if any) were received. A
 forked child closes its copies of every connection's and listener's socket at the fork

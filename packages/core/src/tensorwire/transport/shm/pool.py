@@ -215,6 +215,11 @@ class SegmentPool:
         self._budget.give(segment.size)
         segment.close()
 
+    def wait_changed(self, timeout: float) -> None:
+        """Until a segment is released or discarded, or the pool closes; ``timeout`` at most."""
+        with self._changed:
+            self._changed.wait(timeout)
+
     def give_back(self, segment: Segment) -> None:
         """Put back a segment whose send failed before the peer saw it."""
         self.release(segment.id)
