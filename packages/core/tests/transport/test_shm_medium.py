@@ -574,7 +574,9 @@ def test_concurrent_receivers_each_get_every_message_once(pair):
             with lock:
                 got.append(int(bytes(message.tag)))
 
-    threads = [threading.Thread(target=receive, args=(count // receivers,)) for _ in range(4)]
+    threads = [
+        threading.Thread(target=receive, args=(count // receivers,)) for _ in range(receivers)
+    ]
     for thread in threads:
         thread.start()
     for i in range(count):
