@@ -382,7 +382,7 @@ class ShmConnection:
                     "no message came over the shared-memory connection before the deadline"
                 )
             try:
-                while self._inbox.empty():
+                while self._inbox.empty() and self._failure is None:
                     if self.spinner.spin(self._read_one_now) is None:
                         self._wait_readable(deadline)
                         self._read_one_now()
