@@ -544,10 +544,12 @@ class GrpcChannel(Channel):
         (``kit.handshake.AsksMovers``: how a plugin's mover, ``verbs``, is agreed on).
 
         The answer comes from the one Hello this gRPC channel asks (it asks for its own
-        movers and every plugin's asked about so far), made now if not yet known, within
-        ``timeout`` (and 2 s at most). Empty when the server offers none of ``wants``, does
-        not serve the handshake (an older peer), or could not be asked now (the next ask
-        after ``_HELLO_RETRY_SECONDS`` tries again).
+        movers and every plugin's asked about so far), made now if not yet known: each ask
+        takes at most 2 s, and asks are repeated while the first connection is still
+        being made, within ``timeout`` and ``_CONNECTING_SECONDS``. Empty when the server
+        offers none of ``wants``, does not serve the handshake (an older peer), or could not
+        be asked now (asked again by the next caller when nothing answered, else after
+        ``_HELLO_RETRY_SECONDS``).
         """
         wanted = frozenset(handshake.check_mover_name(name) for name in wants)
         if not wanted or self._closed:
