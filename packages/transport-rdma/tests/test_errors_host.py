@@ -41,7 +41,56 @@ NO_DEVICE_PYVERBS = {
 }
 
 
-def run_case(body: str, tmp_path: Path, *, prelude: str = "", stub: bool = False) -> dict:
+# What rdma-core's bindings look like on a machine with one active RoCE v2 port: enough of
+# them to open the device and make queue pairs (a stand-in for the third-party library, not
+# for our code; nothing here can move a byte, so a test using it must not need to).
+ONE_DEVICE_PYVERBS = {
+    "pyverbs/__init__.py": "__version__ = '44.0-stub'\n",
+    "pyverbs/device.py": textwrap.dedent("""
+        from types import SimpleNamespace as _NS
+        class _Dev:
+            name = b"stub0"
+        def get_device_list():
+            return [_Dev()]
+        class Context:
+            def __init__(self, name=None):
+                if name != "stub0":
+                    raise RuntimeError(f"no such device {name}")
+            def query_device(self):
+                return _NS(phys_port_cnt=1, max_qp_init_rd_atom=16, max_qp_rd_atom=16)
+            def query_port(self, port):
+                return _NS(state=4, gid_tbl_len=2, active_mtu=3, max_msg_sz=1 << 30)
+            def query_gid_ex(self, port, index):
+                if index != 1:
+                    raise OSError("ENODATA")
+                return _NS(gid_type=2)
+            def query_gid(self, port, index):
+                return "0000:0000:0000:0000:0000:ffff:7f00:0001"
+            def close(self):
+                pass
+            def __enter__(self):
+                return self
+            def __exit__(self, *exc):
+                self.close()
+    """),
+    "pyverbs/pd.py": "class PD:\n    def __init__(self, ctx): pass\n    def close(self): pass\n",
+    "pyverbs/enums.py": "IBV_QPT_RC = 2\n",
+    "pyverbs/cq.py": "class CQ:\n    def __init__(self, ctx, n): pass\n    def close(self): pass\n",
+    "pyverbs/qp.py": textwrap.dedent("""
+        class QPCap:
+            def __init__(self, **kw): pass
+        class QPInitAttr:
+            def __init__(self, **kw): pass
+        class QP:
+            qp_num = 17
+            def __init__(self, pd, attr): pass
+            def close(self): pass
+    """),
+}
+STUBS = {"no-device": NO_DEVICE_PYVERBS, "one-device": ONE_DEVICE_PYVERBS}
+
+
+def run_case(body: str, tmp_path: Path, *, prelude: str = "", stub: bool | str = False) -> dict:
     code = (
         prelude
         + textwrap.dedent("""
@@ -62,12 +111,15 @@ def run_case(body: str, tmp_path: Path, *, prelude: str = "", stub: bool = False
     env = None
     if stub:
         root = tmp_path / "stub"
-        for rel, text in NO_DEVICE_PYVERBS.items():
+        for rel, text in STUBS["no-device" if stub is True else str(stub)].items():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_text(text)
         import os
 
-        env = dict(os.environ, PYTHONPATH=str(root))
+        # The stub first; the rest of the path as this process has it (a worktree's
+        # sources when PYTHONPATH names them).
+        path = [str(root), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(path))
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
     )
@@ -174,3 +226,50 @@ def test_plugin_import_does_not_import_pyverbs_or_grpc():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+NO_CONNECT = """
+    from tensorwire.observe import CallMeter
+    svc = Service("Test")
+    svc.add("Echo", lambda frames, context: list(frames))
+    meter = CallMeter()
+    t = get_transport("grpc+verbs")
+    if CASE == "plain grpc":
+        listener = get_transport("grpc").serve("127.0.0.1:0", [svc], TransportOptions())
+    else:  # grpc+verbs whose device cannot be opened: it serves, and offers no verbs
+        listener = t.serve("127.0.0.1:0", [svc], TransportOptions(
+            call_meter=meter, extra={"rdma_device": "nosuch9", "rdma_fallback": True}))
+    listener.start()
+    ch = t.connect(f"127.0.0.1:{listener.port}", TransportOptions())  # has a device
+    payload = bytes(range(256)) * 8192   # 2 MiB: above the threshold
+    ok = True
+    for _ in range(3):
+        reply = ch.call("Test", "Echo", [b"h", payload], timeout=30)
+        ok = ok and bytes(reply[0]) == b"h" and bytes(reply[1]) == payload
+    out["echo_ok"] = ok
+    out["rdma"] = ch.rdma
+    out["stats"] = t.stats.snapshot()
+    out["served"] = sorted({s.method for s in meter.snapshot()})
+    out["connects"] = sum(s.calls for s in meter.snapshot() if s.method.endswith("/Connect"))
+    ch.close()
+    listener.stop(0)
+"""
+
+
+@pytest.mark.parametrize("server", ["plain grpc", "grpc+verbs without a device"])
+def test_a_server_that_offers_no_verbs_is_never_asked_to_connect(tmp_path, server):
+    # The channel has a device (the stand-in above): it would set up a queue pair if the
+    # handshake chose verbs. The server offers none, so its large frames go over gRPC and
+    # no Connect ever reaches the server (counted by the server's own call meter).
+    out = run_case(f"    CASE = {server!r}\n" + NO_CONNECT, tmp_path, stub="one-device")
+    if server != "plain grpc":
+        assert out["connects"] == 0
+        assert out["served"] == ["/Test/Echo"], out["served"]
+    # (A plain grpc server counts no call to a method it does not serve: the log says
+    # that the handshake, not a refused Connect, sent the channel to gRPC.)
+    assert not any("Connect" in line for line in out["logs"]), out["logs"]
+    assert any("offers no RDMA" in line for line in out["logs"]), out["logs"]
+    assert out["echo_ok"] is True
+    assert out["rdma"] is False
+    assert out["stats"]["rdma_bytes"] == 0
+    assert out["stats"]["grpc_bytes"] >= 3 * 2 * 2 * 1024 * 1024

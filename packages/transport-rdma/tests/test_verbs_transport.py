@@ -227,6 +227,29 @@ def test_peer_without_rdma_negotiates_down(transport, control, options):
         plain.stop(0)
 
 
+def test_a_server_that_offers_no_verbs_is_not_asked_to_connect(transport, control, options):
+    # This side has the device; the server's cannot be opened, so its handshake offers no
+    # verbs: the channel goes to gRPC without a Connect (counted by the server's meter).
+    from tensorwire.observe import CallMeter
+
+    meter = CallMeter()
+    server_options = TransportOptions(
+        call_meter=meter,
+        extra={"rdma_control_protocol": control, "rdma_device": "nosuch9", "rdma_fallback": True},
+    )
+    listener = transport.serve("127.0.0.1:0", [make_service()], server_options)
+    listener.start()
+    try:
+        with transport.connect(f"127.0.0.1:{listener.port}", options) as ch:
+            payload = _pattern(2 * MiB, 9)
+            reply = ch.call("Test", "Echo", [payload], timeout=60)
+            assert np.array_equal(np.frombuffer(reply[0], np.uint8), payload)
+            assert ch.rdma is False
+    finally:
+        listener.stop(0)
+    assert sorted({s.method for s in meter.snapshot()}) == ["/Test/Echo"]
+
+
 def test_plain_client_can_call_a_verbs_server(server, control, options):
     with get_transport(control).connect(f"127.0.0.1:{server.port}", options) as ch:
         payload = _pattern(2 * MiB, 4)

@@ -29,15 +29,20 @@ side can reach it (same host, same network namespace: proved by connecting, neve
 from the address): large unary calls and whole streams then move through it, and parked
 responses are fetched through it; when it cannot take a call (no connection, no room) the
 side channel or gRPC does.
+
+A plugin's mover is agreed on through the same Hello: ``GrpcChannel.mover_offers`` (the
+core's ``kit.handshake.AsksMovers``) hands out what the server offered to the movers it
+names, from the answer kept per token.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -65,12 +70,36 @@ __all__ = ["GrpcChannel", "SharedChannel"]
 
 #: After a failed Hello (other than "not served"), ask again after this long.
 _HELLO_RETRY_SECONDS = 5.0
+#: How long ``mover_offers`` asks again while the first connection is being made, and the
+#: pause between two asks.
+_CONNECTING_SECONDS = 10.0
+_CONNECTING_PAUSE = 0.2
 #: How long closing a channel waits for its background Hello (whose timeout is 2 s).
 _HELLO_CLOSE_WAIT_SECONDS = 3.0
 #: The movers a ``BulkPeer`` stands for (``kit.handshake``; ``shm`` has ``ShmPeer``).
 _MOVERS = frozenset((handshake.TCP,))
 #: The route of a small call: gRPC's own future carries it, no thread of ours waits.
 _INLINE_ONLY = (CallRoute.INLINE,)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Answer:
+    """A server's answer to a Hello: the movers it asked for and the offers made to them."""
+
+    asked: frozenset[str]
+    offers: list[handshake.MoverOffer]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Later:
+    """A Hello that failed: asked again from ``at`` (monotonic; ``math.inf``: never, the
+    server does not answer the handshake). ``unreachable``: it found no server."""
+
+    at: float
+    unreachable: bool = False
+    #: Unreachable yet not refused: the connection was still being made (its attempt timed
+    #: out, as a first connection on a loaded or emulated machine can).
+    connecting: bool = False
 
 
 class SharedChannel:
@@ -94,7 +123,12 @@ class SharedChannel:
         if opts.shm(options):
             wants.add(shm_mover.MOVER)
         self._wants = frozenset(wants)
+        #: Every mover a Hello of this channel asks for: its own and those plugins asked
+        #: about (``mover_offers``); only grows.
+        self._asked = self._wants
         self._hello_request = handshake.encode_wants(sorted(wants))
+        #: token -> the last Hello's answer, or when to ask again after it failed.
+        self._hellos: dict[str | None, _Answer | _Later] = {}
         if wants:
             idle.start()
         credentials = opts.channel_credentials(options)
@@ -179,31 +213,19 @@ class SharedChannel:
                 # Its port failed a while ago (a restarted server has a new one): ask again.
                 peer.close()
                 del self._bulk[token]
-                failures = peer.failures
+                failures, stale = peer.failures, True
             elif peer is not None and time.monotonic() < peer:
                 return None
             else:
-                failures = 0
-            # Short, leaving the call time to go by gRPC; a busy server is asked again later.
-            timeout = 2.0
-            if deadline is not None:
-                timeout = min(timeout, max(0.001, (deadline - time.monotonic()) / 4))
+                failures, stale = 0, False
+            # Asked anew when the side port failed; else a plugin's Hello may have answered.
+            answer = self._hello_locked(token, metadata, deadline, self._wants, again=stale)
             found: bulk.BulkPeer | float
-            try:
-                answer = self.unary_unary(HELLO_PATH)(
-                    self._hello_request, timeout=timeout, metadata=metadata
-                )
-                offers = handshake.decode_offers(answer)
-                self._reach_shm(token, offers, deadline)
-                offer = handshake.choose_mover(self._wants & _MOVERS, offers)
-            except grpc.RpcError as exc:
-                code = exc.code() if isinstance(exc, grpc.Call) else None
-                # An older peer does not serve Hello: never ask again.
-                never = code == grpc.StatusCode.UNIMPLEMENTED
-                found = math.inf if never else time.monotonic() + _HELLO_RETRY_SECONDS
-            except errors.DataLossError:
-                found = math.inf
+            if isinstance(answer, _Later):
+                found = answer.at
             else:
+                self._reach_shm(token, answer.offers, deadline)
+                offer = handshake.choose_mover(self._wants & _MOVERS, answer.offers)
                 if offer is not None:
                     host = split_address(self.address)[0]
                     found = bulk.BulkPeer(host, offer.port, token, failures, self._spin_seconds)
@@ -213,6 +235,93 @@ class SharedChannel:
                     found = math.inf
             self._bulk[token] = found
             return found if isinstance(found, bulk.BulkPeer) else None
+
+    def _hello_locked(
+        self,
+        token: str | None,
+        metadata: tuple[tuple[str, str], ...] | None,
+        deadline: float | None,
+        wants: frozenset[str],
+        *,
+        again: bool = False,
+        unreachable_again: bool = False,
+    ) -> _Answer | _Later:
+        """The server's answer to a Hello that asked for at least ``wants``: the one kept
+        unless ``again`` (what it said went stale), else asked now; or, when the Hello
+        failed, when to ask again. A Hello that found the server unreachable is asked
+        again before then with ``unreachable_again`` (it fails at once, as the caller's own
+        call would). Under ``_bulk_lock``; the one place this channel asks the handshake."""
+        known = self._hellos.get(token)
+        if not again:
+            if isinstance(known, _Answer) and wants <= known.asked:
+                return known
+            if (
+                isinstance(known, _Later)
+                and time.monotonic() < known.at
+                and not (unreachable_again and known.unreachable)
+            ):
+                return known
+        if not wants <= self._asked:
+            self._asked |= wants
+            self._hello_request = handshake.encode_wants(sorted(self._asked))
+        # Short, leaving the call time to go by gRPC; a busy server is asked again later.
+        timeout = 2.0
+        if deadline is not None:
+            timeout = min(timeout, max(0.001, (deadline - time.monotonic()) / 4))
+        answer: _Answer | _Later
+        try:
+            reply = self.unary_unary(HELLO_PATH)(
+                self._hello_request, timeout=timeout, metadata=metadata
+            )
+            answer = _Answer(self._asked, handshake.decode_offers(reply))
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                answer = _Later(math.inf)  # an older peer does not serve Hello: never ask
+            else:
+                unreachable = code == grpc.StatusCode.UNAVAILABLE
+                refused = "Connection refused" in str(exc.details() if code else exc)
+                answer = _Later(
+                    time.monotonic() + _HELLO_RETRY_SECONDS,
+                    unreachable=unreachable,
+                    connecting=unreachable and not refused,
+                )
+        except errors.DataLossError:
+            answer = _Later(math.inf)
+        self._hellos[token] = answer
+        return answer
+
+    def mover_offers(
+        self,
+        token: str | None,
+        wants: frozenset[str],
+        metadata: tuple[tuple[str, str], ...] | None,
+        deadline: float | None,
+    ) -> list[handshake.MoverOffer]:
+        """The server's offers to ``wants``, from the Hello asked once (with this
+        channel's own movers); empty when it offers none, does not serve Hello, or the
+        Hello failed lately (asked again after ``_HELLO_RETRY_SECONDS``, or by the next
+        caller when it found the server unreachable: a caller that goes on to call would
+        otherwise take the control plane for seconds after the server came up). A Hello
+        whose connection attempt timed out is asked again right away (see below), as the
+        ``grpc+verbs`` plugin retried its own handshake before it joined this one."""
+        # While the first connection is still being made the Hello is asked again, within
+        # the deadline and _CONNECTING_SECONDS (nothing listening: answered at once).
+        give_up = time.monotonic() + _CONNECTING_SECONDS
+        if deadline is not None:
+            give_up = min(give_up, deadline)
+        while True:
+            with self._bulk_lock:
+                if self._closing or self.abandoned:
+                    return []
+                answer = self._hello_locked(
+                    token, metadata, deadline, wants, unreachable_again=True
+                )
+            if isinstance(answer, _Answer):
+                return [offer for offer in answer.offers if offer.mover in wants]
+            if not answer.connecting or time.monotonic() + _CONNECTING_PAUSE >= give_up:
+                return []
+            time.sleep(_CONNECTING_PAUSE)
 
     def lean_peer(self, token: str | None) -> bulk.BulkPeer | None:
         """The side channel if known to take small calls and not failing (no Hello asked)."""
@@ -296,16 +405,10 @@ class SharedChannel:
             if self._shm.get(token) is not peer or not peer.stale():
                 return self._shm.get(token)
             peer.failed_until = time.monotonic() + shm_mover.RETRY_SECONDS
-            timeout = 2.0
-            if deadline is not None:
-                timeout = min(timeout, max(0.001, (deadline - time.monotonic()) / 4))
-            try:
-                answer = self.unary_unary(HELLO_PATH)(
-                    self._hello_request, timeout=timeout, metadata=metadata
-                )
-                self._reach_shm(token, handshake.decode_offers(answer), deadline)
-            except (grpc.RpcError, errors.DataLossError):
-                pass  # asked again after the retry period
+            answer = self._hello_locked(token, metadata, deadline, self._wants, again=True)
+            if isinstance(answer, _Answer):
+                self._reach_shm(token, answer.offers, deadline)
+            # (A failed Hello: asked again after the retry period.)
             return self._shm.get(token)
 
     def abandon(self) -> None:
@@ -321,6 +424,7 @@ class SharedChannel:
         self._bulk_lock = threading.Lock()
         self._learned = threading.Condition(self._bulk_lock)
         self._learning = set()  # the parent's background Hellos are not ours
+        self._hellos = {}
         peers, self._bulk = list(self._bulk.values()), {}
         # (Inherited shared-memory connections were closed at the fork by ``shm``.)
         self._shm = {}
@@ -340,6 +444,7 @@ class SharedChannel:
                 self._learned.wait(max(0.0, end - time.monotonic()))
             peers = [p for p in self._bulk.values() if isinstance(p, bulk.BulkPeer)]
             self._bulk.clear()
+            self._hellos.clear()
             shm_peers, self._shm = list(self._shm.values()), {}
         for peer in peers:
             peer.close()
@@ -432,6 +537,26 @@ class GrpcChannel(Channel):
         elif peer.stale():
             peer = self._shared.refresh_shm(self.options.token, peer, md, deadline)
         return peer
+
+    def mover_offers(
+        self, wants: Collection[str], *, timeout: float | None = None
+    ) -> list[handshake.MoverOffer]:
+        """What the server offered, in the mover handshake, to the movers in ``wants``
+        (``kit.handshake.AsksMovers``: how a plugin's mover, ``verbs``, is agreed on).
+
+        The answer comes from the one Hello this gRPC channel asks (it asks for its own
+        movers and every plugin's asked about so far), made now if not yet known: each ask
+        takes at most 2 s, and asks are repeated while the first connection is still
+        being made, within ``timeout`` and ``_CONNECTING_SECONDS``. Empty when the server
+        offers none of ``wants``, does not serve the handshake (an older peer), or could not
+        be asked now (asked again by the next caller when nothing answered, else after
+        ``_HELLO_RETRY_SECONDS``).
+        """
+        wanted = frozenset(handshake.check_mover_name(name) for name in wants)
+        if not wanted or self._closed:
+            return []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._shared.mover_offers(self.options.token, wanted, self._token or None, deadline)
 
     def _call_routes(
         self, views: list[memoryview], total: int, metadata: Mapping[str, str] | None

@@ -47,6 +47,10 @@ also runs a shared-memory listener and offers it in the Hello answer beside the 
 callers on this host make their large unary calls and their streams whole through it and
 fetch parked responses through it.
 
+A plugin that wraps this transport adds its own mover to the same Hello with
+``GrpcListener.offer_mover`` (``kit.handshake.OffersMovers``: ``grpc+verbs`` offers
+``verbs``); the Hello offers it to the callers that ask for it.
+
 Every call and stream runs on a thread of its own from a
 ``DaemonThreadPool`` (started on demand, retired when
 idle), so calls that wait (a stream, a ``recv``) never keep others from starting. At most
@@ -124,6 +128,8 @@ REFUSAL_THREADS = 64
 #: all or part of it, over the TCP side channel; of one the shared-memory mover carried.
 SIDE_CHANNEL_PATH = "side_channel"
 SHM_PATH = "shm"
+#: The movers this transport runs itself (``offer_mover`` refuses them).
+_OWN_MOVERS = frozenset((handshake.TCP, shm_mover.MOVER))
 # gRPC reports "no deadline" as a remaining time of centuries.
 _NO_DEADLINE_SECONDS = 1e9
 #: How long ``stop()`` waits, beyond the grace period, for the calls' threads (and gRPC's
@@ -594,6 +600,9 @@ class GrpcListener(Listener):
         #: Handshakes being answered (``_hello``), not counted by ``admit``.
         self._hellos = 0
         self._hellos_lock = threading.Lock()
+        #: Plugins' movers and their offer makers (``offer_mover``); replaced, never
+        #: changed in place, so ``_hello`` reads it without the lock.
+        self._movers: dict[str, handshake.MakeOffers] = {}
         self._started = False
         self._stopped = threading.Event()
         #: Set when a listener never started is stopped: it serves no call (see stop()).
@@ -677,7 +686,8 @@ class GrpcListener(Listener):
 
     def _hello(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> bytes | None:
         """The mover handshake (``kit.handshake``), to a caller that proves the token: the
-        movers this server runs among those the caller can use (today the side port)."""
+        movers this server runs among those the caller can use (the side port, the
+        shared-memory listener, and plugins' movers added with ``offer_mover``)."""
         # Not counted against ``max_calls``: channels ask in the background after their
         # first call, and a caller's own calls must not be refused because of that (it
         # ends at once; gRPC's own limit still bounds how many run).
@@ -693,7 +703,7 @@ class GrpcListener(Listener):
         finally:
             with self._hellos_lock:
                 self._hellos -= 1
-        offers = []
+        offers = self._plugin_offers(wants)
         if self.bulk is not None and handshake.TCP in wants:
             features = handshake.FEATURE_CALL | handshake.FEATURE_LEAN
             offer = handshake.MoverOffer(handshake.TCP, self.bulk.port, features)
@@ -702,6 +712,39 @@ class GrpcListener(Listener):
             detail = self.shm.address.encode()
             offers.append(handshake.MoverOffer(shm_mover.MOVER, 0, handshake.FEATURE_CALL, detail))
         return handshake.encode_offers(offers)
+
+    def offer_mover(self, mover: str, offers: handshake.MakeOffers) -> None:
+        """Offer a plugin's mover in the handshake (``kit.handshake.OffersMovers``): each
+        Hello whose caller wants ``mover`` carries what ``offers()`` returns then.
+
+        Raises:
+          InvalidArgumentError: a bad name, one of this transport's own movers (``tcp``,
+            ``shm``), or a mover offered already.
+        """
+        handshake.check_mover_name(mover)
+        if mover in _OWN_MOVERS:
+            raise errors.InvalidArgumentError(
+                f"the mover {mover!r} is the grpc transport's own; a plugin cannot offer it"
+            )
+        with self._hellos_lock:
+            if mover in self._movers:
+                raise errors.InvalidArgumentError(f"the mover {mover!r} is offered already")
+            self._movers = {**self._movers, mover: offers}
+
+    def _plugin_offers(self, wants: frozenset[str]) -> list[handshake.MoverOffer]:
+        """The plugins' offers to a caller that wants ``wants``. A maker that fails costs
+        its own mover only: the caller still gets the others."""
+        offers: list[handshake.MoverOffer] = []
+        for mover, make in self._movers.items():
+            if mover not in wants:
+                continue
+            try:
+                made = list(make())
+            except Exception:  # noqa: BLE001 - a plugin's failure leaves its mover out
+                log.exception("the offers of the mover %r failed; it is not offered", mover)
+                continue
+            offers += [offer for offer in made if offer.mover == mover]
+        return offers
 
     def _fetch(self, requests: Iterator[bytes], gctx: grpc.ServicerContext) -> Iterator[bytes]:
         try:

@@ -15,11 +15,16 @@ data has landed. Concretely:
   describing it; the channel READs it and then releases the server's buffer with a small
   ``Release`` call.
 
-Queue pairs are set up by the ``tensorwire.rdma.Verbs/Connect`` control call: each side
-sends QP number, PSN, GID and path MTU. A server without verbs answers ``Connect`` with
-UNIMPLEMENTED (or has no such method, being plain ``grpc``), and the channel then uses plain
-gRPC for everything: the two peers negotiate down. Calls without the metadata key are plain
-gRPC calls, so a ``grpc`` client can call a ``grpc+verbs`` server too.
+The two peers agree on RDMA in the control plane's mover handshake (``kit.handshake``, the
+grpc transport's ``Bulk/Hello``): the listener offers the ``verbs`` mover, with the
+``FEATURE_READ`` bit, when it has a verbs device; the channel asks for it and takes
+``choose_mover``'s answer. Only when ``verbs`` is chosen does it set up a queue pair, with
+the ``tensorwire.rdma.Verbs/Connect`` control call (each side sends QP number, PSN, GID and
+path MTU). A server that offers no ``verbs`` (plain ``grpc``, ``grpc+verbs`` without a
+device, or an older peer) is called over plain gRPC for everything, without a ``Connect``.
+A server without verbs still answers ``Connect`` with UNIMPLEMENTED, for older channels that
+ask it. Calls without the metadata key are plain gRPC calls, so a ``grpc`` client can call a
+``grpc+verbs`` server too.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from tensorwire.transport.base import (
     Transport,
     TransportOptions,
 )
+from tensorwire.transport.kit import handshake
 from tensorwire.transport.kit.framing import check_size
 from tensorwire.transport.kit.tickets import TicketStore
 
@@ -59,6 +65,12 @@ DEFAULT_THRESHOLD = 64 * 1024
 LEASE_SECONDS = 300.0
 #: The ``path`` label of calls whose payload moved by RDMA (``tensorwire.observe.calls``).
 CALL_PATH = "rdma"
+#: This mover's name in the handshake (``kit.handshake.MOVER_PREFERENCE``).
+MOVER = "verbs"
+#: Feature bit of a ``verbs`` offer: large frames move by RDMA READ as this module's
+#: docstring says, queue pairs being set up by ``Connect``. A channel uses only an offer
+#: that has it, so a later, different protocol can offer another bit instead.
+FEATURE_READ = 1
 _STALE = "unknown RDMA connection"
 
 
@@ -160,6 +172,13 @@ class _ServerState:
     def _discard(self, array: Any) -> None:
         if self.verbs is not None:
             self.verbs.pool.discard(array)
+
+    # -- the handshake -------------------------------------------------------------------
+    def offers(self) -> list[handshake.MoverOffer]:
+        """The ``verbs`` offer in the control plane's handshake; none without a device."""
+        if self.verbs is None:
+            return []
+        return [handshake.MoverOffer(MOVER, 0, FEATURE_READ)]
 
     # -- control methods ---------------------------------------------------------------
     def connect(self, frames: list[memoryview], context: CallContext) -> Frames:
@@ -369,6 +388,15 @@ class RdmaListener(Listener):
 # Client side
 
 
+def _no_handshake(options: TransportOptions) -> errors.FailedPreconditionError:
+    name = options.extra.get("rdma_control_protocol", "grpc")
+    return errors.FailedPreconditionError(
+        f"grpc+verbs cannot run over the {name!r} transport: it does not carry the mover "
+        "handshake (tensorwire.transport.kit.handshake) by which peers agree on RDMA; use "
+        "'grpc' (or 'inproc' within one process)"
+    )
+
+
 class RdmaChannel(Channel):
     def __init__(
         self,
@@ -382,35 +410,56 @@ class RdmaChannel(Channel):
         self._limit = limit
         self._transport = transport
         self._inner = inner
+        assert isinstance(inner, handshake.AsksMovers)  # ``RdmaTransport.connect`` checked
+        #: The control channel, as the one that asks the mover handshake.
+        self._handshake: handshake.AsksMovers = inner
         self.address = address
         self._verbs = verbs_
         self._threshold = threshold
         self._lock = threading.Lock()
         self._qp: verbs.QueuePair | None = None
         self._conn: int | None = None
-        #: False once the peer turned out to have no RDMA: plain gRPC from then on.
+        #: Whether the calls go by RDMA: False without a device here, once the server
+        #: offered no ``verbs`` in the handshake, or refused ``Connect`` after offering it.
         self.rdma = verbs_ is not None
+        #: Set when ``Connect`` was refused: the server changed under the handshake's answer.
+        self._refused = False
         self._closed = False
 
     # -- connection --------------------------------------------------------------------
+    def _agreed(self, timeout: float | None) -> bool:
+        """Whether the handshake chose ``verbs`` with this server (asked once by the control
+        channel, which keeps the answer; asked again when it could not be asked)."""
+        offers = self._handshake.mover_offers((MOVER,), timeout=timeout)
+        offer = handshake.choose_mover((MOVER,), offers)
+        agreed = offer is not None and bool(offer.features & FEATURE_READ)
+        if self.rdma and not agreed:
+            log.info("peer %s offers no RDMA; this channel uses plain gRPC", self.address)
+        self.rdma = agreed
+        return agreed
+
     def _connection(self, timeout: float | None) -> tuple[int, verbs.QueuePair] | None:
         with self._lock:
-            if not self.rdma or self._verbs is None:
+            if self._verbs is None or self._refused:
                 return None
             if self._qp is not None and not self._qp.broken and self._conn is not None:
                 return self._conn, self._qp
             if self._qp is not None:
                 self._forget_locked()
+            if not self._agreed(timeout):
+                return None
             qp = verbs.QueuePair(self._verbs.device)
             request = json.dumps({"qp": qp.info().to_dict()}).encode()
             self._transport.stats.add(grpc=len(request))
             try:
                 reply = self._connect_call(request, timeout)
             except errors.UnimplementedError as exc:
+                # It offered verbs, yet has none now: another server took the address.
                 qp.close()
-                self.rdma = False
+                self.rdma, self._refused = False, True
                 log.info(
-                    "peer %s has no RDMA (%s); this channel uses plain gRPC",
+                    "peer %s offered RDMA but refused to connect (%s); this channel uses "
+                    "plain gRPC",
                     self.address,
                     exc.message if hasattr(exc, "message") else exc,
                 )
@@ -729,19 +778,20 @@ class RdmaTransport(Transport):
         state = _ServerState(verbs_, why_not, threshold, options.max_message_bytes)
         wrapped = [state.wrap(s) for s in services]
         inner = self._inner(options).serve(address, [*wrapped, state.control_service()], options)
+        if not isinstance(inner, handshake.OffersMovers):
+            inner.stop(0)
+            raise _no_handshake(options)
+        inner.offer_mover(MOVER, state.offers)
         return RdmaListener(inner, state)
 
     def connect(self, address: str, options: TransportOptions) -> Channel:
         threshold = _transfer_options(options.extra)
         verbs_, _ = self._resources(options)
-        return RdmaChannel(
-            self,
-            self._inner(options).connect(address, options),
-            address,
-            verbs_,
-            threshold,
-            options.max_message_bytes,
-        )
+        inner = self._inner(options).connect(address, options)
+        if not isinstance(inner, handshake.AsksMovers):
+            inner.close()
+            raise _no_handshake(options)
+        return RdmaChannel(self, inner, address, verbs_, threshold, options.max_message_bytes)
 
     def status(self) -> dict[str, Any]:
         try:

@@ -20,7 +20,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
 from .. import errors
 from . import hookimpl
@@ -36,6 +36,7 @@ from .base import (
     iterate,
     split_address,
 )
+from .kit import handshake
 from .kit.framing import check_size
 from .threads import DEFAULT_MAX_THREADS, DaemonThreadPool
 
@@ -122,6 +123,25 @@ class InprocListener(Listener):
         )
         self._inflight: set[concurrent.futures.Future[object]] = set()
         self._inflight_lock = threading.Lock()
+        #: Plugins' movers (``kit.handshake.OffersMovers``); inproc has none of its own.
+        self._movers: dict[str, handshake.MakeOffers] = {}
+
+    def offer_mover(self, mover: str, offers: handshake.MakeOffers) -> None:
+        """Offer a plugin's mover to channels that ask for it (``kit.handshake``)."""
+        handshake.check_mover_name(mover)
+        if mover in self._movers:
+            raise errors.InvalidArgumentError(f"the mover {mover!r} is offered already")
+        self._movers[mover] = offers
+
+    def offers_to(self, wants: Collection[str]) -> list[handshake.MoverOffer]:
+        """The plugins' offers to a channel that wants ``wants``."""
+        return [
+            offer
+            for mover, make in list(self._movers.items())
+            if mover in wants
+            for offer in make()
+            if offer.mover == mover
+        ]
 
     def start(self) -> None:
         if self._stopped.is_set():
@@ -197,6 +217,16 @@ class InprocChannel(Channel):
                 )
             raise errors.UnavailableError(f"no inproc server at {self.address}")
         return listener
+
+    def mover_offers(
+        self, wants: Collection[str], *, timeout: float | None = None
+    ) -> list[handshake.MoverOffer]:
+        """What the server offers to ``wants`` (``kit.handshake.AsksMovers``); empty when
+        no server is there now."""
+        try:
+            return self._listener().offers_to(frozenset(wants))
+        except errors.OpError:
+            return []
 
     def _context(self, timeout: float | None, metadata: Mapping[str, str] | None) -> CallContext:
         md = dict(metadata or {})

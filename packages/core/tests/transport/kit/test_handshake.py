@@ -10,7 +10,10 @@ from tensorwire.transport.kit.handshake import (
     FEATURE_CALL,
     MOVER_PREFERENCE,
     TCP,
+    AsksMovers,
     MoverOffer,
+    OffersMovers,
+    check_mover_name,
     choose_mover,
     decode_offers,
     decode_wants,
@@ -70,3 +73,35 @@ def test_a_malformed_answer_is_data_loss(answer: bytes) -> None:
 def test_wants_round_trip_and_an_empty_request_wants_tcp() -> None:
     assert decode_wants(encode_wants(["tcp", "shm"])) == {"tcp", "shm"}
     assert decode_wants(b"") == {TCP}
+
+
+@pytest.mark.parametrize("name", ["", "a,b", "v\u00e9rbs", "x" * 256, "tab\there", 7])
+def test_a_mover_name_must_fit_the_wants_list(name) -> None:
+    with pytest.raises(errors.InvalidArgumentError, match="mover's name"):
+        check_mover_name(name)
+    assert check_mover_name("verbs") == "verbs"
+
+
+def test_inproc_carries_a_plugins_mover_through_the_handshake() -> None:
+    # inproc is a control plane ``grpc+verbs`` may run over: it takes and hands out plugins'
+    # offers as the grpc transport does.
+    from tensorwire.transport import Service, TransportOptions, get_transport
+
+    inproc = get_transport("inproc")
+    listener = inproc.serve("inproc-handshake:1", [Service("t.S")], TransportOptions())
+    assert isinstance(listener, OffersMovers)
+    asked = []
+    listener.offer_mover("verbs", lambda: asked.append(1) or [VERBS])
+    with pytest.raises(errors.InvalidArgumentError, match="offered already"):
+        listener.offer_mover("verbs", lambda: [])
+    listener.start()
+    channel = inproc.connect("inproc-handshake:1", TransportOptions())
+    try:
+        assert isinstance(channel, AsksMovers)
+        assert channel.mover_offers(["verbs", TCP], timeout=5) == [VERBS]
+        assert channel.mover_offers([TCP]) == []  # not wanted: not even asked
+        assert asked == [1]
+    finally:
+        listener.stop(0)
+    assert channel.mover_offers(["verbs"]) == []  # no server there any more
+    channel.close()

@@ -17,13 +17,20 @@ Answer layout (little endian)::
 The first 8 bytes are what servers answered before there was a second mover, so a caller
 of either age reads a server of either age. A request with no names (an older caller)
 wants ``tcp``.
+
+A mover of a plugin that wraps a control-plane transport (``verbs`` in ``grpc+verbs``) joins
+the same handshake through two interfaces the control plane's listener and channel
+implement: ``OffersMovers`` (the plugin adds its offers to the answer) and ``AsksMovers``
+(the plugin reads what the server offered to the movers it wants). The ``grpc`` and
+``inproc`` transports implement both.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Protocol, runtime_checkable
 
 from ... import errors
 
@@ -32,7 +39,11 @@ __all__ = [
     "TCP",
     "FEATURE_CALL",
     "FEATURE_LEAN",
+    "AsksMovers",
+    "MakeOffers",
     "MoverOffer",
+    "OffersMovers",
+    "check_mover_name",
     "choose_mover",
     "decode_offers",
     "decode_wants",
@@ -67,6 +78,58 @@ class MoverOffer:
     port: int = 0
     features: int = 0
     detail: bytes = b""
+
+
+#: What a plugin hands the listener for its mover: called for each handshake whose caller
+#: wants that mover, it returns the offers to make (none: the mover is not available now).
+MakeOffers = Callable[[], Sequence[MoverOffer]]
+
+
+def check_mover_name(mover: str) -> str:
+    """``mover`` if it can be a mover's name in the handshake (ascii, 1-255 characters, no
+    comma: the wants are a comma-separated list); else ``InvalidArgumentError``."""
+    if (
+        not isinstance(mover, str)
+        or not 0 < len(mover) < 256
+        or not mover.isascii()
+        or "," in mover
+        or not mover.isprintable()
+    ):
+        raise errors.InvalidArgumentError(
+            f"a mover's name must be 1-255 printable ascii characters without a comma, "
+            f"got {mover!r}"
+        )
+    return mover
+
+
+@runtime_checkable
+class OffersMovers(Protocol):
+    """A listener that answers the handshake and takes further movers from plugins."""
+
+    def offer_mover(self, mover: str, offers: MakeOffers) -> None:
+        """Answer callers that want ``mover`` with what ``offers()`` returns then (each
+        offer named ``mover``). One maker per name; the listener's own movers cannot be
+        offered again.
+
+        Raises:
+          InvalidArgumentError: a bad name, one of the listener's own movers, or a name
+            that already has a maker.
+        """
+        ...
+
+
+@runtime_checkable
+class AsksMovers(Protocol):
+    """A channel that asks its server the handshake, for its own movers and for plugins'."""
+
+    def mover_offers(
+        self, wants: Collection[str], *, timeout: float | None = None
+    ) -> list[MoverOffer]:
+        """What the server offered to the movers in ``wants``: asked once (within
+        ``timeout``, a few seconds at most) and kept; empty when it offers none of them, does
+        not answer the handshake (an older peer), or cannot be asked now (asked again later).
+        """
+        ...
 
 
 def encode_wants(movers: Iterable[str]) -> bytes:
