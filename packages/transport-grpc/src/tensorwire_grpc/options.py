@@ -122,10 +122,11 @@ DEFAULT_BULK_SMALL_CALLS = True
 SHM_ENV = "TENSORWIRE_GRPC_SHM"
 DEFAULT_SHM = True
 SPIN_ENV = "TENSORWIRE_GRPC_SPIN_US"
-#: How long a side-channel connection tries to read before it sleeps (``wire.Wire``).
-#: Measured with a tiny ``run(identity)`` between two processes (2 virtual CPUs): p50 107 us
-#: without, 32 us with 50 us on both sides; 200 us gained nothing more.
-DEFAULT_SPIN_US = 50
+#: How long a mover's waiting thread spins before it sleeps (``kit.spinning``). A tiny
+#: ``run(identity)`` between two processes (2 virtual CPUs): p50 107 us without spinning,
+#: 32 us with 50 us on both sides; an hour later, on the same machine slower, 50 us missed
+#: nearly always (145 us) where 200 us gave 53 us.
+DEFAULT_SPIN_US = 200
 #: Payload size from which the side channel is used. Measured with benchmarks/transport.py
 #: (--bulk on/off --bulk-threshold 1, 15 rounds, loopback, GB/s down/up): 128 KiB gRPC
 #: inline 0.21/0.24 vs side channel 0.16/0.18; 256 KiB 0.27/0.30 vs 0.33/0.35; 512 KiB

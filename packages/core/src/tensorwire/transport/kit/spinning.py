@@ -3,8 +3,13 @@ paying for being woken.
 
 On this project's machines (virtual CPUs) a thread asleep in ``poll`` or on a queue costs
 about 35 us to wake, on each side of a round trip: two thirds of a tiny side-channel call
-(107 us) went to that. A waiter that first *tries* for a few tens of microseconds, without
-sleeping, is found awake when the answer comes (32 us for the same call). Spinning pays only
+(107 us) went to that. A waiter that first *tries* for a while, without sleeping, is found
+awake when the answer comes (32 us for the same call). How long to try depends on how soon
+the peer answers, which varies with the machine's state: the same call was answered well
+within 50 us one hour and mostly not the next (a 50 us spin then gave 145 us, a 200 us one
+53 us). A spin that learnt its length from past waits did worse than a fixed bound (its
+waits after sleeping include the wake-up, which kept it from spinning), so the bound is
+fixed, and generous. Spinning pays only
 while the peer answers within the spin, so a spin that runs out turns spinning off for the
 next ``SKIPPED_AFTER_MISS`` waits of that waiter: a peer that is slow or idle, or that shares
 a CPU with the spinner, costs one spin in that many waits, not one per wait.
