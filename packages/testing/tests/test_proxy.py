@@ -51,3 +51,28 @@ def test_cut_connection_gives_unavailable_not_hang(grpc_server, tensorwire_proto
                         proxy.address, "VarRead", {"name": "x"}, 10, where="proxy"
                     )
                 )
+
+
+def test_silent_connections_are_held_unforwarded_then_the_next_ones_pass():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as upstream:
+        with LoopbackProxy(f"127.0.0.1:{upstream.getsockname()[1]}") as proxy:
+            proxy.silent = 1
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as first:
+                first.sendall(b"lost")
+
+                def held() -> None:
+                    assert len(proxy.held) == 1
+
+                eventually(held, timeout=10, retry_on=(AssertionError,))
+                assert proxy.silent == 0
+                with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as second:
+                    upstream.settimeout(10)
+                    forwarded, _ = upstream.accept()  # only the second reached the server
+                    with forwarded:
+                        second.sendall(b"kept")
+                        assert forwarded.recv(4) == b"kept"
+                    upstream.settimeout(0.2)
+                    with pytest.raises(TimeoutError):
+                        upstream.accept()  # the first never did

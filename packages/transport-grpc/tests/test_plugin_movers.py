@@ -5,7 +5,6 @@ the server offered from the one Hello it asks."""
 
 from __future__ import annotations
 
-import socket
 import threading
 from concurrent import futures
 
@@ -17,6 +16,7 @@ from tensorwire.transport import Service, TransportOptions
 from tensorwire.transport.kit import handshake
 from tensorwire_grpc import channel as channel_module
 from tensorwire_grpc.server import HELLO_PATH
+from tensorwire_testing.proxy import LoopbackProxy
 from tensorwire_testing.waiting import eventually
 
 VERBS = "verbs"
@@ -197,61 +197,19 @@ def test_a_hello_that_found_no_server_is_asked_again_by_the_next_caller(
             listener.stop(0)
 
 
-class SilentFirstProxy:
-    """Forwards loopback connections to ``target``, except the first, which it accepts and
-    leaves silent: that connection attempt times out before the server's SETTINGS frame,
-    as a first connection on a loaded or emulated machine can."""
-
-    def __init__(self, target: int) -> None:
-        self._target = target
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = self._server.getsockname()[1]
-        self._held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                return
-            if not self._held:
-                self._held.append(client)
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self._target))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(1 << 16):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._server.close()
-        for s in self._held:
-            s.close()
-
-
 def test_a_hello_asked_while_the_first_connection_is_made_is_asked_again(
     transport, offering
 ) -> None:
     listener, _ = offering
-    proxy = SilentFirstProxy(listener.port)
+    # The first connection attempt is accepted and left silent: it times out before the
+    # server's SETTINGS frame, as a first connection on a loaded or emulated machine can.
+    proxy = LoopbackProxy(f"127.0.0.1:{listener.port}")
+    proxy.silent = 1
     try:
         # Plain options: the channel's own movers would reach the listener around the proxy.
         options = TransportOptions(extra={"bulk_tcp": False, "shm": False})
         with transport.connect(f"127.0.0.1:{proxy.port}", options) as channel:
             assert channel.mover_offers([VERBS], timeout=30) == [OFFER]
-        assert len(proxy._held) == 1  # the first attempt did meet the silent connection
+        assert len(proxy.held) == 1  # the first attempt did meet the silent connection
     finally:
         proxy.close()

@@ -30,7 +30,9 @@ class LoopbackProxy:
       target: ``"host:port"`` of the server to forward to.
       delay: seconds added before every forwarded chunk (settable later: ``proxy.delay``).
 
-    Attributes ``refuse`` (close new connections on arrival) and ``delay`` can be changed
+    Attributes ``refuse`` (close new connections on arrival), ``silent`` (how many of the
+    next connections to accept and leave silent, never forwarded: a connection attempt that
+    times out, as on a loaded machine; counted in ``held``) and ``delay`` can be changed
     while it runs; ``cut()`` breaks every open connection; ``close()`` stops it.
 
     It forwards the one port it is given. With the ``grpc`` transport a channel learns in
@@ -55,6 +57,9 @@ class LoopbackProxy:
         self.target = (host.strip("[]") or "127.0.0.1", int(port))
         self.delay = delay
         self.refuse = False
+        self.silent = 0
+        #: Connections accepted and left silent (``silent``), closed by ``close``.
+        self.held: list[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.2)
         self.port = self._listener.getsockname()[1]
@@ -80,6 +85,10 @@ class LoopbackProxy:
                 return
             if self.refuse:
                 client.close()
+                continue
+            if self.silent:
+                self.silent -= 1
+                self.held.append(client)
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -135,6 +144,8 @@ class LoopbackProxy:
     def close(self) -> None:
         self._closed.set()
         self.cut()
+        for sock in self.held:
+            _close(sock)
         _close(self._listener)
         for thread in self._threads:
             thread.join(timeout=2)
