@@ -214,15 +214,19 @@ def test_deadline_bounds_an_rdma_transfer(channel):
     assert bytes(reply[0]) == b"after"
 
 
+def _echoes_over_plain_grpc(ch) -> None:
+    payload = _pattern(2 * MiB, 9)
+    reply = ch.call("Test", "Echo", [payload], timeout=60)
+    assert np.array_equal(np.frombuffer(reply[0], np.uint8), payload)
+    assert ch.rdma is False
+
+
 def test_peer_without_rdma_negotiates_down(transport, control, options):
     plain = get_transport(control).serve("127.0.0.1:0", [make_service()], options)
     plain.start()
     try:
         with transport.connect(f"127.0.0.1:{plain.port}", options) as ch:
-            payload = _pattern(2 * MiB, 9)
-            reply = ch.call("Test", "Echo", [payload], timeout=60)
-            assert np.array_equal(np.frombuffer(reply[0], np.uint8), payload)
-            assert ch.rdma is False
+            _echoes_over_plain_grpc(ch)
     finally:
         plain.stop(0)
 
@@ -241,10 +245,7 @@ def test_a_server_that_offers_no_verbs_is_not_asked_to_connect(transport, contro
     listener.start()
     try:
         with transport.connect(f"127.0.0.1:{listener.port}", options) as ch:
-            payload = _pattern(2 * MiB, 9)
-            reply = ch.call("Test", "Echo", [payload], timeout=60)
-            assert np.array_equal(np.frombuffer(reply[0], np.uint8), payload)
-            assert ch.rdma is False
+            _echoes_over_plain_grpc(ch)
     finally:
         listener.stop(0)
     assert sorted({s.method for s in meter.snapshot()}) == ["/Test/Echo"]
