@@ -516,7 +516,8 @@ class GrpcListener(Listener):
         self.options = options
         self.inline_bytes = opts.inline_bytes(options)
         self.chunk_bytes = opts.chunk_bytes(options)
-        spin_seconds = opts.spin_seconds()
+        #: How long both movers' connections spin before they sleep (``kit.spinning``).
+        self.spin_seconds = opts.spin_seconds()
         #: Large responses waiting to be fetched: ``(views, total)`` by ticket.
         self.pending: TicketStore[tuple[list[memoryview], int]] = TicketStore(
             PENDING_TTL_SECONDS, what="large responses to fetch"
@@ -582,7 +583,7 @@ class GrpcListener(Listener):
                     functools.partial(self._serve_mover_call, SIDE_CHANNEL_PATH),
                     max_calls=self.max_calls,
                     busy_elsewhere=lambda: self._pool.busy,
-                    spin_seconds=spin_seconds,
+                    spin_seconds=self.spin_seconds,
                 )
             except OSError as exc:  # the gRPC path still works; say why it is slower
                 log.warning("no bulk side channel on %s: %s", host, exc)
@@ -853,7 +854,7 @@ def _start_shm_mover(
             functools.partial(listener._serve_mover_call, SHM_PATH),
             functools.partial(listener._serve_mover_stream, SHM_PATH),
             listener.address,
-            spin_seconds=opts.spin_seconds(),
+            spin_seconds=listener.spin_seconds,
         )
     except OSError as exc:  # no memfd or abstract sockets here: the other paths still work
         log.warning("no shared-memory mover on %s: %s", listener.address, exc)
