@@ -7,6 +7,7 @@ import logging
 import os
 import struct
 import tempfile
+import time
 import types
 import zlib
 from pathlib import Path
@@ -21,7 +22,7 @@ from tensorwire_dataservice.service import pipeline
 from tensorwire_dataservice.service.dispatcher import _Dispatcher
 from tensorwire_dataservice.service.journal import Journal, recover
 from tensorwire_dataservice.service.pipeline import decode_split
-from tensorwire_dataservice.service.protocol import DISPATCHER_SERVICE, call
+from tensorwire_dataservice.service.protocol import DISPATCHER_SERVICE, call, call_with_retries
 from tensorwire_dataservice.service.state import DispatcherState
 
 from .helpers import distribute, values
@@ -220,7 +221,17 @@ def test_bad_dataset_ids_are_refused_and_a_restart_works(protocol, tmp_path, bad
             "dataset_id": bad,
         }
         with pytest.raises(errors.InvalidArgumentError, match="printable ASCII"):
-            call(protocol, address, DISPATCHER_SERVICE, "GetOrRegisterDataset", request)
+            # With retries, as every client calls a dispatcher: this process's cached
+            # channel to the same address (a port the system gave an earlier test's
+            # server) may still be in gRPC's reconnect backoff, failing at once for up to
+            # 2 s (a CI failure).
+            call_with_retries(
+                lambda: call(
+                    protocol, address, DISPATCHER_SERVICE, "GetOrRegisterDataset", request
+                ),
+                deadline=time.monotonic() + 30,
+                what="GetOrRegisterDataset",
+            )
         if isinstance(bad, str):
             with pytest.raises(errors.InvalidArgumentError, match="printable ASCII"):
                 service.register_dataset(dispatcher.target, Dataset.range(3), dataset_id=bad)
