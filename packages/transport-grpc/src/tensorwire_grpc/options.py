@@ -125,8 +125,11 @@ SPIN_ENV = "TENSORWIRE_GRPC_SPIN_US"
 #: How long a mover's waiting thread spins before it sleeps (``kit.spinning``). A tiny
 #: ``run(identity)`` between two processes (2 virtual CPUs): p50 107 us without spinning,
 #: 32 us with 50 us on both sides; an hour later, on the same machine slower, 50 us missed
-#: nearly always (145 us) where 200 us gave 53 us.
-DEFAULT_SPIN_US = 200
+#: nearly always (145 us) where 200 us gave 53 us. A 1 MiB shared-memory answer takes
+#: 150-250 us to come, so 200 us missed often (and a miss turns spinning off for 16 waits):
+#: 500 us read 1 MiB at 3.2-3.7 GB/s where 200 us gave 2.7 (``peers.py --quick``, spinners
+#: yielding their CPU).
+DEFAULT_SPIN_US = 500
 #: Payload size from which the side channel is used. Measured with benchmarks/transport.py
 #: (--bulk on/off --bulk-threshold 1, 15 rounds, loopback, GB/s down/up): 128 KiB gRPC
 #: inline 0.21/0.24 vs side channel 0.16/0.18; 256 KiB 0.27/0.30 vs 0.33/0.35; 512 KiB

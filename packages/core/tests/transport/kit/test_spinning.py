@@ -32,3 +32,16 @@ def test_a_spin_that_runs_out_is_skipped_for_the_next_waits() -> None:
     assert spinner.skipping == 0
     assert spinner.spin(lambda: "there") == "there"  # spinning again
     assert tried == []
+
+
+def test_a_spinner_yields_its_cpu_between_attempts(monkeypatch) -> None:
+    # A peer woken onto the spinner's CPU must get to run before the spin ends (see the
+    # module's docstring): one yield after each attempt that found nothing, none after the
+    # one that found the answer.
+    from tensorwire.transport.kit import spinning
+
+    yields: list[int] = []
+    monkeypatch.setattr(spinning.os, "sched_yield", lambda: yields.append(1))
+    answers = iter([None, None, None, "bytes"])
+    assert Spinner(60.0).spin(lambda: next(answers)) == "bytes"
+    assert len(yields) == 3
