@@ -501,3 +501,37 @@ def test_idle_connections_are_closed_and_the_server_lets_go_of_them(
         channel.close()
     finally:
         listener.stop(0)
+
+
+def test_a_call_moving_a_large_payload_waits_for_its_answer_asleep(
+    transport, served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A spinning caller would hold a CPU the server's copy helpers want, for nothing: the
+    # answer to a copy of PARALLEL_BYTES or more comes later than any spin.
+    from tensorwire.transport.kit import copying
+
+    spins: list[bool] = []
+    receive = shm.ShmConnection.receive
+    caller = threading.get_ident()
+
+    def recording(self, deadline=None, *, spin=True):  # type: ignore[no-untyped-def]
+        if threading.get_ident() == caller:
+            spins.append(spin)
+        return receive(self, deadline, spin=spin)
+
+    monkeypatch.setattr(shm.ShmConnection, "receive", recording)
+    channel = transport.connect(served.address, _options())
+    large = copying.PARALLEL_BYTES
+    try:
+        channel.call("t.Shm", "Echo", [np.zeros(large, np.uint8)], timeout=DEADLINE_SECONDS)
+        channel.call(
+            "t.Shm",
+            "Zeros",
+            [str(large).encode()],
+            timeout=DEADLINE_SECONDS,
+            metadata={RESPONSE_BYTES_METADATA_KEY: str(large)},
+        )
+        channel.call("t.Shm", "Echo", [np.zeros(large // 4, np.uint8)], timeout=DEADLINE_SECONDS)
+    finally:
+        channel.close()
+    assert spins == [False, False, True]

@@ -190,13 +190,32 @@ def test_a_spin_that_runs_out_turns_spinning_off_for_the_next_waits() -> None:
         with pytest.raises(TimeoutError):
             receiver.read(1, time.monotonic() + 0.05)  # nothing comes: spins, then sleeps
         assert poller.polls == 1
+        # Answers that come later than a spin would last (a bound of 1 ns: every one),
+        # so each skipped wait stays skipped.
+        receiver.spinner.seconds = 1e-9
         for i in range(spinning.SKIPPED_AFTER_MISS):
             sender.send([b"x"], None)
             assert receiver.read(1, time.monotonic() + 10) == b"x"
             assert poller.polls == 2 + i  # no spin: each read sleeps in poll first
+        receiver.spinner.seconds = 60.0
         sender.send([b"y"], None)
         assert receiver.read(1, time.monotonic() + 10) == b"y"
         assert poller.polls == 1 + spinning.SKIPPED_AFTER_MISS  # spinning again
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_a_skipped_wait_answered_within_the_spin_resumes_spinning() -> None:
+    sender, receiver, poller = _spinning_pair(60.0)
+    try:
+        receiver.spinner.skipping = spinning.SKIPPED_AFTER_MISS  # as after a spin ran out
+        sender.send([b"x"], None)
+        assert receiver.read(1, time.monotonic() + 10) == b"x"
+        assert poller.polls == 1  # skipped: it slept, and the answer was there at once
+        sender.send([b"y"], None)
+        assert receiver.read(1, time.monotonic() + 10) == b"y"
+        assert poller.polls == 1  # so the next wait spins again
     finally:
         sender.close()
         receiver.close()

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from tensorwire import codec, errors
+from tensorwire.transport.kit.spinning import Spinner
 from tensorwire.transport.shm import (
     PROCESS_BUDGET,
     ShmBudget,
@@ -584,3 +585,22 @@ def test_concurrent_receivers_each_get_every_message_once(pair):
     for thread in threads:
         thread.join(DEADLINE_SECONDS)
     assert sorted(got) == list(range(count))
+
+
+def test_a_receive_told_not_to_spin_sleeps_at_once(pair):
+    # (ShmPeer waits so for the answer to a large copy.)
+    server, client = pair
+    attempts: list[int] = []
+
+    class Counting(Spinner):
+        def spin(self, attempt):  # type: ignore[no-untyped-def]
+            attempts.append(1)
+            return super().spin(attempt)
+
+    client.spinner = Counting(60.0)
+    server.send([b"one"], tag=b"a", deadline=_deadline())
+    assert bytes(client.receive(_deadline(), spin=False).frames[0]) == b"one"
+    assert attempts == []
+    server.send([b"two"], tag=b"a", deadline=_deadline())
+    assert bytes(client.receive(_deadline()).frames[0]) == b"two"
+    assert attempts == [1]

@@ -433,15 +433,25 @@ class SharedChannel:
                 peer.close_inherited()
         forking.keep_inherited(self.grpc_channel)
 
+    def wait_for_hellos(self, timeout: float) -> bool:
+        """Until no background Hello (``learn_soon``) is in flight, ``timeout`` at most;
+        whether none is. (A Hello takes one of the server's gRPC threads meanwhile.)"""
+        with self._bulk_lock:
+            return self._wait_for_hellos(timeout)
+
+    def _wait_for_hellos(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while self._learning and time.monotonic() < end:
+            self._learned.wait(max(0.0, end - time.monotonic()))
+        return not self._learning
+
     def close(self) -> None:
         with self._bulk_lock:
             # A background Hello still in flight ends first (within its short timeout):
             # closing a gRPC channel under a call of another thread is what gRPC handles
             # least well, and the Hello was ours, not a caller's.
             self._closing = True
-            end = time.monotonic() + _HELLO_CLOSE_WAIT_SECONDS
-            while self._learning and time.monotonic() < end:
-                self._learned.wait(max(0.0, end - time.monotonic()))
+            self._wait_for_hellos(_HELLO_CLOSE_WAIT_SECONDS)
             peers = [p for p in self._bulk.values() if isinstance(p, bulk.BulkPeer)]
             self._bulk.clear()
             self._hellos.clear()
@@ -583,7 +593,8 @@ class GrpcChannel(Channel):
         shm_peer = self._shm_peer(md, deadline)
         if shm_peer is not None:
             try:
-                return shm_peer.call(name, views, md or (), deadline)
+                expected = expected_response_bytes(dict(md)) if md else 0
+                return shm_peer.call(name, views, md or (), deadline, expected)
             except shm_mover.Parked as parked:
                 return self._fetch_pending(
                     framing.encode_pending(parked.ticket), name, None, deadline, md, shm=False

@@ -49,7 +49,7 @@ from collections.abc import Iterator, Sequence
 from tensorwire import errors
 from tensorwire.transport import shm
 from tensorwire.transport.base import TOKEN_METADATA_KEY
-from tensorwire.transport.kit import framing
+from tensorwire.transport.kit import copying, framing
 
 from . import idle
 from .connection_server import (
@@ -480,7 +480,12 @@ class ShmPeer:
             connection.close()
 
     def _exchange(
-        self, frames: Sequence[memoryview], tag: bytes, deadline: float | None, what: str
+        self,
+        frames: Sequence[memoryview],
+        tag: bytes,
+        deadline: float | None,
+        what: str,
+        spin: bool = True,
     ) -> list[memoryview]:
         """Send one request and return the response's frames (views into the server's
         segment). ``ShmUnavailable`` when nothing was sent; ``Parked`` when the server
@@ -499,7 +504,7 @@ class ShmPeer:
                 raise ShmUnavailable(exc.message) from None
             except errors.UnavailableError as exc:
                 raise _unavailable(exc, what) from None
-            answer = _receive(connection, deadline, what, "response")
+            answer = _receive(connection, deadline, what, "response", spin=spin)
             reusable = True
         finally:
             self._release(connection, reusable)
@@ -522,9 +527,16 @@ class ShmPeer:
         views: Sequence[memoryview],
         metadata: Sequence[tuple[str, str]],
         deadline: float | None,
+        expected_bytes: int = 0,
     ) -> list[memoryview]:
-        """A whole unary call; see ``_exchange`` for what it raises besides ``OpError``."""
-        return self._exchange(views, _call_tag(OP_CALL, name, metadata, deadline), deadline, name)
+        """A whole unary call; see ``_exchange`` for what it raises besides ``OpError``.
+        ``expected_bytes``: the response's size, when the caller announced it."""
+        tag = _call_tag(OP_CALL, name, metadata, deadline)
+        # An exchange that copies a large payload (the request here, or the answer on the
+        # server) takes longer than a spin, with copy helpers that want every CPU: wait for
+        # its answer asleep. (A 16 MiB read spun out in vain, its first copy slowed.)
+        large = max(sum(len(v) for v in views), expected_bytes) >= copying.PARALLEL_BYTES
+        return self._exchange(views, tag, deadline, name, spin=not large)
 
     def open_stream(
         self,
@@ -617,11 +629,16 @@ def _call_tag(
 
 
 def _receive(
-    connection: shm.ShmConnection, deadline: float | None, what: str, expected: str
+    connection: shm.ShmConnection,
+    deadline: float | None,
+    what: str,
+    expected: str,
+    *,
+    spin: bool = True,
 ) -> shm.ShmMessage:
     """The peer's next message on ``connection``, failures named as the call's (``what``)."""
     try:
-        return connection.receive(deadline)
+        return connection.receive(deadline, spin=spin)
     except errors.DeadlineExceededError:
         raise errors.DeadlineExceededError(
             f"{what}: no {expected} through shared memory before the deadline"

@@ -115,9 +115,11 @@ class Wire:
         while True:
             self._wait(select.POLLIN, deadline)
             try:
-                return self.sock.recv_into(view)
+                got = self.sock.recv_into(view)
             except BlockingIOError:  # a spurious wake-up
                 continue
+            self.spinner.woke()
+            return got
 
     def _fill(self, deadline: float | None) -> None:
         """Read more into the buffer (at least one byte)."""

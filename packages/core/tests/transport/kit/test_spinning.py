@@ -3,6 +3,8 @@ for the next waits."""
 
 from __future__ import annotations
 
+import time
+
 from tensorwire.transport.kit.spinning import SKIPPED_AFTER_MISS, Spinner
 
 
@@ -45,3 +47,25 @@ def test_a_spinner_yields_its_cpu_between_attempts(monkeypatch) -> None:
     answers = iter([None, None, None, "bytes"])
     assert Spinner(60.0).spin(lambda: next(answers)) == "bytes"
     assert len(yields) == 3
+
+
+def test_a_skipped_wait_answered_within_the_bound_resumes_spinning() -> None:
+    # A caller's next request after a pause: the peer answers promptly again, so spinning
+    # need not wait out the remaining skipped waits.
+    spinner = Spinner(60.0)
+    spinner.skipping = SKIPPED_AFTER_MISS
+    assert spinner.spin(lambda: "there") is None  # skipped: the waiter sleeps
+    spinner.woke()  # ... and its answer came at once
+    assert spinner.skipping == 0
+    assert spinner.spin(lambda: "there") == "there"
+
+
+def test_a_skipped_wait_answered_later_than_the_bound_keeps_skipping() -> None:
+    spinner = Spinner(0.0001)
+    spinner.skipping = SKIPPED_AFTER_MISS
+    assert spinner.spin(lambda: "there") is None
+    time.sleep(0.002)  # the answer came after more than the bound: a spin would have missed
+    spinner.woke()
+    assert spinner.skipping == SKIPPED_AFTER_MISS - 1
+    spinner.woke()  # a wake-up without a skipped wait before it changes nothing
+    assert spinner.skipping == SKIPPED_AFTER_MISS - 1

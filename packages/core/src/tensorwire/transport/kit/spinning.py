@@ -12,7 +12,9 @@ waits after sleeping include the wake-up, which kept it from spinning), so the b
 fixed, and generous. Spinning pays only
 while the peer answers within the spin, so a spin that runs out turns spinning off for the
 next ``SKIPPED_AFTER_MISS`` waits of that waiter: a peer that is slow or idle, or that shares
-a CPU with the spinner, costs one spin in that many waits, not one per wait.
+a CPU with the spinner, costs one spin in that many waits, not one per wait. A skipped wait
+that was answered within the bound all the same (the waiter says so with ``woke``) turns
+spinning back on: the peer answers promptly again, as a caller's requests do after a pause.
 
 A spinner yields its CPU (``sched_yield``) between attempts. Without that, the peer's
 thread it waits for could sit behind it: a Unix or TCP socket wakes its reader with a
@@ -58,12 +60,14 @@ class Spinner:
         (True, 16)
     """
 
-    __slots__ = ("seconds", "skipping")
+    __slots__ = ("seconds", "skipping", "_skipped_at")
 
     def __init__(self, seconds: float = 0.0) -> None:
         self.seconds = seconds
         #: Waits left that sleep at once (after a spin ran out).
         self.skipping = 0
+        #: When the last skipped wait began (``time.perf_counter``; 0: none since ``woke``).
+        self._skipped_at = 0.0
 
     def spin(self, attempt: Callable[[], T | None]) -> T | None:
         """What ``attempt`` returns once it returns something other than None, trying for
@@ -72,6 +76,7 @@ class Spinner:
             return None
         if self.skipping:
             self.skipping -= 1
+            self._skipped_at = time.perf_counter()
             return None
         clock = time.perf_counter
         yield_cpu = os.sched_yield
@@ -84,3 +89,12 @@ class Spinner:
                 self.skipping = SKIPPED_AFTER_MISS
                 return None
             yield_cpu()
+
+    def woke(self) -> None:
+        """(The waiter got its answer after sleeping.) When this wait was skipped and the
+        answer came within the spin's bound anyway, a spin would have caught it: the peer
+        answers promptly again (a caller's next request after a pause), so spinning resumes
+        at the next wait instead of after the remaining skipped ones."""
+        if self._skipped_at and time.perf_counter() - self._skipped_at < self.seconds:
+            self.skipping = 0
+        self._skipped_at = 0.0

@@ -356,12 +356,15 @@ class ShmConnection:
 
     # ---- receiving --------------------------------------------------------------------
 
-    def receive(self, deadline: float | None = None) -> ShmMessage:
+    def receive(self, deadline: float | None = None, *, spin: bool = True) -> ShmMessage:
         """The next message from the peer.
 
         Args:
           deadline: ``time.monotonic()`` value after which to stop waiting; None waits
             until a message comes or the connection fails.
+          spin: whether to try awake first (``spinner``); False for a message known to take
+            longer than a spin (the answer to a large copy), whose sender's copy helpers
+            want the CPU a spinner would hold.
 
         Returns:
           The message; its frames are views into the peer's segment.
@@ -383,9 +386,11 @@ class ShmConnection:
                 )
             try:
                 while self._inbox.empty() and self._failure is None:
-                    if self.spinner.spin(self._read_one_now) is None:
+                    if not spin or self.spinner.spin(self._read_one_now) is None:
                         self._wait_readable(deadline)
                         self._read_one_now()
+                        if spin and not self._inbox.empty():
+                            self.spinner.woke()
             finally:
                 self._read_lock.release()
 
