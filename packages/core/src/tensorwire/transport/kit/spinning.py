@@ -23,7 +23,8 @@ queued on the waker's CPU; a waker that spins instead of sleeping then holds it 
 its spin runs out, while the other CPU idles. Measured in ``benchmarks/peers.py`` (two
 virtual CPUs): tiny-call p99 290-600 us without yielding (about the spin bound plus a
 wake-up: the answer waited for the spin to end), 130-260 us with it; a 1 MiB read through
-shared memory 2.4-2.8 GB/s without, 3.2-3.7 GB/s with.
+shared memory 2.4-2.8 GB/s without, 3.2-3.7 GB/s with it and a 500 us bound (2.7 with a
+200 us one).
 
 ``Spinner`` holds that policy for one waiter (a connection); the waiter hands it how to try
 once. The attempt must release the GIL now and then (a system call does), so that the
