@@ -232,3 +232,48 @@ def test_a_listener_in_another_network_namespace_cannot_be_reached():
         finally:
             elsewhere.kill()
             elsewhere.close()
+
+
+def _lent(peer: Peer, nbytes: int) -> np.ndarray:
+    answer = peer.ask(f"lend {nbytes}")
+    assert answer.tag == b"lent"
+    return codec.decode(answer.frames)
+
+
+def test_a_frozen_array_is_lent_once_and_each_receiver_writes_its_own_copy(shared_peer):
+    before = counts()
+    nbytes = (4 << 20) + 5
+    expected = (np.arange(nbytes) % 251).astype(np.uint8)
+    first, second = _lent(shared_peer, nbytes), _lent(shared_peer, nbytes)
+    # The frozen segment came once, however often it is lent; each message maps it anew.
+    assert shared_peer.connection.frozen_held == 1
+    assert inside_a_segment(first) and inside_a_segment(second)
+    assert first.ctypes.data != second.ctypes.data
+    first[:1000] = 7  # the receiver's own pages: neither the sender nor the next one sees it
+    np.testing.assert_array_equal(second, expected)
+    np.testing.assert_array_equal(_lent(shared_peer, nbytes), expected)
+    assert shared_peer.ask("thaw").tag == b"thawed"
+    np.testing.assert_array_equal(second, expected)  # readable after the sender let go
+    np.testing.assert_array_equal(first[1000:], expected[1000:])
+    del first, second
+
+    def retired() -> None:
+        shared_peer.connection.poll()  # the RETIRE_FROZEN waits in the socket
+        assert shared_peer.connection.frozen_held == 0
+
+    eventually(retired, timeout=DEADLINE_SECONDS, retry_on=(AssertionError,))
+    wait_counts(before)
+
+
+def test_kill_9_of_a_lending_sender_leaves_lent_arrays_readable_then_frees_them(peer):
+    before = counts()
+    nbytes = 3 << 20
+    got = [_lent(peer, nbytes) for _ in range(3)]
+    peer.kill()
+    with pytest.raises(errors.UnavailableError, match="peer closed"):
+        peer.connection.receive(_deadline())
+    expected = (np.arange(nbytes) % 251).astype(np.uint8)
+    for array in got:
+        np.testing.assert_array_equal(array, expected)
+    del array, got
+    wait_counts(before)  # the frozen segment's descriptor and every mapping of it: gone
