@@ -10,9 +10,6 @@ one connection and answers messages by their tag:
     hold        decode and keep the structure (its segment stays lent); tag "held"
     drop        forget what was held; tag "dropped"
     send N      send an N-byte uint8 array (value i % 251); tag "data"
-    lend N      send a frozen N-byte uint8 array (value i % 251), the same one each time
-                until "thaw"; tag "lent"
-    thaw        let go of the frozen array; tag "thawed"
     stall N     pass a new N-byte segment but never the message, then wait to be killed
     counts      tag "<memfd mappings> <memfd descriptors>" of this process
     fork        fork a child that waits to be killed; tag: its process id
@@ -37,7 +34,6 @@ from tensorwire.transport.shm import (
     memfd_mappings,
     protocol,
 )
-from tensorwire.transport.shm.frozen import freeze
 from tensorwire.transport.shm.segments import Segment
 
 DEADLINE_SECONDS = 60.0
@@ -69,7 +65,6 @@ def main() -> int:
     print(listener.address, flush=True)
     connection = listener.accept()
     held = []
-    frozen: list[np.ndarray] = []
     while True:
         try:
             message = connection.receive()
@@ -95,14 +90,6 @@ def main() -> int:
         elif command == "send":
             data = (np.arange(int(argument)) % 251).astype(np.uint8)
             connection.send(codec.encode(data), tag=b"data")
-        elif command == "lend":
-            if not frozen:
-                frozen.append(freeze((np.arange(int(argument)) % 251).astype(np.uint8)))
-            connection.send(codec.encode(frozen[0]), tag=b"lent")
-        elif command == "thaw":
-            frozen.clear()
-            gc.collect()
-            connection.send([], tag=b"thawed")
         elif command == "stall":
             segment = Segment(10_000, int(argument))
             head = protocol.SEGMENT.pack(protocol.OP_SEGMENT, segment.id, segment.size)

@@ -28,10 +28,9 @@ import numpy as np
 from ... import errors
 from ..kit import copying
 from ..kit.spinning import Spinner
-from . import frozen
 from . import protocol as p
 from .pool import PROCESS_BUDGET, SegmentPool, ShmBudget
-from .segments import Segment, check_peer_segment, map_peer_segment
+from .segments import Segment, map_peer_segment
 
 __all__ = ["ShmLimits", "ShmMessage", "ShmConnection"]
 
@@ -116,9 +115,7 @@ class ShmMessage:
       frames: read-write views of the frames in the peer's segment (zero-copy). The segment
         goes back to the sender once these views, and everything made from them (arrays
         that ``tensorwire.codec.decode`` returned), are gone; until then the memory is this
-        side's to read and write, and the sender does not touch it. A frame the peer lent
-        from a frozen segment (``frozen``) is a private mapping of its own: writing it
-        copies the pages written, for this process alone.
+        side's to read and write, and the sender does not touch it.
     """
 
     tag: bytes
@@ -137,17 +134,6 @@ class _PeerSegment:
 
     def __init__(self, mapping: mmap.mmap, size: int) -> None:
         self.mapping = mapping
-        self.size = size
-
-
-class _PeerFrozen:
-    """A frozen segment the peer lent: its descriptor, kept (each message maps its
-    frames privately) until the peer retires it."""
-
-    __slots__ = ("fd", "size")
-
-    def __init__(self, fd: int, size: int) -> None:
-        self.fd = fd
         self.size = size
 
 
@@ -187,11 +173,7 @@ class ShmConnection:
             min(limits.max_pool_bytes, peer_max_mapped), self._queue_retire, budget
         )
         self._mapped: dict[int, _PeerSegment] = {}
-        #: The peer's frozen segments (read lock), counted in ``_mapped_bytes`` too.
-        self._frozen: dict[int, _PeerFrozen] = {}
         self._mapped_bytes = 0
-        #: This side's frozen segments the peer has, by id: their sizes (``_lock``).
-        self._lent_frozen: dict[int, int] = {}
         self._inbox: queue.SimpleQueue[ShmMessage | None] = queue.SimpleQueue()
         self._queued = 0  # messages in the inbox (the reader adds, receive takes)
         self._failure: errors.OpError | None = None
@@ -224,9 +206,7 @@ class ShmConnection:
     ) -> None:
         """Send a message: the frames are copied into one of this side's segments (one
         copy, the only one: the receiver reads them in place), the segment's descriptor is
-        passed the first time, and a small packet says where each frame lies. A frame of
-        ``frozen.LEND_BYTES`` or more that lies in a frozen segment is lent, not copied
-        (the segment's descriptor passed the first time), while the peer has room for it.
+        passed the first time, and a small packet says where each frame lies.
 
         Args:
           frames: buffer-protocol objects (C-contiguous), e.g. ``tensorwire.codec.encode``'s.
@@ -248,16 +228,14 @@ class ShmConnection:
         views = [_byte_view(frame) for frame in frames]
         lengths = [v.nbytes for v in views]
         self._check_message(lengths, len(tag), "sending")
-        lent = self._lend(views, deadline)
-        copied = [0 if where else n for where, n in zip(lent, lengths, strict=True)]
-        offsets, needed = p.frame_offsets(copied)
+        offsets, needed = p.frame_offsets(lengths)
         segment: Segment | None = None
         if needed:
             segment, new = self._acquire_segment(needed, deadline)
             try:
                 target = segment.view
                 assert target is not None
-                _copy_frames(target, offsets, views, copied, share_copy)
+                _copy_frames(target, offsets, views, share_copy)
                 if new:
                     assert segment.fd is not None
                     head = p.SEGMENT.pack(p.OP_SEGMENT, segment.id, segment.size)
@@ -274,10 +252,7 @@ class ShmConnection:
                 raise
         packet = [
             p.MESSAGE.pack(p.OP_MESSAGE, segment.id if segment else 0, len(tag), len(views)),
-            b"".join(
-                p.FRAME.pack(*where, n) if where else p.FRAME.pack(0, o, n)
-                for where, o, n in zip(lent, offsets, lengths, strict=True)
-            ),
+            b"".join(p.FRAME.pack(o, n) for o, n in zip(offsets, lengths, strict=True)),
             tag,
         ]
         try:
@@ -286,52 +261,6 @@ class ShmConnection:
             if segment is not None:
                 self.pool.give_back(segment)
             raise
-
-    def _lend(self, views: list[memoryview], deadline: float | None) -> list[tuple[int, int]]:
-        """For each frame, the (frozen segment id, offset) it is lent from, or () when it
-        is copied."""
-        lent: list[tuple[int, int]] = [()] * len(views)  # type: ignore[list-item]
-        for i, view in enumerate(views):
-            if view.nbytes < frozen.LEND_BYTES:
-                continue
-            found = frozen.find_frozen(view)
-            if found is not None and self._has_frozen(found[0], deadline):
-                lent[i] = (found[0].id, found[1])
-        return lent
-
-    def _has_frozen(self, segment: frozen.FrozenSegment, deadline: float | None) -> bool:
-        """Whether the peer has ``segment`` (passing it now if there is room for it)."""
-        with self._lock:
-            if segment.id in self._lent_frozen:
-                return True
-        if not self.pool.reserve(segment.size):
-            return False  # the peer maps as much as it lets us: copy
-        if not segment.lent_to(self):
-            self.pool.unreserve(segment.size)
-            return False
-        fd = segment.fd
-        try:
-            assert fd is not None  # the frame being sent keeps the segment open
-            head = p.SEGMENT.pack(p.OP_FROZEN, segment.id, segment.size)
-            self._send_packet([head], deadline, fds=[fd])
-        except errors.DeadlineExceededError:
-            self.pool.unreserve(segment.size)
-            return False  # the packet did not go (one packet, all or nothing): copy
-        except BaseException:
-            self.pool.unreserve(segment.size)
-            raise
-        with self._lock:
-            self._lent_frozen[segment.id] = segment.size
-        return True
-
-    def retire_frozen(self, segment_id: int) -> None:
-        """(``frozen``, when this process let go of the segment.) Tell the peer to let go
-        too; never blocks (it runs in a finalizer)."""
-        with self._lock:
-            size = self._lent_frozen.pop(segment_id, None)
-        if size is not None:
-            self.pool.unreserve(size)
-            self._send_control(p.SEGMENT_ID.pack(p.OP_RETIRE_FROZEN, segment_id))
 
     def _acquire_segment(self, nbytes: int, deadline: float | None) -> tuple[Segment, bool]:
         """A segment from the pool, reading the peer's releases while waiting for one."""
@@ -550,7 +479,6 @@ class ShmConnection:
                 # A segment mapped while another thread failed the connection goes too.
                 self._mapped.clear()
                 self._mapped_bytes = 0
-                self._drop_frozen()
         self._flush_pending()
         return True
 
@@ -574,23 +502,6 @@ class ShmConnection:
             peer = self._mapped.pop(p.SEGMENT_ID.unpack(data)[1], None)
             if peer is not None:
                 self._mapped_bytes -= peer.size
-        elif op == p.OP_FROZEN and len(data) == p.SEGMENT.size:
-            _, frozen_id, size = p.SEGMENT.unpack(data)
-            if len(fds) != 1:
-                raise errors.DataLossError(
-                    f"frozen segment {frozen_id} came with {len(fds)} descriptors"
-                )
-            if frozen_id in self._frozen or frozen_id == 0:
-                raise errors.DataLossError(f"frozen segment {frozen_id} was passed twice")
-            room = self.limits.max_mapped_bytes - self._mapped_bytes
-            check_peer_segment(fds[0], size, room, frozen.LENT_SEALS)
-            self._frozen[frozen_id] = _PeerFrozen(fds.pop(), size)
-            self._mapped_bytes += size
-        elif op == p.OP_RETIRE_FROZEN and len(data) == p.SEGMENT_ID.size:
-            lent = self._frozen.pop(p.SEGMENT_ID.unpack(data)[1], None)
-            if lent is not None:
-                os.close(lent.fd)  # this side's arrays keep their own mappings
-                self._mapped_bytes -= lent.size
         else:
             raise errors.DataLossError(f"unknown packet (op {op}, {len(data)} bytes)")
 
@@ -607,49 +518,28 @@ class ShmConnection:
                 f"and {tag_bytes}-byte tag"
             )
         spans = [p.FRAME.unpack_from(data, p.MESSAGE.size + i * p.FRAME.size) for i in range(count)]
-        self._check_message([n for _, _, n in spans], tag_bytes, "received")
+        self._check_message([n for _, n in spans], tag_bytes, "received")
         tag = data[table_end:]
-        in_segment = [(o, n) for source, o, n in spans if not source]
-        whole: memoryview | None = None
         if segment_id == 0:
-            if any(n for _, n in in_segment):
+            if any(n for _, n in spans):
                 raise errors.DataLossError("a message without a segment has non-empty frames")
-        else:
-            peer = self._mapped.get(segment_id)
-            if peer is None:
-                raise errors.DataLossError(f"a message names segment {segment_id}, never passed")
-            for offset, length in in_segment:
-                if offset + length > peer.size:
-                    raise errors.DataLossError(
-                        f"a frame at {offset} of {length} bytes overruns segment {segment_id} "
-                        f"of {peer.size} bytes"
-                    )
-        for source, offset, length in spans:
-            lent = self._frozen.get(source) if source else None
-            if source and lent is None:
-                raise errors.DataLossError(f"a message names frozen segment {source}, never passed")
-            if lent is not None and offset + length > lent.size:
+            self._deliver(ShmMessage(tag, [memoryview(b"") for _ in spans]))
+            return
+        peer = self._mapped.get(segment_id)
+        if peer is None:
+            raise errors.DataLossError(f"a message names segment {segment_id}, never passed")
+        for offset, length in spans:
+            if offset + length > peer.size:
                 raise errors.DataLossError(
-                    f"a frame at {offset} of {length} bytes overruns frozen segment {source} "
-                    f"of {lent.size} bytes"
+                    f"a frame at {offset} of {length} bytes overruns segment {segment_id} "
+                    f"of {peer.size} bytes"
                 )
-        if segment_id:
-            # One holder per message: the frames are views of it, and arrays decoded from
-            # them keep it; when the last of them is gone, the segment goes back to the sender.
-            holder = np.frombuffer(self._mapped[segment_id].mapping, dtype=np.uint8)
-            weakref.finalize(
-                holder, self._send_control, p.SEGMENT_ID.pack(p.OP_RELEASE, segment_id)
-            )
-            whole = holder.data
-        frames = []
-        for source, offset, length in spans:
-            if source:
-                frames.append(frozen.map_lent(self._frozen[source].fd, offset, length))
-            elif whole is not None:
-                frames.append(whole[offset : offset + length])
-            else:
-                frames.append(memoryview(b""))
-        self._deliver(ShmMessage(tag, frames))
+        # One holder per message: the frames are views of it, and arrays decoded from them
+        # keep it; when the last of them is gone, the segment goes back to the sender.
+        holder = np.frombuffer(peer.mapping, dtype=np.uint8)
+        weakref.finalize(holder, self._send_control, p.SEGMENT_ID.pack(p.OP_RELEASE, segment_id))
+        whole = holder.data
+        self._deliver(ShmMessage(tag, [whole[o : o + n] for o, n in spans]))
 
     def _deliver(self, message: ShmMessage) -> None:
         with self._lock:
@@ -662,12 +552,6 @@ class ShmConnection:
         self._inbox.put(message)
 
     # ---- lifetime ---------------------------------------------------------------------
-
-    @property
-    def frozen_held(self) -> int:
-        """How many of the peer's frozen segments this side holds (each came once, however
-        often the peer lent from it)."""
-        return len(self._frozen)
 
     @property
     def closed(self) -> bool:
@@ -692,24 +576,9 @@ class ShmConnection:
         self.pool.close(reason)
         self._mapped.clear()
         self._mapped_bytes = 0
-        with self._lock:
-            self._lent_frozen.clear()
-        # The peer's frozen descriptors are closed by the thread that reads (it may be
-        # mapping one now), or here when none does.
-        if self._read_lock.acquire(blocking=False):
-            try:
-                self._drop_frozen()
-            finally:
-                self._read_lock.release()
         if not keep:
             self._drop_received()
         self._inbox.put(None)  # after any kept messages: receive returns those first
-
-    def _drop_frozen(self) -> None:
-        """(Holding the read lock.) Close the peer's frozen segments' descriptors."""
-        lent, self._frozen = self._frozen, {}
-        for segment in lent.values():
-            os.close(segment.fd)
 
     def _drop_received(self) -> None:
         """Drop messages nobody received (none can be now), so their mappings go with
@@ -732,8 +601,6 @@ class ShmConnection:
         try:
             self._drop_received()  # those the peer sent before it closed, too
             self._inbox.put(None)
-            if locked:
-                self._drop_frozen()
             self._sock.close()
         finally:
             if locked:
@@ -753,16 +620,12 @@ _NUMPY_COPY_BYTES = 64 << 10
 
 
 def _copy_frames(
-    target: memoryview,
-    offsets: list[int],
-    frames: list[memoryview],
-    lengths: list[int],
-    share: bool,
+    target: memoryview, offsets: list[int], frames: list[memoryview], share: bool
 ) -> None:
-    """Copy each frame into ``target`` at its offset, those of length 0 in ``lengths``
-    (empty, or lent) excepted (``share``: see ``send``)."""
+    """Copy each frame into ``target`` at its offset (``share``: see ``send``)."""
     large: list[tuple[np.ndarray, np.ndarray]] = []
-    for frame, offset, n in zip(frames, offsets, lengths, strict=True):
+    for frame, offset in zip(frames, offsets, strict=True):
+        n = frame.nbytes
         if n >= _NUMPY_COPY_BYTES:
             destination = np.frombuffer(target, np.uint8, count=n, offset=offset)
             large.append((destination, np.frombuffer(frame, np.uint8)))

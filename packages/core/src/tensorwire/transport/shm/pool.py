@@ -114,8 +114,6 @@ class SegmentPool:
         self._lent: dict[int, Segment] = {}
         self._next_id = 1
         self._bytes = 0
-        #: Bytes the peer maps besides these segments (frozen segments lent to it).
-        self._reserved = 0
         self._closed: str | None = None
         self._changed = threading.Condition()
 
@@ -138,11 +136,10 @@ class SegmentPool:
           DeadlineExceededError: no room came free before ``deadline``.
           UnavailableError: the connection closed.
         """
-        if segment_size(nbytes) > self.max_bytes - self._reserved:
-            lent = f", {self._reserved} of them lent from frozen arrays" if self._reserved else ""
+        if segment_size(nbytes) > self.max_bytes:
             raise errors.ResourceExhaustedError(
                 f"a message of {nbytes} bytes does not fit in the {self.max_bytes} bytes of "
-                f"shared memory a connection may use{lent} (ShmLimits.max_pool_bytes)"
+                "shared memory a connection may use (ShmLimits.max_pool_bytes)"
             )
         with self._changed:
             while True:
@@ -184,7 +181,7 @@ class SegmentPool:
     def _make_room(self, size: int) -> bool:
         """Retire free segments, largest first, until ``size`` more bytes fit; False when
         even retiring every free one would not make room (the rest are lent)."""
-        lent = sum(s.size for s in self._lent.values()) + self._reserved
+        lent = sum(s.size for s in self._lent.values())
         if lent + size > self.max_bytes:
             return False
         for segment in sorted(self._free.values(), key=lambda s: -s.size):
@@ -217,27 +214,6 @@ class SegmentPool:
         self._bytes -= segment.size
         self._budget.give(segment.size)
         segment.close()
-
-    def reserve(self, nbytes: int) -> bool:
-        """Count ``nbytes`` more that the peer maps besides this pool's segments (a frozen
-        segment lent to it) against ``max_bytes``, retiring free segments to make room;
-        False (nothing counted) when there is none. Reservations never take more than half
-        of ``max_bytes``: the other half stays for copies, so lending never starves them."""
-        with self._changed:
-            if self._closed is not None or self._reserved + nbytes > self.max_bytes // 2:
-                return False
-            if not self._make_room(nbytes):
-                return False
-            self._reserved += nbytes
-            self._bytes += nbytes
-            return True
-
-    def unreserve(self, nbytes: int) -> None:
-        """The peer no longer maps ``nbytes`` that ``reserve`` counted."""
-        with self._changed:
-            self._reserved -= nbytes
-            self._bytes -= nbytes
-            self._changed.notify_all()
 
     def wait_changed(self, timeout: float) -> None:
         """Until a segment is released or discarded, or the pool closes; ``timeout`` at most."""

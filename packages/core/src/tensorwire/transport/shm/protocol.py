@@ -11,8 +11,6 @@ __all__ = [
     "OP_MESSAGE",
     "OP_RELEASE",
     "OP_RETIRE",
-    "OP_FROZEN",
-    "OP_RETIRE_FROZEN",
     "HELLO",
     "PROVE",
     "ACCEPT",
@@ -28,14 +26,12 @@ __all__ = [
 ]
 
 #: Changes with the packet format: a peer speaking another version fails the handshake.
-MAGIC = b"TWS2"
+MAGIC = b"TWS1"
 NONCE_BYTES = 16
 OP_SEGMENT = 1
 OP_MESSAGE = 2
 OP_RELEASE = 3
 OP_RETIRE = 4
-OP_FROZEN = 5
-OP_RETIRE_FROZEN = 6
 #: What each side proves the token over, before the two nonces, so that one side's answer
 #: cannot be played back as the other's.
 CLIENT_LABEL = b"tensorwire-shm client"
@@ -54,11 +50,10 @@ ACCEPT = STATUS
 #: op, segment id, size; the memfd travels with it (SCM_RIGHTS).
 SEGMENT = struct.Struct("<BIQ")
 #: op, segment id (0: no segment, every frame empty), tag length, frame count; then the
-#: frames' (frozen segment, offset, length), then the tag.
+#: frames' (offset, length) pairs, then the tag.
 MESSAGE = struct.Struct("<BIII")
-#: A frame: the frozen segment it lies in (0: the message's segment), offset, length.
-FRAME = struct.Struct("<IQQ")
-#: RELEASE, RETIRE and RETIRE_FROZEN: op, segment id (FROZEN: as SEGMENT, with the memfd).
+FRAME = struct.Struct("<QQ")
+#: RELEASE and RETIRE: op, segment id.
 SEGMENT_ID = struct.Struct("<BI")
 
 

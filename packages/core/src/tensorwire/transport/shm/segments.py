@@ -22,37 +22,25 @@ from typing import Any
 
 from ... import errors
 
-__all__ = [
-    "MEMFD_NAME",
-    "Segment",
-    "check_peer_segment",
-    "map_peer_segment",
-    "memfd_mappings",
-    "memfd_descriptors",
-    "new_memfd",
-]
+__all__ = ["MEMFD_NAME", "Segment", "map_peer_segment", "memfd_mappings", "memfd_descriptors"]
 
 log = logging.getLogger(__name__)
 
 #: The name every segment carries in ``/proc/PID/maps`` and ``/proc/PID/fd``
 #: (``/memfd:tensorwire-shm (deleted)``), so leaks can be counted.
 MEMFD_NAME = "tensorwire-shm"
-#: Seals a receiver needs on every segment: its size cannot change under the mapping.
-SIZE_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
 #: Seals a segment carries before it is passed to a peer.
-SEALS = SIZE_SEALS | fcntl.F_SEAL_SEAL
+SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 #: MFD_NOEXEC_SEAL (Linux 6.3): says the segment is never executable, which newer kernels
 #: log a warning about when left unsaid. Older kernels refuse the flag; then it is left out.
 _MFD_NOEXEC_SEAL = 0x0008
 _noexec_flag = [_MFD_NOEXEC_SEAL]
 #: ``mmap`` keeps a duplicate of the descriptor unless told not to (Python 3.13+): one more
 #: descriptor per segment on older Pythons, closed with the mapping.
-MMAP_OPTIONS: dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+_MMAP_OPTIONS: dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 
 
-def new_memfd(size: int, *, seal: bool = True) -> int:
-    """A new memfd of ``size`` bytes; sealed (``SEALS``) unless ``seal`` is False, for a
-    creator that seals it later itself (``frozen``)."""
+def _memfd(size: int) -> int:
     flags = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
     while True:
         try:
@@ -64,15 +52,14 @@ def new_memfd(size: int, *, seal: bool = True) -> int:
             _noexec_flag[0] = 0
     try:
         os.ftruncate(fd, size)
-        if seal:
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, SEALS)
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def advise_huge_pages(mapping: mmap.mmap) -> None:
+def _advise_huge_pages(mapping: mmap.mmap) -> None:
     """Ask for transparent huge pages where the kernel gives them to shared memory
     (``/sys/kernel/mm/transparent_hugepage/shmem_enabled`` = advise or within_size): NumPy
     asks for them on its large arrays, and copies between 4 KiB pages ran about 20% slower
@@ -105,19 +92,19 @@ class Segment:
         self._mapping: mmap.mmap | None = None
         self.view: memoryview | None = None
         try:
-            self.fd: int | None = new_memfd(size)
+            self.fd: int | None = _memfd(size)
         except OSError as exc:
             raise errors.ResourceExhaustedError(
                 f"could not create a shared-memory segment of {size} bytes: {exc}"
             ) from exc
         try:
-            self._mapping = mmap.mmap(self.fd, size, mmap.MAP_SHARED, **MMAP_OPTIONS)
+            self._mapping = mmap.mmap(self.fd, size, mmap.MAP_SHARED, **_MMAP_OPTIONS)
         except OSError as exc:
             self.close()
             raise errors.ResourceExhaustedError(
                 f"could not map a shared-memory segment of {size} bytes: {exc}"
             ) from exc
-        advise_huge_pages(self._mapping)
+        _advise_huge_pages(self._mapping)
         self.view = memoryview(self._mapping)
 
     def drop_descriptor(self) -> None:
@@ -146,49 +133,14 @@ class Segment:
         return f"Segment(id={self.id}, size={self.size})"
 
 
-def check_peer_segment(fd: int, size: int, limit: int, seals: int = SIZE_SEALS) -> None:
-    """Check a segment a peer passed before anything maps it.
+def map_peer_segment(fd: int, size: int, limit: int) -> mmap.mmap:
+    """Map a segment a peer passed, after checking it; closes ``fd`` whatever happens.
 
     Args:
       fd: the descriptor received over the Unix socket.
       size: the size the peer announced.
       limit: the most bytes this segment may have: what is left of this side's
-        ``max_mapped_bytes``.
-      seals: the seals it must carry (frozen segments: ``frozen.LENT_SEALS``).
-
-    Raises:
-      ResourceExhaustedError: the announced size is over ``limit``.
-      DataLossError: the descriptor is not a memfd of exactly ``size`` bytes carrying
-        ``seals``.
-    """
-    if not 0 < size <= limit:
-        raise errors.ResourceExhaustedError(
-            f"the peer offered a shared-memory segment of {size} bytes; this side has "
-            f"room for {max(limit, 0)} more bytes of the peer's segments "
-            "(ShmLimits.max_mapped_bytes)"
-        )
-    try:
-        carried = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
-    except OSError as exc:
-        raise errors.DataLossError(
-            f"the peer passed a descriptor that is not a sealable memfd ({exc})"
-        ) from None
-    if carried & seals != seals:
-        raise errors.DataLossError(
-            f"the peer passed a segment that is not sealed as it must be (seals {carried:#x}, "
-            f"needs {seals:#x}); mapping it would let the peer shrink or rewrite it under "
-            "this process"
-        )
-    actual = os.fstat(fd).st_size
-    if actual != size:
-        raise errors.DataLossError(
-            f"the peer announced a segment of {size} bytes but passed one of {actual}"
-        )
-
-
-def map_peer_segment(fd: int, size: int, limit: int) -> mmap.mmap:
-    """Map a segment a peer passed, after checking it (``check_peer_segment``); closes
-    ``fd`` whatever happens.
+        ``max_mapped_bytes`` (checked before anything is mapped).
 
     Returns:
       A shared, read-write mapping of ``size`` bytes.
@@ -198,10 +150,33 @@ def map_peer_segment(fd: int, size: int, limit: int) -> mmap.mmap:
       DataLossError: the descriptor is not a sealed memfd of exactly ``size`` bytes.
     """
     try:
-        check_peer_segment(fd, size, limit)
+        if not 0 < size <= limit:
+            raise errors.ResourceExhaustedError(
+                f"the peer offered a shared-memory segment of {size} bytes; this side has "
+                f"room for {max(limit, 0)} more bytes of the peer's segments "
+                "(ShmLimits.max_mapped_bytes)"
+            )
         try:
-            mapping = mmap.mmap(fd, size, mmap.MAP_SHARED, **MMAP_OPTIONS)
-            advise_huge_pages(mapping)
+            seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+        except OSError as exc:
+            raise errors.DataLossError(
+                f"the peer passed a descriptor that is not a sealable memfd ({exc})"
+            ) from None
+        if seals & (fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW) != (
+            fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+        ):
+            raise errors.DataLossError(
+                f"the peer passed a segment whose size is not sealed (seals {seals:#x}); "
+                "mapping it would let the peer shrink it under this process"
+            )
+        actual = os.fstat(fd).st_size
+        if actual != size:
+            raise errors.DataLossError(
+                f"the peer announced a segment of {size} bytes but passed one of {actual}"
+            )
+        try:
+            mapping = mmap.mmap(fd, size, mmap.MAP_SHARED, **_MMAP_OPTIONS)
+            _advise_huge_pages(mapping)
             return mapping
         except OSError as exc:
             raise errors.ResourceExhaustedError(
