@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import signal
 import subprocess
 import sys
 import textwrap
@@ -37,8 +38,13 @@ EVERY = 25
 
 _TRAINER = textwrap.dedent(
     """
-    import os, pickle, sys
+    import faulthandler, logging, os, pickle, signal, sys
     import tensorwire as tw
+
+    # For the test's message should this trainer stall: what the client did, and on
+    # SIGUSR1 where every thread is.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     target, dataset_id, checkpoint, every, done = sys.argv[1:]
     every = int(every)
@@ -78,12 +84,31 @@ def cluster(tmp_path_factory, tensorwire_protocol):
         yield dispatcher, workers
 
 
-def _trainer(target: str, dataset_id: str, checkpoint: str, done: str) -> subprocess.Popen:
+def _trainer(
+    target: str, dataset_id: str, checkpoint: str, done: str, log: str
+) -> subprocess.Popen:
     env = {**os.environ, "TENSORWIRE_DATA_CLIENT_TIMEOUT": str(scaled(60.0))}
-    return subprocess.Popen(
-        [sys.executable, "-c", _TRAINER, target, dataset_id, checkpoint, str(EVERY), done],
-        env=env,
-    )
+    with open(log, "ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-c", _TRAINER, target, dataset_id, checkpoint, str(EVERY), done],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _stalled(trainer: subprocess.Popen, log: str, cluster) -> str:
+    """Why the last trainer did not finish: its stacks and log, the cluster's output."""
+    trainer.send_signal(signal.SIGUSR1)  # the trainer's faulthandler dumps its stacks
+    time.sleep(2)
+    trainer.kill()
+    trainer.wait(timeout=scaled(30))
+    dispatcher, workers = cluster
+    with open(log, errors="replace") as f:
+        parts = [f"the last trainer did not finish; its log ends:\n{f.read()[-12_000:]}"]
+    for process in [dispatcher, *workers]:
+        parts.append(f"{process.name} output ends:\n{process.output[-3_000:]}")
+    return "\n".join(parts)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -96,9 +121,10 @@ def test_trainer_kill_restores_exactly_once_from_its_checkpoint(cluster, tmp_pat
         target, tw.data.Dataset.range(N).map(_slow), dataset_id=f"chaos-trainer-{seed}"
     )
     checkpoint, done = str(tmp_path / "checkpoint.pickle"), str(tmp_path / "done.pickle")
+    log = str(tmp_path / "trainers.log")
     kills = 0
     for _ in range(KILLS):
-        trainer = _trainer(target, dataset_id, checkpoint, done)
+        trainer = _trainer(target, dataset_id, checkpoint, done, log)
         try:
             # Kill it at a random moment after it checkpointed at least once (this run).
             before = os.stat(checkpoint).st_mtime_ns if os.path.exists(checkpoint) else 0
@@ -120,8 +146,15 @@ def test_trainer_kill_restores_exactly_once_from_its_checkpoint(cluster, tmp_pat
             if rng.random() < 0.4:
                 victim.restart(timeout=30)
     if not os.path.exists(done):
-        trainer = _trainer(target, dataset_id, checkpoint, done)
-        assert trainer.wait(timeout=scaled(120)) == 0, "the last trainer failed"
+        trainer = _trainer(target, dataset_id, checkpoint, done, log)
+        try:
+            status = trainer.wait(timeout=scaled(120))
+        except subprocess.TimeoutExpired:
+            pytest.fail(_stalled(trainer, log, cluster))
+        if status != 0:
+            with open(log, errors="replace") as f:
+                ends = f.read()[-12_000:]
+            pytest.fail(f"the last trainer failed ({status}); its log ends:\n{ends}")
     model = pickle.loads(open(done, "rb").read())
     counts = Counter(model)
     repeated = sorted(x for x, c in counts.items() if c > 1)

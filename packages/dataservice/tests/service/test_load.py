@@ -18,6 +18,7 @@ import threading
 import tensorwire as tw
 from tensorwire_dataservice.service import client
 from tensorwire_dataservice.service.protocol import WORKER_SERVICE, call
+from tensorwire_testing.stacks import thread_stacks
 
 READERS = 500
 READING_THREADS = 10
@@ -95,7 +96,8 @@ def test_500_concurrent_readers_of_one_worker_all_complete(service_factory, prot
         assert not errors, errors[:3]
         assert got == READERS, (
             f"only {got} of {READERS} readers got their first element, none more in "
-            f"{DEADLINE:.0f}s: the other streams are queued behind the waiting ones"
+            f"{DEADLINE:.0f}s: the other streams are queued behind the waiting ones\n"
+            + thread_stacks()
         )
         # The worker answers a quick call while 500 streams wait on it.
         assert call(protocol, worker._address, WORKER_SERVICE, "Nudge", {}, timeout=DEADLINE) == {}

@@ -45,13 +45,17 @@ def _alternate(iterators, jobs=None):
 
 def _check_shared(got, after_end, expected, num_consumers):
     assert Counter(sum(got, [])) == Counter(expected), "an element was lost or repeated"
-    # Each consumer kept receiving: nobody took the whole job, and nobody ended while more
-    # than the others' read-ahead was still to come.
-    fair = len(expected) // num_consumers
-    for share in got:
-        assert len(share) >= fair // 2, [len(g) for g in got]
+    # Nobody ended while more than the others' read-ahead was still to come.
     bound = (num_consumers - 1) * client.SHARED_READAHEAD
     assert max(after_end) <= bound, after_end
+    # Each consumer kept receiving. Pulled in turn, the shares are equal (within one round)
+    # until the first consumer ends, and at most ``bound`` elements come after that, so each
+    # share is at least this whatever the timing. (How the elements a consumer holds ahead
+    # split the rest depends on timing: a loaded machine gave one of three consumers 32 of
+    # 200 elements, within this bound.)
+    least = (len(expected) - bound - (num_consumers - 1)) // num_consumers
+    for share in got:
+        assert len(share) >= least, ([len(g) for g in got], least)
 
 
 @pytest.mark.parametrize("mode", MODES)
