@@ -240,3 +240,61 @@ def test_how_long_wires_spin_is_set_by_the_environment(monkeypatch) -> None:
     monkeypatch.setenv(options.SPIN_ENV, "200")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     assert options.spin_seconds() == 0.0
+
+
+class _SignallingSocket(CountingSocket):
+    """Sets ``took`` once a ``recv_into`` returned bytes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self.took = threading.Event()
+
+    def recv_into(self, view: memoryview) -> int:
+        n = super().recv_into(view)
+        if n:
+            self.took.set()
+        return n
+
+
+@pytest.mark.parametrize("over_loopback", [False, True])
+def test_over_a_link_the_rest_of_a_large_frame_is_waited_for_asleep(over_loopback: bool) -> None:
+    a, b = socket.socketpair()
+    signalling = _SignallingSocket(b)
+    receiver = Wire(signalling, 60.0)  # type: ignore[arg-type]
+    poller = CountingPoller(receiver._poller)
+    receiver._poller = poller  # type: ignore[assignment]
+    assert not receiver.spins_for_bodies  # a Unix socket pair: no IP peer, so not loopback
+    receiver.spins_for_bodies = over_loopback
+    sender = Wire(a)
+    payload = np.frombuffer(os.urandom(4 * wire_module.SPIN_BODY_BYTES), np.uint8)
+
+    def send() -> None:
+        sender.send([payload[:1000]], None)
+        # The rest only once the receiver has the first bytes: it then waits for the rest.
+        if signalling.took.wait(30):
+            sender.send([payload[1000:]], None)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    try:
+        target = memoryview(bytearray(payload.nbytes))
+        receiver.read_into(target, time.monotonic() + 30)
+        assert bytes(target) == payload.tobytes()
+        # The first bytes are spun for either way; the rest of the frame is slept for in
+        # poll over a link, spun for on loopback.
+        assert (poller.polls == 0) == over_loopback, poller.polls
+    finally:
+        thread.join(30)
+        sender.close()
+        receiver.close()
+
+
+def test_a_wire_spins_for_frame_bodies_only_on_loopback() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+    with client, accepted:
+        assert Wire(client).spins_for_bodies and Wire(accepted).spins_for_bodies
+    a, b = socket.socketpair()
+    with a, b:
+        assert not Wire(a).spins_for_bodies
