@@ -85,7 +85,18 @@ def _wait_counts(expected: tuple[int, int]) -> None:
 
 
 def _dev_shm() -> set[str]:
-    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    """The shared-memory files in ``/dev/shm``. Not POSIX semaphores (``sem.*``) nor
+    directories: tests running beside this one in other processes make those (a DataLoader's
+    multiprocessing semaphores, the journal tests' tmpfs directories), and the medium makes
+    neither, so they say nothing about a leak of ours."""
+    if not os.path.isdir("/dev/shm"):
+        return set()
+    with os.scandir("/dev/shm") as entries:
+        return {
+            e.name
+            for e in entries
+            if e.is_file(follow_symlinks=False) and not e.name.startswith("sem.")
+        }
 
 
 @pytest.fixture
