@@ -97,6 +97,12 @@ def _trainer(
         )
 
 
+def _log_end(log: str) -> str:
+    """The end of the trainers' log."""
+    with open(log, errors="replace") as f:
+        return f.read()[-12_000:]
+
+
 def _stalled(trainer: subprocess.Popen, log: str, cluster) -> str:
     """Why the last trainer did not finish: its stacks and log, the cluster's output."""
     trainer.send_signal(signal.SIGUSR1)  # the trainer's faulthandler dumps its stacks
@@ -104,8 +110,7 @@ def _stalled(trainer: subprocess.Popen, log: str, cluster) -> str:
     trainer.kill()
     trainer.wait(timeout=scaled(30))
     dispatcher, workers = cluster
-    with open(log, errors="replace") as f:
-        parts = [f"the last trainer did not finish; its log ends:\n{f.read()[-12_000:]}"]
+    parts = [f"the last trainer did not finish; its log ends:\n{_log_end(log)}"]
     for process in [dispatcher, *workers]:
         parts.append(f"{process.name} output ends:\n{process.output[-3_000:]}")
     return "\n".join(parts)
@@ -152,9 +157,7 @@ def test_trainer_kill_restores_exactly_once_from_its_checkpoint(cluster, tmp_pat
         except subprocess.TimeoutExpired:
             pytest.fail(_stalled(trainer, log, cluster))
         if status != 0:
-            with open(log, errors="replace") as f:
-                ends = f.read()[-12_000:]
-            pytest.fail(f"the last trainer failed ({status}); its log ends:\n{ends}")
+            pytest.fail(f"the last trainer failed ({status}); its log ends:\n{_log_end(log)}")
     model = pickle.loads(open(done, "rb").read())
     counts = Counter(model)
     repeated = sorted(x for x, c in counts.items() if c > 1)

@@ -25,10 +25,10 @@ meanwhile. Over a link (a peer not on loopback) only the first bytes of a frame 
 of a small one (under ``SPIN_BODY_BYTES``) are spun for: the rest of a large frame arrives
 piece by piece at the link's speed, and a receiver spinning for each piece takes the CPU that
 the sender and the network stack need to deliver it (between two network namespaces on two
-cores, ``benchmarks/across_hosts.py``: a 1 MiB read 0.9-1.0 ms spinning, 0.56-0.62 ms not; 4
-MiB 0.59-0.94x of raw TCP, 0.76-1.10x). On loopback the sender's own system call copies the
-bytes in at memory speed, and spinning for them still pays (1 MiB read 0.33 ms, 0.42 ms
-without).
+cores, ``benchmarks/across_hosts.py``: a 1 MiB read 0.9-1.0 ms spinning, 0.56-0.62 ms not;
+4 MiB 0.59-0.94x of raw TCP, 0.88-1.07x; six runs each, see the design document). On
+loopback the sender's own system call copies the bytes in at memory speed, and spinning
+for them still pays (1 MiB read 0.33 ms, 0.42 ms without).
 
 Every call takes an absolute deadline on the ``time.monotonic()`` clock (or None); passing
 it raises ``TimeoutError``. A peer that closes early raises ``ConnectionError``.
