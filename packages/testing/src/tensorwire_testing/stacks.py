@@ -16,12 +16,15 @@ def _where(frame: traceback.FrameSummary) -> str:
     return f"{'/'.join(parts[-2:])}:{frame.lineno} {frame.name}"
 
 
-def thread_stacks(depth: int = 8, groups: int = 12) -> str:
+def thread_stacks(depth: int = 8, groups: int = 12, first: tuple[str, ...] = ()) -> str:
     """Every thread's innermost ``depth`` frames, threads at the same place counted once.
 
     Args:
       depth: frames shown per place, innermost first.
       groups: places shown, the most crowded first (the rest are counted).
+      first: prefixes of thread names whose places come before all others (and are not
+        counted in ``groups``): the threads a test waited for, which a log that keeps only
+        the start of a long message must not cut off.
 
     Returns:
       A multi-line text: a header, then per place how many threads are there (with a few
@@ -41,6 +44,11 @@ def thread_stacks(depth: int = 8, groups: int = 12) -> str:
     crowded = sorted(places.items(), key=lambda item: -len(item[1]))
     total = sum(len(threads) for threads in places.values())
     lines = [f"{total} threads in {len(places)} places (innermost frame first):"]
+    if first:
+        named = [item for item in crowded if any(t.startswith(first) for t in item[1])]
+        crowded = [item for item in crowded if item not in named]
+        crowded[:0] = named
+        groups += len(named)
     for place, threads in crowded[:groups]:
         sample = ", ".join(sorted(threads)[:3]) + (", ..." if len(threads) > 3 else "")
         lines.append(f"- {len(threads)} thread(s) ({sample})")

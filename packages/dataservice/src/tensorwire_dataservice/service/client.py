@@ -873,9 +873,14 @@ class _Reader(Iterator[Any]):
                 if not address:
                     continue  # lost, waiting for a worker to replay it on
                 if self.ds._num_consumers is None and state.thread is None and not state.done:
-                    read = self._read_task_shared if self._shared else self._read_task
+                    # The thread reads this generation at this address, as they are now: a
+                    # reply that replaces the generation before the thread runs (a replay,
+                    # maybe with no worker yet) makes it end, not read the new one.
                     state.thread = threading.Thread(
-                        target=read, args=(state,), name=f"tw-data-read-{task_id}", daemon=True
+                        target=self._run_task_reader,
+                        args=(state, state.generation, address),
+                        name=f"tw-data-read-{task_id}",
+                        daemon=True,
                     )
                     state.thread.start()
             for task_id, state in self._tasks.items():
@@ -973,10 +978,25 @@ class _Reader(Iterator[Any]):
                 self._ahead_bytes -= nbytes
                 self._room.notify_all()
 
-    def _read_task(self, state: _TaskState) -> None:
+    def _run_task_reader(self, state: _TaskState, generation: int, address: str) -> None:
+        """The body of a task's reader thread: what it cannot handle fails the reader, which
+        then raises it to the consumer, instead of ending the thread silently and leaving
+        the consumer waiting for elements that no thread reads any more."""
+        read = self._read_task_shared if self._shared else self._read_task
+        try:
+            read(state, generation, address)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            log.error("reading task %d from %s failed", state.task_id, address, exc_info=True)
+            self._fail(
+                exc
+                if isinstance(exc, errors.OpError)
+                else errors.InternalError(
+                    f"reading task {state.task_id} from worker {address} failed: {exc!r}"
+                )
+            )
+
+    def _read_task(self, state: _TaskState, generation: int, address: str) -> None:
         """Stream a task's elements into the prefetch queue (a job read by one consumer)."""
-        with self._lock:
-            generation, address = state.generation, state.address
         channel = channel_to(self.ds._protocol, address)
         request = pack(
             {
@@ -1018,12 +1038,10 @@ class _Reader(Iterator[Any]):
                 self._fail(exc)
                 return
 
-    def _read_task_shared(self, state: _TaskState) -> None:
+    def _read_task_shared(self, state: _TaskState, generation: int, address: str) -> None:
         """Take a task's elements on demand (a shared job): one request at a time, for at
         most the elements this consumer may still hold ahead, so that every consumer of
         the job keeps receiving elements as it asks for them."""
-        with self._lock:
-            generation, address = state.generation, state.address
         channel = channel_to(self.ds._protocol, address)
         retry = _Retry(self, state)
         while not self._reader_exits(state, generation):
