@@ -125,6 +125,21 @@ def test_task_process_start_deadline_reports_output(protocol):
     assert time.monotonic() - start < 15
 
 
+class _NeverReady(TaskProcess):
+    """A task whose ready line is never recognised: it serves, but start() cannot know."""
+
+    def is_ready_line(self, line: str) -> bool:
+        return False
+
+
+def test_a_child_still_running_at_the_start_deadline_is_reported_as_such(protocol):
+    task = _NeverReady({"ps": [f"localhost:{portpicker.pick_unused_port()}"]}, "ps", 0, protocol)
+    # Not "exited before serving": it was alive and silent (a CI run was told otherwise).
+    with pytest.raises(tw.errors.DeadlineExceededError, match="(?s)still running.*killed now"):
+        task.start(timeout=5)
+    assert task.process is not None and task.process.wait(timeout=60) is not None
+
+
 class _VerboseFirst(TaskProcess):
     """``tensorwire -v server ...`` (TaskProcess's extra_args go after the subcommand)."""
 

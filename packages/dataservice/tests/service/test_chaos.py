@@ -96,7 +96,7 @@ def _read_through_chaos(protocol, dispatcher, seed):
         else:
             assert dispatcher.terminate() == 0
         time.sleep(rng.random() * 0.2)
-        dispatcher.start(timeout=30)
+        dispatcher.start(timeout=90)  # replays its journal first; slow beside a heavy test
     got_distributed.extend(int(x) for x in distributed)
     got_parallel.extend(int(x) for x in parallel)
     return got_distributed, got_parallel

@@ -149,7 +149,7 @@ def test_trainer_kill_restores_exactly_once_from_its_checkpoint(cluster, tmp_pat
         # tasks replay, the dispatcher recovers from its journal).
         for victim in [dispatcher, rng.choice(workers)]:
             if rng.random() < 0.4:
-                victim.restart(timeout=30)
+                victim.restart(timeout=90)  # a dispatcher replays its journal first
     if not os.path.exists(done):
         trainer = _trainer(target, dataset_id, checkpoint, done, log)
         try:

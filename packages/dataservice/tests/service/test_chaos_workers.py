@@ -32,6 +32,10 @@ SEEDS = range(20)
 KILLS = 3
 N = 300
 WORKER_TIMEOUT_MS = 1000
+#: Seconds (scaled) a killed process may take to serve again: a dispatcher replays its
+#: journal first, and a CI machine running a heavy test beside this one was seen to need
+#: more than 30.
+RESTART_TIMEOUT = 90
 
 
 def _slow(x):
@@ -58,6 +62,10 @@ def cluster(tmp_path_factory):
 
 
 def _read_through_chaos(protocol, dispatcher, workers, seed):
+    for process in (dispatcher, *workers):
+        if process.process is None or process.process.poll() is not None:
+            # A seed that failed during a restart left it down: each seed fails alone.
+            process.start(timeout=RESTART_TIMEOUT)
     rng = random.Random(seed)
     points = sorted(rng.sample(range(0, N // 2), KILLS))
     target = f"{protocol}://{dispatcher.address}"
@@ -78,7 +86,7 @@ def _read_through_chaos(protocol, dispatcher, workers, seed):
             time.sleep(scaled(WORKER_TIMEOUT_MS) / 1000 * 1.5)
         else:
             time.sleep(rng.random() * 0.1)
-        victim.start(timeout=30)
+        victim.start(timeout=RESTART_TIMEOUT)
     got.extend(int(x) for x in it)
     return got
 

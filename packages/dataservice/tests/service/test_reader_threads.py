@@ -1,5 +1,6 @@
-"""A reader's per-task threads: each reads the generation it was started for, and whatever
-ends one unexpectedly fails the reader instead of leaving its consumer waiting forever.
+"""A reader's threads: each task's reads the generation it was started for, whatever ends
+one unexpectedly fails the reader instead of leaving its consumer waiting forever, and
+closing the iterator from another thread ends a ``next()`` waiting for elements.
 
 Found by the chaos test on a slow machine: a task replayed while its worker was lost is
 listed without an address until a worker takes it; a thread started for the task's older
@@ -10,7 +11,9 @@ forever (the test timed out after 300 s).
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -24,6 +27,14 @@ Dataset = tw.data.Dataset
 DEADLINE = 60.0
 #: A task id the dispatcher never hands out in these tests.
 STRAY_TASK = 10**6
+#: Opened by the close test once it is over: the dataset's second element waits for it.
+GATE = threading.Event()
+
+
+def _second_element_waits_for_the_gate(x):
+    if x == 1:
+        GATE.wait(DEADLINE)
+    return x
 
 
 class _HeldLock:
@@ -98,3 +109,53 @@ def test_an_unexpected_error_in_a_task_thread_fails_the_reader(service_factory, 
                 next(reader)
     finally:
         reader.close()
+
+
+def _waiting_in_reader_next(thread: threading.Thread) -> bool:
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name == "__next__" and frame.f_code.co_filename.endswith("client.py"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def test_closing_the_iterator_ends_a_next_waiting_in_another_thread(service_factory):
+    # The iterator's lock is held by the waiting next(): close() cannot end the reader's
+    # generator itself. The reader is closed by the watch on the pipeline's closed event.
+    dispatcher, _ = service_factory(1)
+    GATE.set()  # registering the dataset calls the map function (for the element spec)
+    dataset = distribute(Dataset.range(2).map(_second_element_waits_for_the_gate), dispatcher)
+    GATE.clear()
+    it = iter(dataset)
+    outcome: list[Any] = []
+
+    def wait_for_the_second() -> None:
+        try:
+            outcome.append(next(it))
+        except BaseException as exc:  # noqa: BLE001 - what the test looks at
+            outcome.append(exc)
+
+    try:
+        assert int(next(it)) == 0
+        waiting = threading.Thread(target=wait_for_the_second, daemon=True)
+        waiting.start()
+        deadline = time.monotonic() + DEADLINE
+        while not _waiting_in_reader_next(waiting) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _waiting_in_reader_next(waiting), "the thread never waited in next()"
+        it.close()
+        waiting.join(DEADLINE)
+        assert not waiting.is_alive(), "next() still waits after the iterator was closed"
+        assert len(outcome) == 1 and isinstance(outcome[0], StopIteration), outcome
+        # The reader was released: the dispatcher no longer counts it as a client.
+        core = dispatcher._core
+        while time.monotonic() < deadline:
+            with core.lock:
+                if not core.state.clients:
+                    break
+            time.sleep(0.01)
+        with core.lock:
+            assert not core.state.clients, core.state.clients
+    finally:
+        GATE.set()

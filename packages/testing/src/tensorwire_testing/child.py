@@ -193,8 +193,16 @@ class ChildProcess:
             if line is not None:
                 self.on_ready(line)
                 return self
+            assert self.process is not None
+            # Its output ended (it exited, or is exiting), or it still runs past the deadline.
+            exited = self._output.closed or self.process.poll() is not None
             self.kill()  # it exited, or it did not serve in time
             output = self._tail()
+            if not exited:
+                raise errors.DeadlineExceededError(
+                    f"{self.name} was still running and had not started serving after "
+                    f"{timeout}s (killed now); output:\n{output}"
+                )
             if not self.retry_after_exit(output):
                 raise errors.FailedPreconditionError(
                     f"{self.name} exited before serving; output:\n{output}"

@@ -551,12 +551,7 @@ class DataServiceDataset(_DatasetClass):
             torch_workers.warn_if_every_worker_reads_everything(self)
         closed = getattr(ctx, "closed", None)
         if isinstance(closed, threading.Event):
-            threading.Thread(
-                target=_close_when,
-                args=(closed, weakref.ref(reader)),
-                name="tw-data-reader-watch",
-                daemon=True,
-            ).start()
+            _CLOSE_WATCH.add(closed, reader)
         try:
             yield from reader
         finally:
@@ -575,17 +570,57 @@ class DataServiceDataset(_DatasetClass):
         return _Reader(self, next(self._iterations))
 
 
-def _close_when(event: threading.Event, reader_ref: weakref.ref[_Reader]) -> None:
-    while True:
-        if event.wait(1.0):
-            reader = reader_ref()
-            if reader is not None:
+class _CloseWatch:
+    """Closes readers whose pipeline was closed: one thread for all of them, looking once
+    a second. (A thread per reader waking every second made 500 waiting readers wake
+    500 times a second, each wake a fight for the GIL with every other thread.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watched: list[tuple[threading.Event, weakref.ref[_Reader]]] = []
+        self._thread: threading.Thread | None = None
+        os.register_at_fork(after_in_child=self._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._watched = []
+        self._thread = None
+
+    def add(self, event: threading.Event, reader: _Reader) -> None:
+        with self._lock:
+            self._watched.append((event, weakref.ref(reader)))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="tw-data-reader-watch", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(_CLOSE_WATCH_INTERVAL)
+            to_close: list[_Reader] = []
+            with self._lock:
+                kept = []
+                for event, ref in self._watched:
+                    reader = ref()
+                    if reader is None or reader.closed:
+                        continue
+                    if event.is_set():
+                        to_close.append(reader)
+                    else:
+                        kept.append((event, ref))
+                self._watched = kept
+                if not kept and not to_close:
+                    self._thread = None  # the next add starts one again
+                    return
+            for reader in to_close:
                 reader.close()
-            return
-        reader = reader_ref()
-        if reader is None or reader.closed:
-            return
-        del reader
+            del to_close
+
+
+#: How often the close watch looks at the pipelines of the readers it watches.
+_CLOSE_WATCH_INTERVAL = 1.0
+_CLOSE_WATCH = _CloseWatch()
 
 
 class _TaskState:

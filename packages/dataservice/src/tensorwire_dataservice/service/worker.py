@@ -70,6 +70,9 @@ _BUFFER_BYTES = 32 << 20
 _MESSAGE_BYTES = 4 << 20
 _MAX_ELEMENTS_PER_MESSAGE = 4096
 _ROUNDS_KEPT = 8
+#: How long a stream waits for its task's next element before it looks again whether the
+#: worker stops (a task that stops, or a new element, wakes it at once).
+_STREAM_WAIT_S = 10.0
 _TASK_WAIT = 5.0  # seconds a client request waits for a task the worker has not heard of
 #: How long ``stop()`` waits for the worker's threads (heartbeat, task producers) to end.
 _STOP_JOIN_SECONDS = 5.0
@@ -601,7 +604,7 @@ class _Worker:
         while True:
             if self.stopped.is_set():
                 raise errors.UnavailableError(f"worker {self.address} is stopping")
-            out, eos, first = task.take_chunk(batch, 1.0, generation)
+            out, eos, first = task.take_chunk(batch, _STREAM_WAIT_S, generation)
             batch = min(batch * 4, max_elements)
             if out:
                 yield encode_elements(out, compressor, first)
