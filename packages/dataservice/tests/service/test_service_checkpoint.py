@@ -61,11 +61,27 @@ def _expected(mode: str, workers: int) -> Counter[int]:
     return Counter({x: 1 if mode == "distributed_epoch" else workers for x in range(N)})
 
 
-def _assert_counts(got: list[int], expected: Counter[int]) -> None:
+def _assert_counts(got: list[int], expected: Counter[int], dispatcher: Any = None) -> None:
     counts = Counter(got)
     repeated = sorted(x for x in counts if counts[x] > expected[x])
     missing = sorted(x for x in expected if counts[x] < expected[x])
-    assert not repeated and not missing, f"repeated {repeated[:20]}, missing {missing[:20]}"
+    assert not repeated and not missing, (
+        f"repeated {repeated[:20]}, missing {missing[:20]}; in the order read: {got}"
+        + ("" if dispatcher is None else f"\n{_tasks_of(dispatcher)}")
+    )
+
+
+def _tasks_of(dispatcher: Any) -> str:
+    """The dispatcher's record of every task (generations, splits, what readers received):
+    what a failure seen once in CI needs to be understood."""
+    core = dispatcher._core
+    with core.lock:
+        return "\n".join(
+            f"task {t.task_id} of job {t.job_id} at {t.worker_address}: generation "
+            f"{t.generation}, finished {t.finished}, removed {t.removed}, splits {t.splits}, "
+            f"delivered {t.delivered}, departed {t.departed}, awaiting {sorted(t.awaiting)}"
+            for t in core.state.tasks.values()
+        )
 
 
 # -- in one process ------------------------------------------------------------------------------
@@ -364,7 +380,7 @@ def test_stateful_dataloader_resumes_a_service_dataset_exactly_once(
     del it
     resumed = loader()
     resumed.load_state_dict(state)
-    _assert_counts(head + [int(x) for x in resumed], _expected("distributed_epoch", 1))
+    _assert_counts(head + [int(x) for x in resumed], _expected("distributed_epoch", 1), dispatcher)
 
 
 # -- the dispatcher's records --------------------------------------------------------------------
