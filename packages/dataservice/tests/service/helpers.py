@@ -6,6 +6,11 @@ from typing import Any
 
 import tensorwire as tw
 
+#: Seconds (scaled by the processes' start()) a killed data-service process of a chaos test
+#: may take to serve again: a dispatcher replays its journal first, and a CI machine running
+#: a heavy test beside one was seen to need more than 30.
+RESTART_TIMEOUT = 90
+
 
 def values(dataset: Any) -> list[Any]:
     """The elements of ``dataset`` as Python values (ints stay ints)."""

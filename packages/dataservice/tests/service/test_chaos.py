@@ -23,6 +23,8 @@ from tensorwire_dataservice.service import client
 from tensorwire_testing.data_service import DataServiceProcess
 from tensorwire_testing.waiting import scaled
 
+from .helpers import RESTART_TIMEOUT
+
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 Dataset = tw.data.Dataset
@@ -96,7 +98,7 @@ def _read_through_chaos(protocol, dispatcher, seed):
         else:
             assert dispatcher.terminate() == 0
         time.sleep(rng.random() * 0.2)
-        dispatcher.start(timeout=90)  # replays its journal first; slow beside a heavy test
+        dispatcher.start(timeout=RESTART_TIMEOUT)
     got_distributed.extend(int(x) for x in distributed)
     got_parallel.extend(int(x) for x in parallel)
     return got_distributed, got_parallel

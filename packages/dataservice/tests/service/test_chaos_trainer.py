@@ -29,6 +29,8 @@ import tensorwire as tw
 from tensorwire_testing.data_service import data_service_processes
 from tensorwire_testing.waiting import scaled
 
+from .helpers import RESTART_TIMEOUT
+
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 SEEDS = range(3)
@@ -149,7 +151,7 @@ def test_trainer_kill_restores_exactly_once_from_its_checkpoint(cluster, tmp_pat
         # tasks replay, the dispatcher recovers from its journal).
         for victim in [dispatcher, rng.choice(workers)]:
             if rng.random() < 0.4:
-                victim.restart(timeout=90)  # a dispatcher replays its journal first
+                victim.restart(timeout=RESTART_TIMEOUT)
     if not os.path.exists(done):
         trainer = _trainer(target, dataset_id, checkpoint, done, log)
         try:

@@ -23,6 +23,8 @@ from tensorwire_dataservice.service import client
 from tensorwire_testing.data_service import data_service_processes
 from tensorwire_testing.waiting import scaled
 
+from .helpers import RESTART_TIMEOUT
+
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 Dataset = tw.data.Dataset
@@ -32,10 +34,6 @@ SEEDS = range(20)
 KILLS = 3
 N = 300
 WORKER_TIMEOUT_MS = 1000
-#: Seconds (scaled) a killed process may take to serve again: a dispatcher replays its
-#: journal first, and a CI machine running a heavy test beside this one was seen to need
-#: more than 30.
-RESTART_TIMEOUT = 90
 
 
 def _slow(x):

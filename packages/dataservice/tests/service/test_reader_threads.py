@@ -37,27 +37,6 @@ def _second_element_waits_for_the_gate(x):
     return x
 
 
-class _HeldLock:
-    """A lock the test can hold across calls that take it themselves (re-entrant for the
-    test's thread), standing in for the reader's own while the test orders two replies
-    before a thread the first one starts can run."""
-
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-
-    def __enter__(self) -> Any:
-        return self._lock.__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        self._lock.__exit__(*exc)
-
-    def acquire(self, *args: Any, **kwargs: Any) -> bool:
-        return self._lock.acquire(*args, **kwargs)
-
-    def release(self) -> None:
-        self._lock.release()
-
-
 def _reply(task_id: int, address: str, generation: int, view: str) -> dict[str, Any]:
     return {
         "tasks": [{"task_id": task_id, "worker_address": address, "generation": generation}],
@@ -74,7 +53,9 @@ def test_a_thread_started_for_a_generation_replaced_before_it_ran_ends_quietly(
     reader = distribute(Dataset.range(10**9), dispatcher, "distributed_epoch")._read()
     try:
         next(reader)
-        held = _HeldLock()
+        # Re-entrant, so that this thread can hold the reader's lock across calls that take
+        # it: the two replies are applied before the thread the first one starts can run.
+        held = threading.RLock()
         reader._lock = held
         with held:
             # The task is listed at a worker (its thread starts and waits for the lock a
