@@ -72,14 +72,17 @@ before, files_before, threads_before = resources(), open_files(), python_threads
 cycle()
 # The servers' own threads: named by tensorwire, or gRPC's server threads. Not a reader's
 # release call (tw-data-release-*): the reader's, not a server's; it ends within its call
-# deadline and is polled for below with the other threads. Nor the process-wide pool of
+# deadline and is polled for below with the other threads. Nor the readers' close watch
+# (tw-data-reader-watch): a client's thread, which ends about a second after the last
+# reader it watches has closed (CI once saw it still there when the stops returned
+# quickly); it too is polled for below. Nor the process-wide pool of
 # call_async (tensorwire-call-*, ``transport.threads.background``): the warm-up made it,
 # and a cycle whose client calls overlap more may start a further thread of it, which
 # idles out after ``threads.IDLE_SECONDS`` like the pool's first (CI: tensorwire-call-2
 # under load). (The grpc channels' idle-connection housekeeper, tensorwire-idle-reaper,
 # is one thread per process started with its first channel: the warm-up has it, so it
 # is not excused here.)
-CLIENT_SIDE = ("tw-data-release-", "tensorwire-call-")
+CLIENT_SIDE = ("tw-data-release-", "tw-data-reader-watch", "tensorwire-call-")
 own_left = [n for n in set(python_threads()) - set(threads_before)
             if n.startswith(("tw-", "tensorwire-", "inproc server"))
             and not n.startswith(CLIENT_SIDE)
