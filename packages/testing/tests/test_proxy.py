@@ -76,3 +76,36 @@ def test_silent_connections_are_held_unforwarded_then_the_next_ones_pass():
                     upstream.settimeout(0.2)
                     with pytest.raises(TimeoutError):
                         upstream.accept()  # the first never did
+
+
+def test_a_frozen_proxy_forwards_nothing_until_it_thaws_and_a_cut_loses_what_it_held():
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as upstream:
+        upstream.settimeout(10)
+        with LoopbackProxy(f"127.0.0.1:{upstream.getsockname()[1]}") as proxy:
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as client:
+                forwarded, _ = upstream.accept()
+                with forwarded:
+                    forwarded.settimeout(10)
+                    client.sendall(b"first")
+                    assert forwarded.recv(5) == b"first"
+                    proxy.frozen = True
+                    client.sendall(b"held")
+                    forwarded.settimeout(0.3)
+                    with pytest.raises(TimeoutError):
+                        forwarded.recv(4)  # frozen: nothing passes
+                    proxy.frozen = False
+                    forwarded.settimeout(10)
+                    assert forwarded.recv(4) == b"held"  # thawed: it passes
+                    proxy.frozen = True
+                    client.sendall(b"lost")
+                    proxy.cut()
+                    proxy.frozen = False
+                    # What the frozen connection held is gone with it: the server reads
+                    # the end of the connection, not the bytes.
+                    try:
+                        tail = forwarded.recv(4)
+                    except ConnectionResetError:
+                        tail = b""
+                    assert tail == b""

@@ -1,8 +1,10 @@
 """A loopback TCP proxy that delays, refuses or cuts connections, for fault tests.
 
 Put it between a client and a task (connect the client to ``proxy.address``) and then:
-``proxy.delay = 0.2`` adds latency to every forwarded chunk, ``proxy.cut()`` breaks every
-open connection, ``proxy.refuse = True`` closes new connections on arrival. ``close()``
+``proxy.delay = 0.2`` adds latency to every forwarded chunk, ``proxy.frozen = True`` stops
+forwarding (what is sent stays in the connections, as in a network that went silent),
+``proxy.cut()`` breaks every open connection, ``proxy.refuse = True`` closes new
+connections on arrival. ``close()``
 stops it; it is a context manager.
 
 It forwards the one port it was given. The grpc transport's TCP side channel (large calls,
@@ -21,6 +23,8 @@ import time
 __all__ = ["LoopbackProxy"]
 
 _CHUNK = 1 << 20
+#: How often a frozen connection's pump looks whether it may forward again (or was cut).
+_FROZEN_LOOK_S = 0.01
 
 
 class LoopbackProxy:
@@ -32,8 +36,10 @@ class LoopbackProxy:
 
     Attributes ``refuse`` (close new connections on arrival), ``silent`` (how many of the
     next connections to accept and leave silent, never forwarded: a connection attempt that
-    times out, as on a loaded machine; counted in ``held``) and ``delay`` can be changed
-    while it runs; ``cut()`` breaks every open connection; ``close()`` stops it.
+    times out, as on a loaded machine; counted in ``held``), ``frozen`` (forward nothing
+    on the open connections until it is False again: what was sent waits in them, and is
+    lost if they are then cut), ``delay`` and ``target`` (where later connections go) can
+    be changed while it runs; ``cut()`` breaks every open connection; ``close()`` stops it.
 
     It forwards the one port it is given. With the ``grpc`` transport a channel learns in
     its first calls of the server's faster ways (its TCP side channel, shared memory on one
@@ -58,6 +64,10 @@ class LoopbackProxy:
         self.delay = delay
         self.refuse = False
         self.silent = 0
+        self._frozen = False
+        # Held while a pump reads, so that once ``frozen = True`` returns no read is under
+        # way: what is sent after it stays in the connection.
+        self._freeze_lock = threading.Lock()
         #: Connections accepted and left silent (``silent``), closed by ``close``.
         self.held: list[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -111,12 +121,18 @@ class LoopbackProxy:
             selector.register(sock, selectors.EVENT_READ)
         try:
             while not self._closed.is_set():
+                if self._frozen:
+                    time.sleep(_FROZEN_LOOK_S)
+                    continue
                 for key, _ in selector.select(timeout=0.2):
                     source = key.fileobj
-                    try:
-                        data = source.recv(_CHUNK)  # type: ignore[union-attr]
-                    except OSError:
-                        return
+                    with self._freeze_lock:
+                        if self._frozen:
+                            break
+                        try:
+                            data = source.recv(_CHUNK)  # type: ignore[union-attr]
+                        except OSError:
+                            return
                     if not data:
                         return
                     if self.delay:
@@ -132,6 +148,16 @@ class LoopbackProxy:
             with self._lock:
                 if (client, upstream) in self._connections:
                     self._connections.remove((client, upstream))
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the open connections forward nothing (what is sent waits in them)."""
+        return self._frozen
+
+    @frozen.setter
+    def frozen(self, value: bool) -> None:
+        with self._freeze_lock:
+            self._frozen = value
 
     def cut(self) -> None:
         """Break every open connection (peers see a reset/EOF)."""

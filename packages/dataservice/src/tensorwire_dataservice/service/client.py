@@ -16,6 +16,7 @@ import logging
 import os
 import pickle
 import queue
+import secrets
 import threading
 import time
 import weakref
@@ -639,6 +640,7 @@ class _TaskState:
         "received",
         "report",
         "starting_round",
+        "resume_from",
     )
 
     def __init__(self, task_id: int, address: str, generation: int = 0) -> None:
@@ -651,6 +653,9 @@ class _TaskState:
         self.received = IndexRanges()
         self.report = False
         self.starting_round = 0  # coordinated reads: the job round it joined at
+        # One past the last position received of this generation: what each request to
+        # the worker names, so it sends again what a broken stream lost (sent_log.py).
+        self.resume_from = 0
 
 
 class _Reader(Iterator[Any]):
@@ -666,6 +671,8 @@ class _Reader(Iterator[Any]):
         self.ds = ds
         self.iteration = iteration
         self.closed = False
+        # Names this reader to workers, which keep what they sent it until it confirms it.
+        self._key = secrets.token_hex(8)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         # A shared job's consumers read on demand: at most ``_credit_total`` elements held
@@ -894,6 +901,7 @@ class _Reader(Iterator[Any]):
                     # generation still sends is ignored, so what this reader reports
                     # having received is final. A rewound task produces again.
                     state.generation = generation
+                    state.resume_from = 0
                     state.address = address
                     state.removed = False
                     state.done = False
@@ -951,6 +959,7 @@ class _Reader(Iterator[Any]):
             if first is None or not elements:
                 return elements, None
             stop = first + len(elements)
+            state.resume_from = max(state.resume_from, stop)
             positions: range | list[int] = range(first, stop)
             if self._dedup and state.received.overlaps(first, stop):
                 kept = [i for i in positions if i not in state.received]
@@ -1033,15 +1042,19 @@ class _Reader(Iterator[Any]):
     def _read_task(self, state: _TaskState, generation: int, address: str) -> None:
         """Stream a task's elements into the prefetch queue (a job read by one consumer)."""
         channel = channel_to(self.ds._protocol, address)
-        request = pack(
-            {
-                "task_id": state.task_id,
-                "max_elements": self.ds._max_outstanding or _STREAM_MESSAGE_ELEMENTS,
-                "generation": generation,
-            }
-        )
         retry = _Retry(self, state)
         while not self._reader_exits(state, generation):
+            # A stream that ends without the end of sequence (a window of messages sent,
+            # sent_log.py) or breaks is opened again, from where this reader is.
+            request = pack(
+                {
+                    "task_id": state.task_id,
+                    "max_elements": self.ds._max_outstanding or _STREAM_MESSAGE_ELEMENTS,
+                    "generation": generation,
+                    "reader": self._key,
+                    "resume_from": state.resume_from,
+                }
+            )
             try:
                 stream = channel.stream(WORKER_SERVICE, "GetElements", request)
                 for frames in _bounded(stream, self._sem):
@@ -1090,6 +1103,8 @@ class _Reader(Iterator[Any]):
                 "max_elements": wanted,
                 "wait_s": _TAKE_WAIT_S,
                 "generation": generation,
+                "reader": self._key,
+                "resume_from": state.resume_from,
             }
             if self.ds._trainer_id is not None:
                 request_fields["trainer_id"] = self.ds._trainer_id

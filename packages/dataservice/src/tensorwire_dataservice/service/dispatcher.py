@@ -285,7 +285,7 @@ class _Dispatcher:
             "worker_index": index,
             "compression": ds.metadata.get("compression") or "",
             # (A job with positions has its workers number elements like an exact one.)
-            "exact": job.exact or job.positions,
+            "exact": self._has_positions(job.job_id),
             "generation": task.generation,
             "cross_trainer_cache": job.cross_trainer_cache,
             # What a restored reader's replay of a parallel_epochs task leaves out (an exact
@@ -414,14 +414,16 @@ class _Dispatcher:
         self.worker_seen[address] = time.monotonic()
         for task_id in finished:
             task = self.state.tasks.get(task_id)
-            # An exact job's task is finished by its readers, once one received its end of
+            # A task whose elements have positions (an exact job's, or one a checkpoint
+            # can restore) is finished by its readers, once one received its end of
             # sequence: the worker may have sent its last elements into a connection that
-            # then broke, and a replay must still be possible.
+            # then broke, and keeps them for the reader's next request (sent_log.py), or a
+            # replay must still be possible.
             # (A report about an older generation, run again since, is stale.)
             if (
                 task is not None
                 and not task.finished
-                and not self.state.jobs[task.job_id].exact
+                and not self._has_positions(task.job_id)
                 and generations.get(task_id, task.generation) == task.generation
             ):
                 self._commit({"op": "finish_task", "task_id": task_id})
@@ -458,6 +460,12 @@ class _Dispatcher:
         self._commit({"op": "restart_worker", "address": address, "incarnation": incarnation})
         if lost:
             log.info("worker %s restarted; its tasks %s replay their splits", address, lost)
+
+    def _has_positions(self, job_id: int) -> bool:
+        """Whether the job's workers number its elements: an exact job, or one a checkpoint
+        can restore."""
+        job = self.state.jobs[job_id]
+        return job.exact or job.positions
 
     def _place_orphans(self) -> None:
         """Give each task of an exact job lost with its worker to the live worker with the

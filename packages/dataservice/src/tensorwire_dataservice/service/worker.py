@@ -50,6 +50,7 @@ from .protocol import (
     refusing_malformed,
     unpack,
 )
+from .sent_log import SentLog
 from .snapshot_writer import SnapshotWriters
 from .status import task_stats, worker_status
 from .trainer_cache import TrainerWindow
@@ -204,6 +205,8 @@ class _Task:
             self.skip_from(definition["skip"])
         self.produced = 0
         self.indices = BufferIndices()
+        # What each reader (by its key) was sent and has not confirmed (sent_log.py).
+        self.sent: dict[str, SentLog] = {}
         # Coordinated reads.
         self.round_cond = threading.Condition()
         self.rounds: dict[int, list[Any]] = {}
@@ -297,13 +300,33 @@ class _Task:
         out, eos, _ = self.take_chunk(max_elements, timeout)
         return out, eos
 
+    def open_sent(
+        self, reader: str, resume_from: int
+    ) -> tuple[SentLog, int, list[tuple[int, list[Any]]]]:
+        """A request of ``reader`` (its key), which received every position of this
+        generation before ``resume_from``: its log, the lease its takes hold, and what it
+        was sent and did not receive (``SentLog.open``)."""
+        with self.cond:
+            sent = self.sent.get(reader)
+            if sent is None:
+                sent = self.sent[reader] = SentLog()
+            lease, unreceived = sent.open(resume_from)
+        return sent, lease, unreceived
+
     def take_chunk(
-        self, max_elements: int, timeout: float, generation: int | None = None
+        self,
+        max_elements: int,
+        timeout: float,
+        generation: int | None = None,
+        sent: SentLog | None = None,
+        lease: int = 0,
     ) -> tuple[list[Any], bool, int | None]:
         """Like ``take``, plus the index of the first element (exact jobs; the others
         follow it without gaps) or None. ``generation``: what the reader reads; another
         generation of the task is refused (UnavailableError, worth retrying: the reader
-        or this worker has not caught up with the dispatcher yet)."""
+        or this worker has not caught up with the dispatcher yet). ``sent``: the log of the
+        reader the elements are for, which records them, while ``lease`` is its latest
+        (a request the reader has since replaced is refused, CancelledError)."""
         deadline = time.monotonic() + timeout
         with self.cond:
             if generation is not None and generation != self.generation:
@@ -318,6 +341,10 @@ class _Task:
                 self.cond.wait(remaining)
             if self.stopped.is_set():
                 raise errors.CancelledError(f"task {self.task_id} was deleted")
+            if sent is not None and sent.lease != lease:
+                raise errors.CancelledError(
+                    f"a newer request of the same reader reads task {self.task_id}"
+                )
             blocked = self.producer_blocked
             if blocked and self.capacity < self.max_capacity:
                 # The producer outran the consumers: a larger buffer (and messages) pays.
@@ -331,6 +358,8 @@ class _Task:
                 first, n = self.indices.take(n)
             out = [self.buffer.popleft() for _ in range(n)]
             self.elements_served += n
+            if sent is not None and first is not None and n:
+                sent.add(first, out, n * self.element_bytes)
             if blocked or len(self.buffer) + n >= self.capacity:
                 self.cond.notify_all()  # the producer may be waiting for room
             eos = self.exhausted and not self.buffer
@@ -598,13 +627,19 @@ class _Worker:
         )
         generation = _generation_of(req)
         compressor = Compressor(task.compression)
+        sent, lease, unreceived = _open_sent(task, req)
+        # What this reader was sent before and did not receive (a broken stream) first.
+        for position, elements in unreceived:
+            yield encode_elements(elements, compressor, position)
         # Small messages first so the first element leaves at once, then larger ones (up to
         # max_elements) so small elements do not pay a message each.
         batch = 1
         while True:
             if self.stopped.is_set():
                 raise errors.UnavailableError(f"worker {self.address} is stopping")
-            out, eos, first = task.take_chunk(batch, _STREAM_WAIT_S, generation)
+            if sent is not None and sent.full():
+                return  # not the end: the reader's next stream confirms this window
+            out, eos, first = task.take_chunk(batch, _STREAM_WAIT_S, generation, sent, lease)
             batch = min(batch * 4, max_elements)
             if out:
                 yield encode_elements(out, compressor, first)
@@ -632,7 +667,13 @@ class _Worker:
         trainer_id = req.get("trainer_id")
         if task.window is not None or trainer_id is not None:
             return _take_from_window(task, trainer_id, max_elements, wait)
-        out, eos, first = task.take_chunk(max_elements, wait, _generation_of(req))
+        sent, lease, unreceived = _open_sent(task, req)
+        if unreceived:
+            # The reader's last take did not arrive (its call failed): the same elements.
+            position, elements = unreceived[0]
+            compressor = Compressor(task.compression)
+            return encode_elements(elements[:max_elements], compressor, position)
+        out, eos, first = task.take_chunk(max_elements, wait, _generation_of(req), sent, lease)
         if not out and eos:
             if task.error is not None:
                 raise task.error
@@ -724,6 +765,19 @@ def _positive_int(name: str, value: Any, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"`{name}` must be a positive integer or None, got {value!r}")
     return value
+
+
+def _open_sent(
+    task: _Task, request: dict[str, Any]
+) -> tuple[SentLog | None, int, list[tuple[int, list[Any]]]]:
+    """For a request of a reader that names itself (``reader``, with ``resume_from``) of
+    a task that numbers its elements: the reader's log, lease and what it did not receive
+    (``_Task.open_sent``). Otherwise nothing is kept for the reader: (None, 0, [])."""
+    reader = request.get("reader")
+    generation = _generation_of(request)
+    if not task.exact or reader is None or generation not in (None, task.generation):
+        return None, 0, []  # (another generation: the take refuses it)
+    return task.open_sent(str(reader), int(request.get("resume_from", 0)))
 
 
 def _generation_of(request: dict[str, Any]) -> int | None:
