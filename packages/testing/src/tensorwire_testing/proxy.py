@@ -4,8 +4,7 @@ Put it between a client and a task (connect the client to ``proxy.address``) and
 ``proxy.delay = 0.2`` adds latency to every forwarded chunk, ``proxy.frozen = True`` stops
 forwarding (what is sent stays in the connections, as in a network that went silent),
 ``proxy.cut()`` breaks every open connection, ``proxy.refuse = True`` closes new
-connections on arrival. ``close()``
-stops it; it is a context manager.
+connections on arrival. ``close()`` stops it; it is a context manager.
 
 It forwards the one port it was given. The grpc transport's TCP side channel (large calls,
 and small ones once its port is known) connects to the server's side port directly, past
