@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import tensorwire as tw
@@ -22,3 +23,15 @@ def values(dataset: Any) -> list[Any]:
 
 def distribute(dataset: Any, dispatcher: Any, mode: str = "parallel_epochs", **kwargs: Any) -> Any:
     return dataset.apply(tw.data.service.distribute(mode, dispatcher.target, **kwargs))
+
+
+def assert_exactly_once(got: list[int], n: int) -> None:
+    """``got`` holds each of ``range(n)`` once: says what was lost, what came twice, and the
+    order read (what a failure seen once in CI needs to be understood)."""
+    counts = Counter(got)
+    repeated = sorted(x for x, c in counts.items() if c > 1)
+    lost = sorted(set(range(n)) - set(counts))
+    assert not repeated and not lost, (
+        f"{len(lost)} lost: {lost[:20]}; {len(repeated)} twice: {repeated[:20]}; "
+        f"in the order read: {got}"
+    )

@@ -29,22 +29,12 @@ from tensorwire_dataservice.service.protocol import (
     pack,
 )
 
-from .helpers import distribute
+from .helpers import assert_exactly_once, distribute
 
 Dataset = tw.data.Dataset
 
 #: Bound on every wait here.
 DEADLINE = 60.0
-
-
-def _exactly_once(got: list[int], n: int) -> None:
-    counts = Counter(got)
-    repeated = sorted(x for x, c in counts.items() if c > 1)
-    lost = sorted(set(range(n)) - set(counts))
-    assert not repeated and not lost, (
-        f"{len(lost)} lost: {lost[:20]}; {len(repeated)} twice: {repeated[:20]}; "
-        f"in the order read: {got}"
-    )
 
 
 def _job_task(dispatcher: Any, protocol: str, n: int, job_name: str = "") -> dict[str, Any]:
@@ -138,7 +128,7 @@ def test_what_a_broken_stream_did_not_deliver_comes_first_on_the_next(service_fa
         # The stream went on from exactly where the reader was; no window ends a stream of
         # fewer than WINDOW_MESSAGES messages.
         assert positions == list(range(resume_from, n)), positions[:20]
-        _exactly_once(got, n)
+        assert_exactly_once(got, n)
         broken.close()
     finally:
         channel.close()
@@ -183,7 +173,7 @@ def test_streams_end_after_a_window_and_the_reader_goes_on_from_where_it_is(
     n = 600
     got = [int(x) for x in distribute(Dataset.range(n), dispatcher, mode)]
     if mode == "distributed_epoch":
-        _exactly_once(got, n)
+        assert_exactly_once(got, n)
     else:
         assert Counter(got) == Counter({x: 2 for x in range(n)})
 
@@ -235,7 +225,7 @@ def test_a_reader_cut_off_from_its_worker_mid_stream_reads_every_element_once(
                 got.extend(int(x[0]) for x in reader)
             finally:
                 reader.close()
-            _exactly_once(got, n)
+            assert_exactly_once(got, n)
         finally:
             if worker is not None:
                 worker.stop()

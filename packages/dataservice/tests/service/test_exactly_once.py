@@ -22,16 +22,10 @@ from tensorwire_dataservice.service.dispatcher import _Dispatcher
 from tensorwire_dataservice.service.protocol import ShardingPolicy
 from tensorwire_dataservice.service.worker import _Task
 
+from .helpers import assert_exactly_once
+
 Dataset = tw.data.Dataset
 service = tw.data.service
-
-
-def _exactly_once(got: list[int], n: int) -> None:
-    counts = Counter(got)
-    repeated = sorted(x for x, c in counts.items() if c > 1)
-    lost = sorted(set(range(n)) - set(counts))
-    assert not repeated, f"{len(repeated)} elements delivered twice: {repeated[:20]}"
-    assert not lost, f"{len(lost)} elements lost: {lost[:20]}"
 
 
 def test_elements_taken_by_a_worker_that_dies_before_sending_them_are_not_lost(
@@ -73,7 +67,7 @@ def test_elements_taken_by_a_worker_that_dies_before_sending_them_are_not_lost(
         )
         got.extend(int(x) for x in it)
         assert taken[3], "the message lost in flight held elements"
-        _exactly_once(got, n)
+        assert_exactly_once(got, n)
     finally:
         for server in (second, first, dispatcher):
             if server is not None:
@@ -100,7 +94,7 @@ def test_a_worker_dropped_for_good_has_its_tasks_replayed_on_another(protocol):
         got = [int(next(it)) for _ in range(150)]
         workers[1].stop()  # (every task of the job has been given splits by now)
         got.extend(int(x) for x in it)
-        _exactly_once(got, n)
+        assert_exactly_once(got, n)
     finally:
         for server in (*workers, dispatcher):
             server.stop()
