@@ -3,7 +3,6 @@ refused at once with the reason and the option, never queued behind waiting call
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -16,6 +15,7 @@ from tensorwire_grpc.channel import GrpcChannel
 from tensorwire_grpc.server import GrpcListener
 from tensorwire_grpc.transport import GrpcTransport
 from tensorwire_testing.conformance import SERVICE, ConformanceState, make_service, within
+from tensorwire_testing.waiting import eventually
 
 #: Bound on every wait; generous, for a loaded machine.
 DEADLINE = 30.0
@@ -52,13 +52,14 @@ def _settled_channel(transport: GrpcTransport, listener: GrpcListener) -> GrpcCh
     channel = transport.connect(listener.address, TransportOptions())
     channel.call(SERVICE, "Echo", [b"first"], timeout=DEADLINE)
     assert channel._shared.wait_for_hellos(DEADLINE)
+
     # The limit counts a call until its thread is back in the server's pool, a moment after
     # the caller has its answer: under load the Echo and the Hello above were still counted
     # when the test filled the limit, and two of its four waiting calls were refused.
-    deadline = time.monotonic() + DEADLINE
-    while listener._pool.busy and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert listener._pool.busy == 0, f"the server still counts {listener._pool.busy} calls"
+    def settled() -> None:
+        assert listener._pool.busy == 0, f"the server still counts {listener._pool.busy} calls"
+
+    eventually(settled, timeout=DEADLINE, retry_on=(AssertionError,), interval=0.005)
     return channel
 
 

@@ -28,6 +28,7 @@ from tensorwire_dataservice.service.protocol import (
     call,
     pack,
 )
+from tensorwire_testing.waiting import eventually
 
 from .helpers import assert_exactly_once, distribute
 
@@ -58,8 +59,8 @@ def _job_task(dispatcher: Any, protocol: str, n: int, job_name: str = "") -> dic
         },
     )
     assert job["exact"], job
-    deadline = time.monotonic() + DEADLINE
-    while True:
+
+    def listed_task() -> dict[str, Any]:
         reply = call(
             protocol,
             dispatcher._address,
@@ -68,11 +69,11 @@ def _job_task(dispatcher: Any, protocol: str, n: int, job_name: str = "") -> dic
             {"client_id": job["client_id"]},
         )
         listed = [t for t in reply.get("tasks", ()) if t.get("worker_address")]
-        if listed:
-            (task,) = listed
-            return task
-        assert time.monotonic() < deadline, f"no task listed with a worker: {reply}"
-        time.sleep(0.02)
+        assert listed, f"no task listed with a worker: {reply}"
+        (task,) = listed
+        return task
+
+    return eventually(listed_task, timeout=DEADLINE, retry_on=(AssertionError,), interval=0.02)
 
 
 def _request(task: dict[str, Any], reader: str, resume_from: int, **fields: Any) -> Any:
