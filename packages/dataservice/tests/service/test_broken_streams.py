@@ -11,6 +11,7 @@ reader's next stream went on from the worker's buffer, silently past the lost me
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from typing import Any
@@ -305,3 +306,119 @@ def test_a_sent_log_is_full_after_a_window(monkeypatch):
     log.open(3)
     log.add(3, ["big"], 1000)
     assert log.full()  # by bytes
+
+
+# -- readers that go away for good -----------------------------------------------------------
+def test_a_log_no_request_uses_is_forgotten_after_the_idle_time_and_its_reader_told_what_it_lost():
+    """A reader that never comes back would pin up to a window of elements per task until
+    the job ends; its log goes once it has been idle for IDLE_SECONDS. Coming back after
+    all, the reader learns what it lost (a DataLossError naming the positions), also when
+    it asks again, and one that had received everything goes on."""
+    from tensorwire import errors
+
+    idle = sent_log.IDLE_SECONDS
+    logs = sent_log.SentLogs("task 7 on worker w:1")
+    gone, _, _ = logs.open("gone", 0, now=0.0)
+    gone.add(0, ["a", "b"], 8)
+    gone.add(2, ["c", "d"], 8)
+    logs.done(gone)
+    alive, _, _ = logs.open("alive", 0, now=idle - 1)
+    logs.done(alive)
+    assert len(logs) == 2 and logs.nbytes == 16  # not idle long enough yet
+    alive, _, _ = logs.open("alive", 0, now=idle + 1)
+    logs.done(alive)
+    assert len(logs) == 1 and logs.nbytes == 0  # "gone" went, and what it held
+    for _ in range(2):
+        with pytest.raises(errors.DataLossError, match=r"positions 2 to 3 .* reader 'gone'"):
+            logs.open("gone", 2, now=idle + 2)
+    back, _, unreceived = logs.open("gone", 4, now=idle + 3)  # it had all of them after all
+    assert unreceived == [] and len(back) == 0 and len(logs) == 2
+
+
+def test_a_log_a_request_uses_is_kept_however_long_it_was_not_opened():
+    """A stream serving a slow reader opens its log once and may run for long: forgetting
+    the log under it would lose what it sends."""
+    idle = sent_log.IDLE_SECONDS
+    logs = sent_log.SentLogs("task 7 on worker w:1")
+    slow, _, _ = logs.open("slow", 0, now=0.0)
+    slow.add(0, ["a"], 4)
+    logs.forget_idle(now=10 * idle)
+    assert len(logs) == 1 and logs.nbytes == 4
+    logs.done(slow)
+    logs.forget_idle(now=10 * idle)
+    assert len(logs) == 0
+
+
+def test_a_log_with_nothing_unconfirmed_is_forgotten_without_a_trace():
+    idle = sent_log.IDLE_SECONDS
+    logs = sent_log.SentLogs("task 7 on worker w:1")
+    done, _, _ = logs.open("done", 0, now=0.0)
+    logs.done(done)
+    logs.forget_idle(now=idle)
+    assert len(logs) == 0
+    back, _, unreceived = logs.open("done", 0, now=idle)  # nothing to lose: no error
+    assert unreceived == [] and len(back) == 0
+
+
+def test_where_forgotten_logs_ended_is_kept_for_a_bounded_number_of_readers(monkeypatch):
+    from tensorwire import errors
+
+    monkeypatch.setattr(sent_log, "MAX_FORGOTTEN", 2)
+    idle = sent_log.IDLE_SECONDS
+    logs = sent_log.SentLogs("task 7 on worker w:1")
+    for i, reader in enumerate(("r0", "r1", "r2")):
+        log, _, _ = logs.open(reader, 0, now=float(i))
+        log.add(0, ["x"], 4)
+        logs.done(log)
+    logs.forget_idle(now=10 * idle)
+    logs.open("r0", 0, now=10 * idle)  # the oldest trace went (a new reader to the task)
+    for reader in ("r1", "r2"):
+        with pytest.raises(errors.DataLossError, match=f"reader '{reader}'"):
+            logs.open(reader, 0, now=10 * idle)
+
+
+def test_a_worker_forgets_the_log_of_a_reader_that_went_away_and_tells_it_if_it_returns(
+    service_factory, protocol, monkeypatch
+):
+    """End to end on a real worker: a reader takes three messages, receives one and goes
+    silent; its stream ends. With IDLE_SECONDS at 0 the worker forgets its log at the next
+    heartbeat (nothing is pinned any more), and when the reader comes back after all, its
+    stream fails with a DataLossError naming the positions it never received (before, the
+    worker kept the log for as long as the task ran)."""
+    from tensorwire import errors
+
+    monkeypatch.setattr(sent_log, "IDLE_SECONDS", 0.0)
+    # Heartbeats (which forget idle logs when no request comes) every 0.2 s, not 30.
+    dispatcher, (worker,) = service_factory(1, worker_config={"heartbeat_interval_ms": 200})
+    listed = _job_task(dispatcher, protocol, 400)
+    task = worker._core.get_task(listed["task_id"])  # (waits for the worker to have it)
+    assert task is not None
+    channel = get_transport(protocol).connect(listed["worker_address"], TransportOptions())
+    try:
+        stream = channel.stream(
+            WORKER_SERVICE, "GetElements", _request(listed, "r1", 0, max_elements=4), timeout=30
+        )
+        sent = [_chunk(next(stream)) for _ in range(3)]
+        received, _, first = sent[0]
+        assert first == 0
+        last = max(first + len(elements) - 1 for elements, _, first in sent if first is not None)
+        stream.close()
+
+        def forgotten() -> None:
+            with task.cond:
+                assert len(task.sent) == 0, "the log of r1 is still kept"
+
+        eventually(forgotten, timeout=DEADLINE, retry_on=(AssertionError,), interval=0.02)
+        back = channel.stream(
+            WORKER_SERVICE,
+            "GetElements",
+            _request(listed, "r1", len(received), max_elements=4),
+            timeout=30,
+        )
+        with pytest.raises(errors.DataLossError) as lost:
+            next(back)
+        # To the last position the handler took (it may have run ahead of what was read).
+        found = re.search(rf"positions {len(received)} to (\d+) .* reader 'r1'", str(lost.value))
+        assert found is not None and int(found.group(1)) >= last, str(lost.value)
+    finally:
+        channel.close()

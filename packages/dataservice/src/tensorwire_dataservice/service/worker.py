@@ -50,7 +50,7 @@ from .protocol import (
     refusing_malformed,
     unpack,
 )
-from .sent_log import SentLog
+from .sent_log import SentLog, SentLogs
 from .snapshot_writer import SnapshotWriters
 from .status import task_stats, worker_status
 from .trainer_cache import TrainerWindow
@@ -206,7 +206,7 @@ class _Task:
         self.produced = 0
         self.indices = BufferIndices()
         # What each reader (by its key) was sent and has not confirmed (sent_log.py).
-        self.sent: dict[str, SentLog] = {}
+        self.sent = SentLogs(f"task {self.task_id} on worker {self.worker.address}")
         # Coordinated reads.
         self.round_cond = threading.Condition()
         self.rounds: dict[int, list[Any]] = {}
@@ -305,13 +305,21 @@ class _Task:
     ) -> tuple[SentLog, int, list[tuple[int, list[Any]]]]:
         """A request of ``reader`` (its key), which received every position of this
         generation before ``resume_from``: its log, the lease its takes hold, and what it
-        was sent and did not receive (``SentLog.open``)."""
+        was sent and did not receive (``SentLogs.open``, which raises DataLossError for a
+        reader whose unconfirmed elements were forgotten). ``close_sent`` when the request
+        ends."""
         with self.cond:
-            sent = self.sent.get(reader)
-            if sent is None:
-                sent = self.sent[reader] = SentLog()
-            lease, unreceived = sent.open(resume_from)
-        return sent, lease, unreceived
+            return self.sent.open(reader, resume_from)
+
+    def close_sent(self, sent: SentLog) -> None:
+        """The request that ``open_sent`` gave ``sent`` ended."""
+        with self.cond:
+            self.sent.done(sent)
+
+    def forget_idle_readers(self) -> None:
+        """Drop the logs of readers gone silent (``SentLogs.forget_idle``)."""
+        with self.cond:
+            self.sent.forget_idle()
 
     def take_chunk(
         self,
@@ -523,6 +531,9 @@ class _Worker:
             finished = sorted(self.finished - self.reported_finished)
             generations = {t.task_id: t.generation for t in self.tasks.values() if t.exact}
             tasks = list(self.tasks.values())
+        for running in tasks:
+            # Also when no reader asks any more (the last ones went away for good).
+            running.forget_idle_readers()
         reply = call(
             self.config.protocol,
             self.config.dispatcher_address,
@@ -628,26 +639,30 @@ class _Worker:
         generation = _generation_of(req)
         compressor = Compressor(task.compression)
         sent, lease, unreceived = _open_sent(task, req)
-        # What this reader was sent before and did not receive (a broken stream) first.
-        for position, elements in unreceived:
-            yield encode_elements(elements, compressor, position)
-        # Small messages first so the first element leaves at once, then larger ones (up to
-        # max_elements) so small elements do not pay a message each.
-        batch = 1
-        while True:
-            if self.stopped.is_set():
-                raise errors.UnavailableError(f"worker {self.address} is stopping")
-            if sent is not None and sent.full():
-                return  # not the end: the reader's next stream confirms this window
-            out, eos, first = task.take_chunk(batch, _STREAM_WAIT_S, generation, sent, lease)
-            batch = min(batch * 4, max_elements)
-            if out:
-                yield encode_elements(out, compressor, first)
-            if eos:
-                if task.error is not None:
-                    raise task.error
-                yield eos_message()
-                return
+        try:
+            # What this reader was sent before and did not receive (a broken stream) first.
+            for position, elements in unreceived:
+                yield encode_elements(elements, compressor, position)
+            # Small messages first so the first element leaves at once, then larger ones (up
+            # to max_elements) so small elements do not pay a message each.
+            batch = 1
+            while True:
+                if self.stopped.is_set():
+                    raise errors.UnavailableError(f"worker {self.address} is stopping")
+                if sent is not None and sent.full():
+                    return  # not the end: the reader's next stream confirms this window
+                out, eos, first = task.take_chunk(batch, _STREAM_WAIT_S, generation, sent, lease)
+                batch = min(batch * 4, max_elements)
+                if out:
+                    yield encode_elements(out, compressor, first)
+                if eos:
+                    if task.error is not None:
+                        raise task.error
+                    yield eos_message()
+                    return
+        finally:
+            if sent is not None:
+                task.close_sent(sent)
 
     def take_elements(self, frames: list[memoryview], context: CallContext) -> Any:
         """Up to ``max_elements`` elements of a task, waiting at most ``wait_s`` for the
@@ -668,12 +683,16 @@ class _Worker:
         if task.window is not None or trainer_id is not None:
             return _take_from_window(task, trainer_id, max_elements, wait)
         sent, lease, unreceived = _open_sent(task, req)
-        if unreceived:
-            # The reader's last take did not arrive (its call failed): the same elements.
-            position, elements = unreceived[0]
-            compressor = Compressor(task.compression)
-            return encode_elements(elements[:max_elements], compressor, position)
-        out, eos, first = task.take_chunk(max_elements, wait, _generation_of(req), sent, lease)
+        try:
+            if unreceived:
+                # The reader's last take did not arrive (its call failed): the same elements.
+                position, elements = unreceived[0]
+                compressor = Compressor(task.compression)
+                return encode_elements(elements[:max_elements], compressor, position)
+            out, eos, first = task.take_chunk(max_elements, wait, _generation_of(req), sent, lease)
+        finally:
+            if sent is not None:
+                task.close_sent(sent)
         if not out and eos:
             if task.error is not None:
                 raise task.error
