@@ -324,9 +324,9 @@ def test_a_log_no_request_uses_is_forgotten_after_the_idle_time_and_its_reader_t
     logs.done(gone)
     alive, _, _ = logs.open("alive", 0, now=idle - 1)
     logs.done(alive)
+    logs.forget_idle(now=idle - 1)
     assert len(logs) == 2 and logs.nbytes == 16  # not idle long enough yet
-    alive, _, _ = logs.open("alive", 0, now=idle + 1)
-    logs.done(alive)
+    logs.forget_idle(now=idle + 1)
     assert len(logs) == 1 and logs.nbytes == 0  # "gone" went, and what it held
     for _ in range(2):
         with pytest.raises(errors.DataLossError, match=r"positions 2 to 3 .* reader 'gone'"):
@@ -388,7 +388,7 @@ def test_a_worker_forgets_the_log_of_a_reader_that_went_away_and_tells_it_if_it_
     from tensorwire import errors
 
     monkeypatch.setattr(sent_log, "IDLE_SECONDS", 0.0)
-    # Heartbeats (which forget idle logs when no request comes) every 0.2 s, not 30.
+    # Heartbeats (at which the worker forgets idle logs) every 0.2 s, not 30.
     dispatcher, (worker,) = service_factory(1, worker_config={"heartbeat_interval_ms": 200})
     listed = _job_task(dispatcher, protocol, 400)
     task = worker._core.get_task(listed["task_id"])  # (waits for the worker to have it)

@@ -22,7 +22,8 @@ they would be confirmed later without having been sent to anyone.
 A reader that goes away for good (its trainer ended or died) makes no more requests, and
 nothing else would confirm its log. So a task's ``SentLogs`` forgets a log that no request
 uses and none opened for ``IDLE_SECONDS`` (the dispatcher's default client timeout: by
-then the dispatcher has dropped that reader too), keeping only where it ended. A reader
+then the dispatcher has dropped that reader too), keeping only where it ended. The worker
+looks at its heartbeat, not at every request: a take stays as cheap as it was. A reader
 that comes back after that and had received all of it goes on; one that had not gets a
 ``DataLossError`` naming what was lost, never a silent gap.
 """
@@ -140,14 +141,11 @@ class SentLogs:
     ) -> tuple[SentLog, int, list[tuple[int, list[Any]]]]:
         """A request of ``reader`` arrived (``SentLog.open``): its log, now used by one more
         request (call ``done`` when the request ends), the lease and what to send again.
-        Forgets idle logs of other readers first.
 
         Raises:
           DataLossError: this reader's log was forgotten while it held elements the reader
             had not received (it was silent longer than ``IDLE_SECONDS``).
         """
-        now = time.monotonic() if now is None else now
-        self.forget_idle(now)
         log = self._logs.get(reader)
         if log is None:
             ended = self._forgotten.pop(reader, None)
@@ -160,7 +158,7 @@ class SentLogs:
                 )
             log = self._logs[reader] = SentLog()
         log.requests += 1
-        log.opened_at = now
+        log.opened_at = time.monotonic() if now is None else now
         lease, unreceived = log.open(resume_from)
         return log, lease, unreceived
 

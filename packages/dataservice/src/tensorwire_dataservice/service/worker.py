@@ -532,7 +532,6 @@ class _Worker:
             generations = {t.task_id: t.generation for t in self.tasks.values() if t.exact}
             tasks = list(self.tasks.values())
         for running in tasks:
-            # Also when no reader asks any more (the last ones went away for good).
             running.forget_idle_readers()
         reply = call(
             self.config.protocol,
