@@ -10,6 +10,7 @@ buffer first come, first served, several elements per message. Coordinated reads
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import secrets
 import threading
@@ -637,8 +638,7 @@ class _Worker:
         )
         generation = _generation_of(req)
         compressor = Compressor(task.compression)
-        sent, lease, unreceived = _open_sent(task, req)
-        try:
+        with _sent_log(task, req) as (sent, lease, unreceived):
             # What this reader was sent before and did not receive (a broken stream) first.
             for position, elements in unreceived:
                 yield encode_elements(elements, compressor, position)
@@ -659,9 +659,6 @@ class _Worker:
                         raise task.error
                     yield eos_message()
                     return
-        finally:
-            if sent is not None:
-                task.close_sent(sent)
 
     def take_elements(self, frames: list[memoryview], context: CallContext) -> Any:
         """Up to ``max_elements`` elements of a task, waiting at most ``wait_s`` for the
@@ -681,17 +678,13 @@ class _Worker:
         trainer_id = req.get("trainer_id")
         if task.window is not None or trainer_id is not None:
             return _take_from_window(task, trainer_id, max_elements, wait)
-        sent, lease, unreceived = _open_sent(task, req)
-        try:
+        with _sent_log(task, req) as (sent, lease, unreceived):
             if unreceived:
                 # The reader's last take did not arrive (its call failed): the same elements.
                 position, elements = unreceived[0]
                 compressor = Compressor(task.compression)
                 return encode_elements(elements[:max_elements], compressor, position)
             out, eos, first = task.take_chunk(max_elements, wait, _generation_of(req), sent, lease)
-        finally:
-            if sent is not None:
-                task.close_sent(sent)
         if not out and eos:
             if task.error is not None:
                 raise task.error
@@ -785,17 +778,24 @@ def _positive_int(name: str, value: Any, default: int) -> int:
     return value
 
 
-def _open_sent(
+@contextlib.contextmanager
+def _sent_log(
     task: _Task, request: dict[str, Any]
-) -> tuple[SentLog | None, int, list[tuple[int, list[Any]]]]:
-    """For a request of a reader that names itself (``reader``, with ``resume_from``) of
-    a task that numbers its elements: the reader's log, lease and what it did not receive
-    (``_Task.open_sent``). Otherwise nothing is kept for the reader: (None, 0, [])."""
+) -> Iterator[tuple[SentLog | None, int, list[tuple[int, list[Any]]]]]:
+    """While a request of a reader that names itself (``reader``, with ``resume_from``)
+    of a task that numbers its elements runs: the reader's log, lease and what it did not
+    receive (``_Task.open_sent``); the log is closed when the request ends, however it
+    ends. Otherwise nothing is kept for the reader: (None, 0, [])."""
     reader = request.get("reader")
     generation = _generation_of(request)
     if not task.exact or reader is None or generation not in (None, task.generation):
-        return None, 0, []  # (another generation: the take refuses it)
-    return task.open_sent(str(reader), int(request.get("resume_from", 0)))
+        yield None, 0, []  # (another generation: the take refuses it)
+        return
+    sent, lease, unreceived = task.open_sent(str(reader), int(request.get("resume_from", 0)))
+    try:
+        yield sent, lease, unreceived
+    finally:
+        task.close_sent(sent)
 
 
 def _generation_of(request: dict[str, Any]) -> int | None:
