@@ -1,13 +1,14 @@
-"""Build of the core: the version and the extras' pins, and one Cython extension, the codec.
+"""Build of the core: the version and the extras' pins, and two Cython extensions, the codec
+and the copy kernel of ``tensorwire.transport.kit.copying``.
 
 The version is the repository's ``VERSION`` file (``VERSION`` here links to it; an sdist
 carries a copy), and every extra pins its distribution to exactly that version.
 
-The codec is compiled when a C compiler works, stripped of debug information. Without one
-(or with ``TENSORWIRE_PURE_BUILD=1``) the build still succeeds, with one warning line, and
-the pure-Python twin of the codec serves: ``tensorwire info`` then says ``codec: python``
-and why. The reason is recorded in ``tensorwire/codec/_codec_c.missing`` beside where the
-extension would be.
+The extensions are compiled when a C compiler works, stripped of debug information. Without
+one (or with ``TENSORWIRE_PURE_BUILD=1``) the build still succeeds, with one warning line,
+and the pure-Python twin of the codec serves (``tensorwire info`` then says ``codec:
+python`` and why), large copies are NumPy's. The reason is recorded in ``<module>.missing``
+(``tensorwire/codec/_codec_c.missing``) beside where each extension would be.
 """
 
 import os
@@ -31,8 +32,19 @@ PLUGINS = {
 extras_require = {extra: [f"{dist}=={VERSION}"] for extra, dist in PLUGINS.items()}
 extras_require["all"] = [f"{dist}=={VERSION}" for dist in PLUGINS.values()]
 
-#: Written where the extension would be when it is not built; read by tensorwire.codec.
-MISSING_RECORD = "_codec_c.missing"
+#: module -> (source, what it is, what serves without it).
+EXTENSIONS = {
+    "tensorwire.codec._codec_c": (
+        "src/tensorwire/codec/_codec_c.pyx",
+        "codec",
+        "the pure-Python codec",
+    ),
+    "tensorwire.transport.kit._copy_c": (
+        "src/tensorwire/transport/kit/_copy_c.pyx",
+        "copy kernel",
+        "NumPy's copy",
+    ),
+}
 
 
 def warn(message):
@@ -40,16 +52,24 @@ def warn(message):
 
 
 class OptionalBuildExt(build_ext):
-    """build_ext that falls back to the pure-Python codec when compiling fails."""
+    """build_ext that falls back to the pure-Python twins when compiling fails, with one
+    warning line for all the extensions it could not build."""
 
     def run(self):
+        self._failed = []
         try:
             super().run()
         except PlatformError as exc:  # no compiler at all for this platform
-            self._fall_back(self.extensions[0], f"no C compiler ({exc})")
+            for ext in self.extensions:
+                self._fall_back(ext, f"no C compiler ({exc})")
+        if self._failed:
+            reason = self._failed[0][1]  # the same compiler failed each time
+            names = " and ".join(EXTENSIONS[ext.name][1] for ext, _ in self._failed)
+            serving = " and ".join(EXTENSIONS[ext.name][2] for ext, _ in self._failed)
+            warn(f"compiled {names} not built, {serving} will serve: {reason}")
 
     def build_extension(self, ext):
-        record = os.path.join(os.path.dirname(self.get_ext_fullpath(ext.name)), MISSING_RECORD)
+        record = self._record(ext)
         try:
             super().build_extension(ext)
         except (CCompilerError, ExecError, PlatformError) as exc:
@@ -60,18 +80,23 @@ class OptionalBuildExt(build_ext):
             if os.path.exists(record):
                 os.remove(record)
 
+    def _record(self, ext):
+        """Written where the extension would be when it is not built (read at import)."""
+        folder = os.path.dirname(self.get_ext_fullpath(ext.name))
+        return os.path.join(folder, ext.name.rpartition(".")[2] + ".missing")
+
     def _fall_back(self, ext, reason):
-        record = os.path.join(os.path.dirname(self.get_ext_fullpath(ext.name)), MISSING_RECORD)
+        record = self._record(ext)
         os.makedirs(os.path.dirname(record), exist_ok=True)
         with open(record, "w", encoding="utf-8") as f:
-            f.write(f"built without the compiled codec: {reason}\n")
-        warn(f"compiled codec not built, the pure-Python codec will serve: {reason}")
+            f.write(f"built without the compiled {EXTENSIONS[ext.name][1]}: {reason}\n")
+        self._failed.append((ext, reason))
 
 
 ext_modules = []
 cmdclass = {}
 if os.environ.get("TENSORWIRE_PURE_BUILD"):
-    warn("TENSORWIRE_PURE_BUILD is set: the codec runs as pure Python")
+    warn("TENSORWIRE_PURE_BUILD is set: the codec runs as pure Python, large copies are NumPy's")
 else:
     import numpy
     from Cython.Build import cythonize
@@ -81,8 +106,8 @@ else:
     ext_modules = cythonize(
         [
             Extension(
-                "tensorwire.codec._codec_c",
-                ["src/tensorwire/codec/_codec_c.pyx"],
+                name,
+                [source],
                 include_dirs=[numpy.get_include()],
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
                 # No debug information (Python's own CFLAGS carry -g); the linker strips the
@@ -90,6 +115,7 @@ else:
                 extra_compile_args=["-g0"] if unix else [],
                 extra_link_args=["-s"] if sys.platform.startswith("linux") else [],
             )
+            for name, (source, _, _) in EXTENSIONS.items()
         ],
         compiler_directives={"language_level": "3"},
     )

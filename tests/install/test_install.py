@@ -402,13 +402,17 @@ def test_core_wheel_is_manylinux_and_stripped(wheels: dict[str, Path], tmp_path:
     assert tag is not None, f"auditwheel show names no manylinux tag:\n{shown}"
     print(f"auditwheel show: {wheel.name} is consistent with {tag.group(1)}")
     with zipfile.ZipFile(wheel) as archive:
-        extensions = [n for n in archive.namelist() if n.endswith(".so")]
-        assert len(extensions) == 1, f"the core wheel should hold the codec only: {extensions}"
-        archive.extract(extensions[0], tmp_path)
-    with open(tmp_path / extensions[0], "rb") as f:
-        sections = [s.name for s in ELFFile(f).iter_sections()]
-    unstripped = [s for s in sections if s.startswith(".debug") or s == ".symtab"]
-    assert not unstripped, f"{extensions[0]} is not stripped: it has {unstripped}"
+        extensions = sorted(n for n in archive.namelist() if n.endswith(".so"))
+        modules = [n.split(".cpython")[0] for n in extensions]
+        assert modules == ["tensorwire/codec/_codec_c", "tensorwire/transport/kit/_copy_c"], (
+            f"the core wheel should hold the codec and the copy kernel only: {extensions}"
+        )
+        archive.extractall(tmp_path, extensions)
+    for extension in extensions:
+        with open(tmp_path / extension, "rb") as f:
+            sections = [s.name for s in ELFFile(f).iter_sections()]
+        unstripped = [s for s in sections if s.startswith(".debug") or s == ".symtab"]
+        assert not unstripped, f"{extension} is not stripped: it has {unstripped}"
 
 
 # -- tensorwire[all] and the README snippets ----------------------------------------------
@@ -420,6 +424,7 @@ def test_all_extra_installs_every_distribution(venv_all: Venv) -> None:
         run([venv_all.path / "bin" / "tensorwire", "info"], env=venv_all.env()), "tensorwire info"
     )
     assert "codec: compiled" in out, out
+    assert "copy: streaming" in out, out  # the wheel's copy kernel (x86-64)
     for protocol in ("grpc ", "grpc+verbs ", "inproc "):
         assert f"  {protocol}" in out, f"{protocol.strip()} is not listed:\n{out}"
 
@@ -576,9 +581,11 @@ def test_core_from_source_without_a_compiler_is_pure_with_one_warning(
     ]
     assert len(warnings) == 1, f"want one warning line from the build, got {warnings}\n{output}"
     assert "pure-Python codec" in warnings[0] and "/bin/false" in warnings[0], warnings[0]
+    assert "copy kernel" in warnings[0], warnings[0]  # the same line names both
     print(f"CC=/bin/false build: {warnings[0]}")
     info = check(run([venv.path / "bin" / "tensorwire", "info"], env=venv.env()), "tensorwire info")
     assert "codec: python" in info, info
+    assert "copy: numpy" in info, info
     assert "the C compiler '/bin/false' failed" in info, info
     assert "--only-binary tensorwire" in info, info
     out = check(

@@ -34,6 +34,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     print(f"codec: {data['codec']}")
     if data["codec_pure_reason"]:
         print(f"  ({data['codec_pure_reason']})")
+    print(f"copy: {data['copy']}")
     print("protocols:")
     for name, entry in data["protocols"].items():
         extra = {k: v for k, v in entry.items() if k not in ("plugin", "distribution", "version")}

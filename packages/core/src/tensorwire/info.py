@@ -15,18 +15,21 @@ def info() -> dict[str, Any]:
     reported in the result.
 
     Returns:
-      A dict with ``"version"``, ``"codec"`` (``"compiled"`` or ``"python"``), ``"protocols"``
-      (name -> distribution, version and the transport's own status) and
+      A dict with ``"version"``, ``"codec"`` (``"compiled"`` or ``"python"``) and
+      ``"codec_pure_reason"`` (why not compiled, or None), ``"copy"`` (what copies large
+      payloads into shared memory: ``"streaming"``, the compiled kernel, or ``"numpy"``),
+      ``"protocols"`` (name -> distribution, version and the transport's own status) and
       ``"plugin_errors"``.
 
     Examples:
         >>> import tensorwire as tw
         >>> sorted(tw.info())
-        ['codec', 'plugin_errors', 'protocols', 'version']
+        ['codec', 'codec_pure_reason', 'copy', 'plugin_errors', 'protocols', 'version']
         >>> "inproc" in tw.info()["protocols"]
         True
     """
     from . import codec
+    from .transport.kit import copying
     from .transport.registry import default_registry as registry
 
     registry.load()
@@ -46,6 +49,7 @@ def info() -> dict[str, Any]:
         "version": __version__,
         "codec": codec.IMPLEMENTATION,
         "codec_pure_reason": codec.PURE_REASON,
+        "copy": copying.KERNEL,
         "protocols": protocols,
         "plugin_errors": [
             {"plugin": e.plugin, "distribution": e.distribution, "reason": e.reason}

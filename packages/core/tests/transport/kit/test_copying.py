@@ -68,31 +68,90 @@ def test_helpers_and_the_caller_share_the_chunks() -> None:
         for t, s in pairs
         for i in range(0, t.nbytes, CHUNK_BYTES)
     ]
-    job = copying._Job(chunks)
     helper_claimed = threading.Event()
-    real_copyto = np.copyto
 
-    def copyto(target, source):
+    def copy(target, source):
         if threading.current_thread().name == "tensorwire-copy":
             helper_claimed.set()
-        real_copyto(target, source)
+        np.copyto(target, source)
 
-    copying.np.copyto = copyto  # type: ignore[attr-defined]
-    try:
-        copying._helpers.offer(job, 1)
-        assert helper_claimed.wait(30), "no helper took part in 30 s"
-        job.work()
-        job.wait()
-    finally:
-        copying.np.copyto = real_copyto  # type: ignore[attr-defined]
+    job = copying._Job(chunks, copy)
+    copying._helpers.offer(job, 1)
+    assert helper_claimed.wait(30), "no helper took part in 30 s"
+    job.work()
+    job.wait()
     assert np.array_equal(pairs[0][0], pairs[0][1])
 
 
 def test_a_failed_chunk_is_raised_to_the_caller() -> None:
     target = np.zeros(PARALLEL_BYTES, np.uint8)
-    # NumPy refuses to cast float64 into uint8 in a copy, in whichever thread copies.
-    with pytest.raises(TypeError):
+    # Neither NumPy nor the streaming kernel copies float64 into uint8, in whichever
+    # thread copies.
+    with pytest.raises((TypeError, ValueError)):
         copy_pairs([(target, np.zeros(PARALLEL_BYTES, np.float64))])
+
+
+# -- the streaming kernel -------------------------------------------------------------------
+needs_kernel = pytest.mark.skipif(
+    copying.KERNEL != "streaming",
+    reason="the compiled copy kernel is not built here (pure build) or cannot stream (not "
+    "x86); it is built and streams on every x86-64 CI runner",
+)
+
+
+@needs_kernel
+@pytest.mark.parametrize("target_offset", [0, 1, 7, 15, 16, 63])
+@pytest.mark.parametrize("source_offset", [0, 3])
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 63, 64, 65, 1000, 4096 + 50])
+def test_the_streaming_kernel_copies_every_byte_and_nothing_else(
+    target_offset: int, source_offset: int, n: int
+) -> None:
+    # Every alignment of the destination (the kernel streams from a 16-byte boundary, with
+    # plain copies before and after) and of the source (read unaligned).
+    from tensorwire.transport.kit import _copy_c
+
+    rng = np.random.default_rng(n + 131 * target_offset + 7 * source_offset)
+    buffer = np.full(n + 200, 0xA5, np.uint8)
+    source = rng.integers(0, 256, n + source_offset, dtype=np.uint8)[source_offset:]
+    _copy_c.stream_copy(buffer[target_offset : target_offset + n], source)
+    assert np.array_equal(buffer[target_offset : target_offset + n], source)
+    assert (buffer[:target_offset] == 0xA5).all()
+    assert (buffer[target_offset + n :] == 0xA5).all()
+
+
+@needs_kernel
+def test_the_streaming_kernel_refuses_what_it_cannot_copy() -> None:
+    from tensorwire.transport.kit import _copy_c
+
+    with pytest.raises(ValueError, match="stream_copy of 5 bytes into a target of 4"):
+        _copy_c.stream_copy(np.zeros(4, np.uint8), np.zeros(5, np.uint8))
+    with pytest.raises((TypeError, ValueError)):  # read-only target
+        _copy_c.stream_copy(np.frombuffer(bytes(4), np.uint8), np.zeros(4, np.uint8))
+    # A read-only source is fine (frames are often bytes).
+    target = np.zeros(4, np.uint8)
+    _copy_c.stream_copy(target, np.frombuffer(b"abcd", np.uint8))
+    assert bytes(target) == b"abcd"
+
+
+@needs_kernel
+def test_large_copies_stream_and_small_ones_do_not(monkeypatch) -> None:
+    from tensorwire.transport.kit import _copy_c
+
+    streamed: list[int] = []
+
+    def recording(target, source):
+        streamed.append(target.nbytes)
+        _copy_c.stream_copy(target, source)
+
+    monkeypatch.setattr(copying, "_stream_copy", recording)
+    small = _pairs([copying.STREAM_BYTES // 2 - 1, copying.STREAM_BYTES // 2])
+    copy_pairs(small, share=False)
+    assert streamed == []
+    large = _pairs([copying.STREAM_BYTES // 2, copying.STREAM_BYTES // 2])
+    copy_pairs(large)  # shared with the helpers when there are any: they stream too
+    assert sum(streamed) == copying.STREAM_BYTES
+    for target, source in small + large:
+        assert np.array_equal(target, source)
 
 
 def test_a_forked_child_copies_with_helpers_of_its_own() -> None:

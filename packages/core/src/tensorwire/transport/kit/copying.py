@@ -14,6 +14,11 @@ only waits, at the end, for the chunks a helper is copying at that moment.
 Helpers are daemon threads named ``tensorwire-copy``, started with the first large copy,
 ``min(MAX_HELPERS, cpu_count - 1)`` of them (none on one core; ``TENSORWIRE_COPY_HELPERS``
 sets the maximum) and kept, like gRPC's own threads; a forked child starts its own.
+
+Copies of at least ``STREAM_BYTES`` use the compiled kernel ``_copy_c.stream_copy``
+(non-temporal stores: the destination is written to memory without being read into the
+cache first; its docstring has the measurements); smaller ones, and every copy where the
+kernel is not built or cannot stream, NumPy's. ``KERNEL`` says which serves large copies.
 """
 
 from __future__ import annotations
@@ -23,15 +28,29 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from ... import errors
 
-__all__ = ["CHUNK_BYTES", "MAX_HELPERS", "PARALLEL_BYTES", "copy_pairs"]
+__all__ = ["CHUNK_BYTES", "KERNEL", "MAX_HELPERS", "PARALLEL_BYTES", "STREAM_BYTES", "copy_pairs"]
 
 log = logging.getLogger(__name__)
+
+Pair = tuple[np.ndarray, np.ndarray]
+Copy = Callable[[np.ndarray, np.ndarray], object]
+
+_stream_copy: Copy | None = None
+try:
+    from . import _copy_c
+except ImportError as exc:  # not built (pure build, no compiler): NumPy copies
+    log.debug("compiled copy kernel unavailable, NumPy copies: %s", exc)
+else:
+    if _copy_c.STREAMING:
+        _stream_copy = _copy_c.stream_copy
+#: What copies of ``STREAM_BYTES`` or more: "streaming" (the compiled kernel) or "numpy".
+KERNEL = "streaming" if _stream_copy is not None else "numpy"
 
 #: Copies of at least this many bytes (all pairs together) are shared with the helpers;
 #: below, waking a helper costs more than it saves.
@@ -47,17 +66,20 @@ HELPERS_ENV = "TENSORWIRE_COPY_HELPERS"
 #: How long a caller waits for the chunks a helper copies at the end (a chunk is a memcpy
 #: of ``CHUNK_BYTES``: only a frozen process takes this long).
 _FINISH_SECONDS = 60.0
-
-Pair = tuple[np.ndarray, np.ndarray]
+#: Copies of at least this many bytes (all pairs together) stream past the cache: at this
+#: size a run of them (a data-service stream's 4 MiB messages) no longer stays in it, and
+#: below it the data is still in the cache when its reader, on this host, reads it.
+STREAM_BYTES = 4 << 20
 
 
 class _Job:
     """One shared copy: the chunks, which to claim next, and those being copied."""
 
-    __slots__ = ("chunks", "_claims", "_lock", "_finished", "_copying", "error")
+    __slots__ = ("chunks", "copy", "_claims", "_lock", "_finished", "_copying", "error")
 
-    def __init__(self, chunks: list[Pair]) -> None:
+    def __init__(self, chunks: list[Pair], copy: Copy) -> None:
         self.chunks = chunks
+        self.copy = copy
         self._claims = itertools.count()
         self._lock = threading.Lock()
         self._finished = threading.Condition(self._lock)
@@ -76,7 +98,7 @@ class _Job:
                 self._copying += 1
             try:
                 target, source = chunks[i]
-                np.copyto(target, source)
+                self.copy(target, source)
             except BaseException as exc:  # noqa: BLE001 - the caller raises it
                 self.error = exc
             finally:
@@ -163,6 +185,13 @@ def _max_helpers() -> int:
 _helpers = _Helpers()
 
 
+def _kernel(total: int) -> Copy:
+    """The copy for a copy of ``total`` bytes (see ``STREAM_BYTES``)."""
+    if _stream_copy is not None and total >= STREAM_BYTES:
+        return _stream_copy
+    return np.copyto
+
+
 def copy_pairs(pairs: Sequence[Pair], *, share: bool = True) -> None:
     """Copy each ``(target, source)`` pair (equal-sized C-contiguous ``uint8`` arrays), with
     the process's copy helpers when they add up to ``PARALLEL_BYTES`` or more.
@@ -172,17 +201,18 @@ def copy_pairs(pairs: Sequence[Pair], *, share: bool = True) -> None:
     them), where a helper would only take CPU from the receiver (a data-service stream of
     1 MiB elements ran 5-10% slower with one on two cores)."""
     total = sum(target.nbytes for target, _ in pairs)
+    copy = _kernel(total)
     helpers = _helpers.available() if share and total >= PARALLEL_BYTES else 0
     if not helpers:
         for target, source in pairs:
-            np.copyto(target, source)
+            copy(target, source)
         return
     chunks: list[Pair] = []
     for target, source in pairs:
         for start in range(0, target.nbytes, CHUNK_BYTES):
             end = start + CHUNK_BYTES
             chunks.append((target[start:end], source[start:end]))
-    job = _Job(chunks)
+    job = _Job(chunks, copy)
     _helpers.offer(job, min(helpers, len(chunks) - 1))
     job.work()
     job.wait()
