@@ -549,8 +549,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     import tensorwire as tw
 
+    installed = tw.info()
     print(
-        f"tensorwire {tw.__version__} (codec {tw.info()['codec']}, protocol {args.protocol}), "
+        f"tensorwire {tw.__version__} (codec {installed['codec']}, copy {installed['copy']}, "
+        f"protocol {args.protocol}), "
         f"torch {importlib.metadata.version('torch')}; sizes {sizes} MiB, {rounds} rounds, "
         f"{calls} tiny calls a round; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         flush=True,
