@@ -403,12 +403,22 @@ def test_a_worker_forgets_the_log_of_a_reader_that_went_away_and_tells_it_if_it_
         assert first == 0
         last = max(first + len(elements) - 1 for elements, _, first in sent if first is not None)
         stream.close()
+        # What the worker keeps for r1 shows in its status, metrics and `tensorwire status`
+        # (the heartbeat may forget it any moment now: read the status while it is there).
+        with task.cond:
+            kept = task.sent.nbytes
+            shown = worker.status()
+        assert kept > 0
+        (shown_task,) = shown.tasks
+        assert (shown_task.unconfirmed_bytes, shown_task.unconfirmed_readers) == (kept, 1)
+        _assert_unconfirmed_shown(shown, kept, 1)
 
         def forgotten() -> None:
             with task.cond:
                 assert len(task.sent) == 0, "the log of r1 is still kept"
 
         eventually(forgotten, timeout=DEADLINE, retry_on=(AssertionError,), interval=0.02)
+        _assert_unconfirmed_shown(worker.status(), 0, 0)
         back = channel.stream(
             WORKER_SERVICE,
             "GetElements",
@@ -422,3 +432,20 @@ def test_a_worker_forgets_the_log_of_a_reader_that_went_away_and_tells_it_if_it_
         assert found is not None and int(found.group(1)) >= last, str(lost.value)
     finally:
         channel.close()
+
+
+def _assert_unconfirmed_shown(status: Any, nbytes: int, readers: int) -> None:
+    """``status`` (a worker's, one task) says what it keeps for readers in its metrics and
+    in ``tensorwire status``."""
+    from tensorwire.observe.cli import render
+    from tensorwire_dataservice.service.metrics import worker_families
+
+    (task,) = status.tasks
+    families = {f.name: f for f in worker_families(status)}
+    key = (str(task.job_id), str(task.task_id))
+    for name, value in (
+        ("tensorwire_data_task_unconfirmed_bytes", nbytes),
+        ("tensorwire_data_task_unconfirmed_readers", readers),
+    ):
+        assert dict(families[name].samples)[key] == value, (name, families[name].samples)
+    assert "sent and not yet confirmed by readers" in render(status)

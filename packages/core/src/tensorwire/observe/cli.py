@@ -171,6 +171,12 @@ def _worker(status: Any) -> list[str]:
     ]
     if status.tasks:
         lines += ["tasks:", *_table(_TASK_HEADER, _task_rows(status.tasks))]
+        kept = sum(t.unconfirmed_bytes for t in status.tasks)
+        readers = sum(t.unconfirmed_readers for t in status.tasks)
+        lines.append(
+            f"sent and not yet confirmed by readers (kept to resend): {_bytes(kept)} for "
+            f"{readers} reader(s)"
+        )
     else:
         lines.append("tasks: none")
     return lines + _calls(status)

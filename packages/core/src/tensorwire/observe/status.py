@@ -102,6 +102,12 @@ class DataTaskStatus(_Snapshot):
     Element and byte counts are what the worker reported (to the dispatcher with its last
     heartbeat). Bytes are estimated from the size of the task's first element (before
     compression); the call metrics count the bytes actually sent.
+
+    Args:
+      unconfirmed_bytes: (a worker's own status; 0 in the dispatcher's, which is not told)
+        bytes of elements sent to readers and kept until a reader's next request confirms
+        them, to send again if the stream broke (jobs whose elements have positions).
+      unconfirmed_readers: (the same) readers the worker keeps such a log for.
     """
 
     task_id: int
@@ -115,6 +121,8 @@ class DataTaskStatus(_Snapshot):
     buffered: int
     buffer_capacity: int
     elements_per_second: float
+    unconfirmed_bytes: int = 0
+    unconfirmed_readers: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -116,10 +116,29 @@ def worker_families(status: WorkerStatus) -> list[MetricFamily]:
     tasks = MetricFamily("tensorwire_data_worker_tasks", "gauge", "Tasks the worker runs.")
     tasks.add((), len(status.tasks))
     rows = [((t.job_id, t.task_id), t) for t in status.tasks]
+    # Only a worker knows what it keeps for its readers (the dispatcher is not told).
+    unconfirmed = MetricFamily(
+        "tensorwire_data_task_unconfirmed_bytes",
+        "gauge",
+        "Bytes of elements sent to readers and kept until they confirm them (resent after "
+        "a broken stream), per task.",
+        ("job", "task"),
+    )
+    readers = MetricFamily(
+        "tensorwire_data_task_unconfirmed_readers",
+        "gauge",
+        "Readers the worker keeps sent elements for, per task.",
+        ("job", "task"),
+    )
+    for key, task in rows:
+        unconfirmed.add(key, task.unconfirmed_bytes)
+        readers.add(key, task.unconfirmed_readers)
     return [
         *_server_families("worker", status.worker_address, status),
         tasks,
         *_grouped("tensorwire_data_task", "task", ("job", "task"), rows),
+        unconfirmed,
+        readers,
     ]
 
 

@@ -126,9 +126,22 @@ def client_report(job_id: int, request: dict[str, Any]) -> ClientReport:
 
 
 def _task_status(
-    task_id: int, job_id: int, worker: str, finished: bool, report: TaskReport
+    task_id: int,
+    job_id: int,
+    worker: str,
+    finished: bool,
+    report: TaskReport,
+    unconfirmed: tuple[int, int] = (0, 0),
 ) -> DataTaskStatus:
-    return DataTaskStatus(task_id, job_id, worker, finished, *dataclasses.astuple(report))
+    return DataTaskStatus(
+        task_id,
+        job_id,
+        worker,
+        finished,
+        **dataclasses.asdict(report),  # (the same field names)
+        unconfirmed_bytes=unconfirmed[0],
+        unconfirmed_readers=unconfirmed[1],
+    )
 
 
 def worker_status(server: WorkerServer, core: _Worker) -> WorkerStatus:
@@ -148,7 +161,12 @@ def worker_status(server: WorkerServer, core: _Worker) -> WorkerStatus:
         registered=server._started,
         tasks=tuple(
             _task_status(
-                t.task_id, t.job_id, core.address, t.task_id in finished, _report_of(t, now)
+                t.task_id,
+                t.job_id,
+                core.address,
+                t.task_id in finished,
+                _report_of(t, now),
+                t.unconfirmed(),
             )
             for t in tasks
         ),

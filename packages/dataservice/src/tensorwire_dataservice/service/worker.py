@@ -317,6 +317,11 @@ class _Task:
         with self.cond:
             self.sent.done(sent)
 
+    def unconfirmed(self) -> tuple[int, int]:
+        """Bytes sent to readers and not confirmed, and the readers with a log (status)."""
+        with self.cond:
+            return self.sent.nbytes, len(self.sent)
+
     def forget_idle_readers(self) -> None:
         """Drop the logs of readers gone silent (``SentLogs.forget_idle``)."""
         with self.cond:
