@@ -546,3 +546,28 @@ def test_a_call_moving_a_large_payload_waits_for_its_answer_asleep(
     finally:
         channel.close()
     assert spins == [False, False, True]
+
+
+def test_a_stream_reader_spins_for_the_first_message_only(
+    transport, served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After the first message a stream's reader waits for its producer asleep: spinning
+    # through those waits held a core (the data-service reader's) for no throughput.
+    spins: list[bool] = []
+    receive = shm.ShmConnection.receive
+    reader = threading.get_ident()
+
+    def recording(self, deadline=None, *, spin=True):  # type: ignore[no-untyped-def]
+        if threading.get_ident() == reader:
+            spins.append(spin)
+        return receive(self, deadline, spin=spin)
+
+    monkeypatch.setattr(shm.ShmConnection, "receive", recording)
+    channel = transport.connect(served.address, _options())
+    try:
+        messages = list(channel.stream("t.Shm", "Repeat", [b"5"], timeout=DEADLINE_SECONDS))
+    finally:
+        channel.close()
+    assert len(messages) == 5 and all(_in_a_segment(m[0]) for m in messages)
+    # Five messages and the end of the stream; each wait is the reader's own.
+    assert spins == [True, False, False, False, False, False], spins

@@ -570,11 +570,20 @@ class ShmPeer:
         self, connection: shm.ShmConnection, deadline: float | None, what: str
     ) -> Iterator[list[memoryview] | Parked]:
         """The messages of a stream whose request was sent on ``connection``; the
-        connection is kept for the next call only when the stream ended cleanly."""
+        connection is kept for the next call only when the stream ended cleanly.
+
+        Only the wait for the first message spins (it follows the request, like a call's
+        answer). A later wait is for a producer slower than its reader, long next to the
+        wake-up a spin saves: spinning through it held a core for nothing (a data-service
+        reader of 1 MiB elements, interleaved A/B: 75-130 us of CPU an element spinning,
+        45-60 asleep, at 9.6 and 9.4 GB/s median of 9 rounds each, within the spread of
+        7.4-11), a core its trainer, or on one host the worker, wants."""
         reusable = False
+        spin = True
         try:
             while True:
-                answer = _receive(connection, deadline, what, "stream message")
+                answer = _receive(connection, deadline, what, "stream message", spin=spin)
+                spin = False
                 status = answer.tag[:1]
                 if status == bytes((STATUS_END,)):
                     reusable = True
