@@ -521,16 +521,7 @@ def test_a_call_moving_a_large_payload_waits_for_its_answer_asleep(
     # answer to a copy of PARALLEL_BYTES or more comes later than any spin.
     from tensorwire.transport.kit import copying
 
-    spins: list[bool] = []
-    receive = shm.ShmConnection.receive
-    caller = threading.get_ident()
-
-    def recording(self, deadline=None, *, spin=True):  # type: ignore[no-untyped-def]
-        if threading.get_ident() == caller:
-            spins.append(spin)
-        return receive(self, deadline, spin=spin)
-
-    monkeypatch.setattr(shm.ShmConnection, "receive", recording)
+    spins = _record_spins(monkeypatch)
     channel = transport.connect(served.address, _options())
     large = copying.PARALLEL_BYTES
     try:
@@ -553,16 +544,7 @@ def test_a_stream_reader_spins_for_the_first_message_only(
 ) -> None:
     # After the first message a stream's reader waits for its producer asleep: spinning
     # through those waits held a core (the data-service reader's) for no throughput.
-    spins: list[bool] = []
-    receive = shm.ShmConnection.receive
-    reader = threading.get_ident()
-
-    def recording(self, deadline=None, *, spin=True):  # type: ignore[no-untyped-def]
-        if threading.get_ident() == reader:
-            spins.append(spin)
-        return receive(self, deadline, spin=spin)
-
-    monkeypatch.setattr(shm.ShmConnection, "receive", recording)
+    spins = _record_spins(monkeypatch)
     channel = transport.connect(served.address, _options())
     try:
         messages = list(channel.stream("t.Shm", "Repeat", [b"5"], timeout=DEADLINE_SECONDS))
@@ -571,3 +553,19 @@ def test_a_stream_reader_spins_for_the_first_message_only(
     assert len(messages) == 5 and all(_in_a_segment(m[0]) for m in messages)
     # Five messages and the end of the stream; each wait is the reader's own.
     assert spins == [True, False, False, False, False, False], spins
+
+
+def _record_spins(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each ``ShmConnection.receive`` of this thread may spin, in order (the
+    server's threads receive too: theirs are not recorded)."""
+    spins: list[bool] = []
+    receive = shm.ShmConnection.receive
+    caller = threading.get_ident()
+
+    def recording(self, deadline=None, *, spin=True):  # type: ignore[no-untyped-def]
+        if threading.get_ident() == caller:
+            spins.append(spin)
+        return receive(self, deadline, spin=spin)
+
+    monkeypatch.setattr(shm.ShmConnection, "receive", recording)
+    return spins
