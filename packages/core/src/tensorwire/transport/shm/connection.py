@@ -185,7 +185,9 @@ class ShmConnection:
         self._pending: list[bytes] = []
         #: Held by the one thread that reads the socket (and maps the peer's segments).
         self._read_lock = threading.RLock()
-        self._packet_bytes = limits.packet_bytes()
+        # Packets are read into this one buffer (under the read lock), then copied out at
+        # their size: ``recvmsg`` would allocate the largest packet's room for each read.
+        self._packet_buffer = memoryview(bytearray(limits.packet_bytes()))
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
         #: How ``receive`` tries the socket before it sleeps on it (``kit.spinning``); off
@@ -443,8 +445,8 @@ class ShmConnection:
         if self._failure is not None:
             return True
         try:
-            data, ancillary, flags, _ = self._sock.recvmsg(
-                self._packet_bytes, _ANCILLARY_BYTES, socket.MSG_DONTWAIT
+            size, ancillary, flags, _ = self._sock.recvmsg_into(
+                [self._packet_buffer], _ANCILLARY_BYTES, socket.MSG_DONTWAIT
             )
         except BlockingIOError:
             return None
@@ -456,6 +458,7 @@ class ShmConnection:
             self._fail(f"the shared-memory connection failed: {exc}")
             return True
         fds = _take_fds(ancillary)
+        data = bytes(self._packet_buffer[:size])
         try:
             if not data:
                 # Messages the peer sent before closing stay to be received (a server
