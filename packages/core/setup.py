@@ -81,8 +81,8 @@ class OptionalBuildExt(build_ext):
                 os.remove(record)
 
     def _record(self, ext):
-        """Written where the extension would be when it is not built (the codec's is read
-        back at import, for ``tensorwire info``)."""
+        """Written where the extension would be when it is not built (read back at import by
+        ``tensorwire._compiled``, for ``tensorwire info``)."""
         folder = os.path.dirname(self.get_ext_fullpath(ext.name))
         return os.path.join(folder, ext.name.rpartition(".")[2] + ".missing")
 

@@ -35,6 +35,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     if data["codec_pure_reason"]:
         print(f"  ({data['codec_pure_reason']})")
     print(f"copy: {data['copy']}")
+    if data["copy_reason"]:
+        print(f"  ({data['copy_reason']})")
     print("protocols:")
     for name, entry in data["protocols"].items():
         extra = {k: v for k, v in entry.items() if k not in ("plugin", "distribution", "version")}

@@ -17,14 +17,16 @@ def info() -> dict[str, Any]:
     Returns:
       A dict with ``"version"``, ``"codec"`` (``"compiled"`` or ``"python"``) and
       ``"codec_pure_reason"`` (why not compiled, or None), ``"copy"`` (what copies large
-      payloads into shared memory: ``"streaming"``, the compiled kernel, or ``"numpy"``),
+      payloads into shared memory: ``"streaming"``, the compiled kernel, or ``"numpy"``)
+      and ``"copy_reason"`` (why NumPy copies, or None),
       ``"protocols"`` (name -> distribution, version and the transport's own status) and
       ``"plugin_errors"``.
 
     Examples:
         >>> import tensorwire as tw
-        >>> sorted(tw.info())
-        ['codec', 'codec_pure_reason', 'copy', 'plugin_errors', 'protocols', 'version']
+        >>> sorted(tw.info())  # doctest: +NORMALIZE_WHITESPACE
+        ['codec', 'codec_pure_reason', 'copy', 'copy_reason', 'plugin_errors', 'protocols',
+         'version']
         >>> "inproc" in tw.info()["protocols"]
         True
     """
@@ -50,6 +52,7 @@ def info() -> dict[str, Any]:
         "codec": codec.IMPLEMENTATION,
         "codec_pure_reason": codec.PURE_REASON,
         "copy": copying.KERNEL,
+        "copy_reason": copying.KERNEL_REASON,
         "protocols": protocols,
         "plugin_errors": [
             {"plugin": e.plugin, "distribution": e.distribution, "reason": e.reason}

@@ -135,13 +135,13 @@ as NumPy with a warning (so a newer writer's framework degrades safely).
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Protocol
 
+from .._compiled import why_missing
 from . import _codec_py
 from ._format import MAX_DEPTH, VERSION
 
@@ -168,17 +168,7 @@ try:
 except ImportError as exc:  # not built (pure build) or broken: the twin serves
     log.debug("compiled codec unavailable, using the pure-Python twin: %s", exc)
     codec_c = None
-    _record = os.path.join(os.path.dirname(__file__), "_codec_c.missing")
-    if os.path.exists(_record):  # the build could not compile it and said why
-        with open(_record, encoding="utf-8") as _f:
-            _unavailable = _f.read().strip()
-    elif importlib.util.find_spec(f"{__name__}._codec_c") is None:
-        _unavailable = (
-            "this installation has no compiled codec (built with TENSORWIRE_PURE_BUILD set, "
-            "or a source tree never compiled)"
-        )
-    else:
-        _unavailable = f"the compiled codec failed to import ({exc})"
+    _unavailable = why_missing(__name__, "_codec_c", "codec", exc)
 
 _impl: ModuleType
 #: Why the pure-Python twin serves, and how to get the compiled codec; None when compiled.

@@ -33,8 +33,17 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ... import errors
+from ..._compiled import why_missing
 
-__all__ = ["CHUNK_BYTES", "KERNEL", "MAX_HELPERS", "PARALLEL_BYTES", "STREAM_BYTES", "copy_pairs"]
+__all__ = [
+    "CHUNK_BYTES",
+    "KERNEL",
+    "KERNEL_REASON",
+    "MAX_HELPERS",
+    "PARALLEL_BYTES",
+    "STREAM_BYTES",
+    "copy_pairs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +51,19 @@ Pair = tuple[np.ndarray, np.ndarray]
 Copy = Callable[[np.ndarray, np.ndarray], object]
 
 _stream_copy: Copy | None = None
+#: Why NumPy copies of ``STREAM_BYTES`` or more and not the compiled kernel; None when the
+#: kernel does (``tensorwire info`` prints it).
+KERNEL_REASON: str | None = None
 try:
     from . import _copy_c
 except ImportError as exc:  # not built (pure build, no compiler): NumPy copies
     log.debug("compiled copy kernel unavailable, NumPy copies: %s", exc)
+    KERNEL_REASON = why_missing(__package__ or "", "_copy_c", "copy kernel", exc)
 else:
     if _copy_c.STREAMING:
         _stream_copy = _copy_c.stream_copy
+    else:
+        KERNEL_REASON = "the copy kernel streams only with SSE2 (x86); this build has none"
 #: What copies of ``STREAM_BYTES`` or more: "streaming" (the compiled kernel) or "numpy".
 KERNEL = "streaming" if _stream_copy is not None else "numpy"
 
