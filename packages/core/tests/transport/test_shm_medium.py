@@ -13,6 +13,7 @@ import select
 import socket
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 
 import numpy as np
@@ -604,3 +605,31 @@ def test_a_receive_told_not_to_spin_sleeps_at_once(pair):
     server.send([b"two"], tag=b"a", deadline=_deadline())
     assert bytes(client.receive(_deadline()).frames[0]) == b"two"
     assert attempts == [1]
+
+
+def test_connections_read_on_one_thread_share_its_packet_buffer():
+    """A packet is read into its thread's buffer (room for the largest packet, about
+    130 KiB) and copied out at its size: connections do not keep that room each."""
+    packet_bytes = ShmLimits().packet_bytes()
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        pairs = [_pair() for _ in range(8)]
+        try:
+            for number, (_server, client) in enumerate(pairs):
+                client.send(
+                    [np.full(64, number, np.uint8)], tag=b"%d" % number, deadline=_deadline()
+                )
+            for number, (server, _client) in enumerate(pairs):
+                message = server.receive(_deadline())
+                assert message.tag == b"%d" % number
+                assert bytes(message.frames[0]) == bytes([number]) * 64
+                del message
+            held, _ = tracemalloc.get_traced_memory()
+            assert held - before < 3 * packet_bytes, f"{held - before} bytes held by 8 pairs"
+        finally:
+            for server, client in pairs:
+                client.close()
+                server.close()
+    finally:
+        tracemalloc.stop()
