@@ -18,6 +18,7 @@ installs them with apt-get and runs this; elsewhere it skips and says so.
 from __future__ import annotations
 
 import os
+import random
 import re
 import shutil
 import signal
@@ -39,6 +40,11 @@ JOB_TIMEOUT = 240.0
 STOP_TIMEOUT = 20.0
 
 
+#: The job's servers and the daemons get ports from here up to the ephemeral range (below
+#: this, portpicker picks its own).
+PRIVATE_PORTS_FROM = 25000
+
+
 def _why_not() -> str | None:
     missing = [p for p in PROGRAMS if shutil.which(p) is None]
     if missing:
@@ -53,22 +59,33 @@ def _why_not() -> str | None:
 
 def _free_ports(*spans: int) -> list[int]:
     """For each span, the first of that many consecutive ports, free now and apart from the
-    others' ranges."""
+    others' ranges. They lie below the kernel's ephemeral range: a port from that range is
+    handed to any process's outgoing connection at any moment, so one free when checked
+    was taken before the job's server bound it (a CI run beside a busy process lost
+    ``TRAIN_PORT_BASE + 1`` that way)."""
+    low = _ephemeral_low() - max(spans)
     taken: set[int] = set()
     bases: list[int] = []
+    chooser = random.Random()
     for span in spans:
-        for _ in range(50):
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                base = sock.getsockname()[1]
+        for _ in range(200):
+            base = chooser.randrange(PRIVATE_PORTS_FROM, low)
             ports = set(range(base, base + span))
-            if max(ports) <= 65535 and not ports & taken and all(map(_is_free, ports)):
+            if not ports & taken and all(map(_is_free, ports)):
                 taken |= ports
                 bases.append(base)
                 break
         else:
-            raise RuntimeError(f"no {span} consecutive free ports found")
+            raise RuntimeError(f"no {span} consecutive free ports found below {low + max(spans)}")
     return bases
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux's default when unreadable)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _is_free(port: int) -> bool:
