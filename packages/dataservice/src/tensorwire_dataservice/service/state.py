@@ -404,7 +404,15 @@ class DispatcherState:
             # checkpoint (it consumed more after it).
             task.departed = [d for d in task.departed if int(d[0]) != replaces]
             if job.exact and not task.splits:
-                continue  # it produced nothing (yet): nothing to rewind
+                # It produced nothing yet, so nothing is left out of it and no reader has
+                # to report. It still moves on a generation: its old one could get splits
+                # after this and hand its first elements to a reader of the old generation
+                # (the checkpointed one, whose last request may still be in flight), which
+                # the restored reader would then never see. Splits go to the new one only.
+                if not task.finished:
+                    task.generation += 1
+                    task.delivered, task.awaiting = [], set()
+                continue
             if not job.exact and task.removed:
                 continue  # its worker is gone; outside exact jobs nothing replays it
             task.generation += 1
