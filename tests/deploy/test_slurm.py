@@ -18,11 +18,9 @@ installs them with apt-get and runs this; elsewhere it skips and says so.
 from __future__ import annotations
 
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from tensorwire_testing.commands import free_port_runs
 
 REPO = Path(__file__).resolve().parents[2]
 PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "squeue", "scancel")
@@ -38,11 +37,6 @@ PROGRAMS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "squ
 START_TIMEOUT = 60.0
 JOB_TIMEOUT = 240.0
 STOP_TIMEOUT = 20.0
-
-
-#: The job's servers and the daemons get ports from here up to the ephemeral range (below
-#: this, portpicker picks its own).
-PRIVATE_PORTS_FROM = 25000
 
 
 def _why_not() -> str | None:
@@ -55,46 +49,6 @@ def _why_not() -> str | None:
     if os.geteuid() != 0:
         return "the private SLURM runs its daemons as root (CI runs as root)"
     return None
-
-
-def _free_ports(*spans: int) -> list[int]:
-    """For each span, the first of that many consecutive ports, free now and apart from the
-    others' ranges. They lie below the kernel's ephemeral range: a port from that range is
-    handed to any process's outgoing connection at any moment, so one free when checked
-    was taken before the job's server bound it (a CI run beside a busy process lost
-    ``TRAIN_PORT_BASE + 1`` that way)."""
-    low = _ephemeral_low() - max(spans)
-    taken: set[int] = set()
-    bases: list[int] = []
-    chooser = random.Random()
-    for span in spans:
-        for _ in range(200):
-            base = chooser.randrange(PRIVATE_PORTS_FROM, low)
-            ports = set(range(base, base + span))
-            if not ports & taken and all(map(_is_free, ports)):
-                taken |= ports
-                bases.append(base)
-                break
-        else:
-            raise RuntimeError(f"no {span} consecutive free ports found below {low + max(spans)}")
-    return bases
-
-
-def _ephemeral_low() -> int:
-    """The first port of the kernel's ephemeral range (Linux's default when unreadable)."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 class Slurm:
@@ -117,7 +71,7 @@ class Slurm:
 
     def _config(self) -> str:
         root = self.root
-        controller_port, node_port = _free_ports(1, 1)
+        controller_port, node_port = free_port_runs(1, 1)
         return f"""\
 ClusterName=tensorwire
 SlurmctldHost=localhost(127.0.0.1)
@@ -260,7 +214,7 @@ def job_env(tmp_path) -> dict[str, str]:
         timeout=60,
     )
     bin_dir = Path(sys.executable).parent
-    data_port_base, train_port_base = _free_ports(3, 3)
+    data_port_base, train_port_base = free_port_runs(3, 3)
     return {
         "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "PYTHON": sys.executable,
