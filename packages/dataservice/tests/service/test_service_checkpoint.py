@@ -444,7 +444,7 @@ def test_a_rewind_moves_a_task_without_splits_on_a_generation_too():
         {"op": "acquire_client", "client_id": 12, "job_id": 1},
         {"op": "release_client", "client_id": 10},  # the checkpointed reader
         {"op": "rewind_job", "job_id": 1, "client_id": 12, "replaces": 10}
-        | {"consumed": [[5, [[0, 2]]]]},
+        | {"consumed": [[5, [[0, 2]]]], "unsplit_tasks_too": True},
     ]:
         state.apply(record)
     for restored in (state, DispatcherState.from_snapshot(state.snapshot())):
@@ -453,3 +453,24 @@ def test_a_rewind_moves_a_task_without_splits_on_a_generation_too():
         assert (without.generation, without.delivered, without.awaiting) == (1, [], set())
         assert not without.finished
         assert (finished.generation, finished.finished) == (0, True)
+
+
+def test_a_rewind_journaled_before_that_rule_replays_as_it_was_applied():
+    """A journal written by an older dispatcher: its rewind left tasks without splits at
+    their generation, and the tasks went on from there (splits, elements delivered), so
+    replaying it must leave them there too."""
+    from tensorwire_dataservice.service.state import DispatcherState
+
+    state = DispatcherState()
+    for record in [
+        {"op": "create_job", "job_id": 1, "job_name": "", "iteration": 0, "dataset_id": "7"}
+        | {"policy": 1, "num_consumers": -1, "target_workers": "AUTO", "exact": True},
+        {"op": "create_task", "task_id": 5, "job_id": 1, "worker_address": "w:1"},
+        {"op": "create_task", "task_id": 6, "job_id": 1, "worker_address": "w:2"},
+        {"op": "give_splits", "job_id": 1, "task_id": 5, "position": 0, "count": 3}
+        | {"worker": "a"},
+        {"op": "acquire_client", "client_id": 12, "job_id": 1},
+        {"op": "rewind_job", "job_id": 1, "client_id": 12, "replaces": 10, "consumed": []},
+    ]:
+        state.apply(record)
+    assert (state.tasks[5].generation, state.tasks[6].generation) == (1, 0)

@@ -77,6 +77,7 @@ def restore_client(core: _Dispatcher, req: dict[str, Any]) -> dict[str, Any]:
                 "client_id": client_id,
                 "replaces": replaces,
                 "consumed": consumed,
+                "unsplit_tasks_too": True,  # see DispatcherState._apply_rewind_job
             }
         )
         core.job_idle_since[job_id] = time.monotonic()

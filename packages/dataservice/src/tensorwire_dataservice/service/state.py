@@ -409,7 +409,8 @@ class DispatcherState:
                 # after this and hand its first elements to a reader of the old generation
                 # (the checkpointed one, whose last request may still be in flight), which
                 # the restored reader would then never see. Splits go to the new one only.
-                if not task.finished:
+                # (Records journaled before this rule lack the flag and replay as applied.)
+                if r.get("unsplit_tasks_too") and not task.finished:
                     task.generation += 1
                     task.delivered, task.awaiting = [], set()
                 continue
