@@ -128,7 +128,9 @@ def free_port_runs(*spans: int) -> list[int]:
       The first port of each run, in the order of ``spans``.
 
     Raises:
-      RuntimeError: no free run of a span was found in 200 tries.
+      ValueError: a span below 1.
+      RuntimeError: no free run of a span was found in 200 tries, or the ephemeral range
+        leaves no room above ``PRIVATE_PORTS_FROM``.
 
     Examples:
         >>> first, second = free_port_runs(3, 2)
@@ -138,6 +140,11 @@ def free_port_runs(*spans: int) -> list[int]:
     if not spans or min(spans) < 1:
         raise ValueError(f"each span must be at least 1 port, got {spans!r}")
     stop = _ephemeral_low() - max(spans)
+    if stop <= PRIVATE_PORTS_FROM:
+        raise RuntimeError(
+            f"the kernel's ephemeral port range starts at {stop + max(spans)}: no run of "
+            f"{max(spans)} ports fits between {PRIVATE_PORTS_FROM} and it"
+        )
     taken: set[int] = set()
     bases: list[int] = []
     # A generator of its own: a test that seeds the global one (hypothesis, a fixed
