@@ -137,13 +137,13 @@ def driver(ps_namespace: str, ps_address: str, sizes: list[int], rounds: int) ->
             for _ in range(rounds):
                 for size in sizes:
                     nbytes = size * MiB
-                    var = variables[size]
+                    reads = _reads(nbytes)
                     ours, raw = _paired_seconds(
-                        functools.partial(var.read, timeout=READ_TIMEOUT),
+                        functools.partial(variables[size].read, timeout=READ_TIMEOUT),
                         functools.partial(tcp.receive, nbytes),
-                        _reads(nbytes),
+                        reads,
                     )
-                    moved = _reads(nbytes) * nbytes
+                    moved = reads * nbytes
                     figures.setdefault(f"{size} ours", []).append(moved / ours / 1e9)
                     figures.setdefault(f"{size} tcp", []).append(moved / raw / 1e9)
         print(json.dumps(figures), flush=True)

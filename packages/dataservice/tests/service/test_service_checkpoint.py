@@ -419,6 +419,21 @@ def test_rewind_records_survive_a_journal_snapshot():
         assert task.awaiting == {12}  # the other live reader reports
 
 
+def _exact_job_given_splits_on_task_5(tasks: int) -> list[dict[str, Any]]:
+    """Journal records: exact job 1 with tasks 5, 6, ... (``tasks`` of them), task 5 given
+    3 splits and the others none."""
+    return [
+        {"op": "create_job", "job_id": 1, "job_name": "", "iteration": 0, "dataset_id": "7"}
+        | {"policy": 1, "num_consumers": -1, "target_workers": "AUTO", "exact": True},
+        *(
+            {"op": "create_task", "task_id": 5 + i, "job_id": 1, "worker_address": f"w:{i + 1}"}
+            for i in range(tasks)
+        ),
+        {"op": "give_splits", "job_id": 1, "task_id": 5, "position": 0, "count": 3}
+        | {"worker": "a"},
+    ]
+
+
 def test_a_rewind_moves_a_task_without_splits_on_a_generation_too():
     """A task given no splits by the time of a restore (its worker had not asked yet)
     starts a new generation as well, with nothing to leave out and nobody to wait for.
@@ -430,13 +445,7 @@ def test_a_rewind_moves_a_task_without_splits_on_a_generation_too():
 
     state = DispatcherState()
     for record in [
-        {"op": "create_job", "job_id": 1, "job_name": "", "iteration": 0, "dataset_id": "7"}
-        | {"policy": 1, "num_consumers": -1, "target_workers": "AUTO", "exact": True},
-        {"op": "create_task", "task_id": 5, "job_id": 1, "worker_address": "w:1"},
-        {"op": "create_task", "task_id": 6, "job_id": 1, "worker_address": "w:2"},
-        {"op": "create_task", "task_id": 7, "job_id": 1, "worker_address": "w:3"},
-        {"op": "give_splits", "job_id": 1, "task_id": 5, "position": 0, "count": 3}
-        | {"worker": "a"},
+        *_exact_job_given_splits_on_task_5(tasks=3),
         {"op": "finish_task", "task_id": 7},
         {"op": "acquire_client", "client_id": 10, "job_id": 1},
         {"op": "acquire_client", "client_id": 11, "job_id": 1},
@@ -463,12 +472,7 @@ def test_a_rewind_journaled_before_that_rule_replays_as_it_was_applied():
 
     state = DispatcherState()
     for record in [
-        {"op": "create_job", "job_id": 1, "job_name": "", "iteration": 0, "dataset_id": "7"}
-        | {"policy": 1, "num_consumers": -1, "target_workers": "AUTO", "exact": True},
-        {"op": "create_task", "task_id": 5, "job_id": 1, "worker_address": "w:1"},
-        {"op": "create_task", "task_id": 6, "job_id": 1, "worker_address": "w:2"},
-        {"op": "give_splits", "job_id": 1, "task_id": 5, "position": 0, "count": 3}
-        | {"worker": "a"},
+        *_exact_job_given_splits_on_task_5(tasks=2),
         {"op": "acquire_client", "client_id": 12, "job_id": 1},
         {"op": "rewind_job", "job_id": 1, "client_id": 12, "replaces": 10, "consumed": []},
     ]:
